@@ -1,0 +1,86 @@
+"""What every HTTP entry point shares: request ids, log context, headers, error mapping."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import flask
+
+from shared import log as logctx
+from shared.errors import ConfigError, PermanentError, TransientError
+
+log = logging.getLogger("functions")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+
+
+def request_id_of(request: flask.Request) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def json_response(status: int, body: dict[str, Any], request_id: str) -> flask.Response:
+    body = {**body, "requestId": request_id}
+    response = flask.Response(json.dumps(body), status=status, mimetype="application/json")
+    response.headers["X-Request-ID"] = request_id
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_response(exc: Exception, request_id: str) -> flask.Response:
+    if isinstance(exc, PermanentError):
+        body = {"error": str(exc), "code": exc.code}
+        if exc.field:
+            body["field"] = exc.field
+        return json_response(exc.status, body, request_id)
+    if isinstance(exc, TransientError):
+        return json_response(503, {"error": str(exc), "component": exc.component}, request_id)
+    if isinstance(exc, ConfigError):
+        return json_response(503, {"error": "service misconfigured", "variable": exc.variable}, request_id)
+    return json_response(500, {"error": "internal error"}, request_id)
+
+
+def http_entry(name: str) -> Callable:
+    """Wrap an http function: bind log context, map typed errors to statuses.
+
+    The wrapped function returns (status, body dict)."""
+    logctx.configure()
+
+    def decorate(handler: Callable[[flask.Request, str], tuple[int, dict]]) -> Callable:
+        @functools.wraps(handler)
+        def entry(request: flask.Request) -> flask.Response:
+            request_id = request_id_of(request)
+            trace = logctx.trace_from_headers(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+            with logctx.bound(trace=trace, request_id=request_id, function=name):
+                try:
+                    status, body = handler(request, request_id)
+                except PermanentError as exc:
+                    log.warning("rejected: %s", exc, extra={"labels": {"status": str(exc.status)}})
+                    return error_response(exc, request_id)
+                except (TransientError, ConfigError) as exc:
+                    log.error("unavailable: %s", exc)
+                    return error_response(exc, request_id)
+                except Exception as exc:
+                    log.exception("unhandled error")
+                    return error_response(exc, request_id)
+                log.info("answered %s", status, extra={"labels": {"status": str(status)}})
+                return json_response(status, body, request_id)
+
+        return entry
+
+    return decorate

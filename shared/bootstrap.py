@@ -1,0 +1,82 @@
+"""The composition root: builds settings, the database and every adapter, once per instance.
+
+Nothing here runs at import time. Each function calls `container()` on its first
+request; tests build a Container from their own Settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import logging
+from dataclasses import dataclass, field
+
+from shared.adapters.ports import Clock, SystemClock
+from shared.config import Settings
+from shared.db.database import Database
+from shared.db.engine import make_engine
+from shared.db.migrate import ensure_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+
+    @functools.cached_property
+    def scheduler(self):
+        from shared.adapters.tasks import make_scheduler
+
+        return make_scheduler(self.settings, self.db)
+
+    @functools.cached_property
+    def publisher(self):
+        from shared.adapters.events import make_publisher
+
+        return make_publisher(self.settings)
+
+
+def build(settings: Settings, *, migrate: bool = True) -> Container:
+    db = Database(make_engine(settings))
+    if migrate:
+        ensure_schema(db)
+    return Container(settings=settings, db=db)
+
+
+@functools.cache
+def settings() -> Settings:
+    """The instance's settings, read and validated once (ConfigError names the variable)."""
+    return Settings.from_env()
+
+
+@functools.cache
+def container() -> Container:
+    """The instance-wide container, built on first use (not cached while it fails)."""
+    return build(settings())
+
+
+def settings_for(function: str, *required: str) -> Settings:
+    """Settings with the variables `function` cannot run without (ConfigError names one)."""
+    current = settings()
+    for variable in required:
+        current.require(variable)
+    return current
+
+
+def check_at_start(function: str, *required: str) -> None:
+    """Validate configuration at import when this process serves `function`.
+
+    Cloud Functions loads `main.py`, which imports every function module, and
+    sets FUNCTION_TARGET to the one it serves: only that one's needs apply.
+    """
+    if os.environ.get("FUNCTION_TARGET") == function:
+        settings_for(function, *required)
+
+
+def reset() -> None:
+    """Forget the cached settings and container (tests, local stack restarts)."""
+    settings.cache_clear()
+    container.cache_clear()

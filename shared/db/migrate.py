@@ -1,0 +1,39 @@
+"""Schema creation and forward migration, safe when instances start together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.db.database import Database
+from shared.db.schema import metadata, schema_version
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every instance.
+_LOCK_ID = 0x5645524946  # "VERIF"
+
+
+def _create_all(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+# Index i holds the step that brings the schema to version i + 1. Append only.
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_all]
+LATEST = len(MIGRATIONS)
+
+
+def ensure_schema(db: Database) -> int:
+    """Bring the schema to LATEST under an advisory lock; return the version."""
+    with db.transaction() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+        schema_version.create(conn, checkfirst=True)
+        current = conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_version")).scalar_one()
+        for version in range(current + 1, LATEST + 1):
+            MIGRATIONS[version - 1](conn)
+            conn.execute(schema_version.insert().values(version=version))
+            log.info("schema migrated", extra={"labels": {"schema_version": str(version)}})
+    return max(current, LATEST)

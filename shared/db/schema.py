@@ -1,0 +1,169 @@
+"""Every table, defined once on one MetaData (DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+NOW = text("now()")
+STATUSES = ("pending", "in_review", "verified", "declined", "expired", "cancelled")
+
+
+def _tstz(name: str, **kwargs) -> Column:
+    return Column(name, DateTime(timezone=True), **kwargs)
+
+
+verification_sessions = Table(
+    "verification_sessions",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("customer_email", Text, nullable=False),
+    Column("customer_id", Text),
+    Column("order_total", Numeric(12, 2)),
+    Column("currency", Text),
+    Column("status", Text, nullable=False, server_default="pending"),
+    _tstz("ordered_at", nullable=False),
+    _tstz("deadline", nullable=False),
+    Column("deadline_version", Integer, nullable=False, server_default="1"),
+    _tstz("decided_at"),
+    Column("veriff_session_id", Text),
+    Column("veriff_url", Text),
+    Column("refund_status", Text),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("updated_at", nullable=False, server_default=NOW),
+    CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
+    CheckConstraint(
+        "refund_status IN ('requested', 'refunded', 'failed', 'manual')",
+        name="verification_sessions_refund_status",
+    ),
+)
+# The deadline sweeper reads only pending sessions by deadline: keep that tiny.
+Index(
+    "verification_sessions_pending_deadline",
+    verification_sessions.c.deadline,
+    postgresql_where=verification_sessions.c.status == "pending",
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("provider", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("order_id", Text),
+    Column("deliveries", Integer, nullable=False, server_default="1"),
+    _tstz("received_at", nullable=False, server_default=NOW),
+    _tstz("last_received_at", nullable=False, server_default=NOW),
+    UniqueConstraint("provider", "event_id", name="webhook_events_provider_event_id"),
+)
+
+countdown_timers = Table(
+    "countdown_timers",
+    metadata,
+    Column("order_id", Text, ForeignKey("verification_sessions.order_id"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reminder_index", Integer, nullable=False),
+    Column("deadline_version", Integer, nullable=False),
+    _tstz("fire_at", nullable=False),
+    Column("task_name", Text, nullable=False, unique=True),
+    Column("state", Text, nullable=False, server_default="scheduled"),
+    _tstz("fired_at"),
+    PrimaryKeyConstraint("order_id", "kind", "reminder_index", "deadline_version"),
+    CheckConstraint("kind IN ('reminder', 'deadline')", name="countdown_timers_kind"),
+    CheckConstraint(
+        "state IN ('scheduled', 'fired', 'cancelled')", name="countdown_timers_state"
+    ),
+)
+
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=False), nullable=False, unique=True),
+    Column("order_id", Text),
+    Column("type", Text, nullable=False),
+    _tstz("occurred_at", nullable=False, server_default=NOW),
+    Column("actor", Text, nullable=False, server_default="system"),
+    Column("request_id", Text),
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+Index("event_log_order", event_log.c.order_id, event_log.c.id)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("order_id", Text),
+    Column("payload", JSONB, nullable=False),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("available_at", nullable=False, server_default=NOW),
+    _tstz("delivered_at"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    CheckConstraint(
+        "kind IN ('task.create', 'task.delete', 'publish')", name="outbox_kind"
+    ),
+)
+Index(
+    "outbox_undelivered",
+    outbox.c.available_at,
+    postgresql_where=outbox.c.delivered_at.is_(None),
+)
+
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("subscriber", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    _tstz("processed_at", nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("subscriber", "message_id"),
+)
+
+# The local task scheduler's durable queue (TASKS_BACKEND=local only).
+local_tasks = Table(
+    "local_tasks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    _tstz("schedule_time", nullable=False),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("next_attempt_at", nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _tstz("first_attempt_at"),
+    Column("last_status", Text),
+    _tstz("done_at"),
+    _tstz("deleted_at"),
+)
+Index(
+    "local_tasks_due",
+    local_tasks.c.next_attempt_at,
+    postgresql_where=local_tasks.c.done_at.is_(None) & local_tasks.c.deleted_at.is_(None),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    _tstz("applied_at", nullable=False, server_default=NOW),
+)

@@ -1,0 +1,1 @@
+"""The domain: statuses, transitions, commands and messages. Pure Python, no I/O."""

@@ -1,0 +1,73 @@
+"""One error root with two branches.
+
+Permanent errors are the caller's fault or a fact that retrying cannot change
+(bad signature, malformed input): answer 4xx, or acknowledge a task/message.
+Transient errors are ours or an upstream's (database down, API timeout):
+answer 5xx or raise, so the platform retries.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Root of every error the service raises on purpose."""
+
+
+class ConfigError(ServiceError):
+    """A required setting is missing or malformed; raised at start-up."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class PermanentError(ServiceError):
+    """Retrying the same input can never succeed."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Unparseable(PermanentError):
+    status = 400
+    code = "unparseable"
+
+
+class BadSignature(PermanentError):
+    status = 401
+    code = "bad_signature"
+
+
+class RouteDisabled(PermanentError):
+    status = 404
+    code = "route_disabled"
+
+
+class BodyTooLarge(PermanentError):
+    status = 413
+    code = "body_too_large"
+
+
+class WrongContentType(PermanentError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidField(PermanentError):
+    status = 422
+    code = "invalid_field"
+
+
+class TransientError(ServiceError):
+    """A dependency failed; the same input may succeed later."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, *, component: str = "unknown") -> None:
+        super().__init__(message)
+        self.component = component

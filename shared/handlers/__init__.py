@@ -1,0 +1,1 @@
+"""Use cases: one function per input, each one transaction."""

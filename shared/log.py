@@ -1,0 +1,99 @@
+"""Structured logging: one JSON object per line, in Cloud Logging's format.
+
+Context (request id, function, order id, trace) lives in context variables,
+bound by each entry point, so every line of a request carries it. Log
+identifiers only: never payloads, emails or secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+_labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_labels", default={})
+_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_trace", default=None)
+
+_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "severity": _SEVERITY.get(record.levelno, "DEFAULT"),
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "logger": record.name,
+        }
+        labels = dict(_labels.get())
+        labels.update(getattr(record, "labels", {}) or {})
+        if labels:
+            entry["logging.googleapis.com/labels"] = labels
+        trace = _trace.get()
+        if trace:
+            entry["logging.googleapis.com/trace"] = trace
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure() -> None:
+    """Install the JSON handler on the root logger once (idempotent)."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+
+
+@contextlib.contextmanager
+def bound(trace: str | None = None, **labels: str | None) -> Iterator[None]:
+    """Bind labels (and a trace) to every log line inside the block."""
+    merged = dict(_labels.get())
+    merged.update({k: str(v) for k, v in labels.items() if v is not None})
+    label_token = _labels.set(merged)
+    trace_token = _trace.set(trace) if trace is not None else None
+    try:
+        yield
+    finally:
+        _labels.reset(label_token)
+        if trace_token is not None:
+            _trace.reset(trace_token)
+
+
+def bind(**labels: str | None) -> None:
+    """Add labels to the current context (e.g. the order id once parsed)."""
+    merged = dict(_labels.get())
+    merged.update({k: str(v) for k, v in labels.items() if v is not None})
+    _labels.set(merged)
+
+
+def trace_from_headers(headers: dict[str, str] | object, project: str | None) -> str | None:
+    """Cloud Logging trace name from `traceparent` or `X-Cloud-Trace-Context`."""
+    get = getattr(headers, "get")
+    trace_id = None
+    traceparent = get("traceparent")
+    if traceparent:
+        parts = traceparent.split("-")
+        if len(parts) >= 2 and len(parts[1]) == 32:
+            trace_id = parts[1]
+    if trace_id is None:
+        legacy = get("X-Cloud-Trace-Context")
+        if legacy:
+            trace_id = legacy.split("/")[0] or None
+    if trace_id is None:
+        return None
+    return f"projects/{project}/traces/{trace_id}" if project else trace_id

@@ -1,0 +1,78 @@
+"""Fixtures shared by every test: a real PostgreSQL started for the session, settings, ids."""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_GCE_CHECK", "true")
+
+from devstack.postgres import Postgres, free_port  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.db.database import Database  # noqa: E402
+from shared.db.engine import make_engine  # noqa: E402
+from shared.db.migrate import ensure_schema  # noqa: E402
+
+ORDER_SECRET_KEY = b"test-order-webhook-key-32-bytes!"
+ORDER_SECRET = "whsec_" + base64.b64encode(ORDER_SECRET_KEY).decode()
+VERIFF_SECRET = "veriff-shared-secret"
+VERIFF_API_KEY = "veriff-api-key"
+LIGHTSPEED_SECRET = "lightspeed-client-secret"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL: TEST_DATABASE_URL if given, else one started here."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="verification-pg-"))
+    server = Postgres(data_dir, free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres) -> str:
+    return postgres if isinstance(postgres, str) else postgres.url
+
+
+def base_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": database_url,
+        "ORDER_WEBHOOK_SECRET": ORDER_SECRET,
+        "VERIFF_SHARED_SECRET": VERIFF_SECRET,
+        "VERIFF_API_KEY": VERIFF_API_KEY,
+        "LIGHTSPEED_CLIENT_SECRET": LIGHTSPEED_SECRET,
+        "TASKS_BACKEND": "local",
+        "TIMER_URL": "http://127.0.0.1:9/timer",
+        "EVENTS_BACKEND": "local",
+        "DB_POOL_SIZE": "5",
+        "DB_MAX_OVERFLOW": "20",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(database_url) -> Settings:
+    return Settings.from_env(base_env(database_url))
+
+
+@pytest.fixture(scope="session")
+def db(settings) -> Database:
+    database = Database(make_engine(settings))
+    ensure_schema(database)
+    return database
+
+
+@pytest.fixture
+def order_id() -> str:
+    return f"order-{uuid.uuid4().hex[:12]}"
