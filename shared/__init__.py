@@ -1,0 +1,1 @@
+"""The state package every function imports."""
