@@ -53,11 +53,13 @@ class Postgres:
             shutil.chown(self.data_dir, "postgres", "postgres")
             self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            done = subprocess.run(
                 _as_owner([_bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
                            "--auth=trust", "-E", "UTF8", "--no-sync"]),
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
+            if done.returncode:
+                raise RuntimeError(f"initdb failed in {self.data_dir}: {done.stderr.strip()}")
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
             "-c max_connections=200 -c fsync=off -c synchronous_commit=off"

@@ -77,6 +77,8 @@ def check_at_start(function: str, *required: str) -> None:
 
 
 def reset() -> None:
-    """Forget the cached settings and container (tests, local stack restarts)."""
+    """Forget the cached settings and container, closing its pool (tests, restarts)."""
+    if container.cache_info().currsize:
+        container().db.engine.dispose()
     settings.cache_clear()
     container.cache_clear()

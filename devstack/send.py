@@ -1,0 +1,60 @@
+"""Send a signed webhook to the local stack.
+
+    python -m devstack.send order ORDER-ID EMAIL
+    python -m devstack.send veriff ORDER-ID approved|declined|resubmission|expired|review
+    python -m devstack.send void ORDER-ID          (Lightspeed voided sale)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import urlencode
+
+from devstack.run import LOCAL
+from devstack.signing import (
+    lightspeed_headers,
+    order_body,
+    standard_webhook_headers,
+    veriff_body,
+    veriff_headers,
+)
+
+CODES = {"approved": 9001, "declined": 9102, "resubmission": 9103, "expired": 9104, "review": 9121}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("order", "veriff", "void"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    secrets = json.loads((LOCAL / "dev-secrets.json").read_text())
+    base = f"http://127.0.0.1:{os.environ.get('LOCAL_BASE_PORT', '8080')}"
+    kind, order_id = argv[0], argv[1]
+    if kind == "order":
+        body = order_body(order_id, argv[2] if len(argv) > 2 else "customer@example.com")
+        path, headers = "/webhooks/orders", standard_webhook_headers(secrets["ORDER_WEBHOOK_SECRET"], body)
+    elif kind == "veriff":
+        body = veriff_body(order_id, CODES[argv[2] if len(argv) > 2 else "approved"],
+                           decision_time=f"2026-01-01T00:00:00.{uuid.uuid4().int % 1000:03d}Z")
+        path, headers = "/webhooks/veriff", veriff_headers(
+            secrets["VERIFF_SHARED_SECRET"], secrets["VERIFF_API_KEY"], body)
+    else:
+        body = urlencode({"type": "sale.update", "payload": json.dumps(
+            {"id": order_id, "status": "VOIDED", "version": uuid.uuid4().hex})}).encode()
+        path, headers = "/webhooks/lightspeed", lightspeed_headers(secrets["LIGHTSPEED_CLIENT_SECRET"], body)
+    request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.status, response.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(exc.code, exc.read().decode())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,363 @@
+"""Event publishers: Google Cloud Pub/Sub, and a local one that pushes CloudEvents over HTTP.
+
+`make_publisher(settings)` picks one by `EVENTS_BACKEND`. Both implement the
+`EventPublisher` port: `publish_batch` returns, per message and in order, the
+message id or the exception that message failed with; it never raises for a
+single message, so the outbox relay can mark what was delivered and leave the
+rest for the sweeper.
+
+Neither publisher logs message data or attributes (they can carry order ids
+and emails); only topics, ordering keys' counts, message ids and error types.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.adapters.ports import EventPublisher, OutgoingMessage
+from shared.config import Settings
+from shared.domain.messages import TOPICS
+from shared.errors import ConfigError, TransientError
+
+log = logging.getLogger(__name__)
+
+PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+# `PublisherClient.publish(topic, data, ordering_key=..., retry=..., timeout=...,
+# **attrs)`: an attribute with one of these names would be taken as an argument.
+_RESERVED_ATTRIBUTE_NAMES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
+
+
+def make_publisher(settings: Settings) -> EventPublisher:
+    """The publisher `settings.events_backend` asks for ("pubsub" or "local")."""
+    if settings.events_backend == "pubsub":
+        return PubSubPublisher(settings.require("GOOGLE_CLOUD_PROJECT"))
+    if settings.events_backend == "local":
+        return LocalPublisher(
+            settings.local_subscriber_urls,
+            project=settings.google_cloud_project or LocalPublisher.DEFAULT_PROJECT,
+        )
+    raise ConfigError("EVENTS_BACKEND", f"{settings.events_backend!r} is not pubsub or local")
+
+
+class PubSubPublisher:
+    """Publishes to Google Cloud Pub/Sub with message ordering.
+
+    The client is built on first use (never at import), so a function that
+    never publishes never opens a channel, and `PUBSUB_EMULATOR_HOST` is read
+    by the library when the client is built.
+    """
+
+    def __init__(self, project: str, *, timeout: float = 30.0, check_timeout: float = 5.0) -> None:
+        """`timeout` bounds one `publish_batch` (library retries included);
+        `check_timeout` bounds each call `check()` makes."""
+        self.project = project
+        self.timeout = timeout
+        self.check_timeout = check_timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.project}/topics/{topic}"
+
+    @property
+    def client(self):
+        """The `PublisherClient`, built once, with ordering enabled."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._build_client()
+            return self._client
+
+    def _build_client(self):
+        from google.api_core import exceptions as api_exceptions
+        from google.api_core import retry as api_retry
+        from google.api_core.timeout import ConstantTimeout
+        from google.cloud import pubsub_v1
+        from google.cloud.pubsub_v1.types import PublisherOptions
+
+        # The library's default publish retry keeps trying for 600 s in the
+        # background; a relay that gave up after `timeout` would then race its
+        # own late retries. Same retryable codes, bounded by our timeout.
+        retry = api_retry.Retry(
+            initial=0.1,
+            maximum=5.0,
+            multiplier=2.0,
+            predicate=api_retry.if_exception_type(
+                api_exceptions.Aborted,
+                api_exceptions.Cancelled,
+                api_exceptions.DeadlineExceeded,
+                api_exceptions.InternalServerError,
+                api_exceptions.ResourceExhausted,
+                api_exceptions.ServiceUnavailable,
+                api_exceptions.Unknown,
+            ),
+            timeout=self.timeout,
+        )
+        # ConstantTimeout, as the library itself defaults to: api_core's other
+        # timeout kinds can leave a retried attempt with no time at all.
+        options = PublisherOptions(
+            enable_message_ordering=True, retry=retry, timeout=ConstantTimeout(self.timeout),
+        )
+        return pubsub_v1.PublisherClient(publisher_options=options)
+
+    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:
+        """Publish every message, then wait for each; its id or the error, in order."""
+        from google.api_core import exceptions as api_exceptions
+        from google.cloud.pubsub_v1.publisher import exceptions as publisher_exceptions
+
+        client = self.client
+        pending: list[Any] = []
+        for message in messages:
+            reserved = _RESERVED_ATTRIBUTE_NAMES.intersection(message.attributes)
+            if reserved:
+                pending.append(ValueError(f"reserved attribute name(s) {sorted(reserved)}"))
+                continue
+            try:
+                pending.append(client.publish(
+                    self.topic_path(message.topic), message.data,
+                    ordering_key=message.ordering_key, **message.attributes,
+                ))
+            except (ValueError, TypeError, RuntimeError) as exc:
+                # Rejected before sending (e.g. message too large, stopped client).
+                pending.append(exc)
+
+        deadline = time.monotonic() + self.timeout
+        results: list[str | Exception] = []
+        failed_keys: set[tuple[str, str]] = set()
+        for message, future in zip(messages, pending):
+            if isinstance(future, Exception):
+                results.append(future)
+                continue
+            try:
+                results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeoutError:
+                # Still in flight: it may yet be delivered, so the relay's later
+                # re-publish can duplicate it; subscribers dedupe on message_key.
+                results.append(TransientError(
+                    f"publish to {message.topic} not confirmed within {self.timeout}s",
+                    component="pubsub"))
+            except (api_exceptions.GoogleAPIError,
+                    publisher_exceptions.PublishToPausedOrderingKeyException) as exc:
+                error = TransientError(
+                    f"publish to {message.topic} failed: {type(exc).__name__}", component="pubsub")
+                error.__cause__ = exc
+                results.append(error)
+                if message.ordering_key:
+                    failed_keys.add((message.topic, message.ordering_key))
+            except Exception as exc:  # noqa: BLE001 - the port returns, never raises, per message
+                results.append(exc)
+                if message.ordering_key:
+                    failed_keys.add((message.topic, message.ordering_key))
+
+        for topic, ordering_key in failed_keys:
+            self._resume(topic, ordering_key)
+        failures = sum(isinstance(r, Exception) for r in results)
+        if failures:
+            log.warning("pubsub publish: %d of %d messages failed", failures, len(results),
+                        extra={"labels": {"component": "pubsub"}})
+        return results
+
+    def _resume(self, topic: str, ordering_key: str) -> None:
+        # After a publish with an ordering key fails, the client pauses that key:
+        # every later publish for it fails at once with
+        # PublishToPausedOrderingKeyException, so that nothing overtakes the lost
+        # message. The outbox keeps the failed rows and re-publishes them in
+        # order, so it is safe (and needed) to unpause now; otherwise the key
+        # would stay blocked for the life of this instance.
+        try:
+            self.client.resume_publish(self.topic_path(topic), ordering_key)
+        except RuntimeError:
+            pass  # not paused (e.g. the failure was a timeout still in flight)
+
+    def check(self, topics: Iterable[str] = TOPICS) -> None:
+        """One cheap `get_topic` per topic; TransientError when any cannot be read."""
+        from google.api_core import exceptions as api_exceptions
+
+        for topic in topics:
+            try:
+                self.client.get_topic(topic=self.topic_path(topic), retry=None,
+                                      timeout=self.check_timeout)
+            except api_exceptions.GoogleAPIError as exc:
+                raise TransientError(
+                    f"pubsub topic {topic} unavailable: {type(exc).__name__}",
+                    component="pubsub") from exc
+
+    def ensure_topics(self, topics: Iterable[str] = TOPICS) -> None:
+        """Create the topics that do not exist yet (local stack, tests, emulator)."""
+        from google.api_core import exceptions as api_exceptions
+
+        for topic in topics:
+            try:
+                self.client.create_topic(name=self.topic_path(topic), timeout=self.check_timeout)
+            except api_exceptions.AlreadyExists:
+                pass
+            except api_exceptions.GoogleAPIError as exc:
+                raise TransientError(
+                    f"cannot create pubsub topic {topic}: {type(exc).__name__}",
+                    component="pubsub") from exc
+
+    def close(self) -> None:
+        """Flush and stop the client (tests, bench, shutdown). Safe to call twice."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.stop()
+
+
+class LocalPublisher:
+    """Delivers each message to the local subscriber function for its topic,
+    as Eventarc delivers a Pub/Sub message: a binary-mode CloudEvent POSTed
+    over HTTP.
+
+    Differences from the cloud, on purpose: delivery is synchronous, so a
+    subscriber that fails makes the *publish* fail (after `attempts` tries) and
+    the outbox relay re-publishes later with a new message id; in the cloud the
+    publish succeeds and Pub/Sub redelivers the same message id. Subscribers
+    dedupe on the `message_key` attribute, which is the same in both cases.
+    Within one call, once a message for a (topic, ordering key) fails, the
+    later ones for that key are not sent, as the Pub/Sub client pauses a key.
+    """
+
+    DEFAULT_PROJECT = "local-project"
+
+    def __init__(
+        self,
+        subscriber_urls: Mapping[str, str],
+        *,
+        project: str = DEFAULT_PROJECT,
+        attempts: int = 3,
+        backoff_base: float = 0.2,
+        timeout: float = 10.0,
+    ) -> None:
+        """`attempts` tries per message, sleeping `backoff_base * 2**n` between
+        them; `timeout` bounds each HTTP request."""
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.subscriber_urls = dict(subscriber_urls)
+        self.project = project
+        self.attempts = attempts
+        self.backoff_base = backoff_base
+        self.timeout = timeout
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        with self._lock:
+            if self._session is None:
+                import requests
+
+                self._session = requests.Session()
+            return self._session
+
+    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:
+        """Deliver in order, one at a time; per message its id or the error."""
+        results: list[str | Exception] = []
+        failed_keys: set[tuple[str, str]] = set()
+        for message in messages:
+            key = (message.topic, message.ordering_key)
+            if message.ordering_key and key in failed_keys:
+                results.append(TransientError(
+                    f"an earlier message for this ordering key on {message.topic} failed",
+                    component="pubsub-local"))
+                continue
+            result = self._deliver(message)
+            if isinstance(result, Exception) and message.ordering_key:
+                failed_keys.add(key)
+            results.append(result)
+        return results
+
+    def build_event(self, message: OutgoingMessage, message_id: str,
+                    publish_time: datetime) -> tuple[dict[str, str], bytes]:
+        """Headers and body of the Eventarc-style CloudEvent for `message`."""
+        from cloudevents.conversion import to_binary
+        from cloudevents.http import CloudEvent
+
+        published = _rfc3339(publish_time)
+        pubsub_message: dict[str, Any] = {
+            "data": base64.b64encode(message.data).decode("ascii"),
+            "attributes": dict(message.attributes),
+            "messageId": message_id,
+            "publishTime": published,
+        }
+        if message.ordering_key:
+            pubsub_message["orderingKey"] = message.ordering_key
+        event = CloudEvent(
+            {
+                "type": PUBSUB_EVENT_TYPE,
+                "source": f"//pubsub.googleapis.com/projects/{self.project}/topics/{message.topic}",
+                "id": message_id,
+                "time": published,
+                "specversion": "1.0",
+                "datacontenttype": "application/json",
+            },
+            {
+                "message": pubsub_message,
+                "subscription": f"projects/{self.project}/subscriptions/local-{message.topic}",
+            },
+        )
+        headers, body = to_binary(event, data_marshaller=json.dumps)
+        return dict(headers), body if isinstance(body, bytes) else body.encode()
+
+    def _deliver(self, message: OutgoingMessage) -> str | Exception:
+        url = self.subscriber_urls.get(message.topic)
+        if not url:
+            return TransientError(f"no local subscriber URL for topic {message.topic}",
+                                  component="pubsub-local")
+        # One id for every attempt, as Pub/Sub keeps a message's id on redelivery.
+        message_id = uuid.uuid4().hex
+        headers, body = self.build_event(message, message_id, datetime.now(timezone.utc))
+        problem = "not sent"
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(self.backoff_base * 2 ** (attempt - 1))
+            try:
+                response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+            except Exception as exc:  # noqa: BLE001 - requests' errors, retried then returned
+                problem = type(exc).__name__
+                cause: BaseException | None = exc
+            else:
+                if 200 <= response.status_code < 300:
+                    return message_id
+                problem = f"HTTP {response.status_code}"
+                cause = None
+            log.warning("local delivery of %s to %s failed (%s), attempt %d of %d",
+                        message_id, message.topic, problem, attempt + 1, self.attempts,
+                        extra={"labels": {"component": "pubsub-local"}})
+        error = TransientError(
+            f"delivery to the {message.topic} subscriber failed after "
+            f"{self.attempts} attempts: {problem}", component="pubsub-local")
+        error.__cause__ = cause
+        return error
+
+    def check(self, topics: Iterable[str] = TOPICS) -> None:
+        """TransientError when a topic has no subscriber URL: nothing would be delivered.
+
+        No request is made: a subscriber function has no cheap endpoint to probe.
+        """
+        missing = [topic for topic in topics if not self.subscriber_urls.get(topic)]
+        if missing:
+            raise TransientError(f"no local subscriber URL for {', '.join(missing)}",
+                                 component="pubsub-local")
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+def _rfc3339(moment: datetime) -> str:
+    """`2026-01-02T03:04:05.678Z`, as Pub/Sub writes publishTime."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -1,0 +1,149 @@
+"""Render customer emails from the template files in `templates/`.
+
+Each kind has three files: `{kind}.subject.txt`, `{kind}.txt` (plain text) and
+`{kind}.html` (a fragment placed inside `_layout.html`). Templates use
+`string.Template` placeholders:
+
+    $order_id  $store_name  $verification_url  $deadline  $reminder_number
+
+Every value is HTML-escaped before it is put into the HTML part; the text part
+and the subject get the raw value (they are not HTML). The deadline is shown in
+the store's time zone, e.g. "Thursday 3 December 2026, 14:00 CET".
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+from datetime import datetime, tzinfo
+from importlib import resources
+from string import Template
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from shared.adapters.ports import EmailMessage
+from shared.domain.model import Email
+
+DEFAULT_STORE_NAME = "our store"
+
+# Kinds whose body links to the provider; the others must not need a URL.
+_NEEDS_URL = frozenset({Email.LINK, Email.REMINDER})
+# The kind travels in this header so senders can log it without reading the body.
+KIND_HEADER = "X-Verification-Email"
+
+# English names by hand: strftime's %A/%B follow the process locale.
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def format_deadline(deadline: datetime, store_timezone: str | tzinfo) -> str:
+    """The deadline as a customer reads it, in the store's zone: `Thursday 3 December 2026, 14:00 CET`.
+
+    `deadline` must be timezone-aware (the service keeps UTC everywhere); a
+    naive value would be silently read as server-local time, so it is refused.
+    """
+    if deadline.tzinfo is None or deadline.utcoffset() is None:
+        raise ValueError("deadline must be timezone-aware")
+    zone = ZoneInfo(store_timezone) if isinstance(store_timezone, str) else store_timezone
+    local = deadline.astimezone(zone)
+    abbreviation = local.tzname() or ""
+    # Some zones have no letters abbreviation (tzdata gives "-03"): say it is an offset.
+    if abbreviation[:1] in ("+", "-"):
+        abbreviation = f"UTC{abbreviation}"
+    return (
+        f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} {local.year}, "
+        f"{local:%H:%M} {abbreviation}"
+    ).rstrip()
+
+
+def render(
+    kind: Email | str,
+    *,
+    order_id: str,
+    verification_url: str | None,
+    deadline: datetime,
+    store_timezone: str | tzinfo,
+    reminder_index: int = 0,
+    store_name: str = DEFAULT_STORE_NAME,
+) -> tuple[str, str, str]:
+    """Render one email: `(subject, text, html)`.
+
+    `kind` is one of `Email` (link, reminder, verified, declined, expired).
+    `verification_url` is required for link and reminder and must be http(s);
+    it may be None for the others. `reminder_index` is 0-based (shown as
+    "reminder 1"). Raises ValueError for an unknown kind or a bad argument.
+    """
+    kind = Email(kind)
+    if kind in _NEEDS_URL:
+        _check_url(verification_url)
+    if reminder_index < 0:
+        raise ValueError("reminder_index must be 0 or more")
+    values = {
+        "order_id": order_id,
+        "store_name": store_name,
+        "verification_url": verification_url or "",
+        "deadline": format_deadline(deadline, store_timezone),
+        "reminder_number": str(reminder_index + 1),
+    }
+    # A header cannot hold a line break; collapse any whitespace run a value brings in.
+    subject = _WHITESPACE.sub(" ", _template(f"{kind}.subject.txt").substitute(values)).strip()
+    text = _template(f"{kind}.txt").substitute(values)
+    escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
+    fragment = _template(f"{kind}.html").substitute(escaped)
+    # `content` is the only value not escaped here: it is our own fragment,
+    # whose interpolated values were escaped on the line above.
+    page = _template("_layout.html").substitute(
+        escaped, subject=html.escape(subject, quote=True), content=fragment
+    )
+    return subject, text, page
+
+
+def build_message(
+    to: str,
+    kind: Email | str,
+    *,
+    order_id: str,
+    verification_url: str | None,
+    deadline: datetime,
+    store_timezone: str | tzinfo,
+    reminder_index: int = 0,
+    store_name: str = DEFAULT_STORE_NAME,
+) -> EmailMessage:
+    """Render `kind` (see `render`) into the port's EmailMessage addressed to `to`.
+
+    The message carries the kind in the `X-Verification-Email` header, so a
+    sender can log which email it sent without touching address or body.
+    """
+    kind = Email(kind)
+    subject, text, page = render(
+        kind,
+        order_id=order_id,
+        verification_url=verification_url,
+        deadline=deadline,
+        store_timezone=store_timezone,
+        reminder_index=reminder_index,
+        store_name=store_name,
+    )
+    return EmailMessage(to=to, subject=subject, text=text, html=page, headers={KIND_HEADER: str(kind)})
+
+
+def _check_url(url: str | None) -> None:
+    # The URL lands in an href: escaping stops attribute break-outs, but only a
+    # scheme check stops `javascript:` and friends.
+    if not url:
+        raise ValueError("verification_url is required for this email kind")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValueError("verification_url must be an absolute http(s) URL")
+
+
+@functools.cache
+def _template(name: str) -> Template:
+    # importlib.resources finds the files wherever the package is installed or zipped.
+    source = resources.files("shared.emails").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
+    return Template(source)

@@ -1,0 +1,1 @@
+"""Start and stop the cloud emulators the integration tests and benches use."""
