@@ -101,4 +101,7 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
         raise NotFound(f"no route {path}")
     if request.method != "POST":
         raise MethodNotAllowed("use POST")
-    return 200, route(request, request_id).to_dict()
+    result = route(request, request_id)
+    if result.status != "duplicate" and result.order_id:
+        bootstrap.container().relay([result.order_id])
+    return 200, result.to_dict()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.adapters.ports import Clock, SystemClock
 from shared.config import Settings
+from shared.errors import ServiceError
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import ensure_schema
@@ -37,6 +38,35 @@ class Container:
         from shared.adapters.events import make_publisher
 
         return make_publisher(self.settings)
+
+    @functools.cached_property
+    def email_sender(self):
+        from shared.adapters.email import make_email_sender
+
+        return make_email_sender(self.settings)
+
+    @functools.cached_property
+    def verification_provider(self):
+        from shared.adapters.veriff import make_verification_provider
+
+        return make_verification_provider(self.settings, local_base_url=self.settings.local_verify_url)
+
+    @functools.cached_property
+    def refund_gateway(self):
+        from shared.adapters.refunds import make_refund_gateway
+
+        return make_refund_gateway(self.settings)
+
+    def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0):
+        """Deliver outbox rows now; what fails stays for the sweeper (never raises)."""
+        from shared.handlers.relay import RelayReport, relay
+
+        try:
+            return relay(self.db, self.scheduler, self.publisher,
+                         order_ids=order_ids, budget_seconds=budget_seconds)
+        except ServiceError as exc:
+            log.warning("outbox relay deferred to the sweeper: %s", exc)
+            return RelayReport()
 
 
 def build(settings: Settings, *, migrate: bool = True) -> Container:

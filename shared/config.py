@@ -55,6 +55,7 @@ class Settings:
     veriff_api_key: str | None = field(default=None, repr=False)
     veriff_shared_secret: str | None = field(default=None, repr=False)
     veriff_base_url: str = "https://stationapi.veriff.com"
+    local_verify_url: str = "http://127.0.0.1:8080/verify"
     max_body_bytes: int = 1_048_576
 
     tasks_backend: str = "cloud"
@@ -69,6 +70,7 @@ class Settings:
 
     email_backend: str = "console"
     email_from: str = "verify@example.com"
+    store_name: str = "Our store"
     store_timezone: str = "UTC"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -105,6 +107,7 @@ class Settings:
             veriff_api_key=r.text("VERIFF_API_KEY"),
             veriff_shared_secret=r.text("VERIFF_SHARED_SECRET"),
             veriff_base_url=(r.text("VERIFF_BASE_URL") or cls.veriff_base_url).rstrip("/"),
+            local_verify_url=r.text("LOCAL_VERIFY_URL") or cls.local_verify_url,
             max_body_bytes=r.integer("MAX_BODY_BYTES", 1_048_576, minimum=1),
             tasks_backend=r.choice("TASKS_BACKEND", "cloud", ("cloud", "local")),
             google_cloud_project=r.text("GOOGLE_CLOUD_PROJECT"),
@@ -116,6 +119,7 @@ class Settings:
             local_subscriber_urls=r.mapping("LOCAL_SUBSCRIBER_URLS"),
             email_backend=r.choice("EMAIL_BACKEND", "console", ("sendgrid", "smtp", "console")),
             email_from=r.text("EMAIL_FROM") or cls.email_from,
+            store_name=r.text("STORE_NAME") or cls.store_name,
             store_timezone=r.timezone("STORE_TIMEZONE", "UTC"),
             smtp_host=r.text("SMTP_HOST") or cls.smtp_host,
             smtp_port=r.integer("SMTP_PORT", 25, minimum=1),

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -138,6 +139,41 @@ processed_messages = Table(
     _tstz("processed_at", nullable=False, server_default=NOW),
     PrimaryKeyConstraint("subscriber", "message_id"),
 )
+
+# One row per customer email: claimed before sending, so each is sent at most once.
+email_sends = Table(
+    "email_sends",
+    metadata,
+    Column("order_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("reminder_index", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    _tstz("claimed_at", nullable=False, server_default=NOW),
+    _tstz("sent_at"),
+    PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
+    CheckConstraint("state IN ('sending', 'sent', 'skipped')", name="email_sends_state"),
+)
+
+# Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
+funnel_daily = Table(
+    "funnel_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("day", "metric"),
+)
+
+verify_durations = Table(
+    "verify_durations",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("seconds", Integer, nullable=False),
+    Column("bucket", Text, nullable=False),
+)
+Index("verify_durations_day", verify_durations.c.day)
 
 # The local task scheduler's durable queue (TASKS_BACKEND=local only).
 local_tasks = Table(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -107,7 +106,7 @@ def move_status(
             WHERE order_id = :order_id
               AND status = ANY(:from_statuses)
               AND (CAST(:due_by AS timestamptz) IS NULL OR deadline <= :due_by)
-            RETURNING order_id, status, deadline, deadline_version
+            RETURNING order_id, status, ordered_at, deadline, deadline_version
         """),
         {
             "order_id": order_id,
@@ -127,16 +126,17 @@ def session_status(conn: Connection, order_id: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def cancel_timers(conn: Connection, order_id: str) -> list[str]:
-    """Mark every scheduled timer of the order cancelled; their task names."""
+def cancel_timers(conn: Connection, order_id: str, kind: str | None = None) -> list[str]:
+    """Mark the order's scheduled timers (of `kind`, or all) cancelled; their task names."""
     return list(
         conn.execute(
             text("""
                 UPDATE countdown_timers SET state = 'cancelled'
                 WHERE order_id = :o AND state = 'scheduled'
+                  AND (CAST(:kind AS text) IS NULL OR kind = :kind)
                 RETURNING task_name
             """),
-            {"o": order_id},
+            {"o": order_id, "kind": kind},
         ).scalars()
     )
 
@@ -160,5 +160,246 @@ def write_effects(conn: Connection, events: list[dict], outbox: list[dict]) -> N
     )
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=str)
+def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline_version: int) -> bool:
+    """Mark a scheduled reminder fired, only while its session is pending. True once."""
+    return conn.execute(
+        text("""
+            UPDATE countdown_timers t SET state = 'fired', fired_at = now()
+            FROM verification_sessions s
+            WHERE t.order_id = :o AND t.kind = 'reminder' AND t.reminder_index = :i
+              AND t.deadline_version = :v AND t.state = 'scheduled'
+              AND s.order_id = t.order_id AND s.status = 'pending'
+            RETURNING 1
+        """),
+        {"o": order_id, "i": reminder_index, "v": deadline_version},
+    ).first() is not None
+
+
+def mark_deadline_fired(conn: Connection, order_id: str) -> None:
+    conn.execute(
+        text("""
+            UPDATE countdown_timers SET state = 'fired', fired_at = now()
+            WHERE order_id = :o AND kind = 'deadline' AND state = 'scheduled'
+              AND deadline_version = (SELECT deadline_version FROM verification_sessions WHERE order_id = :o)
+        """),
+        {"o": order_id},
+    )
+
+
+def overdue_sessions(conn: Connection, cutoff: datetime, limit: int) -> list[str]:
+    """Pending sessions whose deadline is before `cutoff` (served by the partial index)."""
+    return list(conn.execute(
+        text("""
+            SELECT order_id FROM verification_sessions
+            WHERE status = 'pending' AND deadline <= :cutoff
+            ORDER BY deadline LIMIT :n
+        """),
+        {"cutoff": cutoff, "n": limit},
+    ).scalars())
+
+
+def extend_deadline(conn: Connection, order_id: str, deadline: datetime) -> dict[str, Any] | None:
+    """Move an open session's deadline later, bumping its version. The row, or None."""
+    row = conn.execute(
+        text("""
+            UPDATE verification_sessions
+            SET deadline = :d, deadline_version = deadline_version + 1, updated_at = now()
+            WHERE order_id = :o AND status IN ('pending', 'in_review') AND deadline < :d
+            RETURNING order_id, deadline, deadline_version
+        """),
+        {"o": order_id, "d": deadline},
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def add_timers(conn: Connection, rows: list[dict]) -> None:
+    conn.execute(
+        text("""
+            INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
+            SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
+            FROM jsonb_to_recordset(:rows) AS t(order_id text, kind text, reminder_index int,
+                                                deadline_version int, fire_at timestamptz, task_name text)
+            ON CONFLICT DO NOTHING
+        """).bindparams(bindparam("rows", type_=JSONB)),
+        {"rows": rows},
+    )
+
+
+# ---- outbox -------------------------------------------------------------------
+
+
+def claim_outbox(conn: Connection, limit: int, order_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Lock due, undelivered rows; concurrent relays skip each other's rows."""
+    return [dict(r) for r in conn.execute(
+        text("""
+            SELECT id, kind, order_id, payload, attempts FROM outbox
+            WHERE delivered_at IS NULL AND available_at <= now()
+              AND (CAST(:orders AS text[]) IS NULL OR order_id = ANY(CAST(:orders AS text[])))
+            ORDER BY id
+            LIMIT :n
+            FOR UPDATE SKIP LOCKED
+        """),
+        {"n": limit, "orders": order_ids},
+    ).mappings()]
+
+
+def mark_delivered(conn: Connection, ids: list[int]) -> None:
+    if ids:
+        conn.execute(text("UPDATE outbox SET delivered_at = now(), attempts = attempts + 1, last_error = NULL "
+                          "WHERE id = ANY(:ids)"), {"ids": ids})
+
+
+def mark_failed(conn: Connection, failures: list[tuple[int, str, float]]) -> None:
+    """(id, error, retry_in_seconds) per row: count the attempt, keep the error, back off."""
+    if failures:
+        conn.execute(
+            text("""
+                UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error,
+                       available_at = now() + make_interval(secs => f.retry_in)
+                FROM jsonb_to_recordset(:failures) AS f(id bigint, error text, retry_in float8)
+                WHERE o.id = f.id
+            """).bindparams(bindparam("failures", type_=JSONB)),
+            {"failures": [{"id": i, "error": e[:500], "retry_in": r} for i, e, r in failures]},
+        )
+
+
+# ---- subscribers ----------------------------------------------------------------
+
+
+def load_session(conn: Connection, order_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        text("""
+            SELECT order_id, customer_email, status, ordered_at, deadline, veriff_session_id,
+                   veriff_url, refund_status
+            FROM verification_sessions WHERE order_id = :o
+        """),
+        {"o": order_id},
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def claim_message(conn: Connection, subscriber: str, message_id: str) -> bool:
+    """True the first time `subscriber` sees `message_id` (commit with the effect)."""
+    return conn.execute(
+        text("""
+            INSERT INTO processed_messages (subscriber, message_id) VALUES (:s, :m)
+            ON CONFLICT DO NOTHING RETURNING 1
+        """),
+        {"s": subscriber, "m": message_id},
+    ).first() is not None
+
+
+def claim_email(conn: Connection, order_id: str, kind: str, reminder_index: int, lease_seconds: int) -> bool:
+    """Claim one email for sending. A claim left `sending` past its lease (a crash) may be retaken."""
+    return conn.execute(
+        text("""
+            INSERT INTO email_sends AS e (order_id, kind, reminder_index, state)
+            VALUES (:o, :k, :i, 'sending')
+            ON CONFLICT (order_id, kind, reminder_index) DO UPDATE
+                SET claimed_at = now(), attempts = e.attempts + 1
+                WHERE e.state = 'sending' AND e.claimed_at < now() - make_interval(secs => :lease)
+            RETURNING 1
+        """),
+        {"o": order_id, "k": kind, "i": reminder_index, "lease": lease_seconds},
+    ).first() is not None
+
+
+def release_email(conn: Connection, order_id: str, kind: str, reminder_index: int) -> None:
+    conn.execute(
+        text("DELETE FROM email_sends WHERE order_id = :o AND kind = :k AND reminder_index = :i "
+             "AND state = 'sending'"),
+        {"o": order_id, "k": kind, "i": reminder_index},
+    )
+
+
+def finish_email(conn: Connection, order_id: str, kind: str, reminder_index: int, state: str) -> None:
+    conn.execute(
+        text("UPDATE email_sends SET state = :state, sent_at = now() "
+             "WHERE order_id = :o AND kind = :k AND reminder_index = :i"),
+        {"o": order_id, "k": kind, "i": reminder_index, "state": state},
+    )
+
+
+def set_provider_session(conn: Connection, order_id: str, session_id: str, url: str) -> tuple[str, str]:
+    """Store the provider session unless one is already stored; the one in force."""
+    row = conn.execute(
+        text("""
+            UPDATE verification_sessions SET veriff_session_id = :sid, veriff_url = :url, updated_at = now()
+            WHERE order_id = :o AND veriff_session_id IS NULL
+            RETURNING veriff_session_id, veriff_url
+        """),
+        {"o": order_id, "sid": session_id, "url": url},
+    ).first()
+    if row is None:
+        row = conn.execute(
+            text("SELECT veriff_session_id, veriff_url FROM verification_sessions WHERE order_id = :o"),
+            {"o": order_id},
+        ).first()
+    return row[0], row[1]
+
+
+def bump_funnel(conn: Connection, day, metric: str) -> None:
+    conn.execute(
+        text("""
+            INSERT INTO funnel_daily (day, metric, count) VALUES (:d, :m, 1)
+            ON CONFLICT (day, metric) DO UPDATE SET count = funnel_daily.count + 1
+        """),
+        {"d": day, "m": metric},
+    )
+
+
+def record_verify_duration(conn: Connection, order_id: str, day, seconds: int, bucket: str) -> None:
+    conn.execute(
+        text("""
+            INSERT INTO verify_durations (order_id, day, seconds, bucket) VALUES (:o, :d, :s, :b)
+            ON CONFLICT (order_id) DO NOTHING
+        """),
+        {"o": order_id, "d": day, "s": seconds, "b": bucket},
+    )
+
+
+def funnel(conn: Connection, start, end) -> dict[str, Any]:
+    """Counts per metric, time-to-verify buckets and the median, for days in [start, end]."""
+    counts = dict(conn.execute(
+        text("SELECT metric, sum(count) FROM funnel_daily WHERE day BETWEEN :a AND :b GROUP BY metric"),
+        {"a": start, "b": end},
+    ).all())
+    buckets = dict(conn.execute(
+        text("SELECT bucket, count(*) FROM verify_durations WHERE day BETWEEN :a AND :b GROUP BY bucket"),
+        {"a": start, "b": end},
+    ).all())
+    median = conn.execute(
+        text("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM verify_durations "
+             "WHERE day BETWEEN :a AND :b"),
+        {"a": start, "b": end},
+    ).scalar()
+    return {"counts": {k: int(v) for k, v in counts.items()},
+            "buckets": {k: int(v) for k, v in buckets.items()},
+            "median_seconds_to_verify": float(median) if median is not None else None}
+
+
+def claim_refund(conn: Connection, order_id: str) -> str | None:
+    """Move refund_status NULL → 'requested'. Returns the status before (None when claimed now).
+
+    Raises LookupError for an unknown order."""
+    claimed = conn.execute(
+        text("UPDATE verification_sessions SET refund_status = 'requested', updated_at = now() "
+             "WHERE order_id = :o AND refund_status IS NULL RETURNING 1"),
+        {"o": order_id},
+    ).first()
+    if claimed:
+        return None
+    row = conn.execute(text("SELECT refund_status FROM verification_sessions WHERE order_id = :o"),
+                       {"o": order_id}).first()
+    if row is None:
+        raise LookupError(order_id)
+    return row[0]
+
+
+def set_refund_status(conn: Connection, order_id: str, status: str) -> bool:
+    """'requested' → the outcome; True when this call recorded it."""
+    return conn.execute(
+        text("UPDATE verification_sessions SET refund_status = :s, updated_at = now() "
+             "WHERE order_id = :o AND refund_status = 'requested' RETURNING 1"),
+        {"o": order_id, "s": status},
+    ).first() is not None

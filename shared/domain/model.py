@@ -55,9 +55,12 @@ class Event(StrEnum):
     CANCEL_IGNORED = "order.cancel_ignored"
     REMINDER_DUE = "verification.reminder_due"
     EXPIRED = "verification.expired"
+    DEADLINE_EXTENDED = "verification.deadline_extended"
     REFUND_REQUESTED = "refund.requested"
     REFUND_COMPLETED = "refund.completed"
     REFUND_FAILED = "refund.failed"
+    REFUND_MANUAL = "refund.manual"
+    EMAIL_SENT = "customer.email_sent"
 
 
 class Email(StrEnum):

@@ -15,6 +15,7 @@ from shared.domain.model import (
     STORE_CANCEL,
     Email,
     Event,
+    Status,
     Transition,
     deadline_for,
     timers_for,
@@ -100,6 +101,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
             fx.event(ignored_event, status=status, **details)
             store.write_effects(conn, fx.events, fx.outbox)
             return Result("ignored", order_id, f"session is {status}")
+        if rule.to_status is Status.VERIFIED:
+            details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
         apply_effects(conn, fx, rule, details)
     return Result("accepted", order_id)
 

@@ -1,0 +1,156 @@
+"""What the three Pub/Sub subscribers do with one message each.
+
+Deduplication is by the message's stable key (the `message_key` attribute the
+outbox sets, identical when a row is re-published), never by Pub/Sub's own
+message id, which changes on a re-publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
+from shared.config import Settings
+from shared.db import store
+from shared.db.database import Database
+from shared.domain.messages import EmailJob, EventMessage, OrderAction
+from shared.domain.model import Email, Event, Status
+from shared.emails.render import build_message
+from shared.handlers.effects import Effects
+
+log = logging.getLogger(__name__)
+
+EMAIL_LEASE_SECONDS = 600  # a claim left `sending` this long is from a crashed attempt
+OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
+
+
+# ---- customer emails -------------------------------------------------------------
+
+
+def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
+               job: EmailJob, *, now: datetime) -> str:
+    """Send one email at most once; 'sent' or why not. Raises TransientError to be retried."""
+    kind = Email(job.kind)
+    with db.read() as conn:
+        session = store.load_session(conn, job.order_id)
+    if session is None:
+        return "unknown order"
+    if kind in OPEN_ONLY and session["status"] not in (Status.PENDING, Status.IN_REVIEW):
+        return f"session is {session['status']}"
+    with db.transaction() as conn:
+        if not store.claim_email(conn, job.order_id, kind, job.reminder_index, EMAIL_LEASE_SECONDS):
+            return "already sent or being sent"
+    try:
+        url = None
+        if kind in OPEN_ONLY:
+            url = session["veriff_url"]
+            if not url:
+                created = provider.create_session(job.order_id)
+                with db.transaction() as conn:
+                    _, url = store.set_provider_session(conn, job.order_id, created.session_id, created.url)
+        message = build_message(
+            session["customer_email"], kind, order_id=job.order_id, verification_url=url,
+            deadline=session["deadline"], store_timezone=settings.store_timezone,
+            reminder_index=job.reminder_index, store_name=settings.store_name,
+        )
+        sender.send(message)
+    except BaseException:
+        with db.transaction() as conn:
+            store.release_email(conn, job.order_id, kind, job.reminder_index)
+        raise
+    fx = Effects(job.order_id, now, actor="send_customer_email")
+    fx.event(Event.EMAIL_SENT, kind=str(kind), reminder_index=job.reminder_index)
+    with db.transaction() as conn:
+        store.finish_email(conn, job.order_id, kind, job.reminder_index, "sent")
+        store.write_effects(conn, fx.events, fx.outbox)
+    return "sent"
+
+
+# ---- analytics ---------------------------------------------------------------------
+
+METRICS = {
+    Event.ORDER_RECEIVED: "orders_received",
+    Event.APPROVED: "verified",
+    Event.DECLINED: "declined",
+    Event.IN_REVIEW: "in_review",
+    Event.EXPIRED: "expired",
+    Event.REFUND_REQUESTED: "refunds_requested",
+    Event.REFUND_COMPLETED: "refunds_completed",
+    Event.REFUND_FAILED: "refunds_failed",
+}
+EMAIL_METRICS = {"link": "links_sent", "reminder": "reminders_sent"}
+BUCKETS = ((3600, "<1h"), (6 * 3600, "1-6h"), (24 * 3600, "6-24h"), (48 * 3600, "24-48h"),
+           (72 * 3600, "48-72h"))
+
+
+def bucket_of(seconds: int) -> str:
+    for limit, name in BUCKETS:
+        if seconds < limit:
+            return name
+    return ">72h"
+
+
+def metric_of(event: EventMessage) -> str | None:
+    if event.type == Event.EMAIL_SENT:
+        return EMAIL_METRICS.get(event.data.get("kind"))
+    try:
+        return METRICS.get(Event(event.type))
+    except ValueError:
+        return None
+
+
+def record_event(db: Database, event: EventMessage) -> bool:
+    """Roll one event into the daily funnel, once. True when it counted."""
+    day = datetime.fromisoformat(event.occurred_at).date()
+    metric = metric_of(event)
+    with db.transaction() as conn:
+        if not store.claim_message(conn, "record_analytics", event.id):
+            return False
+        if metric:
+            store.bump_funnel(conn, day, metric)
+        seconds = event.data.get("seconds_to_verify")
+        if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
+            store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
+    return True
+
+
+def funnel(db: Database, start, end) -> dict[str, Any]:
+    """The funnel for days [start, end]: counts, conversion %, time-to-verify buckets and median."""
+    with db.read() as conn:
+        report = store.funnel(conn, start, end)
+    received = report["counts"].get("orders_received", 0)
+    verified = report["counts"].get("verified", 0)
+    report["conversion_percent"] = round(100.0 * verified / received, 1) if received else None
+    return report
+
+
+# ---- refunds -----------------------------------------------------------------------
+
+
+def request_refund(db: Database, gateway: RefundGateway, action: OrderAction, *, now: datetime) -> str:
+    """Ask for the refund once per order; the outcome recorded on the session and as an event.
+
+    The claim (refund_status NULL → requested) commits before the call; a retry
+    after a failed call finds 'requested' and calls again with the same
+    Idempotency-Key, so the store's API sees one refund whatever happens here."""
+    with db.transaction() as conn:
+        try:
+            before = store.claim_refund(conn, action.order_id)
+        except LookupError:
+            return "unknown order"
+    if before not in (None, "requested"):
+        return f"refund already {before}"
+    result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}", reason=action.reason)
+    fx = Effects(action.order_id, now, actor="request_refund")
+    if result is RefundResult.REFUNDED:
+        fx.event(Event.REFUND_COMPLETED, reason=action.reason)
+    elif result is RefundResult.FAILED:
+        fx.event(Event.REFUND_FAILED, reason=action.reason)
+    else:
+        fx.event(Event.REFUND_MANUAL, reason=action.reason)
+    with db.transaction() as conn:
+        if store.set_refund_status(conn, action.order_id, str(result)):
+            store.write_effects(conn, fx.events, fx.outbox)
+    return str(result)
