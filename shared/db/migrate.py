@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from shared.db import functions
 from shared.db.database import Database
 from shared.db.schema import metadata, schema_version
 
@@ -19,6 +20,7 @@ _LOCK_ID = 0x5645524946  # "VERIF"
 
 def _create_all(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
+    conn.exec_driver_sql(functions.PLACE_ORDER)
 
 
 # Index i holds the step that brings the schema to version i + 1. Append only.

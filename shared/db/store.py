@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -11,61 +12,13 @@ from sqlalchemy.engine import Connection
 
 from shared.db.database import Database
 
-_JSON_ROWS = dict(
-    events=JSONB,
-    timers=JSONB,
-    outbox=JSONB,
-)
-
-# `order placed` in one statement: claim the delivery, open the session, and --
-# only when the session is new -- write its events, timers and outbox rows.
-# A new delivery for a known order records `order.duplicate` instead.
-_PLACE_ORDER = text("""
-WITH claim AS (
-    INSERT INTO webhook_events AS w (provider, event_id, order_id)
-    VALUES (:provider, :event_id, :order_id)
-    ON CONFLICT (provider, event_id) DO UPDATE
-        SET deliveries = w.deliveries + 1, last_received_at = now()
-    RETURNING w.deliveries = 1 AS first
-), opened AS (
-    INSERT INTO verification_sessions (order_id, source, customer_email, customer_id,
-                                       order_total, currency, ordered_at, deadline)
-    SELECT :order_id, :provider, :customer_email, :customer_id,
-           :order_total, :currency, :ordered_at, :deadline
-    FROM claim WHERE claim.first
-    ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id
-), new_events AS (
-    INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
-    SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id, e.data
-    FROM jsonb_to_recordset(:events) AS e(event_id uuid, order_id text, type text,
-                                          occurred_at timestamptz, request_id text, data jsonb)
-    WHERE EXISTS (SELECT FROM opened)
-), duplicate AS (
-    INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
-    SELECT :duplicate_event_id, :order_id, 'order.duplicate', :now, :request_id,
-           jsonb_build_object('provider', CAST(:provider AS text), 'event_id', CAST(:event_id AS text))
-    FROM claim WHERE claim.first AND NOT EXISTS (SELECT FROM opened)
-), new_timers AS (
-    INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
-    SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
-    FROM jsonb_to_recordset(:timers) AS t(order_id text, kind text, reminder_index int,
-                                          deadline_version int, fire_at timestamptz, task_name text)
-    WHERE EXISTS (SELECT FROM opened)
-), new_outbox AS (
-    INSERT INTO outbox (kind, order_id, payload)
-    SELECT o.kind, o.order_id, o.payload
-    FROM jsonb_to_recordset(:outbox) AS o(kind text, order_id text, payload jsonb)
-    WHERE EXISTS (SELECT FROM opened)
-)
-SELECT (SELECT first FROM claim) AS claimed, EXISTS (SELECT FROM opened) AS opened
-""").bindparams(*(bindparam(name, type_=type_) for name, type_ in _JSON_ROWS.items()))
+_PLACE_ORDER = text("SELECT new_delivery, new_session FROM place_order(CAST(:p AS jsonb))")
 
 
 def place_order(db: Database, params: dict[str, Any]) -> tuple[bool, bool]:
-    """(claimed, opened): whether this delivery is new, whether it opened the session."""
-    row = db.atomic(_PLACE_ORDER, params)[0]
-    return bool(row.claimed), bool(row.opened)
+    """(new delivery, new session), in one statement: see shared.db.functions.PLACE_ORDER."""
+    row = db.atomic(_PLACE_ORDER, {"p": json.dumps(params, default=str)})[0]
+    return bool(row.new_delivery), bool(row.new_session)
 
 
 def claim_delivery(conn: Connection, provider: str, event_id: str, order_id: str | None) -> bool:

@@ -1,0 +1,97 @@
+"""Shared bench plumbing: a PostgreSQL started for the run, and round-trip counters."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pg8000.core
+from sqlalchemy import event
+
+from devstack.postgres import Postgres, free_port
+from shared.config import Settings
+from shared.db.database import Database
+from shared.db.engine import make_engine
+from shared.db.migrate import ensure_schema
+
+os.environ.setdefault("NO_GCE_CHECK", "true")
+
+
+@contextlib.contextmanager
+def database(**env: str) -> Iterator[tuple[Database, Settings]]:
+    """A fresh PostgreSQL on 127.0.0.1 with the schema, stopped afterwards."""
+    server = Postgres(Path(tempfile.mkdtemp(prefix="verification-bench-")), free_port()).start()
+    try:
+        settings = Settings.from_env({
+            "DATABASE_URL": server.url, "TASKS_BACKEND": "local", "TIMER_URL": "http://127.0.0.1:9/",
+            "EVENTS_BACKEND": "local", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "10",
+            "ORDER_WEBHOOK_SECRET": "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", **env,
+        })
+        db = Database(make_engine(settings))
+        ensure_schema(db)
+        yield db, settings
+        db.engine.dispose()
+    finally:
+        server.stop("immediate")
+
+
+class RoundTrips:
+    """Counts database round trips two ways.
+
+    `sqlalchemy`: what SQLAlchemy's events see — statements executed, BEGIN
+    (pg8000 sends it before the first statement of a transaction), COMMIT,
+    ROLLBACK, and the pool's pre-ping on each checkout.
+    `wire`: pg8000's socket flushes, each followed by a wait for the server's
+    answer; pg8000's extended protocol spends 3 of them on one parameterised
+    statement (parse, describe, bind+execute), which no SQL change can lower.
+    """
+
+    def __init__(self, engine) -> None:
+        self.sqlalchemy = 0
+        self.wire = 0
+        self._lock = threading.Lock()
+        self._engine = engine
+        self._original_flush = pg8000.core._flush
+
+    def _bump(self, *_, **__) -> None:
+        with self._lock:
+            self.sqlalchemy += 1
+
+    def __enter__(self) -> RoundTrips:
+        event.listen(self._engine, "before_cursor_execute", self._bump)
+        event.listen(self._engine, "commit", self._bump)
+        event.listen(self._engine, "rollback", self._end)
+        event.listen(self._engine.pool, "checkout", self._bump)  # pool_pre_ping: one SELECT 1
+        event.listen(self._engine, "begin", self._begin)
+
+        def counting_flush(sock):
+            with self._lock:
+                self.wire += 1
+            return self._original_flush(sock)
+
+        pg8000.core._flush = counting_flush
+        return self
+
+    def _begin(self, conn) -> None:
+        # pg8000 sends BEGIN only on a connection that is not in autocommit mode
+        # (read without I/O: get_isolation_level() would itself query the server).
+        if not conn.connection.dbapi_connection.autocommit:
+            self._bump()
+
+    def _end(self, conn) -> None:
+        # SQLAlchemy "rolls back" every connection it returns; pg8000 sends
+        # nothing unless a transaction is open.
+        if conn.connection.dbapi_connection._in_transaction:
+            self._bump()
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._bump)
+        event.remove(self._engine, "commit", self._bump)
+        event.remove(self._engine, "rollback", self._end)
+        event.remove(self._engine.pool, "checkout", self._bump)
+        event.remove(self._engine, "begin", self._begin)
+        pg8000.core._flush = self._original_flush

@@ -1,0 +1,128 @@
+"""Intake throughput and database round trips, against the seed's five-statement pattern.
+
+    .venv/bin/python -m bench.intake [--n 2000] [--concurrency 8]
+
+Drives the intake handler in-process (signature check, parse, one unit of
+work; no HTTP) with N distinct signed order webhooks at concurrency C, then
+the same N again (all duplicates), then the seed's pattern on the same
+driver and database. Prints webhooks/s, round trips per webhook, and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import text
+
+from bench._common import RoundTrips, database
+from devstack.signing import order_body, standard_webhook_headers
+from shared import inbound
+from shared.handlers import intake
+
+SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+def make_webhooks(n: int) -> list[tuple[bytes, dict]]:
+    now = int(time.time())
+    tag = uuid.uuid4().hex[:8]
+    hooks = []
+    for i in range(n):
+        body = order_body(f"bench-{tag}-{i}", "buyer@example.com")
+        hooks.append((body, standard_webhook_headers(SECRET, body, msg_id=f"msg_{tag}_{i}", timestamp=now)))
+    return hooks
+
+
+def ours(db, settings):
+    def handle(hook) -> str:
+        body, headers = hook
+        now = datetime.now(timezone.utc)
+        event_id = inbound.verify_standard_webhook(settings.order_webhook_secret, headers, body, now)
+        command = inbound.parse_order_webhook(event_id, body)
+        return intake.place_order(db, settings, command, now=now).status
+    return handle
+
+
+SEED_STATEMENTS = [
+    "SELECT 1 FROM webhook_events WHERE provider = :p AND event_id = :e",
+    """INSERT INTO verification_sessions (order_id, source, customer_email, ordered_at, deadline)
+       VALUES (:o, :p, :email, :now, :deadline)
+       ON CONFLICT (order_id) DO UPDATE SET updated_at = now()""",
+    """INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
+       VALUES (:o, 'deadline', 0, 1, :deadline, :task) ON CONFLICT DO NOTHING""",
+    "INSERT INTO webhook_events (provider, event_id, order_id) VALUES (:p, :e, :o) ON CONFLICT DO NOTHING",
+    """INSERT INTO event_log (event_id, order_id, type, data)
+       VALUES (:uuid, :o, 'order.received', '{}'::jsonb)""",
+]
+
+
+def seed(db, settings):
+    """The seed's pattern: five autocommit statements, check-then-insert (not atomic)."""
+    statements = [text(s) for s in SEED_STATEMENTS]
+
+    def handle(hook) -> str:
+        body, headers = hook
+        now = datetime.now(timezone.utc)
+        event_id = inbound.verify_standard_webhook(settings.order_webhook_secret, headers, body, now)
+        command = inbound.parse_order_webhook(event_id, body)
+        params = {"p": "seed", "e": event_id, "o": "seed-" + command.order_id, "email": command.customer_email,
+                  "now": now, "deadline": now + timedelta(hours=72), "task": uuid.uuid4().hex,
+                  "uuid": str(uuid.uuid4())}
+        with db.engine.connect() as conn:  # autocommit connections: each statement commits alone
+            if conn.execute(statements[0], params).first():
+                return "duplicate"
+            for statement in statements[1:]:
+                conn.execute(statement, params)
+        return "accepted"
+    return handle
+
+
+def drive(db, handle, hooks, concurrency):
+    with RoundTrips(db.engine) as trips, ThreadPoolExecutor(concurrency) as pool:
+        started = time.perf_counter()
+        results = list(pool.map(handle, hooks))
+        elapsed = time.perf_counter() - started
+    return results, elapsed, trips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
+        drive(db, ours(db, settings), make_webhooks(50), args.concurrency)  # warm up the pool
+        drive(db, seed(db, settings), make_webhooks(50), args.concurrency)
+
+        hooks = make_webhooks(args.n)
+        results, ours_s, ours_trips = drive(db, ours(db, settings), hooks, args.concurrency)
+        assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
+        dup_results, dup_s, dup_trips = drive(db, ours(db, settings), hooks, args.concurrency)
+        assert dup_results.count("duplicate") == args.n, "a second delivery must be a duplicate"
+
+        seed_hooks = make_webhooks(args.n)
+        seed_results, seed_s, seed_trips = drive(db, seed(db, settings), seed_hooks, args.concurrency)
+        assert seed_results.count("accepted") == args.n
+        seed_dup, seed_dup_s, seed_dup_trips = drive(db, seed(db, settings), seed_hooks, args.concurrency)
+
+    n = args.n
+    rows = [
+        ("ours, accepted", n / ours_s, ours_trips.sqlalchemy / n, ours_trips.wire / n),
+        ("ours, duplicate", n / dup_s, dup_trips.sqlalchemy / n, dup_trips.wire / n),
+        ("seed, accepted", n / seed_s, seed_trips.sqlalchemy / n, seed_trips.wire / n),
+        ("seed, duplicate", n / seed_dup_s, seed_dup_trips.sqlalchemy / n, seed_dup_trips.wire / n),
+    ]
+    print(f"intake bench: N={n} webhooks, concurrency={args.concurrency}, one PostgreSQL on 127.0.0.1")
+    print(f"{'pattern':<18}{'webhooks/s':>12}{'round trips (SQLAlchemy)':>27}{'wire flushes':>14}")
+    for name, rate, trips, wire in rows:
+        print(f"{name:<18}{rate:>12.0f}{trips:>27.2f}{wire:>14.2f}")
+    print(f"throughput ratio ours/seed (accepted): {rows[0][1] / rows[2][1]:.2f}x")
+    print(f"throughput ratio ours/seed (duplicate): {rows[1][1] / rows[3][1]:.2f}x")
+    print("targets: <= 3 round trips per accepted webhook, <= 2 per duplicate, >= 2x the seed's throughput")
+
+
+if __name__ == "__main__":
+    main()
