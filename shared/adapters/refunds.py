@@ -1,0 +1,96 @@
+"""RefundGateway implementations: the store's refund API over HTTP, or a manual hand-off.
+
+REFUND_BACKEND chooses: `http` posts to REFUND_API_URL; `manual` (the default)
+records nothing remotely and answers MANUAL, so an operator refunds by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import requests
+
+from shared.adapters.ports import RefundGateway, RefundResult
+from shared.config import Settings
+from shared.errors import ConfigError, TransientError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def make_refund_gateway(settings: Settings) -> RefundGateway:
+    """`HttpRefundGateway` for REFUND_BACKEND=http, `ManualRefundGateway` for manual."""
+    if settings.refund_backend == "http":
+        return HttpRefundGateway(settings.require("REFUND_API_URL"), settings.require("REFUND_API_TOKEN"))
+    if settings.refund_backend == "manual":
+        return ManualRefundGateway()
+    raise ConfigError("REFUND_BACKEND", f"{settings.refund_backend!r} is not one of http, manual")
+
+
+class HttpRefundGateway:
+    """Asks the store to refund: `POST <url>` with `{"orderId", "reason"}`.
+
+    Sends `Authorization: Bearer <token>` and `Idempotency-Key: <key>`, so the
+    store can recognise a retry of the same request. Answers:
+
+    - 2xx, or 409 (already refunded) → REFUNDED;
+    - 408, 429, 5xx, no answer → TransientError (retry later);
+    - any other status → FAILED (the store will not do it; a person must look).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._url = url
+        self._token = token
+        self._timeout = timeout
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"HttpRefundGateway(url={self._url!r})"
+
+    def refund(self, order_id: str, idempotency_key: str, reason: str) -> RefundResult:
+        """Refund `order_id`; the same `idempotency_key` must be used for every retry."""
+        try:
+            response = self._session.post(
+                self._url,
+                data=json.dumps({"orderId": order_id, "reason": reason}),
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Idempotency-Key": idempotency_key,
+                    "Content-Type": "application/json",
+                },
+                timeout=self._timeout,
+                # A redirect would carry the token to wherever it points.
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"refund API unreachable: {type(exc).__name__}", component="refunds") from exc
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            raise TransientError(f"refund API answered {status}", component="refunds")
+        if 200 <= status < 300 or status == 409:
+            result = RefundResult.REFUNDED
+        else:
+            result = RefundResult.FAILED
+        level = logging.INFO if result is RefundResult.REFUNDED else logging.WARNING
+        log.log(level, "refund %s", result, extra={"labels": {"order_id": order_id, "http_status": str(status)}})
+        return result
+
+
+class ManualRefundGateway:
+    """Refunds nothing itself: answers MANUAL so the order is left for an operator."""
+
+    def refund(self, order_id: str, idempotency_key: str, reason: str) -> RefundResult:
+        """Log the hand-off (order id and reason only) and answer MANUAL."""
+        log.warning(
+            "refund needs an operator", extra={"labels": {"order_id": order_id, "refund_reason": reason}}
+        )
+        return RefundResult.MANUAL

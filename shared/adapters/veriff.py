@@ -1,0 +1,149 @@
+"""VerificationProvider implementations: Veriff's API, and a local stand-in.
+
+Which one `make_verification_provider` picks:
+
+- `VeriffClient` when VERIFF_API_KEY is set and VERIFF_BASE_URL is set to
+  anything but `local`;
+- `LocalVerificationProvider` otherwise (VERIFF_BASE_URL=local, or no key),
+  whose links are `{LOCAL_VERIFY_URL}/<session id>`.
+
+Note that VERIFF_BASE_URL defaults to Veriff's production host, so a process
+with an API key and no VERIFF_BASE_URL talks to Veriff: local stacks and tests
+set VERIFF_BASE_URL=local (or a fake server's URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timezone
+
+import requests
+
+from shared.adapters.ports import Clock, ProviderSession, SystemClock, VerificationProvider
+from shared.config import Settings
+from shared.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LOCAL_VERIFY_URL = "http://127.0.0.1:8080/verify"
+LOCAL = "local"
+
+# Fixed namespace so the local session id of an order is the same in every run.
+_LOCAL_NAMESPACE = uuid.UUID("6f1c1f0e-5d0b-4c59-9a55-3a4f1f2b7c11")
+
+
+def make_verification_provider(
+    settings: Settings, *, local_base_url: str = DEFAULT_LOCAL_VERIFY_URL
+) -> VerificationProvider:
+    """The real Veriff client, or the local provider (rule in the module docstring).
+
+    `local_base_url` is where the local stack serves its verify page
+    (settings.local_verify_url, e.g. `http://127.0.0.1:8080/verify`).
+    """
+    base_url = (settings.veriff_base_url or "").strip()
+    if settings.veriff_api_key and base_url and base_url.lower() != LOCAL:
+        return VeriffClient(base_url, settings.veriff_api_key)
+    return LocalVerificationProvider(local_base_url)
+
+
+class VeriffClient:
+    """Creates Veriff verification sessions: `POST {base_url}/v1/sessions`.
+
+    The request is the documented minimum plus `vendorData` (the order id,
+    echoed back in decision webhooks) and a `timestamp`:
+    `{"verification": {"vendorData": <order id>, "timestamp": <ISO 8601 UTC>}}`,
+    authenticated with the `X-AUTH-CLIENT: <API key>` header.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        session: requests.Session | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._url = f"{base_url.rstrip('/')}/v1/sessions"
+        self._api_key = api_key
+        self._timeout = timeout
+        self._session = session or requests.Session()
+        self._clock = clock or SystemClock()
+
+    def __repr__(self) -> str:
+        return f"VeriffClient(url={self._url!r})"
+
+    def create_session(self, order_id: str) -> ProviderSession:
+        """Open a session whose vendorData is `order_id`.
+
+        Raises TransientError on 429/5xx, no answer, or an unreadable success
+        body; PermanentError on any other refusal (bad key, bad request).
+        """
+        now = self._clock.now().astimezone(timezone.utc)
+        body = {
+            "verification": {
+                "vendorData": order_id,
+                "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            }
+        }
+        try:
+            response = self._session.post(
+                self._url,
+                data=json.dumps(body),
+                headers={"X-AUTH-CLIENT": self._api_key, "Content-Type": "application/json"},
+                timeout=self._timeout,
+                # A redirect would carry the X-AUTH-CLIENT key to wherever it points.
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise TransientError(f"Veriff unreachable: {type(exc).__name__}", component="veriff") from exc
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            raise TransientError(f"Veriff answered {status}", component="veriff")
+        if not 200 <= status < 300:
+            raise PermanentError(f"Veriff refused to create a session ({status})")
+        session = _parse_session(response)
+        log.info("verification session created", extra={"labels": {"verification_id": session.session_id}})
+        return session
+
+
+class LocalVerificationProvider:
+    """LOCAL STACK ONLY: a deterministic fake session, `{base_url}/<id>`.
+
+    `base_url` is the local verify page, e.g. `http://127.0.0.1:8080/verify`,
+    so links look like `http://127.0.0.1:8080/verify/<id>`.
+
+    The id is a UUID derived from the order id, so asking twice for the same
+    order gives the same session (as a page at that URL on the local stack can
+    rely on). Nothing is called.
+    """
+
+    def __init__(self, base_url: str = DEFAULT_LOCAL_VERIFY_URL) -> None:
+        self._base_url = base_url.rstrip("/")
+
+    def create_session(self, order_id: str) -> ProviderSession:
+        """A fake session for `order_id`; never fails."""
+        session_id = str(uuid.uuid5(_LOCAL_NAMESPACE, order_id))
+        return ProviderSession(session_id=session_id, url=f"{self._base_url}/{session_id}")
+
+
+def _parse_session(response: requests.Response) -> ProviderSession:
+    # A 2xx without a usable body is Veriff (or a proxy before it) misbehaving,
+    # not a fault in our request: retry.
+    try:
+        payload = response.json()
+        session_id, url = payload["verification"]["id"], payload["verification"]["url"]
+    except (ValueError, KeyError, TypeError):
+        payload, session_id, url = None, None, None
+    usable = (
+        isinstance(payload, dict)
+        and payload.get("status") == "success"
+        and isinstance(session_id, str) and session_id
+        and isinstance(url, str) and url
+    )
+    if not usable:
+        raise TransientError("Veriff answered without a session id and url", component="veriff")
+    return ProviderSession(session_id=session_id, url=url)
