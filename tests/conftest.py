@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,6 +25,40 @@ ORDER_SECRET = "whsec_" + base64.b64encode(ORDER_SECRET_KEY).decode()
 VERIFF_SECRET = "veriff-shared-secret"
 VERIFF_API_KEY = "veriff-api-key"
 LIGHTSPEED_SECRET = "lightspeed-client-secret"
+
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+_real_connect = socket.socket.connect
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_loopback(host) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in _LOOPBACK_NAMES
+
+
+def _guarded_connect(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+        raise OSError(f"tests may only reach 127.0.0.1, not {address[0]}")
+    return _real_connect(sock, address)
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _is_loopback(host if isinstance(host, str) else host.decode()):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may only resolve loopback names, not {host}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only():
+    """Every connection a test makes in this process stays on this machine."""
+    socket.socket.connect = _guarded_connect
+    socket.getaddrinfo = _guarded_getaddrinfo
+    yield
+    socket.socket.connect = _real_connect
+    socket.getaddrinfo = _real_getaddrinfo
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +90,7 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         "TASKS_BACKEND": "local",
         "TIMER_URL": "http://127.0.0.1:9/timer",
         "EVENTS_BACKEND": "local",
+        "VERIFF_BASE_URL": "local",  # never the real provider from a test
         "DB_POOL_SIZE": "5",
         "DB_MAX_OVERFLOW": "20",
     }
