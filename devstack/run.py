@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = ROOT / ".local"
+LOCAL = Path(os.environ.get("LOCAL_STATE_DIR", ROOT / ".local"))
 FUNCTIONS = {  # entry point -> (signature type, port offset)
     "webhook_intake": ("http", 0),
     "timer_expiry": ("http", 1),

@@ -16,10 +16,12 @@ from shared.errors import TransientError
 # Failures that mean "the database is not there right now", not "your SQL is wrong".
 _UNAVAILABLE = (
     sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
     sqlalchemy.exc.DisconnectionError,
 )
+# pg8000 raises InterfaceError both for a lost network and for a malformed
+# query; only the former is worth a retry.
+_NETWORK = ("can't create a connection", "network error", "connection is closed", "timeout")
 
 
 @contextlib.contextmanager
@@ -29,8 +31,9 @@ def unavailable_as_transient() -> Iterator[None]:
     except _UNAVAILABLE as exc:
         raise TransientError("database unavailable", component="database") from exc
     except sqlalchemy.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise TransientError("database connection lost", component="database") from exc
+        message = str(exc.orig).lower()
+        if exc.connection_invalidated or any(marker in message for marker in _NETWORK):
+            raise TransientError("database unavailable", component="database") from exc
         raise
 
 

@@ -1,0 +1,221 @@
+"""The local stack (`scripts/run-local.sh`'s program) over HTTP, one lifecycle per ending.
+
+The stack runs as a subprocess with every function in its own
+functions-framework process, a window of a few seconds, and email going to a
+real SMTP server (aiosmtpd) on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from devstack.postgres import free_port
+from devstack.signing import lightspeed_headers, order_body, standard_webhook_headers, veriff_body, veriff_headers
+from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET, base_env
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 45  # seconds any one lifecycle may take at most, before the test gives up
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def kinds_for(self, order_id):
+        return [m["X-Verification-Email"] for m in self.messages if order_id in m.get_body(("plain",)).get_content()]
+
+
+def consecutive_free_ports(count: int) -> int:
+    for _ in range(50):
+        base = free_port()
+        sockets = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", base + offset))
+                sockets.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+@pytest.fixture(scope="module")
+def stack(database_url):
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    base = consecutive_free_ports(6)
+    env = {**os.environ, **base_env(database_url),
+           "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": tempfile.mkdtemp(prefix="verification-stack-"),
+           "VERIFICATION_WINDOW": "6s", "REMINDER_OFFSETS": "2s", "SWEEP_GRACE": "2s", "LOCAL_SWEEP_SECONDS": "2",
+           "EMAIL_BACKEND": "smtp", "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "false",
+           "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT)}
+    for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
+        env.pop(name)
+    process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{base}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
+            raise RuntimeError(f"local stack did not start:\n{output[-3000:]}")
+        time.sleep(0.3)
+    yield url, inbox
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    smtp.stop()
+
+
+def place(url, order_id):
+    body = order_body(order_id, "buyer@example.com")
+    response = requests.post(url + "/webhooks/orders", data=body,
+                             headers=standard_webhook_headers(ORDER_SECRET, body), timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
+
+
+def decide(url, order_id, code):
+    body = veriff_body(order_id, code, decision_time=datetime.now(timezone.utc).isoformat())
+    response = requests.post(url + "/webhooks/veriff", data=body,
+                             headers=veriff_headers(VERIFF_SECRET, VERIFF_API_KEY, body), timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
+
+
+def void(url, order_id):
+    body = urlencode({"type": "sale.update", "payload": json.dumps(
+        {"id": order_id, "status": "VOIDED", "version": 2})}).encode()
+    response = requests.post(url + "/webhooks/lightspeed", data=body,
+                             headers=lightspeed_headers(LIGHTSPEED_SECRET, body), timeout=10)
+    assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
+
+
+def wait_for(check, what):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def events_of(db, order_id):
+    with db.read() as conn:
+        return list(conn.execute(text("SELECT type FROM event_log WHERE order_id = :o ORDER BY id"),
+                                 {"o": order_id}).scalars())
+
+
+def session_of(db, order_id):
+    with db.read() as conn:
+        return conn.execute(text("SELECT status, refund_status FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).first()
+
+
+def undelivered(db, order_id):
+    with db.read() as conn:
+        return conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL"),
+                            {"o": order_id}).scalar()
+
+
+def new_order():
+    return f"e2e-{uuid.uuid4().hex[:10]}"
+
+
+def test_expired_with_reminder_and_refund(stack, db):
+    url, inbox = stack
+    order_id = new_order()
+    place(url, order_id)
+    wait_for(lambda: session_of(db, order_id) == ("expired", "manual"), "expiry and the manual refund record")
+    wait_for(lambda: "expired" in inbox.kinds_for(order_id), "the expiry email")
+    wait_for(lambda: undelivered(db, order_id) == 0, "every outbox row delivered")
+    assert inbox.kinds_for(order_id) == ["link", "reminder", "expired"]
+    events = events_of(db, order_id)
+    assert events[:2] == ["order.received", "verification.requested"]
+    for earlier, later in [("verification.reminder_due", "verification.expired"),
+                           ("verification.expired", "refund.requested"), ("refund.requested", "refund.manual")]:
+        assert events.index(earlier) < events.index(later)
+    assert events.count("verification.expired") == 1 and events.count("customer.email_sent") == 3
+
+
+def test_approved(stack, db):
+    url, inbox = stack
+    order_id = new_order()
+    place(url, order_id)
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
+    decide(url, order_id, 9001)
+    wait_for(lambda: "verified" in inbox.kinds_for(order_id), "the verified email")
+    time.sleep(7)  # past the deadline: the cancelled timers must not fire
+    assert session_of(db, order_id) == ("verified", None)
+    events = events_of(db, order_id)
+    assert "verification.approved" in events and "verification.expired" not in events
+    assert "reminder" not in inbox.kinds_for(order_id) or events.index("verification.reminder_due") < events.index(
+        "verification.approved")
+
+
+def test_declined_requests_a_refund(stack, db):
+    url, inbox = stack
+    order_id = new_order()
+    place(url, order_id)
+    decide(url, order_id, 9102)
+    wait_for(lambda: session_of(db, order_id) == ("declined", "manual"), "decline and refund record")
+    wait_for(lambda: "declined" in inbox.kinds_for(order_id), "the declined email")
+    events = events_of(db, order_id)
+    assert events.index("verification.declined") < events.index("refund.requested") < events.index("refund.manual")
+
+
+def test_cancelled_by_the_store(stack, db):
+    url, inbox = stack
+    order_id = new_order()
+    place(url, order_id)
+    void(url, order_id)
+    time.sleep(7)
+    assert session_of(db, order_id) == ("cancelled", None)
+    events = events_of(db, order_id)
+    assert "order.cancelled" in events and "verification.expired" not in events
+    assert "expired" not in inbox.kinds_for(order_id)
+
+
+def test_funnel_counts_the_lifecycles(stack, db):
+    """Runs last in this module: the four lifecycles above are in today's funnel."""
+    from shared.handlers.subscribers import funnel
+    today = datetime.now(timezone.utc).date()
+    report = wait_for(lambda: (lambda r: r if r["counts"].get("refunds_requested", 0) >= 2 else None)(
+        funnel(db, today, today)), "analytics to count the refunds")
+    counts = report["counts"]
+    assert counts["orders_received"] >= 4 and counts["links_sent"] >= 4
+    assert counts["verified"] >= 1 and counts["declined"] >= 1 and counts["expired"] >= 1
+    assert isinstance(today, date)
