@@ -7,7 +7,7 @@ single message, so the outbox relay can mark what was delivered and leave the
 rest for the sweeper.
 
 Neither publisher logs message data or attributes (they can carry order ids
-and emails); only topics, ordering keys' counts, message ids and error types.
+and emails); only topics, counts, message ids and error types.
 """
 
 from __future__ import annotations
@@ -257,6 +257,9 @@ class LocalPublisher:
                 import requests
 
                 self._session = requests.Session()
+                # Subscribers are on this machine or network: never through a proxy
+                # that HTTP(S)_PROXY may name for the outside world.
+                self._session.trust_env = False
             return self._session
 
     def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:

@@ -204,6 +204,9 @@ class PubSubEmulator:
         self.stop()
 
 
+_session: dict = {"users": 0}
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator() -> Iterator[str]:
     """A Pub/Sub emulator for the session; yields its host `127.0.0.1:PORT`.
@@ -216,11 +219,17 @@ def pubsub_emulator() -> Iterator[str]:
         emulator_command(0, Path(tempfile.gettempdir()))
     except EmulatorUnavailable as exc:
         pytest.skip(str(exc))
-    emulator = PubSubEmulator().start()
+    # Each test module that imports this fixture gets its own copy of it, so
+    # the copies share one process and the last to finish stops it.
+    if _session["users"] == 0:
+        _session["emulator"] = PubSubEmulator().start()
+    _session["users"] += 1
     try:
-        yield emulator.host
+        yield _session["emulator"].host
     finally:
-        emulator.stop()
+        _session["users"] -= 1
+        if _session["users"] == 0:
+            _session.pop("emulator").stop()
 
 
 @pytest.fixture
