@@ -13,6 +13,7 @@ from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import (
     DECISION_RULES,
     STORE_CANCEL,
+    Decision,
     Email,
     Event,
     Status,
@@ -85,10 +86,18 @@ def cancel_order(db: Database, cmd: StoreCancelled, *, now: datetime,
                        ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id)
 
 
+def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime) -> Result:
+    """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded."""
+    rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
+    return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
+                       {"manual": True}, ignored_event=Event.DECISION_IGNORED, now=now,
+                       request_id=None, actor=f"operator:{operator}")
+
+
 def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
                 details: dict, *, ignored_event: Event, now: datetime,
-                request_id: str | None) -> Result:
-    fx = Effects(order_id, now, request_id, actor=provider)
+                request_id: str | None, actor: str | None = None) -> Result:
+    fx = Effects(order_id, now, request_id, actor=actor or provider)
     with db.transaction() as conn:
         if not store.claim_delivery(conn, provider, event_id, order_id):
             return Result("duplicate", order_id, "event already received")

@@ -78,8 +78,10 @@ def stack(database_url):
            "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT)}
     for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
         env.pop(name)
+    log_path = Path(env["LOCAL_STATE_DIR"]) / "stack.log"
+    log = log_path.open("wb")  # a file, not a pipe: nobody reads a pipe while the tests run
     process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{base}"
     deadline = time.monotonic() + 60
     while True:
@@ -89,8 +91,7 @@ def stack(database_url):
         except requests.ConnectionError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
-            output = process.stdout.read().decode(errors="replace") if process.poll() is not None else ""
-            raise RuntimeError(f"local stack did not start:\n{output[-3000:]}")
+            raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.3)
     yield url, inbox
     os.killpg(process.pid, signal.SIGINT)
@@ -98,6 +99,7 @@ def stack(database_url):
         process.wait(20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+    log.close()
     smtp.stop()
 
 
