@@ -102,7 +102,7 @@ def check_at_start(function: str, *required: str) -> None:
     Cloud Functions loads `main.py`, which imports every function module, and
     sets FUNCTION_TARGET to the one it serves: only that one's needs apply.
     """
-    if os.environ.get("FUNCTION_TARGET") == function:
+    if function in (os.environ.get("FUNCTION_TARGET"), os.environ.get("GOOGLE_FUNCTION_TARGET")):
         settings_for(function, *required)
 
 
