@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Step 2 of docs/DEPLOY.md: deploy the functions from this source tree and
+# wire what needs them to exist: who may invoke each one, the dead-letter and
+# retry policies of the subscriptions their triggers create, and the
+# Scheduler job that calls sweep. Run infra/provision.sh first.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=infra/lib.sh
+source "$ROOT/infra/lib.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: ./deploy.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry-run] [FUNCTION...]
+
+Deploys every function (or only the ones named: webhook_intake or
+webhook-intake, timer_expiry, sweep, send_customer_email, record_analytics,
+request_refund), then prints the webhook URLs to register with the store,
+Lightspeed and Veriff. --dry-run prints every command and runs none.
+EOF
+}
+
+parse_common_args "$@"
+load_settings
+# shellcheck source=infra/config.sh
+source "$ROOT/infra/config.sh"
+require_gcloud
+
+# Tests point this at a stand-in source tree; --source=. is always relative
+# to it.
+SOURCE_DIR=${DEPLOY_SOURCE_DIR:-$ROOT}
+P=(--project="$PROJECT_ID")
+R=(--region="$REGION")
+
+SELECTED=()
+if [[ ${#POSITIONAL[@]} -eq 0 ]]; then
+    SELECTED=("${FUNCTIONS[@]}")
+else
+    for wanted in "${POSITIONAL[@]}"; do
+        name=$(function_name "$wanted") || die "unknown function $wanted (one of: ${FUNCTIONS[*]})"
+        SELECTED+=("$name")
+    done
+fi
+
+selected() {
+    local fn
+    for fn in "${SELECTED[@]}"; do
+        [[ $fn == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# Settings that have no safe default. A dry run shows a placeholder instead.
+require_setting() {
+    local var=$1 placeholder=$2
+    if [[ -z ${!var} ]]; then
+        [[ $DRY_RUN == 1 ]] || die "$var is not set (put it in the --env-file; see docs/DEPLOY.md)"
+        log "warning: $var is not set; showing $placeholder"
+        printf -v "$var" '%s' "$placeholder"
+    fi
+}
+
+check_source() {
+    local fn file missing=0
+    for file in main.py requirements.txt; do
+        if [[ ! -f $SOURCE_DIR/$file ]]; then
+            log "warning: $SOURCE_DIR/$file is missing"
+            missing=1
+        fi
+    done
+    for fn in "${SELECTED[@]}"; do
+        function_spec "$fn"
+        if [[ -f $SOURCE_DIR/main.py ]] && ! grep -qw "$FN_ENTRY" "$SOURCE_DIR/main.py"; then
+            log "warning: main.py does not mention the entry point $FN_ENTRY"
+            missing=1
+        fi
+    done
+    if [[ $missing == 1 && $DRY_RUN != 1 ]]; then
+        die "the source tree $SOURCE_DIR is not deployable"
+    fi
+}
+
+# A secret without a value makes the deploy fail late, after the build;
+# say which one, and how to set it, before anything is deployed.
+check_secret_values() {
+    local fn env name version
+    local -a names=()
+    for fn in "${SELECTED[@]}"; do
+        function_spec "$fn"
+        for env in "${FN_SECRET_ENVS[@]}"; do
+            name=$(secret_name "$env")
+            [[ " ${names[*]} " == *" $name "* ]] || names+=("$name")
+        done
+    done
+    note "secrets: each must have an enabled version"
+    for name in "${names[@]}"; do
+        capture version 1 gcloud secrets versions list "$name" "${P[@]}" \
+            --filter=state:ENABLED --limit=1 '--format=value(name)'
+        if [[ -z $version ]]; then
+            die "secret $name has no value; add one with: printf '%s' 'VALUE' | gcloud secrets versions add $name --data-file=- --project=$PROJECT_ID"
+        fi
+    done
+}
+
+env_vars() {
+    local timer_url=$1
+    local -a vars=(
+        "GOOGLE_CLOUD_PROJECT=$PROJECT_ID"
+        "INSTANCE_CONNECTION_NAME=$INSTANCE_CONNECTION_NAME"
+        "DB_NAME=$DB_NAME"
+        "DB_USER=$FN_DB_USER"
+        "DB_IAM_AUTH=$DB_IAM_AUTH"
+        "DB_POOL_SIZE=$FN_POOL_SIZE"
+        "DB_MAX_OVERFLOW=$FN_MAX_OVERFLOW"
+        "VERIFICATION_WINDOW=$VERIFICATION_WINDOW"
+        "REMINDER_OFFSETS=$REMINDER_OFFSETS"
+        "STORE_TIMEZONE=$STORE_TIMEZONE"
+        "TASKS_BACKEND=cloud"
+        "TASKS_LOCATION=$REGION"
+        "TASKS_QUEUE=$TASKS_QUEUE"
+        "TIMER_URL=$timer_url"
+        "TASKS_SERVICE_ACCOUNT=$(sa_email "$SA_TASKS_INVOKER")"
+        "EVENTS_BACKEND=pubsub"
+        "VERIFF_BASE_URL=$VERIFF_BASE_URL"
+        "${FN_ENV[@]}"
+    )
+    # "^|^" makes | the separator, so values may hold commas
+    # (REMINDER_OFFSETS=24h,60h).
+    local joined="" var
+    for var in "${vars[@]}"; do
+        [[ $var == *"|"* ]] && die "setting ${var%%=*} must not contain |"
+        joined+="|$var"
+    done
+    printf '^|^%s' "${joined#|}"
+}
+
+secret_refs() {
+    local env joined=""
+    for env in "${FN_SECRET_ENVS[@]}"; do
+        joined+=",$env=$(secret_name "$env"):latest"
+    done
+    printf '%s' "${joined#,}"
+}
+
+deploy_function() {
+    local fn=$1 timer_url=$2
+    function_spec "$fn"
+    local -a cmd=(gcloud functions deploy "$fn" --gen2 "${R[@]}" "${P[@]}"
+        --runtime="$RUNTIME" --source=. --entry-point="$FN_ENTRY")
+    if [[ $FN_TRIGGER == http ]]; then
+        cmd+=(--trigger-http)
+    else
+        cmd+=(--trigger-topic="$FN_TRIGGER" --retry
+            --trigger-service-account="$(sa_email "$SA_EVENTS_INVOKER")")
+    fi
+    if [[ $FN_PUBLIC == true ]]; then
+        cmd+=(--allow-unauthenticated)
+    else
+        cmd+=(--no-allow-unauthenticated)
+    fi
+    cmd+=(--service-account="$(sa_email "$FN_SA")"
+        --build-service-account="projects/$PROJECT_ID/serviceAccounts/$(sa_email "$SA_BUILDER")"
+        --memory="$FN_MEMORY" --timeout="$FN_TIMEOUT"
+        --max-instances="$FN_MAX_INSTANCES" --concurrency=1
+        # After a rollback by traffic split, a deploy must serve the new code.
+        --serve-all-traffic-latest-revision
+        --set-env-vars="$(env_vars "$timer_url")")
+    [[ ${#FN_SECRET_ENVS[@]} -gt 0 ]] && cmd+=(--set-secrets="$(secret_refs)")
+    (cd "$SOURCE_DIR" && run "${cmd[@]}")
+}
+
+function_url() {
+    local __var=$1 fn=$2
+    capture "$__var" "https://$fn-dry-run.a.run.app" \
+        gcloud functions describe "$fn" "${R[@]}" "${P[@]}" '--format=value(serviceConfig.uri)'
+}
+
+grant_invoker() {
+    local fn=$1 sa=$2
+    ensure_binding roles/run.invoker "serviceAccount:$(sa_email "$sa")" \
+        "run services" "$fn" "${R[@]}" "${P[@]}"
+}
+
+# The trigger of an event function owns a push subscription it created
+# itself; give it the retry policy and the dead-letter topic.
+wire_subscription() {
+    local fn=$1 trigger subscription
+    function_spec "$fn"
+    grant_invoker "$fn" "$SA_EVENTS_INVOKER"
+    capture trigger "projects/$PROJECT_ID/locations/$REGION/triggers/$fn-TRIGGER" \
+        gcloud functions describe "$fn" "${R[@]}" "${P[@]}" '--format=value(eventTrigger.trigger)'
+    [[ -n $trigger ]] || die "cannot find the Eventarc trigger of $fn"
+    capture subscription "projects/$PROJECT_ID/subscriptions/eventarc-$REGION-$fn-SUBSCRIPTION" \
+        gcloud eventarc triggers describe "$trigger" --location="$REGION" "${P[@]}" \
+        '--format=value(transport.pubsub.subscription)'
+    [[ -n $subscription ]] || die "cannot find the Pub/Sub subscription of trigger $trigger"
+    run gcloud pubsub subscriptions update "$subscription" "${P[@]}" \
+        --dead-letter-topic="$(dead_letter_topic "$FN_TRIGGER")" \
+        --max-delivery-attempts="$DEAD_LETTER_MAX_DELIVERY_ATTEMPTS" \
+        --min-retry-delay="$SUBSCRIBER_MIN_RETRY_DELAY" \
+        --max-retry-delay="$SUBSCRIBER_MAX_RETRY_DELAY"
+    # Forwarding to the dead-letter topic acknowledges the message on this
+    # subscription, as the Pub/Sub service agent.
+    ensure_binding roles/pubsub.subscriber "$PUBSUB_AGENT" \
+        "pubsub subscriptions" "$subscription" "${P[@]}"
+}
+
+# The Scheduler job lives with the infrastructure but needs sweep's URL, so
+# it is created (or pointed at the current URL) here.
+schedule_sweep() {
+    local url=$1
+    local -a job=(--location="$REGION" "${P[@]}" --schedule="$SWEEP_SCHEDULE" --time-zone=Etc/UTC
+        --uri="$url" --http-method=POST
+        --oidc-service-account-email="$(sa_email "$SA_SCHEDULER")" --oidc-token-audience="$url"
+        --attempt-deadline="$SWEEP_ATTEMPT_DEADLINE"
+        # The next run is a minute away; a retry would only overlap it.
+        --max-retry-attempts=0)
+    local -a describe=(gcloud scheduler jobs describe "$SWEEP_JOB" --location="$REGION" "${P[@]}")
+    if [[ $DRY_RUN == 1 ]]; then
+        note "Scheduler job $SWEEP_JOB: describe, then update it if it exists, else create it"
+        print_command "${describe[@]}"
+        print_command gcloud scheduler jobs update http "$SWEEP_JOB" "${job[@]}"
+        print_command gcloud scheduler jobs create http "$SWEEP_JOB" "${job[@]}"
+        return 0
+    fi
+    # Update rather than leave alone: the job must follow sweep's current URL.
+    if "${describe[@]}" >/dev/null 2>&1; then
+        run gcloud scheduler jobs update http "$SWEEP_JOB" "${job[@]}"
+    else
+        run gcloud scheduler jobs create http "$SWEEP_JOB" "${job[@]}"
+    fi
+}
+
+main() {
+    log "Deploying ${SELECTED[*]} to project $PROJECT_ID, region $REGION"
+    check_pool_budget
+    check_source
+    if selected send-customer-email; then
+        require_setting EMAIL_FROM "verification@example.com"
+    fi
+    if selected request-refund && [[ $REFUND_BACKEND == http ]]; then
+        require_setting REFUND_API_URL "https://refunds.example.com/api"
+    fi
+    check_secret_values
+
+    local project_number
+    capture project_number PROJECT_NUMBER \
+        gcloud projects describe "$PROJECT_ID" '--format=value(projectNumber)'
+    [[ -n $project_number ]] || die "cannot read the number of project $PROJECT_ID"
+    PUBSUB_AGENT="serviceAccount:service-$project_number@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+    # TIMER_URL is the OIDC audience of every task, so every function gets
+    # timer-expiry's URL; timer-expiry itself creates tasks too.
+    local timer_url
+    note "timer-expiry's URL (the audience of the tasks' OIDC tokens)"
+    function_url timer_url timer-expiry
+    if selected timer-expiry; then
+        if [[ -n $timer_url ]]; then
+            deploy_function timer-expiry "$timer_url"
+        else
+            # First deployment: its URL exists only once it is deployed, so
+            # deploy it with its cloudfunctions.net URL, then again with the
+            # real one.
+            deploy_function timer-expiry "https://$REGION-$PROJECT_ID.cloudfunctions.net/timer-expiry"
+            function_url timer_url timer-expiry
+            [[ -n $timer_url ]] || die "timer-expiry was deployed but has no URL"
+            deploy_function timer-expiry "$timer_url"
+        fi
+        [[ $DRY_RUN == 1 ]] && note "(on the very first deployment timer-expiry is deployed twice: once to learn its URL)"
+        grant_invoker timer-expiry "$SA_TASKS_INVOKER"
+    fi
+    [[ -n $timer_url ]] || die "timer-expiry is not deployed yet; deploy it first (./deploy.sh ... timer_expiry)"
+
+    local fn url
+    for fn in "${FUNCTIONS[@]}"; do
+        [[ $fn == timer-expiry ]] && continue
+        selected "$fn" || continue
+        deploy_function "$fn" "$timer_url"
+        function_spec "$fn"
+        if [[ $FN_TRIGGER != http ]]; then
+            wire_subscription "$fn"
+        elif [[ $fn == sweep ]]; then
+            grant_invoker sweep "$SA_SCHEDULER"
+            function_url url sweep
+            [[ -n $url ]] || die "sweep was deployed but has no URL"
+            schedule_sweep "$url"
+        fi
+    done
+
+    function_url url webhook-intake
+    if [[ -z $url ]]; then
+        log "webhook-intake is not deployed yet: no webhook URLs to show"
+        return 0
+    fi
+    cat <<EOF
+
+Webhook URLs to register (all POST):
+  store order webhook (Standard Webhooks):  $url/webhooks/orders
+  Lightspeed Retail X-Series webhook:       $url/webhooks/lightspeed
+  Veriff decision webhook:                  $url/webhooks/veriff
+Health check:                               $url/healthz
+EOF
+}
+
+main

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Step 1 of docs/DEPLOY.md: create everything the functions need in one
+# project and region. Idempotent: each resource is described first and
+# created only when missing, each IAM binding is read first and added only
+# when missing, so a second run only reads.
+set -euo pipefail
+
+INFRA_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=infra/lib.sh
+source "$INFRA_DIR/lib.sh"
+
+usage() {
+    cat <<'EOF'
+Usage: infra/provision.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry-run]
+
+Creates (or confirms) APIs, service accounts and IAM, Cloud SQL, Pub/Sub
+topics with dead-letter topics, the Cloud Tasks queue, the BigQuery export
+and the Secret Manager secrets. PROJECT_ID and REGION may also come from the
+environment or the env file. --dry-run prints the commands and runs none.
+EOF
+}
+
+parse_common_args "$@"
+[[ ${#POSITIONAL[@]} -eq 0 ]] || die "unexpected argument ${POSITIONAL[0]}"
+load_settings
+# shellcheck source=infra/config.sh
+source "$INFRA_DIR/config.sh"
+require_gcloud
+
+P=(--project="$PROJECT_ID")
+
+REQUIRED_APIS=(
+    artifactregistry.googleapis.com
+    bigquery.googleapis.com
+    cloudbuild.googleapis.com
+    cloudfunctions.googleapis.com
+    cloudresourcemanager.googleapis.com
+    cloudscheduler.googleapis.com
+    cloudtasks.googleapis.com
+    eventarc.googleapis.com
+    iam.googleapis.com
+    iamcredentials.googleapis.com
+    logging.googleapis.com
+    pubsub.googleapis.com
+    run.googleapis.com
+    secretmanager.googleapis.com
+    sqladmin.googleapis.com
+    storage.googleapis.com
+)
+
+enable_apis() {
+    note "APIs: list the enabled ones, enable only those missing"
+    local enabled api
+    local -a missing=()
+    capture enabled "" gcloud services list --enabled "${P[@]}" '--format=value(config.name)'
+    for api in "${REQUIRED_APIS[@]}"; do
+        grep -qxF "$api" <<<"$enabled" || missing+=("$api")
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        run gcloud services enable "${missing[@]}" "${P[@]}"
+    else
+        log "ok   all ${#REQUIRED_APIS[@]} APIs enabled"
+    fi
+}
+
+create_service_accounts() {
+    local entry name
+    for entry in "${SERVICE_ACCOUNTS[@]}"; do
+        name=${entry%%:*}
+        ensure "service account $name" \
+            gcloud iam service-accounts describe "$(sa_email "$name")" "${P[@]}" \
+            -- gcloud iam service-accounts create "$name" --display-name="${entry#*:}" "${P[@]}"
+    done
+}
+
+create_secrets() {
+    local env name
+    for env in "${SECRET_ENVS[@]}"; do
+        name=$(secret_name "$env")
+        ensure "secret $name" \
+            gcloud secrets describe "$name" "${P[@]}" \
+            -- gcloud secrets create "$name" --replication-policy=automatic "${P[@]}"
+    done
+}
+
+create_pubsub() {
+    local topic dlt
+    for topic in "${TOPICS[@]}"; do
+        dlt=$(dead_letter_topic "$topic")
+        ensure "topic $topic" \
+            gcloud pubsub topics describe "$topic" "${P[@]}" \
+            -- gcloud pubsub topics create "$topic" "${P[@]}"
+        ensure "topic $dlt" \
+            gcloud pubsub topics describe "$dlt" "${P[@]}" \
+            -- gcloud pubsub topics create "$dlt" "${P[@]}"
+        # A pull subscription that never expires, so a dead-lettered message
+        # is kept until someone looks at it.
+        ensure "subscription $(dead_letter_subscription "$topic")" \
+            gcloud pubsub subscriptions describe "$(dead_letter_subscription "$topic")" "${P[@]}" \
+            -- gcloud pubsub subscriptions create "$(dead_letter_subscription "$topic")" \
+            --topic="$dlt" --message-retention-duration="$DEAD_LETTER_RETENTION" \
+            --expiration-period=never --ack-deadline=60 "${P[@]}"
+        # Pub/Sub forwards undeliverable messages as its own service agent.
+        ensure_binding roles/pubsub.publisher "$PUBSUB_AGENT" "pubsub topics" "$dlt" "${P[@]}"
+    done
+}
+
+create_queue() {
+    # max-burst-size cannot be set: Cloud Tasks derives it from the dispatch
+    # rate (see docs/DEPLOY.md).
+    ensure "queue $TASKS_QUEUE" \
+        gcloud tasks queues describe "$TASKS_QUEUE" --location="$REGION" "${P[@]}" \
+        -- gcloud tasks queues create "$TASKS_QUEUE" --location="$REGION" \
+        --max-dispatches-per-second="$TASKS_MAX_DISPATCHES_PER_SECOND" \
+        --max-concurrent-dispatches="$TASKS_MAX_CONCURRENT_DISPATCHES" \
+        --max-attempts="$TASKS_MAX_ATTEMPTS" \
+        --max-retry-duration="$TASKS_MAX_RETRY_DURATION" \
+        --min-backoff="$TASKS_MIN_BACKOFF" \
+        --max-backoff="$TASKS_MAX_BACKOFF" \
+        --max-doublings="$TASKS_MAX_DOUBLINGS" \
+        "${P[@]}"
+}
+
+create_database() {
+    local flags="max_connections=$DB_MAX_CONNECTIONS"
+    [[ $DB_IAM_AUTH == true ]] && flags+=",cloudsql.iam_authentication=on"
+    ensure "Cloud SQL instance $SQL_INSTANCE" \
+        gcloud sql instances describe "$SQL_INSTANCE" "${P[@]}" \
+        -- gcloud sql instances create "$SQL_INSTANCE" \
+        --database-version="$SQL_DATABASE_VERSION" --edition="$SQL_EDITION" \
+        --tier="$SQL_TIER" --region="$REGION" \
+        --database-flags="$flags" \
+        --connector-enforcement=REQUIRED \
+        --storage-auto-increase --backup-start-time=03:00 \
+        --enable-point-in-time-recovery --deletion-protection \
+        "${P[@]}"
+    ensure "database $DB_NAME" \
+        gcloud sql databases describe "$DB_NAME" --instance="$SQL_INSTANCE" "${P[@]}" \
+        -- gcloud sql databases create "$DB_NAME" --instance="$SQL_INSTANCE" "${P[@]}"
+    if [[ $DB_IAM_AUTH == true ]]; then
+        create_iam_db_users
+    else
+        create_password_db_user
+    fi
+}
+
+# The built-in user's password lives only in Secret Manager: taken from the
+# db-password secret when the operator set one, otherwise generated here and
+# stored there. It is never printed, and is on the gcloud command line only
+# for the moment the user is created.
+create_password_db_user() {
+    local secret
+    secret=$(secret_name DB_PASSWORD)
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '# database user %s: describe, create only if missing\n' "$DB_USER"
+        print_command gcloud sql users describe "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}"
+        print_command gcloud secrets versions access latest --secret="$secret" "${P[@]}"
+        printf '# only if %s has no version yet: a random password is piped in\n' "$secret"
+        print_command gcloud secrets versions add "$secret" --data-file=- "${P[@]}"
+        # shellcheck disable=SC2016 # the $(...) is printed, for the reader to run
+        printf '%s --password="$(gcloud secrets versions access latest --secret=%s %s)"\n' \
+            "$(print_command gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}")" \
+            "$secret" "${P[*]}"
+        return 0
+    fi
+    if gcloud sql users describe "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}" >/dev/null 2>&1; then
+        log "ok   database user $DB_USER"
+        return 0
+    fi
+    log "new  database user $DB_USER"
+    local password
+    if ! password=$(gcloud secrets versions access latest --secret="$secret" "${P[@]}" 2>/dev/null); then
+        password=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')
+        password=${password:0:40}
+        log "+ gcloud secrets versions add $secret --data-file=- (generated password on stdin)"
+        printf '%s' "$password" | gcloud secrets versions add "$secret" --data-file=- "${P[@]}" >/dev/null
+    fi
+    log "+ gcloud sql users create $DB_USER --instance=$SQL_INSTANCE --password=<from $secret>"
+    gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" --password="$password" "${P[@]}"
+}
+
+create_iam_db_users() {
+    local fn user
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        user=$(iam_db_user "$FN_SA")
+        ensure "IAM database user $user" \
+            gcloud sql users describe "$user" --instance="$SQL_INSTANCE" "${P[@]}" \
+            -- gcloud sql users create "$user" --instance="$SQL_INSTANCE" \
+            --type=cloud_iam_service_account "${P[@]}"
+    done
+    note "IAM database users start with no privileges on the tables: grant them in SQL (docs/DEPLOY.md)"
+}
+
+create_bigquery_export() {
+    local dataset="$PROJECT_ID:$BQ_DATASET" table="$PROJECT_ID:$BQ_DATASET.$BQ_TABLE"
+    ensure "BigQuery dataset $BQ_DATASET" \
+        bq --headless --project_id="$PROJECT_ID" show --format=none "$dataset" \
+        -- bq --headless --project_id="$PROJECT_ID" --location="$BQ_LOCATION" mk --dataset \
+        --description="Verification lifecycle events exported from Pub/Sub" "$dataset"
+    ensure "BigQuery table $BQ_DATASET.$BQ_TABLE" \
+        bq --headless --project_id="$PROJECT_ID" show --format=none "$table" \
+        -- bq --headless --project_id="$PROJECT_ID" mk --table \
+        --description="Every message published to verification-events, with its metadata" \
+        --time_partitioning_type=DAY --time_partitioning_field=publish_time \
+        --schema="$INFRA_DIR/bigquery/verification_events.schema.json" "$table"
+    # The subscription writes as the Pub/Sub service agent.
+    ensure_bq_binding roles/bigquery.dataEditor "$PUBSUB_AGENT" "$table"
+    ensure "subscription $BQ_SUBSCRIPTION" \
+        gcloud pubsub subscriptions describe "$BQ_SUBSCRIPTION" "${P[@]}" \
+        -- gcloud pubsub subscriptions create "$BQ_SUBSCRIPTION" \
+        --topic=verification-events --bigquery-table="$table" --write-metadata \
+        --dead-letter-topic="$(dead_letter_topic verification-events)" \
+        --max-delivery-attempts="$BQ_MAX_DELIVERY_ATTEMPTS" \
+        --expiration-period=never "${P[@]}"
+    ensure_binding roles/pubsub.subscriber "$PUBSUB_AGENT" "pubsub subscriptions" "$BQ_SUBSCRIPTION" "${P[@]}"
+}
+
+# Least privilege: every grant below is on the one resource it is needed
+# for, except roles/cloudsql.client (and instanceUser), which Cloud SQL only
+# offers per project, and the builder's role.
+grant_roles() {
+    local fn env topic member
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        member="serviceAccount:$(sa_email "$FN_SA")"
+        ensure_binding roles/cloudsql.client "$member" projects "$PROJECT_ID"
+        if [[ $DB_IAM_AUTH == true ]]; then
+            ensure_binding roles/cloudsql.instanceUser "$member" projects "$PROJECT_ID"
+        fi
+        for env in "${FN_SECRET_ENVS[@]}"; do
+            ensure_binding roles/secretmanager.secretAccessor "$member" \
+                secrets "$(secret_name "$env")" "${P[@]}"
+        done
+        for topic in "${FN_PUBLISHES[@]}"; do
+            ensure_binding roles/pubsub.publisher "$member" "pubsub topics" "$topic" "${P[@]}"
+        done
+        if [[ $FN_USES_TASKS == true ]]; then
+            ensure_binding roles/cloudtasks.enqueuer "$member" \
+                "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
+            # Deleting the timers of a closed session.
+            ensure_binding roles/cloudtasks.taskDeleter "$member" \
+                "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
+            # A task carrying the invoker's OIDC token may only be created by
+            # someone allowed to act as the invoker.
+            ensure_binding roles/iam.serviceAccountUser "$member" \
+                "iam service-accounts" "$(sa_email "$SA_TASKS_INVOKER")" "${P[@]}"
+        fi
+    done
+    # /health on the intake reads the queue.
+    ensure_binding roles/cloudtasks.viewer "serviceAccount:$(sa_email "$SA_INTAKE")" \
+        "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
+    # Pub/Sub mints the OIDC token of the Eventarc push identity.
+    ensure_binding roles/iam.serviceAccountTokenCreator "$PUBSUB_AGENT" \
+        "iam service-accounts" "$(sa_email "$SA_EVENTS_INVOKER")" "${P[@]}"
+    ensure_binding roles/cloudbuild.builds.builder "serviceAccount:$(sa_email "$SA_BUILDER")" \
+        projects "$PROJECT_ID"
+    # roles/run.invoker is granted per function by deploy.sh, once the
+    # function exists.
+}
+
+main() {
+    log "Provisioning project $PROJECT_ID, region $REGION"
+    check_pool_budget
+    enable_apis
+    local project_number
+    capture project_number PROJECT_NUMBER \
+        gcloud projects describe "$PROJECT_ID" '--format=value(projectNumber)'
+    [[ -n $project_number ]] || die "cannot read the number of project $PROJECT_ID"
+    PUBSUB_AGENT="serviceAccount:service-$project_number@gcp-sa-pubsub.iam.gserviceaccount.com"
+    create_service_accounts
+    create_secrets
+    create_pubsub
+    create_queue
+    create_database
+    create_bigquery_export
+    grant_roles
+    log "Done. Next: set the secret values (docs/DEPLOY.md), then ./deploy.sh --project $PROJECT_ID --region $REGION"
+}
+
+main

@@ -1,0 +1,163 @@
+"""deploy.sh against a fake gcloud on a provisioned fake project: the order
+of the deploys, who may invoke what, the subscriptions' policies, the
+Scheduler job and the URLs it prints."""
+
+from __future__ import annotations
+
+from tests.deploy.helpers import (
+    DEPLOY,
+    OPERATOR_SECRETS,
+    PROJECT,
+    PROVISION,
+    READ_VERBS,
+    REGION,
+    TARGET,
+    flag,
+    verb_of,
+)
+
+SA = "serviceAccount:{}@" + PROJECT + ".iam.gserviceaccount.com"
+PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
+TIMER_URI = "https://timer-expiry-f4k3h4sh-uc.a.run.app"
+INTAKE_URI = "https://webhook-intake-f4k3h4sh-uc.a.run.app"
+
+
+def deployed(calls):
+    return [argv for argv in calls if argv[1:3] == ["functions", "deploy"]]
+
+
+def env_of(argv):
+    return dict(item.split("=", 1) for item in flag(argv, "set-env-vars")[3:].split("|"))
+
+
+def invokers(state, fn):
+    return {tuple(b) for b in state["policies"].get(f"function:{fn}:{REGION}", [])}
+
+
+def test_a_secret_without_a_value_stops_the_deploy_before_anything_is_deployed(provisioned_template, cloud):
+    template, _ = provisioned_template
+    cloud.state_path.write_text(template.state_path.read_text())
+    cloud.set_operator_secrets({k: v for k, v in OPERATOR_SECRETS.items() if k != "veriff-api-key"})
+
+    run = cloud.run(DEPLOY, *TARGET)
+
+    assert run.returncode != 0
+    assert "secret veriff-api-key has no value" in run.stderr
+    assert deployed(run.calls) == []
+
+
+def test_first_deploy_wires_everything(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET)
+
+    assert run.returncode == 0, run.stderr
+    names = [argv[3] for argv in deployed(run.calls)]
+    # timer-expiry goes first, twice: its own URL is only known once it exists.
+    assert names == ["timer-expiry", "timer-expiry", "webhook-intake", "sweep",
+                     "send-customer-email", "record-analytics", "request-refund"]
+    first, second = deployed(run.calls)[:2]
+    assert env_of(first)["TIMER_URL"] == f"https://{REGION}-{PROJECT}.cloudfunctions.net/timer-expiry"
+    for argv in deployed(run.calls)[1:]:
+        assert env_of(argv)["TIMER_URL"] == TIMER_URI, argv[3]
+
+    state = provisioned.state()
+    assert invokers(state, "timer-expiry") == {("roles/run.invoker", SA.format("vs-tasks-invoker"))}
+    assert invokers(state, "sweep") == {("roles/run.invoker", SA.format("vs-scheduler"))}
+    assert invokers(state, "webhook-intake") == {("roles/run.invoker", "allUsers")}
+    for fn in ("send-customer-email", "record-analytics", "request-refund"):
+        assert invokers(state, fn) == {("roles/run.invoker", SA.format("vs-events-invoker"))}, fn
+
+    topics = {"send-customer-email": "customer-emails", "record-analytics": "verification-events",
+              "request-refund": "order-actions"}
+    for fn, topic in topics.items():
+        sub = state["resources"][f"subscription:eventarc-{REGION}-{fn}-424242-sub-777:"]
+        assert sub["topic"] == topic
+        assert sub["dead-letter-topic"] == f"{topic}-dead-letter"
+        assert sub["max-delivery-attempts"] == "10"
+        assert (sub["min-retry-delay"], sub["max-retry-delay"]) == ("10s", "600s")
+        policy = state["policies"][f"subscription:eventarc-{REGION}-{fn}-424242-sub-777:"]
+        assert policy == [["roles/pubsub.subscriber", PUBSUB_AGENT]]
+
+    job = state["resources"][f"job:verification-sweep:{REGION}"]
+    assert job["uri"] == "https://sweep-f4k3h4sh-uc.a.run.app"
+    assert job["oidc-token-audience"] == job["uri"]
+    assert job["oidc-service-account-email"] == f"vs-scheduler@{PROJECT}.iam.gserviceaccount.com"
+    assert job["schedule"] == "* * * * *"
+
+    for path in ("/webhooks/orders", "/webhooks/lightspeed", "/webhooks/veriff"):
+        assert f"{INTAKE_URI}{path}" in run.stdout
+
+
+def test_no_secret_value_is_ever_on_a_deploy_command_line(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET)
+
+    assert run.returncode == 0, run.stderr
+    words = " ".join(" ".join(argv) for argv in run.calls)
+    db_password = provisioned.state()["secret_versions"]["db-password"][0]
+    for value in [*OPERATOR_SECRETS.values(), db_password]:
+        assert value not in words
+        assert value not in run.stdout + run.stderr
+
+
+def test_redeploy_deploys_each_function_once_and_updates_the_job(provisioned):
+    assert provisioned.run(DEPLOY, *TARGET).returncode == 0
+
+    again = provisioned.run(DEPLOY, *TARGET)
+
+    assert again.returncode == 0, again.stderr
+    assert [argv[3] for argv in deployed(again.calls)] == [
+        "timer-expiry", "webhook-intake", "sweep",
+        "send-customer-email", "record-analytics", "request-refund"]
+    assert env_of(deployed(again.calls)[0])["TIMER_URL"] == TIMER_URI
+    writes = {tuple(argv[1:4]) for argv in again.calls if verb_of(argv) not in READ_VERBS}
+    assert ("scheduler", "jobs", "update") in writes
+    assert ("scheduler", "jobs", "create") not in writes
+    # The bindings exist already: they are read, not added again.
+    assert not any("add-iam-policy-binding" in argv for argv in again.calls)
+
+
+def test_one_named_function_is_deployed_and_wired_alone(provisioned):
+    assert provisioned.run(DEPLOY, *TARGET).returncode == 0
+
+    run = provisioned.run(DEPLOY, *TARGET, "record_analytics")
+
+    assert run.returncode == 0, run.stderr
+    assert [argv[3] for argv in deployed(run.calls)] == ["record-analytics"]
+    updates = [argv for argv in run.calls if argv[1:4] == ["pubsub", "subscriptions", "update"]]
+    assert [flag(argv, "dead-letter-topic") for argv in updates] == ["verification-events-dead-letter"]
+    assert f"{INTAKE_URI}/webhooks/orders" in run.stdout
+
+
+def test_a_function_other_than_timer_expiry_needs_timer_expiry_deployed_first(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET, "webhook_intake")
+
+    assert run.returncode != 0
+    assert "timer-expiry is not deployed yet" in run.stderr
+    assert deployed(run.calls) == []
+
+
+def test_a_source_tree_without_the_entry_point_is_not_deployed(provisioned):
+    main_py = provisioned.source_dir / "main.py"
+    main_py.write_text(main_py.read_text().replace("request_refund", "something_else"))
+
+    run = provisioned.run(DEPLOY, *TARGET)
+
+    assert run.returncode != 0
+    assert "main.py does not mention the entry point request_refund" in run.stderr
+    assert deployed(run.calls) == []
+
+
+def test_http_refunds_give_the_refund_function_its_url_and_token(provisioned):
+    settings = {"REFUND_BACKEND": "http", "REFUND_API_URL": "https://shop.example/refunds"}
+    # Without the grant step 1 makes for this setting, the deploy would fail.
+    assert provisioned.run(DEPLOY, *TARGET, env=settings).returncode != 0
+    assert provisioned.run(PROVISION, *TARGET, env=settings).returncode == 0
+
+    run = provisioned.run(DEPLOY, *TARGET, env=settings)
+
+    assert run.returncode == 0, run.stderr
+    refund = next(argv for argv in deployed(run.calls) if argv[3] == "request-refund")
+    assert env_of(refund)["REFUND_BACKEND"] == "http"
+    assert env_of(refund)["REFUND_API_URL"] == "https://shop.example/refunds"
+    assert "REFUND_API_TOKEN=refund-api-token:latest" in flag(refund, "set-secrets")
+    others = [argv for argv in deployed(run.calls) if argv[3] != "request-refund"]
+    assert not any("REFUND" in flag(argv, "set-secrets") for argv in others)
