@@ -1,5 +1,5 @@
-"""Test-side stand-ins for cloud services: a Cloud Tasks emulator, an HTTP target, a private queue database.
+"""Test-side stand-ins for cloud services: emulators, an HTTP target, and their fixtures.
 
-The fixtures live in `tests.emulators.fixtures`; a test module imports the
-ones it uses (or the root conftest lists the module in `pytest_plugins`).
+Each module documents its own fixtures; a test module imports the ones it
+uses (or tests/conftest.py lists the module in `pytest_plugins`).
 """
