@@ -140,7 +140,7 @@ def main() -> int:
 
         from devstack.task_dispatcher import TaskDispatcher
 
-        dispatcher = TaskDispatcher(container.db)
+        dispatcher = TaskDispatcher(container.db, queue_name=settings.tasks_queue)
         threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="tasks").start()
         sweep_every = float(os.environ.get("LOCAL_SWEEP_SECONDS", "10"))
         threading.Thread(target=_call_periodically, daemon=True, name="scheduler",

@@ -65,7 +65,8 @@ class Database:
         or fails as a whole, so this is a full unit of work in one round trip.
         """
         with unavailable_as_transient(), self.engine.connect() as conn:
-            return list(conn.execute(statement, params or {}))
+            result = conn.execute(statement, params or {})
+            return list(result) if result.returns_rows else []
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
