@@ -11,6 +11,7 @@ driver and database. Prints webhooks/s, round trips per webhook, and ratios.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -88,39 +89,46 @@ def drive(db, handle, hooks, concurrency):
     return results, elapsed, trips
 
 
+def measure(db, settings, pattern, n, concurrency):
+    """One round: n new webhooks, then the same n again (duplicates)."""
+    hooks = make_webhooks(n)
+    handle = pattern(db, settings)
+    accepted, accepted_s, accepted_trips = drive(db, handle, hooks, concurrency)
+    assert accepted.count("accepted") == n, "every distinct webhook must be accepted"
+    duplicate, duplicate_s, duplicate_trips = drive(db, handle, hooks, concurrency)
+    assert duplicate.count("duplicate") == n, "a second delivery must be a duplicate"
+    return {"accepted": (n / accepted_s, accepted_trips.sqlalchemy / n, accepted_trips.wire / n),
+            "duplicate": (n / duplicate_s, duplicate_trips.sqlalchemy / n, duplicate_trips.wire / n)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     args = parser.parse_args()
+    runs = {"ours": [], "seed": []}
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
-        drive(db, ours(db, settings), make_webhooks(50), args.concurrency)  # warm up the pool
-        drive(db, seed(db, settings), make_webhooks(50), args.concurrency)
+        measure(db, settings, ours, 100, args.concurrency)  # warm the pool and the plan cache
+        measure(db, settings, seed, 100, args.concurrency)
+        for _ in range(args.rounds):  # alternate, so machine noise falls on both alike
+            runs["ours"].append(measure(db, settings, ours, args.n, args.concurrency))
+            runs["seed"].append(measure(db, settings, seed, args.n, args.concurrency))
 
-        hooks = make_webhooks(args.n)
-        results, ours_s, ours_trips = drive(db, ours(db, settings), hooks, args.concurrency)
-        assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
-        dup_results, dup_s, dup_trips = drive(db, ours(db, settings), hooks, args.concurrency)
-        assert dup_results.count("duplicate") == args.n, "a second delivery must be a duplicate"
+    def median(name, kind, field):
+        return statistics.median(run[kind][field] for run in runs[name])
 
-        seed_hooks = make_webhooks(args.n)
-        seed_results, seed_s, seed_trips = drive(db, seed(db, settings), seed_hooks, args.concurrency)
-        assert seed_results.count("accepted") == args.n
-        seed_dup, seed_dup_s, seed_dup_trips = drive(db, seed(db, settings), seed_hooks, args.concurrency)
-
-    n = args.n
-    rows = [
-        ("ours, accepted", n / ours_s, ours_trips.sqlalchemy / n, ours_trips.wire / n),
-        ("ours, duplicate", n / dup_s, dup_trips.sqlalchemy / n, dup_trips.wire / n),
-        ("seed, accepted", n / seed_s, seed_trips.sqlalchemy / n, seed_trips.wire / n),
-        ("seed, duplicate", n / seed_dup_s, seed_dup_trips.sqlalchemy / n, seed_dup_trips.wire / n),
-    ]
-    print(f"intake bench: N={n} webhooks, concurrency={args.concurrency}, one PostgreSQL on 127.0.0.1")
+    print(f"intake bench: N={args.n} webhooks per round, concurrency={args.concurrency}, "
+          f"{args.rounds} alternating rounds (medians), one PostgreSQL on 127.0.0.1")
     print(f"{'pattern':<18}{'webhooks/s':>12}{'round trips (SQLAlchemy)':>27}{'wire flushes':>14}")
-    for name, rate, trips, wire in rows:
-        print(f"{name:<18}{rate:>12.0f}{trips:>27.2f}{wire:>14.2f}")
-    print(f"throughput ratio ours/seed (accepted): {rows[0][1] / rows[2][1]:.2f}x")
-    print(f"throughput ratio ours/seed (duplicate): {rows[1][1] / rows[3][1]:.2f}x")
+    for name in ("ours", "seed"):
+        for kind in ("accepted", "duplicate"):
+            print(f"{name + ', ' + kind:<18}{median(name, kind, 0):>12.0f}{median(name, kind, 1):>27.2f}"
+                  f"{median(name, kind, 2):>14.2f}")
+    for kind in ("accepted", "duplicate"):
+        ratios = [o[kind][0] / s[kind][0] for o, s in zip(runs["ours"], runs["seed"])]
+        print(f"throughput ratio ours/seed ({kind}): median {statistics.median(ratios):.2f}x "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     print("targets: <= 3 round trips per accepted webhook, <= 2 per duplicate, >= 2x the seed's throughput")
 
 

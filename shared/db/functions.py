@@ -1,6 +1,7 @@
 """Server-side SQL functions, created by the migrations.
 
-`place_order` is the whole unit of work of an order webhook as one statement.
+`place_order` is the whole unit of work of an order webhook as one statement
+(a function call is one statement: it commits or fails as a whole).
 It lives in the database for speed, not cleverness: pg8000 scans every
 statement's text character by character in Python before sending it (about
 2 ms for this one as a 2 kB CTE), and PL/pgSQL keeps the plan cached, so the
@@ -11,57 +12,51 @@ PLACE_ORDER = r"""
 CREATE OR REPLACE FUNCTION place_order(p jsonb)
 RETURNS TABLE (new_delivery boolean, new_session boolean)
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    first_delivery boolean;
+    opened boolean := false;
 BEGIN
-    RETURN QUERY
-    -- Claim the delivery: the first one inserts, a repeat counts itself.
-    WITH claim AS (
-        INSERT INTO webhook_events AS w (provider, event_id, order_id)
-        VALUES (p->>'provider', p->>'event_id', p->>'order_id')
-        ON CONFLICT (provider, event_id) DO UPDATE
-            SET deliveries = w.deliveries + 1, last_received_at = now()
-        RETURNING w.deliveries = 1 AS first
-    ),
-    -- Open the session, once per order, only for a first delivery.
-    opened AS (
-        INSERT INTO verification_sessions (order_id, source, customer_email, customer_id,
-                                           order_total, currency, ordered_at, deadline)
-        SELECT p->>'order_id', p->>'provider', p->>'customer_email', p->>'customer_id',
-               (p->>'order_total')::numeric, p->>'currency',
-               (p->>'ordered_at')::timestamptz, (p->>'deadline')::timestamptz
-        FROM claim WHERE claim.first
-        ON CONFLICT (order_id) DO NOTHING
-        RETURNING order_id
-    ),
-    -- Only a new session gets its events, timers and outbox rows ...
-    new_events AS (
+    -- Claim the delivery: the first one inserts, a repeat only counts itself.
+    INSERT INTO webhook_events AS w (provider, event_id, order_id)
+    VALUES (p->>'provider', p->>'event_id', p->>'order_id')
+    ON CONFLICT (provider, event_id) DO UPDATE
+        SET deliveries = w.deliveries + 1, last_received_at = now()
+    RETURNING w.deliveries = 1 INTO first_delivery;
+    IF NOT first_delivery THEN
+        RETURN QUERY SELECT false, false;
+        RETURN;
+    END IF;
+
+    -- Open the session, once per order.
+    INSERT INTO verification_sessions (order_id, source, customer_email, customer_id,
+                                       order_total, currency, ordered_at, deadline)
+    VALUES (p->>'order_id', p->>'provider', p->>'customer_email', p->>'customer_id',
+            (p->>'order_total')::numeric, p->>'currency',
+            (p->>'ordered_at')::timestamptz, (p->>'deadline')::timestamptz)
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING true INTO opened;
+
+    IF opened THEN
+        -- A new session gets its events, timers and outbox rows.
         INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
         SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id, e.data
         FROM jsonb_to_recordset(p->'events') AS e(event_id uuid, order_id text, type text,
-             occurred_at timestamptz, request_id text, data jsonb)
-        WHERE EXISTS (SELECT FROM opened)
-    ),
-    new_timers AS (
+             occurred_at timestamptz, request_id text, data jsonb);
         INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
         SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
         FROM jsonb_to_recordset(p->'timers') AS t(order_id text, kind text, reminder_index int,
-             deadline_version int, fire_at timestamptz, task_name text)
-        WHERE EXISTS (SELECT FROM opened)
-    ),
-    new_outbox AS (
+             deadline_version int, fire_at timestamptz, task_name text);
         INSERT INTO outbox (kind, order_id, payload)
         SELECT o.kind, o.order_id, o.payload
-        FROM jsonb_to_recordset(p->'outbox') AS o(kind text, order_id text, payload jsonb)
-        WHERE EXISTS (SELECT FROM opened)
-    ),
-    -- ... while a new delivery for a known order is recorded as a duplicate.
-    duplicate AS (
+        FROM jsonb_to_recordset(p->'outbox') AS o(kind text, order_id text, payload jsonb);
+    ELSE
+        -- A new delivery for a known order is recorded as a duplicate.
         INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
-        SELECT (p->>'duplicate_event_id')::uuid, p->>'order_id', 'order.duplicate',
-               (p->>'now')::timestamptz, p->>'request_id',
-               jsonb_build_object('provider', p->>'provider', 'event_id', p->>'event_id')
-        FROM claim WHERE claim.first AND NOT EXISTS (SELECT FROM opened)
-    )
-    SELECT coalesce((SELECT first FROM claim), false), EXISTS (SELECT FROM opened);
+        VALUES ((p->>'duplicate_event_id')::uuid, p->>'order_id', 'order.duplicate',
+                (p->>'now')::timestamptz, p->>'request_id',
+                jsonb_build_object('provider', p->>'provider', 'event_id', p->>'event_id'));
+    END IF;
+    RETURN QUERY SELECT true, coalesce(opened, false);
 END
 $fn$
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -59,7 +59,9 @@ class Payload:
     VERSION = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": self.VERSION, **asdict(self)}
+        # Shallow on purpose: field values are already JSON-ready (asdict's deep copy
+        # was a tenth of the intake's CPU time).
+        return {"v": self.VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def from_dict(cls, data: Any):
