@@ -1,0 +1,73 @@
+"""Engine construction and schema creation: clear errors, and safe when instances start together."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pg8000.native
+import pytest
+from sqlalchemy import text
+
+from shared.config import Settings
+from shared.db.database import Database
+from shared.db.engine import make_engine
+from shared.db.migrate import LATEST, ensure_schema
+from shared.errors import ConfigError
+
+
+def test_cloud_sql_without_credentials_is_a_configuration_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login to fall back on
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    settings = Settings.from_env({"INSTANCE_CONNECTION_NAME": "proj:region:inst", "DB_USER": "svc",
+                                  "DB_PASSWORD": "pw", "TASKS_BACKEND": "local",
+                                  "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
+    engine = make_engine(settings)  # lazy: nothing is contacted yet
+    with pytest.raises(ConfigError) as error:
+        engine.connect()
+    assert error.value.variable == "INSTANCE_CONNECTION_NAME"
+    assert "credentials" in str(error.value)
+
+
+@pytest.fixture
+def fresh_database(postgres, database_url):
+    """An empty database on the session's server."""
+    if isinstance(postgres, str):
+        pytest.skip("TEST_DATABASE_URL given: this test needs to create a database")
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = pg8000.native.Connection("postgres", host="127.0.0.1", port=postgres.port, database="postgres")
+    admin.run(f'CREATE DATABASE "{name}"')
+    yield database_url.rsplit("/", 1)[0] + f"/{name}"
+    admin.run(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_eight_instances_starting_together_migrate_once(fresh_database):
+    settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
+                                  "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
+    databases = [Database(make_engine(settings)) for _ in range(8)]
+    barrier = threading.Barrier(8)
+    versions, errors = [], []
+
+    def start(db):
+        barrier.wait()
+        try:
+            versions.append(ensure_schema(db))
+        except Exception as exc:  # collected: the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(db,)) for db in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and versions == [LATEST] * 8
+    with databases[0].read() as conn:
+        recorded = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+        pending_index = conn.execute(text(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'verification_sessions_pending_deadline'")).scalar()
+    assert recorded == list(range(1, LATEST + 1))
+    assert "WHERE (status = 'pending'::text)" in pending_index
+    for db in databases:
+        db.engine.dispose()
