@@ -303,3 +303,42 @@ def test_health_follows_the_database_down_and_back(app_env):
         assert back.status_code == 200
     finally:
         server.stop("immediate")
+
+
+def set_session(db, order_id, **columns):
+    from sqlalchemy import text
+    assignments = ", ".join(f"{name} = :{name}" for name in columns)
+    with db.transaction() as conn:
+        conn.execute(text(f"UPDATE verification_sessions SET {assignments} WHERE order_id = :o"),
+                     {"o": order_id, **columns})
+
+
+@pytest.mark.parametrize("start, code, status, end, event, link_cleared", [
+    ("pending", 9001, "approved", "verified", "verification.approved", False),
+    ("in_review", 9001, "approved", "verified", "verification.approved", False),
+    ("pending", 9102, "declined", "declined", "verification.declined", False),
+    ("in_review", 9102, "declined", "declined", "verification.declined", False),
+    ("pending", 9103, "resubmission_requested", "pending", "verification.resubmission_requested", True),
+    ("in_review", 9103, "resubmission_requested", "pending", "verification.resubmission_requested", True),
+    ("pending", 9104, "expired", "pending", "verification.session_expired", True),
+    ("pending", 9104, "abandoned", "pending", "verification.session_expired", True),
+    ("pending", 9121, "review", "in_review", "verification.in_review", False),
+    ("in_review", 9104, "expired", "in_review", "verification.decision_ignored", False),
+    ("expired", 9001, "approved", "expired", "verification.decision_ignored", False),
+    ("cancelled", 9121, "review", "cancelled", "verification.decision_ignored", False),
+])
+def test_decision_table(intake, db, order_id, start, code, status, end, event, link_cleared):
+    """DESIGN.md section 3, one row per case, over HTTP."""
+    post_order(intake, order_id)
+    set_session(db, order_id, status=start, veriff_session_id="vs-1", veriff_url="https://veriff.example/s/1")
+    response = post_veriff(intake, order_id, code, status=status)
+    assert response.status_code == 200
+    assert response.json["status"] == ("ignored" if event.endswith("ignored") else "accepted")
+    assert status_of(db, order_id) == end
+    assert count(db, "SELECT count(*) FROM event_log WHERE order_id = :o AND type = :t", o=order_id, t=event) == 1
+    cleared = count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o AND veriff_url IS NULL",
+                    o=order_id)
+    assert cleared == (1 if link_cleared else 0)
+    refunds = count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'order-actions'",
+                    o=order_id)
+    assert refunds == (1 if end == "declined" else 0)
