@@ -29,9 +29,13 @@ class Container:
 
     @functools.cached_property
     def scheduler(self):
-        from shared.adapters.tasks import make_scheduler
+        from shared.adapters.tasks import CloudTasksScheduler, make_scheduler
 
-        return make_scheduler(self.settings, self.db)
+        scheduler = make_scheduler(self.settings, self.db)
+        if isinstance(scheduler, CloudTasksScheduler):
+            # The queue is ensured once per instance, on first use (never at import).
+            scheduler.ensure_queue()
+        return scheduler
 
     @functools.cached_property
     def publisher(self):

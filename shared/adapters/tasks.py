@@ -227,9 +227,18 @@ class CloudTasksScheduler:
         """Create the queue with its rate limits and retry config; ALREADY_EXISTS leaves it as it is.
 
         An existing queue is not updated: infra/provision.sh owns the
-        production queue; this is for emulators and fresh projects.
+        production queue; this is for emulators and fresh projects. It looks
+        before it creates, because the functions' least-privileged identity
+        may read the queue but not create it.
         """
         from google.cloud import tasks_v2
+
+        try:
+            with self._translated("get queue", google_exceptions.NotFound):
+                self.client.get_queue(name=self.queue_path, retry=self._retry(), timeout=self.deadline)
+            return Outcome.ALREADY_EXISTS
+        except google_exceptions.NotFound:
+            pass
 
         policy = self.retry_policy
         queue = tasks_v2.Queue(
