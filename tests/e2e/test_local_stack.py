@@ -7,6 +7,7 @@ real SMTP server (aiosmtpd) on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -22,12 +23,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pg8000.native
 import pytest
 import requests
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from devstack.postgres import free_port
+from shared.config import Settings
+from shared.db.database import Database
+from shared.db.engine import make_engine
 from devstack.signing import lightspeed_headers, order_body, standard_webhook_headers, veriff_body, veriff_headers
 from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET, base_env
 
@@ -65,42 +70,57 @@ def consecutive_free_ports(count: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-@pytest.fixture(scope="module")
-def stack(database_url):
-    inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    base = consecutive_free_ports(6)
+@contextlib.contextmanager
+def running_stack(database_url, smtp_port, state_dir, base, **overrides):
+    """devstack.run as a subprocess; its output goes to a file (nobody reads a pipe meanwhile)."""
     env = {**os.environ, **base_env(database_url),
-           "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": tempfile.mkdtemp(prefix="verification-stack-"),
+           "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": state_dir,
            "VERIFICATION_WINDOW": "6s", "REMINDER_OFFSETS": "2s", "SWEEP_GRACE": "2s", "LOCAL_SWEEP_SECONDS": "2",
-           "EMAIL_BACKEND": "smtp", "SMTP_PORT": str(smtp.port), "SMTP_STARTTLS": "false",
-           "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT)}
+           "EMAIL_BACKEND": "smtp", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
+           "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT), **overrides}
     for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
         env.pop(name)
-    log_path = Path(env["LOCAL_STATE_DIR"]) / "stack.log"
-    log = log_path.open("wb")  # a file, not a pipe: nobody reads a pipe while the tests run
-    process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{base}"
-    deadline = time.monotonic() + 60
-    while True:
+    log_path = Path(state_dir) / f"stack-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{base}"
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.3)
-    yield url, inbox
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    log.close()
-    smtp.stop()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, smtp):
+    inbox, port = smtp
+    state_dir = tempfile.mkdtemp(prefix="verification-stack-")
+    with running_stack(database_url, port, state_dir, consecutive_free_ports(6)) as url:
+        yield url, inbox
 
 
 def place(url, order_id):
@@ -221,3 +241,47 @@ def test_funnel_counts_the_lifecycles(stack, db):
     assert counts["orders_received"] >= 4 and counts["links_sent"] >= 4
     assert counts["verified"] >= 1 and counts["declined"] >= 1 and counts["expired"] >= 1
     assert isinstance(today, date)
+
+
+@pytest.fixture
+def own_database(postgres, database_url):
+    """A database of its own, so no other running stack's dispatcher or sweeper touches it."""
+    if isinstance(postgres, str):
+        pytest.skip("TEST_DATABASE_URL given: this test needs to create a database")
+    name = f"restart_{uuid.uuid4().hex[:10]}"
+    admin = pg8000.native.Connection("postgres", host="127.0.0.1", port=postgres.port, database="postgres")
+    admin.run(f'CREATE DATABASE "{name}"')
+    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    settings = Settings.from_env(base_env(url))
+    database = Database(make_engine(settings))
+    yield url, database
+    database.engine.dispose()
+    admin.run(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_stopping_and_starting_the_stack_loses_no_timer(own_database, smtp):
+    url_db, db = own_database
+    inbox, port = smtp
+    state_dir = tempfile.mkdtemp(prefix="verification-restart-")
+    order_id = new_order()
+    # The sweeper is slowed to once an hour: only the timers themselves can move this order.
+    slow_sweeper = {"VERIFICATION_WINDOW": "8s", "REMINDER_OFFSETS": "5s", "LOCAL_SWEEP_SECONDS": "3600"}
+    base = consecutive_free_ports(6)  # the same ports after the restart, as scripts/run-local.sh does
+    with running_stack(url_db, port, state_dir, base, **slow_sweeper) as url:
+        place(url, order_id)
+        wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
+    time.sleep(9)  # the stack is down while both timers come due
+    assert session_of(db, order_id) == ("pending", None)
+    with running_stack(url_db, port, state_dir, base, **slow_sweeper):
+        wait_for(lambda: session_of(db, order_id) == ("expired", "manual"), "the deadline timer after the restart")
+        wait_for(lambda: "expired" in inbox.kinds_for(order_id), "the expiry email")
+    events = events_of(db, order_id)
+    assert events.count("verification.reminder_due") == 1 and events.count("verification.expired") == 1
+    assert actors_of(db, order_id, "verification.expired") == ["timer"]
+
+
+def actors_of(db, order_id, type_):
+    with db.read() as conn:
+        return list(conn.execute(text("SELECT actor FROM event_log WHERE order_id = :o AND type = :t"),
+                                 {"o": order_id, "t": type_}).scalars())
