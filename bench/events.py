@@ -1,5 +1,8 @@
 """Event throughput against Google's Pub/Sub emulator (started and stopped here).
 
+Also: the outbox relay publishing to the emulator, and each subscriber's
+handler (messages/s on first delivery and on a duplicate).
+
 Publisher part: messages/s through `PubSubPublisher.publish_batch` in batches,
 as the outbox relay sends them, against one-at-a-time publish-and-wait (a
 batch of one). Both use ordering keys and one ordered subscription on the
@@ -20,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import text
 
 from shared.adapters.events import PubSubPublisher
 from shared.adapters.ports import OutgoingMessage
@@ -122,6 +129,78 @@ def print_publisher(figures: PublisherFigures) -> None:
     print(f"  ratio batched / one at a time:    {figures.ratio:9.1f}x")
 
 
+def relay_throughput(db, project: str, *, orders: int = 1000) -> tuple[int, float]:
+    """Outbox rows (3 messages per order, as an order webhook writes) relayed to the emulator."""
+    from shared.adapters.tasks import LocalTaskScheduler
+    from shared.db import store
+    from shared.domain.model import Email, Event
+    from shared.handlers.effects import Effects
+    from shared.handlers.relay import relay
+
+    run = uuid.uuid4().hex[:8]
+    publisher = PubSubPublisher(project, timeout=120)
+    publisher.ensure_topics()
+    now = datetime.now(timezone.utc)
+    with db.transaction() as conn:
+        rows = []
+        for i in range(orders):
+            fx = Effects(f"relay-{run}-{i}", now)
+            fx.event(Event.ORDER_RECEIVED)
+            fx.event(Event.VERIFICATION_REQUESTED)
+            fx.email(Email.LINK)
+            rows.extend(fx.outbox)
+        store.write_effects(conn, [], rows)
+    started = time.perf_counter()
+    report = relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), publisher, budget_seconds=600)
+    elapsed = time.perf_counter() - started
+    publisher.close()
+    assert report.failed == 0 and report.delivered == len(rows), report
+    return report.delivered, elapsed
+
+
+def subscriber_throughput(db, settings, *, messages: int = 1000) -> dict[str, tuple[float, float]]:
+    """Messages/s through each subscriber's handler: first deliveries, then every one again."""
+    import io
+
+    from shared.adapters.email import ConsoleSender
+    from shared.adapters.refunds import ManualRefundGateway
+    from shared.adapters.veriff import LocalVerificationProvider
+    from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced
+    from shared.handlers import intake, subscribers
+
+    logging.getLogger("shared").setLevel(logging.ERROR)  # the manual gateway warns once per order
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(timezone.utc)
+    order_ids = [f"sub-{run}-{i}" for i in range(messages)]
+    for order_id in order_ids:
+        intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "b@example.com"), now=now)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'expired' WHERE order_id = ANY(:o)"),
+                     {"o": order_ids})
+    sender = ConsoleSender(sender="bench@example.com", stream=io.StringIO())
+    provider = LocalVerificationProvider()
+    gateway = ManualRefundGateway()
+    events = [EventMessage(id=str(uuid.uuid4()), type="order.received", order_id=o, occurred_at=now.isoformat())
+              for o in order_ids]
+    jobs = [EmailJob(order_id=o, kind="expired") for o in order_ids]
+    actions = [OrderAction(order_id=o, action="refund", reason="expired") for o in order_ids]
+    handlers = {
+        "record_analytics": (events, lambda e: subscribers.record_event(db, e)),
+        "send_customer_email": (jobs, lambda j: subscribers.send_email(db, settings, sender, provider, j, now=now)),
+        "request_refund": (actions, lambda a: subscribers.request_refund(db, gateway, a, now=now)),
+    }
+    figures = {}
+    for name, (items, handle) in handlers.items():
+        rates = []
+        for _ in range(2):  # first deliveries, then duplicates
+            started = time.perf_counter()
+            for item in items:
+                handle(item)
+            rates.append(len(items) / (time.perf_counter() - started))
+        figures[name] = (rates[0], rates[1])
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -129,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--single-messages", type=int, default=1000,
                         help="messages for the one-at-a-time mode (it is slow)")
+    parser.add_argument("--relay-orders", type=int, default=1000)
+    parser.add_argument("--subscriber-messages", type=int, default=1000)
     args = parser.parse_args(argv)
 
     os.environ.setdefault("NO_GCE_CHECK", "true")
@@ -145,6 +226,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 os.environ["PUBSUB_EMULATOR_HOST"] = previous
     print_publisher(figures)
+
+    from bench._common import database
+
+    with database() as (db, settings), PubSubEmulator() as emulator:
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        delivered, seconds = relay_throughput(db, PROJECT, orders=args.relay_orders)
+        print(f"outbox relay -> emulator: {delivered} messages in {seconds:.2f} s = {delivered / seconds:.0f} msg/s "
+              f"(claim FOR UPDATE SKIP LOCKED, publish_batch, mark delivered; 3 messages per order)")
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        print(f"subscriber handlers, {args.subscriber_messages} messages each, one thread (first / duplicate):")
+        for name, (first, again) in subscriber_throughput(db, settings, messages=args.subscriber_messages).items():
+            print(f"  {name:<22}{first:8.0f} msg/s first delivery {again:8.0f} msg/s duplicate")
 
 
 if __name__ == "__main__":
