@@ -89,9 +89,9 @@ def running_stack(database_url, smtp_port, state_dir, base, **overrides):
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    if requests.get(url + "/healthz", timeout=2).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not up yet, or still booting on a busy machine
                     pass
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
