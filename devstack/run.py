@@ -135,6 +135,7 @@ def main() -> int:
                 [sys.executable, "-m", "functions_framework", "--target", name, "--source", str(ROOT / "main.py"),
                  "--signature-type", signature, "--host", "127.0.0.1", "--port", str(base_port + offset)],
                 env={**env, "FUNCTION_TARGET": name}, cwd=ROOT,
+                start_new_session=True,  # its own group: stopping it stops its gunicorn workers too
             ))
         _wait_healthy(f"http://127.0.0.1:{base_port}/healthz")
 
@@ -173,16 +174,32 @@ or, any time:  .venv/bin/python -m devstack.send order ORDER-ID customer@example
         return 0
     finally:
         stop.set()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_all(processes)
         container.db.engine.dispose()
         if server is not None:
             server.stop()
+
+
+def _stop_all(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM each function's process group, SIGKILL what is left after 10 s: no worker may
+    outlive the stack and keep its port from the next run."""
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        _signal_group(process, signal.SIGKILL)  # workers orphaned by a master that exited first
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _call_periodically(url: str, every: float, stop: threading.Event) -> None:
