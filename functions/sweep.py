@@ -20,6 +20,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     c = bootstrap.container()
     expired = timers.expire_overdue(c.db, now=c.clock.now(), grace=c.settings.sweep_grace)
     report = c.relay(budget_seconds=20.0)
-    counts = {"expired": expired, "relayed": report.delivered, "relayFailures": report.failed}
+    counts = {"expired": expired, "relayed": report.delivered, "relayFailures": report.failed,
+              "deadLetters": report.dead}
     log.info("sweep done", extra={"labels": {k: str(v) for k, v in counts.items()}})
     return 200, {"status": "ok", **counts}

@@ -23,8 +23,18 @@ def _create_all(conn: Connection) -> None:
     conn.exec_driver_sql(functions.PLACE_ORDER)
 
 
-# Index i holds the step that brings the schema to version i + 1. Append only.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_all]
+def _outbox_dead_letters(conn: Connection) -> None:
+    """v2: outbox rows that can never be delivered are parked (`dead_at`), not retried."""
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS dead_at timestamptz")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS outbox_undelivered")
+    conn.exec_driver_sql("CREATE INDEX outbox_undelivered ON outbox (available_at) "
+                         "WHERE delivered_at IS NULL AND dead_at IS NULL")
+
+
+# Index i holds the step that brings the schema to version i + 1. Append only: a
+# database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
+# table as `schema.py` defines it now, so later steps must be idempotent).
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_all, _outbox_dead_letters]
 LATEST = len(MIGRATIONS)
 
 

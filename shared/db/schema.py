@@ -119,6 +119,8 @@ outbox = Table(
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("available_at", nullable=False, server_default=NOW),
     _tstz("delivered_at"),
+    # Set when delivery failed permanently (e.g. an invalid task name): kept, never retried.
+    _tstz("dead_at"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
     CheckConstraint(
@@ -128,7 +130,7 @@ outbox = Table(
 Index(
     "outbox_undelivered",
     outbox.c.available_at,
-    postgresql_where=outbox.c.delivered_at.is_(None),
+    postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
 )
 
 processed_messages = Table(

@@ -186,7 +186,7 @@ def claim_outbox(conn: Connection, limit: int, order_ids: list[str] | None = Non
     return [dict(r) for r in conn.execute(
         text("""
             SELECT id, kind, order_id, payload, attempts FROM outbox
-            WHERE delivered_at IS NULL AND available_at <= now()
+            WHERE delivered_at IS NULL AND dead_at IS NULL AND available_at <= now()
               AND (CAST(:orders AS text[]) IS NULL OR order_id = ANY(CAST(:orders AS text[])))
             ORDER BY id
             LIMIT :n
@@ -200,6 +200,19 @@ def mark_delivered(conn: Connection, ids: list[int]) -> None:
     if ids:
         conn.execute(text("UPDATE outbox SET delivered_at = now(), attempts = attempts + 1, last_error = NULL "
                           "WHERE id = ANY(:ids)"), {"ids": ids})
+
+
+def mark_dead(conn: Connection, failures: list[tuple[int, str]]) -> None:
+    """(id, error) per row that can never be delivered: parked with its error, not retried."""
+    if failures:
+        conn.execute(
+            text("""
+                UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, dead_at = now()
+                FROM jsonb_to_recordset(:failures) AS f(id bigint, error text)
+                WHERE o.id = f.id
+            """).bindparams(bindparam("failures", type_=JSONB)),
+            {"failures": [{"id": i, "error": e[:500]} for i, e in failures]},
+        )
 
 
 def mark_failed(conn: Connection, failures: list[tuple[int, str, float]]) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 from shared.adapters.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
-from shared.errors import ServiceError
+from shared.errors import PermanentError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,13 @@ MAX_BACKOFF_SECONDS = 600.0
 @dataclass
 class RelayReport:
     delivered: int = 0
-    failed: int = 0
+    failed: int = 0  # will be retried after a backoff
+    dead: int = 0  # failed permanently: parked in the outbox with the error, not retried
 
     def add(self, other: RelayReport) -> None:
         self.delivered += other.delivered
         self.failed += other.failed
+        self.dead += other.dead
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -52,23 +54,31 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
             rows = store.claim_outbox(conn, batch, order_ids)
             if not rows:
                 break
-            delivered, failures = _deliver(rows, scheduler, publisher)
+            delivered, failures, dead = _deliver(rows, scheduler, publisher)
             store.mark_delivered(conn, delivered)
             store.mark_failed(conn, failures)
-        report.add(RelayReport(len(delivered), len(failures)))
+            store.mark_dead(conn, dead)
+        for row_id, error in dead:
+            log.error("outbox row %d can never be delivered, parked: %s", row_id, error)
+        report.add(RelayReport(len(delivered), len(failures), len(dead)))
         if failures or len(rows) < batch:
             break  # what failed waits for its backoff; the sweeper comes back for it
-    if report.failed:
-        log.warning("outbox relay: %d delivered, %d failed", report.delivered, report.failed)
+    if report.failed or report.dead:
+        log.warning("outbox relay: %d delivered, %d failed, %d dead", report.delivered, report.failed, report.dead)
     return report
 
 
 def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublisher):
     delivered: list[int] = []
     failures: list[tuple[int, str, float]] = []
+    dead: list[tuple[int, str]] = []
 
     def failed(row: dict, error: Exception) -> None:
-        failures.append((row["id"], f"{type(error).__name__}: {error}", backoff_seconds(row["attempts"])))
+        described = f"{type(error).__name__}: {error}"
+        if isinstance(error, PermanentError):
+            dead.append((row["id"], described))
+        else:
+            failures.append((row["id"], described, backoff_seconds(row["attempts"])))
 
     messages = [row for row in rows if row["kind"] == "publish"]
     for row in rows:
@@ -102,4 +112,4 @@ def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublish
                 failed(row, outcome)
             else:
                 delivered.append(row["id"])
-    return delivered, failures
+    return delivered, failures, dead

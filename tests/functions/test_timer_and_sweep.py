@@ -62,5 +62,5 @@ def test_timer_with_database_down_is_503_so_cloud_tasks_retries(app_env):
 def test_sweep_reports_counts(app_env):
     response = client_for("sweep").post("/", json={})
     assert response.status_code == 200
-    assert set(response.json) >= {"expired", "relayed", "relayFailures", "requestId"}
-    assert all(isinstance(response.json[k], int) for k in ("expired", "relayed", "relayFailures"))
+    assert set(response.json) >= {"expired", "relayed", "relayFailures", "deadLetters", "requestId"}
+    assert all(isinstance(response.json[k], int) for k in ("expired", "relayed", "relayFailures", "deadLetters"))

@@ -71,3 +71,24 @@ def test_eight_instances_starting_together_migrate_once(fresh_database):
     assert "WHERE (status = 'pending'::text)" in pending_index
     for db in databases:
         db.engine.dispose()
+
+
+def test_a_version_1_database_migrates_forward(fresh_database):
+    """A database left at v1 by an older release (no outbox.dead_at) is brought to LATEST."""
+    settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
+                                  "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
+    db = Database(make_engine(settings))
+    ensure_schema(db)
+    with db.transaction() as conn:  # roll the database back to what v1 used to create
+        conn.execute(text("DROP INDEX outbox_undelivered"))
+        conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_at"))
+        conn.execute(text("CREATE INDEX outbox_undelivered ON outbox (available_at) WHERE delivered_at IS NULL"))
+        conn.execute(text("DELETE FROM schema_version WHERE version > 1"))
+    assert ensure_schema(db) == LATEST
+    with db.read() as conn:
+        column = conn.execute(text("SELECT count(*) FROM information_schema.columns "
+                                   "WHERE table_name = 'outbox' AND column_name = 'dead_at'")).scalar()
+        index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_undelivered'")).scalar()
+        versions = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+    assert column == 1 and "dead_at IS NULL" in index and versions == list(range(1, LATEST + 1))
+    db.engine.dispose()

@@ -306,3 +306,17 @@ def test_sweeper_respects_the_grace_period(db, settings, order_id):
         db, "SELECT order_id FROM verification_sessions WHERE status = 'expired'")]
     timers.expire_overdue(db, now=T0, grace=timedelta(minutes=5))
     assert status_of(db, order_id) == "pending"
+
+
+def test_a_row_that_can_never_be_delivered_is_parked_not_retried(db, scheduler):
+    order_id = f"dead-{uuid.uuid4().hex[:8]}"
+    with db.transaction() as conn:
+        store.write_effects(conn, [], [{"kind": "task.create", "order_id": order_id, "payload": {
+            "name": "not a valid task name!", "schedule_time": T0.isoformat(), "body": {"v": 1}}}])
+    report = relay.relay(db, scheduler, RecordingPublisher(), order_ids=[order_id])
+    assert (report.delivered, report.failed, report.dead) == (0, 0, 1)
+    rows = query(db, "SELECT dead_at IS NOT NULL, delivered_at IS NULL, attempts, last_error FROM outbox "
+                     "WHERE order_id = :o", o=order_id)
+    assert len(rows) == 1 and rows[0][0] and rows[0][1] and rows[0][2] == 1 and "task name" in rows[0][3]
+    again = relay.relay(db, scheduler, RecordingPublisher(), order_ids=[order_id])
+    assert (again.delivered, again.failed, again.dead) == (0, 0, 0)
