@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
+# Emulator fixtures (Cloud Tasks, Pub/Sub), available to every test module.
+pytest_plugins = ["tests.emulators.fixtures", "tests.emulators.pubsub"]
+
 from devstack.postgres import Postgres, free_port  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db.database import Database  # noqa: E402
@@ -108,6 +111,21 @@ def db(settings) -> Database:
     database = Database(make_engine(settings))
     ensure_schema(database)
     return database
+
+
+@pytest.fixture
+def fresh_database(postgres, database_url) -> str:
+    """The URL of an empty database of its own on the session's server, dropped afterwards."""
+    if isinstance(postgres, str):
+        pytest.skip("TEST_DATABASE_URL given: this test needs to create a database")
+    import pg8000.native
+
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    admin = pg8000.native.Connection("postgres", host="127.0.0.1", port=postgres.port, database="postgres")
+    admin.run(f'CREATE DATABASE "{name}"')
+    yield database_url.rsplit("/", 1)[0] + f"/{name}"
+    admin.run(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
 
 
 @pytest.fixture

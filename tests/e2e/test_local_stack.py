@@ -23,7 +23,6 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
-import pg8000.native
 import pytest
 import requests
 from aiosmtpd.controller import Controller
@@ -244,20 +243,11 @@ def test_funnel_counts_the_lifecycles(stack, db):
 
 
 @pytest.fixture
-def own_database(postgres, database_url):
+def own_database(fresh_database):
     """A database of its own, so no other running stack's dispatcher or sweeper touches it."""
-    if isinstance(postgres, str):
-        pytest.skip("TEST_DATABASE_URL given: this test needs to create a database")
-    name = f"restart_{uuid.uuid4().hex[:10]}"
-    admin = pg8000.native.Connection("postgres", host="127.0.0.1", port=postgres.port, database="postgres")
-    admin.run(f'CREATE DATABASE "{name}"')
-    url = database_url.rsplit("/", 1)[0] + f"/{name}"
-    settings = Settings.from_env(base_env(url))
-    database = Database(make_engine(settings))
-    yield url, database
+    database = Database(make_engine(Settings.from_env(base_env(fresh_database))))
+    yield fresh_database, database
     database.engine.dispose()
-    admin.run(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_stopping_and_starting_the_stack_loses_no_timer(own_database, smtp):

@@ -10,7 +10,6 @@ from shared.adapters.tasks import CloudTasksScheduler
 from shared.bootstrap import Container
 from shared.config import Settings
 from tests.conftest import base_env
-from tests.emulators.fixtures import cloud_tasks_emulator  # noqa: F401 (fixture)
 
 
 def test_cloud_scheduler_from_settings_ensures_its_queue(cloud_tasks_emulator, monkeypatch, db, database_url):

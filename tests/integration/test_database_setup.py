@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
-import pg8000.native
 import pytest
 from sqlalchemy import text
 
@@ -28,19 +26,6 @@ def test_cloud_sql_without_credentials_is_a_configuration_error(monkeypatch, tmp
         engine.connect()
     assert error.value.variable == "INSTANCE_CONNECTION_NAME"
     assert "credentials" in str(error.value)
-
-
-@pytest.fixture
-def fresh_database(postgres, database_url):
-    """An empty database on the session's server."""
-    if isinstance(postgres, str):
-        pytest.skip("TEST_DATABASE_URL given: this test needs to create a database")
-    name = f"fresh_{uuid.uuid4().hex[:10]}"
-    admin = pg8000.native.Connection("postgres", host="127.0.0.1", port=postgres.port, database="postgres")
-    admin.run(f'CREATE DATABASE "{name}"')
-    yield database_url.rsplit("/", 1)[0] + f"/{name}"
-    admin.run(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_eight_instances_starting_together_migrate_once(fresh_database):

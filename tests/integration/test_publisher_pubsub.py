@@ -15,7 +15,7 @@ from shared.adapters.ports import OutgoingMessage
 from shared.config import Settings
 from shared.domain.messages import TOPIC_EVENTS, TOPICS
 from shared.errors import TransientError
-from tests.emulators.pubsub import PROJECT, free_port, pubsub_emulator, pubsub_env  # noqa: F401
+from tests.emulators.pubsub import PROJECT, free_port
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from google.cloud import pubsub_v1
 
 from shared.adapters.events import PUBSUB_EVENT_TYPE, PubSubPublisher
 from shared.adapters.ports import OutgoingMessage
-from tests.emulators.pubsub import PROJECT, pubsub_emulator, pubsub_env  # noqa: F401
+from tests.emulators.pubsub import PROJECT
 from tests.integration.push_target import FunctionsFramework, wait_for_records
 
 

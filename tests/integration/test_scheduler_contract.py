@@ -69,14 +69,7 @@ from shared.db.schema import local_tasks
 from shared.errors import PermanentError, TransientError
 from tests.conftest import base_env
 from tests.emulators.cloud_tasks import running_emulator
-from tests.emulators.fixtures import (  # noqa: F401 (fixtures)
-    clean_tasks_db,
-    cloud_tasks_emulator,
-    dispatching,
-    http_target,
-    tasks_db,
-    wait_until,
-)
+from tests.emulators.fixtures import dispatching, wait_until
 from tests.emulators.http_target import RecordingTarget
 
 PROJECT = "contract-test"

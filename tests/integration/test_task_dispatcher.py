@@ -24,13 +24,7 @@ from shared.adapters.tasks import LocalTaskScheduler, RetryPolicy
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.schema import local_tasks
-from tests.emulators.fixtures import (  # noqa: F401 (fixtures)
-    clean_tasks_db,
-    dispatching,
-    http_target,
-    tasks_db,
-    wait_until,
-)
+from tests.emulators.fixtures import dispatching, wait_until
 
 FAST = RetryPolicy(max_attempts=5, max_retry_duration=timedelta(0),
                    min_backoff=timedelta(milliseconds=50), max_backoff=timedelta(milliseconds=400),
