@@ -49,6 +49,7 @@ verification_sessions = Table(
     Column("veriff_session_id", Text),
     Column("veriff_url", Text),
     Column("refund_status", Text),
+    _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
@@ -62,6 +63,14 @@ Index(
     "verification_sessions_pending_deadline",
     verification_sessions.c.deadline,
     postgresql_where=verification_sessions.c.status == "pending",
+)
+
+# Closed sessions still owed a refund: the sweeper's re-drive reads only these.
+Index(
+    "verification_sessions_refund_owed",
+    verification_sessions.c.updated_at,
+    postgresql_where=text("status IN ('declined', 'expired') "
+                          "AND (refund_status IS NULL OR refund_status = 'requested')"),
 )
 
 webhook_events = Table(
@@ -127,9 +136,17 @@ outbox = Table(
         "kind IN ('task.create', 'task.delete', 'publish')", name="outbox_kind"
     ),
 )
+# Only undelivered rows are indexed, so a claim's cost does not grow with history:
+# by due time for the sweeper, by order for a request's own relay.
 Index(
     "outbox_undelivered",
     outbox.c.available_at,
+    outbox.c.id,
+    postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
+)
+Index(
+    "outbox_undelivered_order",
+    outbox.c.order_id,
     postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
 )
 

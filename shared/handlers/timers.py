@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
@@ -9,8 +11,11 @@ from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
 from shared.domain.model import DEADLINE, Email, Event, timers_for
+from shared.errors import TransientError
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
+
+log = logging.getLogger(__name__)
 
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
@@ -44,11 +49,29 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
     return Result("accepted", order_id)
 
 
-def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> int:
-    """The sweeper's half: expire pending sessions whose deadline passed `grace` ago (lost timers)."""
+@dataclass
+class ExpiryReport:
+    expired: int = 0
+    failed: int = 0  # sessions that could not be expired this time (each logged); the rest went on
+
+
+def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> ExpiryReport:
+    """The sweeper's half: expire pending sessions whose deadline passed `grace` ago (lost timers).
+
+    Each session on its own: one that fails (bad data, a lost connection) is counted and
+    logged, and the others are still expired."""
     with db.read() as conn:
         overdue = store.overdue_sessions(conn, now - grace, limit)
-    return sum(expire(db, order_id, now=now, actor="sweeper").status == "accepted" for order_id in overdue)
+    report = ExpiryReport()
+    for order_id in overdue:
+        try:
+            report.expired += expire(db, order_id, now=now, actor="sweeper").status == "accepted"
+        except TransientError:
+            raise  # the database is away: the next sweep tries them all again
+        except Exception:
+            report.failed += 1
+            log.exception("sweeper could not expire a session", extra={"labels": {"order_id": order_id}})
+    return report
 
 
 def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: datetime, *,
