@@ -43,10 +43,12 @@ def move_status(
     *,
     fresh_link: bool = False,
     due_by: datetime | None = None,
+    link_sent: bool | None = None,
 ) -> dict[str, Any] | None:
     """Conditional transition; the session row when it applied, else None.
 
-    `due_by` adds `deadline <= due_by` (the deadline timer's re-check)."""
+    `due_by` adds `deadline <= due_by` (the deadline timer's re-check); `link_sent` adds
+    whether the verification link email was sent (an expiry needs it)."""
     terminal = to_status in ("verified", "declined", "expired", "cancelled")
     row = conn.execute(
         text("""
@@ -59,6 +61,10 @@ def move_status(
             WHERE order_id = :order_id
               AND status = ANY(:from_statuses)
               AND (CAST(:due_by AS timestamptz) IS NULL OR deadline <= :due_by)
+              AND (CAST(:link_sent AS boolean) IS NULL
+                   OR EXISTS (SELECT 1 FROM email_sends e
+                              WHERE e.order_id = verification_sessions.order_id
+                                AND e.kind = 'link' AND e.state = 'sent') = :link_sent)
             RETURNING order_id, status, ordered_at, deadline, deadline_version
         """),
         {
@@ -68,6 +74,7 @@ def move_status(
             "terminal": terminal,
             "fresh_link": fresh_link,
             "due_by": due_by,
+            "link_sent": link_sent,
         },
     ).mappings().first()
     return dict(row) if row else None
@@ -383,7 +390,7 @@ def funnel(conn: Connection, start, end) -> dict[str, Any]:
 _CLAIM_REFUND = text("""
     WITH claim AS (
         UPDATE verification_sessions
-        SET refund_status = 'requested', refund_claimed_at = now(), updated_at = now()
+        SET refund_status = 'requested', refund_claimed_at = now()
         WHERE order_id = :o
           AND (refund_status IS NULL
                OR (refund_status = 'requested'
@@ -423,8 +430,9 @@ _REFUNDS_TO_REDRIVE = text("""
 
 
 def refunds_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str]]:
-    """(order id, reason) of closed sessions owed a refund whose request was lost: never
-    claimed, or claimed by an attempt that died (its lease passed)."""
+    """(order id, reason) of sessions closed over a lease ago and still owed a refund whose
+    request was lost: never claimed, given back by a failed call, or claimed by an attempt
+    that died (its lease passed)."""
     return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
 
 

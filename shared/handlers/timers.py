@@ -10,7 +10,7 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, Email, Event, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, timers_for
 from shared.errors import TransientError
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
@@ -38,15 +38,26 @@ def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_i
 
 def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None = None,
            actor: str = "timer") -> Result:
-    """pending → expired only when the deadline has passed; refund and email in the same commit."""
+    """pending → expired only when the deadline has passed and the link email was sent; refund and
+    email in the same commit. A customer who was never sent the link is never refunded by a
+    machine: the session goes to a person (`in_review`, reason `link_not_sent`)."""
     fx = Effects(order_id, now, request_id, actor=actor)
     with db.transaction() as conn:
-        moved = store.move_status(conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status, due_by=now)
-        if moved is None:
+        moved = store.move_status(conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status,
+                                  due_by=now, link_sent=True)
+        if moved is not None:
+            store.mark_deadline_fired(conn, order_id)
+            apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
+            return Result("accepted", order_id)
+        held = store.move_status(conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
+                                 due_by=now, link_sent=False)
+        if held is None:
             return Result("ignored", order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(conn, order_id)
-        apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
-    return Result("accepted", order_id)
+        apply_effects(conn, fx, LINK_NOT_SENT, {"reason": "link_not_sent", "deadline": held["deadline"].isoformat()})
+    log.warning("deadline passed but the link email was never sent: session held for review",
+                extra={"labels": {"order_id": order_id}})
+    return Result("accepted", order_id, "link_not_sent")
 
 
 @dataclass
