@@ -1,8 +1,11 @@
 """Send a signed webhook to the local stack.
 
     python -m devstack.send order ORDER-ID EMAIL
-    python -m devstack.send veriff ORDER-ID approved|declined|resubmission|expired|review
+    python -m devstack.send veriff ORDER-ID approved|declined|resubmission|expired|review [BIRTH-DATE]
+    python -m devstack.send event ORDER-ID started|submitted     (Veriff event webhook)
     python -m devstack.send void ORDER-ID          (Lightspeed voided sale)
+
+Veriff webhooks carry the session id the local stack created for the order.
 """
 
 from __future__ import annotations
@@ -12,23 +15,27 @@ import os
 import sys
 import urllib.error
 import urllib.request
-import uuid
-from urllib.parse import urlencode
+from datetime import datetime, timezone
 
 from devstack.run import LOCAL
 from devstack.signing import (
+    ADULT_BIRTH_DATE,
+    lightspeed_body,
     lightspeed_headers,
+    lightspeed_sale,
     order_body,
     standard_webhook_headers,
     veriff_body,
+    veriff_event_body,
     veriff_headers,
 )
 
 CODES = {"approved": 9001, "declined": 9102, "resubmission": 9103, "expired": 9104, "review": 9121}
+EVENT_CODES = {"started": 7001, "submitted": 7002}
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("order", "veriff", "void"):
+    if len(argv) < 2 or argv[0] not in ("order", "veriff", "event", "void"):
         print(__doc__, file=sys.stderr)
         return 2
     secrets = json.loads((LOCAL / "dev-secrets.json").read_text())
@@ -37,14 +44,17 @@ def main(argv: list[str]) -> int:
     if kind == "order":
         body = order_body(order_id, argv[2] if len(argv) > 2 else "customer@example.com")
         path, headers = "/webhooks/orders", standard_webhook_headers(secrets["ORDER_WEBHOOK_SECRET"], body)
-    elif kind == "veriff":
-        body = veriff_body(order_id, CODES[argv[2] if len(argv) > 2 else "approved"],
-                           decision_time=f"2026-01-01T00:00:00.{uuid.uuid4().int % 1000:03d}Z")
+    elif kind in ("veriff", "event"):
+        if kind == "veriff":
+            body = veriff_body(order_id, CODES[argv[2] if len(argv) > 2 else "approved"],
+                               decision_time=f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%f}Z",
+                               date_of_birth=argv[3] if len(argv) > 3 else ADULT_BIRTH_DATE)
+        else:
+            body = veriff_event_body(order_id, EVENT_CODES[argv[2] if len(argv) > 2 else "submitted"])
         path, headers = "/webhooks/veriff", veriff_headers(
             secrets["VERIFF_SHARED_SECRET"], secrets["VERIFF_API_KEY"], body)
     else:
-        body = urlencode({"type": "sale.update", "payload": json.dumps(
-            {"id": order_id, "status": "VOIDED", "version": uuid.uuid4().hex})}).encode()
+        body = lightspeed_body(lightspeed_sale(order_id, "VOIDED"))
         path, headers = "/webhooks/lightspeed", lightspeed_headers(secrets["LIGHTSPEED_CLIENT_SECRET"], body)
     request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
     try:

@@ -49,6 +49,8 @@ class Settings:
     verification_window: timedelta = timedelta(hours=72)
     reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24),)
     sweep_grace: timedelta = timedelta(minutes=5)
+    minimum_age: int = 21
+    decision_grace: timedelta = timedelta(hours=24)
 
     order_webhook_secret: bytes | None = field(default=None, repr=False)
     lightspeed_client_secret: str | None = field(default=None, repr=False)
@@ -102,6 +104,8 @@ class Settings:
             verification_window=r.duration("VERIFICATION_WINDOW", "72h"),
             reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
+            minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
+            decision_grace=r.duration("DECISION_GRACE", "24h"),
             order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
             lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
             veriff_api_key=r.text("VERIFF_API_KEY"),

@@ -8,20 +8,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import re
-from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
-from shared.domain.model import VERIFF_CODES, Decision
+from shared.domain import fields as check
+from shared.domain.jsonsafe import loads_guarded
+from shared.domain.messages import IgnoredDelivery, OrderPlaced, ProviderDecision, ProviderEvent, StoreCancelled
+from shared.domain.model import VERIFF_CODES, VERIFF_EVENT_CODES, Decision
 from shared.errors import BadSignature, InvalidField, Unparseable
 
 TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")  # printable, bounded
 
 
 # ---- signatures -------------------------------------------------------------
@@ -77,155 +74,142 @@ def verify_veriff(secret: str, header: str | None, body: bytes) -> None:
 # ---- parsing ----------------------------------------------------------------
 
 
-def _json_object(body: bytes, where: str = "body") -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Unparseable(f"{where} is not valid JSON") from None
+def _json_object(raw: bytes | str, where: str = "body") -> dict[str, Any]:
+    data = loads_guarded(raw, where=where)
     if not isinstance(data, dict):
-        raise Unparseable(f"{where} must be a JSON object")
+        raise Unparseable(f"{where} must be a JSON object", field=where)
     return data
 
 
-def _text(data: dict, name: str, *, field: str | None = None, required: bool = True,
-          pattern: re.Pattern | None = _ID) -> str | None:
+def _nested(data: dict, name: str, field: str) -> dict[str, Any]:
     value = data.get(name)
-    label = field or name
-    if value is None or value == "":
-        if required:
-            raise InvalidField(f"{label} is required", field=label)
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise InvalidField(f"{label} must be a string", field=label)
-    if pattern is not None and not pattern.match(value):
-        raise InvalidField(f"{label} has an invalid format", field=label)
-    return value
-
-
-def _email(data: dict, name: str, field: str | None = None) -> str:
-    value = _text(data, name, field=field, pattern=None)
-    if len(value) > 254 or not _EMAIL.match(value):
-        raise InvalidField(f"{field or name} is not an email address", field=field or name)
-    return value
-
-
-def _timestamp(value: Any, field: str) -> datetime | None:
-    if value in (None, ""):
-        return None
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, timezone.utc)
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        raise InvalidField(f"{field} is not an ISO 8601 time", field=field) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _amount(value: Any, field: str) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidField(f"{field} is not a number", field=field) from None
-    if not amount.is_finite() or amount < 0 or amount >= Decimal("1e10"):
-        raise InvalidField(f"{field} is out of range", field=field)
-    return amount.quantize(Decimal("0.01"))
-
-
-def _currency(data: dict, name: str, field: str | None = None) -> str | None:
-    value = _text(data, name, field=field, required=False, pattern=re.compile(r"^[A-Za-z]{3}$"))
-    return value.upper() if value else None
+    return {} if value is None else check.obj(value, field)
 
 
 def parse_order_webhook(event_id: str, body: bytes) -> OrderPlaced | None:
     """The generic order webhook; None for events other than `order.created`."""
     data = _json_object(body)
-    event = data.get("event")
-    if not isinstance(event, str) or not event:
-        raise InvalidField("event is required", field="event")
-    if event != "order.created":
+    if check.text(data.get("event"), "event") != "order.created":
         return None
     return OrderPlaced(
         provider="orders",
-        event_id=event_id,
-        order_id=_text(data, "orderId"),
-        customer_email=_email(data, "customerEmail"),
-        customer_id=_text(data, "customerId", required=False),
-        order_total=_amount(data.get("orderTotal"), "orderTotal"),
-        currency=_currency(data, "currency"),
-        ordered_at=_timestamp(data.get("createdAt"), "createdAt"),
+        event_id=check.identifier(event_id, "webhook-id"),
+        order_id=check.identifier(data.get("orderId"), "orderId"),
+        customer_email=check.email(data.get("customerEmail"), "customerEmail"),
+        customer_id=check.identifier(data.get("customerId"), "customerId", required=False),
+        order_total=check.amount(data.get("orderTotal"), "orderTotal"),
+        currency=check.currency(data.get("currency"), "currency"),
+        ordered_at=check.timestamp(data.get("createdAt"), "createdAt"),
     )
 
 
-LIGHTSPEED_PAID = {"CLOSED", "ONACCOUNT_CLOSED", "LAYBY_CLOSED"}
-LIGHTSPEED_VOIDED = {"VOIDED"}
+# X-Series sale statuses: paid ones place the order (the e-commerce ones too), VOIDED cancels it;
+# anything else (SAVED, ONACCOUNT, LAYBY: unpaid) is ignored.
+LIGHTSPEED_PAID = frozenset({
+    "CLOSED", "ONACCOUNT_CLOSED", "LAYBY_CLOSED", "DISPATCHED_CLOSED", "PICKED_UP_CLOSED",
+    "SERVICE_CLOSED", "AWAITING_DISPATCH", "AWAITING_PICKUP",
+})
+LIGHTSPEED_VOIDED = "VOIDED"
+LightspeedCommand = OrderPlaced | StoreCancelled | IgnoredDelivery
 
 
-def parse_lightspeed(body: bytes) -> OrderPlaced | StoreCancelled | None:
-    """X-Series form body: `type` and a JSON `payload` (the sale)."""
+def parse_lightspeed(body: bytes) -> LightspeedCommand | None:
+    """X-Series form body: a JSON `payload` (the sale) and, usually, `type`; None when ignored."""
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
+                        max_num_fields=64)
     except (UnicodeDecodeError, ValueError):
         raise Unparseable("body is not form-encoded") from None
-    kind = (form.get("type") or [""])[0]
-    if not kind:
-        raise InvalidField("type is required", field="type")
+    kind = check.text((form.get("type") or [None])[0], "type", required=False)
     raw_payload = (form.get("payload") or [""])[0]
     if not raw_payload:
         raise InvalidField("payload is required", field="payload")
-    sale = _json_object(raw_payload.encode(), "payload")
-    if not kind.startswith("sale."):
+    sale = _json_object(raw_payload, "payload")
+    if kind is not None and not kind.startswith("sale."):
         return None
-    status = str(sale.get("status", "")).upper()
-    sale_id = _text(sale, "id", field="payload.id")
+    status = check.text(sale.get("status"), "payload.status").upper()
+    sale_id = check.identifier(sale.get("id"), "payload.id")
     # A sale changes many times; its version (or update time) tells the deliveries apart.
-    revision = sale.get("version") or sale.get("updated_at") or ""
-    event_id = f"{sale_id}:{status}:{revision}"
-    if status in LIGHTSPEED_VOIDED:
+    revision = check.identifier(sale.get("version") or sale.get("updated_at"), "payload.version",
+                                required=False)
+    event_id = f"{sale_id}:{status}:{revision or ''}"
+    if status == LIGHTSPEED_VOIDED:
         return StoreCancelled(provider="lightspeed", event_id=event_id, order_id=sale_id)
     if status not in LIGHTSPEED_PAID:
         return None
-    customer = sale.get("customer") if isinstance(sale.get("customer"), dict) else {}
+    total = check.amount(_nested(sale, "totals", "payload.totals").get("total_price"),
+                         "payload.totals.total_price", allow_negative=True)
+    if sale.get("return_for") or (total is not None and total < 0):
+        return IgnoredDelivery("lightspeed", event_id, sale_id, reason="return")
+    customer = _nested(sale, "customer", "payload.customer")
+    if customer.get("email") in (None, ""):
+        return IgnoredDelivery("lightspeed", event_id, sale_id, reason="no_customer_email")
+    date_field = "payload.sale_date" if sale.get("sale_date") else "payload.created_at"
     return OrderPlaced(
         provider="lightspeed",
         event_id=event_id,
         order_id=sale_id,
-        customer_email=_email(customer, "email", field="payload.customer.email"),
-        customer_id=_text(sale, "customer_id", field="payload.customer_id", required=False),
-        order_total=_amount(sale.get("total_price"), "payload.total_price"),
-        currency=_currency(sale, "currency", field="payload.currency"),
-        ordered_at=_timestamp(sale.get("sale_date") or sale.get("created_at"), "payload.sale_date"),
+        customer_email=check.email(customer.get("email"), "payload.customer.email"),
+        customer_id=check.identifier(sale.get("customer_id"), "payload.customer_id", required=False),
+        order_total=total,
+        currency=check.currency(sale.get("currency"), "payload.currency"),
+        ordered_at=check.timestamp(sale.get("sale_date") or sale.get("created_at"), date_field),
     )
 
 
-def parse_veriff_decision(body: bytes) -> ProviderDecision:
+def parse_veriff(body: bytes) -> ProviderDecision | ProviderEvent:
+    """A decision webhook (it has `verification`) or an event webhook (`code` 7001/7002)."""
     data = _json_object(body)
-    verification = data.get("verification")
-    if not isinstance(verification, dict):
-        raise InvalidField("verification is required", field="verification")
-    verification_id = _text(verification, "id", field="verification.id")
-    order_id = _text(verification, "vendorData", field="verification.vendorData")
-    code = verification.get("code")
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise InvalidField("verification.code must be an integer", field="verification.code")
+    if "verification" in data:
+        return _veriff_decision(data)
+    return _veriff_event(data)
+
+
+def parse_veriff_decision(body: bytes) -> ProviderDecision:
+    return _veriff_decision(_json_object(body))
+
+
+def _veriff_decision(data: dict[str, Any]) -> ProviderDecision:
+    verification = check.obj(data.get("verification"), "verification")
+    verification_id = check.identifier(verification.get("id"), "verification.id")
+    order_id = check.identifier(verification.get("vendorData"), "verification.vendorData")
+    code = check.integer(verification.get("code"), "verification.code", maximum=99999)
     decision = VERIFF_CODES.get(code)
     if decision is None:
         raise InvalidField(f"unknown decision code {code}", field="verification.code")
-    status = verification.get("status")
+    status = check.text(verification.get("status"), "verification.status", required=False)
     if decision is Decision.EXPIRED and status == "abandoned":
         decision = Decision.ABANDONED
-    decided_at = _timestamp(verification.get("decisionTime"), "verification.decisionTime")
+    decision_time = check.text(verification.get("decisionTime"), "verification.decisionTime",
+                               required=False, max_length=40)
     reason_code = verification.get("reasonCode")
+    person = _nested(verification, "person", "verification.person")
     return ProviderDecision(
         provider="veriff",
-        event_id=f"{verification_id}:{code}:{verification.get('decisionTime') or ''}",
+        event_id=f"{verification_id}:{code}:{decision_time or ''}",
         order_id=order_id,
         decision=decision,
         verification_id=verification_id,
         code=code,
-        reason_code=reason_code if isinstance(reason_code, int) else None,
-        decided_at=decided_at,
+        reason_code=check.integer(reason_code, "verification.reasonCode", maximum=99999)
+        if reason_code is not None else None,
+        decided_at=check.timestamp(decision_time, "verification.decisionTime"),
+        birth_date=check.calendar_date(person.get("dateOfBirth")),
+    )
+
+
+def _veriff_event(data: dict[str, Any]) -> ProviderEvent:
+    verification_id = check.identifier(data.get("id"), "id")
+    code = check.integer(data.get("code"), "code", maximum=99999)
+    kind = VERIFF_EVENT_CODES.get(code)
+    if kind is None:
+        raise InvalidField(f"unknown event code {code}", field="code")
+    attempt_id = check.identifier(data.get("attemptId"), "attemptId", required=False)
+    check.text(data.get("action"), "action", required=False)
+    return ProviderEvent(
+        provider="veriff",
+        event_id=f"{verification_id}:{code}:{attempt_id or ''}",
+        order_id=check.identifier(data.get("vendorData"), "vendorData"),
+        kind=kind,
+        verification_id=verification_id,
     )

@@ -31,10 +31,25 @@ def _outbox_dead_letters(conn: Connection) -> None:
                          "WHERE delivered_at IS NULL AND dead_at IS NULL")
 
 
+def _provider_sessions_and_decision_hold(conn: Connection) -> None:
+    """v3: provider sessions per order (decisions bind to them); expiry waits for a submitted session."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions "
+                         "ADD COLUMN IF NOT EXISTS decision_hold_until timestamptz")
+    metadata.tables["provider_sessions"].create(conn, checkfirst=True)
+    conn.exec_driver_sql("""
+        INSERT INTO provider_sessions (order_id, session_id, created_at)
+        SELECT order_id, veriff_session_id, updated_at FROM verification_sessions
+        WHERE veriff_session_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+    """)
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_all, _outbox_dead_letters]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold,
+]
 LATEST = len(MIGRATIONS)
 
 

@@ -49,6 +49,8 @@ verification_sessions = Table(
     Column("veriff_session_id", Text),
     Column("veriff_url", Text),
     Column("refund_status", Text),
+    # Set when the customer submitted before the deadline: expiry waits for the decision until then.
+    _tstz("decision_hold_until"),
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
@@ -62,6 +64,17 @@ Index(
     "verification_sessions_pending_deadline",
     verification_sessions.c.deadline,
     postgresql_where=verification_sessions.c.status == "pending",
+)
+
+# Every provider session the service created for an order: a decision binds only to these.
+provider_sessions = Table(
+    "provider_sessions",
+    metadata,
+    Column("order_id", Text, ForeignKey("verification_sessions.order_id"), nullable=False),
+    Column("session_id", Text, nullable=False),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("superseded_at"),
+    PrimaryKeyConstraint("order_id", "session_id"),
 )
 
 webhook_events = Table(

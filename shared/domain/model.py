@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 
@@ -61,6 +61,29 @@ class Event(StrEnum):
     REFUND_FAILED = "refund.failed"
     REFUND_MANUAL = "refund.manual"
     EMAIL_SENT = "customer.email_sent"
+    STARTED = "verification.started"
+    SUBMITTED = "verification.submitted"
+    ORDER_IGNORED = "order.ignored"
+
+
+class TimerKind(StrEnum):
+    REMINDER = "reminder"
+    DEADLINE = "deadline"
+
+
+class OrderActionKind(StrEnum):
+    REFUND = "refund"
+
+
+class ProviderEventKind(StrEnum):
+    """Veriff's event webhooks, by code."""
+
+    STARTED = "started"
+    SUBMITTED = "submitted"
+
+
+VERIFF_EVENT_CODES = {7001: ProviderEventKind.STARTED, 7002: ProviderEventKind.SUBMITTED}
+PROVIDER_EVENTS = {ProviderEventKind.STARTED: Event.STARTED, ProviderEventKind.SUBMITTED: Event.SUBMITTED}
 
 
 class Email(StrEnum):
@@ -82,6 +105,11 @@ class Transition:
     refund: bool = False
     email: Email | None = None
     fresh_link: bool = False
+    reason: str | None = None  # recorded on the event and the refund request
+
+    @property
+    def refund_reason(self) -> str:
+        return self.reason or str(self.to_status)
 
 
 DECISION_RULES: dict[Decision, Transition] = {
@@ -100,6 +128,55 @@ DECISION_RULES: dict[Decision, Transition] = {
     ),
     Decision.REVIEW: Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW),
 }
+
+
+
+class SessionBinding(StrEnum):
+    """Whether a provider's verification id is one the service created for the order."""
+
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    UNKNOWN = "unknown"
+
+
+class AgeCheck(StrEnum):
+    """The only trace an approval's date of birth leaves."""
+
+    PASSED = "passed"
+    UNDERAGE = "underage"
+    MISSING = "missing"
+
+
+def age_on(birth: date, day: date) -> int:
+    """Completed years on `day`. Someone born on 29 February has their birthday
+    on 1 March in a common year (so turns 21 on 1 March, not 28 February)."""
+    birthday = (birth.month, birth.day)
+    if birthday == (2, 29) and not _is_leap(day.year):
+        birthday = (3, 1)
+    return day.year - birth.year - ((day.month, day.day) < birthday)
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def age_check(birth: date | None, day: date, minimum_age: int) -> AgeCheck:
+    """The outcome for an approval: no (readable) date of birth is MISSING, never PASSED."""
+    if birth is None or birth > day:
+        return AgeCheck.MISSING
+    return AgeCheck.PASSED if age_on(birth, day) >= minimum_age else AgeCheck.UNDERAGE
+
+
+# What an approval does, by the age check's outcome (DESIGN.md section 3).
+APPROVAL_RULES: dict[AgeCheck, Transition] = {
+    AgeCheck.PASSED: DECISION_RULES[Decision.APPROVED],
+    AgeCheck.UNDERAGE: Transition(
+        OPEN, Status.DECLINED, Event.DECLINED, cancel_timers=True, refund=True, email=Email.DECLINED,
+        reason="underage",
+    ),
+    AgeCheck.MISSING: Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW, reason="age_missing"),
+}
+
 
 STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True)
 
@@ -121,7 +198,7 @@ def deadline_for(ordered_at: datetime | None, received_at: datetime, window: tim
 
 @dataclass(frozen=True)
 class TimerSpec:
-    kind: str  # "reminder" | "deadline"
+    kind: TimerKind
     reminder_index: int
     fire_at: datetime
     deadline_version: int
@@ -133,11 +210,11 @@ class TimerSpec:
 def timers_for(start: datetime, deadline: datetime, offsets: tuple[timedelta, ...], version: int = 1) -> list[TimerSpec]:
     """One timer per reminder offset that falls before the deadline, plus the deadline."""
     timers = [
-        TimerSpec("reminder", i, start + offset, version)
+        TimerSpec(TimerKind.REMINDER, i, start + offset, version)
         for i, offset in enumerate(offsets)
         if start + offset < deadline
     ]
-    timers.append(TimerSpec("deadline", 0, deadline, version))
+    timers.append(TimerSpec(TimerKind.DEADLINE, 0, deadline, version))
     return timers
 
 

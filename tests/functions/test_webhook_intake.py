@@ -229,22 +229,31 @@ def status_of(db, order_id):
                             {"o": order_id}).scalar_one_or_none()
 
 
+def bind(db, order_id, session_id):
+    """What the link email does: create the provider session and store it for the order."""
+    from shared.db import store
+    with db.transaction() as conn:
+        store.set_provider_session(conn, order_id, session_id, f"https://veriff.example/{session_id}")
+
+
 def test_approval_verifies_and_cancels_timers(intake, db, order_id):
     post_order(intake, order_id)
-    response = post_veriff(intake, order_id, 9001, verification_id="v-1")
+    bind(db, order_id, f"v1-{order_id}")
+    response = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}")
     assert response.json["status"] == "accepted"
     assert status_of(db, order_id) == "verified"
     assert count(db, "SELECT count(*) FROM countdown_timers WHERE order_id = :o AND state = 'cancelled'",
                  o=order_id) == 2
     assert count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND kind = 'task.delete'", o=order_id) == 2
-    again = post_veriff(intake, order_id, 9001, verification_id="v-1")
+    again = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}")
     assert again.json["status"] == "duplicate"
 
 
 def test_late_decision_after_terminal_is_recorded_not_applied(intake, db, order_id):
     post_order(intake, order_id)
-    post_veriff(intake, order_id, 9102, verification_id="v-1", decision_time="2026-11-29T10:00:00Z")
-    late = post_veriff(intake, order_id, 9001, verification_id="v-2", decision_time="2026-11-29T11:00:00Z")
+    bind(db, order_id, f"v1-{order_id}")
+    post_veriff(intake, order_id, 9102, verification_id=f"v1-{order_id}", decision_time="2026-11-29T10:00:00Z")
+    late = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}", decision_time="2026-11-29T11:00:00Z")
     assert late.json["status"] == "ignored"
     assert status_of(db, order_id) == "declined"
     assert count(db, "SELECT count(*) FROM event_log WHERE order_id = :o AND type = "
@@ -330,8 +339,9 @@ def set_session(db, order_id, **columns):
 def test_decision_table(intake, db, order_id, start, code, status, end, event, link_cleared):
     """DESIGN.md section 3, one row per case, over HTTP."""
     post_order(intake, order_id)
-    set_session(db, order_id, status=start, veriff_session_id="vs-1", veriff_url="https://veriff.example/s/1")
-    response = post_veriff(intake, order_id, code, status=status)
+    bind(db, order_id, f"vs-{order_id}")
+    set_session(db, order_id, status=start)
+    response = post_veriff(intake, order_id, code, status=status, verification_id=f"vs-{order_id}")
     assert response.status_code == 200
     assert response.json["status"] == ("ignored" if event.endswith("ignored") else "accepted")
     assert status_of(db, order_id) == end

@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
 from shared import inbound
-from shared.domain.messages import OrderPlaced, StoreCancelled
+from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.domain.model import Decision
 from shared.errors import BadSignature, InvalidField, Unparseable
 
@@ -157,8 +157,13 @@ def test_lightspeed_voided_sale_cancels_and_others_are_ignored():
 
 
 def test_lightspeed_errors():
+    # A paid sale without a customer email is a walk-in: recorded and ignored, not a 422
+    # (issue 10 item 4: a 4xx makes Lightspeed retry for 48 h).
+    walk_in = inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED"}))
+    assert walk_in == IgnoredDelivery("lightspeed", "s-1:CLOSED:", "s-1", "no_customer_email")
     with pytest.raises(InvalidField) as error:
-        inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED"}))
+        inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED",
+                                                  "customer": {"email": "a@example.com\n"}}))
     assert error.value.field == "payload.customer.email"
     with pytest.raises(InvalidField) as error:
         inbound.parse_lightspeed(urlencode({"type": "sale.update"}).encode())
