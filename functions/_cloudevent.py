@@ -22,7 +22,8 @@ log = logging.getLogger("functions")
 def subscriber(name: str, payload_type: type[Payload]) -> Callable:
     """Wrap a handler `(payload) -> outcome str` as a CloudEvent function.
 
-    Unparseable messages and messages older than MAX_MESSAGE_AGE are logged and
+    Unparseable messages and those older than MAX_MESSAGE_AGE that may expire (late
+    reminders; never a refund request or an event) are logged and
     acknowledged (returning normally), so Pub/Sub does not redeliver them
     forever; a TransientError propagates, so the platform retries.
     """
@@ -43,7 +44,8 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable:
                     return
                 logctx.bind(order_id=attributes.get("order_id"), request_id=attributes.get("request_id") or None)
                 settings = bootstrap.settings()
-                if published and datetime.now(timezone.utc) - published > settings.max_message_age:
+                if (payload.may_expire and published
+                        and datetime.now(timezone.utc) - published > settings.max_message_age):
                     log.warning("message older than MAX_MESSAGE_AGE dropped")
                     return
                 try:

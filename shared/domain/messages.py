@@ -87,6 +87,11 @@ class Payload:
 
     VERSION = 1
 
+    @property
+    def may_expire(self) -> bool:
+        """Whether MAX_MESSAGE_AGE may drop this message: only what loses nothing (a late reminder)."""
+        return False
+
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: field values are already JSON-ready (asdict's deep copy
         # was a tenth of the intake's CPU time).
@@ -180,6 +185,10 @@ class EmailJob(Payload):
     def __post_init__(self) -> None:
         _kind(Email, self.kind, "kind")
         check.integer(self.reminder_index, "reminder_index")
+
+    @property
+    def may_expire(self) -> bool:
+        return self.kind == Email.REMINDER
 
 
 @dataclass(frozen=True)

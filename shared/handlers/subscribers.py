@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 EMAIL_LEASE_SECONDS = 600  # a claim left `sending` this long is from a crashed attempt
 OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
+OUTCOME_STATUS = {Email.VERIFIED: Status.VERIFIED, Email.DECLINED: Status.DECLINED, Email.EXPIRED: Status.EXPIRED}
+REFUNDABLE = (Status.DECLINED, Status.EXPIRED)
 
 
 # ---- customer emails -------------------------------------------------------------
@@ -38,6 +40,8 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     if session is None:
         return "unknown order"
     if kind in OPEN_ONLY and session["status"] not in (Status.PENDING, Status.IN_REVIEW):
+        return f"session is {session['status']}"
+    if kind in OUTCOME_STATUS and session["status"] != OUTCOME_STATUS[kind]:
         return f"session is {session['status']}"
     with db.transaction() as conn:
         if not store.claim_email(conn, job.order_id, kind, job.reminder_index, EMAIL_LEASE_SECONDS):
@@ -72,6 +76,8 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
 
 METRICS = {
     Event.ORDER_RECEIVED: "orders_received",
+    Event.STARTED: "opened",
+    Event.SUBMITTED: "submitted",
     Event.APPROVED: "verified",
     Event.DECLINED: "declined",
     Event.IN_REVIEW: "in_review",
@@ -136,10 +142,12 @@ def request_refund(db: Database, gateway: RefundGateway, action: OrderAction, *,
     after a failed call finds 'requested' and calls again with the same
     Idempotency-Key, so the store's API sees one refund whatever happens here."""
     with db.transaction() as conn:
-        try:
-            before = store.claim_refund(conn, action.order_id)
-        except LookupError:
+        status = store.session_status(conn, action.order_id)
+        if status is None:
             return "unknown order"
+        if status not in REFUNDABLE:
+            return f"not refunded: session is {status}"
+        before = store.claim_refund(conn, action.order_id)
     if before not in (None, "requested"):
         return f"refund already {before}"
     result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}", reason=action.reason)

@@ -8,16 +8,14 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, Email, Event, timers_for
+from shared.domain.model import DEADLINE, Email, Event, TimerKind, timers_for
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
 
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
     """Re-check state and act; a stale, duplicate or moved timer is a no-op."""
-    if timer.kind == "reminder":
-        return send_reminder(db, timer, now=now, request_id=request_id)
-    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
+    return _FIRE[timer.timer_kind](db, timer, now=now, request_id=request_id)
 
 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
@@ -42,6 +40,13 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
         store.mark_deadline_fired(conn, order_id)
         apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
     return Result("accepted", order_id)
+
+
+def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
+    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
+
+
+_FIRE = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
 
 
 def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> int:

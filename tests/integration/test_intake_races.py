@@ -6,10 +6,11 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
+from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import Decision
 from shared.handlers import intake
@@ -66,15 +67,18 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
     orders = [f"race-{uuid.uuid4().hex[:10]}" for _ in range(20)]
     for order_id in orders:
         intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=now)
+        with db.transaction() as conn:  # the provider session the decisions refer to
+            store.set_provider_session(conn, order_id, "v", "https://veriff.example/v")
 
     def closing_input(i, order_id):
         if i == 0:
-            return intake.record_decision(db, ProviderDecision("veriff", f"a-{order_id}", order_id,
-                                                               Decision.APPROVED, "v", 9001), now=now)
+            return intake.record_decision(db, settings, ProviderDecision(
+                "veriff", f"a-{order_id}", order_id, Decision.APPROVED, "v", 9001, birth_date=date(1990, 1, 1)),
+                now=now)
         if i == 1:
-            return intake.record_decision(db, ProviderDecision("veriff", f"d-{order_id}", order_id,
-                                                               Decision.DECLINED, "v", 9102), now=now)
-        return intake.cancel_order(db, StoreCancelled("lightspeed", f"c-{order_id}", order_id), now=now)
+            return intake.record_decision(db, settings, ProviderDecision(
+                "veriff", f"d-{order_id}", order_id, Decision.DECLINED, "v", 9102), now=now)
+        return intake.cancel_order(db, settings, StoreCancelled("lightspeed", f"c-{order_id}", order_id), now=now)
 
     for order_id in orders:
         results = run_together(3, lambda i: closing_input(i, order_id).status)

@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -69,6 +69,13 @@ def place(db, settings, order_id, at=T0):
     result = intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
                                 now=at)
     assert result.status == "accepted"
+    with db.transaction() as conn:  # the link email's provider session, which decisions refer to
+        store.set_provider_session(conn, order_id, "v", "https://veriff.example/v")
+
+
+def approval(order_id):
+    return ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001,
+                            birth_date=date(1990, 1, 1))
 
 
 def deadline_timer(order_id, version=1):
@@ -112,8 +119,7 @@ def test_duplicate_deadline_delivery_expires_once(db, settings, order_id):
 
 def test_deadline_after_approval_is_a_no_op(db, settings, order_id):
     place(db, settings, order_id)
-    intake.record_decision(db, ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001),
-                           now=T0 + timedelta(hours=1))
+    intake.record_decision(db, settings, approval(order_id), now=T0 + timedelta(hours=1))
     result = timers.fire(db, deadline_timer(order_id), now=T0 + timedelta(hours=73))
     assert result.status == "ignored"
     assert status_of(db, order_id) == "verified"
@@ -151,7 +157,7 @@ def test_reminder_fires_once_and_not_after_verification(db, settings, order_id):
 
     other = f"{order_id}-b"
     place(db, settings, other)
-    intake.record_decision(db, ProviderDecision("veriff", f"v-{other}", other, Decision.APPROVED, "v", 9001), now=at)
+    intake.record_decision(db, settings, approval(other), now=at)
     late = TimerPayload(order_id=other, kind="reminder", reminder_index=0, deadline_version=1)
     assert timers.fire(db, late, now=at).status == "ignored"
 
@@ -164,8 +170,7 @@ def test_race_approval_and_deadline_for_100_orders(db, settings):
     at = T0 + timedelta(hours=72, seconds=5)
 
     def approve(order_id):
-        return intake.record_decision(
-            db, ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001), now=at).status
+        return intake.record_decision(db, settings, approval(order_id), now=at).status
 
     def expire(order_id):
         return timers.fire(db, deadline_timer(order_id), now=at).status
