@@ -51,6 +51,7 @@ class Settings:
     sweep_grace: timedelta = timedelta(minutes=5)
     minimum_age: int = 21
     decision_grace: timedelta = timedelta(hours=24)
+    max_order_age: timedelta = timedelta(days=7)
 
     order_webhook_secret: bytes | None = field(default=None, repr=False)
     lightspeed_client_secret: str | None = field(default=None, repr=False)
@@ -106,6 +107,7 @@ class Settings:
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
             minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
             decision_grace=r.duration("DECISION_GRACE", "24h"),
+            max_order_age=r.duration("MAX_ORDER_AGE", "7d"),
             order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
             lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
             veriff_api_key=r.text("VERIFF_API_KEY"),

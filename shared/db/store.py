@@ -134,6 +134,14 @@ def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline
     ).first() is not None
 
 
+def link_sent(conn: Connection, order_id: str) -> bool:
+    """Whether the order's link email was sent (a session is never expired without it)."""
+    return conn.execute(
+        text("SELECT EXISTS (SELECT 1 FROM email_sends WHERE order_id = :o AND kind = 'link' AND state = 'sent')"),
+        {"o": order_id},
+    ).scalar_one()
+
+
 def mark_deadline_fired(conn: Connection, order_id: str) -> None:
     conn.execute(
         text("""

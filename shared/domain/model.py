@@ -64,6 +64,7 @@ class Event(StrEnum):
     STARTED = "verification.started"
     SUBMITTED = "verification.submitted"
     ORDER_IGNORED = "order.ignored"
+    ORDER_STALE = "order.stale"
 
 
 class TimerKind(StrEnum):
@@ -185,15 +186,23 @@ DEADLINE = Transition(
 )
 
 
+# A deadline reached before the link email was ever sent: a person looks, never an automatic refund.
+LINK_NOT_SENT = Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW, reason="link_not_sent")
+
+
 def applies(rule: Transition, status: Status | str) -> bool:
     """Whether `rule` moves a session that is in `status` (the table's rows)."""
     return Status(status) in rule.from_statuses
 
 
-def deadline_for(ordered_at: datetime | None, received_at: datetime, window: timedelta) -> tuple[datetime, datetime]:
-    """(start, deadline): from the order's own time when sane, else from receipt."""
-    start = ordered_at if ordered_at is not None and ordered_at <= received_at else received_at
-    return start, start + window
+def deadline_for(received_at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """(start, deadline): the window starts at receipt, when the link can first be sent."""
+    return received_at, received_at + window
+
+
+def is_stale(ordered_at: datetime | None, received_at: datetime, max_order_age: timedelta) -> bool:
+    """An order created longer than MAX_ORDER_AGE before receipt (an edited old sale, a replay)."""
+    return ordered_at is not None and ordered_at < received_at - max_order_age
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from shared.domain.model import (
     Transition,
     age_check,
     deadline_for,
+    is_stale,
     timers_for,
 )
 from shared.handlers.effects import Effects
@@ -54,8 +55,10 @@ class Result:
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
                 request_id: str | None = None) -> Result:
-    """Open a session with its deadline and timers, once per order."""
-    start, deadline = deadline_for(cmd.ordered_at, now, settings.verification_window)
+    """Open a session with its deadline and timers, once per order; a stale order opens none."""
+    if is_stale(cmd.ordered_at, now, settings.max_order_age):
+        return _record_stale(db, cmd, now=now, request_id=request_id)
+    start, deadline = deadline_for(now, settings.verification_window)
     timers = timers_for(start, deadline, settings.reminder_offsets)
     fx = Effects(cmd.order_id, now, request_id)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
@@ -80,6 +83,17 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     if claimed:
         return Result("duplicate", cmd.order_id, "order already has a verification session")
     return Result("duplicate", cmd.order_id, "event already received")
+
+
+def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
+    with db.transaction() as conn:
+        if not store.claim_delivery(conn, cmd.provider, cmd.event_id, cmd.order_id):
+            return Result("duplicate", cmd.order_id, "event already received")
+        fx.event(Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id,
+                 ordered_at=cmd.ordered_at.isoformat())
+        store.write_effects(conn, fx.events, fx.outbox)
+    return Result("ignored", cmd.order_id, "order is older than MAX_ORDER_AGE: recorded for the operator")
 
 
 def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, now: datetime,

@@ -8,7 +8,7 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, Email, Event, TimerKind, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, TimerKind, timers_for
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
 
@@ -31,14 +31,17 @@ def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_i
 
 def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None = None,
            actor: str = "timer") -> Result:
-    """pending → expired only when the deadline has passed; refund and email in the same commit."""
+    """pending → expired only when the deadline has passed, refund and email in the same commit;
+    a session whose link email was never sent goes to a person instead (in_review, link_not_sent)."""
     fx = Effects(order_id, now, request_id, actor=actor)
     with db.transaction() as conn:
-        moved = store.move_status(conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status, due_by=now)
+        rule = DEADLINE if store.link_sent(conn, order_id) else LINK_NOT_SENT
+        moved = store.move_status(conn, order_id, rule.from_statuses, rule.to_status, due_by=now)
         if moved is None:
             return Result("ignored", order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(conn, order_id)
-        apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
+        details = {"deadline": moved["deadline"].isoformat(), **({"reason": rule.reason} if rule.reason else {})}
+        apply_effects(conn, fx, rule, details)
     return Result("accepted", order_id)
 
 

@@ -14,29 +14,24 @@ import pytest
 from sqlalchemy import text
 
 from devstack.signing import veriff_body, veriff_event_body, veriff_headers
-from shared.db import store
 from shared.db.schema import metadata
 from shared.handlers.subscribers import funnel
 from tests.conftest import VERIFF_API_KEY, VERIFF_SECRET
 from tests.functions.conftest import client_for, count
 from tests.functions.test_subscribers import deliver
 from tests.functions.test_webhook_intake import post_order, status_of
+from tests.sessions import bind_provider_session
 
 
 def post_signed(intake, body: bytes):
     return intake.post("/webhooks/veriff", data=body, headers=veriff_headers(VERIFF_SECRET, VERIFF_API_KEY, body))
 
 
-def bind(db, order_id, session_id):
-    with db.transaction() as conn:
-        store.set_provider_session(conn, order_id, session_id, f"https://veriff.example/{session_id}")
-
-
 def opened(intake, db, order_id) -> str:
     """An order with its link's provider session, as the email subscriber leaves it."""
     assert post_order(intake, order_id).status_code == 200
     session_id = str(uuid.uuid4())
-    bind(db, order_id, session_id)
+    bind_provider_session(db, order_id, session_id)
     return session_id
 
 
@@ -165,7 +160,7 @@ def test_a_late_decline_for_a_superseded_session_is_recorded_not_applied(intake,
     resubmit = post_signed(intake, veriff_body(order_id, 9103, verification_id=first))
     assert resubmit.json["status"] == "accepted"  # the next email carries a fresh link...
     second = str(uuid.uuid4())
-    bind(db, order_id, second)  # ...from a new provider session
+    bind_provider_session(db, order_id, second)  # ...from a new provider session
     late = post_signed(intake, veriff_body(order_id, 9102, verification_id=first,
                                            decision_time="2026-11-29T11:00:00Z"))
     assert late.status_code == 200 and late.json["status"] == "ignored"

@@ -140,3 +140,10 @@ def test_trailing_newline_does_not_make_a_second_order(intake, db, order_id):
     assert post_order(intake, order_id).status_code == 200
     assert signed_order(intake, order_json(order_id + "\n")).status_code == 422
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id LIKE :p", p=f"{order_id}%") == 1
+
+
+def test_a_signed_order_from_2020_is_recorded_stale_not_opened(intake, db, order_id):
+    response = post_order(intake, order_id, createdAt="2020-01-01T00:00:00Z")
+    assert response.status_code == 200 and response.json["status"] == "ignored"
+    assert rows_for_order(db, order_id)["verification_sessions"] == 0
+    assert event_types(db, order_id) == ["order.stale"]

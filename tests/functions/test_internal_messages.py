@@ -14,6 +14,7 @@ from tests.fakes.http_server import FakeHttpServer, Reply
 from tests.functions.conftest import client_for, count
 from tests.functions.test_subscribers import deliver, email_job, place, smtp  # noqa: F401 (fixture)
 from tests.functions.test_timer_and_sweep import fire
+from tests.sessions import mark_link_sent
 
 
 def set_status(db, order_id, status, *, overdue=False):
@@ -32,6 +33,7 @@ def session(db, order_id):
 @pytest.mark.parametrize("kind", ["expire", "Deadline", "deadline ", "refund", ""])
 def test_an_unknown_timer_kind_is_acknowledged_and_moves_nothing(app_env, db, settings, order_id, kind):
     place(db, settings, order_id)
+    mark_link_sent(db, order_id)
     set_status(db, order_id, "pending", overdue=True)  # a real deadline timer would expire it now
     body = json.dumps({"v": 1, "order_id": order_id, "kind": kind, "reminder_index": 0,
                        "deadline_version": 1}).encode()

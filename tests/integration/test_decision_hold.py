@@ -11,6 +11,7 @@ from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, ProviderEvent, TimerPayload
 from shared.domain.model import Decision, ProviderEventKind
 from shared.handlers import intake, timers
+from tests.sessions import bind_provider_session, mark_link_sent
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=timezone.utc)
 DEADLINE = T0 + timedelta(hours=72)
@@ -20,8 +21,8 @@ GRACE = timedelta(hours=24)  # the default DECISION_GRACE
 def open_session(db, settings, order_id):
     assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
                               now=T0).status == "accepted"
-    with db.transaction() as conn:
-        store.set_provider_session(conn, order_id, f"vs-{order_id}", "https://veriff.example/s")
+    bind_provider_session(db, order_id, f"vs-{order_id}")
+    mark_link_sent(db, order_id)
 
 
 def submit(db, settings, order_id, at):

@@ -10,10 +10,10 @@ from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
-from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import Decision
 from shared.handlers import intake
+from tests.sessions import bind_provider_session
 
 
 def counts(db, order_id):
@@ -67,8 +67,7 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
     orders = [f"race-{uuid.uuid4().hex[:10]}" for _ in range(20)]
     for order_id in orders:
         intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=now)
-        with db.transaction() as conn:  # the provider session the decisions refer to
-            store.set_provider_session(conn, order_id, "v", "https://veriff.example/v")
+        bind_provider_session(db, order_id, "v")  # the provider session the decisions refer to
 
     def closing_input(i, order_id):
         if i == 0:

@@ -22,6 +22,7 @@ from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, TimerPayload
 from shared.domain.model import Decision
 from shared.handlers import intake, relay, timers
+from tests.sessions import bind_provider_session, mark_link_sent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -69,8 +70,8 @@ def place(db, settings, order_id, at=T0):
     result = intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
                                 now=at)
     assert result.status == "accepted"
-    with db.transaction() as conn:  # the link email's provider session, which decisions refer to
-        store.set_provider_session(conn, order_id, "v", "https://veriff.example/v")
+    bind_provider_session(db, order_id, "v")  # what the link email leaves behind
+    mark_link_sent(db, order_id)
 
 
 def approval(order_id):
