@@ -61,6 +61,7 @@ class Event(StrEnum):
     REFUND_FAILED = "refund.failed"
     REFUND_MANUAL = "refund.manual"
     EMAIL_SENT = "customer.email_sent"
+    EMAIL_FAILED = "customer.email_failed"
     STARTED = "verification.started"
     SUBMITTED = "verification.submitted"
     ORDER_IGNORED = "order.ignored"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from email.errors import MessageError
 from typing import Any
 
 from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
@@ -60,16 +61,23 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             reminder_index=job.reminder_index, store_name=settings.store_name,
         )
         sender.send(message)
+    except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
+        log.error("email %s cannot be built or sent: %s", kind, type(exc).__name__)
+        return _finish_email(db, job, now, "skipped", Event.EMAIL_FAILED, reason=type(exc).__name__)
     except BaseException:
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
+    return _finish_email(db, job, now, "sent", Event.EMAIL_SENT)
+
+
+def _finish_email(db: Database, job: EmailJob, now: datetime, state: str, event: Event, **details) -> str:
     fx = Effects(job.order_id, now, actor="send_customer_email")
-    fx.event(Event.EMAIL_SENT, kind=str(kind), reminder_index=job.reminder_index)
+    fx.event(event, kind=job.kind, reminder_index=job.reminder_index, **details)
     with db.transaction() as conn:
-        store.finish_email(conn, job.order_id, kind, job.reminder_index, "sent")
+        store.finish_email(conn, job.order_id, job.kind, job.reminder_index, state)
         store.write_effects(conn, fx.events, fx.outbox)
-    return "sent"
+    return state
 
 
 # ---- analytics ---------------------------------------------------------------------
