@@ -194,3 +194,41 @@ def test_veriff_unknown_code_and_missing_vendor_data():
     with pytest.raises(InvalidField) as error:
         inbound.parse_veriff_decision(json.dumps(body).encode())
     assert error.value.field == "verification.vendorData"
+
+
+# ---- the source registry ------------------------------------------------------------
+
+
+def test_each_path_finds_its_source_bound_to_its_secret():
+    from shared.config import Settings
+    from shared.errors import RouteDisabled
+    settings = Settings(order_webhook_secret=b"k" * 32, veriff_shared_secret="vs", veriff_api_key="ak",
+                        lightspeed_client_secret="cs")
+    found = {path: inbound.source_for(path, settings) for path in inbound.SOURCES}
+    assert {path: (s.path, s.content_type, s.secret_variable) for path, s in found.items()} == {
+        "/webhooks/orders": ("/webhooks/orders", "application/json", "ORDER_WEBHOOK_SECRET"),
+        "/webhooks/lightspeed": ("/webhooks/lightspeed", "application/x-www-form-urlencoded",
+                                 "LIGHTSPEED_CLIENT_SECRET"),
+        "/webhooks/veriff": ("/webhooks/veriff", "application/json", "VERIFF_SHARED_SECRET"),
+    }
+    assert inbound.source_for("/webhooks/shopify", settings) is None
+    assert all(secret not in repr(s) for s in found.values() for secret in ("vs", "ak", "cs", "kkkk"))
+    with pytest.raises(RouteDisabled):
+        inbound.source_for("/webhooks/lightspeed", Settings())
+
+
+def test_sources_verify_then_parse():
+    from shared.config import Settings
+    settings = Settings(veriff_shared_secret="vs", veriff_api_key="ak", lightspeed_client_secret="cs")
+    veriff = inbound.source_for("/webhooks/veriff", settings)
+    body = veriff_body("A-1", 9102, verification_id="v-1")
+    assert veriff.verify(veriff_headers("vs", "ak", body), body, datetime.now(timezone.utc)) is None
+    assert veriff.parse(body, None).order_id == "A-1"
+    with pytest.raises(BadSignature):
+        veriff.verify(veriff_headers("vs", "not-the-key", body), body, datetime.now(timezone.utc))
+    lightspeed = inbound.source_for("/webhooks/lightspeed", settings)
+    form = lightspeed_form({"id": "s-1", "status": "VOIDED", "version": 1})
+    lightspeed.verify(lightspeed_headers("cs", form), form, datetime.now(timezone.utc))
+    assert lightspeed.parse(form, None) == StoreCancelled("lightspeed", "s-1:VOIDED:1", "s-1")
+    with pytest.raises(BadSignature):
+        lightspeed.verify(lightspeed_headers("other", form), form, datetime.now(timezone.utc))
