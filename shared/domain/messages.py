@@ -102,7 +102,7 @@ class Payload:
         if not isinstance(data, dict):
             raise InvalidField("payload must be a JSON object", field="body")
         if data.get("v") != cls.VERSION:
-            raise InvalidField(f"unsupported payload version {data.get('v')!r}", field="v")
+            raise InvalidField("unsupported payload version", field="v")  # never echo input
         names = cls.__dataclass_fields__  # type: ignore[attr-defined]
         missing = [n for n, f in names.items() if n not in data and f.default is f.default_factory]
         if missing:
@@ -112,8 +112,8 @@ class Payload:
             return cls(**values)
         except PermanentError:
             raise
-        except (TypeError, ValueError) as exc:
-            raise InvalidField(str(exc), field="body") from None
+        except (TypeError, ValueError):
+            raise InvalidField(f"payload is not a valid {cls.__name__}", field="body") from None
 
 
 def _optional_id(value: Any, name: str) -> str | None:

@@ -60,3 +60,17 @@ def test_unknown_email_kind_is_a_permanent_error():
     with pytest.raises(InvalidField) as error:
         EmailJob.from_dict({"v": 1, "order_id": "A-1", "kind": "coupon"})
     assert error.value.field == "kind"
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: TimerPayload.from_dict({**TIMER, "v": m}),
+    lambda m: TimerPayload.from_dict({**TIMER, "order_id": m + "\n"}),
+    lambda m: TimerPayload.from_dict({**TIMER, "kind": m}),
+    lambda m: OrderAction.from_dict({**ACTION, "action": m}),
+    lambda m: EventMessage.from_dict({**EVENT, "occurred_at": m}),
+])
+def test_errors_never_echo_the_input(make):
+    marker = "someone@buyer.example"
+    with pytest.raises(InvalidField) as error:
+        make(marker)
+    assert marker not in str(error.value)
