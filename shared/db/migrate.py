@@ -32,7 +32,9 @@ def _outbox_dead_letters(conn: Connection) -> None:
 
 
 def _provider_sessions_and_decision_hold(conn: Connection) -> None:
-    """v3: provider sessions per order (decisions bind to them); expiry waits for a submitted session."""
+    """v3: provider sessions per order (decisions bind to them); expiry waits for a submitted session;
+    `place_order` records the actor of order events."""
+    conn.exec_driver_sql(functions.PLACE_ORDER)
     conn.exec_driver_sql("ALTER TABLE verification_sessions "
                          "ADD COLUMN IF NOT EXISTS decision_hold_until timestamptz")
     metadata.tables["provider_sessions"].create(conn, checkfirst=True)

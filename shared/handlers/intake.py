@@ -60,7 +60,7 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         return _record_stale(db, cmd, now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.verification_window)
     timers = timers_for(start, deadline, settings.reminder_offsets)
-    fx = Effects(cmd.order_id, now, request_id)
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
     fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
     fx.email(Email.LINK)

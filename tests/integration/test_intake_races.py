@@ -97,3 +97,16 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
         assert terminal_events == 1
         assert refunds == (1 if status == "declined" else 0)
         assert deletes == 2  # each timer's task deleted once, by the winner
+
+
+def test_order_events_record_their_actor(db, settings, order_id):
+    """place_order (PL/pgSQL) writes the same event columns as every other writer, actor included."""
+    now = datetime.now(timezone.utc)
+    order = OrderPlaced("lightspeed", f"m-{order_id}", order_id, "a@example.com")
+    intake.place_order(db, settings, order, now=now)
+    intake.place_order(db, settings, OrderPlaced("lightspeed", f"m2-{order_id}", order_id, "a@example.com"), now=now)
+    with db.read() as conn:
+        actors = conn.execute(text("SELECT type, actor FROM event_log WHERE order_id = :o ORDER BY id"),
+                              {"o": order_id}).all()
+    assert [tuple(a) for a in actors] == [("order.received", "lightspeed"), ("verification.requested", "lightspeed"),
+                                          ("order.duplicate", "lightspeed")]
