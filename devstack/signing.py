@@ -8,6 +8,7 @@ import hmac
 import json
 import time
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from shared.adapters.veriff import LocalVerificationProvider
@@ -90,8 +91,10 @@ def veriff_event_body(order_id: str, code: int, *, verification_id: str | None =
 
 def lightspeed_sale(sale_id: str, status: str = "CLOSED", *, email: str | None = "buyer@example.com",
                     total: str = "877.40000", return_for: str | None = None,
-                    sale_date: str = "2026-11-29 17:31:40", version: int | None = None) -> dict:
-    """A `sale.update` payload shaped like X-Series sends it (prices as 5-decimal strings)."""
+                    sale_date: str | None = None, version: int | None = None) -> dict:
+    """A `sale.update` payload shaped like X-Series sends it (prices as 5-decimal strings,
+    dates as `2019-07-26 17:31:40`; the sale date is now unless given)."""
+    sale_date = sale_date or f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
     return {
         "id": sale_id, "status": status, "return_for": return_for, "sale_date": sale_date,
         "created_at": sale_date, "updated_at": sale_date.replace(" ", "T") + "+00:00",

@@ -5,6 +5,7 @@ the next valid request unaffected."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -77,11 +78,15 @@ def test_a_body_with_only_payload_is_accepted(intake, db, order_id):
     assert response.status_code == 200 and response.json["status"] == "accepted"
 
 
-@pytest.mark.parametrize("sale_date, stored", [("2026-11-29 17:31:40", "2026-11-29T17:31:40Z"),
-                                               ("2026-11-29T17:31:40Z", "2026-11-29T17:31:40Z")])
-def test_both_lightspeed_date_formats(intake, db, order_id, sale_date, stored):
-    assert post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, sale_date=sale_date))).status_code == 200
+@pytest.mark.parametrize("layout", ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"])
+def test_both_lightspeed_date_formats(intake, db, order_id, layout):
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    response = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, sale_date=yesterday.strftime(layout))))
+    assert response.status_code == 200 and response.json["status"] == "accepted"
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o", o=order_id) == 1
+    old = (datetime.now(timezone.utc) - timedelta(days=8)).strftime(layout)  # read, and found stale
+    stale = post_lightspeed(intake, lightspeed_body(lightspeed_sale(f"{order_id}-old", sale_date=old)))
+    assert stale.status_code == 200 and event_types(db, f"{order_id}-old") == ["order.stale"]
 
 
 # ---- validation at the edge ------------------------------------------------------------------
