@@ -74,6 +74,9 @@ class IgnoredDelivery:
     reason: str
 
 
+InboundCommand = OrderPlaced | StoreCancelled | ProviderDecision | ProviderEvent | IgnoredDelivery
+
+
 # ---- payloads -------------------------------------------------------------
 
 

@@ -132,7 +132,6 @@ DECISION_RULES: dict[Decision, Transition] = {
 }
 
 
-
 class SessionBinding(StrEnum):
     """Whether a provider's verification id is one the service created for the order."""
 

@@ -11,6 +11,7 @@ from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import (
     IgnoredDelivery,
+    InboundCommand,
     OrderPlaced,
     ProviderDecision,
     ProviderEvent,
@@ -22,10 +23,10 @@ from shared.domain.model import (
     PROVIDER_EVENTS,
     STORE_CANCEL,
     Decision,
-    ProviderEventKind,
-    SessionBinding,
     Email,
     Event,
+    ProviderEventKind,
+    SessionBinding,
     Status,
     Transition,
     age_check,
@@ -34,8 +35,6 @@ from shared.domain.model import (
     timers_for,
 )
 from shared.handlers.effects import Effects
-
-InboundCommand = OrderPlaced | StoreCancelled | ProviderDecision | ProviderEvent | IgnoredDelivery
 
 
 @dataclass(frozen=True)
@@ -228,6 +227,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
 
 def apply_effects(conn, fx: Effects, rule: Transition, details: dict) -> None:
     """The side effects of a transition that applied, written in the caller's transaction."""
+    if rule.reason:
+        details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
     if rule.cancel_timers:
         for name in store.cancel_timers(conn, fx.order_id):

@@ -40,8 +40,7 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
         if moved is None:
             return Result("ignored", order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(conn, order_id)
-        details = {"deadline": moved["deadline"].isoformat(), **({"reason": rule.reason} if rule.reason else {})}
-        apply_effects(conn, fx, rule, details)
+        apply_effects(conn, fx, rule, {"deadline": moved["deadline"].isoformat()})
     return Result("accepted", order_id)
 
 

@@ -8,10 +8,8 @@ from typing import Any, Protocol
 
 from shared.domain import fields as check
 from shared.domain.jsonsafe import loads_guarded
-from shared.domain.messages import IgnoredDelivery, OrderPlaced, ProviderDecision, ProviderEvent, StoreCancelled
+from shared.domain.messages import InboundCommand
 from shared.errors import InvalidField, Unparseable
-
-InboundCommand = OrderPlaced | StoreCancelled | ProviderDecision | ProviderEvent | IgnoredDelivery
 
 
 class InboundSource(Protocol):
