@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from cloudevents.http import CloudEvent
 
 from shared import bootstrap
 from shared import log as logctx
+from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import Payload
 from shared.errors import PermanentError, TransientError
 
@@ -23,7 +23,8 @@ log = logging.getLogger("functions")
 def subscriber(name: str, payload_type: type[Payload]) -> Callable:
     """Wrap a handler `(payload) -> outcome str` as a CloudEvent function.
 
-    Unparseable messages and messages older than MAX_MESSAGE_AGE are logged and
+    Unparseable messages and those older than MAX_MESSAGE_AGE that may expire (late
+    reminders; never a refund request or an event) are logged and
     acknowledged (returning normally), so Pub/Sub does not redeliver them
     forever; a TransientError propagates, so the platform retries.
     """
@@ -41,7 +42,8 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable:
                 logctx.bind(order_id=_identifier(attributes.get("order_id")),
                             request_id=_identifier(attributes.get("request_id")) or None)
                 settings = bootstrap.settings()
-                if published and datetime.now(timezone.utc) - published > settings.max_message_age:
+                if (payload.may_expire and published
+                        and datetime.now(timezone.utc) - published > settings.max_message_age):
                     log.warning("message older than MAX_MESSAGE_AGE dropped")
                     return
                 try:
@@ -76,7 +78,7 @@ def _unwrap(event: CloudEvent, payload_type: type[Payload]) -> tuple[Payload, di
     raw = message.get("data")
     if not isinstance(raw, str):
         raise TypeError("data must be base64 text")
-    payload = payload_type.from_dict(json.loads(base64.b64decode(raw, validate=True)))
+    payload = payload_type.from_dict(loads_guarded(base64.b64decode(raw, validate=True), where="message.data"))
     return payload, attributes, _published_at(message.get("publishTime"))
 
 

@@ -6,7 +6,6 @@ Cloud Run's IAM checks the OIDC token before a request reaches this code
 
 from __future__ import annotations
 
-import json
 import logging
 
 import flask
@@ -14,6 +13,7 @@ import flask
 from functions._http import http_entry
 from shared import bootstrap
 from shared import log as logctx
+from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import TimerPayload
 from shared.errors import PermanentError
 from shared.handlers import timers
@@ -28,7 +28,7 @@ def timer_expiry(request: flask.Request, request_id: str) -> tuple[int, dict]:
     logctx.bind(task=request.headers.get("X-CloudTasks-TaskName"),
                 retry_count=request.headers.get("X-CloudTasks-TaskRetryCount", "0"))
     try:
-        timer = TimerPayload.from_dict(json.loads(request.get_data()))
+        timer = TimerPayload.from_dict(loads_guarded(request.get_data()))
     except (ValueError, TypeError, RecursionError, PermanentError) as exc:
         # A poison task: acknowledge it so Cloud Tasks does not retry it forever. The class
         # and field only: the error text may quote the input.

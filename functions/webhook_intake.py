@@ -63,9 +63,7 @@ def _lightspeed(request: flask.Request, request_id: str) -> Result:
         return Result("ignored", detail="sale is neither paid nor voided")
     logctx.bind(order_id=command.order_id)
     c = bootstrap.container()
-    if isinstance(command, inbound.StoreCancelled):
-        return intake.cancel_order(c.db, command, now=c.clock.now(), request_id=request_id)
-    return intake.place_order(c.db, c.settings, command, now=c.clock.now(), request_id=request_id)
+    return intake.handle(c.db, c.settings, command, now=c.clock.now(), request_id=request_id)
 
 
 def _veriff(request: flask.Request, request_id: str) -> Result:
@@ -75,10 +73,10 @@ def _veriff(request: flask.Request, request_id: str) -> Result:
     client = request.headers.get("X-AUTH-CLIENT", "")
     if settings.veriff_api_key and not hmac.compare_digest(client.encode(), settings.veriff_api_key.encode()):
         raise BadSignature("X-AUTH-CLIENT does not match the API key")
-    command = inbound.parse_veriff_decision(body)
+    command = inbound.parse_veriff(body)
     logctx.bind(order_id=command.order_id)
     c = bootstrap.container()
-    return intake.record_decision(c.db, command, now=c.clock.now(), request_id=request_id)
+    return intake.handle(c.db, c.settings, command, now=c.clock.now(), request_id=request_id)
 
 
 _ROUTES = {

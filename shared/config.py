@@ -52,6 +52,9 @@ class Settings:
     # How long an email or refund call may be in flight before another attempt may take it
     # over (longer than a send can take: a shorter lease could send twice).
     email_lease: timedelta = timedelta(minutes=5)
+    minimum_age: int = 21
+    decision_grace: timedelta = timedelta(hours=24)
+    max_order_age: timedelta = timedelta(days=7)
 
     order_webhook_secret: bytes | None = field(default=None, repr=False)
     lightspeed_client_secret: str | None = field(default=None, repr=False)
@@ -106,6 +109,9 @@ class Settings:
             reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
             email_lease=r.duration("EMAIL_LEASE", "5m"),
+            minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
+            decision_grace=r.duration("DECISION_GRACE", "24h"),
+            max_order_age=r.duration("MAX_ORDER_AGE", "7d"),
             order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
             lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
             veriff_api_key=r.text("VERIFF_API_KEY"),

@@ -38,10 +38,10 @@ BEGIN
 
     IF opened THEN
         -- A new session gets its events, timers and outbox rows.
-        INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
-        SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id, e.data
+        INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, actor, data)
+        SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id, coalesce(e.actor, 'system'), e.data
         FROM jsonb_to_recordset(p->'events') AS e(event_id uuid, order_id text, type text,
-             occurred_at timestamptz, request_id text, data jsonb);
+             occurred_at timestamptz, request_id text, actor text, data jsonb);
         INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
         SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
         FROM jsonb_to_recordset(p->'timers') AS t(order_id text, kind text, reminder_index int,
@@ -51,9 +51,9 @@ BEGIN
         FROM jsonb_to_recordset(p->'outbox') AS o(kind text, order_id text, payload jsonb);
     ELSE
         -- A new delivery for a known order is recorded as a duplicate.
-        INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, data)
+        INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, actor, data)
         VALUES ((p->>'duplicate_event_id')::uuid, p->>'order_id', 'order.duplicate',
-                (p->>'now')::timestamptz, p->>'request_id',
+                (p->>'now')::timestamptz, p->>'request_id', p->>'provider',
                 jsonb_build_object('provider', p->>'provider', 'event_id', p->>'event_id'));
     END IF;
     RETURN QUERY SELECT true, coalesce(opened, false);

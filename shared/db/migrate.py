@@ -31,8 +31,21 @@ def _outbox_dead_letters(conn: Connection) -> None:
                          "WHERE delivered_at IS NULL AND dead_at IS NULL")
 
 
+def _provider_sessions_and_decision_hold(conn: Connection) -> None:
+    """v3: provider sessions per order (decisions bind to them); expiry waits for a submitted session;
+    `place_order` records the actor of order events."""
+    conn.exec_driver_sql(functions.PLACE_ORDER)
+    conn.exec_driver_sql("ALTER TABLE verification_sessions "
+                         "ADD COLUMN IF NOT EXISTS decision_hold_until timestamptz")
+    metadata.tables["provider_sessions"].create(conn, checkfirst=True)
+    conn.exec_driver_sql("""
+        INSERT INTO provider_sessions (order_id, session_id, created_at)
+        SELECT order_id, veriff_session_id, updated_at FROM verification_sessions
+        WHERE veriff_session_id IS NOT NULL
+        ON CONFLICT DO NOTHING
+    """)
 def _leases_and_flat_outbox(conn: Connection) -> None:
-    """v3: refund calls hold a lease; the outbox is indexed on undelivered rows only, by due
+    """v4: refund calls hold a lease; the outbox is indexed on undelivered rows only, by due
     time and by order, so that neither claim's cost grows with delivered history; the local
     queue carries messages too (a queue name and CloudEvent headers)."""
     conn.exec_driver_sql("ALTER TABLE local_tasks ADD COLUMN IF NOT EXISTS queue text NOT NULL DEFAULT 'timers'")
@@ -51,7 +64,9 @@ def _leases_and_flat_outbox(conn: Connection) -> None:
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_all, _outbox_dead_letters, _leases_and_flat_outbox]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
+]
 LATEST = len(MIGRATIONS)
 
 

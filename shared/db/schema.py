@@ -50,6 +50,8 @@ verification_sessions = Table(
     Column("veriff_url", Text),
     Column("refund_status", Text),
     _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
+    # Set when the customer submitted before the deadline: expiry waits for the decision until then.
+    _tstz("decision_hold_until"),
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
@@ -71,6 +73,17 @@ Index(
     verification_sessions.c.updated_at,
     postgresql_where=text("status IN ('declined', 'expired') "
                           "AND (refund_status IS NULL OR refund_status = 'requested')"),
+)
+
+# Every provider session the service created for an order: a decision binds only to these.
+provider_sessions = Table(
+    "provider_sessions",
+    metadata,
+    Column("order_id", Text, ForeignKey("verification_sessions.order_id"), nullable=False),
+    Column("session_id", Text, nullable=False),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("superseded_at"),
+    PrimaryKeyConstraint("order_id", "session_id"),
 )
 
 webhook_events = Table(

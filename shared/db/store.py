@@ -44,27 +44,32 @@ def move_status(
     fresh_link: bool = False,
     due_by: datetime | None = None,
     link_sent: bool | None = None,
+    decided_at: datetime | None = None,
 ) -> dict[str, Any] | None:
     """Conditional transition; the session row when it applied, else None.
 
-    `due_by` adds `deadline <= due_by` (the deadline timer's re-check); `link_sent` adds
-    whether the verification link email was sent (an expiry needs it)."""
+    `due_by` adds `deadline <= due_by` (the deadline timer's re-check), and the decision
+    hold of a submitted session; `link_sent` adds whether the verification link email was
+    sent (an expiry needs it); `decided_at` is the provider's decision time."""
     terminal = to_status in ("verified", "declined", "expired", "cancelled")
     row = conn.execute(
         text("""
             UPDATE verification_sessions
             SET status = :to_status,
                 updated_at = now(),
-                decided_at = CASE WHEN :terminal THEN now() ELSE decided_at END,
+                decided_at = CASE WHEN :terminal THEN coalesce(CAST(:decided_at AS timestamptz), now())
+                                  ELSE decided_at END,
                 veriff_session_id = CASE WHEN :fresh_link THEN NULL ELSE veriff_session_id END,
-                veriff_url = CASE WHEN :fresh_link THEN NULL ELSE veriff_url END
+                veriff_url = CASE WHEN :fresh_link THEN NULL ELSE veriff_url END,
+                decision_hold_until = CASE WHEN :fresh_link THEN NULL ELSE decision_hold_until END
             WHERE order_id = :order_id
               AND status = ANY(:from_statuses)
-              AND (CAST(:due_by AS timestamptz) IS NULL OR deadline <= :due_by)
               AND (CAST(:link_sent AS boolean) IS NULL
                    OR EXISTS (SELECT 1 FROM email_sends e
                               WHERE e.order_id = verification_sessions.order_id
                                 AND e.kind = 'link' AND e.state = 'sent') = :link_sent)
+              AND (CAST(:due_by AS timestamptz) IS NULL
+                   OR (deadline <= :due_by AND coalesce(decision_hold_until, deadline) <= :due_by))
             RETURNING order_id, status, ordered_at, deadline, deadline_version
         """),
         {
@@ -75,6 +80,7 @@ def move_status(
             "fresh_link": fresh_link,
             "due_by": due_by,
             "link_sent": link_sent,
+            "decided_at": decided_at,
         },
     ).mappings().first()
     return dict(row) if row else None
@@ -152,6 +158,7 @@ def overdue_sessions(conn: Connection, cutoff: datetime, limit: int) -> list[str
         text("""
             SELECT order_id FROM verification_sessions
             WHERE status = 'pending' AND deadline <= :cutoff
+              AND coalesce(decision_hold_until, deadline) <= :cutoff
             ORDER BY deadline LIMIT :n
         """),
         {"cutoff": cutoff, "n": limit},
@@ -339,12 +346,53 @@ def set_provider_session(conn: Connection, order_id: str, session_id: str, url: 
         """),
         {"o": order_id, "sid": session_id, "url": url},
     ).first()
-    if row is None:
+    if row is not None:
+        record_provider_session(conn, order_id, session_id)
+    else:
         row = conn.execute(
             text("SELECT veriff_session_id, veriff_url FROM verification_sessions WHERE order_id = :o"),
             {"o": order_id},
         ).first()
     return row[0], row[1]
+
+
+def record_provider_session(conn: Connection, order_id: str, session_id: str) -> None:
+    """Record a provider session created for the order; the order's earlier ones are superseded."""
+    conn.execute(
+        text("""
+            WITH superseded AS (
+                UPDATE provider_sessions SET superseded_at = now()
+                WHERE order_id = :o AND session_id <> :sid AND superseded_at IS NULL
+            )
+            INSERT INTO provider_sessions (order_id, session_id) VALUES (:o, :sid)
+            ON CONFLICT (order_id, session_id) DO UPDATE SET superseded_at = NULL
+        """),
+        {"o": order_id, "sid": session_id},
+    )
+
+
+def provider_session_state(conn: Connection, order_id: str, session_id: str) -> str:
+    """'current', 'superseded', or 'unknown' (a session the service never created for this order)."""
+    superseded = conn.execute(
+        text("SELECT superseded_at IS NOT NULL FROM provider_sessions WHERE order_id = :o AND session_id = :sid"),
+        {"o": order_id, "sid": session_id},
+    ).scalar_one_or_none()
+    if superseded is None:
+        return "unknown"
+    return "superseded" if superseded else "current"
+
+
+def hold_for_decision(conn: Connection, order_id: str, now: datetime, grace) -> datetime | None:
+    """A pending session submitted before its deadline waits for its decision until deadline + grace."""
+    return conn.execute(
+        text("""
+            UPDATE verification_sessions
+            SET decision_hold_until = deadline + :grace, updated_at = now()
+            WHERE order_id = :o AND status = 'pending' AND deadline > :now
+            RETURNING decision_hold_until
+        """),
+        {"o": order_id, "now": now, "grace": grace},
+    ).scalar_one_or_none()
 
 
 def bump_funnel(conn: Connection, day, metric: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.domain.model import Decision, Email
-from shared.errors import InvalidField
+from shared.domain import fields as check
+from shared.domain.model import Decision, Email, OrderActionKind, ProviderEventKind, TimerKind
+from shared.errors import InvalidField, PermanentError
 
 TOPIC_EVENTS = "verification-events"
 TOPIC_EMAILS = "customer-emails"
@@ -48,15 +49,51 @@ class ProviderDecision:
     code: int
     reason_code: int | None = None
     decided_at: datetime | None = None
+    # Read for the age check only; kept out of repr() so it can never reach a log line.
+    birth_date: date | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A provider's progress event (Veriff 7001 started, 7002 submitted)."""
+
+    provider: str
+    event_id: str
+    order_id: str
+    kind: ProviderEventKind
+    verification_id: str
+
+
+@dataclass(frozen=True)
+class IgnoredDelivery:
+    """A signed, well-formed delivery the service records but does not act on (e.g. a walk-in sale)."""
+
+    provider: str
+    event_id: str
+    order_id: str
+    reason: str
+
+
+InboundCommand = OrderPlaced | StoreCancelled | ProviderDecision | ProviderEvent | IgnoredDelivery
 
 
 # ---- payloads -------------------------------------------------------------
 
 
 class Payload:
-    """Versioned message body: `to_dict` / `from_dict` with a `v` field."""
+    """Versioned message body: `to_dict` / `from_dict` with a `v` field.
+
+    `from_dict` trusts nothing: every field is checked by its declared kind
+    (`_FIELD_CHECKS`), and each subclass's `_check` adds its own rules; any
+    failure is an InvalidField (a permanent error: acknowledged, never acted on).
+    """
 
     VERSION = 1
+
+    @property
+    def may_expire(self) -> bool:
+        """Whether MAX_MESSAGE_AGE may drop this message: only what loses nothing (a late reminder)."""
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: field values are already JSON-ready (asdict's deep copy
@@ -68,15 +105,41 @@ class Payload:
         if not isinstance(data, dict):
             raise InvalidField("payload must be a JSON object", field="body")
         if data.get("v") != cls.VERSION:
-            raise InvalidField(f"unsupported payload version {data.get('v')!r}", field="v")
+            raise InvalidField("unsupported payload version", field="v")  # never echo input
         names = cls.__dataclass_fields__  # type: ignore[attr-defined]
         missing = [n for n, f in names.items() if n not in data and f.default is f.default_factory]
         if missing:
             raise InvalidField(f"missing {missing[0]}", field=missing[0])
+        values = {n: _FIELD_CHECKS[names[n].type](data[n], n) for n in names if n in data}
         try:
-            return cls(**{n: data[n] for n in names if n in data})
-        except (TypeError, ValueError) as exc:
-            raise InvalidField(str(exc), field="body") from None
+            return cls(**values)
+        except PermanentError:
+            raise
+        except (TypeError, ValueError):
+            raise InvalidField(f"payload is not a valid {cls.__name__}", field="body") from None
+
+
+def _optional_id(value: Any, name: str) -> str | None:
+    return check.identifier(value, name, required=False)
+
+
+def _json_object(value: Any, name: str) -> dict[str, Any]:
+    return check.obj(value, name)
+
+
+_FIELD_CHECKS = {
+    "str": lambda value, name: check.text(value, name, max_length=500),
+    "str | None": _optional_id,
+    "int": check.integer,
+    "dict[str, Any]": _json_object,
+}
+
+
+def _kind(enum: type, value: str, name: str):
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidField(f"unknown {name}", field=name) from None
 
 
 @dataclass(frozen=True)
@@ -87,10 +150,13 @@ class TimerPayload(Payload):
     deadline_version: int
 
     def __post_init__(self) -> None:
-        if self.kind not in ("reminder", "deadline"):
-            raise ValueError(f"unknown timer kind {self.kind!r}")
-        if not isinstance(self.reminder_index, int) or not isinstance(self.deadline_version, int):
-            raise ValueError("reminder_index and deadline_version must be integers")
+        _kind(TimerKind, self.kind, "kind")
+        check.integer(self.reminder_index, "reminder_index")
+        check.integer(self.deadline_version, "deadline_version", minimum=1)
+
+    @property
+    def timer_kind(self) -> TimerKind:
+        return TimerKind(self.kind)
 
 
 @dataclass(frozen=True)
@@ -103,6 +169,13 @@ class EventMessage(Payload):
     occurred_at: str
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check.timestamp(self.occurred_at, "occurred_at")
+        if "seconds_to_verify" in self.data:
+            check.integer(self.data["seconds_to_verify"], "data.seconds_to_verify")
+        if "kind" in self.data:
+            check.text(self.data["kind"], "data.kind")
+
 
 @dataclass(frozen=True)
 class EmailJob(Payload):
@@ -113,7 +186,12 @@ class EmailJob(Payload):
     reminder_index: int = 0
 
     def __post_init__(self) -> None:
-        Email(self.kind)
+        _kind(Email, self.kind, "kind")
+        check.integer(self.reminder_index, "reminder_index")
+
+    @property
+    def may_expire(self) -> bool:
+        return self.kind == Email.REMINDER
 
 
 @dataclass(frozen=True)
@@ -121,5 +199,12 @@ class OrderAction(Payload):
     """A refund/cancel request for an order, on `order-actions`."""
 
     order_id: str
-    action: str  # "refund"
+    action: str  # an OrderActionKind
     reason: str
+
+    def __post_init__(self) -> None:
+        _kind(OrderActionKind, self.action, "action")
+
+    @property
+    def kind(self) -> OrderActionKind:
+        return OrderActionKind(self.action)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 
@@ -61,6 +61,31 @@ class Event(StrEnum):
     REFUND_FAILED = "refund.failed"
     REFUND_MANUAL = "refund.manual"
     EMAIL_SENT = "customer.email_sent"
+    EMAIL_FAILED = "customer.email_failed"
+    STARTED = "verification.started"
+    SUBMITTED = "verification.submitted"
+    ORDER_IGNORED = "order.ignored"
+    ORDER_STALE = "order.stale"
+
+
+class TimerKind(StrEnum):
+    REMINDER = "reminder"
+    DEADLINE = "deadline"
+
+
+class OrderActionKind(StrEnum):
+    REFUND = "refund"
+
+
+class ProviderEventKind(StrEnum):
+    """Veriff's event webhooks, by code."""
+
+    STARTED = "started"
+    SUBMITTED = "submitted"
+
+
+VERIFF_EVENT_CODES = {7001: ProviderEventKind.STARTED, 7002: ProviderEventKind.SUBMITTED}
+PROVIDER_EVENTS = {ProviderEventKind.STARTED: Event.STARTED, ProviderEventKind.SUBMITTED: Event.SUBMITTED}
 
 
 class Email(StrEnum):
@@ -82,6 +107,11 @@ class Transition:
     refund: bool = False
     email: Email | None = None
     fresh_link: bool = False
+    reason: str | None = None  # recorded on the event and the refund request
+
+    @property
+    def refund_reason(self) -> str:
+        return self.reason or str(self.to_status)
 
 
 DECISION_RULES: dict[Decision, Transition] = {
@@ -101,6 +131,54 @@ DECISION_RULES: dict[Decision, Transition] = {
     Decision.REVIEW: Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW),
 }
 
+
+class SessionBinding(StrEnum):
+    """Whether a provider's verification id is one the service created for the order."""
+
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    UNKNOWN = "unknown"
+
+
+class AgeCheck(StrEnum):
+    """The only trace an approval's date of birth leaves."""
+
+    PASSED = "passed"
+    UNDERAGE = "underage"
+    MISSING = "missing"
+
+
+def age_on(birth: date, day: date) -> int:
+    """Completed years on `day`. Someone born on 29 February has their birthday
+    on 1 March in a common year (so turns 21 on 1 March, not 28 February)."""
+    birthday = (birth.month, birth.day)
+    if birthday == (2, 29) and not _is_leap(day.year):
+        birthday = (3, 1)
+    return day.year - birth.year - ((day.month, day.day) < birthday)
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def age_check(birth: date | None, day: date, minimum_age: int) -> AgeCheck:
+    """The outcome for an approval: no (readable) date of birth is MISSING, never PASSED."""
+    if birth is None or birth > day:
+        return AgeCheck.MISSING
+    return AgeCheck.PASSED if age_on(birth, day) >= minimum_age else AgeCheck.UNDERAGE
+
+
+# What an approval does, by the age check's outcome (DESIGN.md section 3).
+APPROVAL_RULES: dict[AgeCheck, Transition] = {
+    AgeCheck.PASSED: DECISION_RULES[Decision.APPROVED],
+    AgeCheck.UNDERAGE: Transition(
+        OPEN, Status.DECLINED, Event.DECLINED, cancel_timers=True, refund=True, email=Email.DECLINED,
+        reason="underage",
+    ),
+    AgeCheck.MISSING: Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW, reason="age_missing"),
+}
+
+
 STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True)
 
 DEADLINE = Transition(
@@ -108,8 +186,8 @@ DEADLINE = Transition(
 )
 
 
-# The deadline passed but the link email was never sent: a person decides, never a refund.
-LINK_NOT_SENT = Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW)
+# A deadline reached before the link email was ever sent: a person looks, never an automatic refund.
+LINK_NOT_SENT = Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW, reason="link_not_sent")
 
 
 def applies(rule: Transition, status: Status | str) -> bool:
@@ -117,15 +195,19 @@ def applies(rule: Transition, status: Status | str) -> bool:
     return Status(status) in rule.from_statuses
 
 
-def deadline_for(ordered_at: datetime | None, received_at: datetime, window: timedelta) -> tuple[datetime, datetime]:
-    """(start, deadline): from the order's own time when sane, else from receipt."""
-    start = ordered_at if ordered_at is not None and ordered_at <= received_at else received_at
-    return start, start + window
+def deadline_for(received_at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """(start, deadline): the window starts at receipt, when the link can first be sent."""
+    return received_at, received_at + window
+
+
+def is_stale(ordered_at: datetime | None, received_at: datetime, max_order_age: timedelta) -> bool:
+    """An order created longer than MAX_ORDER_AGE before receipt (an edited old sale, a replay)."""
+    return ordered_at is not None and ordered_at < received_at - max_order_age
 
 
 @dataclass(frozen=True)
 class TimerSpec:
-    kind: str  # "reminder" | "deadline"
+    kind: TimerKind
     reminder_index: int
     fire_at: datetime
     deadline_version: int
@@ -137,11 +219,11 @@ class TimerSpec:
 def timers_for(start: datetime, deadline: datetime, offsets: tuple[timedelta, ...], version: int = 1) -> list[TimerSpec]:
     """One timer per reminder offset that falls before the deadline, plus the deadline."""
     timers = [
-        TimerSpec("reminder", i, start + offset, version)
+        TimerSpec(TimerKind.REMINDER, i, start + offset, version)
         for i, offset in enumerate(offsets)
         if start + offset < deadline
     ]
-    timers.append(TimerSpec("deadline", 0, deadline, version))
+    timers.append(TimerSpec(TimerKind.DEADLINE, 0, deadline, version))
     return timers
 
 

@@ -9,16 +9,29 @@ from datetime import datetime
 from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
-from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
+from shared.domain.messages import (
+    IgnoredDelivery,
+    InboundCommand,
+    OrderPlaced,
+    ProviderDecision,
+    ProviderEvent,
+    StoreCancelled,
+)
 from shared.domain.model import (
+    APPROVAL_RULES,
     DECISION_RULES,
+    PROVIDER_EVENTS,
     STORE_CANCEL,
     Decision,
     Email,
     Event,
+    ProviderEventKind,
+    SessionBinding,
     Status,
     Transition,
+    age_check,
     deadline_for,
+    is_stale,
     timers_for,
 )
 from shared.handlers.effects import Effects
@@ -41,10 +54,12 @@ class Result:
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
                 request_id: str | None = None) -> Result:
-    """Open a session with its deadline and timers, once per order."""
-    start, deadline = deadline_for(cmd.ordered_at, now, settings.verification_window)
+    """Open a session with its deadline and timers, once per order; a stale order opens none."""
+    if is_stale(cmd.ordered_at, now, settings.max_order_age):
+        return _record_stale(db, cmd, now=now, request_id=request_id)
+    start, deadline = deadline_for(now, settings.verification_window)
     timers = timers_for(start, deadline, settings.reminder_offsets)
-    fx = Effects(cmd.order_id, now, request_id)
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
     fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
     fx.email(Email.LINK)
@@ -69,17 +84,70 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     return Result("duplicate", cmd.order_id, "event already received")
 
 
-def record_decision(db: Database, cmd: ProviderDecision, *, now: datetime,
+def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
+    with db.transaction() as conn:
+        if not store.claim_delivery(conn, cmd.provider, cmd.event_id, cmd.order_id):
+            return Result("duplicate", cmd.order_id, "event already received")
+        fx.event(Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id,
+                 ordered_at=cmd.ordered_at.isoformat())
+        store.write_effects(conn, fx.events, fx.outbox)
+    return Result("ignored", cmd.order_id, "order is older than MAX_ORDER_AGE: recorded for the operator")
+
+
+def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, now: datetime,
                     request_id: str | None = None) -> Result:
-    """Apply the provider's decision if the session's status allows it; else record it."""
+    """Apply the provider's decision to the session it was made for, if its status allows; else record it.
+
+    An approval is checked against MINIMUM_AGE on the decision's date (UTC); only the
+    outcome (`age_check`) is kept, never the date of birth."""
     rule = DECISION_RULES[cmd.decision]
-    details = {"decision": str(cmd.decision), "code": cmd.code,
-               "verification_id": cmd.verification_id, "reason_code": cmd.reason_code}
+    details: dict = {"decision": str(cmd.decision), "code": cmd.code,
+                     "verification_id": cmd.verification_id, "reason_code": cmd.reason_code}
+    if cmd.decision is Decision.APPROVED:
+        outcome = age_check(cmd.birth_date, (cmd.decided_at or now).date(), settings.minimum_age)
+        rule = APPROVAL_RULES[outcome]
+        details["age_check"] = str(outcome)
+    if rule.reason:
+        details["reason"] = rule.reason
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, rule, details,
-                       ignored_event=Event.DECISION_IGNORED, now=now, request_id=request_id)
+                       ignored_event=Event.DECISION_IGNORED, now=now, request_id=request_id,
+                       session_id=cmd.verification_id, decided_at=cmd.decided_at)
 
 
-def cancel_order(db: Database, cmd: StoreCancelled, *, now: datetime,
+def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, *, now: datetime,
+                          request_id: str | None = None) -> Result:
+    """Record the customer's progress; a submission before the deadline holds the expiry
+    for the decision until deadline + DECISION_GRACE."""
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
+    details: dict = {"verification_id": cmd.verification_id}
+    with db.transaction() as conn:
+        stopped = _claim_and_bind(conn, fx, cmd.provider, cmd.event_id, cmd.order_id,
+                                  cmd.verification_id, Event.DECISION_IGNORED, details)
+        if stopped:
+            return stopped
+        if cmd.kind is ProviderEventKind.SUBMITTED:
+            hold = store.hold_for_decision(conn, cmd.order_id, now, settings.decision_grace)
+            if hold is not None:
+                details["decision_due_by"] = hold.isoformat()
+        fx.event(PROVIDER_EVENTS[cmd.kind], **details)
+        store.write_effects(conn, fx.events, fx.outbox)
+    return Result("accepted", cmd.order_id)
+
+
+def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, now: datetime,
+                   request_id: str | None = None) -> Result:
+    """A delivery the service does not act on (a walk-in sale, a return): recorded once, answered 200."""
+    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
+    with db.transaction() as conn:
+        if not store.claim_delivery(conn, cmd.provider, cmd.event_id, cmd.order_id):
+            return Result("duplicate", cmd.order_id, "event already received")
+        fx.event(Event.ORDER_IGNORED, provider=cmd.provider, event_id=cmd.event_id, reason=cmd.reason)
+        store.write_effects(conn, fx.events, fx.outbox)
+    return Result("ignored", cmd.order_id, cmd.reason)
+
+
+def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: datetime,
                  request_id: str | None = None) -> Result:
     """The store voided the order: close the session and its timers."""
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, STORE_CANCEL, {},
@@ -94,15 +162,56 @@ def operator_action(db: Database, order_id: str, action: str, *, operator: str, 
                        request_id=None, actor=f"operator:{operator}")
 
 
+_HANDLERS = {
+    OrderPlaced: place_order,
+    StoreCancelled: cancel_order,
+    ProviderDecision: record_decision,
+    ProviderEvent: record_provider_event,
+    IgnoredDelivery: record_ignored,
+}
+
+
+def handle(db: Database, settings: Settings, command: InboundCommand, *, now: datetime,
+           request_id: str | None = None) -> Result:
+    """Run the handler for a parsed webhook command."""
+    return _HANDLERS[type(command)](db, settings, command, now=now, request_id=request_id)
+
+
+def _claim_and_bind(conn, fx: Effects, provider: str, event_id: str, order_id: str, session_id: str,
+                    ignored_event: Event, details: dict) -> Result | None:
+    """Claim the delivery and check the provider session is this order's current one.
+
+    A Result when the input stops here (duplicate, unknown order, unknown or
+    superseded session: recorded, nothing changed); None to go on."""
+    if not store.claim_delivery(conn, provider, event_id, order_id):
+        return Result("duplicate", order_id, "event already received")
+    status = store.session_status(conn, order_id)
+    if status is None:
+        return Result("ignored", order_id, "unknown order")
+    binding = SessionBinding(store.provider_session_state(conn, order_id, session_id))
+    if binding is SessionBinding.CURRENT:
+        return None
+    reason = f"{binding}_session"
+    fx.event(ignored_event, status=status, **{**details, "reason": reason})
+    store.write_effects(conn, fx.events, fx.outbox)
+    return Result("ignored", order_id, reason)
+
+
 def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
                 details: dict, *, ignored_event: Event, now: datetime,
-                request_id: str | None, actor: str | None = None) -> Result:
+                request_id: str | None, actor: str | None = None, session_id: str | None = None,
+                decided_at: datetime | None = None) -> Result:
     fx = Effects(order_id, now, request_id, actor=actor or provider)
     with db.transaction() as conn:
-        if not store.claim_delivery(conn, provider, event_id, order_id):
+        if session_id is not None:
+            stopped = _claim_and_bind(conn, fx, provider, event_id, order_id, session_id,
+                                      ignored_event, details)
+            if stopped:
+                return stopped
+        elif not store.claim_delivery(conn, provider, event_id, order_id):
             return Result("duplicate", order_id, "event already received")
         moved = store.move_status(conn, order_id, tuple(rule.from_statuses), rule.to_status,
-                                  fresh_link=rule.fresh_link)
+                                  fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
             status = store.session_status(conn, order_id)
             if status is None:
@@ -118,12 +227,14 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
 
 def apply_effects(conn, fx: Effects, rule: Transition, details: dict) -> None:
     """The side effects of a transition that applied, written in the caller's transaction."""
+    if rule.reason:
+        details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
     if rule.cancel_timers:
         for name in store.cancel_timers(conn, fx.order_id):
             fx.unschedule(name)
     if rule.refund:
-        fx.refund(reason=str(rule.to_status))
+        fx.refund(reason=rule.refund_reason)
     if rule.email:
         fx.email(rule.email)
     store.write_effects(conn, fx.events, fx.outbox)

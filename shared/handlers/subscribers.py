@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from email.errors import MessageError
 from typing import Any
 
 from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
@@ -24,6 +25,8 @@ from shared.handlers.effects import Effects
 log = logging.getLogger(__name__)
 
 OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
+OUTCOME_STATUS = {Email.VERIFIED: Status.VERIFIED, Email.DECLINED: Status.DECLINED, Email.EXPIRED: Status.EXPIRED}
+REFUNDABLE = (Status.DECLINED, Status.EXPIRED)
 
 
 # ---- customer emails -------------------------------------------------------------
@@ -42,6 +45,8 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     if session is None:
         return "unknown order"
     if kind in OPEN_ONLY and session["status"] not in (Status.PENDING, Status.IN_REVIEW):
+        return f"session is {session['status']}"
+    if kind in OUTCOME_STATUS and session["status"] != OUTCOME_STATUS[kind]:
         return f"session is {session['status']}"
     lease = settings.email_lease.total_seconds()
     claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
@@ -63,16 +68,23 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             reminder_index=job.reminder_index, store_name=settings.store_name,
         )
         sender.send(message)
+    except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
+        log.error("email %s cannot be built or sent: %s", kind, type(exc).__name__)
+        return _finish_email(db, job, now, "skipped", Event.EMAIL_FAILED, reason=type(exc).__name__)
     except BaseException:
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
+    return _finish_email(db, job, now, "sent", Event.EMAIL_SENT)
+
+
+def _finish_email(db: Database, job: EmailJob, now: datetime, state: str, event: Event, **details) -> str:
     fx = Effects(job.order_id, now, actor="send_customer_email")
-    fx.event(Event.EMAIL_SENT, kind=str(kind), reminder_index=job.reminder_index)
+    fx.event(event, kind=job.kind, reminder_index=job.reminder_index, **details)
     with db.transaction() as conn:
-        store.finish_email(conn, job.order_id, kind, job.reminder_index, "sent")
+        store.finish_email(conn, job.order_id, job.kind, job.reminder_index, state)
         store.write_effects(conn, fx.events, fx.outbox)
-    return "sent"
+    return state
 
 
 def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit: int = 200) -> int:
@@ -100,6 +112,8 @@ def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit:
 
 METRICS = {
     Event.ORDER_RECEIVED: "orders_received",
+    Event.STARTED: "opened",
+    Event.SUBMITTED: "submitted",
     Event.APPROVED: "verified",
     Event.DECLINED: "declined",
     Event.IN_REVIEW: "in_review",
@@ -165,9 +179,13 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
     delivery that finds another attempt's lease raises TransientError (retried later); one
     that finds the lease passed (a crash) takes it over and calls again with the same
     Idempotency-Key, so the store's API sees one refund whatever happens here."""
-    claim = store.claim_refund(db, action.order_id, settings.email_lease.total_seconds())
-    if claim == "unknown":
+    with db.read() as conn:
+        status = store.session_status(conn, action.order_id)
+    if status is None:
         return "unknown order"
+    if status not in REFUNDABLE:  # closed for good: a refund is owed only for these
+        return f"not refunded: session is {status}"
+    claim = store.claim_refund(db, action.order_id, settings.email_lease.total_seconds())
     if claim == "requested":
         raise TransientError("this refund is being requested by another attempt", component="refund")
     if claim != "claimed":

@@ -10,7 +10,7 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, TimerKind, timers_for
 from shared.errors import TransientError
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
@@ -20,9 +20,7 @@ log = logging.getLogger(__name__)
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
     """Re-check state and act; a stale, duplicate or moved timer is a no-op."""
-    if timer.kind == "reminder":
-        return send_reminder(db, timer, now=now, request_id=request_id)
-    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
+    return _FIRE[timer.timer_kind](db, timer, now=now, request_id=request_id)
 
 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
@@ -54,10 +52,17 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
         if held is None:
             return Result("ignored", order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(conn, order_id)
-        apply_effects(conn, fx, LINK_NOT_SENT, {"reason": "link_not_sent", "deadline": held["deadline"].isoformat()})
+        apply_effects(conn, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()})
     log.warning("deadline passed but the link email was never sent: session held for review",
                 extra={"labels": {"order_id": order_id}})
     return Result("accepted", order_id, "link_not_sent")
+
+
+def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
+    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
+
+
+_FIRE = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
 
 
 @dataclass

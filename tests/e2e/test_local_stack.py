@@ -211,7 +211,8 @@ def test_declined_requests_a_refund(stack, db):
     url, inbox = stack
     order_id = new_order()
     place(url, order_id)
-    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")  # a decision needs the link
+    # A decision binds only to the provider session the link email created (issue 10 item 2).
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
     decide(url, order_id, 9102)
     wait_for(lambda: session_of(db, order_id) == ("declined", "manual"), "decline and refund record")
     wait_for(lambda: "declined" in inbox.kinds_for(order_id), "the declined email")

@@ -145,14 +145,18 @@ def test_poison_messages_are_acknowledged(app_env, target, topic):
     assert client.post("/", data=b'{"message": {"data": "!!!"}}', headers=garbage).status_code == 200
 
 
-def test_stale_message_is_dropped(app_env, db, settings, smtp, order_id):
+def test_stale_reminder_is_dropped_but_a_stale_link_is_sent(app_env, db, settings, smtp, order_id):
+    """MAX_MESSAGE_AGE may skip a late reminder, never the link (issue 10 item 7)."""
     inbox, port = smtp
     app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false", MAX_MESSAGE_AGE="1h")
     place(db, settings, order_id)
     client = client_for("send_customer_email", "cloudevent")
     old = datetime.now(timezone.utc) - timedelta(hours=2)
-    assert deliver(client, "customer-emails", email_job(order_id), key="k", published=old).status_code == 200
+    reminder = email_job(order_id, kind="reminder")
+    assert deliver(client, "customer-emails", reminder, key="k", published=old).status_code == 200
     assert inbox.messages == []
+    assert deliver(client, "customer-emails", email_job(order_id), key="k2", published=old).status_code == 200
+    assert len(inbox.messages) == 1
 
 
 # ---- record_analytics ------------------------------------------------------------------

@@ -6,7 +6,7 @@ import base64
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 import pytest
@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
 from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET
 from tests.functions.conftest import count, rows_for_order
+from tests.sessions import bind_provider_session
 
 NOTHING = {"verification_sessions": 0, "webhook_events": 0, "countdown_timers": 0,
            "event_log": 0, "outbox": 0}
@@ -62,11 +63,13 @@ def test_order_opens_session_with_timers_events_and_outbox(intake, db, order_id)
                      "AND deadline - ordered_at = interval '72 hours'", o=order_id) == 1
 
 
-def test_deadline_counts_from_the_orders_own_time(intake, db, order_id):
-    response = post_order(intake, order_id, createdAt="2026-01-01T00:00:00Z")
-    assert response.status_code == 200
+def test_deadline_counts_from_receipt_not_the_orders_own_time(intake, db, order_id):
+    # Changed by issue 10 item 6: the window starts when the link can first be sent.
+    created = datetime.now(timezone.utc) - timedelta(days=2)
+    response = post_order(intake, order_id, createdAt=created.isoformat())
+    assert response.status_code == 200 and response.json["status"] == "accepted"
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o "
-                     "AND deadline = '2026-01-04T00:00:00Z'", o=order_id) == 1
+                     "AND deadline > now() + interval '71 hours'", o=order_id) == 1
 
 
 def test_same_event_twice_is_duplicate(intake, db, order_id):
@@ -231,20 +234,22 @@ def status_of(db, order_id):
 
 def test_approval_verifies_and_cancels_timers(intake, db, order_id):
     post_order(intake, order_id)
-    response = post_veriff(intake, order_id, 9001, verification_id="v-1")
+    bind_provider_session(db, order_id, f"v1-{order_id}")
+    response = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}")
     assert response.json["status"] == "accepted"
     assert status_of(db, order_id) == "verified"
     assert count(db, "SELECT count(*) FROM countdown_timers WHERE order_id = :o AND state = 'cancelled'",
                  o=order_id) == 2
     assert count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND kind = 'task.delete'", o=order_id) == 2
-    again = post_veriff(intake, order_id, 9001, verification_id="v-1")
+    again = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}")
     assert again.json["status"] == "duplicate"
 
 
 def test_late_decision_after_terminal_is_recorded_not_applied(intake, db, order_id):
     post_order(intake, order_id)
-    post_veriff(intake, order_id, 9102, verification_id="v-1", decision_time="2026-11-29T10:00:00Z")
-    late = post_veriff(intake, order_id, 9001, verification_id="v-2", decision_time="2026-11-29T11:00:00Z")
+    bind_provider_session(db, order_id, f"v1-{order_id}")
+    post_veriff(intake, order_id, 9102, verification_id=f"v1-{order_id}", decision_time="2026-11-29T10:00:00Z")
+    late = post_veriff(intake, order_id, 9001, verification_id=f"v1-{order_id}", decision_time="2026-11-29T11:00:00Z")
     assert late.json["status"] == "ignored"
     assert status_of(db, order_id) == "declined"
     assert count(db, "SELECT count(*) FROM event_log WHERE order_id = :o AND type = "
@@ -330,8 +335,9 @@ def set_session(db, order_id, **columns):
 def test_decision_table(intake, db, order_id, start, code, status, end, event, link_cleared):
     """DESIGN.md section 3, one row per case, over HTTP."""
     post_order(intake, order_id)
-    set_session(db, order_id, status=start, veriff_session_id="vs-1", veriff_url="https://veriff.example/s/1")
-    response = post_veriff(intake, order_id, code, status=status)
+    bind_provider_session(db, order_id, f"vs-{order_id}")
+    set_session(db, order_id, status=start)
+    response = post_veriff(intake, order_id, code, status=status, verification_id=f"vs-{order_id}")
     assert response.status_code == 200
     assert response.json["status"] == ("ignored" if event.endswith("ignored") else "accepted")
     assert status_of(db, order_id) == end

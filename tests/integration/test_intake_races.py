@@ -6,13 +6,14 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from sqlalchemy import text
 
 from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import Decision
 from shared.handlers import intake
+from tests.sessions import bind_provider_session
 
 
 def counts(db, order_id):
@@ -66,15 +67,17 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
     orders = [f"race-{uuid.uuid4().hex[:10]}" for _ in range(20)]
     for order_id in orders:
         intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=now)
+        bind_provider_session(db, order_id, "v")  # the provider session the decisions refer to
 
     def closing_input(i, order_id):
         if i == 0:
-            return intake.record_decision(db, ProviderDecision("veriff", f"a-{order_id}", order_id,
-                                                               Decision.APPROVED, "v", 9001), now=now)
+            return intake.record_decision(db, settings, ProviderDecision(
+                "veriff", f"a-{order_id}", order_id, Decision.APPROVED, "v", 9001, birth_date=date(1990, 1, 1)),
+                now=now)
         if i == 1:
-            return intake.record_decision(db, ProviderDecision("veriff", f"d-{order_id}", order_id,
-                                                               Decision.DECLINED, "v", 9102), now=now)
-        return intake.cancel_order(db, StoreCancelled("lightspeed", f"c-{order_id}", order_id), now=now)
+            return intake.record_decision(db, settings, ProviderDecision(
+                "veriff", f"d-{order_id}", order_id, Decision.DECLINED, "v", 9102), now=now)
+        return intake.cancel_order(db, settings, StoreCancelled("lightspeed", f"c-{order_id}", order_id), now=now)
 
     for order_id in orders:
         results = run_together(3, lambda i: closing_input(i, order_id).status)
@@ -94,3 +97,16 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
         assert terminal_events == 1
         assert refunds == (1 if status == "declined" else 0)
         assert deletes == 2  # each timer's task deleted once, by the winner
+
+
+def test_order_events_record_their_actor(db, settings, order_id):
+    """place_order (PL/pgSQL) writes the same event columns as every other writer, actor included."""
+    now = datetime.now(timezone.utc)
+    order = OrderPlaced("lightspeed", f"m-{order_id}", order_id, "a@example.com")
+    intake.place_order(db, settings, order, now=now)
+    intake.place_order(db, settings, OrderPlaced("lightspeed", f"m2-{order_id}", order_id, "a@example.com"), now=now)
+    with db.read() as conn:
+        actors = conn.execute(text("SELECT type, actor FROM event_log WHERE order_id = :o ORDER BY id"),
+                              {"o": order_id}).all()
+    assert [tuple(a) for a in actors] == [("order.received", "lightspeed"), ("verification.requested", "lightspeed"),
+                                          ("order.duplicate", "lightspeed")]

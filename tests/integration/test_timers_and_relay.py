@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +22,7 @@ from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, TimerPayload
 from shared.domain.model import Decision
 from shared.handlers import intake, relay, timers
+from tests.sessions import bind_provider_session, mark_link_sent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -71,9 +72,13 @@ def place(db, settings, order_id, at=T0, *, link_sent=True):
                                 now=at)
     assert result.status == "accepted"
     if link_sent:
-        with db.transaction() as conn:
-            conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state, sent_at) "
-                              "VALUES (:o, 'link', 0, 'sent', now())"), {"o": order_id})
+        bind_provider_session(db, order_id, "v")  # what the link email leaves behind
+        mark_link_sent(db, order_id)
+
+
+def approval(order_id):
+    return ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001,
+                            birth_date=date(1990, 1, 1))
 
 
 def deadline_timer(order_id, version=1):
@@ -117,8 +122,7 @@ def test_duplicate_deadline_delivery_expires_once(db, settings, order_id):
 
 def test_deadline_after_approval_is_a_no_op(db, settings, order_id):
     place(db, settings, order_id)
-    intake.record_decision(db, ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001),
-                           now=T0 + timedelta(hours=1))
+    intake.record_decision(db, settings, approval(order_id), now=T0 + timedelta(hours=1))
     result = timers.fire(db, deadline_timer(order_id), now=T0 + timedelta(hours=73))
     assert result.status == "ignored"
     assert status_of(db, order_id) == "verified"
@@ -156,7 +160,7 @@ def test_reminder_fires_once_and_not_after_verification(db, settings, order_id):
 
     other = f"{order_id}-b"
     place(db, settings, other)
-    intake.record_decision(db, ProviderDecision("veriff", f"v-{other}", other, Decision.APPROVED, "v", 9001), now=at)
+    intake.record_decision(db, settings, approval(other), now=at)
     late = TimerPayload(order_id=other, kind="reminder", reminder_index=0, deadline_version=1)
     assert timers.fire(db, late, now=at).status == "ignored"
 
@@ -169,8 +173,7 @@ def test_race_approval_and_deadline_for_100_orders(db, settings):
     at = T0 + timedelta(hours=72, seconds=5)
 
     def approve(order_id):
-        return intake.record_decision(
-            db, ProviderDecision("veriff", f"v-{order_id}", order_id, Decision.APPROVED, "v", 9001), now=at).status
+        return intake.record_decision(db, settings, approval(order_id), now=at).status
 
     def expire(order_id):
         return timers.fire(db, deadline_timer(order_id), now=at).status

@@ -15,6 +15,7 @@ from shared.domain.model import (
     Status,
     applies,
     deadline_for,
+    is_stale,
     task_name,
     timers_for,
 )
@@ -69,16 +70,18 @@ def test_store_cancel_closes_open_sessions_without_refund():
     assert STORE_CANCEL.cancel_timers and not STORE_CANCEL.refund
 
 
-def test_deadline_from_sane_order_time():
-    start, deadline = deadline_for(T0 - timedelta(hours=1), T0, timedelta(hours=72))
-    assert start == T0 - timedelta(hours=1)
-    assert deadline == T0 + timedelta(hours=71)
+def test_deadline_counts_from_receipt():
+    # Issue 10 item 6 / DESIGN.md section 3: the window starts when the link can first be sent,
+    # not at the order's own creation time (that moved deadlines into the past).
+    assert deadline_for(T0, timedelta(hours=72)) == (T0, T0 + timedelta(hours=72))
 
 
-@pytest.mark.parametrize("ordered_at", [None, T0 + timedelta(minutes=5)])
-def test_deadline_from_receipt_when_order_time_missing_or_future(ordered_at):
-    start, deadline = deadline_for(ordered_at, T0, timedelta(hours=72))
-    assert (start, deadline) == (T0, T0 + timedelta(hours=72))
+@pytest.mark.parametrize("ordered_at, stale", [
+    (None, False), (T0 + timedelta(minutes=5), False), (T0 - timedelta(days=6, hours=23), False),
+    (T0 - timedelta(days=7, seconds=1), True), (T0 - timedelta(days=30), True),
+])
+def test_orders_older_than_max_order_age_are_stale(ordered_at, stale):
+    assert is_stale(ordered_at, T0, timedelta(days=7)) is stale
 
 
 def test_timers_one_per_reminder_plus_deadline():

@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
 from shared import inbound
-from shared.domain.messages import OrderPlaced, StoreCancelled
+from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.domain.model import Decision
 from shared.errors import BadSignature, InvalidField, Unparseable
 
@@ -157,8 +157,13 @@ def test_lightspeed_voided_sale_cancels_and_others_are_ignored():
 
 
 def test_lightspeed_errors():
+    # A paid sale without a customer email is a walk-in: recorded and ignored, not a 422
+    # (issue 10 item 4: a 4xx makes Lightspeed retry for 48 h).
+    walk_in = inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED"}))
+    assert walk_in == IgnoredDelivery("lightspeed", "s-1:CLOSED:", "s-1", "no_customer_email")
     with pytest.raises(InvalidField) as error:
-        inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED"}))
+        inbound.parse_lightspeed(lightspeed_form({"id": "s-1", "status": "CLOSED",
+                                                  "customer": {"email": "a@example.com\n"}}))
     assert error.value.field == "payload.customer.email"
     with pytest.raises(InvalidField) as error:
         inbound.parse_lightspeed(urlencode({"type": "sale.update"}).encode())
@@ -189,3 +194,41 @@ def test_veriff_unknown_code_and_missing_vendor_data():
     with pytest.raises(InvalidField) as error:
         inbound.parse_veriff_decision(json.dumps(body).encode())
     assert error.value.field == "verification.vendorData"
+
+
+# ---- the source registry ------------------------------------------------------------
+
+
+def test_each_path_finds_its_source_bound_to_its_secret():
+    from shared.config import Settings
+    from shared.errors import RouteDisabled
+    settings = Settings(order_webhook_secret=b"k" * 32, veriff_shared_secret="vs", veriff_api_key="ak",
+                        lightspeed_client_secret="cs")
+    found = {path: inbound.source_for(path, settings) for path in inbound.SOURCES}
+    assert {path: (s.path, s.content_type, s.secret_variable) for path, s in found.items()} == {
+        "/webhooks/orders": ("/webhooks/orders", "application/json", "ORDER_WEBHOOK_SECRET"),
+        "/webhooks/lightspeed": ("/webhooks/lightspeed", "application/x-www-form-urlencoded",
+                                 "LIGHTSPEED_CLIENT_SECRET"),
+        "/webhooks/veriff": ("/webhooks/veriff", "application/json", "VERIFF_SHARED_SECRET"),
+    }
+    assert inbound.source_for("/webhooks/shopify", settings) is None
+    assert all(secret not in repr(s) for s in found.values() for secret in ("vs", "ak", "cs", "kkkk"))
+    with pytest.raises(RouteDisabled):
+        inbound.source_for("/webhooks/lightspeed", Settings())
+
+
+def test_sources_verify_then_parse():
+    from shared.config import Settings
+    settings = Settings(veriff_shared_secret="vs", veriff_api_key="ak", lightspeed_client_secret="cs")
+    veriff = inbound.source_for("/webhooks/veriff", settings)
+    body = veriff_body("A-1", 9102, verification_id="v-1")
+    assert veriff.verify(veriff_headers("vs", "ak", body), body, datetime.now(timezone.utc)) is None
+    assert veriff.parse(body, None).order_id == "A-1"
+    with pytest.raises(BadSignature):
+        veriff.verify(veriff_headers("vs", "not-the-key", body), body, datetime.now(timezone.utc))
+    lightspeed = inbound.source_for("/webhooks/lightspeed", settings)
+    form = lightspeed_form({"id": "s-1", "status": "VOIDED", "version": 1})
+    lightspeed.verify(lightspeed_headers("cs", form), form, datetime.now(timezone.utc))
+    assert lightspeed.parse(form, None) == StoreCancelled("lightspeed", "s-1:VOIDED:1", "s-1")
+    with pytest.raises(BadSignature):
+        lightspeed.verify(lightspeed_headers("other", form), form, datetime.now(timezone.utc))

@@ -1,0 +1,100 @@
+"""Veriff decision and event webhooks (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.config import Settings
+from shared.domain import fields as check
+from shared.domain.messages import ProviderDecision, ProviderEvent
+from shared.domain.model import VERIFF_CODES, VERIFF_EVENT_CODES, Decision
+from shared.errors import BadSignature
+from shared.inbound.source import coded, json_object, nested
+
+
+@dataclass(frozen=True)
+class VeriffSource:
+    shared_secret: str = field(repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    path = "/webhooks/veriff"
+    content_type = "application/json"
+    secret_variable = "VERIFF_SHARED_SECRET"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VeriffSource:
+        return cls(settings.veriff_shared_secret, settings.veriff_api_key)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        verify_veriff(self.shared_secret, headers.get("X-HMAC-SIGNATURE"), body)
+        client = headers.get("X-AUTH-CLIENT", "")
+        if self.api_key and not hmac.compare_digest(client.encode(), self.api_key.encode()):
+            raise BadSignature("X-AUTH-CLIENT does not match the API key")
+
+    def parse(self, body: bytes, delivery_id: str | None) -> ProviderDecision | ProviderEvent:
+        return parse_veriff(body)
+
+
+def verify_veriff(secret: str, header: str | None, body: bytes) -> None:
+    """`X-HMAC-SIGNATURE`: lowercase hex HMAC-SHA256 of the body."""
+    if not header:
+        raise BadSignature("missing X-HMAC-SIGNATURE")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(header.strip().lower().encode(), expected.encode()):
+        raise BadSignature("X-HMAC-SIGNATURE does not match")
+
+
+def parse_veriff(body: bytes) -> ProviderDecision | ProviderEvent:
+    """A decision webhook (it has `verification`) or an event webhook (`code` 7001/7002)."""
+    data = json_object(body)
+    if "verification" in data:
+        return _veriff_decision(data)
+    return _veriff_event(data)
+
+
+def parse_veriff_decision(body: bytes) -> ProviderDecision:
+    return _veriff_decision(json_object(body))
+
+
+def _veriff_decision(data: dict[str, Any]) -> ProviderDecision:
+    verification = check.obj(data.get("verification"), "verification")
+    verification_id = check.identifier(verification.get("id"), "verification.id")
+    order_id = check.identifier(verification.get("vendorData"), "verification.vendorData")
+    code, decision = coded(verification, "verification.code", VERIFF_CODES, "decision")
+    status = check.text(verification.get("status"), "verification.status", required=False)
+    if decision is Decision.EXPIRED and status == "abandoned":
+        decision = Decision.ABANDONED
+    decision_time = check.text(verification.get("decisionTime"), "verification.decisionTime",
+                               required=False, max_length=40)
+    reason_code = verification.get("reasonCode")
+    person = nested(verification, "person", "verification.person")
+    return ProviderDecision(
+        provider="veriff",
+        event_id=f"{verification_id}:{code}:{decision_time or ''}",
+        order_id=order_id,
+        decision=decision,
+        verification_id=verification_id,
+        code=code,
+        reason_code=check.integer(reason_code, "verification.reasonCode", maximum=99999)
+        if reason_code is not None else None,
+        decided_at=check.timestamp(decision_time, "verification.decisionTime"),
+        birth_date=check.calendar_date(person.get("dateOfBirth")),
+    )
+
+
+def _veriff_event(data: dict[str, Any]) -> ProviderEvent:
+    verification_id = check.identifier(data.get("id"), "id")
+    code, kind = coded(data, "code", VERIFF_EVENT_CODES, "event")
+    attempt_id = check.identifier(data.get("attemptId"), "attemptId", required=False)
+    check.text(data.get("action"), "action", required=False)
+    return ProviderEvent(
+        provider="veriff",
+        event_id=f"{verification_id}:{code}:{attempt_id or ''}",
+        order_id=check.identifier(data.get("vendorData"), "vendorData"),
+        kind=kind,
+        verification_id=verification_id,
+    )
