@@ -134,7 +134,7 @@ def relay_throughput(db, project: str, *, orders: int = 1000) -> tuple[int, floa
     from shared.adapters.tasks import LocalTaskScheduler
     from shared.db import store
     from shared.domain.model import Email, Event
-    from shared.handlers.effects import Effects
+    from shared.domain.effects import Effects
     from shared.handlers.relay import relay
 
     run = uuid.uuid4().hex[:8]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import functools
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import bootstrap
@@ -20,50 +19,48 @@ from shared.errors import PermanentError, TransientError
 log = logging.getLogger("functions")
 
 
-def subscriber(name: str, payload_type: type[Payload]) -> Callable:
-    """Wrap a handler `(payload) -> outcome str` as a CloudEvent function.
+def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent], None]:
+    """The CloudEvent function `name`: unwrap the Pub/Sub message into a `payload_type` and hand it
+    to `bootstrap.handle`.
 
     Unparseable messages and those older than MAX_MESSAGE_AGE that may expire (late
-    reminders; never a refund request or an event) are logged and
-    acknowledged (returning normally), so Pub/Sub does not redeliver them
-    forever; a TransientError propagates, so the platform retries.
+    reminders; never a refund request or an event) are logged and acknowledged (returning
+    normally), so Pub/Sub does not redeliver them forever; a TransientError propagates, so
+    the platform retries.
     """
     logctx.configure()
 
-    def decorate(handler: Callable[[Payload], str]) -> Callable[[CloudEvent], None]:
-        @functools.wraps(handler)
-        def entry(event: CloudEvent) -> None:
-            with logctx.bound(function=name, event_id=_identifier(event.get("id"))):
-                try:
-                    payload, attributes, published = _unwrap(event, payload_type)
-                except (PermanentError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-                    log.error("unparseable message acknowledged: %s", type(exc).__name__)
-                    return
-                logctx.bind(order_id=_identifier(attributes.get("order_id")),
-                            request_id=_identifier(attributes.get("request_id")) or None)
-                settings = bootstrap.settings()
-                if (payload.may_expire and published
-                        and datetime.now(timezone.utc) - published > settings.max_message_age):
-                    log.warning("message older than MAX_MESSAGE_AGE dropped")
-                    return
-                try:
-                    outcome = handler(payload)
-                except TransientError as exc:
-                    log.warning("transient failure, Pub/Sub will retry: %s", exc)
-                    raise
-                except PermanentError as exc:
-                    log.error("permanent failure acknowledged: %s", exc)
-                    return
-                except Exception:
-                    # A message no handler can take (a poison value past the parser): retrying
-                    # cannot help. What it should have caused is re-driven by the sweeper.
-                    log.exception("message could not be handled; acknowledged")
-                    return
-                log.info("handled: %s", outcome)
+    def entry(event: CloudEvent) -> None:
+        with logctx.bound(function=name, event_id=logctx.identifier(event.get("id"))):
+            try:
+                payload, attributes, published = _unwrap(event, payload_type)
+            except (PermanentError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                log.error("unparseable message acknowledged: %s", type(exc).__name__)
+                return
+            request_id = logctx.identifier(attributes.get("request_id")) or None
+            logctx.bind(order_id=logctx.identifier(attributes.get("order_id")), request_id=request_id)
+            settings = bootstrap.settings()
+            if (payload.may_expire and published
+                    and datetime.now(timezone.utc) - published > settings.max_message_age):
+                log.warning("message older than MAX_MESSAGE_AGE dropped")
+                return
+            try:
+                outcome = bootstrap.handle(payload, request_id=request_id)
+            except TransientError as exc:
+                log.warning("transient failure, Pub/Sub will retry: %s", exc)
+                raise
+            except PermanentError as exc:
+                log.error("permanent failure acknowledged: %s", exc)
+                return
+            except Exception:
+                # A message no handler can take (a poison value past the parser): retrying
+                # cannot help. What it should have caused is re-driven by the sweeper.
+                log.exception("message could not be handled; acknowledged")
+                return
+            log.info("handled: %s", outcome)
 
-        return entry
-
-    return decorate
+    entry.__name__ = entry.__qualname__ = name
+    return functions_framework.cloud_event(entry)
 
 
 def _unwrap(event: CloudEvent, payload_type: type[Payload]) -> tuple[Payload, dict, datetime | None]:
@@ -91,11 +88,3 @@ def _published_at(value: object) -> datetime | None:
     if published.tzinfo is None:
         raise ValueError("publishTime without a zone")
     return published
-
-
-_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
-
-
-def _identifier(value: object) -> str | None:
-    """A value fit for a log label (an id), else None: labels never echo arbitrary input."""
-    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
+import functions_framework
 
 from shared import log as logctx
-from shared.errors import ConfigError, PermanentError, TransientError
+from shared.errors import BodyTooLarge, ConfigError, PermanentError, TransientError, WrongContentType
 
 log = logging.getLogger("functions")
 
@@ -27,6 +28,28 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+
+
+class NotFound(PermanentError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(PermanentError):
+    status = 405
+    code = "method_not_allowed"
+
+
+def read_body(request: flask.Request, content_type: str, limit: int) -> bytes:
+    """The raw body, refused before it is read when its type or declared size is wrong."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"body is over {limit} bytes")
+    if request.mimetype != content_type:
+        raise WrongContentType(f"expected {content_type}")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge(f"body is over {limit} bytes")
+    return body
 
 
 def request_id_of(request: flask.Request) -> str:
@@ -56,7 +79,8 @@ def error_response(exc: Exception, request_id: str) -> flask.Response:
 
 
 def http_entry(name: str) -> Callable:
-    """Wrap an http function: bind log context, map typed errors to statuses.
+    """Wrap an http function: bind log context, map typed errors to statuses, and register it
+    with functions-framework as an http function (the signature type lives in the code).
 
     The wrapped function returns (status, body dict)."""
     logctx.configure()
@@ -81,6 +105,6 @@ def http_entry(name: str) -> Callable:
                 log.info("answered %s", status, extra={"labels": {"status": str(status)}})
                 return json_response(status, body, request_id)
 
-        return entry
+        return functions_framework.http(entry)
 
     return decorate

@@ -16,7 +16,6 @@ from shared import log as logctx
 from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import TimerPayload
 from shared.errors import PermanentError
-from shared.handlers import timers
 
 NAME = "timer_expiry"
 bootstrap.check_at_start(NAME)
@@ -25,8 +24,8 @@ log = logging.getLogger("functions.timer_expiry")
 
 @http_entry(NAME)
 def timer_expiry(request: flask.Request, request_id: str) -> tuple[int, dict]:
-    logctx.bind(task=request.headers.get("X-CloudTasks-TaskName"),
-                retry_count=request.headers.get("X-CloudTasks-TaskRetryCount", "0"))
+    logctx.bind(task=logctx.identifier(request.headers.get("X-CloudTasks-TaskName")),
+                retry_count=logctx.identifier(request.headers.get("X-CloudTasks-TaskRetryCount", "0")))
     try:
         timer = TimerPayload.from_dict(loads_guarded(request.get_data()))
     except (ValueError, TypeError, RecursionError, PermanentError) as exc:
@@ -36,9 +35,6 @@ def timer_expiry(request: flask.Request, request_id: str) -> tuple[int, dict]:
                   getattr(exc, "field", None) or "-")
         return 200, {"status": "ignored", "detail": "malformed timer payload"}
     logctx.bind(order_id=timer.order_id, timer=timer.kind)
-    c = bootstrap.container()
-    result = timers.fire(c.db, timer, now=c.clock.now(), request_id=request_id)
+    result = bootstrap.handle(timer, request_id=request_id)
     log.info("timer %s: %s", timer.kind, result.status)
-    if result.status == "accepted":
-        c.relay([timer.order_id])
     return 200, result.to_dict()

@@ -105,6 +105,20 @@ def container() -> Container:
     return _container
 
 
+def handle(command, *, request_id: str | None = None):
+    """Run the command's use case with this instance's dependencies, then relay exactly the
+    outbox rows its units of work committed (what fails there stays for the sweeper)."""
+    from shared.db.unit_of_work import committed_orders
+    from shared.handlers.registry import HANDLERS
+
+    c = container()
+    with committed_orders() as orders:
+        outcome = HANDLERS[type(command)](c, command, request_id)
+    if orders:
+        c.relay(orders)
+    return outcome
+
+
 def settings_for(function: str, *required: str) -> Settings:
     """Settings with the variables `function` cannot run without (ConfigError names one)."""
     current = settings()

@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -108,6 +109,15 @@ def bind(**labels: str | None) -> None:
     merged = dict(_labels.get())
     merged.update({k: str(v) for k, v in labels.items() if v is not None})
     _labels.set(merged)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+
+
+def identifier(value: object) -> str | None:
+    """`value` when it looks like an id (fit for a log label), else None: labels never echo
+    arbitrary input."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
 
 
 def trace_from_headers(headers: dict[str, str] | object, project: str | None) -> str | None:

@@ -118,6 +118,13 @@ class Database:
             return list(result) if result.returns_rows else []
 
     @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection with typed errors, for a caller that runs its own transaction
+        (the unit of work)."""
+        with unavailable_as_transient(), _connection(self.engine) as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """An autocommit connection for reads (no transaction round trips)."""
         with unavailable_as_transient(), _connection(self.engine) as conn:

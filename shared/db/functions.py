@@ -5,10 +5,15 @@
 It lives in the database for speed, not cleverness: pg8000 scans every
 statement's text character by character in Python before sending it (about
 2 ms for this one as a 2 kB CTE), and PL/pgSQL keeps the plan cached, so the
-call is a short `SELECT place_order($1)` with one JSON argument.
+call is a short `SELECT place_order($1)` with one JSON argument. Its event, timer and
+outbox inserts are built from the same typed rows as every other writer's
+(`shared.db.recordsets`); a change of their shape re-creates it in a migration step.
 """
 
-PLACE_ORDER = r"""
+from shared.db.recordsets import insert_from_json
+from shared.domain.rows import EventRow, OutboxRow, TimerRow
+
+PLACE_ORDER = f"""
 CREATE OR REPLACE FUNCTION place_order(p jsonb)
 RETURNS TABLE (new_delivery boolean, new_session boolean)
 LANGUAGE plpgsql AS $fn$
@@ -38,17 +43,9 @@ BEGIN
 
     IF opened THEN
         -- A new session gets its events, timers and outbox rows.
-        INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, actor, data)
-        SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id, coalesce(e.actor, 'system'), e.data
-        FROM jsonb_to_recordset(p->'events') AS e(event_id uuid, order_id text, type text,
-             occurred_at timestamptz, request_id text, actor text, data jsonb);
-        INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
-        SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
-        FROM jsonb_to_recordset(p->'timers') AS t(order_id text, kind text, reminder_index int,
-             deadline_version int, fire_at timestamptz, task_name text);
-        INSERT INTO outbox (kind, order_id, payload)
-        SELECT o.kind, o.order_id, o.payload
-        FROM jsonb_to_recordset(p->'outbox') AS o(kind text, order_id text, payload jsonb);
+        {insert_from_json(EventRow, "p->'events'")};
+        {insert_from_json(TimerRow, "p->'timers'")};
+        {insert_from_json(OutboxRow, "p->'outbox'")};
     ELSE
         -- A new delivery for a known order is recorded as a duplicate.
         INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, actor, data)

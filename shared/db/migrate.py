@@ -61,11 +61,17 @@ def _leases_and_flat_outbox(conn: Connection) -> None:
                          "AND (refund_status IS NULL OR refund_status = 'requested')")
 
 
+def _place_order_from_rows(conn: Connection) -> None:
+    """v5: `place_order` writes its event, timer and outbox rows from the typed row shapes."""
+    conn.exec_driver_sql(functions.PLACE_ORDER)
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
+    _place_order_from_rows,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, text
@@ -11,6 +12,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from shared.db.database import Database
+from shared.db.recordsets import insert_from_json
+from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
 
 _PLACE_ORDER = text("SELECT new_delivery, new_session FROM place_order(CAST(:p AS jsonb))")
 
@@ -107,23 +110,20 @@ def cancel_timers(conn: Connection, order_id: str, kind: str | None = None) -> l
     )
 
 
-def write_effects(conn: Connection, events: list[dict], outbox: list[dict]) -> None:
-    """Event-log and outbox rows in one statement."""
-    conn.execute(
-        text("""
-            WITH new_events AS (
-                INSERT INTO event_log (event_id, order_id, type, occurred_at, request_id, actor, data)
-                SELECT e.event_id, e.order_id, e.type, e.occurred_at, e.request_id,
-                       coalesce(e.actor, 'system'), e.data
-                FROM jsonb_to_recordset(:events) AS e(event_id uuid, order_id text, type text,
-                     occurred_at timestamptz, request_id text, actor text, data jsonb)
-            )
-            INSERT INTO outbox (kind, order_id, payload)
-            SELECT o.kind, o.order_id, o.payload
-            FROM jsonb_to_recordset(:outbox) AS o(kind text, order_id text, payload jsonb)
-        """).bindparams(bindparam("events", type_=JSONB), bindparam("outbox", type_=JSONB)),
-        {"events": events, "outbox": outbox},
-    )
+_WRITE_EFFECTS = text(f"""
+    WITH new_events AS ({insert_from_json(EventRow, ":events")}),
+         new_timers AS ({insert_from_json(TimerRow, ":timers")})
+    {insert_from_json(OutboxRow, ":outbox")}
+""").bindparams(bindparam("events", type_=JSONB), bindparam("timers", type_=JSONB),
+                bindparam("outbox", type_=JSONB))
+
+
+def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence[OutboxRow],
+                  timers: Sequence[TimerRow] = ()) -> None:
+    """Event-log, timer and outbox rows in one statement (the unit of work's commit)."""
+    if events or outbox or timers:
+        conn.execute(_WRITE_EFFECTS, {"events": as_records(events), "outbox": as_records(outbox),
+                                      "timers": as_records(timers)})
 
 
 def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline_version: int) -> bool:
@@ -177,19 +177,6 @@ def extend_deadline(conn: Connection, order_id: str, deadline: datetime) -> dict
         {"o": order_id, "d": deadline},
     ).mappings().first()
     return dict(row) if row else None
-
-
-def add_timers(conn: Connection, rows: list[dict]) -> None:
-    conn.execute(
-        text("""
-            INSERT INTO countdown_timers (order_id, kind, reminder_index, deadline_version, fire_at, task_name)
-            SELECT t.order_id, t.kind, t.reminder_index, t.deadline_version, t.fire_at, t.task_name
-            FROM jsonb_to_recordset(:rows) AS t(order_id text, kind text, reminder_index int,
-                                                deadline_version int, fire_at timestamptz, task_name text)
-            ON CONFLICT DO NOTHING
-        """).bindparams(bindparam("rows", type_=JSONB)),
-        {"rows": rows},
-    )
 
 
 # ---- outbox -------------------------------------------------------------------

@@ -34,7 +34,9 @@ from shared.domain.model import (
     is_stale,
     timers_for,
 )
-from shared.handlers.effects import Effects
+from shared.db.unit_of_work import UnitOfWork, report_committed
+from shared.domain.rows import as_records
+from shared.domain.effects import Effects
 
 
 @dataclass(frozen=True)
@@ -58,26 +60,23 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     if is_stale(cmd.ordered_at, now, settings.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.verification_window)
-    timers = timers_for(start, deadline, settings.reminder_offsets)
     fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
     fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
     fx.email(Email.LINK)
-    for timer in timers:
+    for timer in timers_for(start, deadline, settings.reminder_offsets):
         fx.schedule(timer)
+    # The fast path: the whole unit of work as one statement (the same rows a UnitOfWork writes).
     claimed, opened = store.place_order(db, {
         "provider": cmd.provider, "event_id": cmd.event_id, "order_id": cmd.order_id,
         "customer_email": cmd.customer_email, "customer_id": cmd.customer_id,
         "order_total": cmd.order_total, "currency": cmd.currency,
         "ordered_at": start, "deadline": deadline, "now": now, "request_id": request_id,
         "duplicate_event_id": str(uuid.uuid4()),
-        "events": fx.events,
-        "timers": [{"order_id": cmd.order_id, "kind": t.kind, "reminder_index": t.reminder_index,
-                    "deadline_version": t.deadline_version, "fire_at": t.fire_at.isoformat(),
-                    "task_name": t.task_name(cmd.order_id)} for t in timers],
-        "outbox": fx.outbox,
+        "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
     })
     if opened:
+        report_committed([cmd.order_id])
         return Result("accepted", cmd.order_id)
     if claimed:
         return Result("duplicate", cmd.order_id, "order already has a verification session")
@@ -85,13 +84,13 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
 
 
 def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
-    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
-    with db.transaction() as conn:
-        if not store.claim_delivery(conn, cmd.provider, cmd.event_id, cmd.order_id):
+    with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
+            uow.commit()  # the repeat is counted
             return Result("duplicate", cmd.order_id, "event already received")
-        fx.event(Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id,
-                 ordered_at=cmd.ordered_at.isoformat())
-        store.write_effects(conn, fx.events, fx.outbox)
+        uow.effects(cmd.order_id, actor=cmd.provider).event(
+            Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id, ordered_at=cmd.ordered_at.isoformat())
+        uow.commit()
     return Result("ignored", cmd.order_id, "order is older than MAX_ORDER_AGE: recorded for the operator")
 
 
@@ -119,31 +118,32 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
                           request_id: str | None = None) -> Result:
     """Record the customer's progress; a submission before the deadline holds the expiry
     for the decision until deadline + DECISION_GRACE."""
-    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     details: dict = {"verification_id": cmd.verification_id}
-    with db.transaction() as conn:
-        stopped = _claim_and_bind(conn, fx, cmd.provider, cmd.event_id, cmd.order_id,
+    with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        fx = uow.effects(cmd.order_id, actor=cmd.provider)
+        stopped = _claim_and_bind(uow, fx, cmd.provider, cmd.event_id, cmd.order_id,
                                   cmd.verification_id, Event.DECISION_IGNORED, details)
         if stopped:
             return stopped
         if cmd.kind is ProviderEventKind.SUBMITTED:
-            hold = store.hold_for_decision(conn, cmd.order_id, now, settings.decision_grace)
+            hold = store.hold_for_decision(uow.conn, cmd.order_id, now, settings.decision_grace)
             if hold is not None:
                 details["decision_due_by"] = hold.isoformat()
         fx.event(PROVIDER_EVENTS[cmd.kind], **details)
-        store.write_effects(conn, fx.events, fx.outbox)
+        uow.commit()
     return Result("accepted", cmd.order_id)
 
 
 def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, now: datetime,
                    request_id: str | None = None) -> Result:
     """A delivery the service does not act on (a walk-in sale, a return): recorded once, answered 200."""
-    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
-    with db.transaction() as conn:
-        if not store.claim_delivery(conn, cmd.provider, cmd.event_id, cmd.order_id):
+    with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
+            uow.commit()  # the repeat is counted
             return Result("duplicate", cmd.order_id, "event already received")
-        fx.event(Event.ORDER_IGNORED, provider=cmd.provider, event_id=cmd.event_id, reason=cmd.reason)
-        store.write_effects(conn, fx.events, fx.outbox)
+        uow.effects(cmd.order_id, actor=cmd.provider).event(
+            Event.ORDER_IGNORED, provider=cmd.provider, event_id=cmd.event_id, reason=cmd.reason)
+        uow.commit()
     return Result("ignored", cmd.order_id, cmd.reason)
 
 
@@ -177,23 +177,25 @@ def handle(db: Database, settings: Settings, command: InboundCommand, *, now: da
     return _HANDLERS[type(command)](db, settings, command, now=now, request_id=request_id)
 
 
-def _claim_and_bind(conn, fx: Effects, provider: str, event_id: str, order_id: str, session_id: str,
+def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, order_id: str, session_id: str,
                     ignored_event: Event, details: dict) -> Result | None:
     """Claim the delivery and check the provider session is this order's current one.
 
-    A Result when the input stops here (duplicate, unknown order, unknown or
-    superseded session: recorded, nothing changed); None to go on."""
-    if not store.claim_delivery(conn, provider, event_id, order_id):
+    A Result when the input stops here (duplicate, unknown order, unknown or superseded
+    session: recorded and committed, nothing changed); None to go on."""
+    if not store.claim_delivery(uow.conn, provider, event_id, order_id):
+        uow.commit()  # the repeat is counted
         return Result("duplicate", order_id, "event already received")
-    status = store.session_status(conn, order_id)
+    status = store.session_status(uow.conn, order_id)
     if status is None:
+        uow.commit()
         return Result("ignored", order_id, "unknown order")
-    binding = SessionBinding(store.provider_session_state(conn, order_id, session_id))
+    binding = SessionBinding(store.provider_session_state(uow.conn, order_id, session_id))
     if binding is SessionBinding.CURRENT:
         return None
     reason = f"{binding}_session"
     fx.event(ignored_event, status=status, **{**details, "reason": reason})
-    store.write_effects(conn, fx.events, fx.outbox)
+    uow.commit()
     return Result("ignored", order_id, reason)
 
 
@@ -201,40 +203,40 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                 details: dict, *, ignored_event: Event, now: datetime,
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
                 decided_at: datetime | None = None) -> Result:
-    fx = Effects(order_id, now, request_id, actor=actor or provider)
-    with db.transaction() as conn:
+    with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        fx = uow.effects(order_id, actor=actor or provider)
         if session_id is not None:
-            stopped = _claim_and_bind(conn, fx, provider, event_id, order_id, session_id,
+            stopped = _claim_and_bind(uow, fx, provider, event_id, order_id, session_id,
                                       ignored_event, details)
             if stopped:
                 return stopped
-        elif not store.claim_delivery(conn, provider, event_id, order_id):
+        elif not store.claim_delivery(uow.conn, provider, event_id, order_id):
+            uow.commit()  # the repeat is counted
             return Result("duplicate", order_id, "event already received")
-        moved = store.move_status(conn, order_id, tuple(rule.from_statuses), rule.to_status,
+        moved = store.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
                                   fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
-            status = store.session_status(conn, order_id)
-            if status is None:
-                return Result("ignored", order_id, "unknown order")
-            fx.event(ignored_event, status=status, **details)
-            store.write_effects(conn, fx.events, fx.outbox)
-            return Result("ignored", order_id, f"session is {status}")
+            status = store.session_status(uow.conn, order_id)
+            if status is not None:
+                fx.event(ignored_event, status=status, **details)
+            uow.commit()
+            return Result("ignored", order_id, f"session is {status}" if status else "unknown order")
         if rule.to_status is Status.VERIFIED:
             details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
-        apply_effects(conn, fx, rule, details)
+        apply_effects(uow, fx, rule, details)
+        uow.commit()
     return Result("accepted", order_id)
 
 
-def apply_effects(conn, fx: Effects, rule: Transition, details: dict) -> None:
-    """The side effects of a transition that applied, written in the caller's transaction."""
+def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict) -> None:
+    """Collect the side effects of a transition that applied (the unit of work writes them)."""
     if rule.reason:
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
     if rule.cancel_timers:
-        for name in store.cancel_timers(conn, fx.order_id):
+        for name in store.cancel_timers(uow.conn, fx.order_id):
             fx.unschedule(name)
     if rule.refund:
         fx.refund(reason=rule.refund_reason)
     if rule.email:
         fx.email(rule.email)
-    store.write_effects(conn, fx.events, fx.outbox)

@@ -20,7 +20,7 @@ from shared.domain.messages import EmailJob, EventMessage, OrderAction
 from shared.domain.model import Email, Event, Status
 from shared.emails.render import build_message
 from shared.errors import TransientError
-from shared.handlers.effects import Effects
+from shared.db.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,11 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
 
 
 def _finish_email(db: Database, job: EmailJob, now: datetime, state: str, event: Event, **details) -> str:
-    fx = Effects(job.order_id, now, actor="send_customer_email")
-    fx.event(event, kind=job.kind, reminder_index=job.reminder_index, **details)
-    with db.transaction() as conn:
-        store.finish_email(conn, job.order_id, job.kind, job.reminder_index, state)
-        store.write_effects(conn, fx.events, fx.outbox)
+    with UnitOfWork(db, now=now) as uow:
+        store.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, state)
+        uow.effects(job.order_id, actor="send_customer_email").event(
+            event, kind=job.kind, reminder_index=job.reminder_index, **details)
+        uow.commit()
     return state
 
 
@@ -92,17 +92,14 @@ def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit:
     sent, email claims left past their lease, refunds never completed. Each is enqueued
     again (the claims make a repeat harmless). Returns how many were enqueued."""
     lease = settings.email_lease.total_seconds()
-    with db.transaction() as conn:
-        emails = store.emails_to_redrive(conn, lease, limit)
-        refunds = store.refunds_to_redrive(conn, lease, limit)
+    with UnitOfWork(db, now=now) as uow:
+        emails = store.emails_to_redrive(uow.conn, lease, limit)
+        refunds = store.refunds_to_redrive(uow.conn, lease, limit)
         for order_id, kind, reminder_index in emails:
-            fx = Effects(order_id, now, actor="sweeper")
-            fx.email(Email(kind), reminder_index)
-            store.write_effects(conn, fx.events, fx.outbox)
+            uow.effects(order_id, actor="sweeper").email(Email(kind), reminder_index)
         for order_id, reason in refunds:
-            fx = Effects(order_id, now, actor="sweeper")
-            fx.refund_action(reason)
-            store.write_effects(conn, fx.events, fx.outbox)
+            uow.effects(order_id, actor="sweeper").refund_action(reason)
+        uow.commit()
     if emails or refunds:
         log.warning("sweep re-enqueued %d emails and %d refunds", len(emails), len(refunds))
     return len(emails) + len(refunds)
@@ -196,14 +193,12 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
     except BaseException:
         store.release_refund(db, action.order_id)
         raise
-    fx = Effects(action.order_id, now, actor="request_refund")
-    if result is RefundResult.REFUNDED:
-        fx.event(Event.REFUND_COMPLETED, reason=action.reason)
-    elif result is RefundResult.FAILED:
-        fx.event(Event.REFUND_FAILED, reason=action.reason)
-    else:
-        fx.event(Event.REFUND_MANUAL, reason=action.reason)
-    with db.transaction() as conn:
-        if store.set_refund_status(conn, action.order_id, str(result)):
-            store.write_effects(conn, fx.events, fx.outbox)
+    with UnitOfWork(db, now=now) as uow:
+        if store.set_refund_status(uow.conn, action.order_id, str(result)):
+            uow.effects(action.order_id, actor="request_refund").event(REFUND_EVENTS[result], reason=action.reason)
+            uow.commit()
     return str(result)
+
+
+REFUND_EVENTS = {RefundResult.REFUNDED: Event.REFUND_COMPLETED, RefundResult.FAILED: Event.REFUND_FAILED,
+                 RefundResult.MANUAL: Event.REFUND_MANUAL}

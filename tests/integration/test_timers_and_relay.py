@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from shared.adapters.ports import Outcome, TimerTask
 from shared.adapters.tasks import LocalTaskScheduler
+from shared.domain.rows import OutboxKind, OutboxRow
 from shared.db import store
 from shared.domain.messages import OrderPlaced, ProviderDecision, TimerPayload
 from shared.domain.model import Decision
@@ -259,9 +260,9 @@ def test_two_concurrent_relays_deliver_500_rows_once_each(db, settings, schedule
     tag = uuid.uuid4().hex[:8]
     orders = [f"relay-{tag}-{i}" for i in range(250)]
     with db.transaction() as conn:
-        rows = [{"kind": "task.create", "order_id": o, "payload": {
+        rows = [OutboxRow(OutboxKind.TASK_CREATE, o, {
             "name": f"{tag}-{o}-{k}", "schedule_time": (T0 + timedelta(days=1)).isoformat(),
-            "body": {"v": 1, "order_id": o, "kind": "deadline", "reminder_index": 0, "deadline_version": 1}}}
+            "body": {"v": 1, "order_id": o, "kind": "deadline", "reminder_index": 0, "deadline_version": 1}})
             for o in orders for k in ("a", "b")]
         store.write_effects(conn, [], rows)
     counting = CountingScheduler(scheduler)
@@ -323,8 +324,8 @@ def test_sweeper_respects_the_grace_period(db, settings, order_id):
 def test_a_row_that_can_never_be_delivered_is_parked_not_retried(db, scheduler):
     order_id = f"dead-{uuid.uuid4().hex[:8]}"
     with db.transaction() as conn:
-        store.write_effects(conn, [], [{"kind": "task.create", "order_id": order_id, "payload": {
-            "name": "not a valid task name!", "schedule_time": T0.isoformat(), "body": {"v": 1}}}])
+        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
+            "name": "not a valid task name!", "schedule_time": T0.isoformat(), "body": {"v": 1}})])
     report = relay.relay(db, scheduler, RecordingPublisher(), order_ids=[order_id])
     assert (report.delivered, report.failed, report.dead) == (0, 0, 1)
     rows = query(db, "SELECT dead_at IS NOT NULL, delivered_at IS NULL, attempts, last_error FROM outbox "

@@ -1,0 +1,85 @@
+"""Collects what one input causes: event-log, outbox and timer rows, written with its state change
+by the unit of work that owns them (`shared.db.unit_of_work`)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.domain.messages import (
+    TOPIC_EMAILS,
+    TOPIC_EVENTS,
+    TOPIC_ORDER_ACTIONS,
+    EmailJob,
+    EventMessage,
+    OrderAction,
+    Payload,
+    TimerPayload,
+)
+from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
+from shared.domain.rows import EventRow, OutboxKind, OutboxRow, TimerRow
+
+
+@dataclass
+class Effects:
+    order_id: str
+    now: datetime
+    request_id: str | None = None
+    actor: str = "system"
+    events: list[EventRow] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    timers: list[TimerRow] = field(default_factory=list)
+
+    def event(self, type_: Event, **data: Any) -> None:
+        """An event-log row, also published on `verification-events`."""
+        event_id = str(uuid.uuid4())
+        occurred_at = self.now.isoformat()
+        self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=str(type_),
+                                    occurred_at=occurred_at, request_id=self.request_id,
+                                    actor=self.actor, data=data))
+        message = EventMessage(id=event_id, type=str(type_), order_id=self.order_id,
+                               occurred_at=occurred_at, data=data)
+        self._publish(TOPIC_EVENTS, message, key=event_id, type_=str(type_))
+
+    def email(self, kind: Email, reminder_index: int = 0) -> None:
+        job = EmailJob(order_id=self.order_id, kind=str(kind), reminder_index=reminder_index)
+        self._publish(TOPIC_EMAILS, job, key=f"{self.order_id}:{kind}:{reminder_index}",
+                      type_=f"email.{kind}")
+
+    def refund(self, reason: str) -> None:
+        self.event(Event.REFUND_REQUESTED, reason=reason)
+        self.refund_action(reason)
+
+    def refund_action(self, reason: str) -> None:
+        """The refund request message alone (the sweeper's re-drive of a lost one)."""
+        action = OrderAction(order_id=self.order_id, action=str(OrderActionKind.REFUND), reason=reason)
+        self._publish(TOPIC_ORDER_ACTIONS, action, key=f"{self.order_id}:refund", type_="order.refund")
+
+    def schedule(self, timer: TimerSpec) -> None:
+        """A countdown timer row and the task that delivers it."""
+        name = timer.task_name(self.order_id)
+        self.timers.append(TimerRow(order_id=self.order_id, kind=str(timer.kind),
+                                    reminder_index=timer.reminder_index,
+                                    deadline_version=timer.deadline_version,
+                                    fire_at=timer.fire_at.isoformat(), task_name=name))
+        payload = TimerPayload(order_id=self.order_id, kind=str(timer.kind),
+                               reminder_index=timer.reminder_index,
+                               deadline_version=timer.deadline_version)
+        self.outbox.append(OutboxRow(OutboxKind.TASK_CREATE, self.order_id, {
+            "name": name, "schedule_time": timer.fire_at.isoformat(), "body": payload.to_dict(),
+        }))
+
+    def unschedule(self, task_name: str) -> None:
+        self.outbox.append(OutboxRow(OutboxKind.TASK_DELETE, self.order_id, {"name": task_name}))
+
+    def _publish(self, topic: str, body: Payload, *, key: str, type_: str) -> None:
+        # `message_key` is stable across re-publishes: subscribers dedupe on it.
+        self.outbox.append(OutboxRow(OutboxKind.PUBLISH, self.order_id, {
+            "topic": topic,
+            "ordering_key": self.order_id,
+            "attributes": {"type": type_, "order_id": self.order_id,
+                           "request_id": self.request_id or "", "message_key": key},
+            "data": body.to_dict(),
+        }))

@@ -1,0 +1,58 @@
+"""The rows an input's side effects add: one frozen dataclass per table, the only place their
+shape is written. Python writers and the PL/pgSQL fast path (`place_order`) both take these
+(as JSON records; see `shared.db.recordsets`), and a test holds their fields to the tables'
+columns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class OutboxKind(StrEnum):
+    TASK_CREATE = "task.create"
+    TASK_DELETE = "task.delete"
+    PUBLISH = "publish"
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A row of `event_log` (also published on `verification-events`)."""
+
+    event_id: str
+    order_id: str
+    type: str
+    occurred_at: str  # ISO 8601
+    request_id: str | None
+    actor: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A row of `outbox`: a task to create or delete, or a message to publish, after commit."""
+
+    kind: OutboxKind
+    order_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TimerRow:
+    """A row of `countdown_timers`: the timer a `task.create` outbox row schedules."""
+
+    order_id: str
+    kind: str
+    reminder_index: int
+    deadline_version: int
+    fire_at: str  # ISO 8601
+    task_name: str
+
+
+ROW_TYPES = (EventRow, OutboxRow, TimerRow)
+
+
+def as_records(rows) -> list[dict[str, Any]]:
+    """JSON-ready dicts, for a `jsonb_to_recordset` insert."""
+    return [asdict(row) for row in rows]

@@ -1,0 +1,42 @@
+"""One table from command type to the use case that handles it, with its dependencies taken
+from the composition root's container. `shared.bootstrap.handle` is the only caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.domain.messages import (
+    EmailJob,
+    EventMessage,
+    IgnoredDelivery,
+    OrderAction,
+    OrderPlaced,
+    ProviderDecision,
+    ProviderEvent,
+    StoreCancelled,
+    TimerPayload,
+)
+from shared.handlers import intake, subscribers, timers
+
+# (container, command, request id) -> the handler's outcome
+Handler = Callable[[Any, Any, "str | None"], Any]
+
+
+def _inbound(handler) -> Handler:
+    return lambda c, cmd, rid: handler(c.db, c.settings, cmd, now=c.clock.now(), request_id=rid)
+
+
+HANDLERS: dict[type, Handler] = {
+    OrderPlaced: _inbound(intake.place_order),
+    StoreCancelled: _inbound(intake.cancel_order),
+    ProviderDecision: _inbound(intake.record_decision),
+    ProviderEvent: _inbound(intake.record_provider_event),
+    IgnoredDelivery: _inbound(intake.record_ignored),
+    TimerPayload: lambda c, cmd, rid: timers.fire(c.db, cmd, now=c.clock.now(), request_id=rid),
+    EmailJob: lambda c, cmd, rid: subscribers.send_email(c.db, c.settings, c.email_sender,
+                                                         c.verification_provider, cmd, now=c.clock.now()),
+    OrderAction: lambda c, cmd, rid: subscribers.request_refund(c.db, c.settings, c.refund_gateway, cmd,
+                                                                now=c.clock.now()),
+    EventMessage: lambda c, cmd, rid: "counted" if subscribers.record_event(c.db, cmd) else "duplicate",
+}
