@@ -61,6 +61,8 @@ class Event(StrEnum):
     REFUND_FAILED = "refund.failed"
     REFUND_MANUAL = "refund.manual"
     EMAIL_SENT = "customer.email_sent"
+    LINK_RESENT = "verification.link_resent"
+    OUTBOX_RETRIED = "outbox.retried"
 
 
 class Email(StrEnum):
