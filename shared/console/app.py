@@ -19,7 +19,7 @@ from werkzeug.routing import Map, Rule
 
 from shared import bootstrap
 from shared.config import Settings
-from shared.console import actions, auth, csrf, report
+from shared.console import actions, auth, csrf, provider_page, report
 from shared.db import reads
 from shared.domain.model import Status
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -47,6 +47,7 @@ URLS = Map([
     Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
+    Rule("/verify/<session_id>", endpoint="provider", methods=["GET", "POST"]),
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
 ], strict_slashes=False)
 
@@ -206,5 +207,13 @@ def funnel(page: Page, request: flask.Request) -> flask.Response:
     return page.render("funnel.html", data=data, chosen=chosen, chart=report.chart_svg(data["days"]))
 
 
-VIEWS = {"home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
+def provider(page: Page, request: flask.Request, session_id: str) -> flask.Response:
+    def order_id_of(provider_session_id: str) -> str | None:
+        with bootstrap.container().db.read() as conn:
+            return reads.order_of_provider_session(conn, provider_session_id)
+
+    return provider_page.view(page, request, session_id, order_id_of)
+
+
+VIEWS = {"provider": provider, "home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
          "funnel": funnel}

@@ -38,12 +38,12 @@ class Served:
 
 @pytest.fixture
 def stack(monkeypatch, database_url):
-    """The console (CONSOLE_AUTH=dev) with `record_analytics` and `webhook_intake` behind it, as locally."""
-    ports = {name: free_port() for name in ("console", "intake", "analytics")}
+    """The console (CONSOLE_AUTH=dev) with the intake and the analytics and email subscribers, as locally."""
+    ports = {name: free_port() for name in ("console", "intake", "analytics", "emails")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     for key, value in base_env(
         database_url, CONSOLE_AUTH="dev", CONSOLE_SECRET="browser-test-secret",
-        LOCAL_SUBSCRIBER_URLS=f"verification-events={url['analytics']}/",
+        LOCAL_SUBSCRIBER_URLS=f"verification-events={url['analytics']}/,customer-emails={url['emails']}/",
         LOCAL_INTAKE_URL=url["intake"], LOCAL_VERIFY_URL=f"{url['console']}/verify",
     ).items():
         monkeypatch.setenv(key, value)
@@ -51,6 +51,7 @@ def stack(monkeypatch, database_url):
     servers = []
     try:
         servers.append(Served("record_analytics", ports["analytics"], "cloudevent"))
+        servers.append(Served("send_customer_email", ports["emails"], "cloudevent"))
         servers.append(Served("webhook_intake", ports["intake"]))
         servers.append(Served("operator_console", ports["console"]))
         yield url["console"]

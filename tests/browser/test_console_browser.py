@@ -64,3 +64,30 @@ def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, browser_page,
     assert funnel_count(page, stack, "refunds_completed") == before + 1
     expect(page.locator("svg.chart")).to_be_visible()
     screenshot(page, "funnel")
+
+
+def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, db, settings, order_id):
+    from shared import bootstrap
+    from tests.functions.conftest import client_for
+    from tests.functions.test_webhook_intake import post_order
+
+    page = browser_page
+    assert post_order(client_for("webhook_intake"), order_id).status_code == 200
+    bootstrap.container().relay([order_id])  # the link email, as the intake's own relay sends it
+    with db.read() as conn:
+        from sqlalchemy import text
+        link = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar()
+    assert link and link.startswith(f"{stack}/verify/")
+
+    page.goto(link)
+    expect(page.locator("h1")).to_contain_text("Verify your age")
+    page.check("input[value=approved]")
+    page.fill("input[name=dob]", "1990-05-17")
+    screenshot(page, "provider-page")
+    page.click("button:has-text('Send the decision')")
+    expect(page.locator(".notice")).to_contain_text("answered 200 accepted")
+    page.click("a:has-text('See the order in the console')")
+    expect(page.locator("h1 .status")).to_have_text("verified")
+    expect(page.locator("table.timeline")).to_contain_text("verification.approved")
+    expect(page.locator("table.timeline")).to_contain_text("customer.email_sent")

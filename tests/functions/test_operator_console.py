@@ -294,3 +294,58 @@ def test_funnel_page_draws_the_chart_and_conversion(console, keys, db):
     assert "75.0 %" in html and "<svg" in html and html.count("<rect") >= 12
     assert "2026-03-10 received: 8" in html and "03-09" in html
     assert console.get("/funnel?range=yesterday-ish", headers=as_alice(keys)).status_code == 400
+
+
+# ---- the local provider page, and what is logged -----------------------------------
+
+
+def test_the_provider_page_exists_only_on_local_stacks(console, keys, app_env, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET veriff_session_id = :s WHERE order_id = :o"),
+                     {"s": f"sess-{order_id}", "o": order_id})
+    assert console.get(f"/verify/sess-{order_id}", headers=as_alice(keys)).status_code == 404  # IAP: cloud
+    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", LOCAL_INTAKE_URL="http://127.0.0.1:9")
+    local = client_for("operator_console")
+    page = local.get(f"/verify/sess-{order_id}")
+    assert page.status_code == 200 and order_id in page.get_data(as_text=True)
+    assert local.get("/verify/sess-unknown").status_code == 404
+    assert local.post(f"/verify/sess-{order_id}", data={"decision": "approved"}).status_code == 403
+
+
+def test_provider_page_body_is_a_veriff_decision_for_that_session():
+    from shared.console.provider_page import decision_body
+    from shared.inbound import parse_veriff_decision
+
+    body = decision_body("o-1", "sess-1", "declined", "2010-01-02", datetime(2026, 12, 1, tzinfo=timezone.utc))
+    decision = parse_veriff_decision(body)
+    assert (decision.order_id, decision.verification_id, str(decision.decision)) == ("o-1", "sess-1", "declined")
+    assert b'"dateOfBirth": "2010-01-02"' in body
+
+
+def test_console_logs_never_carry_a_customer_email(console, keys, db, settings, order_id):
+    import io
+    import logging
+
+    from shared.log import JsonFormatter
+
+    email = f"private-{uuid.uuid4().hex[:6]}@example.com"
+    place(db, settings, order_id, email)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        assert console.get(f"/sessions?q={email}", headers=as_alice(keys)).status_code == 200
+        assert post_action(console, keys, order_id, "extend", duration="90h").status_code == 303
+        assert post_action(console, keys, order_id, "verify", reason=email).status_code == 303
+        assert console.get(f"/sessions?q={email}").status_code == 401
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    logged = stream.getvalue()
+    assert "operator action extend" in logged and order_id in logged
+    assert email not in logged
