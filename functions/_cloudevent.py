@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -31,17 +32,14 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable:
     def decorate(handler: Callable[[Payload], str]) -> Callable[[CloudEvent], None]:
         @functools.wraps(handler)
         def entry(event: CloudEvent) -> None:
-            with logctx.bound(function=name, event_id=event["id"]):
+            with logctx.bound(function=name, event_id=_identifier(event.get("id"))):
                 try:
-                    message = (event.data or {})["message"]
-                    attributes = message.get("attributes") or {}
-                    data = json.loads(base64.b64decode(message["data"]))
-                    payload = payload_type.from_dict(data)
-                    published = _published_at(message.get("publishTime"))
-                except (KeyError, TypeError, ValueError, PermanentError) as exc:
+                    payload, attributes, published = _unwrap(event, payload_type)
+                except (PermanentError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
                     log.error("unparseable message acknowledged: %s", type(exc).__name__)
                     return
-                logctx.bind(order_id=attributes.get("order_id"), request_id=attributes.get("request_id") or None)
+                logctx.bind(order_id=_identifier(attributes.get("order_id")),
+                            request_id=_identifier(attributes.get("request_id")) or None)
                 settings = bootstrap.settings()
                 if published and datetime.now(timezone.utc) - published > settings.max_message_age:
                     log.warning("message older than MAX_MESSAGE_AGE dropped")
@@ -54,6 +52,11 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable:
                 except PermanentError as exc:
                     log.error("permanent failure acknowledged: %s", exc)
                     return
+                except Exception:
+                    # A message no handler can take (a poison value past the parser): retrying
+                    # cannot help. What it should have caused is re-driven by the sweeper.
+                    log.exception("message could not be handled; acknowledged")
+                    return
                 log.info("handled: %s", outcome)
 
         return entry
@@ -61,7 +64,36 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable:
     return decorate
 
 
-def _published_at(value: str | None) -> datetime | None:
+def _unwrap(event: CloudEvent, payload_type: type[Payload]) -> tuple[Payload, dict, datetime | None]:
+    """The payload, attributes and publish time of a Pub/Sub CloudEvent; raises on any malformation."""
+    data = event.data
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise TypeError("no Pub/Sub message")
+    message = data["message"]
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise TypeError("attributes must be a map of strings")
+    raw = message.get("data")
+    if not isinstance(raw, str):
+        raise TypeError("data must be base64 text")
+    payload = payload_type.from_dict(json.loads(base64.b64decode(raw, validate=True)))
+    return payload, attributes, _published_at(message.get("publishTime"))
+
+
+def _published_at(value: object) -> datetime | None:
     if not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, str):
+        raise TypeError("publishTime must be text")
+    published = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if published.tzinfo is None:
+        raise ValueError("publishTime without a zone")
+    return published
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
+
+
+def _identifier(value: object) -> str | None:
+    """A value fit for a log label (an id), else None: labels never echo arbitrary input."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None

@@ -14,6 +14,6 @@ bootstrap.check_at_start(NAME)
 @subscriber(NAME, OrderAction)
 def request_refund(action: OrderAction) -> str:
     c = bootstrap.container()
-    outcome = subscribers.request_refund(c.db, c.refund_gateway, action, now=c.clock.now())
+    outcome = subscribers.request_refund(c.db, c.settings, c.refund_gateway, action, now=c.clock.now())
     c.relay([action.order_id])
     return outcome

@@ -8,7 +8,7 @@ import flask
 
 from functions._http import http_entry
 from shared import bootstrap
-from shared.handlers import timers
+from shared.handlers import subscribers, timers
 
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
@@ -18,9 +18,12 @@ log = logging.getLogger("functions.sweep")
 @http_entry(NAME)
 def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     c = bootstrap.container()
-    expired = timers.expire_overdue(c.db, now=c.clock.now(), grace=c.settings.sweep_grace)
+    now = c.clock.now()
+    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.sweep_grace)
+    redriven = subscribers.redrive_lost_work(c.db, c.settings, now=now)
     report = c.relay(budget_seconds=20.0)
-    counts = {"expired": expired, "relayed": report.delivered, "relayFailures": report.failed,
-              "deadLetters": report.dead}
-    log.info("sweep done", extra={"labels": {k: str(v) for k, v in counts.items()}})
+    counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,
+              "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead}
+    if any(counts.values()):
+        log.info("sweep done", extra={"labels": {k: str(v) for k, v in counts.items()}})
     return 200, {"status": "ok", **counts}

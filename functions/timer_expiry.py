@@ -29,9 +29,11 @@ def timer_expiry(request: flask.Request, request_id: str) -> tuple[int, dict]:
                 retry_count=request.headers.get("X-CloudTasks-TaskRetryCount", "0"))
     try:
         timer = TimerPayload.from_dict(json.loads(request.get_data()))
-    except (ValueError, PermanentError) as exc:
-        # A poison task: acknowledge it so Cloud Tasks does not retry it forever.
-        log.error("malformed timer payload acknowledged: %s", exc)
+    except (ValueError, TypeError, RecursionError, PermanentError) as exc:
+        # A poison task: acknowledge it so Cloud Tasks does not retry it forever. The class
+        # and field only: the error text may quote the input.
+        log.error("malformed timer payload acknowledged: %s (field %s)", type(exc).__name__,
+                  getattr(exc, "field", None) or "-")
         return 200, {"status": "ignored", "detail": "malformed timer payload"}
     logctx.bind(order_id=timer.order_id, timer=timer.kind)
     c = bootstrap.container()

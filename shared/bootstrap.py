@@ -7,8 +7,9 @@ request; tests build a Container from their own Settings.
 from __future__ import annotations
 
 import functools
-import os
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 
 from shared.adapters.ports import Clock, SystemClock
@@ -62,7 +63,8 @@ class Container:
         return make_refund_gateway(self.settings)
 
     def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0):
-        """Deliver outbox rows now; what fails stays for the sweeper (never raises)."""
+        """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs
+        after a commit, and the caller must answer what happened, not how the relay fared."""
         from shared.handlers.relay import RelayReport, relay
 
         try:
@@ -70,7 +72,9 @@ class Container:
                          order_ids=order_ids, budget_seconds=budget_seconds)
         except ServiceError as exc:
             log.warning("outbox relay deferred to the sweeper: %s", exc)
-            return RelayReport()
+        except Exception:
+            log.exception("outbox relay failed; deferred to the sweeper")
+        return RelayReport()
 
 
 def build(settings: Settings, *, migrate: bool = True) -> Container:
@@ -86,10 +90,19 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-@functools.cache
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
 def container() -> Container:
-    """The instance-wide container, built on first use (not cached while it fails)."""
-    return build(settings())
+    """The instance-wide container, built once on first use, under a lock: requests that
+    arrive together on a fresh instance share one pool (not cached while it fails)."""
+    global _container
+    if _container is None:
+        with _container_lock:
+            if _container is None:
+                _container = build(settings())
+    return _container
 
 
 def settings_for(function: str, *required: str) -> Settings:
@@ -112,7 +125,9 @@ def check_at_start(function: str, *required: str) -> None:
 
 def reset() -> None:
     """Forget the cached settings and container, closing its pool (tests, restarts)."""
-    if container.cache_info().currsize:
-        container().db.engine.dispose()
+    global _container
+    with _container_lock:
+        if _container is not None:
+            _container.db.engine.dispose()
+        _container = None
     settings.cache_clear()
-    container.cache_clear()

@@ -49,6 +49,9 @@ class Settings:
     verification_window: timedelta = timedelta(hours=72)
     reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24),)
     sweep_grace: timedelta = timedelta(minutes=5)
+    # How long an email or refund call may be in flight before another attempt may take it
+    # over (longer than a send can take: a shorter lease could send twice).
+    email_lease: timedelta = timedelta(minutes=5)
 
     order_webhook_secret: bytes | None = field(default=None, repr=False)
     lightspeed_client_secret: str | None = field(default=None, repr=False)
@@ -108,6 +111,7 @@ class Settings:
             verification_window=r.duration("VERIFICATION_WINDOW", "72h"),
             reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
+            email_lease=r.duration("EMAIL_LEASE", "5m"),
             order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
             lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
             veriff_api_key=r.text("VERIFF_API_KEY"),

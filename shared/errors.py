@@ -71,3 +71,12 @@ class TransientError(ServiceError):
     def __init__(self, message: str, *, component: str = "unknown") -> None:
         super().__init__(message)
         self.component = component
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE of a (SQLAlchemy-wrapped) pg8000 error, if the server sent one."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], dict) and isinstance(args[0].get("C"), str):
+        return args[0]["C"]
+    return None

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -43,9 +44,37 @@ class JsonFormatter(logging.Formatter):
         trace = _trace.get()
         if trace:
             entry["logging.googleapis.com/trace"] = trace
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = describe_exception(record.exc_info[1])
         return json.dumps(entry, default=str)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The chain of an exception with its stack, but without the messages of others' errors.
+
+    A driver's or library's message can quote the data it choked on (PostgreSQL's
+    `CONTEXT: JSON data, line 1: ...` quotes the row): only the class, the SQLSTATE
+    and the service's own messages (which name fields, never values) are kept.
+    """
+    from shared.errors import ServiceError, sqlstate
+
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__qualname__
+        if isinstance(current, ServiceError):
+            name += f": {current}"
+        else:
+            code = sqlstate(current)
+            if code:
+                name += f" [SQLSTATE {code}]"
+        stack = "".join(traceback.format_tb(current.__traceback__)) if current.__traceback__ else ""
+        parts.append(f"{stack}{name}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n-- caused by --\n".join(parts)
+
 
 
 def configure() -> None:

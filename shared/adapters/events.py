@@ -109,8 +109,10 @@ class PubSubPublisher:
         )
         return pubsub_v1.PublisherClient(publisher_options=options)
 
-    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:
-        """Publish every message, then wait for each; its id or the error, in order."""
+    def publish_batch(self, messages: Sequence[OutgoingMessage], *,
+                      timeout: float | None = None) -> list[str | Exception]:
+        """Publish every message, then wait for each (at most `timeout`, or our own bound,
+        in all); its id or the error, in order."""
         from google.api_core import exceptions as api_exceptions
         from google.cloud.pubsub_v1.publisher import exceptions as publisher_exceptions
 
@@ -130,7 +132,8 @@ class PubSubPublisher:
                 # Rejected before sending (e.g. message too large, stopped client).
                 pending.append(exc)
 
-        deadline = time.monotonic() + self.timeout
+        wait = self.timeout if timeout is None else min(self.timeout, timeout)
+        deadline = time.monotonic() + wait
         results: list[str | Exception] = []
         failed_keys: set[tuple[str, str]] = set()
         for message, future in zip(messages, pending):
@@ -143,7 +146,7 @@ class PubSubPublisher:
                 # Still in flight: it may yet be delivered, so the relay's later
                 # re-publish can duplicate it; subscribers dedupe on message_key.
                 results.append(TransientError(
-                    f"publish to {message.topic} not confirmed within {self.timeout}s",
+                    f"publish to {message.topic} not confirmed within {wait:.1f}s",
                     component="pubsub"))
             except (api_exceptions.GoogleAPIError,
                     publisher_exceptions.PublishToPausedOrderingKeyException) as exc:
@@ -262,18 +265,26 @@ class LocalPublisher:
                 self._session.trust_env = False
             return self._session
 
-    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:
-        """Deliver in order, one at a time; per message its id or the error."""
+    def publish_batch(self, messages: Sequence[OutgoingMessage], *,
+                      timeout: float | None = None) -> list[str | Exception]:
+        """Deliver in order, one at a time, within `timeout` s in all; per message its id or the
+        error (a message not tried for lack of time fails, and the relay tries it again later)."""
         results: list[str | Exception] = []
         failed_keys: set[tuple[str, str]] = set()
+        stop_at = None if timeout is None else time.monotonic() + timeout
         for message in messages:
             key = (message.topic, message.ordering_key)
+            left = None if stop_at is None else stop_at - time.monotonic()
+            if left is not None and left <= 0:
+                results.append(TransientError("relay budget spent before this message was sent",
+                                              component="pubsub-local"))
+                continue
             if message.ordering_key and key in failed_keys:
                 results.append(TransientError(
                     f"an earlier message for this ordering key on {message.topic} failed",
                     component="pubsub-local"))
                 continue
-            result = self._deliver(message)
+            result = self._deliver(message, stop_at)
             if isinstance(result, Exception) and message.ordering_key:
                 failed_keys.add(key)
             results.append(result)
@@ -311,7 +322,7 @@ class LocalPublisher:
         headers, body = to_binary(event, data_marshaller=json.dumps)
         return dict(headers), body if isinstance(body, bytes) else body.encode()
 
-    def _deliver(self, message: OutgoingMessage) -> str | Exception:
+    def _deliver(self, message: OutgoingMessage, stop_at: float | None = None) -> str | Exception:
         url = self.subscriber_urls.get(message.topic)
         if not url:
             return TransientError(f"no local subscriber URL for topic {message.topic}",
@@ -323,8 +334,13 @@ class LocalPublisher:
         for attempt in range(self.attempts):
             if attempt:
                 time.sleep(self.backoff_base * 2 ** (attempt - 1))
+            timeout = self.timeout if stop_at is None else min(self.timeout, stop_at - time.monotonic())
+            if timeout <= 0:
+                problem = "relay budget spent"
+                cause = None
+                break
             try:
-                response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+                response = self.session.post(url, data=body, headers=headers, timeout=timeout)
             except Exception as exc:  # noqa: BLE001 - requests' errors, retried then returned
                 problem = type(exc).__name__
                 cause: BaseException | None = exc

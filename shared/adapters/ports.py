@@ -26,11 +26,11 @@ class TimerTask:
 
 
 class TaskScheduler(Protocol):
-    def create(self, task: TimerTask) -> Outcome:
+    def create(self, task: TimerTask, *, timeout: float | None = None) -> Outcome:
         """CREATED, or ALREADY_EXISTS when a task of that name exists (or existed recently).
-        Raises TransientError for anything else."""
+        Raises TransientError for anything else. `timeout` bounds the call, retries included."""
 
-    def delete(self, name: str) -> Outcome:
+    def delete(self, name: str, *, timeout: float | None = None) -> Outcome:
         """DELETED, or NOT_FOUND when no such task is waiting. Raises TransientError otherwise."""
 
     def check(self) -> None:
@@ -46,8 +46,10 @@ class OutgoingMessage:
 
 
 class EventPublisher(Protocol):
-    def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[str | Exception]:
-        """Publish all, wait for each; per message its id, or the error it failed with."""
+    def publish_batch(self, messages: Sequence[OutgoingMessage], *,
+                      timeout: float | None = None) -> list[str | Exception]:
+        """Publish all, wait for each (at most `timeout` s in all); per message its id, or the
+        error it failed with."""
 
     def check(self) -> None:
         """Raise TransientError when the topics cannot be reached."""

@@ -28,8 +28,7 @@ from typing import Any
 
 import sqlalchemy.exc
 from google.api_core import exceptions as google_exceptions
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text
 
 from shared.adapters.ports import Outcome, TaskScheduler, TimerTask
 from shared.config import Settings
@@ -173,7 +172,7 @@ class CloudTasksScheduler:
     def task_path(self, name: str) -> str:
         return f"{self.queue_path}/tasks/{name}"
 
-    def create(self, task: TimerTask) -> Outcome:
+    def create(self, task: TimerTask, *, timeout: float | None = None) -> Outcome:
         """CREATED, or ALREADY_EXISTS for a name in use or used recently (~1 h tombstone)."""
         from google.cloud import tasks_v2
 
@@ -198,21 +197,23 @@ class CloudTasksScheduler:
                 # Retrying a create is safe: the name is deterministic, so a
                 # create that landed before its answer was lost comes back as
                 # AlreadyExists, which is success to the caller.
+                deadline = self._deadline(timeout)
                 self.client.create_task(
                     parent=self.queue_path, task=request,
-                    retry=self._retry(), timeout=self.deadline,
+                    retry=self._retry(deadline), timeout=deadline,
                 )
         except google_exceptions.AlreadyExists:
             return Outcome.ALREADY_EXISTS
         return Outcome.CREATED
 
-    def delete(self, name: str) -> Outcome:
+    def delete(self, name: str, *, timeout: float | None = None) -> Outcome:
         """DELETED, or NOT_FOUND when the task is not waiting (never created, done, or deleted)."""
         _validate_name(name)
         try:
             with self._translated("delete task", google_exceptions.NotFound):
+                deadline = self._deadline(timeout)
                 self.client.delete_task(
-                    name=self.task_path(name), retry=self._retry(), timeout=self.deadline
+                    name=self.task_path(name), retry=self._retry(deadline), timeout=deadline
                 )
         except google_exceptions.NotFound:
             return Outcome.NOT_FOUND
@@ -299,14 +300,18 @@ class CloudTasksScheduler:
                 f"(run with a service account, set {EMULATOR_HOST_VARIABLE}, or TASKS_BACKEND=local)",
             ) from exc
 
-    def _retry(self):
+    def _deadline(self, timeout: float | None) -> float:
+        """The call's deadline: the caller's budget when shorter than our own bound."""
+        return self.deadline if timeout is None else max(0.05, min(self.deadline, timeout))
+
+    def _retry(self, deadline: float | None = None):
         from google.api_core.retry import Retry, if_exception_type
 
         return Retry(
             predicate=if_exception_type(
                 google_exceptions.ServiceUnavailable, google_exceptions.DeadlineExceeded
             ),
-            initial=0.1, maximum=1.0, multiplier=2.0, timeout=self.deadline,
+            initial=0.1, maximum=1.0, multiplier=2.0, timeout=deadline or self.deadline,
         )
 
     @contextlib.contextmanager
@@ -324,6 +329,16 @@ class CloudTasksScheduler:
             ) from exc
 
 
+# One statement text, built once: SQLAlchemy caches its compiled form (an insert()
+# construct built per call was compiled again on every timer).
+_LOCAL_CREATE = text("""
+    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
+    VALUES (:name, :url, :body, :at, :at)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name
+""")
+
+
 class LocalTaskScheduler:
     """The local stack's queue: rows in PostgreSQL's `local_tasks`, delivered by
     `devstack.task_dispatcher.TaskDispatcher`, so timers survive a restart.
@@ -337,26 +352,18 @@ class LocalTaskScheduler:
         self.db = db
         self.timer_url = timer_url
 
-    def create(self, task: TimerTask) -> Outcome:
-        """CREATED, or ALREADY_EXISTS when a row of that name exists, whatever its state."""
+    def create(self, task: TimerTask, *, timeout: float | None = None) -> Outcome:
+        """CREATED, or ALREADY_EXISTS when a row of that name exists, whatever its state.
+        (`timeout` is the database's: one short statement.)"""
         _validate(task)
-        statement = (
-            insert(local_tasks)
-            .values(
-                name=task.name,
-                url=self.timer_url,
-                body=_body(task.payload),
-                schedule_time=task.schedule_time,
-                next_attempt_at=task.schedule_time,
-            )
-            .on_conflict_do_nothing(index_elements=[local_tasks.c.name])
-            .returning(local_tasks.c.name)
-        )
         with _queue_unavailable():
-            rows = self.db.atomic(statement)
+            rows = self.db.atomic(_LOCAL_CREATE, {
+                "name": task.name, "url": self.timer_url, "body": _body(task.payload),
+                "at": task.schedule_time,
+            })
         return Outcome.CREATED if rows else Outcome.ALREADY_EXISTS
 
-    def delete(self, name: str) -> Outcome:
+    def delete(self, name: str, *, timeout: float | None = None) -> Outcome:
         """DELETED when the task was waiting (or in flight), else NOT_FOUND."""
         _validate_name(name)
         statement = (

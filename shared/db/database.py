@@ -11,30 +11,75 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
-from shared.errors import TransientError
+from shared.errors import InvalidField, ServiceError, TransientError, sqlstate
 
-# Failures that mean "the database is not there right now", not "your SQL is wrong".
-_UNAVAILABLE = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.TimeoutError,
-    sqlalchemy.exc.DisconnectionError,
-)
-# pg8000 raises InterfaceError both for a lost network and for a malformed
-# query; only the former is worth a retry.
-_NETWORK = ("can't create a connection", "network error", "connection is closed", "timeout")
+# SQLSTATE classes that mean "the database is not there right now", not "your SQL is
+# wrong": connection exceptions, insufficient resources (53300 too many connections),
+# operator intervention (57P01 admin shutdown, 57P03 cannot connect now), and the
+# transaction rollbacks a retry resolves (serialization failure, deadlock).
+_TRANSIENT_CLASSES = ("08", "53", "57", "58")
+_TRANSIENT_STATES = ("40001", "40P01")
+# Class 22 is a data exception: the input itself cannot be stored (say a NUL in a text
+# field, or a date out of range). Retrying the same input can never succeed.
+_DATA_CLASS = "22"
+
+
+def _in_step(exc: BaseException) -> bool:
+    """Whether the connection is still in step with the server after `exc`.
+
+    Only an error the server itself reported (it carries a SQLSTATE) leaves the
+    protocol where it was; anything else (a socket error, an encoding error
+    half-way through sending a statement) leaves the connection in an unknown
+    state, and it must never go back to the pool.
+    """
+    if isinstance(exc, ServiceError):
+        return True  # the service's own typed errors say nothing about the connection
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and sqlstate(exc) is not None
+
+
+def translate(exc: BaseException) -> BaseException | None:
+    """The service error a database failure stands for, or None to let it propagate."""
+    if isinstance(exc, (sqlalchemy.exc.TimeoutError, sqlalchemy.exc.DisconnectionError, ConnectionError,
+                        TimeoutError)):
+        return TransientError("database unavailable", component="database")
+    if isinstance(exc, UnicodeError):
+        # e.g. a lone surrogate the driver cannot encode (the connection is discarded).
+        return InvalidField("a value cannot be encoded", field="body")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        code = sqlstate(exc)
+        if code is None or exc.connection_invalidated:
+            # No SQLSTATE: the driver lost the server (pg8000 InterfaceError, a reset).
+            return TransientError("database unavailable", component="database")
+        if code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_STATES:
+            return TransientError("database unavailable", component="database")
+        if code[:2] == _DATA_CLASS:
+            return InvalidField("a value cannot be stored", field="body")
+    return None
 
 
 @contextlib.contextmanager
 def unavailable_as_transient() -> Iterator[None]:
+    """Re-raise database failures as the service's typed errors (see `translate`)."""
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise TransientError("database unavailable", component="database") from exc
-    except sqlalchemy.exc.DBAPIError as exc:
-        message = str(exc.orig).lower()
-        if exc.connection_invalidated or any(marker in message for marker in _NETWORK):
-            raise TransientError("database unavailable", component="database") from exc
-        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+@contextlib.contextmanager
+def _connection(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection that is discarded, not returned, when a failure left it out of step."""
+    with engine.connect() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            if not _in_step(exc) and not conn.invalidated:
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+            raise
 
 
 class Database:
@@ -45,6 +90,10 @@ class Database:
     switch to autocommit silently keeps open), and single statements need no
     BEGIN/COMMIT round trips. `transaction()` switches its connection to READ
     COMMITTED for the block; the pool restores autocommit on return.
+
+    Every failure comes out typed (`translate`): the database being away is a
+    TransientError, a value it cannot store an InvalidField; a connection that a
+    failure left out of step with the server is invalidated, never reused.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -53,7 +102,7 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
         """BEGIN ... COMMIT; rolls back when the block raises."""
-        with unavailable_as_transient(), self.engine.connect() as conn:
+        with unavailable_as_transient(), _connection(self.engine) as conn:
             conn.execution_options(isolation_level="READ COMMITTED")
             with conn.begin():
                 yield conn
@@ -64,14 +113,14 @@ class Database:
         A single PostgreSQL statement, data-modifying CTEs included, commits
         or fails as a whole, so this is a full unit of work in one round trip.
         """
-        with unavailable_as_transient(), self.engine.connect() as conn:
+        with unavailable_as_transient(), _connection(self.engine) as conn:
             result = conn.execute(statement, params or {})
             return list(result) if result.returns_rows else []
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """An autocommit connection for reads (no transaction round trips)."""
-        with unavailable_as_transient(), self.engine.connect() as conn:
+        with unavailable_as_transient(), _connection(self.engine) as conn:
             yield conn
 
     def ping(self) -> None:

@@ -31,6 +31,20 @@ def _outbox_dead_letters(conn: Connection) -> None:
                          "WHERE delivered_at IS NULL AND dead_at IS NULL")
 
 
+def _leases_and_flat_outbox(conn: Connection) -> None:
+    """v3: refund calls hold a lease; the outbox is indexed on undelivered rows only, by due
+    time and by order, so that neither claim's cost grows with delivered history."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS refund_claimed_at timestamptz")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS outbox_undelivered")
+    conn.exec_driver_sql("CREATE INDEX outbox_undelivered ON outbox (available_at, id) "
+                         "WHERE delivered_at IS NULL AND dead_at IS NULL")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS outbox_undelivered_order ON outbox (order_id) "
+                         "WHERE delivered_at IS NULL AND dead_at IS NULL")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS verification_sessions_refund_owed "
+                         "ON verification_sessions (updated_at) WHERE status IN ('declined', 'expired') "
+                         "AND (refund_status IS NULL OR refund_status = 'requested')")
+
+
 _CONSOLE_INDEXES = (
     "verification_sessions_created ON verification_sessions (created_at DESC, order_id DESC)",
     "verification_sessions_status_created ON verification_sessions (status, created_at DESC, order_id DESC)",
@@ -45,7 +59,7 @@ _CONSOLE_INDEXES = (
 
 
 def _console_indexes(conn: Connection) -> None:
-    """v3: the operator console's keyset pages and order page stay index scans at 1M sessions."""
+    """v4: the operator console's keyset pages and order page stay index scans at 1M sessions."""
     for index in _CONSOLE_INDEXES:
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
 
@@ -53,7 +67,8 @@ def _console_indexes(conn: Connection) -> None:
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_all, _outbox_dead_letters, _console_indexes]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_all, _outbox_dead_letters, _leases_and_flat_outbox,
+                                                  _console_indexes]
 LATEST = len(MIGRATIONS)
 
 

@@ -1,6 +1,6 @@
 """Read queries for the operator console and CLI: session lists, one order's story, the daily funnel.
 
-Lists are keyset-paginated (no OFFSET), each ordering served by an index of migration v3,
+Lists are keyset-paginated (no OFFSET), each ordering served by an index of migration v4,
 so a page costs the same at the millionth session as at the first.
 """
 

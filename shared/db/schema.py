@@ -49,6 +49,7 @@ verification_sessions = Table(
     Column("veriff_session_id", Text),
     Column("veriff_url", Text),
     Column("refund_status", Text),
+    _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
@@ -63,7 +64,7 @@ Index(
     verification_sessions.c.deadline,
     postgresql_where=verification_sessions.c.status == "pending",
 )
-# The operator console's keyset pages (migration v3): newest first, by status, by deadline
+# The operator console's keyset pages (migration v4): newest first, by status, by deadline
 # for open sessions, by exact customer email, and the few sessions whose refund is open.
 Index("verification_sessions_created", verification_sessions.c.created_at.desc(),
       verification_sessions.c.order_id.desc())
@@ -75,6 +76,14 @@ Index("verification_sessions_open_deadline", verification_sessions.c.deadline,
 Index("verification_sessions_email", verification_sessions.c.customer_email)
 Index("verification_sessions_refund_open", verification_sessions.c.order_id,
       postgresql_where=verification_sessions.c.refund_status.in_(("requested", "manual", "failed")))
+
+# Closed sessions still owed a refund: the sweeper's re-drive reads only these.
+Index(
+    "verification_sessions_refund_owed",
+    verification_sessions.c.updated_at,
+    postgresql_where=text("status IN ('declined', 'expired') "
+                          "AND (refund_status IS NULL OR refund_status = 'requested')"),
+)
 
 webhook_events = Table(
     "webhook_events",
@@ -139,12 +148,20 @@ outbox = Table(
         "kind IN ('task.create', 'task.delete', 'publish')", name="outbox_kind"
     ),
 )
+# Only undelivered rows are indexed, so a claim's cost does not grow with history:
+# by due time for the sweeper, by order for a request's own relay.
 Index(
     "outbox_undelivered",
     outbox.c.available_at,
+    outbox.c.id,
     postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
 )
-# The console's order page and "needs attention" (migration v3).
+Index(
+    "outbox_undelivered_order",
+    outbox.c.order_id,
+    postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
+)
+# The console's order page and "needs attention" (migration v4).
 Index("outbox_order", outbox.c.order_id, outbox.c.id)
 Index("outbox_parked", outbox.c.order_id, postgresql_where=outbox.c.dead_at.isnot(None))
 

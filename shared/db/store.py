@@ -43,10 +43,12 @@ def move_status(
     *,
     fresh_link: bool = False,
     due_by: datetime | None = None,
+    link_sent: bool | None = None,
 ) -> dict[str, Any] | None:
     """Conditional transition; the session row when it applied, else None.
 
-    `due_by` adds `deadline <= due_by` (the deadline timer's re-check)."""
+    `due_by` adds `deadline <= due_by` (the deadline timer's re-check); `link_sent` adds
+    whether the verification link email was sent (an expiry needs it)."""
     terminal = to_status in ("verified", "declined", "expired", "cancelled")
     row = conn.execute(
         text("""
@@ -59,6 +61,10 @@ def move_status(
             WHERE order_id = :order_id
               AND status = ANY(:from_statuses)
               AND (CAST(:due_by AS timestamptz) IS NULL OR deadline <= :due_by)
+              AND (CAST(:link_sent AS boolean) IS NULL
+                   OR EXISTS (SELECT 1 FROM email_sends e
+                              WHERE e.order_id = verification_sessions.order_id
+                                AND e.kind = 'link' AND e.state = 'sent') = :link_sent)
             RETURNING order_id, status, ordered_at, deadline, deadline_version
         """),
         {
@@ -68,6 +74,7 @@ def move_status(
             "terminal": terminal,
             "fresh_link": fresh_link,
             "due_by": due_by,
+            "link_sent": link_sent,
         },
     ).mappings().first()
     return dict(row) if row else None
@@ -180,53 +187,56 @@ def add_timers(conn: Connection, rows: list[dict]) -> None:
 
 # ---- outbox -------------------------------------------------------------------
 
-
-def claim_outbox(conn: Connection, limit: int, order_ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """Lock due, undelivered rows; concurrent relays skip each other's rows."""
-    return [dict(r) for r in conn.execute(
-        text("""
-            SELECT id, kind, order_id, payload, attempts FROM outbox
-            WHERE delivered_at IS NULL AND dead_at IS NULL AND available_at <= now()
-              AND (CAST(:orders AS text[]) IS NULL OR order_id = ANY(CAST(:orders AS text[])))
-            ORDER BY id
-            LIMIT :n
-            FOR UPDATE SKIP LOCKED
-        """),
-        {"n": limit, "orders": order_ids},
-    ).mappings()]
-
-
-def mark_delivered(conn: Connection, ids: list[int]) -> None:
-    if ids:
-        conn.execute(text("UPDATE outbox SET delivered_at = now(), attempts = attempts + 1, last_error = NULL "
-                          "WHERE id = ANY(:ids)"), {"ids": ids})
-
-
-def mark_dead(conn: Connection, failures: list[tuple[int, str]]) -> None:
-    """(id, error) per row that can never be delivered: parked with its error, not retried."""
-    if failures:
-        conn.execute(
-            text("""
-                UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error, dead_at = now()
-                FROM jsonb_to_recordset(:failures) AS f(id bigint, error text)
-                WHERE o.id = f.id
-            """).bindparams(bindparam("failures", type_=JSONB)),
-            {"failures": [{"id": i, "error": e[:500]} for i, e in failures]},
-        )
+# A claim leases due rows: it pushes their `available_at` past the lease and commits at
+# once, so no transaction is open while the relay calls out. A relay that dies mid-call
+# leaves its rows to be claimed again when the lease ends (delivery is idempotent: task
+# names are deterministic and messages carry a stable `message_key`). Two forms, so that
+# each has a plan on its own partial index: by order (a request's own rows) and by time.
+_CLAIM_DUE = """
+    WITH due AS (
+        SELECT id FROM outbox
+        WHERE delivered_at IS NULL AND dead_at IS NULL AND available_at <= now() {only_orders}
+        ORDER BY available_at, id
+        LIMIT :n
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE outbox o SET available_at = now() + make_interval(secs => :lease)
+    FROM due WHERE o.id = due.id
+    RETURNING o.id, o.kind, o.order_id, o.payload, o.attempts
+"""
+_CLAIM_ALL = text(_CLAIM_DUE.format(only_orders=""))
+_CLAIM_ORDERS = text(_CLAIM_DUE.format(only_orders="AND order_id = ANY(CAST(:orders AS text[]))"))
 
 
-def mark_failed(conn: Connection, failures: list[tuple[int, str, float]]) -> None:
-    """(id, error, retry_in_seconds) per row: count the attempt, keep the error, back off."""
-    if failures:
-        conn.execute(
-            text("""
-                UPDATE outbox o SET attempts = o.attempts + 1, last_error = f.error,
-                       available_at = now() + make_interval(secs => f.retry_in)
-                FROM jsonb_to_recordset(:failures) AS f(id bigint, error text, retry_in float8)
-                WHERE o.id = f.id
-            """).bindparams(bindparam("failures", type_=JSONB)),
-            {"failures": [{"id": i, "error": e[:500], "retry_in": r} for i, e, r in failures]},
-        )
+def claim_outbox(db: Database, limit: int, lease_seconds: float,
+                 order_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """Lease due, undelivered rows (only these orders' when given), oldest first."""
+    if order_ids is None:
+        rows = db.atomic(_CLAIM_ALL, {"n": limit, "lease": lease_seconds})
+    else:
+        rows = db.atomic(_CLAIM_ORDERS, {"n": limit, "lease": lease_seconds, "orders": order_ids})
+    return sorted((dict(r._mapping) for r in rows), key=lambda r: r["id"])
+
+
+_RECORD_OUTCOMES = text("""
+    UPDATE outbox o SET
+        attempts = o.attempts + CASE WHEN r.outcome = 'released' THEN 0 ELSE 1 END,
+        delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
+        dead_at = CASE WHEN r.outcome = 'dead' THEN now() END,
+        last_error = CASE WHEN r.outcome = 'released' THEN o.last_error ELSE r.error END,
+        available_at = CASE WHEN r.outcome = 'delivered' OR r.outcome = 'dead' THEN o.available_at
+                            ELSE now() + make_interval(secs => r.retry_in) END
+    FROM jsonb_to_recordset(:rows) AS r(id bigint, outcome text, error text, retry_in float8)
+    WHERE o.id = r.id AND o.delivered_at IS NULL AND o.dead_at IS NULL
+""").bindparams(bindparam("rows", type_=JSONB))
+
+
+def record_outbox_outcomes(db: Database, outcomes: list[dict[str, Any]]) -> None:
+    """One statement for a batch: `{id, outcome, error, retry_in}` per row, where outcome is
+    delivered, failed (retry after `retry_in` s), dead (parked, never retried) or released
+    (not attempted: due again now)."""
+    if outcomes:
+        db.atomic(_RECORD_OUTCOMES, {"rows": outcomes})
 
 
 # ---- subscribers ----------------------------------------------------------------
@@ -255,19 +265,52 @@ def claim_message(conn: Connection, subscriber: str, message_id: str) -> bool:
     ).first() is not None
 
 
-def claim_email(conn: Connection, order_id: str, kind: str, reminder_index: int, lease_seconds: int) -> bool:
-    """Claim one email for sending. A claim left `sending` past its lease (a crash) may be retaken."""
-    return conn.execute(
-        text("""
-            INSERT INTO email_sends AS e (order_id, kind, reminder_index, state)
-            VALUES (:o, :k, :i, 'sending')
-            ON CONFLICT (order_id, kind, reminder_index) DO UPDATE
-                SET claimed_at = now(), attempts = e.attempts + 1
-                WHERE e.state = 'sending' AND e.claimed_at < now() - make_interval(secs => :lease)
-            RETURNING 1
-        """),
-        {"o": order_id, "k": kind, "i": reminder_index, "lease": lease_seconds},
-    ).first() is not None
+_CLAIM_EMAIL = text("""
+    WITH claim AS (
+        INSERT INTO email_sends AS e (order_id, kind, reminder_index, state)
+        VALUES (:o, :k, :i, 'sending')
+        ON CONFLICT (order_id, kind, reminder_index) DO UPDATE
+            SET claimed_at = now(), attempts = e.attempts + 1
+            WHERE e.state = 'sending' AND e.claimed_at < now() - make_interval(secs => :lease)
+        RETURNING 'claimed'::text AS outcome
+    )
+    SELECT outcome FROM claim
+    UNION ALL
+    SELECT state FROM email_sends
+    WHERE order_id = :o AND kind = :k AND reminder_index = :i AND NOT EXISTS (SELECT 1 FROM claim)
+""")
+
+
+def claim_email(db: Database, order_id: str, kind: str, reminder_index: int, lease_seconds: float) -> str:
+    """Claim one email for sending: 'claimed' (new, or taken over from an attempt whose lease
+    passed), 'sending' (another attempt holds the lease), or the final state ('sent', ...)."""
+    rows = db.atomic(_CLAIM_EMAIL, {"o": order_id, "k": kind, "i": reminder_index, "lease": lease_seconds})
+    # No row: a concurrent first claim committed after this statement's snapshot; it holds the lease.
+    return rows[0][0] if rows else "sending"
+
+
+_EMAILS_TO_REDRIVE = text("""
+    SELECT s.order_id, 'link' AS kind, 0 AS reminder_index
+    FROM verification_sessions s
+    WHERE s.status = 'pending' AND s.created_at < now() - make_interval(secs => :lease)
+      AND NOT EXISTS (SELECT 1 FROM email_sends e
+                      WHERE e.order_id = s.order_id AND e.kind = 'link'
+                        AND (e.state <> 'sending' OR e.claimed_at >= now() - make_interval(secs => :lease)))
+      AND NOT EXISTS (SELECT 1 FROM outbox o
+                      WHERE o.order_id = s.order_id AND o.delivered_at IS NULL AND o.dead_at IS NULL
+                        AND o.kind = 'publish' AND o.payload->>'topic' = 'customer-emails')
+    UNION
+    SELECT e.order_id, e.kind, e.reminder_index
+    FROM email_sends e
+    WHERE e.state = 'sending' AND e.kind <> 'link' AND e.claimed_at < now() - make_interval(secs => :lease)
+    LIMIT :n
+""")
+
+
+def emails_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, int]]:
+    """Emails a crash may have lost: pending sessions whose link was never sent (and is not on
+    its way in the outbox), and claims left `sending` past their lease."""
+    return [tuple(r) for r in conn.execute(_EMAILS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
 
 
 def release_email(conn: Connection, order_id: str, kind: str, reminder_index: int) -> None:
@@ -344,22 +387,53 @@ def funnel(conn: Connection, start, end) -> dict[str, Any]:
             "median_seconds_to_verify": float(median) if median is not None else None}
 
 
-def claim_refund(conn: Connection, order_id: str) -> str | None:
-    """Move refund_status NULL → 'requested'. Returns the status before (None when claimed now).
+_CLAIM_REFUND = text("""
+    WITH claim AS (
+        UPDATE verification_sessions
+        SET refund_status = 'requested', refund_claimed_at = now()
+        WHERE order_id = :o
+          AND (refund_status IS NULL
+               OR (refund_status = 'requested'
+                   AND (refund_claimed_at IS NULL
+                        OR refund_claimed_at < now() - make_interval(secs => :lease))))
+        RETURNING 'claimed'::text AS outcome
+    )
+    SELECT outcome FROM claim
+    UNION ALL
+    SELECT coalesce(refund_status, 'requested') FROM verification_sessions
+    WHERE order_id = :o AND NOT EXISTS (SELECT 1 FROM claim)
+""")
 
-    Raises LookupError for an unknown order."""
-    claimed = conn.execute(
-        text("UPDATE verification_sessions SET refund_status = 'requested', updated_at = now() "
-             "WHERE order_id = :o AND refund_status IS NULL RETURNING 1"),
-        {"o": order_id},
-    ).first()
-    if claimed:
-        return None
-    row = conn.execute(text("SELECT refund_status FROM verification_sessions WHERE order_id = :o"),
-                       {"o": order_id}).first()
-    if row is None:
-        raise LookupError(order_id)
-    return row[0]
+
+def claim_refund(db: Database, order_id: str, lease_seconds: float) -> str:
+    """'claimed' (first, or taken over past the lease), 'requested' (another attempt holds the
+    lease), the final refund status, or 'unknown' for an unknown order."""
+    rows = db.atomic(_CLAIM_REFUND, {"o": order_id, "lease": lease_seconds})
+    return rows[0][0] if rows else "unknown"
+
+
+def release_refund(db: Database, order_id: str) -> None:
+    """A call that failed gives its lease back at once (the retry need not wait for it)."""
+    db.atomic(text("UPDATE verification_sessions SET refund_claimed_at = NULL "
+                   "WHERE order_id = :o AND refund_status = 'requested'"), {"o": order_id})
+
+
+_REFUNDS_TO_REDRIVE = text("""
+    SELECT order_id, status FROM verification_sessions
+    WHERE status IN ('declined', 'expired')
+      AND (refund_status IS NULL
+           OR (refund_status = 'requested'
+               AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))))
+      AND updated_at < now() - make_interval(secs => :lease)
+    LIMIT :n
+""")
+
+
+def refunds_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str]]:
+    """(order id, reason) of sessions closed over a lease ago and still owed a refund whose
+    request was lost: never claimed, given back by a failed call, or claimed by an attempt
+    that died (its lease passed)."""
+    return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
 
 
 def set_refund_status(conn: Connection, order_id: str, status: str) -> bool:

@@ -110,6 +110,10 @@ DEADLINE = Transition(
 )
 
 
+# The deadline passed but the link email was never sent: a person decides, never a refund.
+LINK_NOT_SENT = Transition((Status.PENDING,), Status.IN_REVIEW, Event.IN_REVIEW)
+
+
 def applies(rule: Transition, status: Status | str) -> bool:
     """Whether `rule` moves a session that is in `status` (the table's rows)."""
     return Status(status) in rule.from_statuses

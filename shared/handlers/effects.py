@@ -49,6 +49,10 @@ class Effects:
 
     def refund(self, reason: str) -> None:
         self.event(Event.REFUND_REQUESTED, reason=reason)
+        self.refund_action(reason)
+
+    def refund_action(self, reason: str) -> None:
+        """The refund request message alone (the sweeper's re-drive of a lost one)."""
         action = OrderAction(order_id=self.order_id, action="refund", reason=reason)
         self._publish(TOPIC_ORDER_ACTIONS, action, key=f"{self.order_id}:refund", type_="order.refund")
 

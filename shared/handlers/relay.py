@@ -1,11 +1,16 @@
-"""The outbox relay: deliver committed side effects (tasks, messages) exactly once each.
+"""The outbox relay: deliver committed side effects (tasks, messages), each at least once,
+never holding a transaction across a network call.
 
-Rows are locked with FOR UPDATE SKIP LOCKED for the length of their delivery,
-so two relays never hold the same row. A crash after a delivery but before
-the commit leaves the row undelivered, and the next relay repeats it: task
-creation is idempotent by its deterministic name (ALREADY_EXISTS is success),
-deletion by NOT_FOUND, and a re-published message carries the same
-`message_key` attribute, on which subscribers deduplicate.
+A relay leases a batch of due rows in one short statement (their `available_at` moves
+past the lease) and commits; then it calls Cloud Tasks / Pub/Sub (or their local
+stand-ins), each call bounded by what is left of its time budget; then it records every
+row's outcome in a second short statement. A relay that dies between the two leaves its
+rows to be leased again when the lease ends, and the repeat is harmless: task creation
+is idempotent by its deterministic name (ALREADY_EXISTS is success), deletion by
+NOT_FOUND, and a re-published message carries the same `message_key` attribute, on
+which subscribers deduplicate. Each row is judged on its own: one that can never be
+delivered (a permanent error, or a payload the adapters cannot even read) is parked
+with its error, and the rest go on.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from datetime import datetime
 from shared.adapters.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
-from shared.errors import PermanentError, ServiceError
+from shared.errors import ConfigError, ServiceError, TransientError
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
 MAX_BACKOFF_SECONDS = 600.0
+# Longer than any single call may take (each is bounded by the relay's budget, and the
+# sweeper's budget is the longest), so a live relay's rows are never leased twice.
+LEASE_SECONDS = 60.0
 
 
 @dataclass
@@ -50,66 +58,90 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
     report = RelayReport()
     stop_at = time.monotonic() + budget_seconds
     while time.monotonic() < stop_at:
-        with db.transaction() as conn:
-            rows = store.claim_outbox(conn, batch, order_ids)
-            if not rows:
-                break
-            delivered, failures, dead = _deliver(rows, scheduler, publisher)
-            store.mark_delivered(conn, delivered)
-            store.mark_failed(conn, failures)
-            store.mark_dead(conn, dead)
-        for row_id, error in dead:
-            log.error("outbox row %d can never be delivered, parked: %s", row_id, error)
-        report.add(RelayReport(len(delivered), len(failures), len(dead)))
-        if failures or len(rows) < batch:
+        rows = store.claim_outbox(db, batch, LEASE_SECONDS, order_ids)
+        if not rows:
+            break
+        outcomes = _deliver(rows, scheduler, publisher, stop_at)
+        store.record_outbox_outcomes(db, outcomes)
+        batch_report = RelayReport(*(sum(o["outcome"] == kind for o in outcomes)
+                                     for kind in ("delivered", "failed", "dead")))
+        for outcome in outcomes:
+            if outcome["outcome"] == "dead":
+                log.error("outbox row %d can never be delivered, parked: %s", outcome["id"], outcome["error"])
+        report.add(batch_report)
+        if batch_report.failed or len(rows) < batch or len(outcomes) > batch_report.delivered + batch_report.dead:
             break  # what failed waits for its backoff; the sweeper comes back for it
     if report.failed or report.dead:
         log.warning("outbox relay: %d delivered, %d failed, %d dead", report.delivered, report.failed, report.dead)
     return report
 
 
-def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublisher):
-    delivered: list[int] = []
-    failures: list[tuple[int, str, float]] = []
-    dead: list[tuple[int, str]] = []
+def _outcome(row: dict, error: Exception | None) -> dict:
+    if error is None:
+        return {"id": row["id"], "outcome": "delivered", "error": None, "retry_in": 0}
+    # The error's class and our own message only: a library's text may quote the payload.
+    retry = isinstance(error, (TransientError, ConfigError))  # the outage or the setting may be fixed
+    described = f"{type(error).__name__}: {error}" if isinstance(error, ServiceError) else type(error).__name__
+    if retry:
+        return {"id": row["id"], "outcome": "failed", "error": described[:500],
+                "retry_in": backoff_seconds(row["attempts"])}
+    return {"id": row["id"], "outcome": "dead", "error": described[:500], "retry_in": 0}
 
-    def failed(row: dict, error: Exception) -> None:
-        described = f"{type(error).__name__}: {error}"
-        if isinstance(error, PermanentError):
-            dead.append((row["id"], described))
-        else:
-            failures.append((row["id"], described, backoff_seconds(row["attempts"])))
 
-    messages = [row for row in rows if row["kind"] == "publish"]
+def _released(row: dict) -> dict:
+    return {"id": row["id"], "outcome": "released", "error": None, "retry_in": 0}
+
+
+def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublisher,
+             stop_at: float) -> list[dict]:
+    """One outcome per row. A row not attempted because the budget ran out is released."""
+    outcomes: list[dict] = []
+    messages: list[tuple[dict, OutgoingMessage]] = []
     for row in rows:
+        left = stop_at - time.monotonic()
         if row["kind"] == "publish":
+            try:
+                messages.append((row, _message(row["payload"])))
+            except Exception as exc:  # noqa: BLE001 - an unreadable row is parked, the rest go on
+                outcomes.append(_outcome(row, exc))
             continue
-        payload = row["payload"]
+        if left <= 0:
+            outcomes.append(_released(row))
+            continue
         try:
-            if row["kind"] == "task.create":
-                scheduler.create(TimerTask(
-                    name=payload["name"],
-                    schedule_time=datetime.fromisoformat(payload["schedule_time"]),
-                    payload=payload["body"],
-                ))
-            else:
-                scheduler.delete(payload["name"])
-            delivered.append(row["id"])
-        except ServiceError as exc:
-            failed(row, exc)
+            _call_scheduler(row, scheduler, left)
+            outcomes.append(_outcome(row, None))
+        except Exception as exc:  # noqa: BLE001 - judged per row: transient retried, others parked
+            outcomes.append(_outcome(row, exc))
     if messages:
-        outcomes = publisher.publish_batch([
-            OutgoingMessage(
-                topic=row["payload"]["topic"],
-                data=json.dumps(row["payload"]["data"]).encode(),
-                ordering_key=row["payload"]["ordering_key"],
-                attributes=row["payload"]["attributes"],
-            )
-            for row in messages
-        ])
-        for row, outcome in zip(messages, outcomes):
-            if isinstance(outcome, Exception):
-                failed(row, outcome)
-            else:
-                delivered.append(row["id"])
-    return delivered, failures, dead
+        left = stop_at - time.monotonic()
+        if left <= 0:
+            outcomes.extend(_released(row) for row, _ in messages)
+        else:
+            results = publisher.publish_batch([m for _, m in messages], timeout=left)
+            outcomes.extend(_outcome(row, r if isinstance(r, Exception) else None)
+                            for (row, _), r in zip(messages, results))
+    return outcomes
+
+
+def _call_scheduler(row: dict, scheduler: TaskScheduler, timeout: float) -> None:
+    payload = row["payload"]
+    if row["kind"] == "task.create":
+        scheduler.create(TimerTask(
+            name=payload["name"],
+            schedule_time=datetime.fromisoformat(payload["schedule_time"]),
+            payload=payload["body"],
+        ), timeout=timeout)
+    elif row["kind"] == "task.delete":
+        scheduler.delete(payload["name"], timeout=timeout)
+    else:
+        raise ValueError("unknown outbox kind")
+
+
+def _message(payload: dict) -> OutgoingMessage:
+    return OutgoingMessage(
+        topic=payload["topic"],
+        data=json.dumps(payload["data"]).encode(),
+        ordering_key=payload["ordering_key"],
+        attributes=payload["attributes"],
+    )

@@ -18,11 +18,11 @@ from shared.db.database import Database
 from shared.domain.messages import EmailJob, EventMessage, OrderAction
 from shared.domain.model import Email, Event, Status
 from shared.emails.render import build_message
+from shared.errors import TransientError
 from shared.handlers.effects import Effects
 
 log = logging.getLogger(__name__)
 
-EMAIL_LEASE_SECONDS = 600  # a claim left `sending` this long is from a crashed attempt
 OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
 
 
@@ -31,7 +31,11 @@ OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
 
 def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
                job: EmailJob, *, now: datetime) -> str:
-    """Send one email at most once; 'sent' or why not. Raises TransientError to be retried."""
+    """Send one email at most once per claim; 'sent' or why not.
+
+    Raises TransientError to be retried: when the send failed, and when another attempt
+    holds the claim's lease (it may yet fail; if it crashed, the lease passes and a later
+    delivery takes the claim over). Never "done" for an email that was not sent."""
     kind = Email(job.kind)
     with db.read() as conn:
         session = store.load_session(conn, job.order_id)
@@ -39,9 +43,12 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         return "unknown order"
     if kind in OPEN_ONLY and session["status"] not in (Status.PENDING, Status.IN_REVIEW):
         return f"session is {session['status']}"
-    with db.transaction() as conn:
-        if not store.claim_email(conn, job.order_id, kind, job.reminder_index, EMAIL_LEASE_SECONDS):
-            return "already sent or being sent"
+    lease = settings.email_lease.total_seconds()
+    claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
+    if claim == "sending":
+        raise TransientError("this email is being sent by another attempt", component="email")
+    if claim != "claimed":
+        return f"already {claim}"
     try:
         url = None
         if kind in OPEN_ONLY:
@@ -66,6 +73,27 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         store.finish_email(conn, job.order_id, kind, job.reminder_index, "sent")
         store.write_effects(conn, fx.events, fx.outbox)
     return "sent"
+
+
+def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit: int = 200) -> int:
+    """The sweeper's safety net for work a crash or a dropped message lost: link emails never
+    sent, email claims left past their lease, refunds never completed. Each is enqueued
+    again (the claims make a repeat harmless). Returns how many were enqueued."""
+    lease = settings.email_lease.total_seconds()
+    with db.transaction() as conn:
+        emails = store.emails_to_redrive(conn, lease, limit)
+        refunds = store.refunds_to_redrive(conn, lease, limit)
+        for order_id, kind, reminder_index in emails:
+            fx = Effects(order_id, now, actor="sweeper")
+            fx.email(Email(kind), reminder_index)
+            store.write_effects(conn, fx.events, fx.outbox)
+        for order_id, reason in refunds:
+            fx = Effects(order_id, now, actor="sweeper")
+            fx.refund_action(reason)
+            store.write_effects(conn, fx.events, fx.outbox)
+    if emails or refunds:
+        log.warning("sweep re-enqueued %d emails and %d refunds", len(emails), len(refunds))
+    return len(emails) + len(refunds)
 
 
 # ---- analytics ---------------------------------------------------------------------
@@ -129,20 +157,27 @@ def funnel(db: Database, start, end) -> dict[str, Any]:
 # ---- refunds -----------------------------------------------------------------------
 
 
-def request_refund(db: Database, gateway: RefundGateway, action: OrderAction, *, now: datetime) -> str:
+def request_refund(db: Database, settings: Settings, gateway: RefundGateway, action: OrderAction, *,
+                   now: datetime) -> str:
     """Ask for the refund once per order; the outcome recorded on the session and as an event.
 
-    The claim (refund_status NULL → requested) commits before the call; a retry
-    after a failed call finds 'requested' and calls again with the same
+    The claim (refund_status NULL → requested, with a lease) commits before the call. A
+    delivery that finds another attempt's lease raises TransientError (retried later); one
+    that finds the lease passed (a crash) takes it over and calls again with the same
     Idempotency-Key, so the store's API sees one refund whatever happens here."""
-    with db.transaction() as conn:
-        try:
-            before = store.claim_refund(conn, action.order_id)
-        except LookupError:
-            return "unknown order"
-    if before not in (None, "requested"):
-        return f"refund already {before}"
-    result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}", reason=action.reason)
+    claim = store.claim_refund(db, action.order_id, settings.email_lease.total_seconds())
+    if claim == "unknown":
+        return "unknown order"
+    if claim == "requested":
+        raise TransientError("this refund is being requested by another attempt", component="refund")
+    if claim != "claimed":
+        return f"refund already {claim}"
+    try:
+        result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}",
+                                reason=action.reason)
+    except BaseException:
+        store.release_refund(db, action.order_id)
+        raise
     fx = Effects(action.order_id, now, actor="request_refund")
     if result is RefundResult.REFUNDED:
         fx.event(Event.REFUND_COMPLETED, reason=action.reason)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, Email, Event, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, timers_for
+from shared.errors import TransientError
 from shared.handlers.effects import Effects
 from shared.handlers.intake import Result, apply_effects
+
+log = logging.getLogger(__name__)
 
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
@@ -33,22 +38,51 @@ def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_i
 
 def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None = None,
            actor: str = "timer") -> Result:
-    """pending → expired only when the deadline has passed; refund and email in the same commit."""
+    """pending → expired only when the deadline has passed and the link email was sent; refund and
+    email in the same commit. A customer who was never sent the link is never refunded by a
+    machine: the session goes to a person (`in_review`, reason `link_not_sent`)."""
     fx = Effects(order_id, now, request_id, actor=actor)
     with db.transaction() as conn:
-        moved = store.move_status(conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status, due_by=now)
-        if moved is None:
+        moved = store.move_status(conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status,
+                                  due_by=now, link_sent=True)
+        if moved is not None:
+            store.mark_deadline_fired(conn, order_id)
+            apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
+            return Result("accepted", order_id)
+        held = store.move_status(conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
+                                 due_by=now, link_sent=False)
+        if held is None:
             return Result("ignored", order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(conn, order_id)
-        apply_effects(conn, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
-    return Result("accepted", order_id)
+        apply_effects(conn, fx, LINK_NOT_SENT, {"reason": "link_not_sent", "deadline": held["deadline"].isoformat()})
+    log.warning("deadline passed but the link email was never sent: session held for review",
+                extra={"labels": {"order_id": order_id}})
+    return Result("accepted", order_id, "link_not_sent")
 
 
-def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> int:
-    """The sweeper's half: expire pending sessions whose deadline passed `grace` ago (lost timers)."""
+@dataclass
+class ExpiryReport:
+    expired: int = 0
+    failed: int = 0  # sessions that could not be expired this time (each logged); the rest went on
+
+
+def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> ExpiryReport:
+    """The sweeper's half: expire pending sessions whose deadline passed `grace` ago (lost timers).
+
+    Each session on its own: one that fails (bad data, a lost connection) is counted and
+    logged, and the others are still expired."""
     with db.read() as conn:
         overdue = store.overdue_sessions(conn, now - grace, limit)
-    return sum(expire(db, order_id, now=now, actor="sweeper").status == "accepted" for order_id in overdue)
+    report = ExpiryReport()
+    for order_id in overdue:
+        try:
+            report.expired += expire(db, order_id, now=now, actor="sweeper").status == "accepted"
+        except TransientError:
+            raise  # the database is away: the next sweep tries them all again
+        except Exception:
+            report.failed += 1
+            log.exception("sweeper could not expire a session", extra={"labels": {"order_id": order_id}})
+    return report
 
 
 def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: datetime, *,

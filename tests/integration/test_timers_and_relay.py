@@ -31,7 +31,7 @@ class RecordingPublisher:
         self.messages = []
         self._lock = threading.Lock()
 
-    def publish_batch(self, messages):
+    def publish_batch(self, messages, *, timeout=None):
         with self._lock:
             self.messages.extend(messages)
         return [f"m-{uuid.uuid4().hex[:8]}" for _ in messages]
@@ -48,12 +48,12 @@ class CountingScheduler:
         self.creates = Counter()
         self._lock = threading.Lock()
 
-    def create(self, task):
+    def create(self, task, *, timeout=None):
         with self._lock:
             self.creates[task.name] += 1
         return self.inner.create(task)
 
-    def delete(self, name):
+    def delete(self, name, *, timeout=None):
         return self.inner.delete(name)
 
     def check(self):
@@ -65,10 +65,15 @@ def scheduler(db):
     return LocalTaskScheduler(db, "http://127.0.0.1:9/timer")
 
 
-def place(db, settings, order_id, at=T0):
+def place(db, settings, order_id, at=T0, *, link_sent=True):
+    """An order whose verification link email was sent (unless `link_sent` is False)."""
     result = intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
                                 now=at)
     assert result.status == "accepted"
+    if link_sent:
+        with db.transaction() as conn:
+            conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state, sent_at) "
+                              "VALUES (:o, 'link', 0, 'sent', now())"), {"o": order_id})
 
 
 def deadline_timer(order_id, version=1):
@@ -223,16 +228,20 @@ def test_crash_between_create_and_mark_then_relay_again_makes_one_task(db, setti
                                                                        monkeypatch):
     place(db, settings, order_id)
     counting = CountingScheduler(scheduler)
-    real_mark = store.mark_delivered
+    real_mark = store.record_outbox_outcomes
 
     def crash(*args, **kwargs):
         raise RuntimeError("instance killed after delivering, before marking")
 
-    monkeypatch.setattr(store, "mark_delivered", crash)
+    monkeypatch.setattr(store, "record_outbox_outcomes", crash)
     with pytest.raises(RuntimeError):
         relay.relay(db, counting, RecordingPublisher(), order_ids=[order_id])
-    assert outbox_left(db, [order_id]) == 5  # the transaction rolled back: nothing marked
-    monkeypatch.setattr(store, "mark_delivered", real_mark)
+    assert outbox_left(db, [order_id]) == 5  # nothing marked delivered
+    monkeypatch.setattr(store, "record_outbox_outcomes", real_mark)
+    # The dead relay's rows stay leased (no other relay takes them) until the lease ends.
+    assert relay.relay(db, counting, RecordingPublisher(), order_ids=[order_id]).delivered == 0
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET available_at = now() WHERE order_id = :o"), {"o": order_id})
 
     report = relay.relay(db, counting, RecordingPublisher(), order_ids=[order_id])
     assert report.delivered == 5 and outbox_left(db, [order_id]) == 0
@@ -270,7 +279,7 @@ def test_failed_delivery_backs_off_and_keeps_the_error(db, settings, order_id):
     place(db, settings, order_id)
 
     class Down:
-        def publish_batch(self, messages):
+        def publish_batch(self, messages, *, timeout=None):
             from shared.errors import TransientError
             return [TransientError("pubsub down", component="pubsub") for _ in messages]
 
@@ -292,8 +301,8 @@ def test_sweeper_expires_a_session_whose_timer_was_lost_once(db, settings, order
         conn.execute(text("DELETE FROM outbox WHERE order_id = :o AND kind = 'task.create'"), {"o": order_id})
     now = T0
     first = timers.expire_overdue(db, now=now, grace=timedelta(minutes=5))
-    assert first >= 1 and status_of(db, order_id) == "expired"
-    assert timers.expire_overdue(db, now=now, grace=timedelta(minutes=5)) == 0
+    assert first.expired >= 1 and first.failed == 0 and status_of(db, order_id) == "expired"
+    assert timers.expire_overdue(db, now=now, grace=timedelta(minutes=5)).expired == 0
     assert event_count(db, order_id, "verification.expired") == 1
     actor = query(db, "SELECT actor FROM event_log WHERE order_id = :o AND type = 'verification.expired'",
                   o=order_id)[0][0]
@@ -320,3 +329,33 @@ def test_a_row_that_can_never_be_delivered_is_parked_not_retried(db, scheduler):
     assert len(rows) == 1 and rows[0][0] and rows[0][1] and rows[0][2] == 1 and "task name" in rows[0][3]
     again = relay.relay(db, scheduler, RecordingPublisher(), order_ids=[order_id])
     assert (again.delivered, again.failed, again.dead) == (0, 0, 0)
+
+
+def test_deadline_without_a_sent_link_holds_the_session_for_a_person(db, settings, order_id):
+    place(db, settings, order_id, at=T0 - timedelta(days=30), link_sent=False)
+    result = timers.fire(db, deadline_timer(order_id), now=T0)
+    assert (result.status, result.detail) == ("accepted", "link_not_sent")
+    assert status_of(db, order_id) == "in_review"
+    assert event_count(db, order_id, "verification.expired") == 0
+    assert event_count(db, order_id, "refund.requested") == 0
+    data = query(db, "SELECT data FROM event_log WHERE order_id = :o AND type = 'verification.in_review'",
+                 o=order_id)
+    assert [row[0]["reason"] for row in data] == ["link_not_sent"]
+    assert timers.fire(db, deadline_timer(order_id), now=T0).status == "ignored"
+
+
+def test_sweeper_goes_on_past_a_session_it_cannot_expire(db, settings, order_id, monkeypatch):
+    broken, good = f"{order_id}-broken", f"{order_id}-good"
+    place(db, settings, broken, at=T0 - timedelta(days=30))
+    place(db, settings, good, at=T0 - timedelta(days=30))
+    real_expire = timers.expire
+
+    def expire(db_, order, **kwargs):
+        if order == broken:
+            raise ValueError("a row the handler cannot read")
+        return real_expire(db_, order, **kwargs)
+
+    monkeypatch.setattr(timers, "expire", expire)
+    report = timers.expire_overdue(db, now=T0, grace=timedelta(minutes=5))
+    assert report.failed >= 1
+    assert status_of(db, good) == "expired" and status_of(db, broken) == "pending"

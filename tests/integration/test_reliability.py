@@ -1,0 +1,290 @@
+"""Issue 8's rules at the handler level, against the session's real PostgreSQL:
+no transaction across a network call, side effects as leases, typed database failures,
+discarded connections, and the sweeper's re-drive of lost work."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pg8000.dbapi
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import text
+
+from shared import bootstrap
+from shared.adapters.ports import EmailMessage, ProviderSession, RefundResult
+from shared.adapters.tasks import LocalTaskScheduler
+from shared.config import Settings
+from shared.db.database import Database, translate
+from shared.db.engine import make_engine
+from shared.domain.messages import EmailJob, OrderAction, OrderPlaced
+from shared.errors import InvalidField, TransientError
+from shared.handlers import intake, relay, subscribers
+from tests.conftest import base_env
+
+NOW = datetime.now(timezone.utc)
+
+
+def query(db, sql, **params):
+    with db.read() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def place(db, settings, order_id):
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=NOW).status == "accepted"
+
+
+@pytest.fixture
+def tiny_db(database_url, db):
+    """A Database whose pool holds exactly one connection, as a starved instance would
+    (on the schema the session's `db` fixture migrated)."""
+    settings = Settings.from_env(base_env(database_url, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0"))
+    database = Database(make_engine(settings))
+    yield database
+    database.engine.dispose()
+
+
+class RecordingPublisher:
+    def __init__(self):
+        self.messages = []
+
+    def publish_batch(self, messages, *, timeout=None):
+        self.messages.extend(messages)
+        return [uuid.uuid4().hex for _ in messages]
+
+
+# ---- the relay ----------------------------------------------------------------------
+
+
+def test_relay_needs_one_connection_at_a_time(tiny_db, settings, order_id):
+    """The local scheduler writes through the same one-connection pool: a relay that held a
+    transaction across its calls would wait on itself until the pool timed out."""
+    place(tiny_db, settings, order_id)
+    report = relay.relay(tiny_db, LocalTaskScheduler(tiny_db, "http://127.0.0.1:9/"), RecordingPublisher(),
+                         order_ids=[order_id], budget_seconds=30)
+    assert (report.delivered, report.failed, report.dead) == (5, 0, 0)
+    assert query(tiny_db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL",
+                 o=order_id)[0][0] == 0
+
+
+def test_a_row_the_adapters_cannot_read_is_parked_and_the_rest_go_on(db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET payload = jsonb_set(payload, '{schedule_time}', '\"0001-13-99\"') "
+                          "WHERE order_id = :o AND kind = 'task.create' AND id = "
+                          "(SELECT min(id) FROM outbox WHERE order_id = :o AND kind = 'task.create')"),
+                     {"o": order_id})
+    report = relay.relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), RecordingPublisher(),
+                         order_ids=[order_id])
+    assert (report.delivered, report.dead) == (4, 1)
+    parked = query(db, "SELECT last_error FROM outbox WHERE order_id = :o AND dead_at IS NOT NULL", o=order_id)
+    assert [row[0] for row in parked] == ["ValueError"]  # the class, never the payload
+
+
+def test_relay_budget_releases_what_it_did_not_try(db, settings, order_id):
+    place(db, settings, order_id)
+    report = relay.relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), RecordingPublisher(),
+                         order_ids=[order_id], budget_seconds=0.000001)
+    left = query(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                     "AND available_at <= now()", o=order_id)[0][0]
+    assert report.delivered + left == 5  # nothing tried is left leased
+
+
+# ---- database failures ---------------------------------------------------------------
+
+
+def _wrapped(code: str | None) -> sqlalchemy.exc.DBAPIError:
+    orig = pg8000.dbapi.DatabaseError({"S": "FATAL", "C": code, "M": "customer@example.com"}
+                                      if code else "network error")
+    return sqlalchemy.exc.DBAPIError("SELECT 1", {}, orig)
+
+
+@pytest.mark.parametrize("code", ["57P01", "57P03", "08006", "53300", "40001", "40P01", None])
+def test_outages_and_lost_connections_are_transient(code):
+    assert isinstance(translate(_wrapped(code)), TransientError)
+
+
+def test_raw_socket_errors_are_transient():
+    assert isinstance(translate(ConnectionResetError()), TransientError)
+
+
+@pytest.mark.parametrize("code", ["22P05", "22003", "22008"])
+def test_values_the_database_cannot_store_are_the_inputs_fault(code):
+    assert isinstance(translate(_wrapped(code)), InvalidField)
+
+
+def test_a_programming_error_is_not_hidden():
+    assert translate(_wrapped("42P01")) is None
+
+
+def test_a_statement_that_failed_half_sent_never_poisons_the_pool(tiny_db):
+    with pytest.raises(InvalidField):
+        tiny_db.atomic(text("SELECT CAST(:v AS text)"), {"v": "bad \ud800 value"})
+    for _ in range(5):  # the one connection was discarded, not handed back out of step
+        assert tiny_db.atomic(text("SELECT 1"))[0][0] == 1
+
+
+def test_a_database_error_message_is_never_logged(caplog):
+    from shared.log import describe_exception
+
+    error = _wrapped("22P05")
+    try:
+        try:
+            raise error
+        except sqlalchemy.exc.DBAPIError as exc:
+            raise InvalidField("a value cannot be stored", field="body") from exc
+    except InvalidField as exc:
+        described = describe_exception(exc)
+    assert "22P05" in described and "customer@example.com" not in described
+    assert "InvalidField: a value cannot be stored" in described
+
+
+# ---- one container per process -------------------------------------------------------
+
+
+def test_requests_racing_on_a_fresh_instance_build_one_container(monkeypatch, database_url):
+    for key, value in base_env(database_url).items():
+        monkeypatch.setenv(key, value)
+    bootstrap.reset()
+    built = []
+    real_build = bootstrap.build
+
+    def counting_build(settings, **kwargs):
+        built.append(1)
+        return real_build(settings, **kwargs)
+
+    monkeypatch.setattr(bootstrap, "build", counting_build)
+    barrier = threading.Barrier(16)
+    seen = []
+
+    def first_request():
+        barrier.wait()
+        seen.append(id(bootstrap.container()))
+
+    threads = [threading.Thread(target=first_request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(built) == 1 and len(set(seen)) == 1
+    finally:
+        bootstrap.reset()
+
+
+# ---- side effects are leases ----------------------------------------------------------
+
+
+class Sender:
+    def __init__(self):
+        self.sent: list[EmailMessage] = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+class Provider:
+    def create_session(self, order_id):
+        return ProviderSession(f"s-{uuid.uuid4().hex[:8]}", f"http://127.0.0.1:9/v/{order_id}")
+
+
+def backdate_email_claim(db, order_id, seconds):
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE email_sends SET claimed_at = now() - make_interval(secs => :s) "
+                          "WHERE order_id = :o"), {"o": order_id, "s": seconds})
+
+
+def test_an_email_claim_in_flight_is_retried_later_not_answered_done(db, settings, order_id):
+    place(db, settings, order_id)
+    job = EmailJob(order_id=order_id, kind="link")
+    with db.transaction() as conn:  # an attempt that crashed after claiming
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 0, 'sending')"), {"o": order_id})
+    sender = Sender()
+    with pytest.raises(TransientError):
+        subscribers.send_email(db, settings, sender, Provider(), job, now=NOW)
+    assert sender.sent == []
+
+    backdate_email_claim(db, order_id, settings.email_lease.total_seconds() + 1)
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert len(sender.sent) == 1
+
+
+def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:  # the link job was published and then lost for good
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET created_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    assert subscribers.redrive_lost_work(db, settings, now=NOW) >= 1
+    jobs = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                     "AND payload->>'topic' = 'customer-emails'", o=order_id)
+    assert [row[0]["kind"] for row in jobs] == ["link"]
+    subscribers.redrive_lost_work(db, settings, now=NOW)  # already on its way: not enqueued twice
+    assert query(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                     "AND payload->>'topic' = 'customer-emails'", o=order_id)[0][0] == 1
+
+    assert subscribers.send_email(db, settings, Sender(), Provider(), EmailJob(order_id=order_id, kind="link"),
+                                  now=NOW) == "sent"
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+    subscribers.redrive_lost_work(db, settings, now=NOW)  # sent: nothing more to do
+    assert query(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL",
+                 o=order_id)[0][0] == 0
+
+
+class Gateway:
+    def __init__(self, fail=False):
+        self.calls = []
+        self.fail = fail
+
+    def refund(self, order_id, idempotency_key, reason):
+        self.calls.append(idempotency_key)
+        if self.fail:
+            raise TransientError("refund API down", component="refund")
+        return RefundResult.REFUNDED
+
+
+def expire_now(db, order_id):
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'expired', "
+                          "updated_at = now() - interval '1 day' WHERE order_id = :o"), {"o": order_id})
+
+
+def test_a_refund_in_flight_is_retried_later_and_a_crashed_one_taken_over(db, settings, order_id):
+    place(db, settings, order_id)
+    expire_now(db, order_id)
+    action = OrderAction(order_id=order_id, action="refund", reason="expired")
+    with db.transaction() as conn:  # an attempt claimed, then its instance died
+        conn.execute(text("UPDATE verification_sessions SET refund_status = 'requested', "
+                          "refund_claimed_at = now() WHERE order_id = :o"), {"o": order_id})
+    gateway = Gateway()
+    with pytest.raises(TransientError):
+        subscribers.request_refund(db, settings, gateway, action, now=NOW)
+    assert gateway.calls == []
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET refund_claimed_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refund already refunded"
+    assert gateway.calls == [f"refund-{order_id}"]
+
+
+def test_sweeper_re_drives_a_refund_whose_request_was_lost(db, settings, order_id):
+    place(db, settings, order_id)
+    expire_now(db, order_id)
+    failing = Gateway(fail=True)
+    action = OrderAction(order_id=order_id, action="refund", reason="expired")
+    with pytest.raises(TransientError):
+        subscribers.request_refund(db, settings, failing, action, now=NOW)
+    assert subscribers.redrive_lost_work(db, settings, now=NOW) >= 1
+    jobs = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                     "AND payload->>'topic' = 'order-actions'", o=order_id)
+    assert [row[0]["action"] for row in jobs] == ["refund"]
+    gateway = Gateway()
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
+    assert gateway.calls == [f"refund-{order_id}"]
