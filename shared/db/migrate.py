@@ -55,6 +55,7 @@ _CONSOLE_INDEXES = (
     "WHERE refund_status IN ('requested', 'manual', 'failed')",
     "outbox_order ON outbox (order_id, id)",
     "outbox_parked ON outbox (order_id) WHERE dead_at IS NOT NULL",
+    "email_sends_sending ON email_sends (claimed_at) WHERE state = 'sending'",
 )
 
 

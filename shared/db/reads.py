@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, text, tuple_, union
+from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
 from shared.db.schema import (
@@ -77,8 +77,8 @@ def _needing_attention(now: datetime):
     )
 
 
-def list_sessions(conn: Connection, f: SessionFilter, now: datetime) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of sessions and the cursor of the next page (None on the last page)."""
+def sessions_query(f: SessionFilter, now: datetime) -> Select:
+    """The statement behind one page (a row more than the page, to know whether another follows)."""
     query = select(*LIST_COLUMNS)
     if f.status:
         query = query.where(sessions.c.status == f.status)
@@ -89,7 +89,9 @@ def list_sessions(conn: Connection, f: SessionFilter, now: datetime) -> tuple[li
         else:
             query = query.where(sessions.c.order_id == term)
     if f.attention:
-        query = query.where(sessions.c.order_id.in_(_needing_attention(now)))
+        # `= ANY(ARRAY(...))`: the few ids are looked up by primary key, whatever the planner
+        # guesses about their number (a join may choose to scan every session).
+        query = query.where(sessions.c.order_id == any_(func.array(_needing_attention(now).scalar_subquery())))
     if f.by_deadline:
         query = query.where(OPEN)
         if f.overdue:
@@ -104,7 +106,12 @@ def list_sessions(conn: Connection, f: SessionFilter, now: datetime) -> tuple[li
     if f.after:
         position = _decode_cursor(f.after)
         query = query.where(tuple_(*key) > position if f.by_deadline else tuple_(*key) < position)
-    rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(f.limit + 1)).mappings()]
+    return query.order_by(*order).limit(f.limit + 1)
+
+
+def list_sessions(conn: Connection, f: SessionFilter, now: datetime) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of sessions and the cursor of the next page (None on the last page)."""
+    rows = [dict(r) for r in conn.execute(sessions_query(f, now)).mappings()]
     more = len(rows) > f.limit
     rows = rows[:f.limit]
     return rows, (_cursor(rows[-1], f.by_deadline) if more and rows else None)

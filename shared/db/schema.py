@@ -188,6 +188,8 @@ email_sends = Table(
     PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
     CheckConstraint("state IN ('sending', 'sent', 'skipped')", name="email_sends_state"),
 )
+# Claims in flight, for the console's "needs attention" (migration v4).
+Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == "sending")
 
 # Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
 funnel_daily = Table(
