@@ -28,11 +28,15 @@ FILTERS = {
 }
 
 
+BATCH = 20_000  # rows per statement: each stays well inside the driver's 5 s socket timeout
+
+
 def fill(db, sessions: int) -> None:
     """Sessions over 60 days: 3 % pending, 0.5 % in review, the rest closed; 0.2 % with a manual refund
     open; a few hundred parked outbox rows."""
-    with db.transaction() as conn:
-        conn.execute(text("""
+    for first in range(1, sessions + 1, BATCH):
+        with db.transaction() as conn:
+            conn.execute(text("""
             INSERT INTO verification_sessions (order_id, source, customer_email, status, ordered_at, deadline,
                                                refund_status, created_at)
             SELECT 'bench-' || i, 'orders', 'b' || i || '@example.com',
@@ -41,8 +45,9 @@ def fill(db, sessions: int) -> None:
                    t, t + interval '72 hours',
                    CASE WHEN r > 99.8 THEN 'manual' END, t
             FROM (SELECT i, random() * 100 AS r, now() - interval '60 days' * random() AS t
-                  FROM generate_series(1, :n) AS i) g
-        """), {"n": sessions})
+                  FROM generate_series(:a, :b) AS i) g
+            """), {"a": first, "b": min(first + BATCH - 1, sessions)})
+    with db.transaction() as conn:
         conn.execute(text("""
             INSERT INTO outbox (kind, order_id, payload, dead_at, attempts, last_error)
             SELECT 'publish', 'bench-' || (i * 2311), '{}'::jsonb, now(), 1, 'InvalidArgument'

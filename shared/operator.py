@@ -144,6 +144,9 @@ def _list(c, args) -> int:
     if args.json:
         print(json.dumps({"sessions": rows, "next": cursor}, default=str))
         return 0
+    if not rows:
+        print("no session matches")
+        return 0
     print(table(rows, ("order_id", "status", "deadline", "refund_status", "created_at", "customer_email")))
     if cursor:
         print(f"more: --after {cursor}")
