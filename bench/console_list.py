@@ -45,7 +45,7 @@ def fill(db, sessions: int) -> None:
                    t, t + interval '72 hours',
                    CASE WHEN r > 99.8 THEN 'manual' END, t
             FROM (SELECT i, random() * 100 AS r, now() - interval '60 days' * random() AS t
-                  FROM generate_series(:a, :b) AS i) g
+                  FROM generate_series(CAST(:a AS int), CAST(:b AS int)) AS i) g
             """), {"a": first, "b": min(first + BATCH - 1, sessions)})
     with db.transaction() as conn:
         conn.execute(text("""

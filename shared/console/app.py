@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import flask
 import jinja2
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared import bootstrap
@@ -108,8 +109,6 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
             csrf.check(secret, operator, request.form.get("csrf"))
         page = Page(settings, operator, csrf.issue(secret, operator), datetime.now(timezone.utc))
         return VIEWS[endpoint](page, request, **args)
-    except (NotFound, MethodNotAllowed) as exc:
-        return _error_page(exc.code, exc.description)
     except HTTPException as exc:
         return _error_page(exc.code or 400, exc.description)
     except PermanentError as exc:
@@ -191,8 +190,6 @@ def retry(page: Page, request: flask.Request) -> flask.Response:
 
 
 def _back_to(order_id: str, done: str, outcome: str, detail: str | None) -> flask.Response:
-    from urllib.parse import quote, urlencode
-
     query = urlencode({k: v for k, v in {"done": done, "outcome": outcome, "detail": detail}.items() if v})
     return flask.redirect(f"/orders/{quote(order_id, safe='')}?{query}", code=303)
 

@@ -86,9 +86,10 @@ def verify_iap(assertion: str | None, *, audience: str, keys: PublicKeys) -> str
     except (ValueError, TypeError) as exc:
         raise Unauthorized("IAP assertion refused (signature, audience or time)") from exc
     email = claims.get("email")
-    if claims.get("iss") != IAP_ISSUER or not isinstance(email, str) or not email:
+    email = email.removeprefix("accounts.google.com:") if isinstance(email, str) else ""
+    if claims.get("iss") != IAP_ISSUER or not email:
         raise Unauthorized("IAP assertion has the wrong issuer or no email")
-    return email.removeprefix("accounts.google.com:")
+    return email
 
 
 def _loopback(host: str | None) -> bool:
