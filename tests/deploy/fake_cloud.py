@@ -322,6 +322,8 @@ class Cloud:
         region = str(flags.get("region", ""))
         if verb != "update" or flags.get("iap") is not True:
             raise Fail(f"fake gcloud: beta run services {verb} without --iap", 3)
+        if "iap.googleapis.com" not in self.state["services"]:
+            raise Fail("FAILED_PRECONDITION: the IAP API (iap.googleapis.com) is not enabled")
         self.need("function", rest[0], region)["iap"] = True
         return ""
 
