@@ -1,10 +1,12 @@
-"""The local stack's Cloud Tasks: delivers due `local_tasks` rows over HTTP.
+"""The local stack's Cloud Tasks and Pub/Sub push: delivers due rows of the local queue over HTTP.
 
-`shared.adapters.tasks.LocalTaskScheduler` writes the rows; a `TaskDispatcher`
-(one or several, in threads or processes) POSTs each row's body to its URL at
-its time, with the headers Cloud Tasks sends, and retries failures with the
-cloud queue's retry policy. Rows live in PostgreSQL, so a restart loses no
-timer: a new dispatcher picks up where the old one stopped.
+`shared.adapters.tasks.LocalTaskScheduler` and `shared.adapters.events.LocalPublisher`
+add the rows (`shared.adapters.local_queue` holds every statement); a `TaskDispatcher`
+(one or several, in threads or processes) POSTs each row at its time -- a timer with
+the headers Cloud Tasks sends, a message as the CloudEvent Eventarc sends -- and
+retries failures with the cloud's retry policy for each. Rows live in PostgreSQL, so a
+restart loses no timer and no message: a new dispatcher picks up where the old one
+stopped.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import requests
-from sqlalchemy import text
 
+from shared.adapters.events import PUSH_RETRY
+from shared.adapters.local_queue import Delivery, LocalQueue
 from shared.adapters.tasks import CLOUD_RETRY, RetryPolicy
 from shared.db.database import Database
 from shared.errors import ServiceError
@@ -25,57 +27,6 @@ from shared.errors import ServiceError
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Google-Cloud-Tasks"
-
-# Claim: lock due rows (skipping rows another dispatcher is claiming right now),
-# count the attempt and push next_attempt_at past the lease, in one statement.
-# `due.next_attempt_at` is the time the attempt was scheduled for (the ETA).
-_CLAIM = text("""
-WITH due AS (
-    SELECT name, next_attempt_at
-    FROM local_tasks
-    WHERE done_at IS NULL AND deleted_at IS NULL AND next_attempt_at <= now()
-    ORDER BY next_attempt_at
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE local_tasks AS t
-SET attempts = t.attempts + 1,
-    next_attempt_at = now() + :lease,
-    first_attempt_at = coalesce(t.first_attempt_at, now())
-FROM due
-WHERE t.name = due.name
-RETURNING t.name, t.url, t.body, t.attempts, t.last_status, due.next_attempt_at AS eta
-""")
-
-# Finishing is fenced by the attempt number: if this claim's lease ran out and
-# another dispatcher claimed the row again, `attempts` has moved on and a late
-# finish changes nothing.
-_SUCCEEDED = text("""
-UPDATE local_tasks SET done_at = now(), last_status = :status
-WHERE name = :name AND attempts = :attempt AND done_at IS NULL
-RETURNING name
-""")
-
-_FAILED = text("""
-UPDATE local_tasks
-SET done_at = CASE WHEN :may_give_up AND now() - first_attempt_at >= :max_age THEN now() END,
-    last_status = CASE WHEN :may_give_up AND now() - first_attempt_at >= :max_age
-                       THEN 'gave_up' ELSE :status END,
-    next_attempt_at = now() + :backoff
-WHERE name = :name AND attempts = :attempt AND done_at IS NULL
-RETURNING done_at IS NOT NULL AS gave_up
-""")
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    name: str
-    url: str
-    body: bytes
-    attempt: int  # 1 for the first attempt; also this claim's fencing token
-    previous_status: str | None
-    eta: datetime
-
 
 class TaskDispatcher:
     """Delivers due local tasks; safe to run several at once against one database.
@@ -106,17 +57,19 @@ class TaskDispatcher:
         workers: int = 8,
         queue_name: str = "verification-timers",
         retry_policy: RetryPolicy | None = None,
+        push_retry_policy: RetryPolicy | None = None,
         request_timeout: float = 30.0,
         lease: float | None = None,
     ) -> None:
-        """`retry_policy` defaults to the cloud queue's (10 s doubling to 300 s);
-        tests pass one with millisecond backoffs. `lease` (seconds) defaults to
-        twice `request_timeout` and must be longer than it."""
-        self.db = db
+        """`retry_policy` (timers) defaults to the cloud queue's (10 s doubling to 300 s),
+        `push_retry_policy` (messages) to Pub/Sub push's; tests pass ones with millisecond
+        backoffs. `lease` (seconds) defaults to twice `request_timeout` and must be longer."""
+        self.queue = LocalQueue(db)
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.queue_name = queue_name
         self.retry_policy = retry_policy or CLOUD_RETRY
+        self.push_retry_policy = push_retry_policy or PUSH_RETRY
         self.request_timeout = request_timeout
         self.lease = lease if lease is not None else 2 * request_timeout
         if self.lease <= request_timeout:
@@ -167,49 +120,37 @@ class TaskDispatcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _claim(self) -> list[_Claimed]:
-        rows = self.db.atomic(
-            _CLAIM, {"limit": self.batch_size, "lease": timedelta(seconds=self.lease)}
-        )
-        return [
-            _Claimed(name=r.name, url=r.url, body=bytes(r.body), attempt=r.attempts,
-                     previous_status=r.last_status, eta=r.eta)
-            for r in rows
-        ]
+    def _claim(self) -> list[Delivery]:
+        return self.queue.claim(self.batch_size, timedelta(seconds=self.lease))
 
-    def _deliver(self, task: _Claimed) -> None:
+    def _deliver(self, task: Delivery) -> None:
         status = self._post(task)
         try:
             if status.isdigit() and 200 <= int(status) < 300:
-                self.db.atomic(_SUCCEEDED, {"name": task.name, "attempt": task.attempt,
-                                            "status": status})
-                log.debug("task delivered", extra={"labels": {"task_name": task.name}})
+                self.queue.succeeded(task, status)
+                log.debug("delivered", extra={"labels": {"task_name": task.name}})
             else:
                 self._failed(task, status)
         except ServiceError as exc:
             # The row stays leased; it becomes due again when the lease ends.
             log.warning("task dispatcher: could not record the outcome of %s: %s", task.name, exc)
 
-    def _failed(self, task: _Claimed, status: str) -> None:
-        policy = self.retry_policy
-        rows = self.db.atomic(_FAILED, {
-            "name": task.name,
-            "attempt": task.attempt,
-            "status": status,
-            "may_give_up": policy.attempts_exhausted(task.attempt),
-            "max_age": policy.max_retry_duration,
-            "backoff": policy.backoff(task.attempt),
-        })
-        labels = {"task_name": task.name, "attempt": str(task.attempt), "status": status}
-        if rows and rows[0].gave_up:
-            log.error("task gave up after %d attempts (last status %s)", task.attempt, status,
+    def _failed(self, task: Delivery, status: str) -> None:
+        policy = self.push_retry_policy if task.is_message else self.retry_policy
+        gave_up = self.queue.failed(task, status, may_give_up=policy.attempts_exhausted(task.attempt),
+                                    max_age=policy.max_retry_duration, backoff=policy.backoff(task.attempt))
+        labels = {"task_name": task.name, "queue": task.queue, "attempt": str(task.attempt), "status": status}
+        if gave_up:
+            log.error("%s gave up after %d attempts (last status %s)",
+                      "message dead-lettered:" if task.is_message else "task", task.attempt, status,
                       extra={"labels": labels})
         else:
-            log.warning("task delivery failed (status %s); will retry", status,
-                        extra={"labels": labels})
+            log.warning("delivery failed (status %s); will retry", status, extra={"labels": labels})
 
-    def _post(self, task: _Claimed) -> str:
-        """POST the task like Cloud Tasks would; the HTTP status, or why there was none."""
+    def _post(self, task: Delivery) -> str:
+        """POST the delivery as Cloud Tasks or Eventarc would; the HTTP status, or why there was none."""
+        if task.is_message:
+            return self._send(task, task.headers)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -223,6 +164,9 @@ class TaskDispatcher:
         }
         if task.previous_status and task.previous_status.isdigit():
             headers["X-CloudTasks-TaskPreviousResponse"] = task.previous_status
+        return self._send(task, headers)
+
+    def _send(self, task: Delivery, headers: dict[str, str]) -> str:
         try:
             response = self._session().post(
                 task.url, data=task.body, headers=headers,

@@ -42,7 +42,7 @@ class Container:
     def publisher(self):
         from shared.adapters.events import make_publisher
 
-        return make_publisher(self.settings)
+        return make_publisher(self.settings, self.db)
 
     @functools.cached_property
     def email_sender(self):

@@ -1,6 +1,7 @@
-"""Event publishers: Google Cloud Pub/Sub, and a local one that pushes CloudEvents over HTTP.
+"""Event publishers: Google Cloud Pub/Sub, and a local one that queues Eventarc-shaped
+CloudEvents for the local dispatcher to push over HTTP.
 
-`make_publisher(settings)` picks one by `EVENTS_BACKEND`. Both implement the
+`make_publisher(settings, db)` picks one by `EVENTS_BACKEND`. Both implement the
 `EventPublisher` port: `publish_batch` returns, per message and in order, the
 message id or the exception that message failed with; it never raises for a
 single message, so the outbox relay can mark what was delivered and leave the
@@ -20,11 +21,14 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from shared.adapters.local_queue import LocalQueue, QueuedMessage
 from shared.adapters.ports import EventPublisher, OutgoingMessage
+from shared.adapters.tasks import RetryPolicy
 from shared.config import Settings
+from shared.db.database import Database
 from shared.domain.messages import TOPICS
 from shared.errors import ConfigError, TransientError
 
@@ -37,13 +41,13 @@ PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 _RESERVED_ATTRIBUTE_NAMES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
 
 
-def make_publisher(settings: Settings) -> EventPublisher:
+def make_publisher(settings: Settings, db: Database | None = None) -> EventPublisher:
     """The publisher `settings.events_backend` asks for ("pubsub" or "local")."""
     if settings.events_backend == "pubsub":
         return PubSubPublisher(settings.require("GOOGLE_CLOUD_PROJECT"))
     if settings.events_backend == "local":
         return LocalPublisher(
-            settings.local_subscriber_urls,
+            db, settings.local_subscriber_urls,
             project=settings.google_cloud_project or LocalPublisher.DEFAULT_PROJECT,
         )
     raise ConfigError("EVENTS_BACKEND", f"{settings.events_backend!r} is not pubsub or local")
@@ -216,78 +220,54 @@ class PubSubPublisher:
             client.stop()
 
 
-class LocalPublisher:
-    """Delivers each message to the local subscriber function for its topic,
-    as Eventarc delivers a Pub/Sub message: a binary-mode CloudEvent POSTed
-    over HTTP.
+# Pub/Sub push's retry, as infra/ configures the subscriptions: exponential backoff from
+# 10 s to 600 s, then the dead-letter topic after DEAD_LETTER_MAX_DELIVERY_ATTEMPTS (10).
+PUSH_RETRY = RetryPolicy(max_attempts=10, max_retry_duration=timedelta(0), min_backoff=timedelta(seconds=10),
+                         max_backoff=timedelta(seconds=600), max_doublings=6)
 
-    Differences from the cloud, on purpose: delivery is synchronous, so a
-    subscriber that fails makes the *publish* fail (after `attempts` tries) and
-    the outbox relay re-publishes later with a new message id; in the cloud the
-    publish succeeds and Pub/Sub redelivers the same message id. Subscribers
-    dedupe on the `message_key` attribute, which is the same in both cases.
-    Within one call, once a message for a (topic, ordering key) fails, the
-    later ones for that key are not sent, as the Pub/Sub client pauses a key.
+
+class LocalPublisher:
+    """Local Pub/Sub: `publish_batch` queues each message durably and returns, as Pub/Sub
+    does; `devstack.task_dispatcher` then pushes it to the topic's subscriber function as
+    Eventarc does (a binary-mode CloudEvent over HTTP), retrying with `PUSH_RETRY` and
+    dead-lettering (the row kept, `gave_up`) when the attempts run out. A subscriber that
+    fails gets the same message (same id) again, as from Pub/Sub.
+
+    Unlike Pub/Sub with ordering keys, deliveries of one key are not serialised: nothing
+    here depends on their order (each subscriber re-reads the session's state).
     """
 
     DEFAULT_PROJECT = "local-project"
 
-    def __init__(
-        self,
-        subscriber_urls: Mapping[str, str],
-        *,
-        project: str = DEFAULT_PROJECT,
-        attempts: int = 3,
-        backoff_base: float = 0.2,
-        timeout: float = 10.0,
-    ) -> None:
-        """`attempts` tries per message, sleeping `backoff_base * 2**n` between
-        them; `timeout` bounds each HTTP request."""
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+    def __init__(self, db: Database | None, subscriber_urls: Mapping[str, str], *,
+                 project: str = DEFAULT_PROJECT) -> None:
+        """`db` holds the queue (None only to build events, as tests do)."""
+        self.queue = LocalQueue(db) if db is not None else None
         self.subscriber_urls = dict(subscriber_urls)
         self.project = project
-        self.attempts = attempts
-        self.backoff_base = backoff_base
-        self.timeout = timeout
-        self._session: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def session(self):
-        with self._lock:
-            if self._session is None:
-                import requests
-
-                self._session = requests.Session()
-                # Subscribers are on this machine or network: never through a proxy
-                # that HTTP(S)_PROXY may name for the outside world.
-                self._session.trust_env = False
-            return self._session
 
     def publish_batch(self, messages: Sequence[OutgoingMessage], *,
                       timeout: float | None = None) -> list[str | Exception]:
-        """Deliver in order, one at a time, within `timeout` s in all; per message its id or the
-        error (a message not tried for lack of time fails, and the relay tries it again later)."""
+        """Queue every message that has a subscriber (one statement); per message its id or the error."""
         results: list[str | Exception] = []
-        failed_keys: set[tuple[str, str]] = set()
-        stop_at = None if timeout is None else time.monotonic() + timeout
+        queued: list[QueuedMessage] = []
+        now = datetime.now(timezone.utc)
         for message in messages:
-            key = (message.topic, message.ordering_key)
-            left = None if stop_at is None else stop_at - time.monotonic()
-            if left is not None and left <= 0:
-                results.append(TransientError("relay budget spent before this message was sent",
+            url = self.subscriber_urls.get(message.topic)
+            if not url:
+                results.append(TransientError(f"no local subscriber URL for topic {message.topic}",
                                               component="pubsub-local"))
                 continue
-            if message.ordering_key and key in failed_keys:
-                results.append(TransientError(
-                    f"an earlier message for this ordering key on {message.topic} failed",
-                    component="pubsub-local"))
-                continue
-            result = self._deliver(message, stop_at)
-            if isinstance(result, Exception) and message.ordering_key:
-                failed_keys.add(key)
-            results.append(result)
+            message_id = uuid.uuid4().hex
+            headers, body = self.build_event(message, message_id, now)
+            queued.append(QueuedMessage(name=f"msg-{message_id}", queue=message.topic, url=url,
+                                        body=body, headers=headers))
+            results.append(message_id)
+        if queued:
+            try:
+                self.queue.enqueue(queued)
+            except TransientError as exc:
+                return [exc if isinstance(r, str) else r for r in results]
         return results
 
     def build_event(self, message: OutgoingMessage, message_id: str,
@@ -322,58 +302,18 @@ class LocalPublisher:
         headers, body = to_binary(event, data_marshaller=json.dumps)
         return dict(headers), body if isinstance(body, bytes) else body.encode()
 
-    def _deliver(self, message: OutgoingMessage, stop_at: float | None = None) -> str | Exception:
-        url = self.subscriber_urls.get(message.topic)
-        if not url:
-            return TransientError(f"no local subscriber URL for topic {message.topic}",
-                                  component="pubsub-local")
-        # One id for every attempt, as Pub/Sub keeps a message's id on redelivery.
-        message_id = uuid.uuid4().hex
-        headers, body = self.build_event(message, message_id, datetime.now(timezone.utc))
-        problem = "not sent"
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(self.backoff_base * 2 ** (attempt - 1))
-            timeout = self.timeout if stop_at is None else min(self.timeout, stop_at - time.monotonic())
-            if timeout <= 0:
-                problem = "relay budget spent"
-                cause = None
-                break
-            try:
-                response = self.session.post(url, data=body, headers=headers, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 - requests' errors, retried then returned
-                problem = type(exc).__name__
-                cause: BaseException | None = exc
-            else:
-                if 200 <= response.status_code < 300:
-                    return message_id
-                problem = f"HTTP {response.status_code}"
-                cause = None
-            log.warning("local delivery of %s to %s failed (%s), attempt %d of %d",
-                        message_id, message.topic, problem, attempt + 1, self.attempts,
-                        extra={"labels": {"component": "pubsub-local"}})
-        error = TransientError(
-            f"delivery to the {message.topic} subscriber failed after "
-            f"{self.attempts} attempts: {problem}", component="pubsub-local")
-        error.__cause__ = cause
-        return error
-
     def check(self, topics: Iterable[str] = TOPICS) -> None:
-        """TransientError when a topic has no subscriber URL: nothing would be delivered.
-
-        No request is made: a subscriber function has no cheap endpoint to probe.
-        """
+        """TransientError when a topic has no subscriber URL (nothing would be delivered) or the
+        queue cannot be read."""
         missing = [topic for topic in topics if not self.subscriber_urls.get(topic)]
         if missing:
             raise TransientError(f"no local subscriber URL for {', '.join(missing)}",
                                  component="pubsub-local")
+        if self.queue is not None:
+            self.queue.check()
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        """Nothing to release: the queue is the database."""
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -6,11 +6,10 @@ a task name can be used once -- creating it again, even after it was deleted
 or delivered, is ALREADY_EXISTS, like Cloud Tasks' tombstones -- and deleting
 a task that is not waiting is NOT_FOUND.
 
-The local queue's storage is the `local_tasks` table; its SQL lives here
-because that table belongs to this adapter alone. `devstack.task_dispatcher`
-delivers its rows the way Cloud Tasks delivers tasks, with `RetryPolicy` --
-the same retry configuration `CloudTasksScheduler.ensure_queue` gives the
-cloud queue.
+The local queue's storage is the `local_tasks` table (all its SQL is in
+`shared.adapters.local_queue`). `devstack.task_dispatcher` delivers its rows the
+way Cloud Tasks delivers tasks, with `RetryPolicy` -- the same retry
+configuration `CloudTasksScheduler.ensure_queue` gives the cloud queue.
 """
 
 from __future__ import annotations
@@ -26,14 +25,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy.exc
 from google.api_core import exceptions as google_exceptions
-from sqlalchemy import func, select, text
 
 from shared.adapters.ports import Outcome, TaskScheduler, TimerTask
 from shared.config import Settings
 from shared.db.database import Database
-from shared.db.schema import local_tasks
+from shared.adapters.local_queue import LocalQueue
 from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -329,19 +326,10 @@ class CloudTasksScheduler:
             ) from exc
 
 
-# One statement text, built once: SQLAlchemy caches its compiled form (an insert()
-# construct built per call was compiled again on every timer).
-_LOCAL_CREATE = text("""
-    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
-    VALUES (:name, :url, :body, :at, :at)
-    ON CONFLICT (name) DO NOTHING
-    RETURNING name
-""")
-
-
 class LocalTaskScheduler:
-    """The local stack's queue: rows in PostgreSQL's `local_tasks`, delivered by
-    `devstack.task_dispatcher.TaskDispatcher`, so timers survive a restart.
+    """The local stack's Cloud Tasks: rows in the durable local queue
+    (`shared.adapters.local_queue`), delivered by `devstack.task_dispatcher`, so timers
+    survive a restart.
 
     Rows are never removed: a delivered, given-up or deleted task keeps its
     row, and so its name stays taken (Cloud Tasks forgets names after about an
@@ -349,52 +337,21 @@ class LocalTaskScheduler:
     """
 
     def __init__(self, db: Database, timer_url: str) -> None:
-        self.db = db
+        self.queue = LocalQueue(db)
         self.timer_url = timer_url
 
     def create(self, task: TimerTask, *, timeout: float | None = None) -> Outcome:
         """CREATED, or ALREADY_EXISTS when a row of that name exists, whatever its state.
         (`timeout` is the database's: one short statement.)"""
         _validate(task)
-        with _queue_unavailable():
-            rows = self.db.atomic(_LOCAL_CREATE, {
-                "name": task.name, "url": self.timer_url, "body": _body(task.payload),
-                "at": task.schedule_time,
-            })
-        return Outcome.CREATED if rows else Outcome.ALREADY_EXISTS
+        created = self.queue.create_task(task.name, self.timer_url, _body(task.payload), task.schedule_time)
+        return Outcome.CREATED if created else Outcome.ALREADY_EXISTS
 
     def delete(self, name: str, *, timeout: float | None = None) -> Outcome:
         """DELETED when the task was waiting (or in flight), else NOT_FOUND."""
         _validate_name(name)
-        statement = (
-            local_tasks.update()
-            .where(
-                local_tasks.c.name == name,
-                local_tasks.c.done_at.is_(None),
-                local_tasks.c.deleted_at.is_(None),
-            )
-            .values(deleted_at=func.now())
-            .returning(local_tasks.c.name)
-        )
-        with _queue_unavailable():
-            rows = self.db.atomic(statement)
-        return Outcome.DELETED if rows else Outcome.NOT_FOUND
+        return Outcome.DELETED if self.queue.delete_task(name) else Outcome.NOT_FOUND
 
     def check(self) -> None:
         """One cheap SELECT on the queue table; TransientError when it cannot be read."""
-        with _queue_unavailable(), self.db.read() as conn:
-            conn.execute(select(local_tasks.c.name).limit(1)).all()
-
-
-@contextlib.contextmanager
-def _queue_unavailable() -> Iterator[None]:
-    """The local queue is the database: its failures are the queue's."""
-    try:
-        yield
-    except TransientError as exc:
-        raise TransientError("local task queue unavailable", component="queue") from exc
-    except sqlalchemy.exc.DBAPIError as exc:
-        # e.g. the table is missing: the queue cannot be used until migrated.
-        raise TransientError(
-            f"local task queue failed ({type(exc.orig).__name__})", component="queue"
-        ) from exc
+        self.queue.check()

@@ -33,7 +33,10 @@ def _outbox_dead_letters(conn: Connection) -> None:
 
 def _leases_and_flat_outbox(conn: Connection) -> None:
     """v3: refund calls hold a lease; the outbox is indexed on undelivered rows only, by due
-    time and by order, so that neither claim's cost grows with delivered history."""
+    time and by order, so that neither claim's cost grows with delivered history; the local
+    queue carries messages too (a queue name and CloudEvent headers)."""
+    conn.exec_driver_sql("ALTER TABLE local_tasks ADD COLUMN IF NOT EXISTS queue text NOT NULL DEFAULT 'timers'")
+    conn.exec_driver_sql("ALTER TABLE local_tasks ADD COLUMN IF NOT EXISTS headers jsonb")
     conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS refund_claimed_at timestamptz")
     conn.exec_driver_sql("DROP INDEX IF EXISTS outbox_undelivered")
     conn.exec_driver_sql("CREATE INDEX outbox_undelivered ON outbox (available_at, id) "

@@ -211,13 +211,16 @@ verify_durations = Table(
 )
 Index("verify_durations_day", verify_durations.c.day)
 
-# The local task scheduler's durable queue (TASKS_BACKEND=local only).
+# The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
+# EVENTS_BACKEND=local messages): see shared.adapters.local_queue.
 local_tasks = Table(
     "local_tasks",
     metadata,
     Column("name", Text, primary_key=True),
+    Column("queue", Text, nullable=False, server_default="timers"),  # "timers", or a message's topic
     Column("url", Text, nullable=False),
     Column("body", LargeBinary, nullable=False),
+    Column("headers", JSONB),  # a message's CloudEvent headers; NULL for a timer
     _tstz("schedule_time", nullable=False),
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("next_attempt_at", nullable=False),

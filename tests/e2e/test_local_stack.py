@@ -213,6 +213,7 @@ def test_declined_requests_a_refund(stack, db):
     url, inbox = stack
     order_id = new_order()
     place(url, order_id)
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")  # a decision needs the link
     decide(url, order_id, 9102)
     wait_for(lambda: session_of(db, order_id) == ("declined", "manual"), "decline and refund record")
     wait_for(lambda: "declined" in inbox.kinds_for(order_id), "the declined email")
@@ -224,6 +225,7 @@ def test_cancelled_by_the_store(stack, db):
     url, inbox = stack
     order_id = new_order()
     place(url, order_id)
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")  # messages are asynchronous now
     void(url, order_id)
     time.sleep(7)
     assert session_of(db, order_id) == ("cancelled", None)

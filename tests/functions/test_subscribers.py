@@ -49,7 +49,7 @@ def cloudevent(topic: str, data: dict, *, key: str, published: datetime | None =
     """Headers and body as Eventarc delivers a Pub/Sub message (built by the local publisher)."""
     message = OutgoingMessage(topic=topic, data=json.dumps(data).encode(), ordering_key=order_id,
                               attributes={"type": "t", "order_id": order_id, "request_id": "r", "message_key": key})
-    return LocalPublisher({}).build_event(message, uuid.uuid4().hex, published or datetime.now(timezone.utc))
+    return LocalPublisher(None, {}).build_event(message, uuid.uuid4().hex, published or datetime.now(timezone.utc))
 
 
 def deliver(client, topic, data, **kwargs):

@@ -1,5 +1,6 @@
-"""LocalPublisher: Eventarc-shaped CloudEvents over HTTP, retries, and what a real
-functions-framework subscriber makes of them."""
+"""LocalPublisher: publishing queues durably and returns; the local dispatcher pushes
+Eventarc-shaped CloudEvents over HTTP, retries with the same message, dead-letters after
+the attempts run out; and what a real functions-framework subscriber makes of them."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-import requests
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
+
+from devstack.task_dispatcher import TaskDispatcher
 from shared.adapters.events import PUBSUB_EVENT_TYPE, LocalPublisher
+from shared.adapters.tasks import RetryPolicy
 from shared.adapters.ports import OutgoingMessage
 from shared.domain.messages import TOPIC_EMAILS, TOPIC_EVENTS, TOPICS
 from shared.errors import TransientError
+from tests.emulators.fixtures import wait_until
 from tests.emulators.pubsub import free_port
 from tests.integration.push_target import FunctionsFramework, wait_for_records
 
@@ -44,7 +50,6 @@ class Recorder:
     url: str = ""
     requests: list[Received] = field(default_factory=list)
     statuses: deque[int] = field(default_factory=deque)
-    fail_ordering_keys: set[str] = field(default_factory=set)
 
 
 @pytest.fixture
@@ -59,8 +64,6 @@ def subscriber():
             with lock:
                 recorder.requests.append(received)
                 status = recorder.statuses.popleft() if recorder.statuses else 204
-            if received.json["message"].get("orderingKey") in recorder.fail_ordering_keys:
-                status = 500
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -78,9 +81,12 @@ def subscriber():
     thread.join(timeout=5)
 
 
-def publisher_for(url: str, **options) -> LocalPublisher:
-    options.setdefault("backoff_base", 0.01)
-    return LocalPublisher({TOPIC_EMAILS: url}, project=PROJECT, **options)
+FAST_PUSH = RetryPolicy(max_attempts=3, max_retry_duration=timedelta(0), min_backoff=timedelta(milliseconds=20),
+                        max_backoff=timedelta(milliseconds=100), max_doublings=3)
+
+
+def publisher_for(db, url: str) -> LocalPublisher:
+    return LocalPublisher(db, {TOPIC_EMAILS: url}, project=PROJECT)
 
 
 def email_message(order_id: str, n: int = 0) -> OutgoingMessage:
@@ -91,10 +97,31 @@ def email_message(order_id: str, n: int = 0) -> OutgoingMessage:
                     "message_key": f"{order_id}:link:{n}"})
 
 
-def test_delivers_a_binary_mode_cloudevent_shaped_like_eventarc(subscriber):
+def rows(db):
+    with db.read() as conn:
+        return conn.execute(text("SELECT name, queue, attempts, done_at IS NOT NULL AS done, last_status "
+                                 "FROM local_tasks ORDER BY created_at, name")).all()
+
+
+def deliver_all(db, timeout=30.0):
+    """Run a dispatcher (millisecond push backoff) until every queued row is finished."""
+    with TaskDispatcher(db, push_retry_policy=FAST_PUSH, request_timeout=5) as dispatcher:
+        assert wait_until(lambda: dispatcher.run_once() >= 0 and all(r.done for r in rows(db)), timeout)
+
+
+def test_publish_queues_durably_and_returns_before_any_delivery(clean_tasks_db, subscriber):
+    [result] = publisher_for(clean_tasks_db, subscriber.url).publish_batch([email_message("order-q")])
+
+    assert isinstance(result, str) and subscriber.requests == []
+    [row] = rows(clean_tasks_db)
+    assert (row.name, row.queue, row.done) == (f"msg-{result}", TOPIC_EMAILS, False)
+
+
+def test_delivers_a_binary_mode_cloudevent_shaped_like_eventarc(clean_tasks_db, subscriber):
     outgoing = email_message("order-local-1")
 
-    [result] = publisher_for(subscriber.url).publish_batch([outgoing])
+    [result] = publisher_for(clean_tasks_db, subscriber.url).publish_batch([outgoing])
+    deliver_all(clean_tasks_db)
 
     assert isinstance(result, str) and result
     [request] = subscriber.requests
@@ -105,6 +132,7 @@ def test_delivers_a_binary_mode_cloudevent_shaped_like_eventarc(subscriber):
     assert headers["ce-specversion"] == "1.0"
     assert headers["ce-id"] == result
     assert headers["content-type"] == "application/json"
+    assert not any(name.startswith("x-cloudtasks") for name in headers)
     body = request.json
     assert set(body) == {"message", "subscription"}
     assert body["subscription"].startswith(f"projects/{PROJECT}/subscriptions/")
@@ -117,51 +145,54 @@ def test_delivers_a_binary_mode_cloudevent_shaped_like_eventarc(subscriber):
     assert headers["ce-time"] == message["publishTime"]
 
 
-def test_message_ids_are_unique(subscriber):
-    publisher = publisher_for(subscriber.url)
+def test_message_ids_are_unique(clean_tasks_db, subscriber):
+    publisher = publisher_for(clean_tasks_db, subscriber.url)
 
     ids = publisher.publish_batch([email_message("order-a", n) for n in range(5)])
     ids += publisher.publish_batch([email_message("order-a", n) for n in range(5)])
+    deliver_all(clean_tasks_db)
 
     assert all(isinstance(i, str) for i in ids)
     assert len(set(ids)) == 10
-    assert [r.headers["ce-id"] for r in subscriber.requests] == ids
+    assert sorted(r.headers["ce-id"] for r in subscriber.requests) == sorted(ids)
 
 
-def test_retries_after_500_with_the_same_event_then_succeeds(subscriber):
+def test_a_failed_push_is_retried_with_the_same_message_then_succeeds(clean_tasks_db, subscriber):
     subscriber.statuses.extend([500, 503])
 
-    [result] = publisher_for(subscriber.url, attempts=3).publish_batch([email_message("order-r")])
+    [result] = publisher_for(clean_tasks_db, subscriber.url).publish_batch([email_message("order-r")])
+    deliver_all(clean_tasks_db)
 
-    assert isinstance(result, str)
     assert len(subscriber.requests) == 3
     assert {r.headers["ce-id"] for r in subscriber.requests} == {result}
     assert len({r.body for r in subscriber.requests}) == 1
+    assert rows(clean_tasks_db)[0].last_status == "204"
 
 
-def test_returns_the_error_after_the_last_attempt(subscriber):
+def test_dead_letters_after_the_last_attempt(clean_tasks_db, subscriber):
     subscriber.statuses.extend([500] * 10)
 
-    [result] = publisher_for(subscriber.url, attempts=3).publish_batch([email_message("order-x")])
+    publisher_for(clean_tasks_db, subscriber.url).publish_batch([email_message("order-x")])
+    deliver_all(clean_tasks_db)
 
-    assert isinstance(result, TransientError)
-    assert "HTTP 500" in str(result)
-    assert len(subscriber.requests) == 3
-
-
-def test_connection_refused_is_retried_then_returned():
-    publisher = publisher_for(f"http://127.0.0.1:{free_port()}/", attempts=2)
-
-    [result] = publisher.publish_batch([email_message("order-refused")])
-
-    assert isinstance(result, TransientError)
-    assert isinstance(result.__cause__, requests.ConnectionError)
+    assert len(subscriber.requests) == FAST_PUSH.max_attempts
+    [row] = rows(clean_tasks_db)
+    assert (row.attempts, row.last_status) == (FAST_PUSH.max_attempts, "gave_up")
 
 
-def test_topic_without_a_url_fails_only_its_messages(subscriber):
+def test_connection_refused_counts_as_a_failed_attempt(clean_tasks_db):
+    publisher_for(clean_tasks_db, f"http://127.0.0.1:{free_port()}/").publish_batch([email_message("order-refused")])
+    deliver_all(clean_tasks_db)
+
+    [row] = rows(clean_tasks_db)
+    assert (row.attempts, row.last_status) == (FAST_PUSH.max_attempts, "gave_up")
+
+
+def test_topic_without_a_url_fails_only_its_messages(clean_tasks_db, subscriber):
     no_url = OutgoingMessage(topic=TOPIC_EVENTS, data=b"{}", ordering_key="order-n")
 
-    results = publisher_for(subscriber.url).publish_batch([no_url, email_message("order-n")])
+    results = publisher_for(clean_tasks_db, subscriber.url).publish_batch([no_url, email_message("order-n")])
+    deliver_all(clean_tasks_db)
 
     assert isinstance(results[0], TransientError)
     assert TOPIC_EVENTS in str(results[0])
@@ -169,24 +200,22 @@ def test_topic_without_a_url_fails_only_its_messages(subscriber):
     assert [r.headers["ce-id"] for r in subscriber.requests] == [results[1]]
 
 
-def test_after_a_failure_later_messages_for_that_key_are_not_sent(subscriber):
-    subscriber.fail_ordering_keys.add("order-bad")
-    batch = [email_message("order-bad", 0), email_message("order-good", 0),
-             email_message("order-bad", 1), email_message("order-good", 1)]
-
-    results = publisher_for(subscriber.url, attempts=2).publish_batch(batch)
-
-    assert [type(r) for r in results] == [TransientError, str, TransientError, str]
-    sent = [(r.json["message"]["orderingKey"], r.json["message"]["attributes"]["message_key"])
-            for r in subscriber.requests]
-    assert sent == [("order-bad", "order-bad:link:0")] * 2 + [
-        ("order-good", "order-good:link:0"), ("order-good", "order-good:link:1")]
+def test_a_queue_that_cannot_be_written_fails_every_message(clean_tasks_db, subscriber):
+    with clean_tasks_db.read() as conn:
+        conn.execute(text("ALTER TABLE local_tasks RENAME TO local_tasks_away"))
+    try:
+        results = publisher_for(clean_tasks_db, subscriber.url).publish_batch(
+            [email_message("order-d", 0), email_message("order-d", 1)])
+    finally:
+        with clean_tasks_db.read() as conn:
+            conn.execute(text("ALTER TABLE local_tasks_away RENAME TO local_tasks"))
+    assert all(isinstance(r, TransientError) for r in results)
 
 
-def test_check_names_topics_without_a_subscriber():
-    LocalPublisher({topic: "http://127.0.0.1:1/" for topic in TOPICS}).check()
+def test_check_names_topics_without_a_subscriber(clean_tasks_db):
+    LocalPublisher(clean_tasks_db, {topic: "http://127.0.0.1:1/" for topic in TOPICS}).check()
     with pytest.raises(TransientError, match=TOPIC_EVENTS):
-        LocalPublisher({TOPIC_EMAILS: "http://127.0.0.1:1/"}).check()
+        LocalPublisher(clean_tasks_db, {TOPIC_EMAILS: "http://127.0.0.1:1/"}).check()
 
 
 @pytest.fixture
@@ -195,10 +224,11 @@ def function(tmp_path):
         yield server
 
 
-def test_functions_framework_receives_the_same_cloudevent(function):
+def test_functions_framework_receives_the_same_cloudevent(clean_tasks_db, function):
     outgoing = email_message("order-ff-1")
 
-    [result] = publisher_for(function.url).publish_batch([outgoing])
+    [result] = publisher_for(clean_tasks_db, function.url).publish_batch([outgoing])
+    deliver_all(clean_tasks_db)
 
     assert isinstance(result, str)
     [record] = wait_for_records(function.output, 1)
@@ -220,11 +250,12 @@ def test_functions_framework_receives_the_same_cloudevent(function):
     assert record["decoded"].encode() == outgoing.data
 
 
-def test_functions_framework_500_is_retried_with_the_same_id(function):
+def test_functions_framework_500_is_retried_with_the_same_id(clean_tasks_db, function):
     outgoing = OutgoingMessage(topic=TOPIC_EMAILS, data=b'{"v": 1}', ordering_key="order-ff-2",
                                attributes={"type": "email.link", "fail_first": "1"})
 
-    [result] = publisher_for(function.url, attempts=3).publish_batch([outgoing])
+    [result] = publisher_for(clean_tasks_db, function.url).publish_batch([outgoing])
+    deliver_all(clean_tasks_db)
 
     assert isinstance(result, str)
     records = wait_for_records(function.output, 2)
