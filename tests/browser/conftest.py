@@ -11,6 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from devstack.postgres import free_port
+from devstack.task_dispatcher import TaskDispatcher
 from shared import bootstrap
 from tests.conftest import base_env
 from tests.functions.conftest import client_for
@@ -38,7 +39,8 @@ class Served:
 
 @pytest.fixture
 def stack(monkeypatch, database_url):
-    """The console (CONSOLE_AUTH=dev) with the intake and the analytics and email subscribers, as locally."""
+    """The console (CONSOLE_AUTH=dev) with the intake, the analytics and email subscribers and the
+    dispatcher that pushes messages to them, as in the local stack."""
     ports = {name: free_port() for name in ("console", "intake", "analytics", "emails")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     for key, value in base_env(
@@ -48,14 +50,19 @@ def stack(monkeypatch, database_url):
     ).items():
         monkeypatch.setenv(key, value)
     bootstrap.reset()
-    servers = []
+    servers, stop = [], threading.Event()
     try:
         servers.append(Served("record_analytics", ports["analytics"], "cloudevent"))
         servers.append(Served("send_customer_email", ports["emails"], "cloudevent"))
         servers.append(Served("webhook_intake", ports["intake"]))
         servers.append(Served("operator_console", ports["console"]))
+        # Local Pub/Sub is a queue in PostgreSQL: this pushes its messages to the subscribers.
+        dispatcher = TaskDispatcher(bootstrap.container().db, poll_interval=0.1)
+        pushing = threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="push")
+        pushing.start()
         yield url["console"]
     finally:
+        stop.set()
         for server in servers:
             server.close()
         bootstrap.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from playwright.sync_api import expect
+from sqlalchemy import text
 
 from tests.browser.conftest import screenshot
 from tests.functions.test_operator_console import expire_with_manual_refund, place
@@ -16,6 +17,16 @@ def funnel_count(page, base: str, metric: str) -> int:
     return int(cell.inner_text()) if cell.count() else 0
 
 
+def wait_for_funnel(page, base: str, metric: str, expected: int) -> int:
+    """Messages reach analytics asynchronously (as with Pub/Sub): reload until counted, or give up."""
+    for _ in range(100):
+        count = funnel_count(page, base, metric)
+        if count >= expected:
+            return count
+        page.wait_for_timeout(200)
+    return count
+
+
 def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settings):
     page, tag = browser_page, uuid.uuid4().hex[:8]
     email = f"browser-{tag}@example.com"
@@ -23,7 +34,6 @@ def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settin
     place(db, settings, pending, email)
     place(db, settings, other, email)
     with db.transaction() as conn:
-        from sqlalchemy import text
         conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"), {"o": other})
 
     page.goto(f"{stack}/sessions")
@@ -61,23 +71,25 @@ def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, browser_page,
     expect(page.locator("dd.refund")).to_have_text("refunded")
     expect(page.locator("table.timeline")).to_contain_text("refund.completed")
 
-    assert funnel_count(page, stack, "refunds_completed") == before + 1
+    assert wait_for_funnel(page, stack, "refunds_completed", before + 1) == before + 1
     expect(page.locator("svg.chart")).to_be_visible()
     screenshot(page, "funnel")
 
 
 def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, db, settings, order_id):
-    from shared import bootstrap
     from tests.functions.conftest import client_for
     from tests.functions.test_webhook_intake import post_order
 
     page = browser_page
     assert post_order(client_for("webhook_intake"), order_id).status_code == 200
-    bootstrap.container().relay([order_id])  # the link email, as the intake's own relay sends it
-    with db.read() as conn:
-        from sqlalchemy import text
-        link = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
-                            {"o": order_id}).scalar()
+    link = None
+    for _ in range(100):  # the link email is queued, then pushed to its subscriber, which opens the session
+        with db.read() as conn:
+            link = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
+                                {"o": order_id}).scalar()
+        if link:
+            break
+        page.wait_for_timeout(200)
     assert link and link.startswith(f"{stack}/verify/")
 
     page.goto(link)
