@@ -15,7 +15,7 @@ Usage: ./deploy.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry
 
 Deploys every function (or only the ones named: webhook_intake or
 webhook-intake, timer_expiry, sweep, send_customer_email, record_analytics,
-request_refund), then prints the webhook URLs to register with the store,
+request_refund, operator_console), then prints the webhook URLs to register with the store,
 Lightspeed and Veriff. --dry-run prints every command and runs none.
 EOF
 }
@@ -205,6 +205,30 @@ wire_subscription() {
         "pubsub subscriptions" "$subscription" "${P[@]}"
 }
 
+# The console is private: Identity-Aware Proxy in front of its Cloud Run
+# service, IAP's service agent its only invoker, and the CONSOLE_ACCESS members
+# the only people IAP lets through (docs/DEPLOY.md, "Operator console").
+protect_console() {
+    local project_number=$1 member
+    local -a members=()
+    run gcloud beta run services update operator-console "${R[@]}" "${P[@]}" --iap
+    ensure_binding roles/run.invoker \
+        "serviceAccount:service-$project_number@gcp-sa-iap.iam.gserviceaccount.com" \
+        "run services" operator-console "${R[@]}" "${P[@]}"
+    [[ -n $CONSOLE_ACCESS ]] && IFS=, read -r -a members <<<"$CONSOLE_ACCESS"
+    if [[ ${#members[@]} -eq 0 ]]; then
+        log "CONSOLE_ACCESS is empty: nobody can open the operator console yet (see docs/DEPLOY.md)"
+        return 0
+    fi
+    local url
+    function_url url operator-console
+    log "operator console (staff, through IAP): $url"
+    for member in "${members[@]}"; do
+        ensure_binding roles/iap.httpsResourceAccessor "$member" "iap web" \
+            --resource-type=cloud-run --service=operator-console "${R[@]}" "${P[@]}"
+    done
+}
+
 # The Scheduler job lives with the infrastructure but needs sweep's URL, so
 # it is created (or pointed at the current URL) here.
 schedule_sweep() {
@@ -248,6 +272,8 @@ main() {
         gcloud projects describe "$PROJECT_ID" '--format=value(projectNumber)'
     [[ -n $project_number ]] || die "cannot read the number of project $PROJECT_ID"
     PUBSUB_AGENT="serviceAccount:service-$project_number@gcp-sa-pubsub.iam.gserviceaccount.com"
+    # What IAP puts in the console's assertions when it fronts the Cloud Run service itself.
+    CONSOLE_IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-/projects/$project_number/locations/$REGION/services/operator-console}
 
     # TIMER_URL is the OIDC audience of every task, so every function gets
     # timer-expiry's URL; timer-expiry itself creates tasks too.
@@ -284,6 +310,8 @@ main() {
             function_url url sweep
             [[ -n $url ]] || die "sweep was deployed but has no URL"
             schedule_sweep "$url"
+        elif [[ $fn == operator-console ]]; then
+            protect_console "$project_number"
         fi
     done
 

@@ -6,3 +6,4 @@ from functions.send_customer_email import send_customer_email  # noqa: F401
 from functions.sweep import sweep  # noqa: F401
 from functions.timer_expiry import timer_expiry  # noqa: F401
 from functions.webhook_intake import webhook_intake  # noqa: F401
+from functions.operator_console import operator_console  # noqa: F401

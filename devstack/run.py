@@ -32,6 +32,7 @@ FUNCTIONS = {  # entry point -> (signature type, port offset)
     "send_customer_email": ("cloudevent", 3),
     "record_analytics": ("cloudevent", 4),
     "request_refund": ("cloudevent", 5),
+    "operator_console": ("http", 6),
 }
 SUBSCRIBERS = {
     "customer-emails": "send_customer_email",
@@ -73,9 +74,26 @@ def _environment(base_port: int, database_url: str) -> dict[str, str]:
     env.setdefault("EMAIL_BACKEND", "console")
     env.setdefault("REFUND_BACKEND", "manual")
     env.setdefault("VERIFF_BASE_URL", "local")
-    env.setdefault("LOCAL_VERIFY_URL", url["webhook_intake"] + "/verify")
+    # The emailed link opens the console's stand-in for the provider's page, which posts to the intake.
+    env.setdefault("LOCAL_VERIFY_URL", url["operator_console"] + "/verify")
+    env.setdefault("LOCAL_INTAKE_URL", url["webhook_intake"])
+    env.setdefault("CONSOLE_AUTH", "dev")
+    env.setdefault("CONSOLE_SECRET", secrets.token_hex(16))
     env.setdefault("SWEEP_GRACE", "5s")
     return env
+
+
+STACK_ENV_KEYS = ("DATABASE_URL", "TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND", "LOCAL_SUBSCRIBER_URLS",
+                  "EMAIL_BACKEND", "REFUND_BACKEND", "VERIFF_BASE_URL", "LOCAL_VERIFY_URL")
+
+
+def _write_stack_env(env: dict[str, str]) -> Path:
+    """What `python -m shared.operator` needs to act on this stack, for shells that name no database."""
+    path = LOCAL / "stack.env"
+    path.write_text("# written by devstack/run.py for python -m shared.operator (mode 600)\n"
+                    + "".join(f"{key}={env[key]}\n" for key in STACK_ENV_KEYS if env.get(key)))
+    path.chmod(0o600)
+    return path
 
 
 def _start_database() -> tuple[str, object | None]:
@@ -125,6 +143,7 @@ def main() -> int:
     from shared.config import Settings
 
     settings = Settings.from_env(env)  # fail here, naming the variable, before anything starts
+    _write_stack_env(env)
     container = bootstrap.build(settings)  # also migrates the schema once, before the functions start
 
     processes = []
@@ -154,6 +173,8 @@ Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
+  operator console  http://127.0.0.1:{base_port + FUNCTIONS['operator_console'][1]}/sessions   (signed in as dev@localhost)
+                    or in a shell: .venv/bin/python -m shared.operator list --attention
   window            VERIFICATION_WINDOW={env.get('VERIFICATION_WINDOW', '72h')} REMINDER_OFFSETS={env.get('REMINDER_OFFSETS', '24h')}
 Dev secrets are in {LOCAL / 'dev-secrets.json'}.
 

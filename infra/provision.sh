@@ -40,6 +40,7 @@ REQUIRED_APIS=(
     eventarc.googleapis.com
     iam.googleapis.com
     iamcredentials.googleapis.com
+    iap.googleapis.com
     logging.googleapis.com
     pubsub.googleapis.com
     run.googleapis.com

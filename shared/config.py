@@ -91,6 +91,12 @@ class Settings:
     refund_api_token: str | None = field(default=None, repr=False)
     max_message_age: timedelta = timedelta(days=3)
 
+    console_auth: str = "iap"
+    iap_audience: str | None = None
+    iap_public_keys_url: str = "https://www.gstatic.com/iap/verify/public_key"
+    console_secret: str | None = field(default=None, repr=False)
+    local_intake_url: str | None = None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate the environment (os.environ unless given)."""
@@ -142,7 +148,14 @@ class Settings:
             refund_api_url=r.text("REFUND_API_URL"),
             refund_api_token=r.text("REFUND_API_TOKEN"),
             max_message_age=r.duration("MAX_MESSAGE_AGE", "3d"),
+            console_auth=r.choice("CONSOLE_AUTH", "iap", ("iap", "dev")),
+            iap_audience=r.text("IAP_AUDIENCE"),
+            iap_public_keys_url=r.text("IAP_PUBLIC_KEYS_URL") or cls.iap_public_keys_url,
+            console_secret=r.text("CONSOLE_SECRET"),
+            local_intake_url=r.text("LOCAL_INTAKE_URL"),
         )
+        if settings.console_auth == "dev" and r.text("K_SERVICE"):
+            raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
         settings._check_combinations()
         return settings
 

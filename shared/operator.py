@@ -1,53 +1,233 @@
-"""Operator actions from a shell with the service's environment (DATABASE_URL or Cloud SQL):
+"""The operator's console in a terminal (the same reads and actions as the browser console):
 
-    python -m shared.operator verify ORDER-ID --by alice
-    python -m shared.operator cancel ORDER-ID --by alice
-    python -m shared.operator extend ORDER-ID 48h --by alice     (new deadline = now + 48h)
-    python -m shared.operator funnel 2026-11-01 2026-11-30
+    python -m shared.operator status ORDER                  the order, its timeline, timers, emails, deliveries
+    python -m shared.operator list [--status S] [--due H] [--overdue] [--attention] [--q ORDER|EMAIL]
+    python -m shared.operator verify ORDER --reason "ID checked in store"
+    python -m shared.operator cancel ORDER
+    python -m shared.operator extend ORDER 48h               (new deadline = now + 48h)
+    python -m shared.operator resend-link ORDER              (a fresh provider session, a new link email)
+    python -m shared.operator refund-done ORDER [--note T]   / refund-failed ORDER
+    python -m shared.operator retry OUTBOX-ID | --all-parked
+    python -m shared.operator funnel today | 7d | 2026-11-01..2026-11-30
 
-Each is the same conditional transition as the webhooks and timers, recorded with the operator's
-name; its side effects (timers, emails, refunds) are relayed before the command returns.
+Tables by default, `--json` for scripts. Actions are recorded as `operator:<--by>` (default: your
+user name) and relayed before the command returns. With neither DATABASE_URL nor
+INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
-from datetime import date
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from shared import bootstrap
-from shared.config import parse_duration
-from shared.handlers import intake, subscribers, timers
+STACK_ENV = Path(os.environ.get("LOCAL_STATE_DIR", Path(__file__).resolve().parents[1] / ".local")) / "stack.env"
+ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed")
+
+
+class UsageError(Exception):
+    """A bad command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def load_stack_env(path: Path = STACK_ENV, env: dict | os._Environ = os.environ) -> bool:
+    """Fill in the local stack's settings when this shell names no database. True if it did."""
+    if env.get("DATABASE_URL") or env.get("INSTANCE_CONNECTION_NAME") or not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            env.setdefault(key.strip(), value.strip())
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m shared.operator", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--by", default=None, help="operator name recorded with actions (default: $USER)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("status", help="one order's story").add_argument("order")
+    listing = commands.add_parser("list", help="sessions, newest first (by deadline with --due/--overdue)")
+    listing.add_argument("--status")
+    listing.add_argument("--due", type=int, metavar="HOURS", help="open sessions due within HOURS")
+    listing.add_argument("--overdue", action="store_true")
+    listing.add_argument("--attention", action="store_true", help="in review, refund open, parked, stuck")
+    listing.add_argument("--q", help="an order id or an exact customer email")
+    listing.add_argument("--after", help="the cursor printed under the previous page")
+    listing.add_argument("--limit", type=int, default=50)
+    for name in ORDER_ACTIONS:
+        action = commands.add_parser(name)
+        action.add_argument("order")
+        if name == "extend":
+            action.add_argument("duration", help="new deadline from now, e.g. 48h")
+        action.add_argument("--reason", "--note", dest="reason", help="why (required for verify)")
+    retry = commands.add_parser("retry", help="retry a parked outbox row")
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("outbox_id", nargs="?", type=int)
+    target.add_argument("--all-parked", action="store_true")
+    funnel = commands.add_parser("funnel")
+    funnel.add_argument("range", nargs="?", default="7d", help="today, 7d, or 2026-11-01..2026-11-30")
+    funnel.add_argument("last", nargs="?", help=argparse.SUPPRESS)  # the older `funnel FIRST LAST`
+    return parser
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return "" if value is None else value
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """Aligned text columns."""
+    cells = [[str(_plain(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _progress(done: int, total: int) -> None:
+    filled = int(30 * done / total) if total else 30
+    print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", end="" if done < total else "\n",
+          file=sys.stderr, flush=True)
+
+
+def _status(c, args) -> int:
+    from shared.db import reads
+
+    with c.db.read() as conn:
+        story = reads.order_story(conn, args.order)
+    if story is None:
+        raise UsageError(f"no order {args.order}")
+    if args.json:
+        print(json.dumps(story, default=str, indent=2))
+        return 0
+    s = story["session"]
+    print(f"order {s['order_id']}: {s['status']}, deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), "
+          f"refund {s['refund_status'] or 'none'}")
+    for title, rows, columns in (
+        ("timeline", story["events"], ("occurred_at", "type", "actor", "data")),
+        ("timers", story["timers"], ("kind", "reminder_index", "deadline_version", "fire_at", "state")),
+        ("emails", story["emails"], ("kind", "reminder_index", "state", "attempts", "sent_at")),
+        ("deliveries", story["outbox"], ("id", "kind", "topic", "message_type", "attempts", "delivered_at",
+                                         "dead_at", "last_error")),
+    ):
+        print(f"\n{title}\n{table(rows, columns) if rows else '(none)'}")
+    return 0
+
+
+def _list(c, args) -> int:
+    from shared.db import reads
+
+    chosen = reads.SessionFilter(status=args.status, due_within=timedelta(hours=args.due) if args.due else None,
+                                 overdue=args.overdue, attention=args.attention, query=args.q, after=args.after,
+                                 limit=max(1, min(args.limit, 500)))
+    try:
+        with c.db.read() as conn:
+            rows, cursor = reads.list_sessions(conn, chosen, c.clock.now())
+    except ValueError:
+        raise UsageError("--after is not a cursor this command printed") from None
+    if args.json:
+        print(json.dumps({"sessions": rows, "next": cursor}, default=str))
+        return 0
+    if not rows:
+        print("no session matches")
+        return 0
+    print(table(rows, ("order_id", "status", "deadline", "refund_status", "created_at", "customer_email")))
+    if cursor:
+        print(f"more: --after {cursor}")
+    return 0
+
+
+def _act(c, args, operator: str) -> int:
+    from shared.console import actions
+
+    result = actions.run(c, args.command, actions.Request(order_id=args.order, operator=operator,
+                                                          reason=args.reason, duration=getattr(args, "duration", None)))
+    print(json.dumps(result.to_dict()) if args.json else
+          f"{args.command} {args.order}: {result.status}{f' ({result.detail})' if result.detail else ''}")
+    return 0 if result.status == "accepted" else 1
+
+
+def _retry(c, args, operator: str) -> int:
+    from shared.console import actions
+    from shared.db import reads
+
+    if args.all_parked:
+        with c.db.read() as conn:
+            ids = reads.parked_outbox_ids(conn)
+    else:
+        ids = [args.outbox_id]
+    retried = 0
+    for done, outbox_id in enumerate(ids, 1):
+        retried += bool(actions.retry(c, outbox_id, operator))
+        if args.all_parked:
+            _progress(done, len(ids))
+    print(json.dumps({"retried": retried, "of": len(ids)}) if args.json else f"retried {retried} of {len(ids)}")
+    return 0 if retried == len(ids) else 1
+
+
+def _funnel(c, args) -> int:
+    from shared.console import report
+
+    text = f"{args.range}..{args.last}" if args.last else args.range
+    try:
+        start, end = report.parse_range(text, c.clock.now().date())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    data = report.funnel_report(c.db, start, end)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    metrics = sorted({m for counts in data["days"].values() for m in counts})
+    rows = [{"day": day, **counts} for day, counts in data["days"].items()]
+    print(table(rows, ("day", *metrics)) if metrics else f"nothing counted {start}..{end}")
+    median = data["median_seconds_to_verify"]
+    conversion = data["conversion_percent"]
+    print(f"\nconversion {'—' if conversion is None else f'{conversion} %'}, median time to verify "
+          f"{'—' if median is None else f'{median / 3600:.1f} h'}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.operator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("verify", "cancel", "extend", "funnel"))
-    parser.add_argument("subject", help="order id, or the first day for funnel")
-    parser.add_argument("value", nargs="?", help="duration for extend, last day for funnel")
-    parser.add_argument("--by", default=None, help="operator name, recorded with the event")
-    args = parser.parse_args(argv)
-    c = bootstrap.container()
-    if args.action == "funnel":
-        last = date.fromisoformat(args.value) if args.value else date.fromisoformat(args.subject)
-        print(json.dumps(subscribers.funnel(c.db, date.fromisoformat(args.subject), last), indent=2))
-        return 0
-    if not args.by:
-        parser.error("--by is required: actions are recorded with the operator's name")
-    now = c.clock.now()
-    if args.action == "extend":
-        if not args.value:
-            parser.error("extend needs a duration, e.g. 48h")
-        result = timers.extend_deadline(c.db, c.settings, args.subject, now + parse_duration(args.value, "duration"),
-                                        now=now, actor=f"operator:{args.by}")
-    else:
-        result = intake.operator_action(c.db, args.subject, args.action, operator=args.by, now=now)
-    if result.status == "accepted":
-        c.relay([args.subject])
-    print(json.dumps(result.to_dict()))
-    return 0 if result.status == "accepted" else 1
+    from shared.errors import ServiceError
+
+    try:
+        args = _parser().parse_args(argv)
+        load_stack_env()
+        from shared import bootstrap
+
+        c = bootstrap.container()
+        operator = args.by or os.environ.get("OPERATOR") or getpass.getuser()
+        if args.command == "status":
+            return _status(c, args)
+        if args.command == "list":
+            return _list(c, args)
+        if args.command == "retry":
+            return _retry(c, args, operator)
+        if args.command == "funnel":
+            return _funnel(c, args)
+        return _act(c, args, operator)
+    except UsageError as exc:
+        print(f"python -m shared.operator: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except ServiceError as exc:
+        print(f"python -m shared.operator: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

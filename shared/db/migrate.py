@@ -66,12 +66,32 @@ def _place_order_from_rows(conn: Connection) -> None:
     conn.exec_driver_sql(functions.PLACE_ORDER)
 
 
+_CONSOLE_INDEXES = (
+    "verification_sessions_created ON verification_sessions (created_at DESC, order_id DESC)",
+    "verification_sessions_status_created ON verification_sessions (status, created_at DESC, order_id DESC)",
+    "verification_sessions_open_deadline ON verification_sessions (deadline, order_id) "
+    "WHERE status IN ('pending', 'in_review')",
+    "verification_sessions_email ON verification_sessions (customer_email)",
+    "verification_sessions_refund_open ON verification_sessions (order_id) "
+    "WHERE refund_status IN ('requested', 'manual', 'failed')",
+    "outbox_order ON outbox (order_id, id)",
+    "outbox_parked ON outbox (order_id) WHERE dead_at IS NOT NULL",
+    "email_sends_sending ON email_sends (claimed_at) WHERE state = 'sending'",
+)
+
+
+def _console_indexes(conn: Connection) -> None:
+    """v6: the operator console's keyset pages and order page stay index scans at 1M sessions."""
+    for index in _CONSOLE_INDEXES:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows,
+    _place_order_from_rows, _console_indexes,
 ]
 LATEST = len(MIGRATIONS)
 

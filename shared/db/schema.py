@@ -66,6 +66,18 @@ Index(
     verification_sessions.c.deadline,
     postgresql_where=verification_sessions.c.status == "pending",
 )
+# The operator console's keyset pages (migration v4): newest first, by status, by deadline
+# for open sessions, by exact customer email, and the few sessions whose refund is open.
+Index("verification_sessions_created", verification_sessions.c.created_at.desc(),
+      verification_sessions.c.order_id.desc())
+Index("verification_sessions_status_created", verification_sessions.c.status,
+      verification_sessions.c.created_at.desc(), verification_sessions.c.order_id.desc())
+Index("verification_sessions_open_deadline", verification_sessions.c.deadline,
+      verification_sessions.c.order_id,
+      postgresql_where=verification_sessions.c.status.in_(("pending", "in_review")))
+Index("verification_sessions_email", verification_sessions.c.customer_email)
+Index("verification_sessions_refund_open", verification_sessions.c.order_id,
+      postgresql_where=verification_sessions.c.refund_status.in_(("requested", "manual", "failed")))
 
 # Closed sessions still owed a refund: the sweeper's re-drive reads only these.
 Index(
@@ -162,6 +174,9 @@ Index(
     outbox.c.order_id,
     postgresql_where=outbox.c.delivered_at.is_(None) & outbox.c.dead_at.is_(None),
 )
+# The console's order page and "needs attention" (migration v4).
+Index("outbox_order", outbox.c.order_id, outbox.c.id)
+Index("outbox_parked", outbox.c.order_id, postgresql_where=outbox.c.dead_at.isnot(None))
 
 processed_messages = Table(
     "processed_messages",
@@ -186,6 +201,8 @@ email_sends = Table(
     PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
     CheckConstraint("state IN ('sending', 'sent', 'skipped')", name="email_sends_state"),
 )
+# Claims in flight, for the console's "needs attention" (migration v4).
+Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == "sending")
 
 # Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
 funnel_daily = Table(

@@ -66,6 +66,8 @@ class Event(StrEnum):
     SUBMITTED = "verification.submitted"
     ORDER_IGNORED = "order.ignored"
     ORDER_STALE = "order.stale"
+    LINK_RESENT = "verification.link_resent"
+    OUTBOX_RETRIED = "outbox.retried"
 
 
 class TimerKind(StrEnum):

@@ -154,11 +154,13 @@ def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: 
                        ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id)
 
 
-def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime) -> Result:
+def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
+                    reason: str | None = None) -> Result:
     """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded."""
     rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
+    details = {"manual": True, **({"reason": reason} if reason else {})}
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
-                       {"manual": True}, ignored_event=Event.DECISION_IGNORED, now=now,
+                       details, ignored_event=Event.DECISION_IGNORED, now=now,
                        request_id=None, actor=f"operator:{operator}")
 
 

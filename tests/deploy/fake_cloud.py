@@ -101,10 +101,11 @@ class Cloud:
         kind, _, email = member.partition(":")
         if kind != "serviceAccount":
             return
-        if email.endswith("@gcp-sa-pubsub.iam.gserviceaccount.com"):
-            if email != f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com":
-                raise Fail(f"INVALID_ARGUMENT: no such service agent {email}")
-            return
+        for agent in ("pubsub", "iap"):
+            if email.endswith(f"@gcp-sa-{agent}.iam.gserviceaccount.com"):
+                if email != f"service-{PROJECT_NUMBER}@gcp-sa-{agent}.iam.gserviceaccount.com":
+                    raise Fail(f"INVALID_ARGUMENT: no such service agent {email}")
+                return
         self.need("sa", email)
 
     # --- gcloud --------------------------------------------------------------
@@ -316,6 +317,25 @@ class Cloud:
         region = str(flags.get("region", ""))
         # A gen2 function is a Cloud Run service of the same name.
         return self.iam(verb, "function", rest[0], flags, region)
+
+    def g_beta_run_services(self, verb, rest, flags):
+        region = str(flags.get("region", ""))
+        if verb != "update" or flags.get("iap") is not True:
+            raise Fail(f"fake gcloud: beta run services {verb} without --iap", 3)
+        if "iap.googleapis.com" not in self.state["services"]:
+            raise Fail("FAILED_PRECONDITION: the IAP API (iap.googleapis.com) is not enabled")
+        self.need("function", rest[0], region)["iap"] = True
+        return ""
+
+    def g_iap_web(self, verb, rest, flags):
+        """IAP's own policy on a Cloud Run service (who may pass IAP), apart from run.invoker."""
+        if flags.get("resource-type") != "cloud-run":
+            raise Fail("fake gcloud: iap web only for --resource-type=cloud-run", 3)
+        service, region = str(flags["service"]), str(flags.get("region", ""))
+        if not self.need("function", service, region).get("iap"):
+            raise Fail(f"FAILED_PRECONDITION: IAP is not enabled on {service}")
+        self.res.setdefault(self.key("iap", service, region), {})
+        return self.iam(verb, "iap", service, flags, region)
 
     def g_eventarc_triggers(self, verb, rest, flags):
         if verb != "describe":

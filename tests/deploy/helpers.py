@@ -38,6 +38,7 @@ ENTRY_POINTS = {
     "send-customer-email": "send_customer_email",
     "record-analytics": "record_analytics",
     "request-refund": "request_refund",
+    "operator-console": "operator_console",
 }
 
 # Values an operator would put in Secret Manager. Distinctive, so a test can
@@ -49,6 +50,7 @@ OPERATOR_SECRETS = {
     "veriff-shared-secret": "leak-canary-veriff-secret-5d2e",
     "sendgrid-api-key": "SG.leak-canary-sendgrid-0f3a",
     "refund-api-token": "leak-canary-refund-token-44c0",
+    "console-secret": "leak-canary-console-csrf-3b9d",
 }
 
 # Settings an operator puts in the env file.

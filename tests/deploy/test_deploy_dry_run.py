@@ -42,6 +42,7 @@ EXPECTED = {
         "--no-allow-unauthenticated",
         SA.format("vs-refund"),
     ),
+    "operator-console": ("--trigger-http", "--no-allow-unauthenticated", SA.format("vs-console")),
 }
 
 
@@ -120,6 +121,8 @@ def test_functions_get_only_their_own_secrets(deploy_dry):
     }
     for name in ("timer-expiry", "sweep", "record-analytics", "request-refund"):
         assert found[name] == {"DB_PASSWORD": "db-password:latest"}, name
+    assert found["operator-console"] == {"CONSOLE_SECRET": "console-secret:latest",
+                                         "DB_PASSWORD": "db-password:latest"}
 
 
 def test_every_function_gets_the_timer_url_and_the_cloud_backends(tmp_path):

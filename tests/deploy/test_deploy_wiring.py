@@ -20,6 +20,7 @@ SA = "serviceAccount:{}@" + PROJECT + ".iam.gserviceaccount.com"
 PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
 TIMER_URI = "https://timer-expiry-f4k3h4sh-uc.a.run.app"
 INTAKE_URI = "https://webhook-intake-f4k3h4sh-uc.a.run.app"
+PROJECT_NUMBER = "123456789012"
 
 
 def deployed(calls):
@@ -53,7 +54,7 @@ def test_first_deploy_wires_everything(provisioned):
     names = [argv[3] for argv in deployed(run.calls)]
     # timer-expiry goes first, twice: its own URL is only known once it exists.
     assert names == ["timer-expiry", "timer-expiry", "webhook-intake", "sweep",
-                     "send-customer-email", "record-analytics", "request-refund"]
+                     "send-customer-email", "record-analytics", "request-refund", "operator-console"]
     first, second = deployed(run.calls)[:2]
     assert env_of(first)["TIMER_URL"] == f"https://{REGION}-{PROJECT}.cloudfunctions.net/timer-expiry"
     for argv in deployed(run.calls)[1:]:
@@ -106,7 +107,7 @@ def test_redeploy_deploys_each_function_once_and_updates_the_job(provisioned):
     assert again.returncode == 0, again.stderr
     assert [argv[3] for argv in deployed(again.calls)] == [
         "timer-expiry", "webhook-intake", "sweep",
-        "send-customer-email", "record-analytics", "request-refund"]
+        "send-customer-email", "record-analytics", "request-refund", "operator-console"]
     assert env_of(deployed(again.calls)[0])["TIMER_URL"] == TIMER_URI
     writes = {tuple(argv[1:4]) for argv in again.calls if verb_of(argv) not in READ_VERBS}
     assert ("scheduler", "jobs", "update") in writes
@@ -161,3 +162,32 @@ def test_http_refunds_give_the_refund_function_its_url_and_token(provisioned):
     assert "REFUND_API_TOKEN=refund-api-token:latest" in flag(refund, "set-secrets")
     others = [argv for argv in deployed(run.calls) if argv[3] != "request-refund"]
     assert not any("REFUND" in flag(argv, "set-secrets") for argv in others)
+
+
+def test_the_console_is_private_behind_iap_and_open_to_the_named_staff(provisioned):
+    staff = "group:ops@store.example,user:alice@store.example"
+    assert provisioned.run(DEPLOY, *TARGET).returncode == 0
+
+    run = provisioned.run(DEPLOY, *TARGET, "operator_console", env={"CONSOLE_ACCESS": staff})
+
+    assert run.returncode == 0, run.stderr
+    [console] = deployed(run.calls)
+    assert "--no-allow-unauthenticated" in console and "--allow-unauthenticated" not in console
+    assert env_of(console)["CONSOLE_AUTH"] == "iap"
+    assert env_of(console)["IAP_AUDIENCE"] == f"/projects/{PROJECT_NUMBER}/locations/{REGION}/services/operator-console"
+    state = provisioned.state()
+    assert state["resources"][f"function:operator-console:{REGION}"]["iap"] is True
+    iap_agent = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-iap.iam.gserviceaccount.com"
+    assert invokers(state, "operator-console") == {("roles/run.invoker", iap_agent)}
+    assert {tuple(b) for b in state["policies"][f"iap:operator-console:{REGION}"]} == {
+        ("roles/iap.httpsResourceAccessor", "group:ops@store.example"),
+        ("roles/iap.httpsResourceAccessor", "user:alice@store.example")}
+    assert "operator console (staff, through IAP): https://operator-console-" in run.stderr
+
+
+def test_without_console_access_nobody_is_let_through(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET)
+
+    assert run.returncode == 0, run.stderr
+    assert "CONSOLE_ACCESS is empty" in run.stderr
+    assert f"iap:operator-console:{REGION}" not in provisioned.state()["policies"]

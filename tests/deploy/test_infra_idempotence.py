@@ -10,7 +10,7 @@ from tests.deploy.helpers import PROJECT, PROVISION, READ_VERBS, REGION, TARGET,
 
 SA = "serviceAccount:{}@" + PROJECT + ".iam.gserviceaccount.com"
 PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
-RUNTIME = ["vs-intake", "vs-timers", "vs-sweeper", "vs-email", "vs-analytics", "vs-refund"]
+RUNTIME = ["vs-intake", "vs-timers", "vs-sweeper", "vs-email", "vs-analytics", "vs-refund", "vs-console"]
 
 
 def created(calls: list[list[str]]) -> set[str]:
@@ -102,15 +102,16 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
         "sendgrid-api-key": {"vs-email"},
         "refund-api-token": set(),
         "db-password": set(RUNTIME),
+        "console-secret": {"vs-console"},
     }
     for secret, accounts in readers.items():
         assert bindings(state, "secret", secret) == {
             ("roles/secretmanager.secretAccessor", SA.format(a)) for a in accounts
         }, secret
     publishers = {
-        "verification-events": {"vs-intake", "vs-timers", "vs-sweeper", "vs-email", "vs-refund"},
-        "customer-emails": {"vs-intake", "vs-timers", "vs-sweeper"},
-        "order-actions": {"vs-intake", "vs-timers", "vs-sweeper"},
+        "verification-events": {"vs-intake", "vs-timers", "vs-sweeper", "vs-email", "vs-refund", "vs-console"},
+        "customer-emails": {"vs-intake", "vs-timers", "vs-sweeper", "vs-console"},
+        "order-actions": {"vs-intake", "vs-timers", "vs-sweeper", "vs-console"},
     }
     for topic, accounts in publishers.items():
         assert bindings(state, "topic", topic) == {
@@ -119,7 +120,7 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
         assert bindings(state, "topic", f"{topic}-dead-letter") == {
             ("roles/pubsub.publisher", PUBSUB_AGENT)
         }
-    task_makers = {"vs-intake", "vs-timers", "vs-sweeper"}
+    task_makers = {"vs-intake", "vs-timers", "vs-sweeper", "vs-console"}
     assert bindings(state, "queue", "verification-timers", REGION) == {
         (role, SA.format(a))
         for a in task_makers

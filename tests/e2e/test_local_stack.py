@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from devstack.postgres import free_port
+from devstack.run import FUNCTIONS
 from shared.config import Settings
 from shared.db.database import Database
 from shared.db.engine import make_engine
@@ -118,7 +120,7 @@ def smtp():
 def stack(database_url, smtp):
     inbox, port = smtp
     state_dir = tempfile.mkdtemp(prefix="verification-stack-")
-    with running_stack(database_url, port, state_dir, consecutive_free_ports(6)) as url:
+    with running_stack(database_url, port, state_dir, consecutive_free_ports(len(FUNCTIONS))) as url:
         yield url, inbox
 
 
@@ -259,7 +261,7 @@ def test_stopping_and_starting_the_stack_loses_no_timer(own_database, smtp):
     order_id = new_order()
     # The sweeper is slowed to once an hour: only the timers themselves can move this order.
     slow_sweeper = {"VERIFICATION_WINDOW": "8s", "REMINDER_OFFSETS": "5s", "LOCAL_SWEEP_SECONDS": "3600"}
-    base = consecutive_free_ports(6)  # the same ports after the restart, as scripts/run-local.sh does
+    base = consecutive_free_ports(len(FUNCTIONS))  # the same ports after the restart, as scripts/run-local.sh does
     with running_stack(url_db, port, state_dir, base, **slow_sweeper) as url:
         place(url, order_id)
         wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
@@ -279,3 +281,24 @@ def actors_of(db, order_id, type_):
     with db.read() as conn:
         return list(conn.execute(text("SELECT actor FROM event_log WHERE order_id = :o AND type = :t"),
                                  {"o": order_id, "t": type_}).scalars())
+
+
+def test_the_emailed_link_opens_the_local_provider_page_and_the_console_shows_it(stack, db):
+    url, inbox = stack
+    order_id = new_order()
+    place(url, order_id)
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
+    text_ = next(m.get_body(("plain",)).get_content() for m in inbox.messages
+                 if order_id in m.get_body(("plain",)).get_content())
+    link = re.search(r"http://127\.0\.0\.1:\d+/verify/[\w-]+", text_).group(0)
+    browser = requests.Session()
+    page = browser.get(link, timeout=10)
+    assert page.status_code == 200 and order_id in page.text
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    sent = browser.post(link, data={"csrf": token, "decision": "approved", "dob": "1990-01-01"}, timeout=10)
+    assert "answered 200 accepted" in sent.text
+    wait_for(lambda: session_of(db, order_id) == ("verified", None), "the provider page's decision")
+    console = f"http://127.0.0.1:{int(url.rsplit(':', 1)[1]) + FUNCTIONS['operator_console'][1]}"
+    story = browser.get(f"{console}/orders/{order_id}", timeout=10)
+    assert story.status_code == 200 and "verification.approved" in story.text
+    assert "signed in as dev@localhost" in story.text

@@ -1,0 +1,32 @@
+"""`operator_console`: staff pages behind Identity-Aware Proxy (CONSOLE_AUTH=dev: 127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import flask
+
+from functions._http import request_id_of
+from shared import bootstrap
+from shared import log as logctx
+from shared.console import app, auth
+
+NAME = "operator_console"
+REQUIRED = ("CONSOLE_SECRET",)
+bootstrap.check_at_start(NAME, *REQUIRED)
+logctx.configure()
+
+
+@functools.cache
+def _keys(url: str) -> auth.PublicKeys:
+    return auth.PublicKeys(url)
+
+
+def operator_console(request: flask.Request) -> flask.Response:
+    request_id = request_id_of(request)
+    trace = logctx.trace_from_headers(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    with logctx.bound(trace=trace, request_id=request_id, function=NAME):
+        response = app.handle(request, lambda: bootstrap.settings_for(NAME, *REQUIRED), _keys)
+        response.headers["X-Request-ID"] = request_id
+        return app.secure(response)

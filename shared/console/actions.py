@@ -1,0 +1,88 @@
+"""Every operator action by name, for the console and the CLI alike: the shared transitions,
+recorded with the operator, then relayed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.bootstrap import Container
+from shared.config import parse_duration
+from shared.errors import ConfigError, PermanentError
+from shared.handlers import intake, operator, timers
+from shared.handlers.intake import Result
+
+
+class BadAction(PermanentError):
+    status = 400
+    code = "bad_action"
+
+
+@dataclass(frozen=True)
+class Request:
+    order_id: str
+    operator: str
+    reason: str | None = None
+    duration: str | None = None
+
+
+def _verify(c: Container, r: Request) -> Result:
+    if not r.reason:
+        raise BadAction("a manual verification needs a reason", field="reason")
+    return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
+                                  reason=r.reason)
+
+
+def _cancel(c: Container, r: Request) -> Result:
+    return intake.operator_action(c.db, r.order_id, "cancel", operator=r.operator, now=c.clock.now(),
+                                  reason=r.reason)
+
+
+def _extend(c: Container, r: Request) -> Result:
+    try:
+        duration = parse_duration(r.duration or "", "duration")
+    except ConfigError:
+        raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
+    now = c.clock.now()
+    return timers.extend_deadline(c.db, c.settings, r.order_id, now + duration, now=now,
+                                  actor=operator.actor(r.operator))
+
+
+def _resend(c: Container, r: Request) -> Result:
+    return operator.resend_link(c.db, r.order_id, operator=r.operator, now=c.clock.now())
+
+
+def _refund(outcome: str) -> Callable[[Container, Request], Result]:
+    def close(c: Container, r: Request) -> Result:
+        return operator.close_refund(c.db, r.order_id, outcome, operator=r.operator, now=c.clock.now(),
+                                     note=r.reason)
+    return close
+
+
+ACTIONS: dict[str, Callable[[Container, Request], Result]] = {
+    "verify": _verify,
+    "cancel": _cancel,
+    "extend": _extend,
+    "resend-link": _resend,
+    "refund-done": _refund("refunded"),
+    "refund-failed": _refund("failed"),
+}
+
+
+def run(c: Container, action: str, request: Request) -> Result:
+    """Apply one named action; relay its side effects when it applied."""
+    handler = ACTIONS.get(action)
+    if handler is None:
+        raise BadAction(f"unknown action {action!r}")
+    result = handler(c, request)
+    if result.status == "accepted":
+        c.relay([request.order_id])
+    return result
+
+
+def retry(c: Container, outbox_id: int | None, operator_name: str) -> list[str]:
+    """Retry one parked outbox row (or all); relay them now. The order ids touched."""
+    order_ids = operator.retry_parked(c.db, outbox_id, operator=operator_name, now=c.clock.now())
+    if order_ids:
+        c.relay(order_ids)
+    return order_ids

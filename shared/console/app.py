@@ -1,0 +1,216 @@
+"""The console's request handling: who is asking, which page, which action; HTML out.
+
+Every response carries the security headers; every POST carries a CSRF token tied to
+the operator; log lines carry order ids and the operator, never a customer's email.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import flask
+import jinja2
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+
+from shared import bootstrap
+from shared.config import Settings
+from shared.console import actions, auth, csrf, provider_page, report
+from shared.db import reads
+from shared.domain.model import Status
+from shared.errors import ConfigError, PermanentError, TransientError
+
+log = logging.getLogger("shared.console")
+
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+}
+PAGE_SIZE = 50
+
+URLS = Map([
+    Rule("/", endpoint="home", methods=["GET"]),
+    Rule("/sessions", endpoint="sessions", methods=["GET"]),
+    Rule("/orders/<order_id>/actions/<action>", endpoint="action", methods=["POST"]),
+    Rule("/orders/<order_id>", endpoint="order", methods=["GET"]),
+    Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
+    Rule("/funnel", endpoint="funnel", methods=["GET"]),
+    Rule("/assets/console.css", endpoint="css", methods=["GET"]),
+    Rule("/verify/<session_id>", endpoint="provider", methods=["GET", "POST"]),
+    Rule("/healthz", endpoint="healthz", methods=["GET"]),
+], strict_slashes=False)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _countdown(deadline: datetime, now: datetime) -> str:
+    seconds = int((deadline - now).total_seconds())
+    hours, rest = divmod(abs(seconds), 3600)
+    text = f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h {rest // 60} min"
+    return f"in {text}" if seconds >= 0 else f"overdue by {text}"
+
+
+_templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                                autoescape=True, undefined=jinja2.StrictUndefined)
+_templates.filters["when"] = _when
+
+
+@dataclass
+class Page:
+    """One request's context: settings, operator, CSRF token, current time."""
+
+    settings: Settings
+    operator: str
+    token: str
+    now: datetime
+
+    def render(self, template: str, status: int = 200, **values) -> flask.Response:
+        html = _templates.get_template(template).render(
+            operator=self.operator, csrf=self.token, now=self.now, countdown=_countdown,
+            statuses=[str(s) for s in Status], **values)
+        return flask.Response(html, status=status, mimetype="text/html")
+
+
+def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
+    if settings.console_auth == "dev":
+        return auth.dev_identity(request.remote_addr, request.host)
+    return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
+                           keys=keys)
+
+
+def handle(request: flask.Request, settings_of: Callable[[], Settings],
+           keys_of: Callable[[str], auth.PublicKeys]) -> flask.Response:
+    """Authenticate, route and render one request (errors become short HTML pages)."""
+    try:
+        adapter = URLS.bind_to_environ(request.environ)
+        endpoint, args = adapter.match()
+        if endpoint == "healthz":
+            return flask.Response("ok", mimetype="text/plain")
+        if endpoint == "css":
+            return flask.Response((HERE / "static" / "console.css").read_text(), mimetype="text/css")
+        settings = settings_of()
+        operator = identify(request, settings, keys_of(settings.iap_public_keys_url))
+        secret = settings.require("CONSOLE_SECRET")
+        if request.method == "POST":
+            csrf.check(secret, operator, request.form.get("csrf"))
+        page = Page(settings, operator, csrf.issue(secret, operator), datetime.now(timezone.utc))
+        return VIEWS[endpoint](page, request, **args)
+    except HTTPException as exc:
+        return _error_page(exc.code or 400, exc.description)
+    except PermanentError as exc:
+        log.warning("refused: %s", exc, extra={"labels": {"status": str(exc.status)}})
+        return _error_page(exc.status, str(exc))
+    except (TransientError, ConfigError) as exc:
+        log.error("unavailable: %s", exc)
+        return _error_page(503, "the console cannot reach what it needs right now; try again shortly")
+
+
+def _error_page(status: int, message: str) -> flask.Response:
+    html = _templates.get_template("error.html").render(status=status, message=message)
+    return flask.Response(html, status=status, mimetype="text/html")
+
+
+def secure(response: flask.Response) -> flask.Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+# ---- views --------------------------------------------------------------------------
+
+
+def _filter_from(args) -> reads.SessionFilter:
+    due = args.get("due", "").strip()
+    status = args.get("status") or None
+    if status and status not in {str(s) for s in Status}:
+        raise actions.BadAction(f"unknown status {status!r}")
+    if due and not (due.isdigit() and 0 < int(due) <= 24 * 365):
+        raise actions.BadAction("due within: a whole number of hours")
+    return reads.SessionFilter(status=status, due_within=timedelta(hours=int(due)) if due else None,
+                               overdue=args.get("overdue") == "1", attention=args.get("attention") == "1",
+                               query=args.get("q", "").strip() or None, after=args.get("after") or None,
+                               limit=PAGE_SIZE)
+
+
+def home(page: Page, request: flask.Request) -> flask.Response:
+    return flask.redirect("/sessions", code=302)
+
+
+def sessions(page: Page, request: flask.Request) -> flask.Response:
+    chosen = _filter_from(request.args)
+    try:
+        with bootstrap.container().db.read() as conn:
+            rows, next_cursor = reads.list_sessions(conn, chosen, page.now)
+    except ValueError:
+        raise actions.BadAction("that page link is not valid any more; start from the first page") from None
+    query = {k: v for k, v in request.args.items() if k != "after" and v}
+    return page.render("sessions.html", rows=rows, next_cursor=next_cursor, chosen=chosen, query=query)
+
+
+def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
+    with bootstrap.container().db.read() as conn:
+        story = reads.order_story(conn, order_id)
+    if story is None:
+        raise NotFound(f"no order {order_id}")
+    return page.render("order.html", story=story, s=story["session"], done=request.args.get("done"),
+                       outcome=request.args.get("outcome"), detail=request.args.get("detail"))
+
+
+def action(page: Page, request: flask.Request, order_id: str, action: str) -> flask.Response:
+    result = actions.run(bootstrap.container(), action, actions.Request(
+        order_id=order_id, operator=page.operator, reason=request.form.get("reason", "").strip() or None,
+        duration=request.form.get("duration", "").strip() or None))
+    log.info("operator action %s: %s", action, result.status,
+             extra={"labels": {"order_id": order_id, "operator": page.operator}})
+    return _back_to(order_id, action, result.status, result.detail)
+
+
+def retry(page: Page, request: flask.Request) -> flask.Response:
+    row = request.form.get("outbox_id", "")
+    if not row.isdigit():
+        raise actions.BadAction("which outbox row? (its number)")
+    touched = actions.retry(bootstrap.container(), int(row), page.operator)
+    log.info("operator retried outbox row %s", row, extra={"labels": {"operator": page.operator}})
+    order_id = request.form.get("order_id") or (touched[0] if touched else "")
+    return _back_to(order_id, "retry", "accepted" if touched else "ignored",
+                    None if touched else "that row is not parked")
+
+
+def _back_to(order_id: str, done: str, outcome: str, detail: str | None) -> flask.Response:
+    query = urlencode({k: v for k, v in {"done": done, "outcome": outcome, "detail": detail}.items() if v})
+    return flask.redirect(f"/orders/{quote(order_id, safe='')}?{query}", code=303)
+
+
+def funnel(page: Page, request: flask.Request) -> flask.Response:
+    chosen = request.args.get("range", "7d")
+    try:
+        start, end = report.parse_range(chosen, page.now.date())
+    except ValueError as exc:
+        raise actions.BadAction(str(exc)) from None
+    data = report.funnel_report(bootstrap.container().db, start, end)
+    return page.render("funnel.html", data=data, chosen=chosen, chart=report.chart_svg(data["days"]))
+
+
+def provider(page: Page, request: flask.Request, session_id: str) -> flask.Response:
+    def order_id_of(provider_session_id: str) -> str | None:
+        with bootstrap.container().db.read() as conn:
+            return reads.order_of_provider_session(conn, provider_session_id)
+
+    return provider_page.view(page, request, session_id, order_id_of)
+
+
+VIEWS = {"provider": provider, "home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
+         "funnel": funnel}

@@ -1,0 +1,107 @@
+"""Who is asking: the Identity-Aware Proxy's signed assertion, or (local stacks only) a fixed dev identity.
+
+IAP signs `X-Goog-IAP-JWT-Assertion` with ES256; its public keys (a JSON object of key id →
+PEM) are fetched on first use and cached. Nothing else lets a request in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from google.auth import jwt
+
+from shared.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+IAP_HEADER = "X-Goog-IAP-JWT-Assertion"
+IAP_ISSUER = "https://cloud.google.com/iap"
+DEV_IDENTITY = "dev@localhost"
+KEYS_TTL_SECONDS = 3600
+REFETCH_AFTER_SECONDS = 60  # an unknown key id refetches at most this often
+CLOCK_SKEW_SECONDS = 30
+
+
+class Unauthorized(PermanentError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    status = 403
+    code = "forbidden"
+
+
+def _fetch_keys(url: str) -> dict[str, str]:
+    """Key id → PEM, from an https URL or (tests, air-gapped setups) a `file:` path."""
+    if url.startswith("file:"):
+        return json.loads(Path(url.removeprefix("file:")).read_text())
+    try:
+        response = requests.get(url, timeout=5)
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise TransientError("IAP public keys unavailable", component="iap-keys") from exc
+
+
+class PublicKeys:
+    """IAP's public keys, cached per instance; an unknown key id triggers one refetch."""
+
+    def __init__(self, url: str, fetch: Callable[[str], dict[str, str]] = _fetch_keys) -> None:
+        self._url, self._fetch = url, fetch
+        self._keys: dict[str, str] = {}
+        self._fetched_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str) -> str | None:
+        with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if age > KEYS_TTL_SECONDS or (key_id not in self._keys and age > REFETCH_AFTER_SECONDS):
+                self._keys = dict(self._fetch(self._url))
+                self._fetched_at = time.monotonic()
+            return self._keys.get(key_id)
+
+
+def verify_iap(assertion: str | None, *, audience: str, keys: PublicKeys) -> str:
+    """The verified email in an IAP assertion; Unauthorized for anything else."""
+    if not assertion:
+        raise Unauthorized("no IAP assertion: reach the console through Identity-Aware Proxy")
+    try:
+        header = jwt.decode_header(assertion)
+    except (ValueError, TypeError) as exc:
+        raise Unauthorized("malformed IAP assertion") from exc
+    key = keys.get(str(header.get("kid"))) if header.get("alg") == "ES256" else None
+    if key is None:
+        raise Unauthorized("IAP assertion not signed by a known IAP key")
+    try:
+        claims = jwt.decode(assertion, certs={header["kid"]: key}, audience=audience,
+                            clock_skew_in_seconds=CLOCK_SKEW_SECONDS)
+    except (ValueError, TypeError) as exc:
+        raise Unauthorized("IAP assertion refused (signature, audience or time)") from exc
+    email = claims.get("email")
+    email = email.removeprefix("accounts.google.com:") if isinstance(email, str) else ""
+    if claims.get("iss") != IAP_ISSUER or not email:
+        raise Unauthorized("IAP assertion has the wrong issuer or no email")
+    return email
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def dev_identity(remote_addr: str | None, host: str) -> str:
+    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only."""
+    server = host.rsplit(":", 1)[0].strip("[]")
+    if not _loopback(remote_addr) or not (server == "localhost" or _loopback(server)):
+        raise Forbidden("the dev identity serves 127.0.0.1 only")
+    return DEV_IDENTITY

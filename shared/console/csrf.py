@@ -1,0 +1,30 @@
+"""CSRF tokens: HMAC of the operator's identity and the time it was issued, valid for a working day."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+from shared.console.auth import Forbidden
+
+VALID_SECONDS = 12 * 3600
+
+
+def _mac(secret: str, identity: str, issued: int) -> str:
+    return hmac.new(secret.encode(), f"{identity}\x1f{issued}".encode(), hashlib.sha256).hexdigest()
+
+
+def issue(secret: str, identity: str, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    return f"{issued}.{_mac(secret, identity, issued)}"
+
+
+def check(secret: str, identity: str, token: str | None, now: float | None = None) -> None:
+    """Forbidden unless `token` was issued to `identity` by this secret, recently."""
+    issued, _, mac = (token or "").partition(".")
+    current = time.time() if now is None else now
+    if not issued.isdigit() or not 0 <= current - int(issued) <= VALID_SECONDS:
+        raise Forbidden("missing or expired form token: reload the page and try again")
+    if not hmac.compare_digest(mac, _mac(secret, identity, int(issued))):
+        raise Forbidden("form token does not belong to you: reload the page and try again")

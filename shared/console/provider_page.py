@@ -1,0 +1,66 @@
+"""LOCAL STACK ONLY: a stand-in for the provider's hosted page, where the emailed link leads.
+
+A person picks a decision and a date of birth; the page sends the decision webhook to the
+intake signed as Veriff signs it, for the provider session the link belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import flask
+import requests
+from werkzeug.exceptions import NotFound
+
+from shared.errors import TransientError
+
+DECISIONS = {"approved": 9001, "declined": 9102, "review": 9121, "resubmission_requested": 9103}
+
+
+def decision_body(order_id: str, session_id: str, decision: str, date_of_birth: str, now: datetime) -> bytes:
+    """Veriff's decision webhook for `session_id`, with the person's date of birth."""
+    from devstack.signing import veriff_body
+
+    body = json.loads(veriff_body(order_id, DECISIONS[decision], verification_id=session_id,
+                                  decision_time=now.isoformat(timespec="milliseconds").replace("+00:00", "Z")))
+    body["verification"]["person"] = {"dateOfBirth": date_of_birth or None}
+    return json.dumps(body).encode()
+
+
+def send_decision(settings, order_id: str, session_id: str, decision: str, date_of_birth: str) -> tuple[int, dict]:
+    """POST the signed decision to the local intake; its status and answer."""
+    from devstack.signing import veriff_headers
+
+    body = decision_body(order_id, session_id, decision, date_of_birth, datetime.now(timezone.utc))
+    headers = veriff_headers(settings.veriff_shared_secret or "", settings.veriff_api_key or "", body)
+    try:
+        response = requests.post(f"{settings.local_intake_url.rstrip('/')}/webhooks/veriff", data=body,
+                                 headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise TransientError("the local intake did not answer", component="intake") from exc
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    return response.status_code, answer
+
+
+def view(page, request: flask.Request, session_id: str, order_id_of) -> flask.Response:
+    """GET: the choice; POST: send it and say what the intake answered."""
+    settings = page.settings
+    if settings.console_auth != "dev" or not settings.local_intake_url:
+        raise NotFound("the provider page exists on local stacks only")
+    order_id = order_id_of(session_id)
+    if order_id is None:
+        raise NotFound("no order has this verification session (a newer link may have replaced it)")
+    if request.method == "GET":
+        return page.render("provider.html", order_id=order_id, session_id=session_id, decisions=DECISIONS,
+                           sent=None)
+    decision = request.form.get("decision", "")
+    if decision not in DECISIONS:
+        raise NotFound("pick one of the decisions")
+    status, answer = send_decision(settings, order_id, session_id, decision, request.form.get("dob", ""))
+    return page.render("provider.html", order_id=order_id, session_id=session_id, decisions=DECISIONS,
+                       sent={"decision": decision, "status": status, "answer": answer.get("status", ""),
+                             "detail": answer.get("detail", "")})

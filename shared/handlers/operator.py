@@ -1,0 +1,59 @@
+"""Operator actions that webhooks and timers never take: resend the link, close a manual refund,
+retry a parked outbox row. Each is a conditional update whose event-log and outbox rows commit
+with it, recorded with the operator as actor; the caller relays afterwards.
+
+Verify, cancel and extend are the shared transitions (`intake.operator_action`,
+`timers.extend_deadline`); `actor` gives the one spelling of an operator for all of them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared.db import operator_store
+from shared.db.database import Database
+from shared.domain.model import Email, Event
+from shared.db.unit_of_work import UnitOfWork
+from shared.handlers.intake import Result
+
+REFUND_EVENTS = {"refunded": Event.REFUND_COMPLETED, "failed": Event.REFUND_FAILED}
+
+
+def actor(operator: str) -> str:
+    return f"operator:{operator}"
+
+
+def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) -> Result:
+    """An open session gets a fresh provider session and a new link email."""
+    with UnitOfWork(db, now=now) as uow:
+        if not operator_store.clear_provider_session(uow.conn, order_id):
+            return Result("ignored", order_id, "unknown order, or the session is closed")
+        index = operator_store.next_link_index(uow.conn, order_id)
+        fx = uow.effects(order_id, actor=actor(operator))
+        fx.event(Event.LINK_RESENT, link_index=index)
+        fx.email(Email.LINK, index)
+        uow.commit()
+    return Result("accepted", order_id)
+
+
+def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, now: datetime,
+                 note: str | None = None) -> Result:
+    """A refund done by hand: `refunded` (from manual or failed) or `failed` (from manual)."""
+    with UnitOfWork(db, now=now) as uow:
+        before = operator_store.close_refund(uow.conn, order_id, outcome)
+        if before is None:
+            return Result("ignored", order_id, "no manual refund open for this order")
+        uow.effects(order_id, actor=actor(operator)).event(
+            REFUND_EVENTS[outcome], manual=True, previous=before, **({"note": note} if note else {}))
+        uow.commit()
+    return Result("accepted", order_id)
+
+
+def retry_parked(db: Database, outbox_id: int | None, *, operator: str, now: datetime) -> list[str]:
+    """Make parked rows due again (one, or every one when `outbox_id` is None); their order ids."""
+    with UnitOfWork(db, now=now) as uow:
+        rows = operator_store.unpark_outbox(uow.conn, outbox_id)
+        for row_id, order_id in rows:
+            uow.effects(order_id, actor=actor(operator)).event(Event.OUTBOX_RETRIED, outbox_id=row_id)
+        uow.commit()
+    return sorted({order_id for _, order_id in rows if order_id})

@@ -1,0 +1,105 @@
+"""The console in a real browser: filter, open an order, extend it, close a manual refund, see the funnel."""
+
+from __future__ import annotations
+
+import uuid
+
+from playwright.sync_api import expect
+from sqlalchemy import text
+
+from tests.browser.conftest import screenshot
+from tests.functions.test_operator_console import expire_with_manual_refund, place
+
+
+def funnel_count(page, base: str, metric: str) -> int:
+    page.goto(f"{base}/funnel?range=today")
+    cell = page.locator(f"td.metric-{metric}")
+    return int(cell.inner_text()) if cell.count() else 0
+
+
+def wait_for_funnel(page, base: str, metric: str, expected: int) -> int:
+    """Messages reach analytics asynchronously (as with Pub/Sub): reload until counted, or give up."""
+    for _ in range(100):
+        count = funnel_count(page, base, metric)
+        if count >= expected:
+            return count
+        page.wait_for_timeout(200)
+    return count
+
+
+def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settings):
+    page, tag = browser_page, uuid.uuid4().hex[:8]
+    email = f"browser-{tag}@example.com"
+    pending, other = f"web-{tag}-a", f"web-{tag}-b"
+    place(db, settings, pending, email)
+    place(db, settings, other, email)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"), {"o": other})
+
+    page.goto(f"{stack}/sessions")
+    expect(page.locator("h1")).to_have_text("Sessions")
+    page.fill("input[name=q]", email)
+    page.select_option("select[name=status]", "pending")
+    page.click("button:has-text('Filter')")
+    expect(page.locator("table.list tbody tr")).to_have_count(1)
+    expect(page.locator("table.list")).to_contain_text(pending)
+    screenshot(page, "sessions-filtered")
+
+    page.click(f"a:has-text('{pending}')")
+    expect(page.locator("h1")).to_contain_text(pending)
+    expect(page.locator("table.timeline")).not_to_contain_text("verification.deadline_extended")
+    page.fill("input[name=duration]", "120h")
+    page.click("button:has-text('Extend deadline')")
+    expect(page.locator(".notice")).to_have_text("extend: accepted")
+    expect(page.locator("table.timeline")).to_contain_text("verification.deadline_extended")
+    expect(page.locator("table.timeline")).to_contain_text("operator:dev@localhost")
+    expect(page.locator(".countdown")).to_contain_text("in 4 d")
+    screenshot(page, "order-extended")
+
+
+def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, browser_page, db, settings, order_id):
+    page = browser_page
+    expire_with_manual_refund(db, settings, order_id)
+    before = funnel_count(page, stack, "refunds_completed")
+
+    page.goto(f"{stack}/sessions?q={order_id}")
+    page.click(f"a:has-text('{order_id}')")
+    expect(page.locator("dd.refund")).to_have_text("manual")
+    page.fill("form[action$='refund-done'] input[name=reason]", "refunded at the till")
+    page.click("button:has-text('Refund done')")
+    expect(page.locator(".notice")).to_have_text("refund-done: accepted")
+    expect(page.locator("dd.refund")).to_have_text("refunded")
+    expect(page.locator("table.timeline")).to_contain_text("refund.completed")
+
+    assert wait_for_funnel(page, stack, "refunds_completed", before + 1) == before + 1
+    expect(page.locator("svg.chart")).to_be_visible()
+    screenshot(page, "funnel")
+
+
+def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, db, settings, order_id):
+    from tests.functions.conftest import client_for
+    from tests.functions.test_webhook_intake import post_order
+
+    page = browser_page
+    assert post_order(client_for("webhook_intake"), order_id).status_code == 200
+    link = None
+    for _ in range(100):  # the link email is queued, then pushed to its subscriber, which opens the session
+        with db.read() as conn:
+            link = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
+                                {"o": order_id}).scalar()
+        if link:
+            break
+        page.wait_for_timeout(200)
+    assert link and link.startswith(f"{stack}/verify/")
+
+    page.goto(link)
+    expect(page.locator("h1")).to_contain_text("Verify your age")
+    page.check("input[value=approved]")
+    page.fill("input[name=dob]", "1990-05-17")
+    screenshot(page, "provider-page")
+    page.click("button:has-text('Send the decision')")
+    expect(page.locator(".notice")).to_contain_text("answered 200 accepted")
+    page.click("a:has-text('See the order in the console')")
+    expect(page.locator("h1 .status")).to_have_text("verified")
+    expect(page.locator("table.timeline")).to_contain_text("verification.approved")
+    expect(page.locator("table.timeline")).to_contain_text("customer.email_sent")

@@ -1,0 +1,351 @@
+"""`operator_console` through functions-framework: IAP assertions, CSRF, pages and actions."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from shared.adapters.refunds import ManualRefundGateway
+from shared.console import csrf
+from shared.domain.messages import OrderAction, OrderPlaced
+from shared.handlers import intake, subscribers, timers
+from tests.functions.conftest import client_for
+from tests.iap_keys import AUDIENCE, IapKeys
+
+ALICE = "alice@example.com"
+SECRET = "console-test-secret"
+
+
+@pytest.fixture(scope="module")
+def keys() -> IapKeys:
+    return IapKeys.generate()
+
+
+@pytest.fixture
+def console(app_env, keys, tmp_path):
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE,
+            IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    return client_for("operator_console")
+
+
+def as_alice(keys, email: str = ALICE) -> dict[str, str]:
+    return {"X-Goog-IAP-JWT-Assertion": keys.assertion(email)}
+
+
+def place(db, settings, order_id: str, email: str = "buyer@example.com", now: datetime | None = None) -> None:
+    now = now or datetime.now(timezone.utc)
+    command = OrderPlaced("orders", f"evt-{order_id}", order_id, email)
+    assert intake.place_order(db, settings, command, now=now).status == "accepted"
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def events_of(db, order_id: str) -> list[tuple]:
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT type, actor, data FROM event_log WHERE order_id = :o ORDER BY id"), {"o": order_id})]
+
+
+# ---- who may come in -------------------------------------------------------------
+
+
+def test_a_valid_assertion_opens_the_console_and_names_the_operator(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    response = console.get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "signed in as alice@example.com" in html and order_id in html
+
+
+@pytest.mark.parametrize("assertion", ["missing", "wrong audience", "expired", "bad signature", "wrong issuer",
+                                       "garbage"])
+def test_requests_without_a_valid_iap_assertion_are_refused(console, keys, db, settings, order_id, assertion):
+    place(db, settings, order_id)
+    tokens = {
+        "missing": None,
+        "wrong audience": keys.assertion(audience="/projects/1/global/backendServices/other"),
+        "expired": keys.assertion(issued=time.time() - 7200, lifetime=600),
+        "bad signature": keys.forged(),
+        "wrong issuer": keys.assertion(issuer="https://evil.example.com"),
+        "garbage": "not.a.jwt",
+    }
+    headers = {"X-Goog-IAP-JWT-Assertion": tokens[assertion]} if tokens[assertion] else {}
+    for response in (console.get(f"/orders/{order_id}", headers=headers),
+                     console.post(f"/orders/{order_id}/actions/cancel", headers=headers, data={"csrf": "x"})):
+        assert response.status_code == 401
+        assert order_id not in response.get_data(as_text=True)
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, settings, order_id):
+    place(db, settings, order_id)
+    app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev")
+    client = client_for("operator_console")
+    assert "signed in as dev@localhost" in client.get("/sessions").get_data(as_text=True)
+    assert client.get("/sessions", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 403
+    assert client.get("/sessions", headers={"Host": "console.example.com"}).status_code == 403
+    app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev", K_SERVICE="operator-console")
+    response = client_for("operator_console").get("/sessions")
+    assert response.status_code == 503 and "dev@localhost" not in response.get_data(as_text=True)
+
+
+def test_every_page_carries_the_security_headers(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    for path in ("/sessions", f"/orders/{order_id}", "/funnel", "/assets/console.css", "/orders/nope"):
+        response = console.get(path, headers=as_alice(keys))
+        assert response.status_code in (200, 404)
+        for header in ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Cache-Control"):
+            assert header in response.headers, (path, header)
+
+
+# ---- CSRF ------------------------------------------------------------------------
+
+
+def test_a_post_without_a_valid_csrf_token_is_refused(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    bob_token = csrf_of(console.get(f"/orders/{order_id}", headers=as_alice(keys, "bob@example.com"))
+                        .get_data(as_text=True))
+    for form in ({}, {"csrf": "123.abc"}, {"csrf": bob_token}):
+        response = console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys), data=form)
+        assert response.status_code == 403
+    with db.read() as conn:
+        assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar() == "pending"
+
+
+# ---- actions record the IAP identity -----------------------------------------------
+
+
+def post_action(console, keys, order_id: str, action: str, **form):
+    token = csrf.issue(SECRET, ALICE)
+    return console.post(f"/orders/{order_id}/actions/{action}", headers=as_alice(keys),
+                        data={"csrf": token, **form})
+
+
+def test_verify_with_a_reason_records_the_operator(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    assert post_action(console, keys, order_id, "verify").status_code == 400  # a reason is required
+    response = post_action(console, keys, order_id, "verify", reason="ID checked at pickup")
+    assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
+    approved = [e for e in events_of(db, order_id) if e[0] == "verification.approved"]
+    assert approved == [("verification.approved", "operator:alice@example.com",
+                         {**approved[0][2], "manual": True, "reason": "ID checked at pickup"})]
+
+
+def test_extend_shows_the_new_timeline_entry(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    response = post_action(console, keys, order_id, "extend", duration="100h")
+    assert response.status_code == 303
+    page = console.get(response.headers["Location"], headers=as_alice(keys)).get_data(as_text=True)
+    assert "extend: accepted" in page and "verification.deadline_extended" in page
+    assert ("verification.deadline_extended", "operator:alice@example.com") in [e[:2] for e in events_of(db, order_id)]
+    with db.read() as conn:
+        version, timers_ = conn.execute(text(
+            "SELECT s.deadline_version, array_agg(t.state ORDER BY t.deadline_version) FROM verification_sessions s "
+            "JOIN countdown_timers t ON t.order_id = s.order_id AND t.kind = 'deadline' "
+            "WHERE s.order_id = :o GROUP BY 1"), {"o": order_id}).one()
+    assert version == 2 and timers_ == ["cancelled", "scheduled"]
+
+
+def test_cancel_then_a_second_action_is_ignored_not_applied(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    assert "outcome=accepted" in post_action(console, keys, order_id, "cancel").headers["Location"]
+    assert "outcome=ignored" in post_action(console, keys, order_id, "resend-link").headers["Location"]
+    assert [e[:2] for e in events_of(db, order_id)][-1] == ("order.cancelled", "operator:alice@example.com")
+
+
+def test_resend_link_opens_a_fresh_provider_session_and_queues_a_new_link_email(console, keys, db, settings,
+                                                                                order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET veriff_session_id = 'old', veriff_url = 'http://x/old' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    assert "outcome=accepted" in post_action(console, keys, order_id, "resend-link").headers["Location"]
+    with db.read() as conn:
+        session = conn.execute(text("SELECT veriff_session_id FROM verification_sessions WHERE order_id = :o"),
+                               {"o": order_id}).scalar()
+        links = conn.execute(text(
+            "SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
+            "AND payload->>'topic' = 'customer-emails' ORDER BY id"), {"o": order_id}).scalars().all()
+    assert session is None
+    assert links == [f"{order_id}:link:0", f"{order_id}:link:1"]
+    assert ("verification.link_resent", "operator:alice@example.com") in [e[:2] for e in events_of(db, order_id)]
+
+
+def expire_with_manual_refund(db, settings, order_id: str) -> None:
+    """An order whose deadline passed and whose refund the manual backend handed to an operator."""
+    past = datetime.now(timezone.utc) - timedelta(days=10)
+    place(db, settings, order_id, now=past)
+    with db.transaction() as conn:
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 0, 'sent')"), {"o": order_id})
+    assert timers.expire(db, order_id, now=datetime.now(timezone.utc)).status == "accepted"
+    outcome = subscribers.request_refund(db, settings, ManualRefundGateway(), OrderAction(order_id, "refund", "expired"),
+                                         now=datetime.now(timezone.utc))
+    assert outcome == "manual"
+
+
+def test_refund_done_closes_a_manual_refund_once(console, keys, db, settings, order_id):
+    expire_with_manual_refund(db, settings, order_id)
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert "Refund done" in page
+    assert "outcome=accepted" in post_action(console, keys, order_id, "refund-done",
+                                             reason="refunded in POS").headers["Location"]
+    assert "outcome=ignored" in post_action(console, keys, order_id, "refund-failed").headers["Location"]
+    completed = [e for e in events_of(db, order_id) if e[0] == "refund.completed"]
+    assert [e[1] for e in completed] == ["operator:alice@example.com"]
+    assert completed[0][2] == {"manual": True, "previous": "manual", "note": "refunded in POS"}
+    with db.read() as conn:
+        refund, published = conn.execute(text(
+            "SELECT s.refund_status, count(o.id) FROM verification_sessions s LEFT JOIN outbox o "
+            "ON o.order_id = s.order_id AND o.payload->'attributes'->>'type' = 'refund.completed' "
+            "WHERE s.order_id = :o GROUP BY 1"), {"o": order_id}).one()
+    assert refund == "refunded" and published == 1  # published: the funnel counts it
+
+
+def test_retry_puts_a_parked_row_back_in_line(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        row = conn.execute(text("UPDATE outbox SET dead_at = now(), last_error = 'InvalidArgument' WHERE id = "
+                                "(SELECT min(id) FROM outbox WHERE order_id = :o) RETURNING id"),
+                           {"o": order_id}).scalar()
+    page = console.get(f"/orders/{order_id}?x=1", headers=as_alice(keys)).get_data(as_text=True)
+    assert "parked" in page
+    response = console.post("/outbox/retry", headers=as_alice(keys),
+                            data={"csrf": csrf_of(page), "outbox_id": str(row), "order_id": order_id})
+    assert "outcome=accepted" in response.headers["Location"]
+    with db.read() as conn:
+        assert conn.execute(text("SELECT dead_at FROM outbox WHERE id = :i"), {"i": row}).scalar() is None
+    assert ("outbox.retried", "operator:alice@example.com") in [e[:2] for e in events_of(db, order_id)]
+
+
+# ---- the list, the order page, the funnel ---------------------------------------------
+
+
+def order_ids_on(html: str) -> list[str]:
+    return re.findall(r'<a href="/orders/([^"]+)">', html)
+
+
+def test_search_by_email_pages_through_every_session_once(console, keys, db, settings):
+    email = f"many-{uuid.uuid4().hex[:8]}@example.com"
+    created = {f"page-{uuid.uuid4().hex[:10]}" for _ in range(53)}
+    for order_id in created:
+        place(db, settings, order_id, email)
+    first = console.get(f"/sessions?q={email}", headers=as_alice(keys)).get_data(as_text=True)
+    assert len(order_ids_on(first)) == 50
+    next_link = re.search(r'class="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = console.get(next_link, headers=as_alice(keys)).get_data(as_text=True)
+    assert len(order_ids_on(second)) == 3 and 'class="next"' not in second
+    assert set(order_ids_on(first)) | set(order_ids_on(second)) == created
+
+
+def test_filters_status_overdue_due_and_attention(console, keys, db, settings):
+    tag = uuid.uuid4().hex[:8]
+    email = f"filters-{tag}@example.com"
+    now = datetime.now(timezone.utc)
+    ids = {name: f"{name}-{tag}" for name in ("fresh", "overdue", "review", "soon")}
+    place(db, settings, ids["fresh"], email)
+    place(db, settings, ids["overdue"], email, now=now - timedelta(days=4))
+    place(db, settings, ids["review"], email)
+    place(db, settings, ids["soon"], email, now=now - timedelta(hours=71))
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"),
+                     {"o": ids["review"]})
+
+    def listed(query: str) -> set[str]:
+        html = console.get(f"/sessions?q={email}&{query}", headers=as_alice(keys)).get_data(as_text=True)
+        return set(order_ids_on(html))
+
+    assert listed("status=in_review") == {ids["review"]}
+    assert listed("overdue=1") == {ids["overdue"]}
+    assert listed("due=2") == {ids["soon"]}
+    assert listed("attention=1") == {ids["review"]}
+    assert listed("") == set(ids.values())
+    assert set(order_ids_on(console.get(f"/sessions?q={ids['soon']}", headers=as_alice(keys))
+                            .get_data(as_text=True))) == {ids["soon"]}
+    assert console.get("/sessions?status=bogus", headers=as_alice(keys)).status_code == 400
+    assert console.get("/sessions?after=%%%", headers=as_alice(keys)).status_code == 400
+
+
+def test_order_page_shows_timeline_timers_emails_and_deliveries(console, keys, db, settings, order_id):
+    place(db, settings, order_id, "story@example.com")
+    html = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    for expected in ("pending", "story@example.com", "order.received", "verification.requested",
+                     "reminder", "deadline", "scheduled", "task.create", "customer-emails", "in 2 d 23 h"):
+        assert expected in html, expected
+    assert console.get("/orders/no-such-order", headers=as_alice(keys)).status_code == 404
+
+
+def test_funnel_page_draws_the_chart_and_conversion(console, keys, db):
+    day = datetime(2026, 3, 10, 12, tzinfo=timezone.utc).date()
+    with db.transaction() as conn:
+        conn.execute(text("DELETE FROM funnel_daily WHERE day = :d"), {"d": day})
+        conn.execute(text("INSERT INTO funnel_daily (day, metric, count) VALUES "
+                          "(:d, 'orders_received', 8), (:d, 'verified', 6), (:d, 'refunds_completed', 1)"), {"d": day})
+    html = console.get("/funnel?range=2026-03-09..2026-03-11", headers=as_alice(keys)).get_data(as_text=True)
+    assert "75.0 %" in html and "<svg" in html and html.count("<rect") >= 12
+    assert "2026-03-10 received: 8" in html and "03-09" in html
+    assert console.get("/funnel?range=yesterday-ish", headers=as_alice(keys)).status_code == 400
+
+
+# ---- the local provider page, and what is logged -----------------------------------
+
+
+def test_the_provider_page_exists_only_on_local_stacks(console, keys, app_env, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET veriff_session_id = :s WHERE order_id = :o"),
+                     {"s": f"sess-{order_id}", "o": order_id})
+    assert console.get(f"/verify/sess-{order_id}", headers=as_alice(keys)).status_code == 404  # IAP: cloud
+    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", LOCAL_INTAKE_URL="http://127.0.0.1:9")
+    local = client_for("operator_console")
+    page = local.get(f"/verify/sess-{order_id}")
+    assert page.status_code == 200 and order_id in page.get_data(as_text=True)
+    assert local.get("/verify/sess-unknown").status_code == 404
+    assert local.post(f"/verify/sess-{order_id}", data={"decision": "approved"}).status_code == 403
+
+
+def test_provider_page_body_is_a_veriff_decision_for_that_session():
+    from shared.console.provider_page import decision_body
+    from shared.inbound import parse_veriff_decision
+
+    body = decision_body("o-1", "sess-1", "declined", "2010-01-02", datetime(2026, 12, 1, tzinfo=timezone.utc))
+    decision = parse_veriff_decision(body)
+    assert (decision.order_id, decision.verification_id, str(decision.decision)) == ("o-1", "sess-1", "declined")
+    assert b'"dateOfBirth": "2010-01-02"' in body
+
+
+def test_console_logs_never_carry_a_customer_email(console, keys, db, settings, order_id):
+    import io
+    import logging
+
+    from shared.log import JsonFormatter
+
+    email = f"private-{uuid.uuid4().hex[:6]}@example.com"
+    place(db, settings, order_id, email)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        assert console.get(f"/sessions?q={email}", headers=as_alice(keys)).status_code == 200
+        assert post_action(console, keys, order_id, "extend", duration="90h").status_code == 303
+        assert post_action(console, keys, order_id, "verify", reason=email).status_code == 303
+        assert console.get(f"/sessions?q={email}").status_code == 401
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    logged = stream.getvalue()
+    assert "operator action extend" in logged and order_id in logged
+    assert email not in logged

@@ -1,0 +1,108 @@
+"""`python -m shared.operator`: the console's reads and actions in a terminal."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import text
+
+from shared import bootstrap, operator
+from tests.conftest import base_env
+from tests.functions.test_operator_console import events_of, expire_with_manual_refund, place
+
+
+@pytest.fixture
+def cli(monkeypatch, database_url, capsys):
+    """Run the CLI in-process; (exit status, stdout, stderr)."""
+    for key, value in base_env(database_url).items():
+        monkeypatch.setenv(key, value)
+    bootstrap.reset()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        status = operator.main(list(argv))
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    yield run
+    bootstrap.reset()
+
+
+def test_status_prints_the_timeline_and_json(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    status, out, _ = cli("status", order_id)
+    assert status == 0 and f"order {order_id}: pending" in out
+    assert "order.received" in out and "verification.requested" in out
+    assert "OCCURRED_AT" in out and "deadline" in out
+    status, out, _ = cli("--json", "status", order_id)
+    story = json.loads(out)
+    assert [e["type"] for e in story["events"]] == ["order.received", "verification.requested"]
+    assert cli("status", "no-such-order")[0] == 2
+
+
+def test_list_filters_like_the_console(cli, db, settings):
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+    ids = [f"cli-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for order_id in ids:
+        place(db, settings, order_id, email)
+    status, out, _ = cli("--json", "list", "--q", email, "--limit", "2")
+    page = json.loads(out)
+    assert status == 0 and len(page["sessions"]) == 2 and page["next"]
+    _, out, _ = cli("--json", "list", "--q", email, "--limit", "2", "--after", page["next"])
+    rest = json.loads(out)
+    assert {s["order_id"] for s in page["sessions"] + rest["sessions"]} == set(ids) and rest["next"] is None
+    _, out, _ = cli("list", "--q", email)
+    assert out.splitlines()[0].startswith("ORDER_ID") and len(out.splitlines()) == 4
+    assert cli("list", "--q", email, "--status", "verified")[1] == "no session matches\n"
+
+
+def test_actions_record_the_operator(cli, db, settings, order_id):
+    expire_with_manual_refund(db, settings, order_id)
+    status, out, _ = cli("--by", "carol", "refund-done", order_id, "--note", "till refund")
+    assert status == 0 and out.strip() == f"refund-done {order_id}: accepted"
+    assert cli("--by", "carol", "refund-failed", order_id)[0] == 1
+    assert ("refund.completed", "operator:carol") in [e[:2] for e in events_of(db, order_id)]
+
+
+def test_retry_all_parked_shows_progress_and_unparks(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET dead_at = now() WHERE order_id = :o"), {"o": order_id})
+    status, out, err = cli("--by", "dave", "retry", "--all-parked")
+    assert status == 0 and out.startswith("retried ") and "] " in err
+    with db.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")).scalar() == 0
+    assert ("outbox.retried", "operator:dave") in [e[:2] for e in events_of(db, order_id)]
+
+
+def test_funnel_ranges(cli, db):
+    day = datetime(2026, 4, 2, tzinfo=timezone.utc).date()
+    with db.transaction() as conn:
+        conn.execute(text("DELETE FROM funnel_daily WHERE day = :d"), {"d": day})
+        conn.execute(text("INSERT INTO funnel_daily VALUES (:d, 'orders_received', 4), (:d, 'verified', 3)"),
+                     {"d": day})
+    status, out, _ = cli("funnel", "2026-04-01..2026-04-03")
+    assert status == 0 and "2026-04-02  4" in out and "conversion 75.0 %" in out
+    assert json.loads(cli("--json", "funnel", "2026-04-02", "2026-04-02")[1])["counts"] == {
+        "orders_received": 4, "verified": 3}
+    assert cli("funnel", "today")[0] == 0 and cli("funnel", "7d")[0] == 0
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["funnel", "last-tuesday"], ["extend", "o-1"],
+                                  ["retry"], ["list", "--due", "soon"]])
+def test_usage_errors_are_one_line(cli, argv):
+    status, out, err = cli(*argv)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("python -m shared.operator: ")
+    assert "Traceback" not in err
+
+
+def test_the_local_stack_env_is_used_only_when_no_database_is_named(tmp_path):
+    stack = tmp_path / "stack.env"
+    stack.write_text("DATABASE_URL=postgresql+pg8000://postgres@127.0.0.1:5999/verification\nTASKS_BACKEND=local\n")
+    env: dict[str, str] = {}
+    assert operator.load_stack_env(stack, env) and env["TASKS_BACKEND"] == "local"
+    named = {"DATABASE_URL": "postgresql+pg8000://elsewhere/db"}
+    assert not operator.load_stack_env(stack, named) and named == {"DATABASE_URL": "postgresql+pg8000://elsewhere/db"}
