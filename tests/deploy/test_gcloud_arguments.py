@@ -155,7 +155,8 @@ def test_gcloudignore_keeps_tests_and_local_data_out_of_the_upload(tmp_path):
              "tests/unit/test_x.py", "tests/deploy/fake_cloud.py", "bench/bench_x.py",
              ".local/pg/data.txt", ".venv/bin/python", ".venv-3.12/lib/x.py",
              "shared/__pycache__/config.cpython-312.pyc", "infra/provision.sh", "deploy.sh",
-             "docs/DEPLOY.md", "README.md", ".git/HEAD", "prod.env"]
+             "docs/DEPLOY.md", "README.md", ".git/HEAD", "prod.env",
+             "requirements.in", "requirements-dev.in", "requirements-dev.txt", "scripts/lock.sh"]
     for name in files:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text("x\n")
