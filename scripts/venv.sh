@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts here: make the virtual environment (once per lock
 # change) from the locked requirements, and enter it.
 #   PYTHON=/root/.pyenv/versions/3.12.1/bin/python scripts/test.sh
@@ -5,7 +6,7 @@
 # .venv-X.Y); without PYTHON it is .venv with the system's python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -n "${PYTHON:-}" ]; then
+if [ -n "${PYTHON:-}" ] && [ "$PYTHON" != python3 ]; then
   command -v "$PYTHON" >/dev/null || { echo "PYTHON=$PYTHON not found" >&2; exit 1; }
   VENV="$ROOT/.venv-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 else
