@@ -132,6 +132,8 @@ fn_setting() {
 # function_spec NAME sets the FN_* variables describing one function.
 # Each instance serves one request at a time (concurrency 1), so a pool of
 # DB_POOL_SIZE + DB_MAX_OVERFLOW per instance is plenty.
+# Secrets: exactly those shared/functions_table.py lists for the function
+# (tests/deploy/test_function_secrets.py holds the two together).
 # The email and refund settings go only to the function that uses them: the
 # settings check at start-up requires SENDGRID_API_KEY wherever
 # EMAIL_BACKEND=sendgrid (and the refund URL and token wherever
@@ -166,7 +168,9 @@ function_spec() {
         send-customer-email)
             FN_ENTRY=send_customer_email FN_SA=$SA_EMAIL FN_TRIGGER=customer-emails
             FN_PUBLISHES=(verification-events)
-            FN_SECRET_ENVS=(VERIFF_API_KEY VERIFF_SHARED_SECRET)
+            # The API key creates the Veriff session behind the link; only the
+            # intake checks Veriff's signatures, so only it reads the shared secret.
+            FN_SECRET_ENVS=(VERIFF_API_KEY)
             [[ $EMAIL_BACKEND == sendgrid ]] && FN_SECRET_ENVS+=(SENDGRID_API_KEY)
             FN_ENV=("EMAIL_BACKEND=$EMAIL_BACKEND" "EMAIL_FROM=$EMAIL_FROM")
             max=5 pool=1 overflow=1 memory=512Mi timeout=120s

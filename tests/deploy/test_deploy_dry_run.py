@@ -101,25 +101,7 @@ def test_every_function_is_deployed_once_with_its_entry_point_trigger_auth_and_i
             assert "--retry" not in argv
 
 
-def test_functions_get_only_their_own_secrets(deploy_dry):
-    run = deploy_dry
-
-    found = {c[3]: secret_refs(c) for c in deploys(commands_in(run.stdout))}
-    assert found["webhook-intake"] == {
-        "ORDER_WEBHOOK_SECRET": "order-webhook-secret:latest",
-        "LIGHTSPEED_CLIENT_SECRET": "lightspeed-client-secret:latest",
-        "VERIFF_API_KEY": "veriff-api-key:latest",
-        "VERIFF_SHARED_SECRET": "veriff-shared-secret:latest",
-        "DB_PASSWORD": "db-password:latest",
-    }
-    assert found["send-customer-email"] == {
-        "VERIFF_API_KEY": "veriff-api-key:latest",
-        "VERIFF_SHARED_SECRET": "veriff-shared-secret:latest",
-        "SENDGRID_API_KEY": "sendgrid-api-key:latest",
-        "DB_PASSWORD": "db-password:latest",
-    }
-    for name in ("timer-expiry", "sweep", "record-analytics", "request-refund"):
-        assert found[name] == {"DB_PASSWORD": "db-password:latest"}, name
+# Each function's secrets: tests/deploy/test_function_table.py.
 
 
 def test_every_function_gets_the_timer_url_and_the_cloud_backends(tmp_path):
