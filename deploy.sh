@@ -122,6 +122,9 @@ env_vars() {
         "TASKS_SERVICE_ACCOUNT=$(sa_email "$SA_TASKS_INVOKER")"
         "EVENTS_BACKEND=pubsub"
         "VERIFF_BASE_URL=$VERIFF_BASE_URL"
+        # functions-framework's gunicorn runs this many threads (its default
+        # is 4 per CPU it sees); one per request the platform may send.
+        "THREADS=$FN_CONCURRENCY"
         "${FN_ENV[@]}"
     )
     # "^|^" makes | the separator, so values may hold commas
@@ -161,10 +164,12 @@ deploy_function() {
     cmd+=(--service-account="$(sa_email "$FN_SA")"
         --build-service-account="projects/$PROJECT_ID/serviceAccounts/$(sa_email "$SA_BUILDER")"
         --memory="$FN_MEMORY" --timeout="$FN_TIMEOUT"
-        --max-instances="$FN_MAX_INSTANCES" --concurrency=1
+        --max-instances="$FN_MAX_INSTANCES" --concurrency="$FN_CONCURRENCY"
+        --ingress-settings="$FN_INGRESS"
         # After a rollback by traffic split, a deploy must serve the new code.
         --serve-all-traffic-latest-revision
         --set-env-vars="$(env_vars "$timer_url")")
+    [[ -n $FN_CPU ]] && cmd+=(--cpu="$FN_CPU")
     [[ ${#FN_SECRET_ENVS[@]} -gt 0 ]] && cmd+=(--set-secrets="$(secret_refs)")
     (cd "$SOURCE_DIR" && run "${cmd[@]}")
 }

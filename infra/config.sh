@@ -130,8 +130,12 @@ fn_setting() {
 }
 
 # function_spec NAME sets the FN_* variables describing one function.
-# Each instance serves one request at a time (concurrency 1), so a pool of
-# DB_POOL_SIZE + DB_MAX_OVERFLOW per instance is plenty.
+# Every function but the public intake takes requests only from inside the
+# project (--ingress-settings=internal-only: Cloud Tasks, Cloud Scheduler and
+# Eventarc/Pub/Sub push of the same project still reach it; docs/DEPLOY.md).
+# The intake serves CONCURRENCY requests at once per instance (gunicorn
+# threads, THREADS), with a pool of DB_POOL_SIZE + DB_MAX_OVERFLOW equal to it
+# so no request waits for a connection; the others serve one at a time.
 # Secrets: exactly those shared/functions_table.py lists for the function
 # (tests/deploy/test_function_secrets.py holds the two together).
 # The email and refund settings go only to the function that uses them: the
@@ -146,14 +150,17 @@ function_spec() {
     FN_USES_TASKS=false
     FN_PUBLIC=false
     FN_TRIGGER=http
-    local max pool overflow memory timeout
+    local max pool overflow memory timeout concurrency=1 cpu=""
     case $1 in
         webhook-intake)
             FN_ENTRY=webhook_intake FN_SA=$SA_INTAKE FN_PUBLIC=true FN_USES_TASKS=true
             FN_PUBLISHES=("${TOPICS[@]}")
             FN_SECRET_ENVS=(ORDER_WEBHOOK_SECRET VERIFF_API_KEY VERIFF_SHARED_SECRET)
             [[ $LIGHTSPEED_ENABLED == true ]] && FN_SECRET_ENVS+=(LIGHTSPEED_CLIENT_SECRET)
-            max=10 pool=2 overflow=1 memory=512Mi timeout=60s
+            # 4 x 8 requests at once; Lightspeed wants an answer within 5 s,
+            # so a request still running after 10 s is cut off (and retried by
+            # its sender) rather than holding a thread and a connection.
+            max=4 concurrency=8 cpu=1 pool=4 overflow=4 memory=512Mi timeout=10s
             ;;
         timer-expiry)
             FN_ENTRY=timer_expiry FN_SA=$SA_TIMERS FN_USES_TASKS=true
@@ -199,6 +206,13 @@ function_spec() {
     FN_MAX_OVERFLOW=$(fn_setting "$1" DB_MAX_OVERFLOW "$overflow")
     FN_MEMORY=$(fn_setting "$1" MEMORY "$memory")
     FN_TIMEOUT=$(fn_setting "$1" TIMEOUT "$timeout")
+    FN_CONCURRENCY=$(fn_setting "$1" CONCURRENCY "$concurrency")
+    FN_CPU=$(fn_setting "$1" CPU "$cpu")
+    if [[ $FN_PUBLIC == true ]]; then
+        FN_INGRESS=all
+    else
+        FN_INGRESS=internal-only
+    fi
     if [[ $DB_IAM_AUTH == true ]]; then
         FN_DB_USER=$(iam_db_user "$FN_SA")
     else
@@ -235,6 +249,15 @@ check_pool_budget() {
             "$FN_POOL_SIZE" "$FN_MAX_OVERFLOW" "$per")"
     done
     log "  total $total; max_connections $DB_MAX_CONNECTIONS - headroom $DB_CONNECTION_HEADROOM = $budget"
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        if ((FN_CONCURRENCY > FN_POOL_SIZE + FN_MAX_OVERFLOW)); then
+            die "$fn serves $FN_CONCURRENCY requests at once but its pool holds $((FN_POOL_SIZE + FN_MAX_OVERFLOW)) connections; raise its DB_POOL_SIZE/DB_MAX_OVERFLOW or lower its CONCURRENCY"
+        fi
+        if ((FN_CONCURRENCY > 1)) && [[ -z $FN_CPU ]]; then
+            die "$fn serves $FN_CONCURRENCY requests at once, which needs at least one CPU: set $(printf '%s_CPU' "$fn" | tr 'a-z-' 'A-Z_')"
+        fi
+    done
     if ((total > budget)); then
         die "the functions may open $total connections but only $budget fit; lower max instances or pool sizes, or raise DB_MAX_CONNECTIONS"
     fi

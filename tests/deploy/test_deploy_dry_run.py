@@ -204,6 +204,38 @@ def test_pool_arithmetic_fits_the_instance_with_headroom(infra_dry, deploy_dry):
     assert total + 20 <= max_connections, (total, max_connections)
 
 
+def test_the_intake_serves_requests_concurrently_with_a_connection_for_each(deploy_dry):
+    found = {c[3]: c for c in deploys(commands_in(deploy_dry.stdout))}
+
+    intake = found["webhook-intake"]
+    env = env_vars(intake)
+    concurrency = int(flag(intake, "concurrency"))
+    assert concurrency > 1
+    assert flag(intake, "cpu") == "1"  # Cloud Run needs a whole CPU for concurrency > 1
+    assert env["THREADS"] == str(concurrency)  # gunicorn threads in functions-framework
+    assert int(env["DB_POOL_SIZE"]) + int(env["DB_MAX_OVERFLOW"]) >= concurrency
+    assert int(flag(intake, "timeout").rstrip("s")) <= 10
+    for name, argv in found.items():
+        if name != "webhook-intake":
+            assert flag(argv, "concurrency") == "1" and env_vars(argv)["THREADS"] == "1", name
+            assert flag(argv, "cpu") is None, name
+
+
+def test_a_function_whose_requests_could_wait_for_a_connection_is_refused(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env={"WEBHOOK_INTAKE_DB_MAX_OVERFLOW": "0"}, root=tmp_path)
+
+    assert run.returncode != 0
+    assert "webhook-intake serves 8 requests at once but its pool holds 4 connections" in run.stderr
+    assert deploys(commands_in(run.stdout)) == []
+
+
+def test_concurrency_without_a_cpu_is_refused(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env={"SWEEP_CONCURRENCY": "2", "SWEEP_DB_POOL_SIZE": "2"}, root=tmp_path)
+
+    assert run.returncode != 0
+    assert "needs at least one CPU: set SWEEP_CPU" in run.stderr
+
+
 def test_a_deploy_that_could_exhaust_the_database_is_refused(tmp_path):
     run = dry_run(DEPLOY, *TARGET, env={"WEBHOOK_INTAKE_MAX_INSTANCES": "40"}, root=tmp_path)
 

@@ -107,3 +107,16 @@ def test_the_defaults_are_those_of_infra_config():
     text = (DEPLOY.parent / "infra" / "config.sh").read_text()
     for setting, default in DEPLOYMENT_DEFAULTS.items():
         assert f"{setting}=${{{setting}:-{default}}}" in text, setting
+
+
+def test_only_the_public_function_takes_traffic_from_outside_the_project(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, root=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+    found = deploys(run.stdout)
+    assert [fn.name for fn in FUNCTIONS if fn.public] == ["webhook-intake"]
+    for fn in FUNCTIONS:
+        argv = found[fn.name]
+        assert [w for w in argv if w.startswith("--ingress-settings")] == [
+            f"--ingress-settings={'all' if fn.public else 'internal-only'}"], fn.name
+        assert ("--no-allow-unauthenticated" in argv) == (not fn.public), fn.name
