@@ -98,7 +98,7 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
         "order-webhook-secret": {"vs-intake"},
         "lightspeed-client-secret": {"vs-intake"},
         "veriff-api-key": {"vs-intake", "vs-email"},
-        "veriff-shared-secret": {"vs-intake", "vs-email"},
+        "veriff-shared-secret": {"vs-intake"},  # only the intake checks signatures
         "sendgrid-api-key": {"vs-email"},
         "refund-api-token": set(),
         "db-password": set(RUNTIME),
