@@ -210,6 +210,32 @@ wire_subscription() {
         "pubsub subscriptions" "$subscription" "${P[@]}"
 }
 
+# Before any function: bring the schema to this code's version and the
+# database roles to shared/db/grants.py, as the migrator (the schema's
+# owner), each function's database user a member of its own role. The
+# migrator logs in with a short-lived token of its service account as its
+# password, passed in the environment, never as an argument.
+migrate_database() {
+    local fn token user account
+    local -a members=()
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        members+=(--member "$fn=$FN_DB_USER")
+    done
+    account=$(sa_email "$SA_MIGRATOR")
+    user=$(iam_db_user "$SA_MIGRATOR")
+    note "schema and database roles: python -m shared.db.upgrade as $user"
+    capture token DRY-RUN-TOKEN gcloud auth print-access-token --impersonate-service-account="$account" "${P[@]}"
+    [[ -n $token ]] || die "cannot get a token for $account: you need roles/iam.serviceAccountTokenCreator on it (docs/DEPLOY.md)"
+    (
+        export INSTANCE_CONNECTION_NAME DB_NAME
+        export DB_USER=$user DB_IAM_AUTH=false DB_PASSWORD=$token
+        unset DATABASE_URL
+        cd "$SOURCE_DIR"
+        run "$DEPLOY_PYTHON" -m shared.db.upgrade "${members[@]}"
+    ) || die "the schema step failed; no function was deployed"
+}
+
 # The Scheduler job lives with the infrastructure but needs sweep's URL, so
 # it is created (or pointed at the current URL) here.
 schedule_sweep() {
@@ -247,6 +273,7 @@ main() {
         require_setting REFUND_API_URL "https://refunds.example.com/api"
     fi
     check_secret_values
+    migrate_database
 
     local project_number
     capture project_number PROJECT_NUMBER \

@@ -45,7 +45,14 @@ DB_MAX_CONNECTIONS=${DB_MAX_CONNECTIONS:-100}
 DB_CONNECTION_HEADROOM=${DB_CONNECTION_HEADROOM:-20}
 DB_NAME=${DB_NAME:-verification}
 DB_USER=${DB_USER:-verification_app}
-DB_IAM_AUTH=${DB_IAM_AUTH:-false}
+# IAM database authentication: each function logs in as its own service
+# account, which is a member of only its own role (shared/db/grants.py). With
+# false, every function shares DB_USER and its password (db-password), and so
+# the union of the roles.
+DB_IAM_AUTH=${DB_IAM_AUTH:-true}
+# The interpreter deploy.sh runs the schema step (python -m shared.db.upgrade)
+# with; it needs requirements.txt installed (scripts/venv.sh makes .venv).
+DEPLOY_PYTHON=${DEPLOY_PYTHON:-python3}
 INSTANCE_CONNECTION_NAME="$PROJECT_ID:$REGION:$SQL_INSTANCE"
 
 # --- BigQuery export -----------------------------------------------------------
@@ -85,6 +92,9 @@ SA_TASKS_INVOKER=$NAME_PREFIX-tasks-invoker
 SA_SCHEDULER=$NAME_PREFIX-scheduler
 SA_EVENTS_INVOKER=$NAME_PREFIX-events-invoker
 SA_BUILDER=$NAME_PREFIX-builder
+# Owns the schema: deploy.sh migrates and applies the grants as its IAM
+# database user, with a token the operator mints by impersonating it.
+SA_MIGRATOR=$NAME_PREFIX-migrator
 
 SERVICE_ACCOUNTS=(
     "$SA_INTAKE:webhook intake runtime"
@@ -97,6 +107,7 @@ SERVICE_ACCOUNTS=(
     "$SA_SCHEDULER:Cloud Scheduler OIDC identity calling sweep"
     "$SA_EVENTS_INVOKER:Eventarc push identity calling the subscribers"
     "$SA_BUILDER:Cloud Build identity building the functions"
+    "$SA_MIGRATOR:schema owner: migrations and database grants at deploy"
 )
 
 sa_email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT_ID"; }

@@ -32,7 +32,7 @@ class Secret:
 # The deployment settings that decide which secrets are read, with the
 # defaults infra/config.sh gives them.
 DEPLOYMENT_DEFAULTS = {
-    "DB_IAM_AUTH": "false",
+    "DB_IAM_AUTH": "true",
     "EMAIL_BACKEND": "sendgrid",
     "REFUND_BACKEND": "manual",
     "LIGHTSPEED_ENABLED": "true",

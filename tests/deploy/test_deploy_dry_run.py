@@ -142,7 +142,7 @@ def test_no_secret_value_appears_in_dry_run_output(tmp_path):
     leaky_env["DB_PASSWORD"] = "leak-canary-db-password-e9"
 
     for script in (PROVISION, DEPLOY):
-        for extra in ({}, {"REFUND_BACKEND": "http", "DB_IAM_AUTH": "true"}):
+        for extra in ({}, {"REFUND_BACKEND": "http", "DB_IAM_AUTH": "false"}):
             run = dry_run(script, *TARGET, env={**leaky_env, **extra}, root=tmp_path)
 
             assert run.returncode == 0, run.stderr
@@ -151,13 +151,30 @@ def test_no_secret_value_appears_in_dry_run_output(tmp_path):
             assert "whsec_" not in printed
 
 
-def test_the_database_password_is_shown_as_a_lookup_never_a_value(infra_dry):
-    run = infra_dry
+def test_no_database_password_is_ever_an_argument(infra_dry, tmp_path):
+    password_mode = dry_run(PROVISION, *TARGET, env={"DB_IAM_AUTH": "false"}, root=tmp_path)
+    assert password_mode.returncode == 0, password_mode.stderr
 
-    passwords = [w for c in commands_in(run.stdout) for w in c if w.startswith("--password=")]
-    assert passwords == [
-        f"--password=$(gcloud secrets versions access latest --secret=db-password --project={PROJECT})"
-    ]
+    for run in (infra_dry, password_mode):
+        assert not [w for c in commands_in(run.stdout) for w in c if w.startswith("--password")]
+    set_password = [c for c in commands_in(password_mode.stdout) if c[:4] == ["gcloud", "sql", "users", "set-password"]]
+    assert len(set_password) == 1 and "--prompt-for-password" in set_password[0]
+    assert not [c for c in commands_in(infra_dry.stdout) if c[:4] == ["gcloud", "sql", "users", "set-password"]]
+
+
+def test_the_schema_step_runs_as_the_migrator_before_any_function_is_deployed(deploy_dry):
+    lines = deploy_dry.stdout.splitlines()
+    upgrade = [i for i, line in enumerate(lines) if " -m shared.db.upgrade" in line and not line.startswith("#")]
+    first_deploy = next(i for i, line in enumerate(lines) if line.startswith("gcloud functions deploy"))
+
+    assert len(upgrade) == 1 and upgrade[0] < first_deploy
+    words = lines[upgrade[0]].split()
+    members = {words[i + 1].split("=", 1)[0]: words[i + 1].split("=", 1)[1]
+               for i, w in enumerate(words) if w == "--member"}
+    # Each function's IAM database user: its service account without ".gserviceaccount.com".
+    assert members == {fn: sa.removesuffix(".gserviceaccount.com") for fn, (_, _, sa) in EXPECTED.items()}
+    token = next(line for line in lines if line.startswith("gcloud auth print-access-token"))
+    assert f"--impersonate-service-account=vs-migrator@{PROJECT}.iam.gserviceaccount.com" in token
 
 
 def test_one_named_function_deploys_alone(tmp_path):

@@ -13,11 +13,11 @@ from tests.deploy.helpers import DEPLOY, PROJECT, PROVISION, TARGET, commands_in
 # its default, one at a time and all together.
 VARIANTS = [
     {},
-    {"DB_IAM_AUTH": "true"},
+    {"DB_IAM_AUTH": "false"},
     {"EMAIL_BACKEND": "smtp"},
     {"REFUND_BACKEND": "http", "REFUND_API_URL": "https://refunds.example.com/api"},
     {"LIGHTSPEED_ENABLED": "false"},
-    {"DB_IAM_AUTH": "true", "EMAIL_BACKEND": "smtp", "REFUND_BACKEND": "http",
+    {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "smtp", "REFUND_BACKEND": "http",
      "REFUND_API_URL": "https://refunds.example.com/api", "LIGHTSPEED_ENABLED": "false"},
 ]
 
