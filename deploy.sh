@@ -231,6 +231,8 @@ migrate_database() {
         export INSTANCE_CONNECTION_NAME DB_NAME
         export DB_USER=$user DB_IAM_AUTH=false DB_PASSWORD=$token
         unset DATABASE_URL
+        # The shared package of this source tree, whatever the caller's path.
+        export PYTHONPATH=$SOURCE_DIR
         cd "$SOURCE_DIR"
         run "$DEPLOY_PYTHON" -m shared.db.upgrade "${members[@]}"
     ) || die "the schema step failed; no function was deployed"

@@ -108,6 +108,8 @@ def write_stub_source(directory: Path) -> Path:
     (directory / "requirements.txt").write_text("functions-framework\n")
     (directory / "shared" / "db").mkdir(parents=True, exist_ok=True)
     (directory / "shared" / "db" / "upgrade.py").write_text(STUB_UPGRADE)
+    for package in ("shared", "shared/db"):
+        (directory / package / "__init__.py").write_text("")
     return directory
 
 
