@@ -122,6 +122,9 @@ env_vars() {
         "TASKS_SERVICE_ACCOUNT=$(sa_email "$SA_TASKS_INVOKER")"
         "EVENTS_BACKEND=pubsub"
         "VERIFF_BASE_URL=$VERIFF_BASE_URL"
+        # functions-framework's gunicorn runs this many threads (its default
+        # is 4 per CPU it sees); one per request the platform may send.
+        "THREADS=$FN_CONCURRENCY"
         "${FN_ENV[@]}"
     )
     # "^|^" makes | the separator, so values may hold commas
@@ -161,10 +164,12 @@ deploy_function() {
     cmd+=(--service-account="$(sa_email "$FN_SA")"
         --build-service-account="projects/$PROJECT_ID/serviceAccounts/$(sa_email "$SA_BUILDER")"
         --memory="$FN_MEMORY" --timeout="$FN_TIMEOUT"
-        --max-instances="$FN_MAX_INSTANCES" --concurrency=1
+        --max-instances="$FN_MAX_INSTANCES" --concurrency="$FN_CONCURRENCY"
+        --ingress-settings="$FN_INGRESS"
         # After a rollback by traffic split, a deploy must serve the new code.
         --serve-all-traffic-latest-revision
         --set-env-vars="$(env_vars "$timer_url")")
+    [[ -n $FN_CPU ]] && cmd+=(--cpu="$FN_CPU")
     [[ ${#FN_SECRET_ENVS[@]} -gt 0 ]] && cmd+=(--set-secrets="$(secret_refs)")
     (cd "$SOURCE_DIR" && run "${cmd[@]}")
 }
@@ -229,6 +234,34 @@ protect_console() {
     done
 }
 
+# Before any function: bring the schema to this code's version and the
+# database roles to shared/db/grants.py, as the migrator (the schema's
+# owner), each function's database user a member of its own role. The
+# migrator logs in with a short-lived token of its service account as its
+# password, passed in the environment, never as an argument.
+migrate_database() {
+    local fn token user account
+    local -a members=()
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        members+=(--member "$fn=$FN_DB_USER")
+    done
+    account=$(sa_email "$SA_MIGRATOR")
+    user=$(iam_db_user "$SA_MIGRATOR")
+    note "schema and database roles: python -m shared.db.upgrade as $user"
+    capture token DRY-RUN-TOKEN gcloud auth print-access-token --impersonate-service-account="$account" "${P[@]}"
+    [[ -n $token ]] || die "cannot get a token for $account: you need roles/iam.serviceAccountTokenCreator on it (docs/DEPLOY.md)"
+    (
+        export INSTANCE_CONNECTION_NAME DB_NAME
+        export DB_USER=$user DB_IAM_AUTH=false DB_PASSWORD=$token
+        unset DATABASE_URL
+        # The shared package of this source tree, whatever the caller's path.
+        export PYTHONPATH=$SOURCE_DIR
+        cd "$SOURCE_DIR"
+        run "$DEPLOY_PYTHON" -m shared.db.upgrade "${members[@]}"
+    ) || die "the schema step failed; no function was deployed"
+}
+
 # The Scheduler job lives with the infrastructure but needs sweep's URL, so
 # it is created (or pointed at the current URL) here.
 schedule_sweep() {
@@ -266,6 +299,7 @@ main() {
         require_setting REFUND_API_URL "https://refunds.example.com/api"
     fi
     check_secret_values
+    migrate_database
 
     local project_number
     capture project_number PROJECT_NUMBER \

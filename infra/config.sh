@@ -45,7 +45,14 @@ DB_MAX_CONNECTIONS=${DB_MAX_CONNECTIONS:-100}
 DB_CONNECTION_HEADROOM=${DB_CONNECTION_HEADROOM:-20}
 DB_NAME=${DB_NAME:-verification}
 DB_USER=${DB_USER:-verification_app}
-DB_IAM_AUTH=${DB_IAM_AUTH:-false}
+# IAM database authentication: each function logs in as its own service
+# account, which is a member of only its own role (shared/db/grants.py). With
+# false, every function shares DB_USER and its password (db-password), and so
+# the union of the roles.
+DB_IAM_AUTH=${DB_IAM_AUTH:-true}
+# The interpreter deploy.sh runs the schema step (python -m shared.db.upgrade)
+# with; it needs requirements.txt installed (scripts/venv.sh makes .venv).
+DEPLOY_PYTHON=${DEPLOY_PYTHON:-python3}
 INSTANCE_CONNECTION_NAME="$PROJECT_ID:$REGION:$SQL_INSTANCE"
 
 # --- BigQuery export -----------------------------------------------------------
@@ -92,6 +99,9 @@ SA_TASKS_INVOKER=$NAME_PREFIX-tasks-invoker
 SA_SCHEDULER=$NAME_PREFIX-scheduler
 SA_EVENTS_INVOKER=$NAME_PREFIX-events-invoker
 SA_BUILDER=$NAME_PREFIX-builder
+# Owns the schema: deploy.sh migrates and applies the grants as its IAM
+# database user, with a token the operator mints by impersonating it.
+SA_MIGRATOR=$NAME_PREFIX-migrator
 
 SERVICE_ACCOUNTS=(
     "$SA_INTAKE:webhook intake runtime"
@@ -105,6 +115,7 @@ SERVICE_ACCOUNTS=(
     "$SA_SCHEDULER:Cloud Scheduler OIDC identity calling sweep"
     "$SA_EVENTS_INVOKER:Eventarc push identity calling the subscribers"
     "$SA_BUILDER:Cloud Build identity building the functions"
+    "$SA_MIGRATOR:schema owner: migrations and database grants at deploy"
 )
 
 sa_email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT_ID"; }
@@ -139,8 +150,14 @@ fn_setting() {
 }
 
 # function_spec NAME sets the FN_* variables describing one function.
-# Each instance serves one request at a time (concurrency 1), so a pool of
-# DB_POOL_SIZE + DB_MAX_OVERFLOW per instance is plenty.
+# Every function but the public intake takes requests only from inside the
+# project (--ingress-settings=internal-only: Cloud Tasks, Cloud Scheduler and
+# Eventarc/Pub/Sub push of the same project still reach it; docs/DEPLOY.md).
+# The intake serves CONCURRENCY requests at once per instance (gunicorn
+# threads, THREADS), with a pool of DB_POOL_SIZE + DB_MAX_OVERFLOW equal to it
+# so no request waits for a connection; the others serve one at a time.
+# Secrets: exactly those shared/functions_table.py lists for the function
+# (tests/deploy/test_function_secrets.py holds the two together).
 # The email and refund settings go only to the function that uses them: the
 # settings check at start-up requires SENDGRID_API_KEY wherever
 # EMAIL_BACKEND=sendgrid (and the refund URL and token wherever
@@ -153,14 +170,17 @@ function_spec() {
     FN_USES_TASKS=false
     FN_PUBLIC=false
     FN_TRIGGER=http
-    local max pool overflow memory timeout
+    local max pool overflow memory timeout concurrency=1 cpu="" ingress=internal-only
     case $1 in
         webhook-intake)
             FN_ENTRY=webhook_intake FN_SA=$SA_INTAKE FN_PUBLIC=true FN_USES_TASKS=true
             FN_PUBLISHES=("${TOPICS[@]}")
             FN_SECRET_ENVS=(ORDER_WEBHOOK_SECRET VERIFF_API_KEY VERIFF_SHARED_SECRET)
             [[ $LIGHTSPEED_ENABLED == true ]] && FN_SECRET_ENVS+=(LIGHTSPEED_CLIENT_SECRET)
-            max=10 pool=2 overflow=1 memory=512Mi timeout=60s
+            # 4 x 8 requests at once; Lightspeed wants an answer within 5 s,
+            # so a request still running after 10 s is cut off (and retried by
+            # its sender) rather than holding a thread and a connection.
+            max=4 concurrency=8 cpu=1 pool=4 overflow=4 memory=512Mi timeout=10s
             ;;
         timer-expiry)
             FN_ENTRY=timer_expiry FN_SA=$SA_TIMERS FN_USES_TASKS=true
@@ -175,7 +195,9 @@ function_spec() {
         send-customer-email)
             FN_ENTRY=send_customer_email FN_SA=$SA_EMAIL FN_TRIGGER=customer-emails
             FN_PUBLISHES=(verification-events)
-            FN_SECRET_ENVS=(VERIFF_API_KEY VERIFF_SHARED_SECRET)
+            # The API key creates the Veriff session behind the link; only the
+            # intake checks Veriff's signatures, so only it reads the shared secret.
+            FN_SECRET_ENVS=(VERIFF_API_KEY)
             [[ $EMAIL_BACKEND == sendgrid ]] && FN_SECRET_ENVS+=(SENDGRID_API_KEY)
             FN_ENV=("EMAIL_BACKEND=$EMAIL_BACKEND" "EMAIL_FROM=$EMAIL_FROM")
             max=5 pool=1 overflow=1 memory=512Mi timeout=120s
@@ -195,9 +217,11 @@ function_spec() {
             max=2 pool=1 overflow=1 memory=512Mi timeout=120s
             ;;
         operator-console)
-            # Private; staff reach it through IAP (deploy.sh). Its actions schedule
-            # timers and publish like the intake's, so it relays like the intake.
-            FN_ENTRY=operator_console FN_SA=$SA_CONSOLE FN_USES_TASKS=true
+            # Private; staff reach it through IAP (deploy.sh). IAP on Cloud Run guards
+            # the run.app URL itself, which staff open from the internet: ingress all,
+            # with IAP's service agent the only invoker. Its actions schedule timers
+            # and publish like the intake's, so it relays like the intake.
+            FN_ENTRY=operator_console FN_SA=$SA_CONSOLE FN_USES_TASKS=true ingress=all
             FN_PUBLISHES=("${TOPICS[@]}")
             FN_SECRET_ENVS=(CONSOLE_SECRET)
             FN_ENV=("CONSOLE_AUTH=iap" "IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-set-by-deploy}")
@@ -213,6 +237,13 @@ function_spec() {
     FN_MAX_OVERFLOW=$(fn_setting "$1" DB_MAX_OVERFLOW "$overflow")
     FN_MEMORY=$(fn_setting "$1" MEMORY "$memory")
     FN_TIMEOUT=$(fn_setting "$1" TIMEOUT "$timeout")
+    FN_CONCURRENCY=$(fn_setting "$1" CONCURRENCY "$concurrency")
+    FN_CPU=$(fn_setting "$1" CPU "$cpu")
+    if [[ $FN_PUBLIC == true ]]; then
+        FN_INGRESS=all
+    else
+        FN_INGRESS=$ingress
+    fi
     if [[ $DB_IAM_AUTH == true ]]; then
         FN_DB_USER=$(iam_db_user "$FN_SA")
     else
@@ -249,6 +280,15 @@ check_pool_budget() {
             "$FN_POOL_SIZE" "$FN_MAX_OVERFLOW" "$per")"
     done
     log "  total $total; max_connections $DB_MAX_CONNECTIONS - headroom $DB_CONNECTION_HEADROOM = $budget"
+    for fn in "${FUNCTIONS[@]}"; do
+        function_spec "$fn"
+        if ((FN_CONCURRENCY > FN_POOL_SIZE + FN_MAX_OVERFLOW)); then
+            die "$fn serves $FN_CONCURRENCY requests at once but its pool holds $((FN_POOL_SIZE + FN_MAX_OVERFLOW)) connections; raise its DB_POOL_SIZE/DB_MAX_OVERFLOW or lower its CONCURRENCY"
+        fi
+        if ((FN_CONCURRENCY > 1)) && [[ -z $FN_CPU ]]; then
+            die "$fn serves $FN_CONCURRENCY requests at once, which needs at least one CPU: set $(printf '%s_CPU' "$fn" | tr 'a-z-' 'A-Z_')"
+        fi
+    done
     if ((total > budget)); then
         die "the functions may open $total connections but only $budget fit; lower max instances or pool sizes, or raise DB_MAX_CONNECTIONS"
     fi

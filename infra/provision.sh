@@ -123,8 +123,9 @@ create_queue() {
 }
 
 create_database() {
-    local flags="max_connections=$DB_MAX_CONNECTIONS"
-    [[ $DB_IAM_AUTH == true ]] && flags+=",cloudsql.iam_authentication=on"
+    # IAM authentication is on whatever DB_IAM_AUTH says: the migrator always
+    # logs in as its service account.
+    local flags="max_connections=$DB_MAX_CONNECTIONS,cloudsql.iam_authentication=on"
     ensure "Cloud SQL instance $SQL_INSTANCE" \
         gcloud sql instances describe "$SQL_INSTANCE" "${P[@]}" \
         -- gcloud sql instances create "$SQL_INSTANCE" \
@@ -138,30 +139,28 @@ create_database() {
     ensure "database $DB_NAME" \
         gcloud sql databases describe "$DB_NAME" --instance="$SQL_INSTANCE" "${P[@]}" \
         -- gcloud sql databases create "$DB_NAME" --instance="$SQL_INSTANCE" "${P[@]}"
-    if [[ $DB_IAM_AUTH == true ]]; then
-        create_iam_db_users
-    else
-        create_password_db_user
-    fi
+    create_iam_db_users
+    [[ $DB_IAM_AUTH == true ]] || create_password_db_user
 }
 
 # The built-in user's password lives only in Secret Manager: taken from the
 # db-password secret when the operator set one, otherwise generated here and
-# stored there. It is never printed, and is on the gcloud command line only
-# for the moment the user is created.
+# stored there. It is never printed and never on a command line: the user is
+# created without one, and gcloud reads it from standard input.
 create_password_db_user() {
     local secret
     secret=$(secret_name DB_PASSWORD)
+    local -a set_password=(gcloud sql users set-password "$DB_USER" --instance="$SQL_INSTANCE"
+        --prompt-for-password "${P[@]}")
     if [[ $DRY_RUN == 1 ]]; then
         printf '# database user %s: describe, create only if missing\n' "$DB_USER"
         print_command gcloud sql users describe "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}"
         print_command gcloud secrets versions access latest --secret="$secret" "${P[@]}"
         printf '# only if %s has no version yet: a random password is piped in\n' "$secret"
         print_command gcloud secrets versions add "$secret" --data-file=- "${P[@]}"
-        # shellcheck disable=SC2016 # the $(...) is printed, for the reader to run
-        printf '%s --password="$(gcloud secrets versions access latest --secret=%s %s)"\n' \
-            "$(print_command gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}")" \
-            "$secret" "${P[*]}"
+        print_command gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}"
+        printf '# the password of %s on standard input (detached from the terminal), never as an argument\n' "$secret"
+        print_command "${set_password[@]}"
         return 0
     fi
     if gcloud sql users describe "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}" >/dev/null 2>&1; then
@@ -176,21 +175,33 @@ create_password_db_user() {
         log "+ gcloud secrets versions add $secret --data-file=- (generated password on stdin)"
         printf '%s' "$password" | gcloud secrets versions add "$secret" --data-file=- "${P[@]}" >/dev/null
     fi
-    log "+ gcloud sql users create $DB_USER --instance=$SQL_INSTANCE --password=<from $secret>"
-    gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" --password="$password" "${P[@]}"
+    run gcloud sql users create "$DB_USER" --instance="$SQL_INSTANCE" "${P[@]}"
+    log "+ $(print_command "${set_password[@]}") <<< (the password from $secret)"
+    # gcloud reads the password with getpass, which reads the terminal when
+    # there is one: setsid detaches it, so it reads standard input instead.
+    printf '%s\n' "$password" | CLOUDSDK_CORE_DISABLE_PROMPTS=0 setsid -w "${set_password[@]}" >/dev/null
 }
 
+# The migrator always; each function's identity with DB_IAM_AUTH=true. They
+# start with no privileges: the migrator is made the schema's owner once by
+# hand (docs/DEPLOY.md), the functions' users get their roles from deploy.sh.
 create_iam_db_users() {
     local fn user
-    for fn in "${FUNCTIONS[@]}"; do
-        function_spec "$fn"
-        user=$(iam_db_user "$FN_SA")
+    local -a accounts=("$SA_MIGRATOR")
+    if [[ $DB_IAM_AUTH == true ]]; then
+        for fn in "${FUNCTIONS[@]}"; do
+            function_spec "$fn"
+            accounts+=("$FN_SA")
+        done
+    fi
+    for fn in "${accounts[@]}"; do
+        user=$(iam_db_user "$fn")
         ensure "IAM database user $user" \
             gcloud sql users describe "$user" --instance="$SQL_INSTANCE" "${P[@]}" \
             -- gcloud sql users create "$user" --instance="$SQL_INSTANCE" \
             --type=cloud_iam_service_account "${P[@]}"
     done
-    note "IAM database users start with no privileges on the tables: grant them in SQL (docs/DEPLOY.md)"
+    note "once, as postgres: GRANT cloudsqlsuperuser TO \"$(iam_db_user "$SA_MIGRATOR")\" (docs/DEPLOY.md); the functions' users get their roles from deploy.sh"
 }
 
 create_bigquery_export() {
@@ -248,6 +259,9 @@ grant_roles() {
                 "iam service-accounts" "$(sa_email "$SA_TASKS_INVOKER")" "${P[@]}"
         fi
     done
+    member="serviceAccount:$(sa_email "$SA_MIGRATOR")"
+    ensure_binding roles/cloudsql.client "$member" projects "$PROJECT_ID"
+    ensure_binding roles/cloudsql.instanceUser "$member" projects "$PROJECT_ID"
     # /health on the intake reads the queue.
     ensure_binding roles/cloudtasks.viewer "serviceAccount:$(sa_email "$SA_INTAKE")" \
         "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, text
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
@@ -110,20 +112,28 @@ def cancel_timers(conn: Connection, order_id: str, kind: str | None = None) -> l
     )
 
 
-_WRITE_EFFECTS = text(f"""
-    WITH new_events AS ({insert_from_json(EventRow, ":events")}),
-         new_timers AS ({insert_from_json(TimerRow, ":timers")})
-    {insert_from_json(OutboxRow, ":outbox")}
-""").bindparams(bindparam("events", type_=JSONB), bindparam("timers", type_=JSONB),
-                bindparam("outbox", type_=JSONB))
+@functools.cache
+def _write_effects_statement(kinds: tuple[type, ...]) -> TextClause:
+    """One statement inserting the given row kinds (each from its own JSON parameter).
+
+    Only the kinds a unit of work has are named, so a role needs privileges on the
+    tables it really writes (the email function never inserts a timer)."""
+    inserts = [insert_from_json(kind, f":{_PARAM[kind]}") for kind in kinds]
+    *ctes, last = inserts
+    with_clause = ("WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(ctes)) + " ") if ctes else ""
+    return text(with_clause + last).bindparams(*(bindparam(_PARAM[kind], type_=JSONB) for kind in kinds))
+
+
+_PARAM = {EventRow: "events", TimerRow: "timers", OutboxRow: "outbox"}
 
 
 def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence[OutboxRow],
                   timers: Sequence[TimerRow] = ()) -> None:
     """Event-log, timer and outbox rows in one statement (the unit of work's commit)."""
-    if events or outbox or timers:
-        conn.execute(_WRITE_EFFECTS, {"events": as_records(events), "outbox": as_records(outbox),
-                                      "timers": as_records(timers)})
+    rows = {EventRow: events, TimerRow: timers, OutboxRow: outbox}
+    kinds = tuple(kind for kind, items in rows.items() if items)
+    if kinds:
+        conn.execute(_write_effects_statement(kinds), {_PARAM[kind]: as_records(rows[kind]) for kind in kinds})
 
 
 def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline_version: int) -> bool:

@@ -33,7 +33,11 @@ VERBS = READ_VERBS | {
     "add",
     "add-iam-policy-binding",
     "mk",
+    "print-access-token",
+    "set-password",
 }
+# What `gcloud auth print-access-token --impersonate-service-account=SA` prints here.
+TOKEN_PREFIX = "fake-token-for-"
 
 
 class Fail(Exception):
@@ -247,15 +251,31 @@ class Cloud:
     def g_sql_users(self, verb, rest, flags):
         instance = str(flags["instance"])
         self.need("sql", instance)
+        if "password" in flags:
+            raise Fail("fake gcloud: a password on the command line (ps and shell history show it)", 3)
         if verb == "create":
-            if flags.get("type") != "cloud_iam_service_account" and not flags.get("password"):
-                raise Fail("fake gcloud: a built-in user needs --password", 3)
             self.create("dbuser", rest[0], instance, type=flags.get("type", "BUILT_IN"))
+            return ""
+        if verb == "set-password":
+            user = self.need("dbuser", rest[0], instance)
+            if flags.get("prompt-for-password") is not True:
+                raise Fail("fake gcloud: expected --prompt-for-password", 3)
+            value = sys.stdin.readline().rstrip("\n")
+            if not value:
+                raise Fail("INVALID_ARGUMENT: empty password")
+            user["password"] = value
             return ""
         if verb == "describe":
             self.need("dbuser", rest[0], instance)
             return rest[0]
         raise Fail(f"fake gcloud: sql users {verb}", 3)
+
+    def g_auth(self, verb, rest, flags):
+        if verb == "print-access-token":
+            account = str(flags.get("impersonate-service-account", ""))
+            self.need("sa", account)
+            return TOKEN_PREFIX + account
+        raise Fail(f"fake gcloud: auth {verb}", 3)
 
     def g_functions(self, verb, rest, flags):
         name = rest[0]

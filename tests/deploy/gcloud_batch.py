@@ -23,11 +23,20 @@ def main():
     sys.path.insert(0, lib)
     sys.path.insert(0, os.path.join(lib, "third_party"))
     from googlecloudsdk import gcloud_main  # noqa: E402 (needs the path above)
+    from googlecloudsdk.core.credentials import creds_context_managers  # noqa: E402
 
     commands = json.load(sys.stdin)
     real_stdout = os.dup(1)
     real_stderr = os.dup(2)
     cli = gcloud_main.CreateCLI([])
+    # As gcloud_main.main does around every command: the credential providers
+    # and service account impersonation (--impersonate-service-account).
+    with creds_context_managers.CredentialProvidersManager():
+        verdicts = run_all(cli, commands, real_stdout, real_stderr)
+    os.write(real_stdout, json.dumps(verdicts).encode())
+
+
+def run_all(cli, commands, real_stdout, real_stderr):
     verdicts = []
     for argv in commands:
         with tempfile.TemporaryFile() as capture:
@@ -51,7 +60,7 @@ def main():
             capture.seek(0)
             output = capture.read().decode("utf-8", "replace")
         verdicts.append({"argv": argv, "returncode": code, "output": output})
-    os.write(real_stdout, json.dumps(verdicts).encode())
+    return verdicts
 
 
 if __name__ == "__main__":

@@ -85,12 +85,33 @@ def write_shims(bin_dir: Path, body: str) -> None:
         shim.chmod(0o755)
 
 
+# The stand-in for `python -m shared.db.upgrade` in the stub source tree: it
+# records its arguments, the database settings it was given (the password
+# only as whether it is the migrator's token) and how many gcloud calls came
+# before it.
+STUB_UPGRADE = """
+import json, os, sys
+env = {k: os.environ.get(k) for k in ("INSTANCE_CONNECTION_NAME", "DB_NAME", "DB_USER", "DB_IAM_AUTH",
+                                      "DATABASE_URL")}
+env["DB_PASSWORD_IS_TOKEN"] = os.environ.get("DB_PASSWORD", "").startswith("fake-token-for-")
+with open(os.environ["FAKE_CLOUD_LOG"]) as log:
+    before = sum(1 for line in log if line.strip())
+with open(os.environ["FAKE_UPGRADE_LOG"], "a") as out:
+    out.write(json.dumps({"argv": sys.argv[1:], "env": env, "gcloud_calls_before": before}) + "\\n")
+sys.exit(int(os.environ.get("FAKE_UPGRADE_EXIT", "0")))
+"""
+
+
 def write_stub_source(directory: Path) -> Path:
     """A source tree deploy.sh accepts, standing in for the real one."""
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"from functions.{ep} import {ep}  # noqa: F401" for ep in ENTRY_POINTS.values()]
     (directory / "main.py").write_text("\n".join(lines) + "\n")
     (directory / "requirements.txt").write_text("functions-framework\n")
+    (directory / "shared" / "db").mkdir(parents=True, exist_ok=True)
+    (directory / "shared" / "db" / "upgrade.py").write_text(STUB_UPGRADE)
+    for package in ("shared", "shared/db"):
+        (directory / package / "__init__.py").write_text("")
     return directory
 
 
@@ -110,12 +131,14 @@ class FakeCloud:
     bin_dir: Path = field(init=False)
     state_path: Path = field(init=False)
     log_path: Path = field(init=False)
+    upgrade_log: Path = field(init=False)
     source_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.bin_dir = self.root / "bin"
         self.state_path = self.root / "state.json"
         self.log_path = self.root / "calls.jsonl"
+        self.upgrade_log = self.root / "upgrades.jsonl"
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path.touch()
         self.source_dir = write_stub_source(self.root / "source")
@@ -128,6 +151,8 @@ class FakeCloud:
             FAKE_CLOUD_STATE=str(self.state_path),
             FAKE_CLOUD_LOG=str(self.log_path),
             DEPLOY_SOURCE_DIR=str(self.source_dir),
+            DEPLOY_PYTHON=sys.executable,
+            FAKE_UPGRADE_LOG=str(self.upgrade_log),
             RETRY_DELAY="0",
         )
         env.update(extra or {})
@@ -136,6 +161,12 @@ class FakeCloud:
     def calls(self) -> list[list[str]]:
         with self.log_path.open() as handle:
             return [json.loads(line)["argv"] for line in handle if line.strip()]
+
+    def upgrades(self) -> list[dict]:
+        """Each run of the schema step (the stub's record)."""
+        if not self.upgrade_log.exists():
+            return []
+        return [json.loads(line) for line in self.upgrade_log.read_text().splitlines() if line.strip()]
 
     def state(self) -> dict:
         return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}

@@ -102,27 +102,7 @@ def test_every_function_is_deployed_once_with_its_entry_point_trigger_auth_and_i
             assert "--retry" not in argv
 
 
-def test_functions_get_only_their_own_secrets(deploy_dry):
-    run = deploy_dry
-
-    found = {c[3]: secret_refs(c) for c in deploys(commands_in(run.stdout))}
-    assert found["webhook-intake"] == {
-        "ORDER_WEBHOOK_SECRET": "order-webhook-secret:latest",
-        "LIGHTSPEED_CLIENT_SECRET": "lightspeed-client-secret:latest",
-        "VERIFF_API_KEY": "veriff-api-key:latest",
-        "VERIFF_SHARED_SECRET": "veriff-shared-secret:latest",
-        "DB_PASSWORD": "db-password:latest",
-    }
-    assert found["send-customer-email"] == {
-        "VERIFF_API_KEY": "veriff-api-key:latest",
-        "VERIFF_SHARED_SECRET": "veriff-shared-secret:latest",
-        "SENDGRID_API_KEY": "sendgrid-api-key:latest",
-        "DB_PASSWORD": "db-password:latest",
-    }
-    for name in ("timer-expiry", "sweep", "record-analytics", "request-refund"):
-        assert found[name] == {"DB_PASSWORD": "db-password:latest"}, name
-    assert found["operator-console"] == {"CONSOLE_SECRET": "console-secret:latest",
-                                         "DB_PASSWORD": "db-password:latest"}
+# Each function's secrets: tests/deploy/test_function_table.py.
 
 
 def test_every_function_gets_the_timer_url_and_the_cloud_backends(tmp_path):
@@ -163,7 +143,7 @@ def test_no_secret_value_appears_in_dry_run_output(tmp_path):
     leaky_env["DB_PASSWORD"] = "leak-canary-db-password-e9"
 
     for script in (PROVISION, DEPLOY):
-        for extra in ({}, {"REFUND_BACKEND": "http", "DB_IAM_AUTH": "true"}):
+        for extra in ({}, {"REFUND_BACKEND": "http", "DB_IAM_AUTH": "false"}):
             run = dry_run(script, *TARGET, env={**leaky_env, **extra}, root=tmp_path)
 
             assert run.returncode == 0, run.stderr
@@ -172,13 +152,30 @@ def test_no_secret_value_appears_in_dry_run_output(tmp_path):
             assert "whsec_" not in printed
 
 
-def test_the_database_password_is_shown_as_a_lookup_never_a_value(infra_dry):
-    run = infra_dry
+def test_no_database_password_is_ever_an_argument(infra_dry, tmp_path):
+    password_mode = dry_run(PROVISION, *TARGET, env={"DB_IAM_AUTH": "false"}, root=tmp_path)
+    assert password_mode.returncode == 0, password_mode.stderr
 
-    passwords = [w for c in commands_in(run.stdout) for w in c if w.startswith("--password=")]
-    assert passwords == [
-        f"--password=$(gcloud secrets versions access latest --secret=db-password --project={PROJECT})"
-    ]
+    for run in (infra_dry, password_mode):
+        assert not [w for c in commands_in(run.stdout) for w in c if w.startswith("--password")]
+    set_password = [c for c in commands_in(password_mode.stdout) if c[:4] == ["gcloud", "sql", "users", "set-password"]]
+    assert len(set_password) == 1 and "--prompt-for-password" in set_password[0]
+    assert not [c for c in commands_in(infra_dry.stdout) if c[:4] == ["gcloud", "sql", "users", "set-password"]]
+
+
+def test_the_schema_step_runs_as_the_migrator_before_any_function_is_deployed(deploy_dry):
+    lines = deploy_dry.stdout.splitlines()
+    upgrade = [i for i, line in enumerate(lines) if " -m shared.db.upgrade" in line and not line.startswith("#")]
+    first_deploy = next(i for i, line in enumerate(lines) if line.startswith("gcloud functions deploy"))
+
+    assert len(upgrade) == 1 and upgrade[0] < first_deploy
+    words = lines[upgrade[0]].split()
+    members = {words[i + 1].split("=", 1)[0]: words[i + 1].split("=", 1)[1]
+               for i, w in enumerate(words) if w == "--member"}
+    # Each function's IAM database user: its service account without ".gserviceaccount.com".
+    assert members == {fn: sa.removesuffix(".gserviceaccount.com") for fn, (_, _, sa) in EXPECTED.items()}
+    token = next(line for line in lines if line.startswith("gcloud auth print-access-token"))
+    assert f"--impersonate-service-account=vs-migrator@{PROJECT}.iam.gserviceaccount.com" in token
 
 
 def test_one_named_function_deploys_alone(tmp_path):
@@ -223,6 +220,38 @@ def test_pool_arithmetic_fits_the_instance_with_headroom(infra_dry, deploy_dry):
     max_connections = int(re.search(r"max_connections=(\d+)", flag(create, "database-flags")).group(1))
     total = connection_budget(deploy_dry.stdout)
     assert total + 20 <= max_connections, (total, max_connections)
+
+
+def test_the_intake_serves_requests_concurrently_with_a_connection_for_each(deploy_dry):
+    found = {c[3]: c for c in deploys(commands_in(deploy_dry.stdout))}
+
+    intake = found["webhook-intake"]
+    env = env_vars(intake)
+    concurrency = int(flag(intake, "concurrency"))
+    assert concurrency > 1
+    assert flag(intake, "cpu") == "1"  # Cloud Run needs a whole CPU for concurrency > 1
+    assert env["THREADS"] == str(concurrency)  # gunicorn threads in functions-framework
+    assert int(env["DB_POOL_SIZE"]) + int(env["DB_MAX_OVERFLOW"]) >= concurrency
+    assert int(flag(intake, "timeout").rstrip("s")) <= 10
+    for name, argv in found.items():
+        if name != "webhook-intake":
+            assert flag(argv, "concurrency") == "1" and env_vars(argv)["THREADS"] == "1", name
+            assert flag(argv, "cpu") is None, name
+
+
+def test_a_function_whose_requests_could_wait_for_a_connection_is_refused(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env={"WEBHOOK_INTAKE_DB_MAX_OVERFLOW": "0"}, root=tmp_path)
+
+    assert run.returncode != 0
+    assert "webhook-intake serves 8 requests at once but its pool holds 4 connections" in run.stderr
+    assert deploys(commands_in(run.stdout)) == []
+
+
+def test_concurrency_without_a_cpu_is_refused(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env={"SWEEP_CONCURRENCY": "2", "SWEEP_DB_POOL_SIZE": "2"}, root=tmp_path)
+
+    assert run.returncode != 0
+    assert "needs at least one CPU: set SWEEP_CPU" in run.stderr
 
 
 def test_a_deploy_that_could_exhaust_the_database_is_refused(tmp_path):

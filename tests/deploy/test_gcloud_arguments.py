@@ -40,7 +40,7 @@ UNAVAILABLE = parser_check_unavailable()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"parser check skipped: {UNAVAILABLE}")
 
 # The other branches of the scripts, and values with spaces, commas and <>.
-VARIANT = {"DB_IAM_AUTH": "true", "REFUND_BACKEND": "http",
+VARIANT = {"DB_IAM_AUTH": "false", "REFUND_BACKEND": "http",
            "REFUND_API_URL": "https://shop.example/refunds", "EMAIL_BACKEND": "smtp",
            "EMAIL_FROM": "Acme Store <verify@acme.example>", "REMINDER_OFFSETS": "24h,60h",
            "LIGHTSPEED_ENABLED": "false"}
@@ -78,6 +78,8 @@ def test_every_command_the_scripts_run_is_accepted_by_the_real_cli(script_comman
                      ("tasks", "queues", "create"), ("sql", "instances", "create"),
                      ("pubsub", "subscriptions", "update"), ("eventarc", "triggers", "describe")]:
         assert expected in kinds, expected
+    assert ("sql", "users", "set-password") in kinds  # the password user, password on stdin
+    assert any(argv[1:3] == ["auth", "print-access-token"] for argv in script_commands)  # the migrator
     assert any(argv[0] == "bq" for argv in script_commands)
 
     verdicts = check_with_real_cli(script_commands)
@@ -155,7 +157,8 @@ def test_gcloudignore_keeps_tests_and_local_data_out_of_the_upload(tmp_path):
              "tests/unit/test_x.py", "tests/deploy/fake_cloud.py", "bench/bench_x.py",
              ".local/pg/data.txt", ".venv/bin/python", ".venv-3.12/lib/x.py",
              "shared/__pycache__/config.cpython-312.pyc", "infra/provision.sh", "deploy.sh",
-             "docs/DEPLOY.md", "README.md", ".git/HEAD", "prod.env"]
+             "docs/DEPLOY.md", "README.md", ".git/HEAD", "prod.env",
+             "requirements.in", "requirements-dev.in", "requirements-dev.txt", "scripts/lock.sh"]
     for name in files:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text("x\n")

@@ -37,7 +37,8 @@ def test_first_run_creates_everything(provisioned_template):
         assert f"pubsub topics {topic}" in made
         assert f"pubsub topics {topic}-dead-letter" in made
         assert f"pubsub subscriptions {topic}-dead-letter-sub" in made
-    for account in RUNTIME + ["vs-tasks-invoker", "vs-scheduler", "vs-events-invoker", "vs-builder"]:
+    for account in RUNTIME + ["vs-tasks-invoker", "vs-scheduler", "vs-events-invoker", "vs-builder",
+                              "vs-migrator"]:
         assert f"iam service-accounts {account}" in made
     for secret in ("order-webhook-secret", "lightspeed-client-secret", "veriff-api-key",
                    "veriff-shared-secret", "sendgrid-api-key", "refund-api-token", "db-password"):
@@ -46,7 +47,7 @@ def test_first_run_creates_everything(provisioned_template):
         "tasks queues verification-timers",
         "sql instances verification-db",
         "sql databases verification",
-        "sql users verification_app",
+        *(f"sql users {a}@{PROJECT}.iam" for a in RUNTIME + ["vs-migrator"]),
         "pubsub subscriptions verification-events-bigquery",
         f"bq {PROJECT}:verification_analytics",
         f"bq {PROJECT}:verification_analytics.verification_events",
@@ -91,17 +92,19 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
     state = template.state()
 
     project = bindings(state, "project", PROJECT)
-    assert project == {("roles/cloudsql.client", SA.format(a)) for a in RUNTIME} | {
-        ("roles/cloudbuild.builds.builder", SA.format("vs-builder"))
-    }
+    assert project == {
+        (role, SA.format(a))
+        for a in RUNTIME + ["vs-migrator"]
+        for role in ("roles/cloudsql.client", "roles/cloudsql.instanceUser")
+    } | {("roles/cloudbuild.builds.builder", SA.format("vs-builder"))}
     readers = {
         "order-webhook-secret": {"vs-intake"},
         "lightspeed-client-secret": {"vs-intake"},
         "veriff-api-key": {"vs-intake", "vs-email"},
-        "veriff-shared-secret": {"vs-intake", "vs-email"},
+        "veriff-shared-secret": {"vs-intake"},  # only the intake checks signatures
         "sendgrid-api-key": {"vs-email"},
         "refund-api-token": set(),
-        "db-password": set(RUNTIME),
+        "db-password": set(),  # IAM database authentication by default
         "console-secret": {"vs-console"},
     }
     for secret, accounts in readers.items():
@@ -142,20 +145,25 @@ def test_sql_instance_allows_the_connections_the_pools_need(provisioned_template
     template, run = provisioned_template
 
     create = next(argv for argv in run.calls if argv[1:4] == ["sql", "instances", "create"])
-    assert "--database-flags=max_connections=100" in create
+    # IAM authentication is always on: the migrator logs in with it.
+    assert "--database-flags=max_connections=100,cloudsql.iam_authentication=on" in create
     assert "--connector-enforcement=REQUIRED" in create
     assert "connections: max_instances x (DB_POOL_SIZE + DB_MAX_OVERFLOW)" in run.stderr
 
 
-def test_database_password_is_generated_into_secret_manager_and_never_shown(provisioned_template):
-    template, run = provisioned_template
+def test_database_password_is_generated_into_secret_manager_and_never_shown(cloud):
+    run = cloud.run(PROVISION, *TARGET, env={"DB_IAM_AUTH": "false"})
 
-    versions = template.state()["secret_versions"]["db-password"]
+    assert run.returncode == 0, run.stderr
+    versions = cloud.state()["secret_versions"]["db-password"]
     assert len(versions) == 1 and len(versions[0]) >= 32
     assert versions[0] not in run.stdout + run.stderr
     add = [argv for argv in run.calls if argv[1:4] == ["secrets", "versions", "add"]]
     assert [argv[4] for argv in add] == ["db-password"]
-    assert not any(versions[0] in word for argv in add for word in argv)
+    assert not any(versions[0] in word for argv in run.calls for word in argv)
+    # Set through standard input: the user has the secret's value as its password.
+    user = cloud.state()["resources"]["dbuser:verification_app:verification-db"]
+    assert user["password"] == versions[0]
 
 
 def test_an_operator_set_database_password_is_used(cloud):
@@ -164,21 +172,22 @@ def test_an_operator_set_database_password_is_used(cloud):
     assert cloud.gcloud("secrets", "versions", "add", "db-password", "--data-file=-",
                         f"--project={PROJECT}", input="operator-chosen-password-123").returncode == 0
 
-    run = cloud.run(PROVISION, *TARGET)
+    run = cloud.run(PROVISION, *TARGET, env={"DB_IAM_AUTH": "false"})
 
     assert run.returncode == 0, run.stderr
-    user = next(argv for argv in run.calls if argv[1:4] == ["sql", "users", "create"])
-    assert "--password=operator-chosen-password-123" in user
+    assert not any("operator-chosen-password-123" in word for argv in run.calls for word in argv)
+    user = cloud.state()["resources"]["dbuser:verification_app:verification-db"]
+    assert user["password"] == "operator-chosen-password-123"
     assert cloud.state()["secret_versions"]["db-password"] == ["operator-chosen-password-123"]
     assert "operator-chosen-password-123" not in run.stdout + run.stderr
 
 
 def test_iam_database_auth_creates_one_database_user_per_runtime_identity(cloud):
-    run = cloud.run(PROVISION, *TARGET, env={"DB_IAM_AUTH": "true"})
+    run = cloud.run(PROVISION, *TARGET)  # DB_IAM_AUTH=true is the default
 
     assert run.returncode == 0, run.stderr
     users = {argv[4] for argv in run.calls if argv[1:4] == ["sql", "users", "create"]}
-    assert users == {f"{a}@{PROJECT}.iam" for a in RUNTIME}
+    assert users == {f"{a}@{PROJECT}.iam" for a in RUNTIME + ["vs-migrator"]}
     create = next(argv for argv in run.calls if argv[1:4] == ["sql", "instances", "create"])
     assert "--database-flags=max_connections=100,cloudsql.iam_authentication=on" in create
     state = cloud.state()

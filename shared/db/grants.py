@@ -1,0 +1,176 @@
+"""Least privilege in the database: one role per deployed function, with grants
+on exactly the tables and columns that function's statements use.
+
+The schema's owner (the `python -m shared.db.upgrade` deploy step) creates
+the roles (NOLOGIN) and makes each function's login user (its IAM database
+user, or the password user) a member. No role may run DDL or own anything;
+only the email function and the operator console (staff search by it) read
+`customer_email`. `GRANTS` is the one table;
+`apply_grants` makes the database match it exactly (everything else revoked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.db import schema
+
+# Columns that identify a customer: read only where an email is sent.
+PERSONAL = ("customer_email", "customer_id")
+
+
+def _columns(table, *, without: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(c.name for c in table.c if c.name not in without)
+
+
+SESSION_NON_PERSONAL = _columns(schema.verification_sessions, without=PERSONAL)
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    """What one role may do to one table. `select`/`update` list columns,
+    `ALL` for every column; `insert` is every column."""
+
+    select: tuple[str, ...] = ()
+    insert: bool = False
+    update: tuple[str, ...] = ()
+    delete: bool = False
+
+
+ALL = ("*",)
+
+# Every function checks the schema version before serving.
+_VERSION = {"schema_version": TableGrant(select=ALL)}
+# Writing effects: event-log and outbox rows, and relaying the outbox after commit.
+_EFFECTS_AND_RELAY = {
+    "event_log": TableGrant(insert=True),
+    "outbox": TableGrant(select=ALL, insert=True,
+                         update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
+}
+_TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "veriff_session_id", "veriff_url",
+                       "decision_hold_until")
+# A status transition: the conditional UPDATE (whose expiry form asks whether the link
+# email was sent), its timers, its idempotency claim.
+_TRANSITIONS = {
+    "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, update=_TRANSITION_COLUMNS),
+    "countdown_timers": TableGrant(select=ALL, update=("state", "fired_at")),
+    "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at")),
+}
+
+GRANTS: dict[str, dict[str, TableGrant]] = {
+    "webhook-intake": {
+        **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
+        "webhook_events": TableGrant(select=ALL, insert=True, update=("deliveries", "last_received_at")),
+        # Opens sessions (writes the email) but never reads an email back.
+        "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, insert=True, update=_TRANSITION_COLUMNS),
+        "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),
+        # A decision binds only to a provider session the service created.
+        "provider_sessions": TableGrant(select=ALL),
+    },
+    "timer-expiry": {**_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS},
+    # The sweep also re-drives lost work: it reads email claims, and refunds owed.
+    "sweep": {**_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS},
+    "send-customer-email": {
+        **_VERSION, **_EFFECTS_AND_RELAY,
+        "verification_sessions": TableGrant(
+            select=(*SESSION_NON_PERSONAL, "customer_email"),
+            update=("veriff_session_id", "veriff_url", "updated_at")),
+        "email_sends": TableGrant(select=ALL, insert=True, update=ALL, delete=True),
+        "provider_sessions": TableGrant(select=ALL, insert=True, update=("superseded_at",)),
+    },
+    "record-analytics": {
+        **_VERSION,
+        "processed_messages": TableGrant(insert=True),
+        "funnel_daily": TableGrant(select=ALL, insert=True, update=("count",)),
+        "verify_durations": TableGrant(insert=True),
+    },
+    "request-refund": {
+        **_VERSION, **_EFFECTS_AND_RELAY,
+        "verification_sessions": TableGrant(select=("order_id", "status", "refund_status", "refund_claimed_at"),
+                                            update=("refund_status", "refund_claimed_at", "updated_at")),
+    },
+    # Staff see every order (the customer's email included: they search by it) and act
+    # through the same transitions, plus extend, resend, close a refund, retry a row.
+    "operator-console": {
+        **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
+        "event_log": TableGrant(select=ALL, insert=True),
+        "webhook_events": TableGrant(select=ALL, insert=True, update=("deliveries", "last_received_at")),
+        "verification_sessions": TableGrant(
+            select=ALL,
+            update=(*_TRANSITION_COLUMNS, "deadline", "deadline_version", "refund_status")),
+        "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),
+        "email_sends": TableGrant(select=ALL),
+        "provider_sessions": TableGrant(select=ALL),
+        "funnel_daily": TableGrant(select=ALL),
+        "verify_durations": TableGrant(select=ALL),
+    },
+}
+
+# Tables no function role touches: only the owner (local_tasks belongs to
+# the local stack, which runs as the owner).
+OWNER_ONLY = ("local_tasks",)
+
+
+def role_name(function: str) -> str:
+    """The database role of a deployed function: webhook-intake -> verification_webhook_intake."""
+    return "verification_" + function.replace("-", "_")
+
+
+def _quote(conn: Connection, identifier: str) -> str:
+    return conn.dialect.identifier_preparer.quote_identifier(identifier)
+
+
+def _privileges(conn: Connection, grant: TableGrant) -> list[str]:
+    def columns(names: tuple[str, ...]) -> str:
+        return "" if names == ALL else " (" + ", ".join(_quote(conn, n) for n in names) + ")"
+
+    privileges = []
+    if grant.select:
+        privileges.append("SELECT" + columns(grant.select))
+    if grant.insert:
+        privileges.append("INSERT")
+    if grant.update:
+        privileges.append("UPDATE" + columns(grant.update))
+    if grant.delete:
+        privileges.append("DELETE")
+    return privileges
+
+
+def _serial_sequences(conn: Connection, table: str) -> list[str]:
+    rows = conn.execute(text("""
+        SELECT pg_get_serial_sequence(CAST(:t AS text), a.attname)
+        FROM pg_attribute a
+        WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped
+    """), {"t": table}).scalars()
+    return [name for name in rows if name]
+
+
+def apply_grants(conn: Connection, members: Mapping[str, list[str]] | None = None) -> None:
+    """Create each function's role if missing and make its privileges exactly
+    GRANTS (revoking anything else); add `members` (function -> login users)."""
+    tables = [t.name for t in schema.metadata.sorted_tables]
+    for function, grants in GRANTS.items():
+        role = role_name(function)
+        quoted = _quote(conn, role)
+        conn.execute(text(f"""
+            DO $$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                    CREATE ROLE {quoted} NOLOGIN;
+                END IF;
+            END $$"""))
+        conn.execute(text(f"ALTER ROLE {quoted} NOLOGIN NOCREATEDB NOCREATEROLE"))
+        conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {quoted}"))
+        conn.execute(text(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {quoted}"))
+        for table, grant in grants.items():
+            if table not in tables:
+                raise LookupError(f"grants for {function} name an unknown table {table}")
+            conn.execute(text(f"GRANT {', '.join(_privileges(conn, grant))} ON {_quote(conn, table)} TO {quoted}"))
+            if grant.insert:
+                for sequence in _serial_sequences(conn, table):
+                    conn.execute(text(f"GRANT USAGE ON SEQUENCE {sequence} TO {quoted}"))
+        for user in (members or {}).get(function, []):
+            conn.execute(text(f"GRANT {quoted} TO {_quote(conn, user)}"))

@@ -1,0 +1,329 @@
+"""Each function's database role (shared/db/grants.py) against a real PostgreSQL.
+
+The schema is created and the grants applied by `shared.db.upgrade` running
+as a non-superuser owner (CREATEROLE, owner of the database), as the deploy
+step does. Each function then runs its own handlers through a login user that
+is only a member of its role: what it must do works; DDL, other functions'
+tables and columns, and reading `customer_email` (except the email function)
+are refused with SQLSTATE 42501 (insufficient privilege).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pg8000.native
+import pytest
+from pg8000.exceptions import DatabaseError
+
+from shared.adapters.ports import Outcome, ProviderSession, RefundResult
+from shared.config import Settings
+from shared.db import schema
+from shared.db.database import Database
+from shared.db.engine import make_engine
+from shared.db.grants import GRANTS, OWNER_ONLY, role_name
+from shared.db.upgrade import main as upgrade_main
+from shared.db.upgrade import upgrade
+from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, TimerPayload
+from shared.handlers import intake, relay, subscribers, timers
+from tests.conftest import base_env
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+class RecordingScheduler:
+    def __init__(self) -> None:
+        self.created, self.deleted = [], []
+
+    def create(self, task, *, timeout=None):
+        self.created.append(task.name)
+        return Outcome.CREATED
+
+    def delete(self, name, *, timeout=None):
+        self.deleted.append(name)
+        return Outcome.DELETED
+
+    def check(self):
+        pass
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.messages = []
+
+    def publish_batch(self, messages, *, timeout=None):
+        self.messages.extend(messages)
+        return [f"m-{uuid.uuid4().hex[:8]}" for _ in messages]
+
+    def check(self):
+        pass
+
+
+class Cluster:
+    """Superuser access to the test server, to create and drop login users."""
+
+    def __init__(self, postgres, database: str) -> None:
+        self.port = postgres.port
+        self.database = database
+        self.created: list[str] = []
+
+    def admin(self, database: str | None = None) -> pg8000.native.Connection:
+        return pg8000.native.Connection("postgres", host="127.0.0.1", port=self.port,
+                                        database=database or self.database)
+
+    def login_user(self, prefix: str, *options: str) -> str:
+        name = f"t_{prefix}_{uuid.uuid4().hex[:8]}"
+        conn = self.admin()
+        try:
+            conn.run(f'CREATE ROLE "{name}" LOGIN {" ".join(options)}')
+        finally:
+            conn.close()
+        self.created.append(name)
+        return name
+
+    def url(self, user: str) -> str:
+        return f"postgresql+pg8000://{user}@127.0.0.1:{self.port}/{self.database}"
+
+    def connect(self, user: str) -> pg8000.native.Connection:
+        return pg8000.native.Connection(user, host="127.0.0.1", port=self.port, database=self.database)
+
+
+def settings_for(url: str) -> Settings:
+    return Settings.from_env(base_env(url, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="1"))
+
+
+@pytest.fixture
+def cluster(postgres, fresh_database):
+    database = fresh_database.rsplit("/", 1)[1]
+    cluster = Cluster(postgres, database)
+    yield cluster
+    conn = cluster.admin()
+    try:
+        conn.run(f'ALTER DATABASE "{database}" OWNER TO postgres')
+        for name in cluster.created:
+            conn.run(f'REASSIGN OWNED BY "{name}" TO postgres')
+            conn.run(f'DROP OWNED BY "{name}"')
+    finally:
+        conn.close()
+    conn = cluster.admin("postgres")
+    try:
+        for name in cluster.created:
+            conn.run(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def owner(cluster) -> str:
+    """The migrator: no superuser, only CREATEROLE and the database."""
+    name = cluster.login_user("owner", "CREATEROLE")
+    conn = cluster.admin()
+    try:
+        conn.run(f'ALTER DATABASE "{cluster.database}" OWNER TO "{name}"')
+    finally:
+        conn.close()
+    return name
+
+
+@pytest.fixture
+def members(cluster, owner) -> dict[str, str]:
+    """Each function's login user, made a member of its role by the upgrade."""
+    users = {fn: cluster.login_user(fn.replace("-", "_")) for fn in GRANTS}
+    upgrade(settings_for(cluster.url(owner)), {fn: [user] for fn, user in users.items()})
+    return users
+
+
+@pytest.fixture
+def as_role(cluster, members):
+    """function -> a Database connected as that function's login user."""
+    opened = []
+
+    def database(function: str) -> Database:
+        db = Database(make_engine(settings_for(cluster.url(members[function]))))
+        opened.append(db)
+        return db
+
+    yield database
+    for db in opened:
+        db.engine.dispose()
+
+
+def refused(cluster, user: str, statement: str) -> bool:
+    """True when `statement` fails for lack of privilege (any other error fails the test)."""
+    conn = cluster.connect(user)
+    try:
+        conn.run(statement)
+    except DatabaseError as exc:
+        code = exc.args[0].get("C") if exc.args and isinstance(exc.args[0], dict) else None
+        assert code == INSUFFICIENT_PRIVILEGE, f"{statement}: failed with {code}, not for privilege"
+        return True
+    finally:
+        conn.close()
+    return False
+
+
+def place(db, order_id: str, email: str = "a@example.com") -> str:
+    # The handler reads only the window and offsets from these settings.
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    return intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, email), now=T0).status
+
+
+def test_every_table_is_granted_to_some_function_or_kept_by_the_owner():
+    tables = {t.name for t in schema.metadata.sorted_tables}
+    granted = {table for grants in GRANTS.values() for table in grants}
+
+    assert granted <= tables
+    assert tables - granted == set(OWNER_ONLY), "a new table: add it to GRANTS (or OWNER_ONLY)"
+
+
+def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, members):
+    order = f"order-{uuid.uuid4().hex[:10]}"
+    scheduler, publisher = RecordingScheduler(), RecordingPublisher()
+
+    # webhook-intake: opens the session (once), relays its timers and messages.
+    intake_db = as_role("webhook-intake")
+    assert place(intake_db, order) == "accepted"
+    assert place(intake_db, order) == "duplicate"
+    report = relay.relay(intake_db, scheduler, publisher, order_ids=[order])
+    assert report.delivered >= 3 and report.failed == 0
+
+    # send-customer-email: reads the email address, creates the provider session, records it.
+    sent = []
+    provider = type("Provider", (), {"create_session": lambda self, o: ProviderSession("s-1", "https://v/s-1")})()
+    sender = type("Sender", (), {"send": lambda self, message: sent.append(message.to)})()
+    email_db = as_role("send-customer-email")
+    email_settings = settings_for(cluster.url(members["send-customer-email"]))
+    assert subscribers.send_email(email_db, email_settings, sender, provider, EmailJob(order, "link"),
+                                  now=T0) == "sent"
+    assert sent == ["a@example.com"]
+    assert relay.relay(email_db, scheduler, publisher, order_ids=[order]).failed == 0
+
+    # timer-expiry: the deadline timer expires the session.
+    timer_db = as_role("timer-expiry")
+    deadline = TimerPayload(order_id=order, kind="deadline", reminder_index=0, deadline_version=1)
+    assert timers.fire(timer_db, deadline, now=T0 + timedelta(days=4)).status == "accepted"
+    assert relay.relay(timer_db, scheduler, publisher, order_ids=[order]).failed == 0
+
+    # sweep: looks for overdue sessions (another order, whose timer was lost) and relays.
+    lost = f"order-{uuid.uuid4().hex[:10]}"
+    assert place(intake_db, lost) == "accepted"
+    sweep_db = as_role("sweep")
+    assert timers.expire_overdue(sweep_db, now=T0 + timedelta(days=4), grace=timedelta(minutes=5)).expired >= 1
+    sweep_settings = settings_for(cluster.url(members["sweep"]))
+    subscribers.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
+    assert relay.relay(sweep_db, scheduler, publisher).failed == 0
+
+    # request-refund: claims and records the refund.
+    refund_db = as_role("request-refund")
+    gateway = type("Gateway", (), {"refund": lambda self, o, idempotency_key, reason: RefundResult.REFUNDED})()
+    assert subscribers.request_refund(refund_db, settings_for(cluster.url(members["request-refund"])), gateway,
+                                      OrderAction(order, "refund", "expired"),
+                                      now=T0 + timedelta(days=4)) == "refunded"
+    assert relay.relay(refund_db, scheduler, publisher, order_ids=[order]).failed == 0
+
+    # record-analytics: counts an event once.
+    analytics_db = as_role("record-analytics")
+    event = EventMessage(id=str(uuid.uuid4()), type="order.received", order_id=order,
+                         occurred_at=T0.isoformat())
+    assert subscribers.record_event(analytics_db, event) is True
+    assert subscribers.record_event(analytics_db, event) is False
+
+    conn = cluster.admin()
+    try:
+        status, refund = conn.run("SELECT status, refund_status FROM verification_sessions WHERE order_id = :o",
+                                  o=order)[0]
+    finally:
+        conn.close()
+    assert (status, refund) == ("expired", "refunded")
+    assert publisher.messages and scheduler.created
+
+
+DDL = [
+    "CREATE TABLE t_intruder (a int)",
+    "ALTER TABLE outbox ADD COLUMN intruder int",
+    "DROP TABLE event_log",
+    "TRUNCATE processed_messages",
+    "CREATE INDEX t_intruder ON outbox (kind)",
+]
+
+
+@pytest.mark.parametrize("function", sorted(GRANTS))
+def test_no_function_may_change_the_schema(function, members, cluster):
+    for statement in DDL:
+        assert refused(cluster, members[function], statement), statement
+
+
+READS_EMAIL = "SELECT customer_email FROM verification_sessions LIMIT 1"
+READS_CUSTOMER_ID = "SELECT customer_id FROM verification_sessions LIMIT 1"
+
+
+def test_only_the_email_function_and_the_console_read_the_customers_email(members, cluster):
+    for function, user in members.items():
+        staff = function == "operator-console"
+        assert refused(cluster, user, READS_EMAIL) == (function not in ("send-customer-email", "operator-console")), \
+            function
+        assert refused(cluster, user, READS_CUSTOMER_ID) == (not staff), function
+
+
+# What each function must not do: another function's tables, or columns it does not write.
+FORBIDDEN = {
+    "webhook-intake": ["SELECT * FROM funnel_daily", "SELECT * FROM email_sends", "DELETE FROM event_log",
+                       "SELECT * FROM event_log", "UPDATE verification_sessions SET refund_status = 'x'",
+                       "SELECT * FROM local_tasks"],
+    "timer-expiry": ["INSERT INTO verification_sessions (order_id, source, customer_email, deadline) "
+                     "VALUES ('x', 'orders', 'x@example.com', now())",
+                     "SELECT * FROM webhook_events", "SELECT * FROM processed_messages",
+                     "UPDATE verification_sessions SET deadline = now()"],
+    "sweep": ["SELECT * FROM email_sends", "DELETE FROM outbox", "SELECT * FROM webhook_events"],
+    "send-customer-email": ["SELECT * FROM webhook_events", "INSERT INTO funnel_daily VALUES (now(), 'x', 1)",
+                            "UPDATE verification_sessions SET status = 'verified'",
+                            "SELECT * FROM countdown_timers"],
+    "record-analytics": ["SELECT order_id FROM verification_sessions", "SELECT * FROM outbox",
+                         "SELECT * FROM event_log", "SELECT * FROM processed_messages",
+                         "INSERT INTO outbox (kind, payload) VALUES ('x', '{}')"],
+    "request-refund": ["UPDATE verification_sessions SET status = 'verified'",
+                       "SELECT deadline FROM verification_sessions", "SELECT * FROM countdown_timers",
+                       "SELECT * FROM funnel_daily"],
+    "operator-console": ["UPDATE verification_sessions SET customer_email = 'x@example.com'",
+                         "DELETE FROM event_log", "UPDATE event_log SET actor = 'x'",
+                         "INSERT INTO funnel_daily VALUES (now(), 'x', 1)", "SELECT * FROM processed_messages",
+                         "SELECT * FROM local_tasks", "DELETE FROM verification_sessions"],
+}
+
+
+@pytest.mark.parametrize("function", sorted(GRANTS))
+def test_no_function_reaches_what_it_does_not_use(function, members, cluster):
+    assert FORBIDDEN.keys() == GRANTS.keys()
+    for statement in FORBIDDEN[function]:
+        assert refused(cluster, members[function], statement), statement
+
+
+def test_the_upgrade_makes_the_grants_exact_again(members, cluster, owner):
+    user = members["record-analytics"]
+    conn = cluster.admin()
+    try:
+        conn.run(f'GRANT SELECT ON outbox TO "{role_name("record-analytics")}"')
+    finally:
+        conn.close()
+    assert not refused(cluster, user, "SELECT * FROM outbox")
+
+    upgrade(settings_for(cluster.url(owner)), {})
+
+    assert refused(cluster, user, "SELECT * FROM outbox")
+    assert not refused(cluster, user, "SELECT * FROM funnel_daily")
+
+
+def test_the_command_takes_the_connection_from_the_environment_and_members_from_flags(
+        cluster, owner, monkeypatch, capsys):
+    user = cluster.login_user("cli")
+    monkeypatch.setenv("DATABASE_URL", cluster.url(owner))
+
+    assert upgrade_main(["--member", f"record-analytics={user}"]) == 0
+    assert "schema version" in capsys.readouterr().out
+    assert not refused(cluster, user, "SELECT * FROM funnel_daily")
+    assert refused(cluster, user, "SELECT * FROM outbox")
+
+    assert upgrade_main(["--member", "no-such-function=x"]) == 2
+    assert "expected FUNCTION=DBUSER" in capsys.readouterr().err
