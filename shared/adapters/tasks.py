@@ -135,6 +135,8 @@ class CloudTasksScheduler:
     default 20 s.
     """
 
+    parallel_calls = 8  # independent RPCs on one gRPC channel
+
     def __init__(
         self,
         *,
@@ -335,6 +337,11 @@ class LocalTaskScheduler:
     row, and so its name stays taken (Cloud Tasks forgets names after about an
     hour; here they are kept for good, which only matters if a name is reused).
     """
+
+    # Each call is a statement on the same small pool the request's own writes use: made
+    # in parallel, one webhook's creates would hold several connections at once and
+    # starve concurrent requests (bench/http.py measures both ways).
+    parallel_calls = 1
 
     def __init__(self, db: Database, timer_url: str) -> None:
         self.queue = LocalQueue(db)
