@@ -43,11 +43,12 @@ class RoundTrips:
     """Counts database round trips two ways.
 
     `sqlalchemy`: what SQLAlchemy's events see — statements executed, BEGIN
-    (pg8000 sends it before the first statement of a transaction), COMMIT,
-    ROLLBACK, and the pool's pre-ping on each checkout.
+    (pg8000 sends it before the first statement of a transaction), COMMIT and
+    ROLLBACK (a prepared statement run on the driver, `Database.run_prepared`,
+    is not seen here).
     `wire`: pg8000's socket flushes, each followed by a wait for the server's
     answer; pg8000's extended protocol spends 3 of them on one parameterised
-    statement (parse, describe, bind+execute), which no SQL change can lower.
+    statement (parse, describe, bind+execute), 1 on a prepared one.
     """
 
     def __init__(self, engine) -> None:
@@ -65,7 +66,6 @@ class RoundTrips:
         event.listen(self._engine, "before_cursor_execute", self._bump)
         event.listen(self._engine, "commit", self._bump)
         event.listen(self._engine, "rollback", self._end)
-        event.listen(self._engine.pool, "checkout", self._bump)  # pool_pre_ping: one SELECT 1
         event.listen(self._engine, "begin", self._begin)
 
         def counting_flush(sock):
@@ -92,6 +92,5 @@ class RoundTrips:
         event.remove(self._engine, "before_cursor_execute", self._bump)
         event.remove(self._engine, "commit", self._bump)
         event.remove(self._engine, "rollback", self._end)
-        event.remove(self._engine.pool, "checkout", self._bump)
         event.remove(self._engine, "begin", self._begin)
         pg8000.core._flush = self._original_flush

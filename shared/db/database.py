@@ -117,6 +117,27 @@ class Database:
             result = conn.execute(statement, params or {})
             return list(result) if result.returns_rows else []
 
+    def run_prepared(self, sql: str, *values: str | None) -> list[list[Any]]:
+        """Run one statement (`$1`, `$2` ... placeholders; text values, cast in the SQL) as
+        its own transaction, prepared once per pooled connection: each call is then a single
+        round trip (Bind/Execute/Sync), where `atomic` spends three (Parse, Describe,
+        Bind/Execute) and pg8000 re-scans the SQL text. For the hottest statement only.
+        """
+        with unavailable_as_transient(), _connection(self.engine) as conn:
+            pooled = conn.connection
+            driver = pooled.dbapi_connection
+            prepared = pooled.info.setdefault("prepared", {})  # lives as long as the connection
+            try:
+                if sql not in prepared:
+                    prepared[sql] = driver.prepare_statement(sql, ())
+                name, columns, input_funcs = prepared[sql]
+                context = driver.execute_named(name, list(values), columns, input_funcs, sql)
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                raise sqlalchemy.exc.DBAPIError.instance(
+                    sql, None, exc, self.engine.dialect.loaded_dbapi.Error, hide_parameters=True,
+                    dialect=self.engine.dialect) from exc
+            return context.rows or []
+
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """An autocommit connection for reads (no transaction round trips)."""

@@ -12,13 +12,13 @@ from sqlalchemy.engine import Connection
 
 from shared.db.database import Database
 
-_PLACE_ORDER = text("SELECT new_delivery, new_session FROM place_order(CAST(:p AS jsonb))")
+_PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
 
 def place_order(db: Database, params: dict[str, Any]) -> tuple[bool, bool]:
-    """(new delivery, new session), in one statement: see shared.db.functions.PLACE_ORDER."""
-    row = db.atomic(_PLACE_ORDER, {"p": json.dumps(params, default=str)})[0]
-    return bool(row.new_delivery), bool(row.new_session)
+    """(new delivery, new session), in one prepared statement: see shared.db.functions.PLACE_ORDER."""
+    new_delivery, new_session = db.run_prepared(_PLACE_ORDER, json.dumps(params, default=str))[0]
+    return bool(new_delivery), bool(new_session)
 
 
 def claim_delivery(conn: Connection, provider: str, event_id: str, order_id: str | None) -> bool:
