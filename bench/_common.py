@@ -114,12 +114,13 @@ def function_env(settings: Settings, **extra: str) -> dict[str, str]:
             "VERIFF_SHARED_SECRET": "bench-veriff-secret", "LOG_LEVEL": "WARNING", **extra}
 
 
-def spawn_function(target: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    """`functions-framework --target=TARGET` on 127.0.0.1:PORT, as Cloud Functions runs it."""
+def spawn_function(target: str, port: int, env: dict[str, str], source: str = "main.py") -> subprocess.Popen:
+    """`functions-framework --target=TARGET` on 127.0.0.1:PORT, as Cloud Functions runs it
+    (which also sets FUNCTION_TARGET)."""
     executable = Path(sys.executable).parent / "functions-framework"
     return subprocess.Popen(
-        [str(executable), f"--target={target}", "--source=main.py", "--host=127.0.0.1", f"--port={port}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [str(executable), f"--target={target}", f"--source={source}", "--host=127.0.0.1", f"--port={port}"],
+        cwd=ROOT, env={**env, "FUNCTION_TARGET": target}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -133,12 +134,13 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (gunicorn's master and worker), in MB."""
+def rss_mb(pid: int) -> list[float]:
+    """Resident memory of a process, then of each of its children (gunicorn's master, then
+    its worker), in MB. Pages the worker shares with the master since the fork count in both."""
     pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    total_kb = 0
+    sizes = []
     for one in pids:
         for line in Path(f"/proc/{one}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes

@@ -6,10 +6,13 @@ and the import profile.
 Each spawn is `functions-framework --target=webhook_intake` (gunicorn, as Cloud Functions
 runs it) on the local backends and a migrated database; the clock runs from `Popen` until
 a signed order webhook is answered 200 (polled every 2 ms until the port listens). The
-median of the spawns is printed with each one. The last process then answers
+median of the spawns is printed with each one. Interleaved with them, the floor: the
+same command serving a function that only answers "ok" (the runtime's own start-up:
+interpreter, functions-framework, gunicorn), so the ratio says what our code adds on a
+machine whose absolute figures drift with its load. The last process then answers
 `--requests` more orders one after another, and its RSS (master + worker) is read from
 /proc. The import profile is `python -X importtime -c "import functions_framework, main"`,
-the heaviest top-level imports by cumulative time.
+each module's own time summed by top-level package.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import http.client
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from bench._common import ROOT, SECRET, database, free_port, function_env, rss_mb, spawn_function, stop
 from devstack.signing import order_body, standard_webhook_headers
@@ -55,10 +60,11 @@ def first_answer(port: int, tag: str, give_up: float = 30.0) -> float:
     raise RuntimeError("no answer")
 
 
-def spawn_to_first_order(env: dict[str, str]) -> tuple[float, object]:
+def spawn_to_first_order(env: dict[str, str], source: str = "main.py",
+                         target: str = "webhook_intake") -> tuple[float, object]:
     port = free_port()
     started = time.monotonic()
-    process = spawn_function("webhook_intake", port, env)
+    process = spawn_function(target, port, env, source=source)
     try:
         answered = first_answer(port, uuid.uuid4().hex[:10])
     except BaseException:
@@ -67,19 +73,28 @@ def spawn_to_first_order(env: dict[str, str]) -> tuple[float, object]:
     return (answered - started) * 1000, (process, port)
 
 
-def import_profile(top: int = 12) -> tuple[float, list[tuple[float, str]]]:
-    """(total ms, [(cumulative ms, top-level module)]) for importing the function's code."""
+def floor_ms(env: dict[str, str], directory: Path) -> float:
+    source = directory / "floor.py"
+    source.write_text("def floor(request):\n    return 'ok'\n")
+    ms, (process, _) = spawn_to_first_order(env, source=str(source), target="floor")
+    stop(process)
+    return ms
+
+
+def import_profile(top: int = 14) -> tuple[float, list[tuple[float, str]]]:
+    """(total ms, [(ms, package)]): importing the function's code, each module's own time
+    summed by top-level package, heaviest first."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import functions_framework, main"],
                             cwd=ROOT, env=function_env_for_imports(), capture_output=True, text=True, check=True)
-    rows = []
+    by_package: dict[str, float] = {}
     for line in result.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
+        if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line.split("|")
-        depth = (len(name) - len(name.lstrip())) // 2
-        rows.append((depth, int(cumulative) / 1000, name.strip()))
-    top_level = sorted(((ms, name) for depth, ms, name in rows if depth == 0), reverse=True)
-    return sum(ms for ms, _ in top_level), top_level[:top]
+        own, _, name = line.removeprefix("import time:").split("|")
+        package = name.strip().split(".")[0]
+        by_package[package] = by_package.get(package, 0.0) + int(own) / 1000
+    heaviest = sorted(((ms, name) for name, ms in by_package.items()), reverse=True)
+    return sum(by_package.values()), heaviest[:top]
 
 
 def function_env_for_imports() -> dict[str, str]:
@@ -94,9 +109,11 @@ def main() -> None:
     args = parser.parse_args()
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (_, settings):
         env = function_env(settings)
-        times = []
+        times, floors = [], []
         process = None
+        directory = Path(tempfile.mkdtemp(prefix="coldstart-floor-"))
         for i in range(args.spawns):
+            floors.append(floor_ms(env, directory))
             ms, (process, port) = spawn_to_first_order(env)
             times.append(ms)
             if i < args.spawns - 1:
@@ -117,8 +134,14 @@ def main() -> None:
     print(f"spawn -> first answered order: median {median:.0f} ms "
           f"(spawns: {', '.join(f'{t:.0f}' for t in times)}); target <= {TARGET_MS} ms: "
           f"{'reached' if median <= TARGET_MS else 'NOT reached'} ({median / TARGET_MS:.2f} of the target)")
-    print(f"RSS after {args.requests} more orders: {rss:.1f} MB (gunicorn master + worker)")
-    print(f"import profile (python -X importtime -c 'import functions_framework, main'): {total:.0f} ms in all")
+    ratios = [t / f for t, f in zip(times, floors)]
+    print(f"floor (functions-framework answering 'ok'): median {statistics.median(floors):.0f} ms "
+          f"(spawns: {', '.join(f'{t:.0f}' for t in floors)}); ours / floor: median "
+          f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(f"RSS after {args.requests} more orders: worker {rss[-1]:.1f} MB, gunicorn master {rss[0]:.1f} MB "
+          f"(they share the pages imported before the fork)")
+    print(f"import profile (python -X importtime -c 'import functions_framework, main'): {total:.0f} ms "
+          f"in all; own time by package:")
     for ms, name in heaviest:
         print(f"  {ms:8.1f} ms  {name}")
 
