@@ -1,0 +1,129 @@
+"""Order webhooks over HTTP through `functions-framework` (gunicorn, as Cloud Functions runs
+it), against the intake handler in-process, on the same database.
+
+    .venv/bin/python -m bench.http [--n 1500] [--concurrency 8 16] [--rounds 3]
+
+`webhook_intake` runs as its own process on the local backends with the stock pool
+(DB_POOL_SIZE 2 + DB_MAX_OVERFLOW 2): each request verifies, parses, places the order
+and relays its own outbox rows (two local task rows, three queued messages; no
+dispatcher runs, so the deliveries stay rows). C client threads, each on one keep-alive
+connection, send N distinct signed webhooks prepared beforehand. In-process is
+`bench.intake`'s handler (no HTTP, no relay) at the same concurrency. Rounds alternate
+HTTP and in-process; printed: webhooks/s, p50/p99 latency, and HTTP / in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench._common import SECRET, database, free_port, function_env, spawn_function, stop
+from bench.intake import make_webhooks, ours
+
+P99_TARGET_MS = 50
+
+
+def wait_until_up(port: int, give_up: float = 60.0) -> None:
+    deadline = time.monotonic() + give_up
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("webhook_intake did not come up")
+
+
+def over_http(port: int, hooks, concurrency: int) -> tuple[float, list[float]]:
+    """(webhooks/s, latencies in ms) for all hooks sent by `concurrency` keep-alive clients."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    share = [hooks[i::concurrency] for i in range(concurrency)]
+
+    def client(mine) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        local = []
+        for body, headers in mine:
+            started = time.perf_counter()
+            conn.request("POST", "/webhooks/orders", body=body, headers={**headers, "Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            local.append((time.perf_counter() - started) * 1000)
+            if response.status != 200:
+                raise RuntimeError(f"answered {response.status}")
+        conn.close()
+        with lock:
+            latencies.extend(local)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, share))
+    return len(hooks) / (time.perf_counter() - started), latencies
+
+
+def in_process(db, settings, hooks, concurrency: int) -> tuple[float, list[float]]:
+    handle = ours(db, settings)
+    latencies: list[float] = []
+
+    def timed(hook):
+        started = time.perf_counter()
+        status = handle(hook)
+        latencies.append((time.perf_counter() - started) * 1000)
+        return status
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        statuses = list(pool.map(timed, hooks))
+    assert statuses.count("accepted") == len(hooks)
+    return len(hooks) / (time.perf_counter() - started), latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    runs = {c: {"http": [], "in-process": []} for c in args.concurrency}
+    with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
+        port = free_port()
+        process = spawn_function("webhook_intake", port, function_env(settings))
+        try:
+            wait_until_up(port)
+            over_http(port, make_webhooks(200), 4)  # warm: the container, the pool, the plans
+            in_process(db, settings, make_webhooks(200), 4)
+            for _ in range(args.rounds):
+                for c in args.concurrency:
+                    runs[c]["http"].append(over_http(port, make_webhooks(args.n), c))
+                    runs[c]["in-process"].append(in_process(db, settings, make_webhooks(args.n), c))
+        finally:
+            stop(process)
+
+    print(f"HTTP bench: functions-framework --target=webhook_intake, local backends, stock pool (2+2); "
+          f"N={args.n} signed order webhooks per round, {args.rounds} alternating rounds (medians)")
+    print(f"{'':<22}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
+    for c, modes in runs.items():
+        for mode, results in modes.items():
+            rate = statistics.median(r for r, _ in results)
+            p50 = statistics.median(percentile(lat, 0.50) for _, lat in results)
+            p99 = statistics.median(percentile(lat, 0.99) for _, lat in results)
+            print(f"{mode + f', c={c}':<22}{rate:>11.0f}{p50:>9.1f}{p99:>9.1f}")
+        ratios = [h[0] / i[0] for h, i in zip(modes["http"], modes["in-process"])]
+        print(f"HTTP / in-process at c={c}: median {statistics.median(ratios):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
+    print(f"target: p99 <= {P99_TARGET_MS} ms at c=16 over HTTP")
+
+
+if __name__ == "__main__":
+    main()
