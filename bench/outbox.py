@@ -116,10 +116,14 @@ def fill(db: Database, statements: list[str], **params) -> float:
 
 
 def explain(db: Database, sql: str, params: dict) -> str:
+    """The claim's plan, run for real in a transaction that is rolled back (the claim's
+    positional parameters $1, $2, $3 become the named ones n, lease, orders)."""
+    named = sql.replace("$1", ":n").replace("$2", ":lease").replace("$3", "CAST(:orders AS text[])")
+    named = named.replace("::text[]", "")
     with db.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="READ COMMITTED")
         transaction = conn.begin()
-        lines = [row[0] for row in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql), params)]
+        lines = [row[0] for row in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + named), params)]
         transaction.rollback()
     return "\n".join("    " + line for line in lines)
 
@@ -166,10 +170,9 @@ def main() -> None:
             try:
                 built = fill(db, HISTORY if history else [], orders=args.orders, delivered=args.delivered)
                 fill(db, [BACKLOG], orders=backlog_orders)
-                plan_due = explain(db, store._CLAIM_DUE.format(only_orders=""), {"n": relay.BATCH, "lease": 60})
-                plan_order = explain(db, store._CLAIM_DUE.format(
-                    only_orders="AND order_id = ANY(CAST(:orders AS text[]))"),
-                    {"n": relay.BATCH, "lease": 60, "orders": [f"backlog-{backlog_orders // 2}"]})
+                plan_due = explain(db, store._CLAIM_ALL, {"n": relay.BATCH, "lease": 60})
+                plan_order = explain(db, store._CLAIM_ORDERS, {"n": relay.BATCH, "lease": 60,
+                                                               "orders": [f"backlog-{backlog_orders // 2}"]})
                 delivered, seconds, claims = drain(db)
                 with db.read() as conn:
                     left = conn.execute(text("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")).scalar_one()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy.exc
+from pg8000.converters import make_params
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
@@ -117,8 +118,8 @@ class Database:
             result = conn.execute(statement, params or {})
             return list(result) if result.returns_rows else []
 
-    def run_prepared(self, sql: str, *values: str | None) -> list[list[Any]]:
-        """Run one statement (`$1`, `$2` ... placeholders; text values, cast in the SQL) as
+    def run_prepared(self, sql: str, *values: Any) -> list[list[Any]]:
+        """Run one statement (`$1`, `$2` ... placeholders, each cast in the SQL) as
         its own transaction, prepared once per pooled connection: each call is then a single
         round trip (Bind/Execute/Sync), where `atomic` spends three (Parse, Describe,
         Bind/Execute) and pg8000 re-scans the SQL text. For the hottest statement only.
@@ -131,7 +132,8 @@ class Database:
                 if sql not in prepared:
                     prepared[sql] = driver.prepare_statement(sql, ())
                 name, columns, input_funcs = prepared[sql]
-                context = driver.execute_named(name, list(values), columns, input_funcs, sql)
+                params = make_params(driver.py_types, values)
+                context = driver.execute_named(name, params, columns, input_funcs, sql)
             except self.engine.dialect.loaded_dbapi.Error as exc:
                 raise sqlalchemy.exc.DBAPIError.instance(
                     sql, None, exc, self.engine.dialect.loaded_dbapi.Error, hide_parameters=True,
