@@ -10,12 +10,17 @@ dispatcher runs, so the deliveries stay rows). C client threads, each on one kee
 connection, send N distinct signed webhooks prepared beforehand. In-process is
 `bench.intake`'s handler (no HTTP, no relay) at the same concurrency. Rounds alternate
 HTTP and in-process; printed: webhooks/s, p50/p99 latency, and HTTP / in-process.
+
+Also, in-process on a stock pool (2+2) at the first concurrency: the handler followed by
+its relay, with the local scheduler's task calls made one after another (as shipped) and
+in parallel, the measurement behind `LocalTaskScheduler.parallel_calls = 1`.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import statistics
 import threading
 import time
@@ -23,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench._common import SECRET, database, free_port, function_env, spawn_function, stop
 from bench.intake import make_webhooks, ours
+from shared import bootstrap
+from shared.config import Settings
+from shared.handlers import relay
 
 P99_TARGET_MS = 50
 
@@ -84,6 +92,35 @@ def in_process(db, settings, hooks, concurrency: int) -> tuple[float, list[float
     return len(hooks) / (time.perf_counter() - started), latencies
 
 
+def with_relay(container, parallel: bool):
+    """The handler, then the request's own relay, as `webhook_intake` runs them."""
+    from shared.adapters.tasks import LocalTaskScheduler
+
+    class Scheduler(LocalTaskScheduler):
+        parallel_calls = 8 if parallel else 1
+
+    scheduler = Scheduler(container.db, container.settings.timer_url)
+    handle = ours(container.db, container.settings)
+
+    def one(hook) -> str:
+        status = handle(hook)
+        order_id = json.loads(hook[0])["orderId"]
+        relay.relay(container.db, scheduler, container.publisher, order_ids=[order_id])
+        return status
+    return one
+
+
+def relay_modes(container, concurrency: int, n: int) -> dict[str, float]:
+    rates = {}
+    for parallel in (False, True):
+        handle = with_relay(container, parallel)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            assert list(pool.map(handle, make_webhooks(n))).count("accepted") == n
+        rates["parallel" if parallel else "sequential"] = n / (time.perf_counter() - started)
+    return rates
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -96,19 +133,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     runs = {c: {"http": [], "in-process": []} for c in args.concurrency}
+    local_calls = []
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
         port = free_port()
         process = spawn_function("webhook_intake", port, function_env(settings))
+        stock = bootstrap.build(Settings.from_env(function_env(settings)), migrate=False)
         try:
             wait_until_up(port)
             over_http(port, make_webhooks(200), 4)  # warm: the container, the pool, the plans
             in_process(db, settings, make_webhooks(200), 4)
+            relay_modes(stock, args.concurrency[0], 100)
             for _ in range(args.rounds):
                 for c in args.concurrency:
                     runs[c]["http"].append(over_http(port, make_webhooks(args.n), c))
                     runs[c]["in-process"].append(in_process(db, settings, make_webhooks(args.n), c))
+                local_calls.append(relay_modes(stock, args.concurrency[0], args.n // 2))
         finally:
             stop(process)
+            stock.db.engine.dispose()
 
     print(f"HTTP bench: functions-framework --target=webhook_intake, local backends, stock pool (2+2); "
           f"N={args.n} signed order webhooks per round, {args.rounds} alternating rounds (medians)")
@@ -123,6 +165,16 @@ def main() -> None:
         print(f"HTTP / in-process at c={c}: median {statistics.median(ratios):.2f} "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
     print(f"target: p99 <= {P99_TARGET_MS} ms at c=16 over HTTP")
+    c = args.concurrency[0]
+    for mode in ("sequential", "parallel"):
+        print(f"in-process handler + relay, stock pool, local task calls {mode}, c={c}: "
+              f"median {statistics.median(r[mode] for r in local_calls):.0f} webhooks/s")
+    ratios = [h[0] / r["sequential"] for h, r in zip(runs[c]["http"], local_calls)]
+    print(f"HTTP / in-process handler + relay (the same work without HTTP), c={c}: median "
+          f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    ratios = [r["parallel"] / r["sequential"] for r in local_calls]
+    print(f"local task calls parallel / sequential: median {statistics.median(ratios):.2f} "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":
