@@ -96,3 +96,10 @@ def test_no_tls_set_up_for_a_local_server_and_one_shared_context_otherwise():
     assert _ssl_context_for("postgresql+pg8000://u:p@localhost/db") is False
     remote = _ssl_context_for("postgresql+pg8000://u:p@db.example.com/db")
     assert remote is _ssl_context_for("postgresql+pg8000://u:p@other.example.com/db")
+
+
+def test_a_prepared_statement_the_server_dropped_is_prepared_again(tiny_db, settings, order_id):
+    assert place(tiny_db, settings, order_id + "-a") == "accepted"
+    with tiny_db.read() as conn:  # the pool's one connection: the one holding the statement
+        conn.execute(text("DEALLOCATE ALL"))
+    assert place(tiny_db, settings, order_id) == "accepted"
