@@ -86,7 +86,9 @@ def _drop_if_closed(dbapi_connection, _record, _proxy) -> None:
     if sock is None:
         return
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(sock, select.POLLIN)
+        readable = poller.poll(0)
     except (OSError, ValueError) as error:  # closed socket: fileno() is -1
         raise exc.DisconnectionError("connection closed") from error
     if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
