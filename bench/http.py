@@ -1,7 +1,7 @@
 """Order webhooks over HTTP through `functions-framework` (gunicorn, as Cloud Functions runs
 it), against the intake handler in-process, on the same database.
 
-    .venv/bin/python -m bench.http [--n 1500] [--concurrency 8 16] [--rounds 3]
+    .venv/bin/python -m bench.http [--n 1500] [--concurrency 8 16] [--rounds 3] [--backends local|cloud]
 
 `webhook_intake` runs as its own process on the local backends with the stock pool
 (DB_POOL_SIZE 2 + DB_MAX_OVERFLOW 2): each request verifies, parses, places the order
@@ -11,7 +11,11 @@ connection, send N distinct signed webhooks prepared beforehand. In-process is
 `bench.intake`'s handler (no HTTP, no relay) at the same concurrency. Rounds alternate
 HTTP and in-process; printed: webhooks/s, p50/p99 latency, and HTTP / in-process.
 
-Also, in-process on a stock pool (2+2) at the first concurrency: the handler followed by
+With `--backends cloud` the function uses the cloud adapters against Google's Pub/Sub
+emulator and the Cloud Tasks emulator (started here as the test suite starts them):
+each request's relay creates two tasks (in parallel) and publishes three messages.
+
+Also (local backends), in-process on a stock pool (2+2) at the first concurrency: the handler followed by
 its relay, with the local scheduler's task calls made one after another (as shipped) and
 in parallel, the measurement behind `LocalTaskScheduler.parallel_calls = 1`.
 """
@@ -19,12 +23,17 @@ in parallel, the measurement behind `LocalTaskScheduler.parallel_calls = 1`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
+import os
+import tempfile
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from bench._common import SECRET, database, free_port, function_env, spawn_function, stop
 from bench.intake import make_webhooks, ours
@@ -126,33 +135,59 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@contextlib.contextmanager
+def cloud_emulators() -> Iterator[dict[str, str]]:
+    """The Pub/Sub and Cloud Tasks emulators, topics made; the function's environment for them."""
+    from shared.adapters.events import PubSubPublisher
+    from tests.emulators.cloud_tasks import CloudTasksEmulator, emulator_python
+    from tests.emulators.pubsub import PROJECT, PubSubEmulator
+
+    pubsub = PubSubEmulator().start()
+    tasks = CloudTasksEmulator(emulator_python(), Path(tempfile.mkdtemp(prefix="bench-tasks-emulator-")))
+    try:
+        tasks_host = tasks.start()
+        os.environ["PUBSUB_EMULATOR_HOST"] = pubsub.host
+        PubSubPublisher(PROJECT).ensure_topics()
+        yield {"TASKS_BACKEND": "cloud", "EVENTS_BACKEND": "pubsub", "GOOGLE_CLOUD_PROJECT": PROJECT,
+               "PUBSUB_EMULATOR_HOST": pubsub.host, "CLOUD_TASKS_EMULATOR_HOST": tasks_host}
+    finally:
+        tasks.stop()
+        pubsub.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", choices=("local", "cloud"), default="local")
     args = parser.parse_args()
     runs = {c: {"http": [], "in-process": []} for c in args.concurrency}
     local_calls = []
-    with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
+    with contextlib.ExitStack() as stack:
+        cloud = stack.enter_context(cloud_emulators()) if args.backends == "cloud" else {}
+        db, settings = stack.enter_context(database(ORDER_WEBHOOK_SECRET=SECRET))
         port = free_port()
-        process = spawn_function("webhook_intake", port, function_env(settings))
+        process = spawn_function("webhook_intake", port, function_env(settings, **cloud))
         stock = bootstrap.build(Settings.from_env(function_env(settings)), migrate=False)
         try:
             wait_until_up(port)
             over_http(port, make_webhooks(200), 4)  # warm: the container, the pool, the plans
             in_process(db, settings, make_webhooks(200), 4)
-            relay_modes(stock, args.concurrency[0], 100)
+            if not cloud:
+                relay_modes(stock, args.concurrency[0], 100)
             for _ in range(args.rounds):
                 for c in args.concurrency:
                     runs[c]["http"].append(over_http(port, make_webhooks(args.n), c))
                     runs[c]["in-process"].append(in_process(db, settings, make_webhooks(args.n), c))
-                local_calls.append(relay_modes(stock, args.concurrency[0], args.n // 2))
+                if not cloud:
+                    local_calls.append(relay_modes(stock, args.concurrency[0], args.n // 2))
         finally:
             stop(process)
             stock.db.engine.dispose()
 
-    print(f"HTTP bench: functions-framework --target=webhook_intake, local backends, stock pool (2+2); "
+    print(f"HTTP bench: functions-framework --target=webhook_intake, {args.backends} backends"
+          f"{' (emulators)' if args.backends == 'cloud' else ''}, stock pool (2+2); "
           f"N={args.n} signed order webhooks per round, {args.rounds} alternating rounds (medians)")
     print(f"{'':<22}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
     for c, modes in runs.items():
@@ -165,6 +200,8 @@ def main() -> None:
         print(f"HTTP / in-process at c={c}: median {statistics.median(ratios):.2f} "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
     print(f"target: p99 <= {P99_TARGET_MS} ms at c=16 over HTTP")
+    if not local_calls:
+        return
     c = args.concurrency[0]
     for mode in ("sequential", "parallel"):
         print(f"in-process handler + relay, stock pool, local task calls {mode}, c={c}: "

@@ -118,8 +118,8 @@ def fill(db: Database, statements: list[str], **params) -> float:
 def explain(db: Database, sql: str, params: dict) -> str:
     """The claim's plan, run for real in a transaction that is rolled back (the claim's
     positional parameters $1, $2, $3 become the named ones n, lease, orders)."""
-    named = sql.replace("$1", ":n").replace("$2", ":lease").replace("$3", "CAST(:orders AS text[])")
-    named = named.replace("::text[]", "")
+    named = (sql.replace("$1::int", "CAST(:n AS int)").replace("$2::float8", "CAST(:lease AS float8)")
+             .replace("$3::text[]", "CAST(:orders AS text[])"))
     with db.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="READ COMMITTED")
         transaction = conn.begin()
