@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from shared.db.engine import make_engine
 from shared.db.migrate import ensure_schema
 
 os.environ.setdefault("NO_GCE_CHECK", "true")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -43,11 +47,12 @@ class RoundTrips:
     """Counts database round trips two ways.
 
     `sqlalchemy`: what SQLAlchemy's events see — statements executed, BEGIN
-    (pg8000 sends it before the first statement of a transaction), COMMIT,
-    ROLLBACK, and the pool's pre-ping on each checkout.
+    (pg8000 sends it before the first statement of a transaction), COMMIT and
+    ROLLBACK (a prepared statement run on the driver, `Database.run_prepared`,
+    is not seen here).
     `wire`: pg8000's socket flushes, each followed by a wait for the server's
     answer; pg8000's extended protocol spends 3 of them on one parameterised
-    statement (parse, describe, bind+execute), which no SQL change can lower.
+    statement (parse, describe, bind+execute), 1 on a prepared one.
     """
 
     def __init__(self, engine) -> None:
@@ -65,7 +70,6 @@ class RoundTrips:
         event.listen(self._engine, "before_cursor_execute", self._bump)
         event.listen(self._engine, "commit", self._bump)
         event.listen(self._engine, "rollback", self._end)
-        event.listen(self._engine.pool, "checkout", self._bump)  # pool_pre_ping: one SELECT 1
         event.listen(self._engine, "begin", self._begin)
 
         def counting_flush(sock):
@@ -92,6 +96,51 @@ class RoundTrips:
         event.remove(self._engine, "before_cursor_execute", self._bump)
         event.remove(self._engine, "commit", self._bump)
         event.remove(self._engine, "rollback", self._end)
-        event.remove(self._engine.pool, "checkout", self._bump)
         event.remove(self._engine, "begin", self._begin)
         pg8000.core._flush = self._original_flush
+
+
+SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+_NOWHERE = "http://127.0.0.1:9/"
+
+
+def function_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `webhook_intake` process on the bench's database, local backends
+    (their deliveries are rows nobody dispatches during the bench)."""
+    subscribers = ",".join(f"{t}={_NOWHERE}" for t in ("verification-events", "customer-emails", "order-actions"))
+    return {**os.environ, "NO_GCE_CHECK": "true", "DATABASE_URL": settings.database_url,
+            "TASKS_BACKEND": "local", "EVENTS_BACKEND": "local", "TIMER_URL": _NOWHERE,
+            "LOCAL_SUBSCRIBER_URLS": subscribers, "ORDER_WEBHOOK_SECRET": SECRET,
+            "VERIFF_SHARED_SECRET": "bench-veriff-secret", "LOG_LEVEL": "WARNING", **extra}
+
+
+def spawn_function(target: str, port: int, env: dict[str, str], source: str = "main.py") -> subprocess.Popen:
+    """`functions-framework --target=TARGET` on 127.0.0.1:PORT, as Cloud Functions runs it
+    (which also sets FUNCTION_TARGET)."""
+    executable = Path(sys.executable).parent / "functions-framework"
+    return subprocess.Popen(
+        [str(executable), f"--target={target}", f"--source={source}", "--host=127.0.0.1", f"--port={port}"],
+        cwd=ROOT, env={**env, "FUNCTION_TARGET": target}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a spawned function and its workers (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def rss_mb(pid: int) -> list[float]:
+    """Resident memory of a process, then of each of its children (gunicorn's master, then
+    its worker), in MB. Pages the worker shares with the master since the fork count in both."""
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    sizes = []
+    for one in pids:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes

@@ -23,20 +23,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import text
 
 from shared.db.database import Database
 from shared.errors import TransientError
 
 TIMERS = "timers"  # the queue of timer deliveries; a message's queue is its topic
 
-_CREATE_TASK = text("""
+# The two statements a request's relay runs are prepared (`Database.run_prepared`).
+_CREATE_TASK = """
     INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
-    VALUES (:name, :url, :body, :at, :at)
+    VALUES ($1::text, $2::text, $3::bytea, $4::timestamptz, $4::timestamptz)
     ON CONFLICT (name) DO NOTHING
     RETURNING name
-""")
+"""
 
 _DELETE_TASK = text("""
     UPDATE local_tasks SET deleted_at = now()
@@ -44,11 +44,11 @@ _DELETE_TASK = text("""
     RETURNING name
 """)
 
-_ENQUEUE_MESSAGES = text("""
+_ENQUEUE_MESSAGES = """
     INSERT INTO local_tasks (name, queue, url, body, headers, schedule_time, next_attempt_at)
     SELECT m.name, m.queue, m.url, decode(m.body, 'base64'), m.headers, now(), now()
-    FROM jsonb_to_recordset(:rows) AS m(name text, queue text, url text, body text, headers jsonb)
-""").bindparams(bindparam("rows", type_=JSONB))
+    FROM jsonb_to_recordset($1::jsonb) AS m(name text, queue text, url text, body text, headers jsonb)
+"""
 
 # Lock due rows (skipping rows another dispatcher is claiming right now), count the
 # attempt and push next_attempt_at past the lease, in one statement.
@@ -140,7 +140,7 @@ class LocalQueue:
     def create_task(self, name: str, url: str, body: bytes, at: datetime) -> bool:
         """False when a row of that name exists, whatever its state (names are used once)."""
         with _unavailable():
-            return bool(self.db.atomic(_CREATE_TASK, {"name": name, "url": url, "body": body, "at": at}))
+            return bool(self.db.run_prepared(_CREATE_TASK, name, url, body, at))
 
     def delete_task(self, name: str) -> bool:
         """True when the task was waiting (or in flight)."""
@@ -152,7 +152,7 @@ class LocalQueue:
         rows = [{"name": m.name, "queue": m.queue, "url": m.url, "headers": m.headers,
                  "body": base64.b64encode(m.body).decode("ascii")} for m in messages]
         with _unavailable():
-            self.db.atomic(_ENQUEUE_MESSAGES, {"rows": rows})
+            self.db.run_prepared(_ENQUEUE_MESSAGES, json.dumps(rows))
 
     def check(self) -> None:
         with _unavailable():

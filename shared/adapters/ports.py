@@ -26,6 +26,9 @@ class TimerTask:
 
 
 class TaskScheduler(Protocol):
+    # How many of its calls the outbox relay may make at once (1: one after another).
+    parallel_calls: int
+
     def create(self, task: TimerTask, *, timeout: float | None = None) -> Outcome:
         """CREATED, or ALREADY_EXISTS when a task of that name exists (or existed recently).
         Raises TransientError for anything else. `timeout` bounds the call, retries included."""

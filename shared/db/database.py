@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy.exc
+from pg8000.converters import make_params
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
@@ -22,6 +23,9 @@ _TRANSIENT_STATES = ("40001", "40P01")
 # Class 22 is a data exception: the input itself cannot be stored (say a NUL in a text
 # field, or a date out of range). Retrying the same input can never succeed.
 _DATA_CLASS = "22"
+# invalid_sql_statement_name (the prepared statement is gone), feature_not_supported
+# ("cached plan must not change result type"): raised before the statement ran.
+_STALE_PREPARED = ("26000", "0A000")
 
 
 def _in_step(exc: BaseException) -> bool:
@@ -82,6 +86,20 @@ def _connection(engine: Engine) -> Iterator[Connection]:
             raise
 
 
+def _run_prepared(driver, prepared: dict, sql: str, values: tuple) -> list[list[Any]]:
+    """Bind/Execute `sql` on a pg8000 connection, preparing it first if this connection has
+    not; a failed statement is forgotten, so that the next call prepares it afresh."""
+    try:
+        if sql not in prepared:
+            prepared[sql] = driver.prepare_statement(sql, ())
+        name, columns, input_funcs = prepared[sql]
+        context = driver.execute_named(name, make_params(driver.py_types, values), columns, input_funcs, sql)
+    except Exception:
+        prepared.pop(sql, None)
+        raise
+    return context.rows or []
+
+
 class Database:
     """Owns the engine; every write goes through `transaction()` or `atomic()`.
 
@@ -116,6 +134,31 @@ class Database:
         with unavailable_as_transient(), _connection(self.engine) as conn:
             result = conn.execute(statement, params or {})
             return list(result) if result.returns_rows else []
+
+    def run_prepared(self, sql: str, *values: Any) -> list[list[Any]]:
+        """Run one statement (`$1`, `$2` ... placeholders, each cast in the SQL) as
+        its own transaction, prepared once per pooled connection: each call is then a single
+        round trip (Bind/Execute/Sync), where `atomic` spends three (Parse, Describe,
+        Bind/Execute) and pg8000 re-scans the SQL text. For the intake path's statements.
+
+        A prepared statement the server no longer runs (deallocated, or its plan's result
+        type changed under a migration) fails before executing anything: it is prepared
+        afresh and run once more.
+        """
+        with unavailable_as_transient(), _connection(self.engine) as conn:
+            pooled = conn.connection
+            prepared = pooled.info.setdefault("prepared", {})  # lives as long as the connection
+            try:
+                try:
+                    return _run_prepared(pooled.dbapi_connection, prepared, sql, values)
+                except self.engine.dialect.loaded_dbapi.Error as exc:
+                    if sqlstate(exc) not in _STALE_PREPARED:
+                        raise
+                    return _run_prepared(pooled.dbapi_connection, prepared, sql, values)
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                raise sqlalchemy.exc.DBAPIError.instance(
+                    sql, None, exc, self.engine.dialect.loaded_dbapi.Error, hide_parameters=True,
+                    dialect=self.engine.dialect) from exc
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:

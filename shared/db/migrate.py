@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from shared.db import functions
 from shared.db.database import Database
 from shared.db.schema import metadata, schema_version
+from shared.errors import sqlstate
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ def _console_indexes(conn: Connection) -> None:
     """v6: the operator console's keyset pages and order page stay index scans at 1M sessions."""
     for index in _CONSOLE_INDEXES:
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
+def _version_without_lock(db: Database) -> int:
+    try:
+        with db.read() as conn:
+            return conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_version")).scalar_one()
+    except sqlalchemy.exc.ProgrammingError as exc:
+        if sqlstate(exc) == "42P01":  # undefined_table: a new database
+            return 0
+        raise
 
 
 # Index i holds the step that brings the schema to version i + 1. Append only: a
@@ -97,7 +107,14 @@ LATEST = len(MIGRATIONS)
 
 
 def ensure_schema(db: Database) -> int:
-    """Bring the schema to LATEST under an advisory lock; return the version."""
+    """Bring the schema to LATEST under an advisory lock; return the version.
+
+    Every instance calls this on its first request: a schema already at LATEST (the usual
+    case) is seen in one autocommit read, without the lock's transaction (versions only
+    ever go up, so no lock is needed to see that nothing is left to do)."""
+    current = _version_without_lock(db)
+    if current >= LATEST:
+        return current
     with db.transaction() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
         schema_version.create(conn, checkfirst=True)

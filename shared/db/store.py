@@ -17,13 +17,13 @@ from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
 
-_PLACE_ORDER = text("SELECT new_delivery, new_session FROM place_order(CAST(:p AS jsonb))")
+_PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
 
 def place_order(db: Database, params: dict[str, Any]) -> tuple[bool, bool]:
-    """(new delivery, new session), in one statement: see shared.db.functions.PLACE_ORDER."""
-    row = db.atomic(_PLACE_ORDER, {"p": json.dumps(params, default=str)})[0]
-    return bool(row.new_delivery), bool(row.new_session)
+    """(new delivery, new session), in one prepared statement: see shared.db.functions.PLACE_ORDER."""
+    new_delivery, new_session = db.run_prepared(_PLACE_ORDER, json.dumps(params, default=str))[0]
+    return bool(new_delivery), bool(new_session)
 
 
 def claim_delivery(conn: Connection, provider: str, event_id: str, order_id: str | None) -> bool:
@@ -196,33 +196,35 @@ def extend_deadline(conn: Connection, order_id: str, deadline: datetime) -> dict
 # leaves its rows to be claimed again when the lease ends (delivery is idempotent: task
 # names are deterministic and messages carry a stable `message_key`). Two forms, so that
 # each has a plan on its own partial index: by order (a request's own rows) and by time.
+# Prepared (`Database.run_prepared`): the request's own relay runs both on every webhook.
 _CLAIM_DUE = """
     WITH due AS (
         SELECT id FROM outbox
         WHERE delivered_at IS NULL AND dead_at IS NULL AND available_at <= now() {only_orders}
         ORDER BY available_at, id
-        LIMIT :n
+        LIMIT $1::int
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE outbox o SET available_at = now() + make_interval(secs => :lease)
+    UPDATE outbox o SET available_at = now() + make_interval(secs => $2::float8)
     FROM due WHERE o.id = due.id
     RETURNING o.id, o.kind, o.order_id, o.payload, o.attempts
 """
-_CLAIM_ALL = text(_CLAIM_DUE.format(only_orders=""))
-_CLAIM_ORDERS = text(_CLAIM_DUE.format(only_orders="AND order_id = ANY(CAST(:orders AS text[]))"))
+_CLAIM_ALL = _CLAIM_DUE.format(only_orders="")
+_CLAIM_ORDERS = _CLAIM_DUE.format(only_orders="AND order_id = ANY($3::text[])")
+_CLAIMED = ("id", "kind", "order_id", "payload", "attempts")
 
 
 def claim_outbox(db: Database, limit: int, lease_seconds: float,
                  order_ids: list[str] | None = None) -> list[dict[str, Any]]:
     """Lease due, undelivered rows (only these orders' when given), oldest first."""
     if order_ids is None:
-        rows = db.atomic(_CLAIM_ALL, {"n": limit, "lease": lease_seconds})
+        rows = db.run_prepared(_CLAIM_ALL, limit, lease_seconds)
     else:
-        rows = db.atomic(_CLAIM_ORDERS, {"n": limit, "lease": lease_seconds, "orders": order_ids})
-    return sorted((dict(r._mapping) for r in rows), key=lambda r: r["id"])
+        rows = db.run_prepared(_CLAIM_ORDERS, limit, lease_seconds, list(order_ids))
+    return sorted((dict(zip(_CLAIMED, r)) for r in rows), key=lambda r: r["id"])
 
 
-_RECORD_OUTCOMES = text("""
+_RECORD_OUTCOMES = """
     UPDATE outbox o SET
         attempts = o.attempts + CASE WHEN r.outcome = 'released' THEN 0 ELSE 1 END,
         delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
@@ -230,9 +232,9 @@ _RECORD_OUTCOMES = text("""
         last_error = CASE WHEN r.outcome = 'released' THEN o.last_error ELSE r.error END,
         available_at = CASE WHEN r.outcome = 'delivered' OR r.outcome = 'dead' THEN o.available_at
                             ELSE now() + make_interval(secs => r.retry_in) END
-    FROM jsonb_to_recordset(:rows) AS r(id bigint, outcome text, error text, retry_in float8)
+    FROM jsonb_to_recordset($1::jsonb) AS r(id bigint, outcome text, error text, retry_in float8)
     WHERE o.id = r.id AND o.delivered_at IS NULL AND o.dead_at IS NULL
-""").bindparams(bindparam("rows", type_=JSONB))
+"""
 
 
 def record_outbox_outcomes(db: Database, outcomes: list[dict[str, Any]]) -> None:
@@ -240,7 +242,7 @@ def record_outbox_outcomes(db: Database, outcomes: list[dict[str, Any]]) -> None
     delivered, failed (retry after `retry_in` s), dead (parked, never retried) or released
     (not attempted: due again now)."""
     if outcomes:
-        db.atomic(_RECORD_OUTCOMES, {"rows": outcomes})
+        db.run_prepared(_RECORD_OUTCOMES, json.dumps(outcomes))
 
 
 # ---- subscribers ----------------------------------------------------------------

@@ -11,13 +11,22 @@ NOT_FOUND, and a re-published message carries the same `message_key` attribute, 
 which subscribers deduplicate. Each row is judged on its own: one that can never be
 delivered (a permanent error, or a payload the adapters cannot even read) is parked
 with its error, and the rest go on.
+
+One batch's calls go out together: its messages through the publisher's own batching
+(one wait on all their futures), its task calls on a small thread pool shared by every
+relay in the process, so a webhook's three task creations cost one call's latency, not
+three. A scheduler says how many of its calls may run at once (`parallel_calls`): Cloud
+Tasks' are independent RPCs, while the local scheduler writes through the same small
+database pool the request itself uses, so its calls stay in the relay's own thread.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +42,8 @@ MAX_BACKOFF_SECONDS = 600.0
 # Longer than any single call may take (each is bounded by the relay's budget, and the
 # sweeper's budget is the longest), so a live relay's rows are never leased twice.
 LEASE_SECONDS = 60.0
+# Task calls in flight at once across the whole process (each is a thread blocked on an RPC).
+CALL_THREADS = 8
 
 
 @dataclass
@@ -92,28 +103,32 @@ def _released(row: dict) -> dict:
     return {"id": row["id"], "outcome": "released", "error": None, "retry_in": 0}
 
 
+@functools.cache
+def _call_pool() -> ThreadPoolExecutor:
+    """The process's pool for task calls, made on first use (its threads start as needed)."""
+    return ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="relay-call")
+
+
 def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublisher,
              stop_at: float) -> list[dict]:
     """One outcome per row. A row not attempted because the budget ran out is released."""
     outcomes: list[dict] = []
+    tasks: list[dict] = []
     messages: list[tuple[dict, OutgoingMessage]] = []
     for row in rows:
-        left = stop_at - time.monotonic()
-        if row["kind"] == "publish":
-            try:
-                messages.append((row, _message(row["payload"])))
-            except Exception as exc:  # noqa: BLE001 - an unreadable row is parked, the rest go on
-                outcomes.append(_outcome(row, exc))
-            continue
-        if left <= 0:
-            outcomes.append(_released(row))
+        if row["kind"] != "publish":
+            tasks.append(row)
             continue
         try:
-            _call_scheduler(row, scheduler, left)
-            outcomes.append(_outcome(row, None))
-        except Exception as exc:  # noqa: BLE001 - judged per row: transient retried, others parked
+            messages.append((row, _message(row["payload"])))
+        except Exception as exc:  # noqa: BLE001 - an unreadable row is parked, the rest go on
             outcomes.append(_outcome(row, exc))
-    if messages:
+    in_flight: list[Future] = []
+    if scheduler.parallel_calls > 1 and len(tasks) > 1:
+        in_flight = [_call_pool().submit(_attempt, row, scheduler, stop_at) for row in tasks]
+    else:
+        outcomes.extend(_attempt(row, scheduler, stop_at) for row in tasks)
+    if messages:  # published while the task calls run
         left = stop_at - time.monotonic()
         if left <= 0:
             outcomes.extend(_released(row) for row, _ in messages)
@@ -121,7 +136,20 @@ def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublish
             results = publisher.publish_batch([m for _, m in messages], timeout=left)
             outcomes.extend(_outcome(row, r if isinstance(r, Exception) else None)
                             for (row, _), r in zip(messages, results))
+    outcomes.extend(future.result() for future in in_flight)  # each call is bounded by the budget
     return outcomes
+
+
+def _attempt(row: dict, scheduler: TaskScheduler, stop_at: float) -> dict:
+    """One task call within what is left of the budget (released when nothing is left)."""
+    left = stop_at - time.monotonic()
+    if left <= 0:
+        return _released(row)
+    try:
+        _call_scheduler(row, scheduler, left)
+        return _outcome(row, None)
+    except Exception as exc:  # noqa: BLE001 - judged per row: transient retried, others parked
+        return _outcome(row, exc)
 
 
 def _call_scheduler(row: dict, scheduler: TaskScheduler, timeout: float) -> None:

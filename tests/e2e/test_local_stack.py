@@ -168,6 +168,12 @@ def session_of(db, order_id):
                             {"o": order_id}).first()
 
 
+def link_state(db, order_id):
+    with db.read() as conn:
+        return conn.execute(text("SELECT state FROM email_sends WHERE order_id = :o AND kind = 'link'"),
+                            {"o": order_id}).scalar()
+
+
 def undelivered(db, order_id):
     with db.read() as conn:
         return conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL"),
@@ -265,6 +271,8 @@ def test_stopping_and_starting_the_stack_loses_no_timer(own_database, smtp):
     with running_stack(url_db, port, state_dir, base, **slow_sweeper) as url:
         place(url, order_id)
         wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
+        # ... and recorded as sent (a session whose link is not known to be sent is never expired)
+        wait_for(lambda: link_state(db, order_id) == "sent", "the link email recorded as sent")
     time.sleep(9)  # the stack is down while both timers come due
     assert session_of(db, order_id) == ("pending", None)
     with running_stack(url_db, port, state_dir, base, **slow_sweeper):

@@ -34,6 +34,8 @@ INSUFFICIENT_PRIVILEGE = "42501"
 
 
 class RecordingScheduler:
+    parallel_calls = 1
+
     def __init__(self) -> None:
         self.created, self.deleted = [], []
 

@@ -45,8 +45,9 @@ class RecordingPublisher:
 class CountingScheduler:
     """The real local scheduler, counting the calls the relay makes per task name."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, parallel_calls: int | None = None) -> None:
         self.inner = inner
+        self.parallel_calls = inner.parallel_calls if parallel_calls is None else parallel_calls
         self.creates = Counter()
         self._lock = threading.Lock()
 
@@ -277,6 +278,60 @@ def test_two_concurrent_relays_deliver_500_rows_once_each(db, settings, schedule
     assert sum(r.delivered for r in reports) == 500
     assert len(counting.creates) == 500 and set(counting.creates.values()) == {1}
     assert outbox_left(db, orders) == 0
+
+
+class MeetingScheduler(CountingScheduler):
+    """Each create waits (up to 5 s) until `parties` creates are in flight together, so made
+    one after another they all fail: the relay must make them at the same time. A name in
+    `permanent` fails for good once the others have met."""
+
+    def __init__(self, inner, parties: int, permanent: frozenset[str] = frozenset()) -> None:
+        super().__init__(inner, parallel_calls=8)
+        self.meeting = threading.Barrier(parties, timeout=5)
+        self.permanent = permanent
+
+    def create(self, task, *, timeout=None):
+        from shared.errors import PermanentError, TransientError
+        try:
+            self.meeting.wait()
+        except threading.BrokenBarrierError as exc:
+            raise TransientError("created alone", component="queue") from exc
+        if task.name in self.permanent:
+            raise PermanentError("this task can never be created")
+        return super().create(task, timeout=timeout)
+
+
+def test_one_webhooks_task_creations_go_out_together(db, settings, scheduler, order_id):
+    place(db, settings, order_id)  # a deadline and a reminder to create
+    meeting = MeetingScheduler(scheduler, parties=2)
+    report = relay.relay(db, meeting, RecordingPublisher(), order_ids=[order_id])
+    assert (report.delivered, report.failed, report.dead) == (5, 0, 0)
+    assert sum(meeting.creates.values()) == 2 and outbox_left(db, [order_id]) == 0
+
+
+def test_concurrent_task_calls_are_judged_each_on_its_own(db, settings, scheduler, order_id):
+    place(db, settings, order_id)
+    names = [n for (n,) in query(db, "SELECT task_name FROM countdown_timers WHERE order_id = :o", o=order_id)]
+    meeting = MeetingScheduler(scheduler, parties=2, permanent=frozenset(names[:1]))
+    report = relay.relay(db, meeting, RecordingPublisher(), order_ids=[order_id])
+    assert (report.delivered, report.failed, report.dead) == (4, 0, 1)
+    parked = query(db, "SELECT payload->>'name' FROM outbox WHERE order_id = :o AND dead_at IS NOT NULL",
+                   o=order_id)
+    assert parked == [(names[0],)]
+
+
+def test_local_task_calls_stay_in_the_relays_thread(db, settings, scheduler, order_id):
+    place(db, settings, order_id)
+    threads = set()
+
+    class Watching(CountingScheduler):
+        def create(self, task, *, timeout=None):
+            threads.add(threading.get_ident())
+            return super().create(task, timeout=timeout)
+
+    assert scheduler.parallel_calls == 1  # it writes through the request's own small pool
+    relay.relay(db, Watching(scheduler), RecordingPublisher(), order_ids=[order_id])
+    assert threads == {threading.get_ident()}
 
 
 def test_failed_delivery_backs_off_and_keeps_the_error(db, settings, order_id):
