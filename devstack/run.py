@@ -144,7 +144,7 @@ def main() -> int:
 
     settings = Settings.from_env(env)  # fail here, naming the variable, before anything starts
     _write_stack_env(env)
-    container = bootstrap.build(settings)  # also migrates the schema once, before the functions start
+    container = bootstrap.build(settings, migrate=True)  # also migrates the schema once, before the functions start
 
     processes = []
     stop = threading.Event()
@@ -169,9 +169,9 @@ def main() -> int:
         print(f"""
 Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   database          {database_url}
-  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/veriff | /health
+  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/veriff | /healthz
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
-  sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s)
+  sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
   operator console  http://127.0.0.1:{base_port + FUNCTIONS['operator_console'][1]}/sessions   (signed in as dev@localhost)
                     or in a shell: .venv/bin/python -m shared.operator list --attention

@@ -1,4 +1,6 @@
-"""`sweep`: every minute from Cloud Scheduler — relay what is due, expire sessions whose timer was lost."""
+"""`sweep`: every minute from Cloud Scheduler — expire sessions whose timer was lost, re-drive lost
+work, relay what is due. Also the deep `/health` (database and queue), behind IAM: the public
+intake answers only `/healthz`, which does no I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import flask
 
 from functions._http import http_entry
 from shared import bootstrap
-from shared.handlers import subscribers, timers
+from shared.handlers import health, subscribers, timers
 
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
@@ -17,6 +19,8 @@ log = logging.getLogger("functions.sweep")
 
 @http_entry(NAME)
 def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
+    if request.path.rstrip("/") == "/health":
+        return health.check(bootstrap.container, include_queue=True)
     c = bootstrap.container()
     now = c.clock.now()
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.sweep_grace)

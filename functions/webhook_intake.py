@@ -1,4 +1,6 @@
-"""`webhook_intake`: store order webhooks, Veriff decisions and events, health checks."""
+"""`webhook_intake` (public): store order webhooks, Veriff decisions and events, and `/healthz`
+(no I/O). The deep `/health` is the private sweep function's, so no stranger can make the
+intake call its database or queue."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import flask
 from functions._http import MethodNotAllowed, NotFound, http_entry, read_body
 from shared import bootstrap, inbound
 from shared import log as logctx
-from shared.handlers import health
 
 NAME = "webhook_intake"
 REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
@@ -20,8 +21,6 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     path = request.path.rstrip("/") or "/"
     if path == "/healthz":
         return 200, {"status": "ok"}
-    if path == "/health":
-        return health.check(bootstrap.container, include_queue=True)
     source = inbound.source_for(path, settings)
     if source is None:
         raise NotFound(f"no route {path}")

@@ -17,7 +17,7 @@ from shared.config import Settings
 from shared.errors import ServiceError
 from shared.db.database import Database
 from shared.db.engine import make_engine
-from shared.db.migrate import ensure_schema
+from shared.db.migrate import ensure_schema, require_schema
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,16 @@ class Container:
         return RelayReport()
 
 
-def build(settings: Settings, *, migrate: bool = True) -> Container:
+def build(settings: Settings, *, migrate: bool = False) -> Container:
+    """The container. A function only checks that the schema is the one its code needs (it
+    refuses to serve otherwise, naming the versions); `migrate=True` is for the schema's
+    owner (the local stack's start; in the cloud, the deploy step `shared.db.upgrade`)."""
     db = Database(make_engine(settings))
-    if migrate:
-        ensure_schema(db)
+    try:
+        ensure_schema(db) if migrate else require_schema(db)
+    except BaseException:
+        db.engine.dispose()
+        raise
     return Container(settings=settings, db=db)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from shared.db import functions
 from shared.db.database import Database
 from shared.db.schema import metadata, schema_version
-from shared.errors import sqlstate
+from shared.errors import TransientError, sqlstate
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,29 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 LATEST = len(MIGRATIONS)
 
 
+class SchemaOutdated(TransientError):
+    """The database's schema is older than this code: the deploy's schema step has not run."""
+
+
+def require_schema(db: Database) -> int:
+    """The schema version, when it is the one this code was written for; else SchemaOutdated
+    naming both versions and the command that brings it up to date. Functions never
+    migrate: their database roles cannot run DDL (the deploy step owns the schema)."""
+    current = _version_without_lock(db)
+    if current < LATEST:
+        raise SchemaOutdated(
+            f"the database schema is at version {current}, this code needs {LATEST}: "
+            "run the schema step (python -m shared.db.upgrade; deploy.sh runs it first)",
+            component="schema")
+    return current
+
+
 def ensure_schema(db: Database) -> int:
     """Bring the schema to LATEST under an advisory lock; return the version.
 
-    Every instance calls this on its first request: a schema already at LATEST (the usual
-    case) is seen in one autocommit read, without the lock's transaction (versions only
-    ever go up, so no lock is needed to see that nothing is left to do)."""
+    The deploy's schema step (`shared.db.upgrade`) and the local stack's start call this, as
+    the schema's owner. A schema already at LATEST is seen in one autocommit read, without
+    the lock's transaction (versions only ever go up)."""
     current = _version_without_lock(db)
     if current >= LATEST:
         return current

@@ -13,7 +13,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
-from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET
+from shared.config import Settings
+from shared.db.database import Database
+from shared.db.engine import make_engine
+from shared.db.migrate import ensure_schema
+from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET, base_env
 from tests.functions.conftest import count, rows_for_order
 from tests.sessions import bind_provider_session
 
@@ -286,7 +290,12 @@ def test_healthz_does_no_io(app_env):
     assert client_for("webhook_intake").get("/healthz").status_code == 200
 
 
-def test_health_follows_the_database_down_and_back(app_env):
+def test_the_public_intake_has_no_deep_health(app_env):
+    from tests.functions.conftest import client_for
+    assert client_for("webhook_intake").get("/health").status_code == 404
+
+
+def test_health_behind_iam_follows_the_database_down_and_back(app_env):
     import tempfile
     from pathlib import Path
 
@@ -295,7 +304,10 @@ def test_health_follows_the_database_down_and_back(app_env):
     server = Postgres(Path(tempfile.mkdtemp(prefix="verification-pg-")), free_port()).start()
     try:
         app_env(DATABASE_URL=server.url)
-        client = client_for("webhook_intake")
+        client = client_for("sweep")
+        owner = Database(make_engine(Settings.from_env(base_env(server.url))))
+        ensure_schema(owner)  # the deploy's schema step
+        owner.engine.dispose()
         up = client.get("/health")
         assert up.status_code == 200 and up.json["checks"]["database"] == "ok"
         server.stop("immediate")
