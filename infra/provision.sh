@@ -253,6 +253,10 @@ grant_roles() {
             # Deleting the timers of a closed session.
             ensure_binding roles/cloudtasks.taskDeleter "$member" \
                 "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
+            # Each instance looks the queue up once before its first task
+            # (GetQueue), and the sweeper's /health reads it.
+            ensure_binding roles/cloudtasks.viewer "$member" \
+                "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
             # A task carrying the invoker's OIDC token may only be created by
             # someone allowed to act as the invoker.
             ensure_binding roles/iam.serviceAccountUser "$member" \
@@ -262,9 +266,6 @@ grant_roles() {
     member="serviceAccount:$(sa_email "$SA_MIGRATOR")"
     ensure_binding roles/cloudsql.client "$member" projects "$PROJECT_ID"
     ensure_binding roles/cloudsql.instanceUser "$member" projects "$PROJECT_ID"
-    # /health on the intake reads the queue.
-    ensure_binding roles/cloudtasks.viewer "serviceAccount:$(sa_email "$SA_INTAKE")" \
-        "tasks queues" "$TASKS_QUEUE" --location="$REGION" "${P[@]}"
     # Pub/Sub mints the OIDC token of the Eventarc push identity.
     ensure_binding roles/iam.serviceAccountTokenCreator "$PUBSUB_AGENT" \
         "iam service-accounts" "$(sa_email "$SA_EVENTS_INVOKER")" "${P[@]}"

@@ -127,8 +127,9 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
     assert bindings(state, "queue", "verification-timers", REGION) == {
         (role, SA.format(a))
         for a in task_makers
-        for role in ("roles/cloudtasks.enqueuer", "roles/cloudtasks.taskDeleter")
-    } | {("roles/cloudtasks.viewer", SA.format("vs-intake"))}
+        # viewer: each instance looks the queue up (GetQueue) before its first task
+        for role in ("roles/cloudtasks.enqueuer", "roles/cloudtasks.taskDeleter", "roles/cloudtasks.viewer")
+    }
     invoker = f"vs-tasks-invoker@{PROJECT}.iam.gserviceaccount.com"
     assert bindings(state, "sa", invoker) == {
         ("roles/iam.serviceAccountUser", SA.format(a)) for a in task_makers
