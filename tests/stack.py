@@ -123,7 +123,7 @@ class StackProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200 and self._all_listening():
                     return self
             except requests.RequestException:  # not up yet, or still booting on a busy machine
                 pass
@@ -131,6 +131,13 @@ class StackProcess:
                 self.kill()
                 raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(0.3)
+
+    def _all_listening(self) -> bool:
+        for offset in range(FUNCTION_COUNT):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.base_port + offset)) != 0:
+                    return False
+        return True
 
     def stop(self) -> None:
         """Ctrl-C, as a person stops it; SIGKILL whatever is left after 20 s."""
@@ -163,10 +170,21 @@ class StackProcess:
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()
         self.process = None
+        # Gone means gone: no process of the old stack may still hold a port when it starts again.
+        wait_for(lambda: not any(_alive(pid) for pid in pids), "the killed processes to exit", timeout=30, every=0.05)
         return len(pids)
 
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.log_paths if path.exists())
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie holds no port and counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def process_tree(root: int) -> list[int]:

@@ -47,7 +47,9 @@ _LETTERS = "ghjkmnpqrstvwxyz"  # no hex digit: a customer's address cannot colli
 # The stack's own settings may not be touched: the suite runs at the stock pool size.
 _NOT_PASSED = ("DB_POOL_SIZE", "DB_MAX_OVERFLOW", "TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND",
                "LOCAL_SUBSCRIBER_URLS", "DATABASE_URL")
-POOL_TIMEOUT = re.compile(r"QueuePool limit|pool timeout|TimeoutError", re.IGNORECASE)
+# The stack logs a pool timeout as "database unavailable" (the cause's class is not logged): with
+# PostgreSQL up all along, that line can only mean a request waited out the pool.
+POOL_TIMEOUT = re.compile(r"QueuePool limit|pool timeout|TimeoutError|database unavailable", re.IGNORECASE)
 
 
 def customer_email(order_id: str) -> str:
@@ -151,6 +153,15 @@ class ChaosWorld:
         return pg8000.native.Connection("postgres", host="127.0.0.1", port=self.postgres.port,
                                         database=database, timeout=30)
 
+    def administer(self, statement: str) -> None:
+        """One statement on the server's `postgres` database (starting the server if it is down)."""
+        self.ensure_postgres()
+        admin = self.admin()
+        try:
+            admin.run(statement)
+        finally:
+            admin.close()
+
     def ensure_postgres(self) -> None:
         """Start PostgreSQL again if a scenario stopped it (or a failed one left it stopped)."""
         if not self.postgres.is_running():
@@ -197,23 +208,18 @@ class ChaosRun:
         self.started = time.monotonic()
 
     def __enter__(self) -> ChaosRun:
-        self.world.ensure_postgres()
-        admin = self.world.admin()
-        try:
-            admin.run(f'CREATE DATABASE "{self.database}"')
-        finally:
-            admin.close()
+        self.world.administer(f'CREATE DATABASE "{self.database}"')
         self.stack.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stack.stop()
-        self.world.ensure_postgres()
-        admin = self.world.admin()
-        try:
-            admin.run(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        finally:
-            admin.close()
+        keep = os.environ.get("CHAOS_KEEP_LOGS")  # a folder to copy the stack's logs to, for a post-mortem
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for path in self.stack.log_paths:
+                shutil.copy(path, Path(keep) / f"{self.prefix}-{path.name}")
+        self.world.administer(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     def port(self, offset: int) -> str:
         return f"http://127.0.0.1:{self.stack.base_port + offset}/"
@@ -235,6 +241,9 @@ class ChaosRun:
         """The same start command, state folder and ports (PostgreSQL first, if it is down)."""
         self.world.ensure_postgres()
         self.stack.start()
+
+    def stack_alive(self) -> bool:
+        return self.stack.process is not None and self.stack.process.poll() is None
 
     # -- the database (a fresh connection per look, so a PostgreSQL restart does not matter)
 
@@ -273,7 +282,7 @@ class ChaosRun:
 
     def events(self, *types: str) -> Counter:
         rows = self.query("SELECT order_id, count(*) FROM event_log WHERE order_id LIKE :prefix "
-                          "AND type = ANY(:types) GROUP BY order_id", types=list(types))
+                          "AND type = ANY(:kinds) GROUP BY order_id", kinds=list(types))
         return Counter(dict(rows))
 
     # -- the outside world, this run's share
