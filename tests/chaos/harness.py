@@ -29,7 +29,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +37,7 @@ import requests
 
 from devstack.postgres import DB_NAME, Postgres, free_port
 from devstack.signing import order_body, standard_webhook_headers, veriff_body, veriff_headers
+from tests.emulators.http_target import RecordingTarget
 from tests.stack import ROOT, StackProcess, consecutive_free_ports, smtp_inbox, wait_for
 
 CLIENTS = 16
@@ -72,56 +72,24 @@ class RefundCall:
     authorized: bool
 
 
-class RefundApi:
+class RefundApi(RecordingTarget):
     """The store's refund API on 127.0.0.1: answers 200 to every call and records it."""
 
     def __init__(self, token: str) -> None:
+        super().__init__(path="/refunds")
         self.token = token
-        self._calls: list[RefundCall] = []
-        self._lock = threading.Lock()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    order_id = json.loads(body).get("orderId")
-                except ValueError:
-                    order_id = None
-                call = RefundCall(order_id, self.headers.get("Idempotency-Key"),
-                                  self.headers.get("Authorization") == f"Bearer {api.token}")
-                with api._lock:
-                    api._calls.append(call)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, format, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        daemon=True, name="refund-api")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/refunds"
 
     def calls(self, prefix: str) -> list[RefundCall]:
-        with self._lock:
-            return [c for c in self._calls if (c.order_id or "").startswith(prefix)]
-
-    def start(self) -> RefundApi:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        found = []
+        for delivery in self.deliveries():
+            try:
+                order_id = json.loads(delivery.body).get("orderId")
+            except ValueError:
+                order_id = None
+            if (order_id or "").startswith(prefix):
+                found.append(RefundCall(order_id, delivery.header("Idempotency-Key"),
+                                        delivery.header("Authorization") == f"Bearer {self.token}"))
+        return found
 
 
 class ChaosWorld:
