@@ -199,6 +199,9 @@ def _intake_figures(report: Report, run: ChaosRun, ids: list[str], accepted: lis
     wrong = [o for o in accepted if timers.get(o) != 2]  # one reminder and the deadline, each with its task
     report.figures["orders without exactly one set of timers"] = len(wrong)
     report.check(not wrong, f"{len(wrong)} orders without exactly one set of timers (e.g. {wrong[:3]})")
+    tasks = run.scalar("SELECT count(*) FROM local_tasks")  # the run's own database: these orders only
+    report.figures["local tasks"] = tasks
+    report.check(tasks == 2 * len(sessions), f"{tasks} local tasks for {len(sessions)} sessions, not 2 each")
     _once_each(report, _by_kind(_email_figures(report, run), "link"), accepted, "link email")
     _undelivered_figure(report, run)
 
