@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Callable
 import pg8000.native
 import requests
 
-from devstack.postgres import DB_NAME, Postgres, free_port
+from devstack.postgres import Postgres, free_port
 from devstack.signing import order_body, standard_webhook_headers, veriff_body, veriff_headers
 from tests.emulators.http_target import RecordingTarget
 from tests.stack import ROOT, StackProcess, consecutive_free_ports, smtp_inbox, wait_for
@@ -273,9 +274,11 @@ class ChaosRun:
     # -- signed requests
 
     def order_request(self, order_id: str, webhook_id: str | None = None, **extra) -> Request:
+        """Signed when sent (each attempt), as a store signs each delivery; the webhook id stays the same."""
         body = order_body(order_id, customer_email(order_id), **extra)
-        headers = standard_webhook_headers(self.secrets["ORDER_WEBHOOK_SECRET"], body, msg_id=webhook_id)
-        return Request(self.url + "/webhooks/orders", body, headers, order_id)
+        sign = functools.partial(standard_webhook_headers, self.secrets["ORDER_WEBHOOK_SECRET"],
+                                 msg_id=webhook_id or f"msg_{uuid.uuid4().hex}")
+        return Request(self.url + "/webhooks/orders", body, sign(body), order_id, sign=sign)
 
     def approval_request(self, order_id: str, verification_id: str) -> Request:
         decision = json.loads(veriff_body(order_id, 9001, verification_id=verification_id,
@@ -313,6 +316,7 @@ class Request:
     key: str = ""  # what the request is about (an order id), for the tally
     method: str = "POST"
     at: float | None = None  # monotonic time not to send before
+    sign: Callable[[bytes], dict[str, str]] | None = None  # fresh headers per attempt (timestamped signatures)
 
 
 @dataclass
@@ -362,8 +366,9 @@ class Clients:
 
     def send_one(self, request: Request) -> tuple[int | str, bytes]:
         try:
+            headers = request.sign(request.body) if request.sign else request.headers
             response = self._session().request(request.method, request.url, data=request.body,
-                                               headers=request.headers, timeout=self.timeout)
+                                               headers=headers, timeout=self.timeout)
             return response.status_code, response.content
         except requests.RequestException as exc:
             self._local.__dict__.pop("session", None)  # a broken connection is not reused

@@ -86,7 +86,7 @@ def _place(run: ChaosRun, order_ids: list[str], **send) -> Tally:
 def _place_with_retries(report: Report, run: ChaosRun, order_ids: list[str]) -> None:
     """Set-up of a scenario about something else: the store re-sends what got 503 or no answer
     (bounded); how many attempts that took is a figure, a never-accepted order a problem."""
-    tally = _place(run, order_ids, retry_until=time.monotonic() + 60)
+    tally = _place(run, order_ids, retry_until=time.monotonic() + 240)
     report.figures["placing attempts"] = dict(tally.count(final=False))
     report.check(tally.share_2xx() == 1.0, f"placing the orders: {dict(tally.count())}")
 
@@ -126,7 +126,7 @@ def approval_race(world: ChaosWorld, *, orders: int = 100) -> Report:
         _place_with_retries(report, run, ids)
         report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions WHERE order_id LIKE "
                                               ":prefix AND veriff_session_id IS NOT NULL") == orders,
-                      "a provider session (link) for every order", timeout=window)
+                      "a provider session (link) for every order", timeout=window + 60)
         rows = run.query("SELECT order_id, veriff_session_id, EXTRACT(EPOCH FROM deadline - now())::float8 "
                          "FROM verification_sessions WHERE order_id LIKE :prefix AND veriff_session_id IS NOT NULL")
         jitter = random.Random(orders)
