@@ -8,67 +8,29 @@ real SMTP server (aiosmtpd) on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import email
-import email.policy
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
-from devstack.postgres import free_port
 from devstack.run import FUNCTIONS
 from shared.config import Settings
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from devstack.signing import lightspeed_headers, order_body, standard_webhook_headers, veriff_body, veriff_headers
 from tests.conftest import LIGHTSPEED_SECRET, ORDER_SECRET, VERIFF_API_KEY, VERIFF_SECRET, base_env
+from tests.stack import ROOT, StackProcess, consecutive_free_ports, smtp_inbox
+from tests.stack import wait_for as wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT = 45  # seconds any one lifecycle may take at most, before the test gives up
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-    def kinds_for(self, order_id):
-        return [m["X-Verification-Email"] for m in self.messages if order_id in m.get_body(("plain",)).get_content()]
-
-
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        sockets = []
-        try:
-            for offset in range(count):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", base + offset))
-                sockets.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no run of free ports")
 
 
 @contextlib.contextmanager
@@ -81,39 +43,17 @@ def running_stack(database_url, smtp_port, state_dir, base, **overrides):
            "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT), **overrides}
     for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
         env.pop(name)
-    log_path = Path(state_dir) / f"stack-{uuid.uuid4().hex[:6]}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "devstack.run"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{base}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:  # not up yet, or still booting on a busy machine
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"local stack did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-                time.sleep(0.3)
-            yield url
-        finally:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    stack = StackProcess(env, state_dir, base).start(timeout=60)
+    try:
+        yield stack.url
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
 def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
+    with smtp_inbox() as (inbox, port):
+        yield inbox, port
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +87,7 @@ def void(url, order_id):
 
 
 def wait_for(check, what):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(check, what, timeout=WAIT)
 
 
 def events_of(db, order_id):

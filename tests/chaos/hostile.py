@@ -1,0 +1,308 @@
+"""Hostile input for every route of the local stack: Hypothesis strategies and schemathesis.
+
+Requests are generated first (Hypothesis drives the generation, nothing is
+asserted inside it, so nothing is shrunk) and then sent 16 at once. Routes:
+the three webhooks (signed correctly with hostile content, or signed badly),
+the timer endpoint, and the three subscribers with malformed CloudEvents;
+schemathesis fuzzes docs/openapi.yaml. Customer addresses come from a known
+pool, so the logs can be searched for them afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+
+from devstack.signing import lightspeed_headers, standard_webhook_headers, veriff_headers
+from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
+from tests.chaos.scenarios import Report
+from tests.stack import ROOT
+
+OPENAPI = ROOT / "docs" / "openapi.yaml"
+PUBSUB_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+SUBSCRIBER_OFFSETS = {"send_customer_email": 3, "record_analytics": 4, "request_refund": 5}
+JSON = {"Content-Type": "application/json"}
+
+NASTY_TEXT = st.sampled_from([
+    "\ud800", "a\udfffb", "\x00", "nul\x00here", "\u202e", "\ufeff", "", " ", "💥" * 50, "é" * 300,
+    "'; DROP TABLE verification_sessions; --", "%s%n", "../../etc/passwd", "x" * 70_000,
+])
+NASTY_DATES = st.sampled_from([
+    "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-02-30T10:00:00Z", "1970-01-01",
+    "2019-07-26 17:31:40", "yesterday", "", "2026-13-01T00:00:00Z", "+275760-09-13T00:00:00Z", "\ud800",
+])
+HUGE_INTS = st.integers(min_value=4301, max_value=6000).map(lambda n: 10**n - 1)
+SCALARS = (st.none() | st.booleans() | st.integers() | HUGE_INTS | st.floats(allow_nan=False)
+           | st.text(max_size=40) | NASTY_TEXT | NASTY_DATES)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+
+
+def _dumps(value) -> bytes:
+    """JSON with lone surrogates and NULs as escapes (`"\\ud800"`), as a sender's serializer writes them."""
+    try:
+        return json.dumps(value, ensure_ascii=True).encode()
+    except ValueError:  # integers over Python's digit limit: write the literal by hand
+        return b'{"orderTotal": ' + b"9" * 5000 + b"}"
+
+
+def raw_bodies():
+    """Bodies no serializer writes: deep nesting, long literals, broken UTF-8, truncation."""
+    return st.one_of(
+        st.integers(1_000, 100_000).map(lambda d: b"[" * d + b"]" * d),
+        st.integers(1_000, 50_000).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
+        st.just(b'{"event": "order.created", "orderId": 1' + b"0" * 5000 + b"}"),
+        st.binary(max_size=200),
+        st.sampled_from([b"", b"{", b"null", b"[]", b'"\\ud800"', b"\xff\xfe{}", b'{"a": "\\u0000"}']),
+    )
+
+
+class Generated:
+    """What the strategies produced, by family: (request, order id it names or None)."""
+
+    def __init__(self, run: ChaosRun, emails: list[str]) -> None:
+        self.run = run
+        self.emails = emails
+        self.families: dict[str, list[tuple[Request, str | None]]] = {}
+
+    def collect(self, family: str, strategy, count: int) -> None:
+        found = self.families.setdefault(family, [])
+
+        @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(strategy)
+        def keep(item) -> None:
+            found.append(item)
+
+        keep()
+
+    # -- the strategies, each building a ready request
+
+    def order_ids(self):
+        return st.one_of(st.integers(0, 10**6).map(lambda i: f"{self.run.prefix}-h{i}"),
+                         NASTY_TEXT.map(lambda t: f"{self.run.prefix}-{t}"), VALUES)
+
+    def order_bodies(self):
+        return st.fixed_dictionaries({
+            "event": st.sampled_from(["order.created", "order.created", "order.updated"]) | VALUES,
+            "orderId": self.order_ids(),
+            "customerEmail": st.sampled_from(self.emails) | st.sampled_from(self.emails).map(lambda e: e + "\x00")
+            | VALUES,
+        }, optional={"customerId": VALUES, "orderTotal": VALUES, "currency": VALUES, "createdAt": NASTY_DATES})
+
+    def signed_orders(self):
+        def build(pair):
+            body_dict, raw = pair
+            body = raw if raw is not None else _dumps(body_dict)
+            headers = standard_webhook_headers(self.run.secrets["ORDER_WEBHOOK_SECRET"], body)
+            order = body_dict.get("orderId") if raw is None else None
+            return Request(self.run.url + "/webhooks/orders", body, headers, headers["webhook-id"]), order
+        return st.tuples(self.order_bodies(), st.none() | st.none() | raw_bodies()).map(build)
+
+    def signed_veriff(self):
+        decision = st.fixed_dictionaries({
+            "status": st.just("success") | VALUES,
+            "verification": st.fixed_dictionaries({
+                "id": st.uuids().map(str) | VALUES, "code": st.sampled_from([9001, 9102, 9103, 9104, 9121]) | VALUES,
+                "status": st.sampled_from(["approved", "declined", "review"]) | VALUES,
+                "vendorData": self.order_ids(), "decisionTime": NASTY_DATES,
+            }, optional={"person": st.fixed_dictionaries({"dateOfBirth": NASTY_DATES}), "reasonCode": VALUES}),
+        })
+        event = st.fixed_dictionaries({"id": VALUES, "attemptId": VALUES, "feature": VALUES,
+                                       "code": st.sampled_from([7001, 7002]) | VALUES, "action": VALUES,
+                                       "vendorData": self.order_ids()})
+
+        def build(body):
+            body = body if isinstance(body, bytes) else _dumps(body)
+            headers = veriff_headers(self.run.secrets["VERIFF_SHARED_SECRET"], self.run.secrets["VERIFF_API_KEY"],
+                                     body)
+            return Request(self.run.url + "/webhooks/veriff", body, headers), None
+        return (decision | event | raw_bodies()).map(build)
+
+    def signed_lightspeed(self):
+        sale = st.fixed_dictionaries({
+            "id": self.order_ids(),
+            "status": st.sampled_from(["CLOSED", "VOIDED", "SAVED", "AWAITING_PICKUP"]) | VALUES,
+        }, optional={"customer": st.fixed_dictionaries({"email": st.sampled_from(self.emails) | VALUES}),
+                     "totals": st.fixed_dictionaries({"total_price": VALUES}), "created_at": NASTY_DATES,
+                     "return_for": VALUES, "version": VALUES})
+        payload = sale.map(lambda s: _dumps(s).decode()) | st.text(max_size=50) | NASTY_TEXT
+
+        def build(fields):
+            body = urlencode(fields, errors="surrogatepass").encode()  # a lone surrogate as broken UTF-8
+            headers = lightspeed_headers(self.run.secrets["LIGHTSPEED_CLIENT_SECRET"], body)
+            return Request(self.run.url + "/webhooks/lightspeed", body, headers), None
+        return st.fixed_dictionaries({"payload": payload}, optional={"type": st.just("sale.update") | NASTY_TEXT}
+                                     ).map(build)
+
+    def bad_signatures(self):
+        """A well-formed request of each webhook route whose signature is wrong, missing, stale or garbage
+        ("stale": an old timestamp for orders, a wrong API key for Veriff, a wrong secret for Lightspeed)."""
+        def build(args):
+            route, email, mangle, garbage = args
+            order = f"{self.run.prefix}-bad"
+            if route == "orders":
+                body = json.dumps({"event": "order.created", "orderId": order, "customerEmail": email}).encode()
+                stale = int(time.time()) - 3600 if mangle == "stale" else None
+                headers = standard_webhook_headers(self.run.secrets["ORDER_WEBHOOK_SECRET"], body, timestamp=stale)
+                names = ["webhook-signature"]
+            elif route == "veriff":
+                body = json.dumps({"status": "success", "verification": {
+                    "id": "v", "code": 9001, "status": "approved", "vendorData": order}}).encode()
+                headers = veriff_headers(self.run.secrets["VERIFF_SHARED_SECRET"], "wrong-client"
+                                         if mangle == "stale" else self.run.secrets["VERIFF_API_KEY"], body)
+                names = ["X-HMAC-SIGNATURE"]
+            else:
+                body = urlencode({"type": "sale.update", "payload": json.dumps(
+                    {"id": order, "status": "CLOSED", "customer": {"email": email}})}).encode()
+                headers = lightspeed_headers("wrong-secret" if mangle == "stale"
+                                             else self.run.secrets["LIGHTSPEED_CLIENT_SECRET"], body)
+                names = ["X-Signature"]
+            if mangle == "missing":
+                for name in names:
+                    headers.pop(name)
+            elif mangle == "garbage":
+                headers[names[0]] = garbage
+            elif mangle == "flipped":
+                value = headers[names[0]]
+                other = "0" if value[-3].lower() != "0" else "1"  # not merely the same hex digit in another case
+                headers[names[0]] = value[:-3] + other + value[-2:]
+            elif mangle == "body":
+                body = body + b" "
+            return Request(f"{self.run.url}/webhooks/{route}", body, headers), None
+        return st.tuples(st.sampled_from(["orders", "veriff", "lightspeed"]), st.sampled_from(self.emails),
+                         st.sampled_from(["missing", "garbage", "flipped", "body", "stale"]), HEADER_TEXT).map(build)
+
+    def timers(self):
+        timer = st.fixed_dictionaries({"v": st.just(1) | VALUES, "order_id": self.order_ids(),
+                                       "kind": st.sampled_from(["reminder", "deadline"]) | VALUES,
+                                       "reminder_index": st.integers(0, 3) | VALUES,
+                                       "deadline_version": st.integers(1, 3) | VALUES})
+        return (timer.map(_dumps) | raw_bodies()).map(lambda body: (Request(self.run.port(1), body, dict(JSON)), None))
+
+    def cloud_events(self):
+        message = st.fixed_dictionaries({}, optional={
+            "data": VALUES | st.binary(max_size=100).map(lambda b: base64.b64encode(b).decode())
+            | VALUES.map(lambda v: base64.b64encode(_dumps(v)).decode()),
+            "attributes": VALUES | st.dictionaries(st.text(max_size=8), VALUES, max_size=3),
+            "messageId": VALUES, "publishTime": NASTY_DATES | VALUES, "orderingKey": VALUES})
+        data = st.fixed_dictionaries({}, optional={"message": message | VALUES, "subscription": VALUES})
+
+        def build(args):
+            subscriber, payload, event_id, raw = args
+            body = raw if raw is not None else _dumps(payload)
+            headers = {**JSON, "ce-id": event_id, "ce-specversion": "1.0", "ce-type": PUBSUB_TYPE,
+                       "ce-source": "//pubsub.googleapis.com/projects/local/topics/x"}
+            return Request(self.run.port(SUBSCRIBER_OFFSETS[subscriber]), body, headers), None
+        return st.tuples(st.sampled_from(sorted(SUBSCRIBER_OFFSETS)), data, HEADER_TEXT.filter(bool),
+                         st.none() | st.none() | raw_bodies()).map(build)
+
+
+def schemathesis_statuses(run: ChaosRun, examples: int) -> list[tuple[str, int | str]]:
+    """Positive and negative cases of every operation in docs/openapi.yaml, sent to the stack."""
+    schema = schemathesis.openapi.from_path(Path(OPENAPI))
+    seen: list[tuple[str, int | str]] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+
+            @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(operation.as_strategy(generation_mode=mode))
+            def call(case) -> None:
+                try:
+                    status = case.call(base_url=run.url, timeout=30).status_code
+                except Exception as exc:  # noqa: BLE001 - a client-side refusal is recorded, not raised
+                    status = type(exc).__name__
+                seen.append((operation.label, status))
+
+            try:
+                call()
+            except Unsatisfiable:  # nothing to make invalid (a GET without parameters): positive cases only
+                seen.append((operation.label, f"no {mode.value} cases"))
+    return seen
+
+
+def leaked_lines(text: str, needles: list[str], fragment: int = 8) -> list[str]:
+    """Log lines holding any needle or any `fragment`-character piece of one."""
+    pieces = {n[i:i + fragment] for n in needles for i in range(max(1, len(n) - fragment + 1))}
+    return [line for line in text.splitlines() if any(p in line for p in pieces)]
+
+
+def hostile_input(world: ChaosWorld, *, per_family: int = 1700, schema_examples: int = 100) -> Report:
+    report = Report("hostile_input")
+    with world.run("hostile") as run:
+        emails = [customer_email(f"{run.prefix}-customer-{i}") for i in range(20)]
+        generated = Generated(run, emails)
+        clients = Clients()
+
+        before = run.table_counts()
+        generated.collect("bad signature", generated.bad_signatures(), per_family)
+        bad = clients.run([r for r, _ in generated.families["bad signature"]])
+        schema_seen = schemathesis_statuses(run, schema_examples)
+        after = run.table_counts()
+        report.figures["bad signatures"] = dict(bad.count())
+        report.check(set(bad.count()) == {401}, f"bad signatures answered {dict(bad.count())}, not all 401")
+        report.check(before == after, f"rows written by rejected requests: "
+                                      f"{ {t: after[t] - before[t] for t in after if after[t] != before.get(t)} }")
+        schema_statuses = {}
+        for label, status in schema_seen:
+            schema_statuses.setdefault(label, {}).setdefault(status, 0)
+            schema_statuses[label][status] += 1
+        report.figures["schemathesis"] = schema_statuses
+        webhook_2xx = [s for label, s in schema_seen if "/webhooks/" in label and isinstance(s, int) and s < 300]
+        report.check(not webhook_2xx, f"{len(webhook_2xx)} unsigned schemathesis requests were accepted")
+        schema_5xx = [(label, s) for label, s in schema_seen if isinstance(s, int) and s >= 500]
+        report.check(not schema_5xx, f"{len(schema_5xx)} schemathesis requests answered 5xx")
+
+        for family, strategy in [("signed orders", generated.signed_orders()),
+                                 ("signed veriff", generated.signed_veriff()),
+                                 ("signed lightspeed", generated.signed_lightspeed()),
+                                 ("timer", generated.timers()), ("cloudevents", generated.cloud_events())]:
+            generated.collect(family, strategy, per_family)
+            items = generated.families[family]
+            tally = clients.run([r for r, _ in items], keep_bodies=True)
+            report.figures[family] = dict(tally.count())
+            errors = tally.server_errors() + sum(1 for s in tally.final.values() if isinstance(s, str))
+            report.check(errors == 0, f"{family}: {errors} answers 5xx or none ({dict(tally.count())})")
+            if family == "signed orders":
+                _rejected_left_nothing(report, run, items, tally)
+        report.figures["requests"] = len(schema_seen) + sum(len(v) for v in generated.families.values())
+
+        secrets = [v.removeprefix("whsec_") for v in run.secrets.values()] + [world.refund_token]
+        leaks = leaked_lines(run.log_text(), emails + [e.split("@")[0] for e in emails] + secrets)
+        report.figures["log lines with an email or secret"] = len(leaks)
+        report.check(not leaks, f"{len(leaks)} log lines hold a customer email, a secret or a piece of one")
+        report.figures["seconds"] = run.seconds()
+    return report
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds no NUL and no lone surrogate: such an id cannot have a row to look for."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _rejected_left_nothing(report: Report, run: ChaosRun, items, tally) -> None:
+    """A signed order webhook answered 4xx wrote no idempotency row and no session."""
+    rejected_ids = [r.key for i, (r, _) in enumerate(items) if isinstance(tally.final[i], int)
+                    and 400 <= tally.final[i] < 500]
+    accepted_orders = {o for i, (_, o) in enumerate(items) if isinstance(o, str) and tally.final[i] == 200}
+    rejected_orders = [o for i, (_, o) in enumerate(items) if isinstance(o, str) and isinstance(tally.final[i], int)
+                       and 400 <= tally.final[i] < 500 and o not in accepted_orders and _storable(o)]
+    rows = run.scalar("SELECT count(*) FROM webhook_events WHERE event_id = ANY(:ids)", ids=rejected_ids)
+    sessions = run.scalar("SELECT count(*) FROM verification_sessions WHERE order_id = ANY(:ids)", ids=rejected_orders)
+    report.figures["rows for rejected signed orders"] = rows + sessions
+    report.check(rows + sessions == 0, f"{rows} idempotency rows and {sessions} sessions for rejected orders")

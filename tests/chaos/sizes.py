@@ -1,0 +1,16 @@
+"""Scenario sizes: CI-sized for `scripts/test.sh tests/chaos`, full-sized for `python -m bench.chaos`."""
+
+SIZES = {  # scenario: (CI size, full size)
+    "duplicate_storm": ({"orders": 20, "deliveries": 100}, {"orders": 200, "deliveries": 1000}),
+    "approval_race": ({"orders": 16}, {"orders": 100}),
+    "sigkill": ({"orders": 48}, {"orders": 500}),
+    "sigkill_postgres_immediate": ({"orders": 48, "postgres_mode": "immediate"},
+                                   {"orders": 500, "postgres_mode": "immediate"}),
+    "postgres_fast": ({"orders": 48, "mode": "fast"}, {"orders": 300, "mode": "fast"}),
+    "postgres_immediate": ({"orders": 48, "mode": "immediate"}, {"orders": 300, "mode": "immediate"}),
+    "hostile_input": ({"per_family": 60, "schema_examples": 15}, {"per_family": 1700, "schema_examples": 100}),
+    "surrogate_then_valid": ({"valid": 200}, {"valid": 200}),
+    "poisoned_sweep": ({"orders": 10}, {"orders": 50}),
+}
+CI = {name: ci for name, (ci, _) in SIZES.items()}
+FULL = {name: full for name, (_, full) in SIZES.items()}
