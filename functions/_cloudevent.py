@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
@@ -60,7 +61,31 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent],
             log.info("handled: %s", outcome)
 
     entry.__name__ = entry.__qualname__ = name
+    _SUBSCRIBERS.add(name)
     return functions_framework.cloud_event(entry)
+
+
+_SUBSCRIBERS: set[str] = set()
+
+
+def _acknowledge_unreadable(app: flask.Flask, **_: object) -> None:
+    """Before functions-framework parses a subscriber's request: a body its JSON parser would
+    choke on (nesting deep enough for a RecursionError, numbers long enough for a ValueError,
+    neither of which it catches) is poison. Acknowledge it (2xx, so it is not redelivered
+    forever) with a log line, as `entry` does for any other unparseable message."""
+    if app.name not in _SUBSCRIBERS or flask.request.method != "POST":
+        return
+    try:
+        loads_guarded(flask.request.get_data())
+    except PermanentError as exc:
+        with logctx.bound(function=app.name):
+            log.error("unparseable message acknowledged: %s", type(exc).__name__)
+        flask.abort(flask.Response(status=204))
+
+
+# Sent for every request of every app in the process; functions-framework builds one app per
+# target, named after it.
+flask.request_started.connect(_acknowledge_unreadable, weak=False)
 
 
 def _unwrap(event: CloudEvent, payload_type: type[Payload]) -> tuple[Payload, dict, datetime | None]:

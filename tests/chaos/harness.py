@@ -171,6 +171,9 @@ class ChaosRun:
             "REFUND_BACKEND": "http", "REFUND_API_URL": world.refunds.url, "REFUND_API_TOKEN": world.refund_token,
             "VERIFICATION_WINDOW": "10m", "REMINDER_OFFSETS": "5m", "SWEEP_GRACE": "2s",
             "LOCAL_SWEEP_SECONDS": "2",
+            # Scaled down with the windows: an email or refund call a SIGKILL interrupted is
+            # taken over when its lease passes (5 minutes by default; local sends take ms).
+            "EMAIL_LEASE": "15s",
         })
         env.update(settings)
         self.stack = StackProcess(env, state_dir, base)

@@ -238,3 +238,12 @@ def test_manual_refund_is_recorded_for_an_operator(app_env, db, settings, order_
     with db.read() as conn:
         assert conn.execute(text("SELECT refund_status FROM verification_sessions WHERE order_id = :o"),
                             {"o": order_id}).scalar() == "manual"
+
+
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, b'{"n": ' + b"9" * 5000 + b"}", b"", b"\xff\xfe"])
+@pytest.mark.parametrize("target", ["send_customer_email", "record_analytics", "request_refund"])
+def test_a_body_the_framework_cannot_parse_is_acknowledged_not_a_500(app_env, target, body):
+    headers = {"ce-id": "x", "ce-source": "//pubsub", "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+               "ce-specversion": "1.0", "Content-Type": "application/json"}
+    response = client_for(target, "cloudevent").post("/", data=body, headers=headers)
+    assert response.status_code == 204
