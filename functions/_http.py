@@ -15,7 +15,9 @@ import flask
 import functions_framework
 
 from shared import log as logctx
-from shared.errors import BodyTooLarge, ConfigError, PermanentError, TransientError, WrongContentType
+from shared.errors import (  # noqa: F401 - NotFound, MethodNotAllowed: the entry points' errors
+    BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, PermanentError, TransientError, WrongContentType,
+)
 
 log = logging.getLogger("functions")
 
@@ -28,16 +30,6 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
-
-
-class NotFound(PermanentError):
-    status = 404
-    code = "not_found"
-
-
-class MethodNotAllowed(PermanentError):
-    status = 405
-    code = "method_not_allowed"
 
 
 def read_body(request: flask.Request, content_type: str, limit: int) -> bytes:

@@ -42,6 +42,26 @@ class BadSignature(PermanentError):
     code = "bad_signature"
 
 
+class Unauthorized(PermanentError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(PermanentError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(PermanentError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class RouteDisabled(PermanentError):
     status = 404
     code = "route_disabled"

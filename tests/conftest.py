@@ -129,5 +129,27 @@ def fresh_database(postgres, database_url) -> str:
 
 
 @pytest.fixture
+def captured_logs():
+    """Every log line written during the test, as the functions format them (JSON); a StringIO."""
+    import io
+    import logging
+
+    from shared.log import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture
 def order_id() -> str:
     return f"order-{uuid.uuid4().hex[:12]}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from google.auth import jwt
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import Forbidden, TransientError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +27,6 @@ DEV_IDENTITY = "dev@localhost"
 KEYS_TTL_SECONDS = 3600
 REFETCH_AFTER_SECONDS = 60  # an unknown key id refetches at most this often
 CLOCK_SKEW_SECONDS = 30
-
-
-class Unauthorized(PermanentError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(PermanentError):
-    status = 403
-    code = "forbidden"
 
 
 def _fetch_keys(url: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import time
 
-from shared.console.auth import Forbidden
+from shared.errors import Forbidden
 
 VALID_SECONDS = 12 * 3600
 

@@ -15,8 +15,10 @@ MAIN = str(Path(__file__).resolve().parents[2] / "main.py")
 
 
 @pytest.fixture
-def app_env(monkeypatch, database_url):
-    """Apply an environment for the function under test; returns a setter for overrides."""
+def app_env(monkeypatch, database_url, db):
+    """Apply an environment for the function under test; returns a setter for overrides.
+
+    Depends on `db`, which brings the session's schema up to date (functions never migrate)."""
     def apply(**overrides: str) -> None:
         for key, value in base_env(database_url, **overrides).items():
             monkeypatch.setenv(key, value)

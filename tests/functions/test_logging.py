@@ -1,38 +1,26 @@
 """Log lines are Cloud Logging JSON, carry request id and trace, and never a payload, email or secret."""
 
-import io
 import json
 import logging
 
-from shared.log import JsonFormatter
 from tests.conftest import ORDER_SECRET, VERIFF_SECRET
 from tests.functions.conftest import client_for
 from tests.functions.test_webhook_intake import order_request
 
 
-def test_intake_logs_identifiers_only(app_env, order_id):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        body, headers = order_request(order_id, customerId="cust-secret-99")
-        body = body.replace(b"buyer@example.com", b"very.private.person@example.com")
-        body, headers = order_request(order_id, body=body)
-        headers["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-        headers["X-Request-ID"] = "req-log-1"
-        client = client_for("webhook_intake")
-        assert client.post("/webhooks/orders", data=body, headers=headers,
-                           content_type="application/json").status_code == 200
-        bad = dict(headers, **{"webhook-signature": "v1,AAAA"})
-        assert client.post("/webhooks/orders", data=body, headers=bad,
-                           content_type="application/json").status_code == 401
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+def test_intake_logs_identifiers_only(app_env, order_id, captured_logs):
+    body, headers = order_request(order_id, customerId="cust-secret-99")
+    body = body.replace(b"buyer@example.com", b"very.private.person@example.com")
+    body, headers = order_request(order_id, body=body)
+    headers["traceparent"] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers["X-Request-ID"] = "req-log-1"
+    client = client_for("webhook_intake")
+    assert client.post("/webhooks/orders", data=body, headers=headers,
+                       content_type="application/json").status_code == 200
+    bad = dict(headers, **{"webhook-signature": "v1,AAAA"})
+    assert client.post("/webhooks/orders", data=body, headers=bad,
+                       content_type="application/json").status_code == 401
+    stream = captured_logs
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines, "the requests logged nothing"
     text = stream.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.console import auth, csrf
+from shared.errors import Forbidden, Unauthorized
 from tests.iap_keys import AUDIENCE, IapKeys
 
 
@@ -46,7 +47,7 @@ def test_an_assertion_signed_with_another_algorithm_or_no_email_is_refused(tmp_p
     keys = auth.PublicKeys(iap.write_public(tmp_path))
     assert auth.verify_iap(iap.assertion("ops@store.example"), audience=AUDIENCE, keys=keys) == "ops@store.example"
     for bad in (iap.assertion(""), "e30.e30.", ""):
-        with pytest.raises(auth.Unauthorized):
+        with pytest.raises(Unauthorized):
             auth.verify_iap(bad, audience=AUDIENCE, keys=keys)
 
 
@@ -57,7 +58,7 @@ def test_csrf_tokens_belong_to_one_operator_for_a_working_day():
                                    ("alice@example.com", "other-secret", 1_000_100),
                                    ("alice@example.com", "secret", 1_000_000 + csrf.VALID_SECONDS + 1),
                                    ("alice@example.com", "secret", 999_000)):
-        with pytest.raises(auth.Forbidden):
+        with pytest.raises(Forbidden):
             csrf.check(secret, identity, token, now=when)
-    with pytest.raises(auth.Forbidden):
+    with pytest.raises(Forbidden):
         csrf.check("secret", "alice@example.com", None, now=1_000_000)
