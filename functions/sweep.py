@@ -1,5 +1,5 @@
 """`sweep`: every minute from Cloud Scheduler — expire sessions whose timer was lost, re-drive lost
-work, relay what is due. Also the deep `/health` (database and queue), behind IAM: the public
+work, relay what is due, and erase or delete what is past its retention (bounded batches). Also the deep `/health` (database and queue), behind IAM: the public
 intake answers only `/healthz`, which does no I/O."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import flask
 
 from functions._http import http_entry
 from shared import bootstrap
-from shared.handlers import health, subscribers, timers
+from shared.handlers import health, retention, subscribers, timers
 
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
@@ -26,8 +26,10 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.sweep_grace)
     redriven = subscribers.redrive_lost_work(c.db, c.settings, now=now)
     report = c.relay(budget_seconds=20.0)
+    purged = retention.purge(c.db, c.settings, now=now)
     counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,
-              "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead}
+              "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead,
+              "purged": sum(purged.values())}
     if any(counts.values()):
         log.info("sweep done", extra={"labels": {k: str(v) for k, v in counts.items()}})
-    return 200, {"status": "ok", **counts}
+    return 200, {"status": "ok", **counts, "purgedByKind": purged}

@@ -61,6 +61,8 @@ BQ_TABLE=${BQ_TABLE:-verification_events}
 BQ_LOCATION=${BQ_LOCATION:-$REGION}
 BQ_SUBSCRIPTION=${BQ_SUBSCRIPTION:-verification-events-bigquery}
 BQ_MAX_DELIVERY_ATTEMPTS=${BQ_MAX_DELIVERY_ATTEMPTS:-5}
+# Days a day's partition of raw events is kept in BigQuery (the service's RETENTION).
+BQ_PARTITION_EXPIRATION_DAYS=${BQ_PARTITION_EXPIRATION_DAYS:-90}
 
 # --- Cloud Scheduler -----------------------------------------------------------
 SWEEP_JOB=${SWEEP_JOB:-verification-sweep}

@@ -215,6 +215,7 @@ create_bigquery_export() {
         -- bq --headless --project_id="$PROJECT_ID" mk --table \
         --description="Every message published to verification-events, with its metadata" \
         --time_partitioning_type=DAY --time_partitioning_field=publish_time \
+        --time_partitioning_expiration=$((BQ_PARTITION_EXPIRATION_DAYS * 86400)) \
         --schema="$INFRA_DIR/bigquery/verification_events.schema.json" "$table"
     # The subscription writes as the Pub/Sub service agent.
     ensure_bq_binding roles/bigquery.dataEditor "$PUBSUB_AGENT" "$table"

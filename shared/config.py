@@ -52,6 +52,14 @@ class Settings:
     # How long an email or refund call may be in flight before another attempt may take it
     # over (longer than a send can take: a shorter lease could send twice).
     email_lease: timedelta = timedelta(minutes=5)
+    # Retention: a closed session's customer email and id are erased RETENTION after it closed;
+    # webhook idempotency rows are kept WEBHOOK_RETENTION (longer than any sender retries: they
+    # are the only replay guard of the senders that sign no timestamp); delivered outbox rows,
+    # processed message ids and finished local deliveries REPLAY_RETENTION (Pub/Sub keeps a
+    # message for 7 days at most).
+    retention: timedelta = timedelta(days=90)
+    webhook_retention: timedelta = timedelta(days=30)
+    replay_retention: timedelta = timedelta(days=8)
     minimum_age: int = 21
     decision_grace: timedelta = timedelta(hours=24)
     max_order_age: timedelta = timedelta(days=7)
@@ -115,6 +123,9 @@ class Settings:
             reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
             email_lease=r.duration("EMAIL_LEASE", "5m"),
+            retention=r.duration("RETENTION", "90d"),
+            webhook_retention=r.duration("WEBHOOK_RETENTION", "30d"),
+            replay_retention=r.duration("REPLAY_RETENTION", "8d"),
             minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
             decision_grace=r.duration("DECISION_GRACE", "24h"),
             max_order_age=r.duration("MAX_ORDER_AGE", "7d"),

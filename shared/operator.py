@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("outbox_id", nargs="?", type=int)
     target.add_argument("--all-parked", action="store_true")
+    purge = commands.add_parser("purge", help="what retention erases and deletes (the sweeper does it)")
+    purge.add_argument("--dry-run", action="store_true", required=True,
+                       help="count only (purging itself is the sweeper's, in bounded batches)")
     funnel = commands.add_parser("funnel")
     funnel.add_argument("range", nargs="?", default="7d", help="today, 7d, or 2026-11-01..2026-11-30")
     funnel.add_argument("last", nargs="?", help=argparse.SUPPRESS)  # the older `funnel FIRST LAST`
@@ -203,6 +206,21 @@ def _funnel(c, args) -> int:
     return 0
 
 
+def _purge_preview(c, args) -> int:
+    from shared.handlers import retention
+
+    counts = retention.preview(c.db, c.settings, now=c.clock.now())
+    if args.json:
+        print(json.dumps(counts))
+        return 0
+    width = max(len(name) for name in counts)
+    for name, count in counts.items():
+        print(f"{name:<{width}}  {count:>10,}")
+    print("\n(dry run: nothing changed; the sweeper purges in batches of "
+          f"{retention.BATCH:,} each minute)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from shared.errors import ServiceError
 
@@ -221,6 +239,8 @@ def main(argv: list[str]) -> int:
             return _retry(c, args, operator)
         if args.command == "funnel":
             return _funnel(c, args)
+        if args.command == "purge":
+            return _purge_preview(c, args)
         return _act(c, args, operator)
     except UsageError as exc:
         print(f"python -m shared.operator: {exc} (see --help)", file=sys.stderr)

@@ -72,8 +72,18 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "provider_sessions": TableGrant(select=ALL),
     },
     "timer-expiry": {**_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS},
-    # The sweep also re-drives lost work: it reads email claims, and refunds owed.
-    "sweep": {**_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS},
+    # The sweep also re-drives lost work (it reads email claims and refunds owed) and purges
+    # what is past its retention: it erases a closed session's customer email and id (writes
+    # them, never reads them) and deletes old delivered outbox rows, message ids and deliveries.
+    "sweep": {
+        **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
+        "verification_sessions": TableGrant(
+            select=SESSION_NON_PERSONAL, update=(*_TRANSITION_COLUMNS, *PERSONAL, "erased_at")),
+        "outbox": TableGrant(select=ALL, insert=True, delete=True,
+                             update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
+        "processed_messages": TableGrant(select=ALL, delete=True),
+        "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
+    },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,
         "verification_sessions": TableGrant(

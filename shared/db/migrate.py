@@ -96,12 +96,29 @@ def _version_without_lock(db: Database) -> int:
         raise
 
 
+_RETENTION_INDEXES = (
+    "verification_sessions_to_erase ON verification_sessions (coalesce(decided_at, updated_at)) "
+    "WHERE erased_at IS NULL AND status IN ('verified', 'declined', 'expired', 'cancelled')",
+    "processed_messages_processed_at ON processed_messages (processed_at)",
+    "webhook_events_last_received_at ON webhook_events (last_received_at)",
+)
+
+
+def _retention(conn: Connection) -> None:
+    """v7: closed sessions lose their customer's email and id after RETENTION (erased_at);
+    the purges find their rows by index."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ALTER COLUMN customer_email DROP NOT NULL")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS erased_at timestamptz")
+    for index in _RETENTION_INDEXES:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows, _console_indexes,
+    _place_order_from_rows, _console_indexes, _retention,
 ]
 LATEST = len(MIGRATIONS)
 

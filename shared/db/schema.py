@@ -37,7 +37,8 @@ verification_sessions = Table(
     metadata,
     Column("order_id", Text, primary_key=True),
     Column("source", Text, nullable=False),
-    Column("customer_email", Text, nullable=False),
+    Column("customer_email", Text),  # erased (NULL) RETENTION after the session closed
+
     Column("customer_id", Text),
     Column("order_total", Numeric(12, 2)),
     Column("currency", Text),
@@ -52,6 +53,7 @@ verification_sessions = Table(
     _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
     # Set when the customer submitted before the deadline: expiry waits for the decision until then.
     _tstz("decision_hold_until"),
+    _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),

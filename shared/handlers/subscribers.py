@@ -48,6 +48,8 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         return f"session is {session['status']}"
     if kind in OUTCOME_STATUS and session["status"] != OUTCOME_STATUS[kind]:
         return f"session is {session['status']}"
+    if session["customer_email"] is None:
+        return "customer erased (past RETENTION)"
     lease = settings.email_lease.total_seconds()
     claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
     if claim == "sending":

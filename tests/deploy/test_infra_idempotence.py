@@ -195,3 +195,9 @@ def test_iam_database_auth_creates_one_database_user_per_runtime_identity(cloud)
     assert ("roles/cloudsql.instanceUser", SA.format("vs-analytics")) in bindings(state, "project", PROJECT)
     assert bindings(state, "secret", "db-password") == set()
     assert "db-password" not in state["secret_versions"]
+
+
+def test_raw_events_expire_in_bigquery_after_the_retention(provisioned_template):
+    _, run = provisioned_template
+    [table] = [argv for argv in run.calls if argv[0] == "bq" and "mk" in argv and "--table" in argv]
+    assert "--time_partitioning_expiration=7776000" in table  # 90 days, BQ_PARTITION_EXPIRATION_DAYS

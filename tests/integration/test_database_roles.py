@@ -10,6 +10,8 @@ are refused with SQLSTATE 42501 (insufficient privilege).
 
 from __future__ import annotations
 
+import dataclasses
+
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -26,7 +28,7 @@ from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, TimerPayload
-from shared.handlers import intake, relay, subscribers, timers
+from shared.handlers import intake, relay, retention, subscribers, timers
 from tests.conftest import base_env
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -215,6 +217,10 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     assert timers.expire_overdue(sweep_db, now=T0 + timedelta(days=4), grace=timedelta(minutes=5)).expired >= 1
     sweep_settings = settings_for(cluster.url(members["sweep"]))
     subscribers.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
+    # ... and purges what is past its retention (here: far in the future, so everything closed).
+    purged = retention.purge(sweep_db, dataclasses.replace(sweep_settings, tasks_backend="cloud"),
+                             now=T0 + timedelta(days=400))
+    assert purged.get("customers erased", 0) >= 1
     assert relay.relay(sweep_db, scheduler, publisher).failed == 0
 
     # request-refund: claims and records the refund.
@@ -278,7 +284,8 @@ FORBIDDEN = {
                      "VALUES ('x', 'orders', 'x@example.com', now())",
                      "SELECT * FROM webhook_events", "SELECT * FROM processed_messages",
                      "UPDATE verification_sessions SET deadline = now()"],
-    "sweep": ["SELECT * FROM email_sends", "DELETE FROM outbox", "SELECT * FROM webhook_events"],
+    "sweep": ["SELECT * FROM email_sends", "DELETE FROM event_log", "SELECT * FROM webhook_events",
+              "DELETE FROM verification_sessions", "SELECT * FROM funnel_daily"],
     "send-customer-email": ["SELECT * FROM webhook_events", "INSERT INTO funnel_daily VALUES (now(), 'x', 1)",
                             "UPDATE verification_sessions SET status = 'verified'",
                             "SELECT * FROM countdown_timers"],

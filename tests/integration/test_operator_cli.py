@@ -106,3 +106,23 @@ def test_the_local_stack_env_is_used_only_when_no_database_is_named(tmp_path):
     assert operator.load_stack_env(stack, env) and env["TASKS_BACKEND"] == "local"
     named = {"DATABASE_URL": "postgresql+pg8000://elsewhere/db"}
     assert not operator.load_stack_env(stack, named) and named == {"DATABASE_URL": "postgresql+pg8000://elsewhere/db"}
+
+
+def test_purge_dry_run_counts_and_changes_nothing(cli, db, settings, order_id):
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'expired', "
+                          "decided_at = now() - interval '120 days' WHERE order_id = :o"), {"o": order_id})
+    status, out, _ = cli("--json", "purge", "--dry-run")
+    assert status == 0 and json.loads(out)["customers erased"] >= 1
+    status, out, _ = cli("purge", "--dry-run")
+    assert status == 0 and "customers erased" in out and "dry run: nothing changed" in out
+    with db.read() as conn:
+        assert conn.execute(text("SELECT customer_email IS NOT NULL FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar()
+    assert timedelta(days=90) == settings.retention
+    assert cli("purge")[0] == 2  # a real purge is the sweeper's: only --dry-run here

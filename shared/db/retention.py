@@ -1,0 +1,70 @@
+"""What is kept and for how long: each kind of row past its retention, erased or deleted in
+bounded batches. Every batch is one autocommit statement (no long transaction, no lock held
+between batches), so a purge never stands in the way of the traffic it runs beside.
+
+`eligible` counts what a purge would touch (the operator's `purge --dry-run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.sql.elements import TextClause
+
+from shared.db.database import Database
+
+
+@dataclass(frozen=True)
+class Purge:
+    name: str
+    count: TextClause  # rows eligible now, given :cutoff
+    batch: TextClause  # erase or delete up to :n of them, given :cutoff; returns one row each
+
+
+def _purge(name: str, table: str, key: str, where: str, action: str) -> Purge:
+    chosen = f"SELECT {key} FROM {table} WHERE {where}"
+    return Purge(
+        name,
+        text(f"SELECT count(*) FROM {table} WHERE {where}"),
+        text(f"{action.format(table=table, key=key)} WHERE ({key}) IN ({chosen} LIMIT :n) RETURNING 1"),
+    )
+
+
+_CLOSED = "status IN ('verified', 'declined', 'expired', 'cancelled')"
+
+# The customer's email and id, once a session closed longer ago than RETENTION (analytics,
+# events and the session's story stay; they carry no personal data).
+ERASE_CUSTOMERS = _purge(
+    "customers erased", "verification_sessions", "order_id",
+    f"{_CLOSED} AND erased_at IS NULL AND coalesce(decided_at, updated_at) < :cutoff",
+    "UPDATE {table} SET customer_email = NULL, customer_id = NULL, erased_at = now()")
+DELIVERED_OUTBOX = _purge("delivered outbox rows", "outbox", "id", "delivered_at < :cutoff",
+                          "DELETE FROM {table}")
+PROCESSED_MESSAGES = _purge("processed message ids", "processed_messages", "subscriber, message_id",
+                            "processed_at < :cutoff", "DELETE FROM {table}")
+WEBHOOK_EVENTS = _purge("webhook deliveries", "webhook_events", "id", "last_received_at < :cutoff",
+                        "DELETE FROM {table}")
+LOCAL_DELIVERIES = _purge("finished local deliveries", "local_tasks", "name",
+                          "coalesce(done_at, deleted_at) < :cutoff", "DELETE FROM {table}")
+
+
+def purge_batch(db: Database, purge: Purge, cutoff, limit: int) -> int:
+    """One batch: how many rows it erased or deleted (fewer than `limit`: nothing is left)."""
+    return len(db.atomic(purge.batch, {"cutoff": cutoff, "n": limit}))
+
+
+def eligible(db: Database, purge: Purge, cutoff) -> int:
+    with db.read() as conn:
+        return conn.execute(purge.count, {"cutoff": cutoff}).scalar_one()
+
+
+def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_retention: timedelta,
+            *, local: bool) -> list[tuple[Purge, object]]:
+    """Each purge with the time before which its rows go."""
+    plan = [(ERASE_CUSTOMERS, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
+            (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention)]
+    if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves
+        plan.append((LOCAL_DELIVERIES, now - replay_retention))
+    return plan

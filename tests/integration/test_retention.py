@@ -1,0 +1,105 @@
+"""Retention: what is kept, for how long, and that purging goes in bounded batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import text
+
+from shared.db import retention as retention_sql
+from shared.domain.messages import OrderPlaced
+from shared.handlers import intake, retention
+
+NOW = datetime.now(timezone.utc)
+
+
+def rows(db, sql, **params):
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def closed_session(db, settings, order_id, *, closed_days_ago: float) -> None:
+    order = OrderPlaced("orders", f"m-{order_id}", order_id, f"{order_id}@buyer.example", customer_id=f"c-{order_id}")
+    assert intake.place_order(db, settings, order, now=NOW).status == "accepted"
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'verified', decided_at = :t "
+                          "WHERE order_id = :o"), {"o": order_id, "t": NOW - timedelta(days=closed_days_ago)})
+
+
+def test_a_session_closed_past_retention_loses_its_customer_and_keeps_its_story(db, settings, order_id):
+    old, recent = f"{order_id}-old", f"{order_id}-recent"
+    closed_session(db, settings, old, closed_days_ago=91)
+    closed_session(db, settings, recent, closed_days_ago=89)
+    events_before = rows(db, "SELECT count(*) FROM event_log WHERE order_id = :o", o=old)
+
+    retention.purge(db, settings, now=NOW)
+
+    assert rows(db, "SELECT customer_email, customer_id, erased_at IS NOT NULL, status FROM verification_sessions "
+                    "WHERE order_id = :o", o=old) == [(None, None, True, "verified")]
+    assert rows(db, "SELECT customer_email, customer_id, erased_at FROM verification_sessions WHERE order_id = :o",
+                o=recent) == [(f"{recent}@buyer.example", f"c-{recent}", None)]
+    assert rows(db, "SELECT count(*) FROM event_log WHERE order_id = :o", o=old) == events_before
+    assert retention.preview(db, settings, now=NOW)["customers erased"] == 0
+
+
+def test_an_open_session_is_never_erased(db, settings, order_id):
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=NOW - timedelta(days=200)).status == "accepted"
+    retention.purge(db, settings, now=NOW)
+    assert rows(db, "SELECT customer_email FROM verification_sessions WHERE order_id = :o",
+                o=order_id) == [("a@example.com",)]
+
+
+def test_a_webhook_replayed_inside_its_window_is_still_a_duplicate(db, settings, order_id):
+    order = OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com")
+    assert intake.place_order(db, settings, order, now=NOW).status == "accepted"
+
+    retention.purge(db, settings, now=NOW + timedelta(days=29))
+    assert rows(db, "SELECT count(*) FROM webhook_events WHERE event_id = :e", e=f"m-{order_id}") == [(1,)]
+    assert intake.place_order(db, settings, order, now=NOW + timedelta(days=29)).detail == "event already received"
+
+    retention.purge(db, settings, now=NOW + timedelta(days=31))
+    assert rows(db, "SELECT count(*) FROM webhook_events WHERE event_id = :e", e=f"m-{order_id}") == [(0,)]
+
+
+def test_delivered_outbox_rows_go_after_the_replay_window_and_undelivered_ones_stay(db, settings, order_id):
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=NOW).status == "accepted"
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET delivered_at = now() - interval '9 days' WHERE order_id = :o "
+                          "AND id = (SELECT min(id) FROM outbox WHERE order_id = :o)"), {"o": order_id})
+    retention.purge(db, settings, now=NOW)
+    assert rows(db, "SELECT count(*), count(delivered_at) FROM outbox WHERE order_id = :o", o=order_id) == [(4, 0)]
+
+
+def test_a_purge_goes_in_bounded_batches_and_stops_at_its_budget(db, settings, monkeypatch):
+    tag = uuid.uuid4().hex[:8]
+    with db.transaction() as conn:
+        conn.execute(text("INSERT INTO processed_messages (subscriber, message_id, processed_at) "
+                          "SELECT 'retention-test', :t || '-' || i, now() - interval '30 days' "
+                          "FROM generate_series(1, 2500) AS i"), {"t": tag})
+    batches = []
+    real = retention_sql.purge_batch
+
+    def counting(db_, kind, cutoff, limit):
+        done = real(db_, kind, cutoff, limit)
+        batches.append((kind.name, done))
+        return done
+
+    monkeypatch.setattr(retention_sql, "purge_batch", counting)
+    assert retention.purge(db, settings, now=NOW, budget_seconds=0) == {}  # no time: nothing touched
+    done = retention.purge(db, settings, now=NOW, batch=1000)
+    assert done.get("processed message ids", 0) >= 2500
+    sizes = [n for name, n in batches if name == "processed message ids"]
+    assert len(sizes) >= 3 and max(sizes) <= 1000  # one short statement per batch, never one big one
+    assert rows(db, "SELECT count(*) FROM processed_messages WHERE message_id LIKE :t", t=f"{tag}-%") == [(0,)]
+
+
+def test_the_preview_counts_without_changing_anything(db, settings, order_id):
+    closed_session(db, settings, order_id, closed_days_ago=100)
+    preview = retention.preview(db, dataclasses.replace(settings), now=NOW)
+    assert preview["customers erased"] >= 1
+    assert rows(db, "SELECT customer_email FROM verification_sessions WHERE order_id = :o",
+                o=order_id) == [(f"{order_id}@buyer.example",)]
