@@ -160,7 +160,9 @@ def main() -> int:
 
         from devstack.task_dispatcher import TaskDispatcher
 
-        dispatcher = TaskDispatcher(container.db, queue_name=settings.tasks_queue)
+        # Local functions answer in milliseconds: a 10 s timeout keeps the lease short (20 s), so a
+        # delivery a crash interrupted is made again soon after the restart.
+        dispatcher = TaskDispatcher(container.db, queue_name=settings.tasks_queue, request_timeout=10.0)
         threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="tasks").start()
         sweep_every = float(os.environ.get("LOCAL_SWEEP_SECONDS", "10"))
         threading.Thread(target=_call_periodically, daemon=True, name="scheduler",

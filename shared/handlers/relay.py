@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 BATCH = 100
 MAX_BACKOFF_SECONDS = 600.0
 # Longer than any single call may take (each is bounded by the relay's budget, and the
-# sweeper's budget is the longest), so a live relay's rows are never leased twice.
-LEASE_SECONDS = 60.0
+# sweeper's budget, 20 s, is the longest), so a live relay's rows are never leased twice;
+# short enough that a crashed relay's rows are soon delivered by the next one.
+LEASE_SECONDS = 30.0
 # Task calls in flight at once across the whole process (each is a thread blocked on an RPC).
 CALL_THREADS = 8
 
