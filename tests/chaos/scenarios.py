@@ -229,7 +229,9 @@ def _lifecycle_figures(report: Report, run: ChaosRun, accepted: list[str]) -> No
     emails = _email_figures(report, run)
     _once_each(report, _by_kind(emails, "link"), accepted, "link email")
     _once_each(report, _by_kind(emails, "expired"), accepted, "expiry email")
-    _refund_figures(report, run, set(accepted))
+    # Refunds: once for every expired session, answered 2xx or not (a 503 for a write that committed
+    # still expires at its deadline), and for nothing else.
+    _refund_figures(report, run, {o for o, s in sessions.items() if s == "expired"})
     _undelivered_figure(report, run)
 
 
