@@ -31,6 +31,7 @@ from devstack.run import FUNCTIONS
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_COUNT = len(FUNCTIONS)  # ports LOCAL_BASE_PORT onwards, one per function
 KIND_HEADER = "X-Verification-Email"
+READY_LINE = "Local stack is up"  # what devstack.run prints once every function answered
 
 
 class Inbox:
@@ -124,7 +125,10 @@ class StackProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200 and self._all_listening():
+                # devstack.run's own start-up probe must have passed too (it prints the banner then):
+                # traffic before that can starve its probe, and it stops the whole stack.
+                if (requests.get(self.url + "/healthz", timeout=2).status_code == 200 and self._all_listening()
+                        and READY_LINE in log_path.read_text(errors="replace")):
                     return self
             except requests.RequestException:  # not up yet, or still booting on a busy machine
                 pass

@@ -44,7 +44,8 @@ SCALARS = (st.none() | st.booleans() | st.integers() | HUGE_INTS | st.floats(all
            | st.text(max_size=40) | NASTY_TEXT | NASTY_DATES)
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
-HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+# What an HTTP client will send as a header value: printable ASCII, no surrounding whitespace.
+HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip)
 
 
 def _dumps(value) -> bytes:
