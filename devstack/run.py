@@ -111,11 +111,12 @@ def _start_database() -> tuple[str, object | None]:
     return server.start().url, server
 
 
-def _wait_healthy(url: str, timeout: float = 30) -> None:
+def _wait_healthy(url: str, timeout: float = 60) -> None:
+    """Until `url` answers; a busy machine (or early traffic) may slow a first answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=5):
                 return
         except OSError:
             time.sleep(0.2)
