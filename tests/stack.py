@@ -50,6 +50,11 @@ class Inbox:
     def kinds_for(self, order_id):
         return [m[KIND_HEADER] for _, m in self._snapshot() if order_id in m.get_body(("plain",)).get_content()]
 
+    def texts_for(self, order_id) -> list[str]:
+        """The plain-text bodies of the messages about `order_id`, in arrival order."""
+        texts = [m.get_body(("plain",)).get_content() for _, m in self._snapshot()]
+        return [text for text in texts if order_id in text]
+
     def by_recipient_and_kind(self) -> Counter:
         """(recipient, kind) -> how many messages."""
         return Counter((rcpt.lower(), m[KIND_HEADER]) for rcpts, m in self._snapshot() for rcpt in rcpts)
