@@ -8,6 +8,7 @@ message id, which changes on a re-publish.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from email.errors import MessageError
 from typing import Any
@@ -77,7 +78,24 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
-    return _finish_email(db, job, now, "sent", Event.EMAIL_SENT)
+    return _record_sent(db, job, now, within=lease / 2)
+
+
+def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -> str:
+    """Record a sent email, retrying a database outage for up to `within` seconds (half the
+    claim's lease, so no other delivery takes the claim over meanwhile): the message is out,
+    and if this record were given up, the claim's lease would pass and the email be sent
+    again."""
+    give_up_at = time.monotonic() + within
+    pause = 0.25
+    while True:
+        try:
+            return _finish_email(db, job, now, "sent", Event.EMAIL_SENT)
+        except TransientError:
+            if time.monotonic() + pause > give_up_at:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def _finish_email(db: Database, job: EmailJob, now: datetime, state: str, event: Event, **details) -> str:

@@ -288,3 +288,24 @@ def test_sweeper_re_drives_a_refund_whose_request_was_lost(db, settings, order_i
     gateway = Gateway()
     assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
     assert gateway.calls == [f"refund-{order_id}"]
+
+
+def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, order_id, monkeypatch):
+    """The message is out: a failed record would let the lease pass and the email go twice."""
+    place(db, settings, order_id)
+    real = subscribers._finish_email
+    failures = []
+
+    def flaky(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise TransientError("database unavailable", component="database")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subscribers, "_finish_email", flaky)
+    sender = Sender()
+    job = EmailJob(order_id=order_id, kind="link")
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
+    assert len(sender.sent) == 1 and len(failures) == 2
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert len(sender.sent) == 1
