@@ -12,11 +12,11 @@ from datetime import datetime
 
 from shared.db import operator_store
 from shared.db.database import Database
-from shared.domain.model import Email, Event
 from shared.db.unit_of_work import UnitOfWork
+from shared.domain.model import Email, Event
 from shared.handlers.intake import Result
+from shared.handlers.subscribers import REFUND_EVENTS
 
-REFUND_EVENTS = {"refunded": Event.REFUND_COMPLETED, "failed": Event.REFUND_FAILED}
 
 
 def actor(operator: str) -> str:

@@ -187,6 +187,10 @@ def funnel(db: Database, start, end) -> dict[str, Any]:
 
 # ---- refunds -----------------------------------------------------------------------
 
+# A refund's outcome and the event that records it (the refund subscriber's and the operator's).
+REFUND_EVENTS = {RefundResult.REFUNDED: Event.REFUND_COMPLETED, RefundResult.FAILED: Event.REFUND_FAILED,
+                 RefundResult.MANUAL: Event.REFUND_MANUAL}
+
 
 def request_refund(db: Database, settings: Settings, gateway: RefundGateway, action: OrderAction, *,
                    now: datetime) -> str:
@@ -219,6 +223,3 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
             uow.commit()
     return str(result)
 
-
-REFUND_EVENTS = {RefundResult.REFUNDED: Event.REFUND_COMPLETED, RefundResult.FAILED: Event.REFUND_FAILED,
-                 RefundResult.MANUAL: Event.REFUND_MANUAL}
