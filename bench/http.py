@@ -51,7 +51,7 @@ def wait_until_up(port: int, give_up: float = 60.0) -> None:
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/health")
+            conn.request("GET", "/healthz")
             if conn.getresponse().status == 200:
                 return
         except OSError:

@@ -38,6 +38,15 @@ _CREATE_TASK = """
     RETURNING name
 """
 
+# Many timers in one round trip: the relay's batch (several orders' timers at once).
+_CREATE_TASKS = """
+    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
+    SELECT t.name, t.url, decode(t.body, 'base64'), t.at, t.at
+    FROM jsonb_to_recordset($1::jsonb) AS t(name text, url text, body text, at timestamptz)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name
+"""
+
 _DELETE_TASK = text("""
     UPDATE local_tasks SET deleted_at = now()
     WHERE name = :name AND done_at IS NULL AND deleted_at IS NULL
@@ -141,6 +150,14 @@ class LocalQueue:
         """False when a row of that name exists, whatever its state (names are used once)."""
         with _unavailable():
             return bool(self.db.run_prepared(_CREATE_TASK, name, url, body, at))
+
+    def create_tasks(self, tasks: Sequence[tuple[str, str, bytes, datetime]]) -> set[str]:
+        """Add (name, url, body, at) rows in one statement, all or none; the names created
+        (a name that exists, whatever its state, is not)."""
+        rows = [{"name": name, "url": url, "body": base64.b64encode(body).decode("ascii"),
+                 "at": at.isoformat()} for name, url, body, at in tasks]
+        with _unavailable():
+            return {name for (name,) in self.db.run_prepared(_CREATE_TASKS, json.dumps(rows))}
 
     def delete_task(self, name: str) -> bool:
         """True when the task was waiting (or in flight)."""

@@ -9,6 +9,11 @@ can have committed: the first statement goes out on the fresh connection. A conn
 that fails once a statement was sent is never retried here (the statement may have
 committed): it is discarded and the caller's error is transient (`shared.db.database`).
 
+Nagle: pg8000 writes a statement through a buffered file, so a statement over its 8 KB
+buffer (a relay pass's rows, say) leaves in several segments; with Nagle's algorithm the
+last waits for the server's delayed ACK, 40 ms on Linux. Each connection's TCP socket
+gets TCP_NODELAY (bench: 20 queued messages, 44 ms → under 1 ms).
+
 TLS: pg8000 builds a new SSL context for every connection unless told otherwise
 (about 25 ms). A database on the loopback or a Unix socket gets none; any other
 DATABASE_URL shares one context built once; the Cloud SQL connector brings its own
@@ -21,6 +26,7 @@ import atexit
 import functools
 import logging
 import select
+import socket
 import ssl
 
 import sqlalchemy
@@ -54,6 +60,7 @@ def make_engine(settings: Settings) -> Engine:
         engine = sqlalchemy.create_engine(
             "postgresql+pg8000://", creator=_cloud_sql_creator(settings), **common
         )
+    event.listen(engine.pool, "connect", _no_delay)
     event.listen(engine.pool, "checkout", _drop_if_closed)
     atexit.register(engine.dispose)
     return engine
@@ -77,6 +84,13 @@ def _shared_ssl_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _no_delay(dbapi_connection, _record) -> None:
+    """Pool connect hook: statements leave at once, whatever their size (see the module)."""
+    sock = getattr(dbapi_connection, "_usock", None)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _drop_if_closed(dbapi_connection, _record, _proxy) -> None:

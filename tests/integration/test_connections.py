@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import datetime, timezone
 
@@ -103,3 +104,12 @@ def test_a_prepared_statement_the_server_dropped_is_prepared_again(tiny_db, sett
     with tiny_db.read() as conn:  # the pool's one connection: the one holding the statement
         conn.execute(text("DEALLOCATE ALL"))
     assert place(tiny_db, settings, order_id) == "accepted"
+
+
+def test_pooled_tcp_connections_send_without_nagle_delay(tiny_db):
+    """A statement over pg8000's 8 KB buffer leaves in several segments; with Nagle's algorithm
+    the last would wait for the server's delayed ACK (40 ms). bench/nodelay.py measures it."""
+    with tiny_db.engine.connect() as conn:
+        sock = conn.connection.dbapi_connection._usock
+        assert sock.family in (socket.AF_INET, socket.AF_INET6)  # the suite's server is on 127.0.0.1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

@@ -309,3 +309,39 @@ def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, 
     assert len(sender.sent) == 1 and len(failures) == 2
     assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
     assert len(sender.sent) == 1
+
+
+class _BatchCounting(LocalTaskScheduler):
+    """The real local scheduler, counting how the relay calls it."""
+
+    def __init__(self, db) -> None:
+        super().__init__(db, "http://127.0.0.1:9/")
+        self.batches: list[int] = []
+        self.single_creates = 0
+
+    def create_batch(self, tasks, *, timeout=None):
+        self.batches.append(len(tasks))
+        return super().create_batch(tasks, timeout=timeout)
+
+    def create(self, task, *, timeout=None):
+        self.single_creates += 1
+        return super().create(task, timeout=timeout)
+
+
+def test_a_relay_batch_writes_all_its_timers_in_one_call(db, settings, order_id):
+    """Three orders' timers leave in one local-queue statement, and each lands once."""
+    orders = [f"{order_id}-{i}" for i in range(3)]
+    for one in orders:
+        place(db, settings, one)
+    wanted = {row[0] for row in query(db, "SELECT payload->>'name' FROM outbox WHERE order_id = ANY(:o) "
+                                          "AND kind = 'task.create'", o=orders)}
+    scheduler = _BatchCounting(db)
+
+    report = relay.relay(db, scheduler, RecordingPublisher(), order_ids=orders, budget_seconds=30)
+
+    assert scheduler.batches == [len(wanted)] and scheduler.single_creates == 0
+    assert report.failed == report.dead == 0
+    assert {row[0] for row in query(db, "SELECT name FROM local_tasks WHERE name = ANY(:n)",
+                                    n=sorted(wanted))} == wanted
+    assert query(db, "SELECT count(*) FROM outbox WHERE order_id = ANY(:o) AND delivered_at IS NULL",
+                 o=orders)[0][0] == 0

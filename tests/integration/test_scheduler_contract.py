@@ -302,3 +302,32 @@ def test_make_scheduler_chooses_by_tasks_backend(database_url, db, monkeypatch):
     assert scheduler.emulator_host == "127.0.0.1:1"
     assert scheduler.queue_path == f"projects/{PROJECT}/locations/us-central1/queues/timers"
     assert scheduler._client is None  # built on first use, not here
+
+
+def test_local_batch_create_answers_each_task_like_create(clean_tasks_db):
+    """`create_batch` (the relay's one statement for a batch's timers): an outcome per task,
+    in order, exactly as `create` would answer it one by one."""
+    scheduler = LocalTaskScheduler(clean_tasks_db, "http://127.0.0.1:9/timer")
+    taken, fresh, also_fresh = _name(), _name(), _name()
+    assert scheduler.create(_task(taken)) is Outcome.CREATED
+
+    results = scheduler.create_batch([_task(fresh), _task(taken), _task("not a valid name"), _task(also_fresh)])
+
+    assert results[0] is Outcome.CREATED and results[1] is Outcome.ALREADY_EXISTS
+    assert isinstance(results[2], PermanentError) and results[2].field == "name"
+    assert results[3] is Outcome.CREATED
+    with clean_tasks_db.read() as conn:
+        names = set(conn.execute(select(local_tasks.c.name)).scalars())
+    assert names == {taken, fresh, also_fresh}
+    assert scheduler.create_batch([_task(fresh), _task(also_fresh)]) == [Outcome.ALREADY_EXISTS] * 2
+
+
+def test_local_batch_create_with_the_database_down_is_transient_for_each_task(settings):
+    url = make_url(settings.database_url).set(port=free_port()).render_as_string(hide_password=False)
+    unreachable = Database(make_engine(dataclasses.replace(settings, database_url=url)))
+    try:
+        results = LocalTaskScheduler(unreachable, "http://127.0.0.1:9/timer").create_batch(
+            [_task(_name()), _task("not a valid name")])
+        assert isinstance(results[0], TransientError) and isinstance(results[1], PermanentError)
+    finally:
+        unreachable.engine.dispose()
