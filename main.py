@@ -1,9 +1,24 @@
-"""Cloud Functions entry points; each is deployed as its own function (see deploy.sh)."""
+"""Cloud Functions entry points; each is deployed as its own function (deploy.sh), all from
+this file, as listed in `shared/functions_table.py`.
 
-from functions.record_analytics import record_analytics  # noqa: F401
-from functions.request_refund import request_refund  # noqa: F401
-from functions.send_customer_email import send_customer_email  # noqa: F401
-from functions.sweep import sweep  # noqa: F401
-from functions.timer_expiry import timer_expiry  # noqa: F401
-from functions.webhook_intake import webhook_intake  # noqa: F401
-from functions.operator_console import operator_console  # noqa: F401
+functions-framework loads this file and then asks it for its target: only that function's
+module is imported then (PEP 562), so a cold start does not pay for the other functions'
+imports (the console's templates and JWT checks, the subscribers' HTTP clients)."""
+
+from __future__ import annotations
+
+import importlib
+
+from shared.functions_table import FUNCTIONS
+
+_ENTRY_POINTS = frozenset(f.entry_point for f in FUNCTIONS)
+
+
+def __getattr__(name: str):
+    if name in _ENTRY_POINTS:
+        return getattr(importlib.import_module(f"functions.{name}"), name)
+    raise AttributeError(f"module 'main' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_ENTRY_POINTS)

@@ -11,7 +11,7 @@ same command serving a function that only answers "ok" (the runtime's own start-
 interpreter, functions-framework, gunicorn), so the ratio says what our code adds on a
 machine whose absolute figures drift with its load. The last process then answers
 `--requests` more orders one after another, and its RSS (master + worker) is read from
-/proc. The import profile is `python -X importtime -c "import functions_framework, main"`,
+/proc. The import profile is `python -X importtime -c "import functions_framework, main; main.webhook_intake"`,
 each module's own time summed by top-level package.
 """
 
@@ -84,7 +84,7 @@ def floor_ms(env: dict[str, str], directory: Path) -> float:
 def import_profile(top: int = 14) -> tuple[float, list[tuple[float, str]]]:
     """(total ms, [(ms, package)]): importing the function's code, each module's own time
     summed by top-level package, heaviest first."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import functions_framework, main"],
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import functions_framework, main; main.webhook_intake"],
                             cwd=ROOT, env=function_env_for_imports(), capture_output=True, text=True, check=True)
     by_package: dict[str, float] = {}
     for line in result.stderr.splitlines():
@@ -140,7 +140,7 @@ def main() -> None:
           f"{statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     print(f"RSS after {args.requests} more orders: worker {rss[-1]:.1f} MB, gunicorn master {rss[0]:.1f} MB "
           f"(they share the pages imported before the fork)")
-    print(f"import profile (python -X importtime -c 'import functions_framework, main'): {total:.0f} ms "
+    print(f"import profile (python -X importtime -c 'import functions_framework, main; main.webhook_intake'): {total:.0f} ms "
           f"in all; own time by package:")
     for ms, name in heaviest:
         print(f"  {ms:8.1f} ms  {name}")

@@ -1,1 +1,1 @@
-"""One module per deployed Cloud Function; `main.py` re-exports their entry points."""
+"""One module per deployed Cloud Function; `main.py` serves each entry point, importing only the one asked for."""

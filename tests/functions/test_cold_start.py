@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"ORDER_WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "VERIFF_SHARED_SECRET": "v"}
 BASE = {"NO_GCE_CHECK": "true", "DATABASE_URL": "postgresql+pg8000://u@127.0.0.1:1/x", "TIMER_URL": "http://127.0.0.1:1/",
         "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GOOGLE_CLOUD_PROJECT": "p", **SECRETS}
-PROBE = ("import json, sys, main; print(json.dumps({m: m in sys.modules for m in "
+# What functions-framework does at start: load main.py, then ask it for FUNCTION_TARGET.
+PROBE = ("import json, os, sys, main; getattr(main, os.environ.get('FUNCTION_TARGET', ''), None); "
+         "print(json.dumps({m: m in sys.modules for m in "
          "('pg8000.dbapi', 'grpc', 'google.cloud.tasks_v2', 'google.cloud.pubsub_v1')}))")
 
 
