@@ -4,9 +4,12 @@ cancellation and decision."""
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import text
 
 from devstack.signing import lightspeed_body, lightspeed_sale, local_session_id
+from tests.fakes.http_server import FakeHttpServer, Reply
 from tests.functions.conftest import client_for, count, rows_for_order
 from tests.functions.test_inbound_edges import post_lightspeed
 from tests.functions.test_subscribers import deliver, email_job, smtp  # noqa: F401 (a fixture)
@@ -89,3 +92,24 @@ def test_a_generic_order_id_with_the_reserved_prefix_is_422_and_stores_nothing(i
     assert "lightspeed:" in response.json["error"]
     assert rows_for_order(db, f"lightspeed:{order_id}") == NOTHING
     assert rows_for_order(db, order_id) == NOTHING
+
+
+def test_a_declined_sale_asks_the_store_to_refund_its_own_sale_id_only(app_env, intake, db, order_id):
+    sale = both(intake, order_id)
+    bind_provider_session(db, sale, local_session_id(sale))
+    assert post_veriff(intake, sale, 9102).json["status"] == "accepted"
+    with db.read() as conn:  # the refund request the decline queued, as the relay publishes it
+        [action] = conn.execute(text("SELECT payload->'data' FROM outbox WHERE order_id IN (:o, :s) "
+                                     "AND payload->>'topic' = 'order-actions'"), {"o": order_id, "s": sale}).scalars()
+    assert action["order_id"] == sale
+    with FakeHttpServer(Reply(200, {"status": "refunded"})) as api:
+        app_env(REFUND_BACKEND="http", REFUND_API_URL=api.url + "/refunds", REFUND_API_TOKEN="tok")
+        refunds = client_for("request_refund", "cloudevent")
+        assert deliver(refunds, "order-actions", action, key=f"{sale}:refund", order_id=sale).status_code == 200
+    [call] = api.requests
+    assert json.loads(call.body) == {"orderId": order_id, "source": "lightspeed", "reason": "declined"}
+    assert call.headers["idempotency-key"] == f"refund-{sale}"
+    with db.read() as conn:
+        refunds_by_key = dict(conn.execute(text("SELECT order_id, refund_status FROM verification_sessions "
+                                                "WHERE order_id IN (:o, :s)"), {"o": order_id, "s": sale}).all())
+    assert refunds_by_key == {order_id: None, sale: "refunded"}
