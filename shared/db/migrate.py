@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from shared.db import functions
 from shared.db.database import Database
-from shared.db.schema import metadata, schema_version
+from shared.db.schema import KEY_MATCHES_SOURCE, metadata, schema_version
 from shared.errors import TransientError, sqlstate
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,12 @@ _V8_STEPS = (
     "UPDATE webhook_events t SET order_id = m.new FROM v8_keys m "
     "WHERE t.order_id = m.old AND t.provider NOT IN ('orders', 'lightspeed')",
     "DELETE FROM verification_sessions s USING v8_keys m WHERE s.order_id = m.old",
+    # From now on the database refuses a key that does not match its source. NOT VALID: a generic
+    # order stored before v8 whose id began with `lightspeed:` (then accepted) is not a reason to
+    # stop the deploy; every new or changed row is checked.
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'verification_sessions_key_source') "
+    "THEN ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
+    f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID; END IF; END $$",
 )
 
 

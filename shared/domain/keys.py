@@ -11,9 +11,10 @@ injective and readable:
 - a namespaced source's order is `<source>:<its id>` (`lightspeed:123`).
 
 So a key that begins with a reserved prefix is that source's order, any other key is a generic
-order, and no two (source, id) pairs share a key. Adding a namespaced source is one entry in
-`NAMESPACED` (a generic order id already stored with that prefix would then read as the new
-source's: check before adding one).
+order, and no two (source, id) pairs share a key. The database holds the same rule
+(`verification_sessions_key_source`, `shared.db.schema.KEY_MATCHES_SOURCE`). Adding a namespaced
+source is one entry in `NAMESPACED` and a migration of that constraint (a generic order id
+already stored with the new prefix would then read as the new source's: check before adding one).
 
 What the store or staff see (emails, the refund API) is the store's own id, `ref(key).order_id`,
 with `ref(key).source` where it matters.

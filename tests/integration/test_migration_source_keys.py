@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import text
 
 from shared.config import Settings
@@ -15,6 +16,7 @@ from shared.db.engine import make_engine
 from shared.db.migrate import LATEST, ensure_schema
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, ProviderDecision
 from shared.domain.model import Decision, task_name
+from shared.errors import sqlstate
 from shared.handlers import intake
 from tests.sessions import bind_provider_session, mark_link_sent
 
@@ -28,8 +30,9 @@ def migrated(fresh_database):
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
     db = Database(make_engine(settings))
     ensure_schema(db)
-    with db.transaction() as conn:
+    with db.transaction() as conn:  # back to v7: no key constraint
         conn.execute(text("DELETE FROM schema_version WHERE version > 7"))
+        conn.execute(text("ALTER TABLE verification_sessions DROP CONSTRAINT verification_sessions_key_source"))
     # Before v8 a sale's key was its bare id ...
     assert intake.place_order(db, settings, OrderPlaced("lightspeed", "S-1:CLOSED:1", "S-1", "till@example.com"),
                               now=NOW).status == "accepted"
@@ -127,3 +130,12 @@ def test_v8_is_idempotent(migrated):
     assert ensure_schema(db) == LATEST
     assert rows(db, "SELECT order_id FROM verification_sessions WHERE source = 'lightspeed'") == [("lightspeed:S-1",)]
     assert rows(db, "SELECT count(*) FROM countdown_timers WHERE order_id = 'lightspeed:S-1'") == [(2,)]
+
+
+@pytest.mark.parametrize("key, source", [("S-2", "lightspeed"), ("lightspeed:S-2", "orders")])
+def test_after_v8_the_database_refuses_a_key_that_does_not_match_its_source(migrated, key, source):
+    db, _, _ = migrated
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as refused, db.transaction() as conn:
+        conn.execute(text("INSERT INTO verification_sessions (order_id, source, customer_email, ordered_at, deadline) "
+                          "VALUES (:o, :s, 'x@example.com', now(), now())"), {"o": key, "s": source})
+    assert sqlstate(refused.value) == "23514"  # check_violation
