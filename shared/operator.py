@@ -120,18 +120,19 @@ def _progress(done: int, total: int) -> None:
 
 
 def _matches(c, args) -> list[dict[str, str]]:
-    """The sessions ORDER (with --source) names: each one's key and source."""
+    """The sessions ORDER names (with --source: that source's order of that id): each one's key
+    and source."""
     from shared.db import reads
 
+    if not args.source:
+        with c.db.read() as conn:
+            return reads.matching_orders(conn, args.order)
+    try:  # ORDER is that source's own id
+        key = keys.session_key(args.source, args.order)
+    except ValueError:
+        raise UsageError(f"{args.order} is not a {args.source} order id") from None
     with c.db.read() as conn:
-        found = reads.matching_orders(conn, args.order)
-    if args.source:
-        try:
-            key = keys.session_key(args.source, args.order)
-        except ValueError:
-            raise UsageError(f"{args.order} is not a {args.source} order id") from None
-        found = [m for m in found if m["order_id"] == key]
-    return found
+        return [m for m in reads.matching_orders(conn, key) if m["order_id"] == key]
 
 
 def _status(c, args) -> int:
