@@ -10,6 +10,10 @@
     python -m shared.operator retry OUTBOX-ID | --all-parked
     python -m shared.operator funnel today | 7d | 2026-11-01..2026-11-30
 
+ORDER is a session key (`123`, `lightspeed:123`) or a store's own order id: a bare `123` finds
+the generic order 123 and the Lightspeed sale 123; `status` shows every match, an action on an id
+that several sources share needs `--source orders|lightspeed`.
+
 Tables by default, `--json` for scripts. Actions are recorded as `operator:<--by>` (default: your
 user name) and relayed before the command returns. With neither DATABASE_URL nor
 INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
@@ -26,7 +30,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.domain import keys
+
 STACK_ENV = Path(os.environ.get("LOCAL_STATE_DIR", Path(__file__).resolve().parents[1] / ".local")) / "stack.env"
+SOURCES = (keys.GENERIC, *keys.NAMESPACED)
 ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed")
 
 
@@ -56,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--by", default=None, help="operator name recorded with actions (default: $USER)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("status", help="one order's story").add_argument("order")
+    status = commands.add_parser("status", help="one order's story")
+    status.add_argument("order")
+    status.add_argument("--source", choices=SOURCES, help="the order's source, when its id is shared")
     listing = commands.add_parser("list", help="sessions, newest first (by deadline with --due/--overdue)")
     listing.add_argument("--status")
     listing.add_argument("--due", type=int, metavar="HOURS", help="open sessions due within HOURS")
@@ -68,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ORDER_ACTIONS:
         action = commands.add_parser(name)
         action.add_argument("order")
+        action.add_argument("--source", choices=SOURCES, help="the order's source, when its id is shared")
         if name == "extend":
             action.add_argument("duration", help="new deadline from now, e.g. 48h")
         action.add_argument("--reason", "--note", dest="reason", help="why (required for verify)")
@@ -109,18 +119,49 @@ def _progress(done: int, total: int) -> None:
           file=sys.stderr, flush=True)
 
 
+def _matches(c, args) -> list[dict[str, str]]:
+    """The sessions ORDER names (with --source: that source's order of that id): each one's key
+    and source."""
+    from shared.db import reads
+
+    if not args.source:
+        with c.db.read() as conn:
+            return reads.matching_orders(conn, args.order)
+    try:  # ORDER is that source's own id
+        key = keys.session_key(args.source, args.order)
+    except ValueError:
+        raise UsageError(f"{args.order} is not a {args.source} order id") from None
+    with c.db.read() as conn:
+        return [m for m in reads.matching_orders(conn, key) if m["order_id"] == key]
+
+
 def _status(c, args) -> int:
     from shared.db import reads
 
-    with c.db.read() as conn:
-        story = reads.order_story(conn, args.order)
-    if story is None:
+    found = _matches(c, args)
+    if not found:
         raise UsageError(f"no order {args.order}")
+    with c.db.read() as conn:
+        stories = [reads.order_story(conn, m["order_id"]) for m in found]
     if args.json:
-        print(json.dumps(story, default=str, indent=2))
+        print(json.dumps(stories[0] if len(stories) == 1 else {"matches": stories}, default=str, indent=2))
         return 0
+    if len(stories) > 1:
+        print(f"{args.order} matches {len(stories)} sessions: {_named(found)}")
+    for story in stories:
+        _print_story(story, separate=len(stories) > 1)
+    return 0
+
+
+def _named(found: list[dict[str, str]]) -> str:
+    return ", ".join(f"{m['order_id']} ({m['source']})" for m in found)
+
+
+def _print_story(story: dict[str, Any], *, separate: bool) -> None:
     s = story["session"]
-    print(f"order {s['order_id']}: {s['status']}, deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), "
+    if separate:
+        print()
+    print(f"order {s['order_id']}: {s['status']}, source {s['source']}, deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), "
           f"refund {s['refund_status'] or 'none'}")
     for title, rows, columns in (
         ("timeline", story["events"], ("occurred_at", "type", "actor", "data")),
@@ -130,7 +171,6 @@ def _status(c, args) -> int:
                                          "dead_at", "last_error")),
     ):
         print(f"\n{title}\n{table(rows, columns) if rows else '(none)'}")
-    return 0
 
 
 def _list(c, args) -> int:
@@ -159,10 +199,15 @@ def _list(c, args) -> int:
 def _act(c, args, operator: str) -> int:
     from shared.console import actions
 
-    result = actions.run(c, args.command, actions.Request(order_id=args.order, operator=operator,
+    found = _matches(c, args)
+    if len(found) > 1:
+        raise UsageError(f"{args.order} matches {len(found)} sessions: {_named(found)}; say which with --source")
+    # No match: the action itself answers (unknown order), as for any key.
+    order_id = found[0]["order_id"] if found else args.order
+    result = actions.run(c, args.command, actions.Request(order_id=order_id, operator=operator,
                                                           reason=args.reason, duration=getattr(args, "duration", None)))
     print(json.dumps(result.to_dict()) if args.json else
-          f"{args.command} {args.order}: {result.status}{f' ({result.detail})' if result.detail else ''}")
+          f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
     return 0 if result.status == "accepted" else 1
 
 

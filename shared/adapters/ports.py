@@ -80,7 +80,7 @@ class ProviderSession:
 
 class VerificationProvider(Protocol):
     def create_session(self, order_id: str) -> ProviderSession:
-        """Open a provider session whose vendorData is the order id."""
+        """Open a provider session whose vendorData is the session key (`shared.domain.keys`)."""
 
 
 class RefundResult(StrEnum):
@@ -91,7 +91,8 @@ class RefundResult(StrEnum):
 
 class RefundGateway(Protocol):
     def refund(self, order_id: str, idempotency_key: str, reason: str) -> RefundResult:
-        """Ask the store to refund/cancel; TransientError when it should be retried."""
+        """Ask the store to refund/cancel the order of session key `order_id` (the store is told
+        its own id and source: `shared.domain.keys.ref`); TransientError when it should be retried."""
 
 
 class Clock(Protocol):

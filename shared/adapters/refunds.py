@@ -13,6 +13,7 @@ import requests
 
 from shared.adapters.ports import RefundGateway, RefundResult
 from shared.config import Settings
+from shared.domain import keys
 from shared.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ def make_refund_gateway(settings: Settings) -> RefundGateway:
 
 
 class HttpRefundGateway:
-    """Asks the store to refund: `POST <url>` with `{"orderId", "reason"}`.
+    """Asks the store to refund: `POST <url>` with `{"orderId", "source", "reason"}`.
+
+    `orderId` is the store's own id and `source` the system it came from (`orders`,
+    `lightspeed`): the session key is ours (`shared.domain.keys`), the store never sees it.
 
     Sends `Authorization: Bearer <token>` and `Idempotency-Key: <key>`, so the
     store can recognise a retry of the same request. Answers:
@@ -57,11 +61,13 @@ class HttpRefundGateway:
         return f"HttpRefundGateway(url={self._url!r})"
 
     def refund(self, order_id: str, idempotency_key: str, reason: str) -> RefundResult:
-        """Refund `order_id`; the same `idempotency_key` must be used for every retry."""
+        """Refund the order of session key `order_id`; the same `idempotency_key` must be used for
+        every retry."""
+        order = keys.ref(order_id)
         try:
             response = self._session.post(
                 self._url,
-                data=json.dumps({"orderId": order_id, "reason": reason}),
+                data=json.dumps({"orderId": order.order_id, "source": order.source, "reason": reason}),
                 headers={
                     "Authorization": f"Bearer {self._token}",
                     "Idempotency-Key": idempotency_key,

@@ -22,6 +22,7 @@ from shared import bootstrap
 from shared.config import Settings
 from shared.console import actions, auth, csrf, provider_page, report
 from shared.db import reads
+from shared.domain import keys
 from shared.domain.model import Status
 from shared.errors import ConfigError, PermanentError, TransientError
 
@@ -161,11 +162,24 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
 
 
 def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
+    """One session by its key; a store's own id (`/orders/123` for the Lightspeed sale 123)
+    leads to its session, or to the list when several sources share it."""
     with bootstrap.container().db.read() as conn:
         story = reads.order_story(conn, order_id)
+        if story is None:
+            found = reads.matching_orders(conn, order_id)
+        else:
+            found = reads.matching_orders(conn, keys.ref(order_id).order_id)
     if story is None:
+        if len(found) == 1:
+            return flask.redirect(f"/orders/{quote(found[0]['order_id'], safe='')}", code=302)
+        if found:
+            return flask.redirect(f"/sessions?{urlencode({'q': order_id})}", code=302)
         raise NotFound(f"no order {order_id}")
-    return page.render("order.html", story=story, s=story["session"], done=request.args.get("done"),
+    # Other sources' sessions for the same store order id (a Lightspeed sale 123 beside order 123).
+    others = [m for m in found if m["order_id"] != order_id]
+    return page.render("order.html", story=story, s=story["session"], others=others,
+                       store_order_id=keys.ref(order_id).order_id, done=request.args.get("done"),
                        outcome=request.args.get("outcome"), detail=request.args.get("detail"))
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from shared.db import functions
 from shared.db.database import Database
-from shared.db.schema import metadata, schema_version
+from shared.db.schema import KEY_MATCHES_SOURCE, metadata, schema_version
 from shared.errors import TransientError, sqlstate
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,92 @@ def _retention(conn: Connection) -> None:
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
 
 
+# v8's data step, in SQL over a temporary map of old to new keys (`shared.domain.keys`: a
+# Lightspeed sale's key is `lightspeed:<sale id>`). Each statement's `m` is that map.
+_V8_NEW_KEY = "'lightspeed:' || order_id"
+_V8_TASK_NAME = (  # shared.domain.model.task_name, for the new key (a test holds them equal)
+    "left(encode(sha256(convert_to(m.new || chr(31) || t.kind || chr(31) || t.reminder_index::text "
+    "|| chr(31) || t.deadline_version::text, 'UTF8')), 'hex'), 32) "
+    "|| '-' || t.kind || '-' || t.reminder_index::text || '-v' || t.deadline_version::text")
+_V8_STEPS = (
+    f"CREATE TEMPORARY TABLE v8_keys ON COMMIT DROP AS SELECT order_id AS old, {_V8_NEW_KEY} AS new "
+    "FROM verification_sessions WHERE source = 'lightspeed' AND order_id NOT LIKE 'lightspeed:%'",
+    "CREATE UNIQUE INDEX ON v8_keys (old)",
+    # The session under its new key first, so the rows that reference it can follow.
+    "INSERT INTO verification_sessions ({columns}) SELECT m.new, {others} "
+    "FROM verification_sessions s JOIN v8_keys m ON s.order_id = m.old",
+    "UPDATE provider_sessions t SET order_id = m.new FROM v8_keys m WHERE t.order_id = m.old",
+    f"UPDATE countdown_timers t SET order_id = m.new, task_name = {_V8_TASK_NAME} "
+    "FROM v8_keys m WHERE t.order_id = m.old",
+    "UPDATE email_sends t SET order_id = m.new FROM v8_keys m WHERE t.order_id = m.old",
+    "UPDATE verify_durations t SET order_id = m.new FROM v8_keys m WHERE t.order_id = m.old",
+    # Every outbox row of the session (undelivered ones carry the key into their task or message).
+    "UPDATE outbox t SET order_id = m.new, payload = "
+    "jsonb_set(jsonb_set(jsonb_set(jsonb_set(t.payload, '{ordering_key}', to_jsonb(m.new), false), "
+    "'{attributes,order_id}', to_jsonb(m.new), false), '{data,order_id}', to_jsonb(m.new), false), "
+    "'{body,order_id}', to_jsonb(m.new), false) "
+    "FROM v8_keys m WHERE t.order_id = m.old",
+    # The session's events move with it, except what a generic delivery caused (a generic order
+    # the shared key swallowed as a duplicate: it stays under the generic key) ...
+    "UPDATE event_log t SET order_id = m.new FROM v8_keys m "
+    "WHERE t.order_id = m.old AND t.data->>'provider' IS DISTINCT FROM 'orders'",
+    # ... and every Lightspeed delivery recorded without a session of its own (ignored, stale,
+    # a duplicate on a generic order) moves to the sale's key.
+    f"UPDATE event_log SET order_id = {_V8_NEW_KEY} "
+    "WHERE data->>'provider' = 'lightspeed' AND order_id NOT LIKE 'lightspeed:%'",
+    f"UPDATE webhook_events SET order_id = {_V8_NEW_KEY} "
+    "WHERE provider = 'lightspeed' AND order_id NOT LIKE 'lightspeed:%'",
+    "UPDATE webhook_events t SET order_id = m.new FROM v8_keys m "
+    "WHERE t.order_id = m.old AND t.provider NOT IN ('orders', 'lightspeed')",
+    "DELETE FROM verification_sessions s USING v8_keys m WHERE s.order_id = m.old",
+    # From now on the database refuses a key that does not match its source. NOT VALID: a generic
+    # order stored before v8 whose id began with `lightspeed:` (then accepted) is not a reason to
+    # stop the deploy; every new or changed row is checked.
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'verification_sessions_key_source') "
+    "THEN ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
+    f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID; END IF; END $$",
+)
+
+
+def _source_keys(conn: Connection) -> None:
+    """v8: sessions are keyed by (source, order id): a Lightspeed sale's key becomes
+    `lightspeed:<sale id>` in every table that names it. Its scheduled timers are moved to
+    Cloud Tasks of the new names (the outbox deletes the old tasks and creates the new ones);
+    a provider session opened before this keeps its bare vendorData, which the decision's
+    provider session id resolves (`intake._session_of`). Idempotent: a key already prefixed is
+    left alone (X-Series sale ids are UUIDs, never `lightspeed:...` themselves)."""
+    from shared.db import store
+    from shared.domain.effects import Effects
+    from shared.domain.model import TimerKind, TimerSpec
+
+    sessions = metadata.tables["verification_sessions"]
+    others = [c.name for c in sessions.c if c.name != "order_id"]
+    scheduled = conn.exec_driver_sql(
+        "SELECT order_id, kind, reminder_index, deadline_version, fire_at, task_name FROM countdown_timers "
+        "WHERE state = 'scheduled' AND order_id IN "
+        "(SELECT order_id FROM verification_sessions WHERE source = 'lightspeed' "
+        "AND order_id NOT LIKE 'lightspeed:%')").all()
+    for step in _V8_STEPS:
+        if step.startswith("INSERT INTO verification_sessions"):
+            step = step.format(columns=", ".join(["order_id", *others]),
+                               others=", ".join(f"s.{name}" for name in others))
+        conn.exec_driver_sql(step)
+    now = conn.exec_driver_sql("SELECT now()").scalar_one()
+    outbox = []
+    for old, kind, reminder_index, version, fire_at, old_name in scheduled:
+        fx = Effects(f"lightspeed:{old}", now, actor="migration")
+        fx.unschedule(old_name)
+        fx.schedule(TimerSpec(TimerKind(kind), reminder_index, fire_at, version))
+        outbox += fx.outbox
+    store.write_effects(conn, (), outbox)
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows, _console_indexes, _retention,
+    _place_order_from_rows, _console_indexes, _retention, _source_keys,
 ]
 LATEST = len(MIGRATIONS)
 

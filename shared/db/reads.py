@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
+from shared.domain import keys
 from shared.db.schema import (
     countdown_timers,
     email_sends,
@@ -33,7 +34,8 @@ LIST_COLUMNS = (sessions.c.order_id, sessions.c.status, sessions.c.customer_emai
 
 @dataclass(frozen=True)
 class SessionFilter:
-    """What the sessions list shows. `query` is an order id, or an exact customer email."""
+    """What the sessions list shows. `query` is an order id (a session key, or a store's own id:
+    every source's session for it), or an exact customer email."""
 
     status: str | None = None
     due_within: timedelta | None = None
@@ -87,7 +89,7 @@ def sessions_query(f: SessionFilter, now: datetime) -> Select:
         if "@" in term:
             query = query.where(sessions.c.customer_email.in_({term, term.lower()}))
         else:
-            query = query.where(sessions.c.order_id == term)
+            query = query.where(sessions.c.order_id.in_(keys.candidate_keys(term)))
     if f.attention:
         # `= ANY(ARRAY(...))`: the few ids are looked up by primary key, whatever the planner
         # guesses about their number (a join may choose to scan every session).
@@ -115,6 +117,16 @@ def list_sessions(conn: Connection, f: SessionFilter, now: datetime) -> tuple[li
     more = len(rows) > f.limit
     rows = rows[:f.limit]
     return rows, (_cursor(rows[-1], f.by_deadline) if more and rows else None)
+
+
+def matching_orders(conn: Connection, text: str) -> list[dict[str, str]]:
+    """The sessions an operator may mean by `text` (`order_id` key and `source` each): the
+    session of that key, and every source's session whose own order id it is (a bare `123`
+    finds generic order `123` and Lightspeed sale `lightspeed:123`, in that order)."""
+    candidates = keys.candidate_keys(text)
+    rows = conn.execute(select(sessions.c.order_id, sessions.c.source)
+                        .where(sessions.c.order_id.in_(candidates))).mappings()
+    return sorted((dict(r) for r in rows), key=lambda r: candidates.index(r["order_id"]))
 
 
 def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ metadata = MetaData()
 
 NOW = text("now()")
 STATUSES = ("pending", "in_review", "verified", "declined", "expired", "cancelled")
+KEY_MATCHES_SOURCE = "(source = 'lightspeed') = (order_id LIKE 'lightspeed:%')"
 
 
 def _tstz(name: str, **kwargs) -> Column:
@@ -61,6 +62,9 @@ verification_sessions = Table(
         "refund_status IN ('requested', 'refunded', 'failed', 'manual')",
         name="verification_sessions_refund_status",
     ),
+    # The key encodes the source (shared.domain.keys): a Lightspeed sale's key and only it is
+    # `lightspeed:<sale id>`, whichever writer (the PL/pgSQL fast path included) inserts it.
+    CheckConstraint(KEY_MATCHES_SOURCE, name="verification_sessions_key_source"),
 )
 # The deadline sweeper reads only pending sessions by deadline: keep that tiny.
 Index(

@@ -370,6 +370,17 @@ def record_provider_session(conn: Connection, order_id: str, session_id: str) ->
     )
 
 
+def owner_of_provider_session(conn: Connection, order_ids: Sequence[str], session_id: str) -> str | None:
+    """Which of `order_ids` the provider session was created for (the first one when several)."""
+    return conn.execute(
+        text("""
+            SELECT order_id FROM provider_sessions WHERE session_id = :sid AND order_id = ANY(:keys)
+            ORDER BY array_position(CAST(:keys AS text[]), order_id) LIMIT 1
+        """),
+        {"sid": session_id, "keys": list(order_ids)},
+    ).scalar_one_or_none()
+
+
 def provider_session_state(conn: Connection, order_id: str, session_id: str) -> str:
     """'current', 'superseded', or 'unknown' (a session the service never created for this order)."""
     superseded = conn.execute(

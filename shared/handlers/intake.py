@@ -9,6 +9,7 @@ from datetime import datetime
 from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
+from shared.domain import keys
 from shared.domain.messages import (
     IgnoredDelivery,
     InboundCommand,
@@ -120,18 +121,19 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
     for the decision until deadline + DECISION_GRACE."""
     details: dict = {"verification_id": cmd.verification_id}
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        fx = uow.effects(cmd.order_id, actor=cmd.provider)
-        stopped = _claim_and_bind(uow, fx, cmd.provider, cmd.event_id, cmd.order_id,
+        order_id = _session_of(uow, cmd.order_id, cmd.verification_id)
+        fx = uow.effects(order_id, actor=cmd.provider)
+        stopped = _claim_and_bind(uow, fx, cmd.provider, cmd.event_id, order_id,
                                   cmd.verification_id, Event.DECISION_IGNORED, details)
         if stopped:
             return stopped
         if cmd.kind is ProviderEventKind.SUBMITTED:
-            hold = store.hold_for_decision(uow.conn, cmd.order_id, now, settings.decision_grace)
+            hold = store.hold_for_decision(uow.conn, order_id, now, settings.decision_grace)
             if hold is not None:
                 details["decision_due_by"] = hold.isoformat()
         fx.event(PROVIDER_EVENTS[cmd.kind], **details)
         uow.commit()
-    return Result("accepted", cmd.order_id)
+    return Result("accepted", order_id)
 
 
 def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, now: datetime,
@@ -179,6 +181,14 @@ def handle(db: Database, settings: Settings, command: InboundCommand, *, now: da
     return _HANDLERS[type(command)](db, settings, command, now=now, request_id=request_id)
 
 
+def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
+    """The session key a provider delivery is for. `vendorData` is the key, except on a provider
+    session opened before keys had a source (schema v8), whose vendorData is a Lightspeed sale's
+    bare id: the provider session we recorded for it tells which session it is."""
+    owner = store.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), session_id)
+    return owner or vendor_data
+
+
 def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, order_id: str, session_id: str,
                     ignored_event: Event, details: dict) -> Result | None:
     """Claim the delivery and check the provider session is this order's current one.
@@ -206,6 +216,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
                 decided_at: datetime | None = None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        if session_id is not None:
+            order_id = _session_of(uow, order_id, session_id)
         fx = uow.effects(order_id, actor=actor or provider)
         if session_id is not None:
             stopped = _claim_and_bind(uow, fx, provider, event_id, order_id, session_id,

@@ -17,6 +17,7 @@ from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, Veri
 from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
+from shared.domain import keys
 from shared.domain.messages import EmailJob, EventMessage, OrderAction
 from shared.domain.model import Email, Event, Status
 from shared.emails.render import build_message
@@ -65,8 +66,9 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
                 created = provider.create_session(job.order_id)
                 with db.transaction() as conn:
                     _, url = store.set_provider_session(conn, job.order_id, created.session_id, created.url)
+        # The customer is told the store's own order id, never our session key.
         message = build_message(
-            session["customer_email"], kind, order_id=job.order_id, verification_url=url,
+            session["customer_email"], kind, order_id=keys.ref(job.order_id).order_id, verification_url=url,
             deadline=session["deadline"], store_timezone=settings.store_timezone,
             reminder_index=job.reminder_index, store_name=settings.store_name,
         )

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 
 from shared.config import Settings
 from shared.domain import fields as check
+from shared.domain import keys
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.errors import BadSignature, InvalidField, RouteDisabled, Unparseable
 from shared.inbound.source import json_object, nested
@@ -64,7 +65,10 @@ LightspeedCommand = OrderPlaced | StoreCancelled | IgnoredDelivery
 
 
 def parse_lightspeed(body: bytes) -> LightspeedCommand | None:
-    """X-Series form body: a JSON `payload` (the sale) and, usually, `type`; None when ignored."""
+    """X-Series form body: a JSON `payload` (the sale) and, usually, `type`; None when ignored.
+
+    Every command names the sale by its session key, `lightspeed:<sale id>` (`shared.domain.keys`),
+    so a sale never touches a generic store order with the same id."""
     try:
         form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
                         max_num_fields=64)
@@ -79,26 +83,27 @@ def parse_lightspeed(body: bytes) -> LightspeedCommand | None:
         return None
     status = check.text(sale.get("status"), "payload.status").upper()
     sale_id = check.identifier(sale.get("id"), "payload.id")
+    key = keys.session_key(keys.LIGHTSPEED, sale_id)
     # A sale changes many times; its version (or update time) tells the deliveries apart.
     revision = check.identifier(sale.get("version") or sale.get("updated_at"), "payload.version",
                                 required=False)
     event_id = f"{sale_id}:{status}:{revision or ''}"
     if status == LIGHTSPEED_VOIDED:
-        return StoreCancelled(provider="lightspeed", event_id=event_id, order_id=sale_id)
+        return StoreCancelled(provider=keys.LIGHTSPEED, event_id=event_id, order_id=key)
     if status not in LIGHTSPEED_PAID:
         return None
     total = check.amount(nested(sale, "totals", "payload.totals").get("total_price"),
                          "payload.totals.total_price", allow_negative=True)
     if sale.get("return_for") or (total is not None and total < 0):
-        return IgnoredDelivery("lightspeed", event_id, sale_id, reason="return")
+        return IgnoredDelivery(keys.LIGHTSPEED, event_id, key, reason="return")
     customer = nested(sale, "customer", "payload.customer")
     if customer.get("email") in (None, ""):
-        return IgnoredDelivery("lightspeed", event_id, sale_id, reason="no_customer_email")
+        return IgnoredDelivery(keys.LIGHTSPEED, event_id, key, reason="no_customer_email")
     date_field = "payload.sale_date" if sale.get("sale_date") else "payload.created_at"
     return OrderPlaced(
-        provider="lightspeed",
+        provider=keys.LIGHTSPEED,
         event_id=event_id,
-        order_id=sale_id,
+        order_id=key,
         customer_email=check.email(customer.get("email"), "payload.customer.email"),
         customer_id=check.identifier(sale.get("customer_id"), "payload.customer_id", required=False),
         order_total=total,

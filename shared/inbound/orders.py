@@ -11,8 +11,9 @@ from datetime import datetime
 
 from shared.config import Settings
 from shared.domain import fields as check
+from shared.domain import keys
 from shared.domain.messages import OrderPlaced
-from shared.errors import BadSignature
+from shared.errors import BadSignature, InvalidField
 from shared.inbound.source import json_object
 
 TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
@@ -59,14 +60,19 @@ def verify_standard_webhook(key: bytes, headers, body: bytes, now: datetime) -> 
 
 
 def parse_order_webhook(event_id: str, body: bytes) -> OrderPlaced | None:
-    """The generic order webhook; None for events other than `order.created`."""
+    """The generic order webhook; None for events other than `order.created`. The order id is
+    the session key as it is (a reserved source prefix is refused: `shared.domain.keys`)."""
     data = json_object(body)
     if check.text(data.get("event"), "event") != "order.created":
         return None
+    order_id = check.identifier(data.get("orderId"), "orderId")
+    if keys.is_reserved(order_id):  # it would read as another source's order (shared.domain.keys)
+        raise InvalidField(f"orderId may not begin with {' or '.join(keys.RESERVED_PREFIXES)}",
+                           field="orderId")
     return OrderPlaced(
-        provider="orders",
+        provider=keys.GENERIC,
         event_id=check.identifier(event_id, "webhook-id"),
-        order_id=check.identifier(data.get("orderId"), "orderId"),
+        order_id=keys.session_key(keys.GENERIC, order_id),
         customer_email=check.email(data.get("customerEmail"), "customerEmail"),
         customer_id=check.identifier(data.get("customerId"), "customerId", required=False),
         order_total=check.amount(data.get("orderTotal"), "orderTotal"),

@@ -22,6 +22,11 @@ def post_lightspeed(intake, body: bytes):
     return intake.post("/webhooks/lightspeed", data=body, headers=lightspeed_headers(LIGHTSPEED_SECRET, body))
 
 
+def sale_key(sale_id: str) -> str:
+    """The session key of a Lightspeed sale (`shared.domain.keys`)."""
+    return f"lightspeed:{sale_id}"
+
+
 def event_types(db, order_id):
     from sqlalchemy import text
     with db.read() as conn:
@@ -34,20 +39,20 @@ def test_each_paid_status_opens_a_session_with_the_total(intake, db, order_id, s
     response = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, status)))
     assert response.status_code == 200 and response.json["status"] == "accepted"
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o AND source = 'lightspeed' "
-                     "AND order_total = 877.40 AND status = 'pending'", o=order_id) == 1
+                     "AND order_total = 877.40 AND status = 'pending'", o=sale_key(order_id)) == 1
 
 
 @pytest.mark.parametrize("status", ["SAVED", "ONACCOUNT", "LAYBY"])
 def test_unpaid_states_are_ignored(intake, db, order_id, status):
     response = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, status)))
     assert response.status_code == 200 and response.json["status"] == "ignored"
-    assert rows_for_order(db, order_id)["verification_sessions"] == 0
+    assert rows_for_order(db, sale_key(order_id))["verification_sessions"] == 0
 
 
 def test_voided_after_paid_cancels(intake, db, order_id):
     post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, "CLOSED")))
     assert post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, "VOIDED"))).json["status"] == "accepted"
-    assert status_of(db, order_id) == "cancelled"
+    assert status_of(db, sale_key(order_id)) == "cancelled"
 
 
 @pytest.mark.parametrize("return_for, total", [("5687606e-dbc9-8897-11e9-af192251e676", "-139.80000"),
@@ -56,11 +61,11 @@ def test_a_closed_return_opens_nothing_and_emails_no_link(intake, db, order_id, 
     body = lightspeed_body(lightspeed_sale(order_id, "CLOSED", return_for=return_for, total=total))
     response = post_lightspeed(intake, body)
     assert response.status_code == 200 and response.json["status"] == "ignored"
-    rows = rows_for_order(db, order_id)
+    rows = rows_for_order(db, sale_key(order_id))
     assert (rows["verification_sessions"], rows["countdown_timers"]) == (0, 0)
     assert count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'customer-emails'",
-                 o=order_id) == 0
-    assert event_types(db, order_id) == ["order.ignored"]
+                 o=sale_key(order_id)) == 0
+    assert event_types(db, sale_key(order_id)) == ["order.ignored"]
 
 
 def test_a_walk_in_is_200_ignored_and_recorded_once(intake, db, order_id):
@@ -68,9 +73,9 @@ def test_a_walk_in_is_200_ignored_and_recorded_once(intake, db, order_id):
     first, again = post_lightspeed(intake, body), post_lightspeed(intake, body)
     assert (first.status_code, first.json["status"], first.json["detail"]) == (200, "ignored", "no_customer_email")
     assert again.status_code == 200 and again.json["status"] == "duplicate"
-    assert rows_for_order(db, order_id)["verification_sessions"] == 0
-    assert count(db, "SELECT deliveries FROM webhook_events WHERE order_id = :o", o=order_id) == 2
-    assert event_types(db, order_id) == ["order.ignored"]
+    assert rows_for_order(db, sale_key(order_id))["verification_sessions"] == 0
+    assert count(db, "SELECT deliveries FROM webhook_events WHERE order_id = :o", o=sale_key(order_id)) == 2
+    assert event_types(db, sale_key(order_id)) == ["order.ignored"]
 
 
 def test_a_body_with_only_payload_is_accepted(intake, db, order_id):
@@ -83,10 +88,10 @@ def test_both_lightspeed_date_formats(intake, db, order_id, layout):
     yesterday = datetime.now(timezone.utc) - timedelta(days=1)
     response = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, sale_date=yesterday.strftime(layout))))
     assert response.status_code == 200 and response.json["status"] == "accepted"
-    assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o", o=order_id) == 1
+    assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o", o=sale_key(order_id)) == 1
     old = (datetime.now(timezone.utc) - timedelta(days=8)).strftime(layout)  # read, and found stale
     stale = post_lightspeed(intake, lightspeed_body(lightspeed_sale(f"{order_id}-old", sale_date=old)))
-    assert stale.status_code == 200 and event_types(db, f"{order_id}-old") == ["order.stale"]
+    assert stale.status_code == 200 and event_types(db, sale_key(f"{order_id}-old")) == ["order.stale"]
 
 
 # ---- validation at the edge ------------------------------------------------------------------

@@ -334,3 +334,48 @@ def test_console_logs_never_carry_a_customer_email(console, keys, db, settings, 
     logged = stream.getvalue()
     assert "operator action extend" in logged and order_id in logged
     assert email not in logged
+
+
+# ---- one order id, two sources (issue 10 item 5) ---------------------------------------------
+
+
+def place_sale(db, settings, sale_id: str) -> str:
+    """A Lightspeed sale's session, as its webhook opens it; its key."""
+    key = f"lightspeed:{sale_id}"
+    command = OrderPlaced("lightspeed", f"{sale_id}:CLOSED:1", key, "till@example.com")
+    assert intake.place_order(db, settings, command, now=datetime.now(timezone.utc)).status == "accepted"
+    return key
+
+
+def test_search_by_a_shared_id_lists_every_source_and_each_page_names_the_other(console, keys, db, settings,
+                                                                                 order_id):
+    place(db, settings, order_id, "web@example.com")
+    sale = place_sale(db, settings, order_id)
+    listed = console.get(f"/sessions?q={order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert set(order_ids_on(listed)) == {order_id, sale.replace(":", "%3A")}
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert "web@example.com" in page and "till@example.com" not in page
+    assert re.search(r'class="same-order-id"><a href="/orders/lightspeed%3A' + order_id, page)
+    sale_page = console.get(f"/orders/{sale.replace(':', '%3A')}", headers=as_alice(keys))
+    html = sale_page.get_data(as_text=True)
+    assert sale_page.status_code == 200 and "till@example.com" in html and "web@example.com" not in html
+    assert f'<code class="store-order-id">{order_id}</code>' in html and "lightspeed" in html
+
+
+def test_a_bare_sale_id_leads_to_the_sale(console, keys, db, settings, order_id):
+    sale = place_sale(db, settings, order_id)
+    response = console.get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/orders/lightspeed%3A{order_id}")
+    listed = console.get(f"/sessions?q={order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert order_ids_on(listed) == [sale.replace(":", "%3A")]
+
+
+def test_a_console_action_on_the_sale_leaves_the_generic_order_alone(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    sale = place_sale(db, settings, order_id)
+    response = post_action(console, keys, sale.replace(":", "%3A"), "cancel")
+    assert response.status_code == 303
+    with db.read() as conn:
+        rows = dict(conn.execute(text("SELECT order_id, status FROM verification_sessions "
+                                      "WHERE order_id IN (:o, :s)"), {"o": order_id, "s": sale}).all())
+    assert rows == {order_id: "pending", sale: "cancelled"}

@@ -274,9 +274,9 @@ def test_lightspeed_paid_then_voided(intake, db, order_id):
         return intake.post("/webhooks/lightspeed", data=body, headers=lightspeed_headers(LIGHTSPEED_SECRET, body))
 
     assert send("CLOSED", 1).json["status"] == "accepted"
-    assert status_of(db, order_id) == "pending"
+    assert status_of(db, f"lightspeed:{order_id}") == "pending"
     assert send("VOIDED", 2).json["status"] == "accepted"
-    assert status_of(db, order_id) == "cancelled"
+    assert status_of(db, f"lightspeed:{order_id}") == "cancelled"
     assert send("VOIDED", 2).json["status"] == "duplicate"
 
 

@@ -296,7 +296,16 @@ def test_refund_posts_order_and_reason_with_token_and_idempotency_key():
     assert request.headers["authorization"] == f"Bearer {REFUND_TOKEN}"
     assert request.headers["idempotency-key"] == "A-1001:refund"
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.body) == {"orderId": "A-1001", "reason": "expired"}
+    assert json.loads(request.body) == {"orderId": "A-1001", "source": "orders", "reason": "expired"}
+
+
+def test_refund_tells_the_store_its_own_order_id_and_source_not_our_key():
+    with FakeHttpServer(Reply(200, {"ok": True})) as server:
+        _refunds(server.url).refund("lightspeed:0af7b240-ab83", "refund-lightspeed:0af7b240-ab83", "declined")
+
+    [request] = server.requests
+    assert json.loads(request.body) == {"orderId": "0af7b240-ab83", "source": "lightspeed", "reason": "declined"}
+    assert request.headers["idempotency-key"] == "refund-lightspeed:0af7b240-ab83"
 
 
 @pytest.mark.parametrize(

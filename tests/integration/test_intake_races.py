@@ -102,11 +102,12 @@ def test_concurrent_approve_decline_and_cancel_end_in_one_terminal_state(db, set
 def test_order_events_record_their_actor(db, settings, order_id):
     """place_order (PL/pgSQL) writes the same event columns as every other writer, actor included."""
     now = datetime.now(timezone.utc)
-    order = OrderPlaced("lightspeed", f"m-{order_id}", order_id, "a@example.com")
+    key = f"lightspeed:{order_id}"  # a sale's session key (shared.domain.keys)
+    order = OrderPlaced("lightspeed", f"m-{order_id}", key, "a@example.com")
     intake.place_order(db, settings, order, now=now)
-    intake.place_order(db, settings, OrderPlaced("lightspeed", f"m2-{order_id}", order_id, "a@example.com"), now=now)
+    intake.place_order(db, settings, OrderPlaced("lightspeed", f"m2-{order_id}", key, "a@example.com"), now=now)
     with db.read() as conn:
         actors = conn.execute(text("SELECT type, actor FROM event_log WHERE order_id = :o ORDER BY id"),
-                              {"o": order_id}).all()
+                              {"o": key}).all()
     assert [tuple(a) for a in actors] == [("order.received", "lightspeed"), ("verification.requested", "lightspeed"),
                                           ("order.duplicate", "lightspeed")]

@@ -10,6 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from shared import bootstrap, operator
+from shared.domain import keys
+from shared.domain.messages import OrderPlaced
+from shared.handlers import intake
 from tests.conftest import base_env
 from tests.functions.test_operator_console import events_of, expire_with_manual_refund, place
 
@@ -126,3 +129,63 @@ def test_purge_dry_run_counts_and_changes_nothing(cli, db, settings, order_id):
                             {"o": order_id}).scalar()
     assert timedelta(days=90) == settings.retention
     assert cli("purge")[0] == 2  # a real purge is the sweeper's: only --dry-run here
+
+
+# ---- one order id, two sources (issue 10 item 5) ---------------------------------------------
+
+
+def place_sale(db, settings, sale_id: str) -> str:
+    """A Lightspeed sale's session, as its webhook opens it; its key."""
+    key = keys.session_key("lightspeed", sale_id)
+    command = OrderPlaced("lightspeed", f"{sale_id}:CLOSED:1", key, "till@example.com")
+    assert intake.place_order(db, settings, command, now=datetime.now(timezone.utc)).status == "accepted"
+    return key
+
+
+def test_status_finds_a_sale_by_its_key_or_its_bare_id(cli, db, settings, order_id):
+    sale = place_sale(db, settings, order_id)
+    for given in (sale, order_id):
+        status, out, _ = cli("status", given)
+        assert status == 0 and f"order {sale}: pending, source lightspeed" in out
+        assert "matches" not in out
+
+
+def test_status_of_an_id_two_sources_share_shows_both(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    sale = place_sale(db, settings, order_id)
+    status, out, _ = cli("status", order_id)
+    assert status == 0
+    assert out.splitlines()[0] == f"{order_id} matches 2 sessions: {order_id} (orders), {sale} (lightspeed)"
+    assert f"order {order_id}: pending, source orders" in out and f"order {sale}: pending, source lightspeed" in out
+    _, out, _ = cli("--json", "status", order_id)
+    assert [m["session"]["order_id"] for m in json.loads(out)["matches"]] == [order_id, sale]
+    _, out, _ = cli("status", order_id, "--source", "orders")
+    assert f"order {order_id}: pending" in out and sale not in out
+    _, out, _ = cli("list", "--q", order_id)
+    assert {line.split()[0] for line in out.splitlines()[1:]} == {order_id, sale}
+
+
+def test_an_action_on_a_shared_id_needs_its_source(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    sale = place_sale(db, settings, order_id)
+    status, out, err = cli("cancel", order_id)
+    assert status == 2 and out == "" and "--source" in err and sale in err
+    assert [s for s in statuses(db, order_id, sale)] == ["pending", "pending"]
+    status, out, _ = cli("--by", "erin", "cancel", order_id, "--source", "lightspeed")
+    assert status == 0 and out.strip() == f"cancel {sale}: accepted"
+    assert statuses(db, order_id, sale) == ["pending", "cancelled"]
+    assert ("order.cancelled", "operator:erin") in [e[:2] for e in events_of(db, sale)]
+    assert events_of(db, order_id)[-1][0] == "verification.requested"
+
+
+def test_an_action_on_a_bare_sale_id_alone_finds_the_sale(cli, db, settings, order_id):
+    sale = place_sale(db, settings, order_id)
+    status, out, _ = cli("--by", "erin", "verify", order_id, "--reason", "ID seen at the till")
+    assert status == 0 and out.strip() == f"verify {sale}: accepted"
+    assert statuses(db, sale) == ["verified"]
+
+
+def statuses(db, *order_ids: str) -> list[str]:
+    with db.read() as conn:
+        return [conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
+                             {"o": o}).scalar_one() for o in order_ids]

@@ -28,12 +28,12 @@ def test_every_paid_status_places_the_order(status):
     cmd = inbound.parse_lightspeed(lightspeed_body(lightspeed_sale("s-1", status, version=3)))
     assert isinstance(cmd, OrderPlaced)
     assert (cmd.order_id, cmd.event_id, cmd.order_total, cmd.customer_email) == (
-        "s-1", f"s-1:{status}:3", Decimal("877.40"), "buyer@example.com")
+        "lightspeed:s-1", f"s-1:{status}:3", Decimal("877.40"), "buyer@example.com")
 
 
 def test_voided_cancels():
     cmd = inbound.parse_lightspeed(lightspeed_body(lightspeed_sale("s-1", "VOIDED", version=4)))
-    assert cmd == StoreCancelled("lightspeed", "s-1:VOIDED:4", "s-1")
+    assert cmd == StoreCancelled("lightspeed", "s-1:VOIDED:4", "lightspeed:s-1")
 
 
 @pytest.mark.parametrize("status", ["SAVED", "ONACCOUNT", "LAYBY", "OPEN", "UNKNOWN"])
@@ -48,7 +48,7 @@ def test_unpaid_states_are_ignored(status):
 ])
 def test_a_return_opens_nothing(sale):
     cmd = inbound.parse_lightspeed(lightspeed_body(sale))
-    assert isinstance(cmd, IgnoredDelivery) and cmd.reason == "return" and cmd.order_id == "r-1"
+    assert isinstance(cmd, IgnoredDelivery) and cmd.reason == "return" and cmd.order_id == "lightspeed:r-1"
 
 
 @pytest.mark.parametrize("email", [None, ""])
