@@ -90,11 +90,13 @@ def _environment(base_port: int, database_url: str) -> dict[str, str]:
 
 
 STACK_ENV_KEYS = ("DATABASE_URL", "TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND", "LOCAL_SUBSCRIBER_URLS",
-                  "EMAIL_BACKEND", "REFUND_BACKEND", "VERIFF_BASE_URL", "LOCAL_VERIFY_URL")
+                  "EMAIL_BACKEND", "REFUND_BACKEND", "VERIFF_BASE_URL", "LOCAL_VERIFY_URL",
+                  "LOCAL_INTAKE_URL")  # where `python -m devstack.send` posts
 
 
 def _write_stack_env(env: dict[str, str]) -> Path:
-    """What `python -m shared.operator` needs to act on this stack, for shells that name no database."""
+    """What `python -m shared.operator` (and `devstack.send`) need to act on this stack, for shells
+    that name no database; read by `shared.operator.read_stack_env`."""
     path = LOCAL / "stack.env"
     path.write_text("# written by devstack/run.py for python -m shared.operator (mode 600)\n"
                     + "".join(f"{key}={env[key]}\n" for key in STACK_ENV_KEYS if env.get(key)))
