@@ -4,7 +4,7 @@ In the cloud every line is a JSON object for Cloud Logging. Here a person watche
 so each order's lifecycle steps (logger `story`: order received, link sent, verified, expired,
 refund requested, ...) and what the sweeper did (only when it did something) are printed as
 one short line each, with warnings and errors; routine lines (`answered 200`, `handled: ...`)
-are left out. `LOCAL_LOG=json` prints every line as it came. Nothing is added to what the
+are left out. With `LOCAL_LOG=json` the run command passes every line on as it came, unread. Nothing is added to what the
 functions logged: they log identifiers only, never emails, dates of birth, payloads or secrets.
 """
 
@@ -22,9 +22,8 @@ _SHOWN_SEVERITY = {"WARNING", "ERROR", "CRITICAL"}
 
 
 class Console:
-    def __init__(self, out: TextIO | None = None, *, raw: bool = False) -> None:
+    def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
-        self.raw = raw
         self._lock = threading.Lock()
 
     def pump(self, function: str, lines: Iterable[str]) -> None:
@@ -33,11 +32,7 @@ class Console:
             self.line(function, line)
 
     def line(self, function: str, line: str) -> None:
-        text = line.rstrip("\n")
-        if self.raw:
-            self._print(text)
-            return
-        rendered = render(function, text)
+        rendered = render(function, line.rstrip("\n"))
         if rendered is not None:
             self._print(rendered)
 

@@ -182,6 +182,8 @@ class Function:
         lines = [line.strip() for line in self.stderr_tail if line.strip()]
         if not lines:
             return "no reason given (see above)"
+        if any("Connection in use" in line for line in lines):  # taken after the check at start
+            return f"port {self.port} is already in use by another program"
         last = lines[-1]
         for prefix in ("shared.errors.", "[ERROR] "):
             last = last.replace(prefix, "")
@@ -191,7 +193,9 @@ class Function:
 def _start_functions(base_port: int, env: dict[str, str], cleanup: contextlib.ExitStack) -> list[Function]:
     from devstack.console import Console
 
-    console = Console(raw=os.environ.get("LOCAL_LOG") == "json")
+    console = Console()
+    # LOCAL_LOG=json: every line as the functions wrote it, straight to this stack's stdout, unread.
+    raw = os.environ.get("LOCAL_LOG") == "json"
     functions: list[Function] = []
     cleanup.callback(_stop_all, functions)
     pids = RUN / "functions.pids"
@@ -204,14 +208,15 @@ def _start_functions(base_port: int, env: dict[str, str], cleanup: contextlib.Ex
             [sys.executable, "-m", "functions_framework", "--target", name, "--source", str(ROOT / "main.py"),
              "--signature-type", signature, "--host", "127.0.0.1", "--port", str(base_port + offset)],
             env={**env, "FUNCTION_TARGET": name, "XDG_RUNTIME_DIR": str(control)}, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            stdout=None if raw else subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
             start_new_session=True,  # its own group: stopping it stops its gunicorn workers too
         )
         function = Function(name, base_port + offset, process)
         functions.append(function)
         with pids.open("a") as out:
             out.write(f"{process.pid} {name}\n")
-        threading.Thread(target=console.pump, args=(name, process.stdout), daemon=True).start()
+        if not raw:
+            threading.Thread(target=console.pump, args=(name, process.stdout), daemon=True).start()
         threading.Thread(target=_keep_stderr, args=(function, console), daemon=True).start()
     return functions
 

@@ -41,10 +41,7 @@ def test_warnings_and_errors_are_one_line_with_the_exception_class():
     assert "\n" not in line
 
 
-def test_raw_mode_prints_every_line_as_it_came():
-    out = io.StringIO()
-    Console(out, raw=True).pump("sweep", [entry("answered 200") + "\n"])
-    assert out.getvalue() == entry("answered 200") + "\n"
+def test_a_function_s_output_is_rendered_line_by_line():
     out = io.StringIO()
     Console(out).pump("sweep", [entry("answered 200") + "\n", "not json\n"])
     assert out.getvalue() == "sweep: not json\n"
