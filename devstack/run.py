@@ -166,7 +166,11 @@ def _start_database(cleanup: contextlib.ExitStack) -> str:
         server.stop()
     port_file.write_text(str(port))
     cleanup.callback(server.stop)  # before start: a start that fails half-way is stopped too
-    return server.start().url
+    try:
+        return server.start().url
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise StartFailure(f"PostgreSQL could not start in {data_dir} ({str(exc).splitlines()[0]}; "
+                           f"its log: {data_dir / 'server.log'})") from None
 
 
 class Function:

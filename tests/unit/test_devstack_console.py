@@ -78,3 +78,17 @@ def test_the_stack_runs_the_one_list_of_functions_in_its_port_order():
         f.entry_point: f.signature for f in DEPLOYED}
     assert SUBSCRIBERS == {"customer-emails": "send_customer_email", "verification-events": "record_analytics",
                            "order-actions": "request_refund"}
+
+
+def test_the_stack_gives_each_function_every_secret_the_table_says_it_reads(tmp_path, monkeypatch):
+    import devstack.run as run
+
+    monkeypatch.setattr(run, "LOCAL", tmp_path)
+    for variable in {s.variable for f in DEPLOYED for s in f.secrets} | {"EMAIL_BACKEND", "REFUND_BACKEND"}:
+        monkeypatch.delenv(variable, raising=False)
+    env = run._environment(8080, "postgresql+pg8000://postgres@127.0.0.1:1/verification")
+    local = {"DB_IAM_AUTH": "true", "EMAIL_BACKEND": env["EMAIL_BACKEND"], "REFUND_BACKEND": env["REFUND_BACKEND"],
+             "LIGHTSPEED_ENABLED": "true"}
+    for function in DEPLOYED:
+        missing = {v for v in function.secret_variables(local) if not env.get(v)}
+        assert not missing, f"{function.entry_point} would not start locally without {missing}"
