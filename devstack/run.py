@@ -168,9 +168,11 @@ def _start_database(cleanup: contextlib.ExitStack) -> str:
     cleanup.callback(server.stop)  # before start: a start that fails half-way is stopped too
     try:
         return server.start().url
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
-        raise StartFailure(f"PostgreSQL could not start in {data_dir} ({str(exc).splitlines()[0]}; "
-                           f"its log: {data_dir / 'server.log'})") from None
+    except subprocess.CalledProcessError:
+        raise StartFailure(f"PostgreSQL could not start on port {port} (its log: {data_dir / 'server.log'}; "
+                           f"{port_file} names the port)") from None
+    except RuntimeError as exc:  # initdb failed, or no server binaries
+        raise StartFailure(f"PostgreSQL could not start: {str(exc).splitlines()[0]}") from None
 
 
 class Function:
