@@ -7,6 +7,12 @@ would be deployed. Cloud Tasks is replaced by the durable local scheduler
 (rows in PostgreSQL, delivered by a dispatcher thread here), Pub/Sub by direct
 CloudEvent deliveries to the subscriber functions, Cloud Scheduler by a
 thread that calls `sweep`. Stopping and starting again loses no timer.
+
+One stack per state folder (`.local/run/stack.lock`, held while it runs). Whatever ends it --
+Ctrl-C, SIGTERM, a setting or port that stops the start, a function that exits -- stops
+every function and the PostgreSQL it started, and says why in one line (exit status 1 on a
+failure). A PostgreSQL or functions left behind by a run killed with -9 are stopped by the
+next start. The functions' JSON log lines are told as a story (`devstack.console`).
 """
 
 from __future__ import annotations
@@ -331,13 +337,16 @@ def main() -> int:
     _stop_on_signals()
     cleanup = contextlib.ExitStack()
     try:
-        with cleanup:
-            return _run(cleanup)
+        return _run(cleanup)
     except (KeyboardInterrupt, _Stopped):
         return 0
     except (StartFailure, ServiceError) as exc:  # ConfigError names the variable, never its value
         print(f"devstack: {exc}; stopped", file=sys.stderr, flush=True)
         return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C cannot cut stopping short
+            signal.signal(sig, signal.SIG_IGN)
+        cleanup.close()
 
 
 def _run(cleanup: contextlib.ExitStack) -> int:
