@@ -6,11 +6,14 @@
     python -m devstack.send sale SALE-ID EMAIL [STATUS]   (Lightspeed sale, CLOSED unless given)
     python -m devstack.send void ORDER-ID          (Lightspeed voided sale)
 
-Veriff webhooks carry the session id the local stack created for the order.
+Veriff webhooks carry the session id the local stack created for the order. It posts to the
+running stack's intake, as the run command left it in `.local/stack.env` (LOCAL_BASE_PORT in
+this shell overrides it).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -19,6 +22,7 @@ import urllib.request
 from datetime import datetime, timezone
 
 from devstack.run import LOCAL
+from shared.operator import read_stack_env
 from devstack.signing import (
     ADULT_BIRTH_DATE,
     lightspeed_body,
@@ -65,19 +69,57 @@ def _void(secrets: dict, sale_id: str) -> tuple[str, bytes, dict]:
 COMMANDS = {"order": _order, "veriff": _decision, "event": _event, "sale": _sale, "void": _void}
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in COMMANDS:
-        print(__doc__, file=sys.stderr)
-        return 2
-    secrets = json.loads((LOCAL / "dev-secrets.json").read_text())
-    base = f"http://127.0.0.1:{os.environ.get('LOCAL_BASE_PORT', '8080')}"
-    path, body, headers = COMMANDS[argv[0]](secrets, *argv[1:])
-    request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
+USAGE = ("usage: python -m devstack.send order ID EMAIL | veriff ID " + "|".join(CODES) + " [BIRTH-DATE]"
+         " | event ID " + "|".join(EVENT_CODES) + " | sale ID EMAIL [STATUS] | void ID   (--help for more)")
+
+
+def intake_url() -> str:
+    """The running stack's intake: this shell's LOCAL_BASE_PORT, else what the run command wrote."""
+    if os.environ.get("LOCAL_BASE_PORT"):
+        return f"http://127.0.0.1:{os.environ['LOCAL_BASE_PORT']}"
+    return read_stack_env(LOCAL / "stack.env").get("LOCAL_INTAKE_URL", "http://127.0.0.1:8080").rstrip("/")
+
+
+def _fits(command, args: list[str]) -> bool:
+    """`args` fill the command's parameters after the secrets, and name known outcomes."""
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        inspect.signature(command).bind({}, *args)
+    except TypeError:
+        return False
+    if command is _decision and len(args) > 1 and args[1] not in CODES:
+        return False
+    return not (command is _event and len(args) > 1 and args[1] not in EVENT_CODES)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    command = COMMANDS.get(argv[0]) if argv else None
+    if command is None or not _fits(command, argv[1:]):
+        print(USAGE, file=sys.stderr)
+        return 2
+    secrets_file = LOCAL / "dev-secrets.json"
+    if not secrets_file.exists():
+        print(f"devstack.send: no {secrets_file}: start the stack first (scripts/run-local.sh)", file=sys.stderr)
+        return 1
+    base = intake_url()
+    path, body, headers = command(json.loads(secrets_file.read_text()), *argv[1:])
+    request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes via a proxy
+    try:
+        with opener.open(request, timeout=10) as response:
             print(response.status, response.read().decode())
     except urllib.error.HTTPError as exc:
         print(exc.code, exc.read().decode())
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError):
+            print(f"devstack.send: the local stack is not running (nothing answers at {base}); "
+                  "start it with scripts/run-local.sh", file=sys.stderr)
+        else:
+            print(f"devstack.send: {base} did not answer: {type(reason).__name__}", file=sys.stderr)
         return 1
     return 0
 

@@ -31,5 +31,6 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
               "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead,
               "purged": sum(purged.values())}
     if any(counts.values()):
-        log.info("sweep done", extra={"labels": {k: str(v) for k, v in counts.items()}})
+        did = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        log.info("sweep: %s", did, extra={"labels": {k: str(v) for k, v in counts.items()}})
     return 200, {"status": "ok", **counts, "purgedByKind": purged}

@@ -46,14 +46,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def read_stack_env(path: Path = STACK_ENV) -> dict[str, str]:
+    """What the local stack's run command left in `.local/stack.env` (empty when there is none)."""
+    if not path.exists():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
 def load_stack_env(path: Path = STACK_ENV, env: dict | os._Environ = os.environ) -> bool:
     """Fill in the local stack's settings when this shell names no database. True if it did."""
     if env.get("DATABASE_URL") or env.get("INSTANCE_CONNECTION_NAME") or not path.exists():
         return False
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            env.setdefault(key.strip(), value.strip())
+    for key, value in read_stack_env(path).items():
+        env.setdefault(key, value)
     return True
 
 

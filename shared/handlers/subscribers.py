@@ -13,6 +13,7 @@ from datetime import datetime
 from email.errors import MessageError
 from typing import Any
 
+from shared import log as logctx
 from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
 from shared.config import Settings
 from shared.db import store
@@ -25,6 +26,7 @@ from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+story = logging.getLogger("story")  # one line per lifecycle step; the local console prints these
 
 OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
 OUTCOME_STATUS = {Email.VERIFIED: Status.VERIFIED, Email.DECLINED: Status.DECLINED, Email.EXPIRED: Status.EXPIRED}
@@ -162,6 +164,48 @@ def metric_of(event: EventMessage) -> str | None:
         return None
 
 
+# How an order's story reads, one line per step (events not named here are not told).
+STORY = {
+    Event.ORDER_RECEIVED: "order received",
+    Event.ORDER_CANCELLED: "cancelled by the store",
+    Event.STARTED: "customer opened the verification",
+    Event.SUBMITTED: "customer submitted the verification",
+    Event.APPROVED: "verified",
+    Event.DECLINED: "declined",
+    Event.IN_REVIEW: "in review at the provider",
+    Event.RESUBMISSION_REQUESTED: "provider asked for a resubmission",
+    Event.EXPIRED: "expired (deadline passed)",
+    Event.DEADLINE_EXTENDED: "deadline extended",
+    Event.LINK_RESENT: "link resent",
+    Event.REFUND_REQUESTED: "refund requested",
+    Event.REFUND_MANUAL: "refund waits for an operator",
+    Event.REFUND_COMPLETED: "refund done",
+    Event.REFUND_FAILED: "refund failed",
+    Event.EMAIL_FAILED: "email could not be sent",
+}
+EMAIL_STORY = {Email.LINK: "link sent", Email.REMINDER: "reminder sent"}
+
+
+def story_of(event: EventMessage) -> str | None:
+    """The step `event` is in its order's story, or None. Kinds and ids only: no customer data."""
+    if event.type == Event.EMAIL_SENT:
+        kind = event.data.get("kind")
+        if kind not in set(Email):
+            return None
+        return EMAIL_STORY.get(Email(kind), f"{kind} email sent")
+    try:
+        return STORY.get(Event(event.type))
+    except ValueError:
+        return None
+
+
+def tell(event: EventMessage) -> None:
+    phrase = story_of(event)
+    if phrase:
+        story.info("order %s: %s", logctx.identifier(event.order_id) or "?", phrase,
+                   extra={"labels": {"event": event.type}})
+
+
 def record_event(db: Database, event: EventMessage) -> bool:
     """Roll one event into the daily funnel, once. True when it counted."""
     day = datetime.fromisoformat(event.occurred_at).date()
@@ -174,6 +218,7 @@ def record_event(db: Database, event: EventMessage) -> bool:
         seconds = event.data.get("seconds_to_verify")
         if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
             store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
+    tell(event)  # once per event, as it is counted
     return True
 
 

@@ -166,6 +166,7 @@ class ChaosRun:
             "DATABASE_URL": f"postgresql+pg8000://postgres@127.0.0.1:{world.postgres.port}/{self.database}",
             "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": str(state_dir), "PYTHONPATH": str(ROOT),
             "NO_GCE_CHECK": "true",
+            "LOCAL_LOG": "json",  # every log line as written: the leak and pool-timeout checks read them all
             "EMAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(world.smtp_port),
             "SMTP_STARTTLS": "false",
             "REFUND_BACKEND": "http", "REFUND_API_URL": world.refunds.url, "REFUND_API_TOKEN": world.refund_token,

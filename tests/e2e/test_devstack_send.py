@@ -1,0 +1,91 @@
+"""`python -m devstack.send`: posts to the port the running stack left in .local/stack.env,
+answers unknown words with one usage line, and a stack that is not running with one line."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from devstack.postgres import free_port
+from tests.stack import ROOT
+
+
+@pytest.fixture
+def state_dir():
+    path = Path(tempfile.mkdtemp(prefix="verification-send-"))
+    (path / "dev-secrets.json").write_text(json.dumps({
+        "ORDER_WEBHOOK_SECRET": "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "VERIFF_SHARED_SECRET": "s" * 32,
+        "VERIFF_API_KEY": "k" * 16, "LIGHTSPEED_CLIENT_SECRET": "l" * 32}))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def send(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "LOCAL_BASE_PORT"}
+    env.update({"LOCAL_STATE_DIR": str(state_dir), "PYTHONPATH": str(ROOT), "NO_GCE_CHECK": "true"})
+    return subprocess.run([sys.executable, "-m", "devstack.send", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def intake():
+    """A stand-in intake on 127.0.0.1 recording each POST's path."""
+    paths = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            paths.append(self.path)
+            body = b'{"status": "accepted"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], paths
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("args", [(), ("bogus", "demo-1"), ("veriff", "demo-1", "maybe"), ("order",),
+                                  ("void", "demo-1", "extra", "words")])
+def test_unknown_words_get_one_usage_line(state_dir, args):
+    done = send(state_dir, *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("usage: python -m devstack.send order ID EMAIL")
+    assert done.stdout == ""
+
+
+def test_it_posts_to_the_port_the_running_stack_wrote(state_dir, intake):
+    port, paths = intake
+    (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{port}\n")
+    done = send(state_dir, "order", "demo-1", "buyer@example.com")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("200 ")
+    assert paths == ["/webhooks/orders"]
+
+
+def test_a_stack_that_is_not_running_is_one_line(state_dir):
+    port = free_port()  # nothing listens there
+    (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{port}\n")
+    done = send(state_dir, "veriff", "demo-1", "approved")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"devstack.send: the local stack is not running (nothing answers at http://127.0.0.1:{port}); "
+        "start it with scripts/run-local.sh"]
