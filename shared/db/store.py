@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
+from shared.domain.model import TERMINAL, Status
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -56,7 +57,7 @@ def move_status(
     `due_by` adds `deadline <= due_by` (the deadline timer's re-check), and the decision
     hold of a submitted session; `link_sent` adds whether the verification link email was
     sent (an expiry needs it); `decided_at` is the provider's decision time."""
-    terminal = to_status in ("verified", "declined", "expired", "cancelled")
+    terminal = Status(to_status) in TERMINAL
     row = conn.execute(
         text("""
             UPDATE verification_sessions

@@ -18,15 +18,13 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import EmailJob, EventMessage, OrderAction
-from shared.domain.model import Email, Event, Status
+from shared.domain.model import EMAILS, Event, Status, email_spec
 from shared.emails.render import build_message
 from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-OPEN_ONLY = {Email.LINK, Email.REMINDER}  # pointless once the session is closed
-OUTCOME_STATUS = {Email.VERIFIED: Status.VERIFIED, Email.DECLINED: Status.DECLINED, Email.EXPIRED: Status.EXPIRED}
 REFUNDABLE = (Status.DECLINED, Status.EXPIRED)
 
 
@@ -40,14 +38,13 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     Raises TransientError to be retried: when the send failed, and when another attempt
     holds the claim's lease (it may yet fail; if it crashed, the lease passes and a later
     delivery takes the claim over). Never "done" for an email that was not sent."""
-    kind = Email(job.kind)
+    kind = job.kind
+    spec = email_spec(kind)
     with db.read() as conn:
         session = store.load_session(conn, job.order_id)
     if session is None:
         return "unknown order"
-    if kind in OPEN_ONLY and session["status"] not in (Status.PENDING, Status.IN_REVIEW):
-        return f"session is {session['status']}"
-    if kind in OUTCOME_STATUS and session["status"] != OUTCOME_STATUS[kind]:
+    if not spec.sendable(session["status"]):
         return f"session is {session['status']}"
     if session["customer_email"] is None:
         return "customer erased (past RETENTION)"
@@ -59,7 +56,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         return f"already {claim}"
     try:
         url = None
-        if kind in OPEN_ONLY:
+        if spec.needs_link:
             url = session["veriff_url"]
             if not url:
                 created = provider.create_session(job.order_id)
@@ -116,7 +113,7 @@ def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit:
         emails = store.emails_to_redrive(uow.conn, lease, limit)
         refunds = store.refunds_to_redrive(uow.conn, lease, limit)
         for order_id, kind, reminder_index in emails:
-            uow.effects(order_id, actor="sweeper").email(Email(kind), reminder_index)
+            uow.effects(order_id, actor="sweeper").email(kind, reminder_index)
         for order_id, reason in refunds:
             uow.effects(order_id, actor="sweeper").refund_action(reason)
         uow.commit()
@@ -139,7 +136,6 @@ METRICS = {
     Event.REFUND_COMPLETED: "refunds_completed",
     Event.REFUND_FAILED: "refunds_failed",
 }
-EMAIL_METRICS = {"link": "links_sent", "reminder": "reminders_sent"}
 BUCKETS = ((3600, "<1h"), (6 * 3600, "1-6h"), (24 * 3600, "6-24h"), (48 * 3600, "24-48h"),
            (72 * 3600, "48-72h"))
 
@@ -153,7 +149,8 @@ def bucket_of(seconds: int) -> str:
 
 def metric_of(event: EventMessage) -> str | None:
     if event.type == Event.EMAIL_SENT:
-        return EMAIL_METRICS.get(event.data.get("kind"))
+        spec = EMAILS.get(event.data.get("kind"))
+        return spec.metric if spec else None
     try:
         return METRICS.get(Event(event.type))
     except ValueError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
-    """Re-check state and act; a stale, duplicate or moved timer is a no-op."""
-    return _FIRE[timer.timer_kind](db, timer, now=now, request_id=request_id)
+    """Re-check state and act (what each kind does: `FIRES`); a stale, duplicate or moved timer is a no-op."""
+    return FIRES[timer.timer_kind](db, timer, now=now, request_id=request_id)
 
 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
@@ -64,7 +65,8 @@ def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: s
     return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
 
 
-_FIRE = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
+# What a delivered timer of each kind does.
+FIRES: dict[TimerKind, Callable[..., Result]] = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
 
 
 @dataclass
