@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 import sqlalchemy.exc
-from sqlalchemy import text
+from sqlalchemy import CheckConstraint, text
 from sqlalchemy.engine import Connection
 
 from shared.db import functions
@@ -113,12 +113,27 @@ def _retention(conn: Connection) -> None:
         conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {index}")
 
 
+# The CHECK constraints `schema.one_of` builds from the kind enums (status, timer, outbox, email).
+KIND_CHECKS = ("verification_sessions_status", "countdown_timers_kind", "outbox_kind", "email_sends_kind")
+
+
+def kind_checks(conn: Connection) -> None:
+    """v8: every kind column's CHECK is rebuilt from its enum (`email_sends.kind` gains one).
+    Idempotent, so a later enum change appends this step again."""
+    for table in metadata.sorted_tables:
+        for constraint in table.constraints:
+            if isinstance(constraint, CheckConstraint) and constraint.name in KIND_CHECKS:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {constraint.name}")
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD CONSTRAINT {constraint.name} "
+                                     f"CHECK ({constraint.sqltext})")
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows, _console_indexes, _retention,
+    _place_order_from_rows, _console_indexes, _retention, kind_checks,
 ]
 LATEST = len(MIGRATIONS)
 
