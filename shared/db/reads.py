@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
+from shared.domain.model import EmailClaim, Status
 from shared.db.schema import (
     countdown_timers,
     email_sends,
@@ -67,12 +68,12 @@ def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging. Each branch is served by a small index."""
     return union(
-        select(sessions.c.order_id).where(sessions.c.status == "in_review"),
+        select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(sessions.c.order_id).where(sessions.c.refund_status.in_(("manual", "failed"))),
         select(outbox.c.order_id).where(outbox.c.dead_at.isnot(None)),
         select(outbox.c.order_id).where(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None),
                                         outbox.c.attempts > 0),
-        select(email_sends.c.order_id).where(email_sends.c.state == "sending",
+        select(email_sends.c.order_id).where(email_sends.c.state == EmailClaim.SENDING,
                                              email_sends.c.claimed_at < now - EMAIL_STUCK_AFTER),
     )
 

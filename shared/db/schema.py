@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from shared.domain.model import OPEN, Email, Status, TimerKind
+from shared.domain.model import OPEN, Email, EmailClaim, Status, TimerKind
 from shared.domain.rows import OutboxKind
 
 metadata = MetaData()
@@ -223,7 +223,7 @@ email_sends = Table(
     one_of("kind", Email, "email_sends_kind"),
 )
 # Claims in flight, for the console's "needs attention" (migration v4).
-Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == "sending")
+Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == EmailClaim.SENDING)
 
 # Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
 funnel_daily = Table(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
-from shared.domain.model import TERMINAL, Status
+from shared.domain.model import TERMINAL, EmailClaim, RefundClaim, Status
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -288,12 +288,13 @@ _CLAIM_EMAIL = text("""
 """)
 
 
-def claim_email(db: Database, order_id: str, kind: str, reminder_index: int, lease_seconds: float) -> str:
-    """Claim one email for sending: 'claimed' (new, or taken over from an attempt whose lease
-    passed), 'sending' (another attempt holds the lease), or the final state ('sent', ...)."""
+def claim_email(db: Database, order_id: str, kind: str, reminder_index: int,
+                lease_seconds: float) -> EmailClaim:
+    """Claim one email for sending: CLAIMED (new, or taken over from an attempt whose lease
+    passed), SENDING (another attempt holds the lease), or the final state (SENT, SKIPPED)."""
     rows = db.atomic(_CLAIM_EMAIL, {"o": order_id, "k": kind, "i": reminder_index, "lease": lease_seconds})
     # No row: a concurrent first claim committed after this statement's snapshot; it holds the lease.
-    return rows[0][0] if rows else "sending"
+    return EmailClaim(rows[0][0]) if rows else EmailClaim.SENDING
 
 
 _EMAILS_TO_REDRIVE = text("""
@@ -453,11 +454,11 @@ _CLAIM_REFUND = text("""
 """)
 
 
-def claim_refund(db: Database, order_id: str, lease_seconds: float) -> str:
-    """'claimed' (first, or taken over past the lease), 'requested' (another attempt holds the
-    lease), the final refund status, or 'unknown' for an unknown order."""
+def claim_refund(db: Database, order_id: str, lease_seconds: float) -> RefundClaim:
+    """CLAIMED (first, or taken over past the lease), REQUESTED (another attempt holds the
+    lease), the final refund status, or UNKNOWN for an unknown order."""
     rows = db.atomic(_CLAIM_REFUND, {"o": order_id, "lease": lease_seconds})
-    return rows[0][0] if rows else "unknown"
+    return RefundClaim(rows[0][0]) if rows else RefundClaim.UNKNOWN
 
 
 def release_refund(db: Database, order_id: str) -> None:

@@ -98,6 +98,26 @@ class Email(StrEnum):
     EXPIRED = "expired"
 
 
+class EmailClaim(StrEnum):
+    """What claiming one customer email found: the claim, another attempt's lease, or how it ended."""
+
+    CLAIMED = "claimed"  # this attempt holds the lease now (new, or taken over past the lease)
+    SENDING = "sending"  # another attempt holds the lease
+    SENT = "sent"
+    SKIPPED = "skipped"  # it could never be built or sent
+
+
+class RefundClaim(StrEnum):
+    """What claiming an order's refund call found: the claim, another attempt's lease, or its outcome."""
+
+    CLAIMED = "claimed"
+    REQUESTED = "requested"  # another attempt holds the lease
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    MANUAL = "manual"
+    UNKNOWN = "unknown"  # no such order
+
+
 @dataclass(frozen=True)
 class EmailSpec:
     """Everything one kind of customer email is: when it may go out, what it needs, what it counts.

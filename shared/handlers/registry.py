@@ -44,5 +44,5 @@ HANDLERS: dict[type, Handler] = {
     EmailJob: lambda c, cmd, rid: subscribers.send_email(c.db, c.settings, c.email_sender,
                                                          c.verification_provider, cmd, now=c.clock.now()),
     OrderAction: lambda c, cmd, rid: ORDER_ACTIONS[cmd.kind](c, cmd, rid),
-    EventMessage: lambda c, cmd, rid: "counted" if subscribers.record_event(c.db, cmd) else "duplicate",
+    EventMessage: lambda c, cmd, rid: subscribers.record_event(c.db, cmd),
 }

@@ -18,10 +18,11 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import EmailJob, EventMessage, OrderAction
-from shared.domain.model import EMAILS, Event, Status, email_spec
+from shared.domain.model import EMAILS, EmailClaim, Event, RefundClaim, Status, email_spec
 from shared.emails.render import build_message
 from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
+from shared.handlers.result import Result, ResultStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +33,28 @@ REFUNDABLE = (Status.DECLINED, Status.EXPIRED)
 
 
 def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
-               job: EmailJob, *, now: datetime) -> str:
-    """Send one email at most once per claim; 'sent' or why not.
+               job: EmailJob, *, now: datetime) -> Result:
+    """Send one email at most once per claim: SENT, or why not (SKIPPED, DUPLICATE, IGNORED).
 
     Raises TransientError to be retried: when the send failed, and when another attempt
     holds the claim's lease (it may yet fail; if it crashed, the lease passes and a later
-    delivery takes the claim over). Never "done" for an email that was not sent."""
+    delivery takes the claim over). Never SENT for an email that was not sent."""
     kind = job.kind
     spec = email_spec(kind)
     with db.read() as conn:
         session = store.load_session(conn, job.order_id)
     if session is None:
-        return "unknown order"
+        return Result(ResultStatus.IGNORED, job.order_id, "unknown order")
     if not spec.sendable(session["status"]):
-        return f"session is {session['status']}"
+        return Result(ResultStatus.IGNORED, job.order_id, f"session is {session['status']}")
     if session["customer_email"] is None:
-        return "customer erased (past RETENTION)"
+        return Result(ResultStatus.IGNORED, job.order_id, "customer erased (past RETENTION)")
     lease = settings.email_lease.total_seconds()
     claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
-    if claim == "sending":
+    if claim is EmailClaim.SENDING:
         raise TransientError("this email is being sent by another attempt", component="email")
-    if claim != "claimed":
-        return f"already {claim}"
+    if claim is not EmailClaim.CLAIMED:
+        return Result(ResultStatus.DUPLICATE, job.order_id, f"already {claim}")
     try:
         url = None
         if spec.needs_link:
@@ -70,7 +71,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         sender.send(message)
     except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
         log.error("email %s cannot be built or sent: %s", kind, type(exc).__name__)
-        return _finish_email(db, job, now, "skipped", Event.EMAIL_FAILED, reason=type(exc).__name__)
+        return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(exc).__name__)
     except BaseException:
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
@@ -78,7 +79,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     return _record_sent(db, job, now, within=lease / 2)
 
 
-def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -> str:
+def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -> Result:
     """Record a sent email, retrying a database outage for up to `within` seconds (half the
     claim's lease, so no other delivery takes the claim over meanwhile): the message is out,
     and if this record were given up, the claim's lease would pass and the email be sent
@@ -87,7 +88,7 @@ def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -
     pause = 0.25
     while True:
         try:
-            return _finish_email(db, job, now, "sent", Event.EMAIL_SENT)
+            return _finish_email(db, job, now, EmailClaim.SENT, Event.EMAIL_SENT)
         except TransientError:
             if time.monotonic() + pause > give_up_at:
                 raise
@@ -95,13 +96,18 @@ def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -
             pause = min(pause * 2, 2.0)
 
 
-def _finish_email(db: Database, job: EmailJob, now: datetime, state: str, event: Event, **details) -> str:
+# How a claimed email ended, as the email's state and the use case's result.
+_FINISHED = {EmailClaim.SENT: ResultStatus.SENT, EmailClaim.SKIPPED: ResultStatus.SKIPPED}
+
+
+def _finish_email(db: Database, job: EmailJob, now: datetime, state: EmailClaim, event: Event,
+                  **details: Any) -> Result:
     with UnitOfWork(db, now=now) as uow:
-        store.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, state)
+        store.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, str(state))
         uow.effects(job.order_id, actor="send_customer_email").event(
             event, kind=job.kind, reminder_index=job.reminder_index, **details)
         uow.commit()
-    return state
+    return Result(_FINISHED[state], job.order_id, details.get("reason"))
 
 
 def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit: int = 200) -> int:
@@ -157,19 +163,19 @@ def metric_of(event: EventMessage) -> str | None:
         return None
 
 
-def record_event(db: Database, event: EventMessage) -> bool:
-    """Roll one event into the daily funnel, once. True when it counted."""
+def record_event(db: Database, event: EventMessage) -> Result:
+    """Roll one event into the daily funnel, once: ACCEPTED when it counted, DUPLICATE after."""
     day = datetime.fromisoformat(event.occurred_at).date()
     metric = metric_of(event)
     with db.transaction() as conn:
         if not store.claim_message(conn, "record_analytics", event.id):
-            return False
+            return Result(ResultStatus.DUPLICATE, event.order_id, "event already counted")
         if metric:
             store.bump_funnel(conn, day, metric)
         seconds = event.data.get("seconds_to_verify")
         if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
             store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
-    return True
+    return Result(ResultStatus.ACCEPTED, event.order_id, metric)
 
 
 def funnel(db: Database, start, end) -> dict[str, Any]:
@@ -190,8 +196,9 @@ REFUND_EVENTS = {RefundResult.REFUNDED: Event.REFUND_COMPLETED, RefundResult.FAI
 
 
 def request_refund(db: Database, settings: Settings, gateway: RefundGateway, action: OrderAction, *,
-                   now: datetime) -> str:
-    """Ask for the refund once per order; the outcome recorded on the session and as an event.
+                   now: datetime) -> Result:
+    """Ask for the refund once per order; the outcome recorded on the session and as an event
+    (ACCEPTED, its detail the gateway's answer), or why not (DUPLICATE, IGNORED).
 
     The claim (refund_status NULL → requested, with a lease) commits before the call. A
     delivery that finds another attempt's lease raises TransientError (retried later); one
@@ -200,14 +207,14 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
     with db.read() as conn:
         status = store.session_status(conn, action.order_id)
     if status is None:
-        return "unknown order"
+        return Result(ResultStatus.IGNORED, action.order_id, "unknown order")
     if status not in REFUNDABLE:  # closed for good: a refund is owed only for these
-        return f"not refunded: session is {status}"
+        return Result(ResultStatus.IGNORED, action.order_id, f"not refunded: session is {status}")
     claim = store.claim_refund(db, action.order_id, settings.email_lease.total_seconds())
-    if claim == "requested":
+    if claim is RefundClaim.REQUESTED:
         raise TransientError("this refund is being requested by another attempt", component="refund")
-    if claim != "claimed":
-        return f"refund already {claim}"
+    if claim is not RefundClaim.CLAIMED:
+        return Result(ResultStatus.DUPLICATE, action.order_id, f"refund already {claim}")
     try:
         result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}",
                                 reason=action.reason)
@@ -218,5 +225,5 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
         if store.set_refund_status(uow.conn, action.order_id, str(result)):
             uow.effects(action.order_id, actor="request_refund").event(REFUND_EVENTS[result], reason=action.reason)
             uow.commit()
-    return str(result)
+    return Result(ResultStatus.ACCEPTED, action.order_id, str(result))
 

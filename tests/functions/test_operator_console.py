@@ -190,7 +190,7 @@ def expire_with_manual_refund(db, settings, order_id: str) -> None:
     assert timers.expire(db, order_id, now=datetime.now(timezone.utc)).status == "accepted"
     outcome = subscribers.request_refund(db, settings, ManualRefundGateway(), OrderAction(order_id, "refund", "expired"),
                                          now=datetime.now(timezone.utc))
-    assert outcome == "manual"
+    assert outcome.detail == "manual"
 
 
 def test_refund_done_closes_a_manual_refund_once(console, keys, db, settings, order_id):

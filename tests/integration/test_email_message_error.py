@@ -35,8 +35,8 @@ def test_a_message_error_is_recorded_once_and_not_retried(db, settings, order_id
     sender = FailingSender(HeaderParseError("bad header"))
     job = EmailJob(order_id=order_id, kind="link")
     provider = LocalVerificationProvider("http://127.0.0.1:9/verify")
-    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW) == "skipped"
-    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW) == "already skipped"
+    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW).status == "skipped"
+    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW).detail == "already skipped"
     assert sender.calls == 1
     assert rows(db, "SELECT state FROM email_sends WHERE order_id = :o", o=order_id) == [("skipped",)]
     assert rows(db, "SELECT data->>'kind', data->>'reason' FROM event_log WHERE order_id = :o "

@@ -209,8 +209,8 @@ def test_an_email_claim_in_flight_is_retried_later_not_answered_done(db, setting
     assert sender.sent == []
 
     backdate_email_claim(db, order_id, settings.email_lease.total_seconds() + 1)
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW).detail == "already sent"
     assert len(sender.sent) == 1
 
 
@@ -229,7 +229,7 @@ def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
                      "AND payload->>'topic' = 'customer-emails'", o=order_id)[0][0] == 1
 
     assert subscribers.send_email(db, settings, Sender(), Provider(), EmailJob(order_id=order_id, kind="link"),
-                                  now=NOW) == "sent"
+                                  now=NOW).status == "sent"
     with db.transaction() as conn:
         conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
     subscribers.redrive_lost_work(db, settings, now=NOW)  # sent: nothing more to do
@@ -269,8 +269,8 @@ def test_a_refund_in_flight_is_retried_later_and_a_crashed_one_taken_over(db, se
     with db.transaction() as conn:
         conn.execute(text("UPDATE verification_sessions SET refund_claimed_at = now() - interval '1 day' "
                           "WHERE order_id = :o"), {"o": order_id})
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refund already refunded"
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW).detail == "refunded"
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW).detail == "refund already refunded"
     assert gateway.calls == [f"refund-{order_id}"]
 
 
@@ -286,7 +286,7 @@ def test_sweeper_re_drives_a_refund_whose_request_was_lost(db, settings, order_i
                      "AND payload->>'topic' = 'order-actions'", o=order_id)
     assert [row[0]["action"] for row in jobs] == ["refund"]
     gateway = Gateway()
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
+    assert subscribers.request_refund(db, settings, gateway, action, now=NOW).detail == "refunded"
     assert gateway.calls == [f"refund-{order_id}"]
 
 
@@ -305,7 +305,7 @@ def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, 
     monkeypatch.setattr(subscribers, "_finish_email", flaky)
     sender = Sender()
     job = EmailJob(order_id=order_id, kind="link")
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
     assert len(sender.sent) == 1 and len(failures) == 2
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW).detail == "already sent"
     assert len(sender.sent) == 1
