@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from sqlalchemy import text
 
 from shared.adapters.events import PubSubPublisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from tests.emulators.pubsub import PROJECT, PubSubEmulator
 
 

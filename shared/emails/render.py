@@ -22,13 +22,11 @@ from string import Template
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from shared.adapters.ports import EmailMessage
+from shared.ports import KIND_HEADER, EmailMessage
 from shared.domain.model import Email, email_spec
 
 DEFAULT_STORE_NAME = "our store"
 
-# The kind travels in this header so senders can log it without reading the body.
-KIND_HEADER = "X-Verification-Email"
 
 # English names by hand: strftime's %A/%B follow the process locale.
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

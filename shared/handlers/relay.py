@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from shared.adapters.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
+from shared.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.rows import OutboxKind

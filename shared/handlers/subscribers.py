@@ -13,7 +13,7 @@ from datetime import datetime
 from email.errors import MessageError
 from typing import Any
 
-from shared.adapters.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
+from shared.ports import EmailSender, RefundGateway, RefundResult, VerificationProvider
 from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from devstack.postgres import free_port
 from shared.adapters.events import LocalPublisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from shared.domain.messages import OrderPlaced
 from shared.handlers import intake
 from tests.fakes.http_server import FakeHttpServer, Reply

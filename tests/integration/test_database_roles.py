@@ -19,7 +19,7 @@ import pg8000.native
 import pytest
 from pg8000.exceptions import DatabaseError
 
-from shared.adapters.ports import Outcome, ProviderSession, RefundResult
+from shared.ports import Outcome, ProviderSession, RefundResult
 from shared.config import Settings
 from shared.db import schema
 from shared.db.database import Database

@@ -14,7 +14,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from shared import bootstrap
-from shared.adapters.ports import EmailMessage, ProviderSession, RefundResult
+from shared.ports import EmailMessage, ProviderSession, RefundResult
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.config import Settings
 from shared.db.database import Database, translate
