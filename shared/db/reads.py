@@ -152,6 +152,36 @@ def order_of_provider_session(conn: Connection, provider_session_id: str) -> str
                         ).scalar_one_or_none()
 
 
+def funnel(conn: Connection, start: date, end: date) -> dict[str, Any]:
+    """The funnel for days [start, end]: counts per metric, conversion % (verified of received),
+    time-to-verify buckets and the median."""
+    report = _funnel_totals(conn, start, end)
+    received = report["counts"].get("orders_received", 0)
+    verified = report["counts"].get("verified", 0)
+    report["conversion_percent"] = round(100.0 * verified / received, 1) if received else None
+    return report
+
+
+def _funnel_totals(conn: Connection, start: date, end: date) -> dict[str, Any]:
+    """Counts per metric, time-to-verify buckets and the median, for days in [start, end]."""
+    counts = dict(conn.execute(
+        text("SELECT metric, sum(count) FROM funnel_daily WHERE day BETWEEN :a AND :b GROUP BY metric"),
+        {"a": start, "b": end},
+    ).all())
+    buckets = dict(conn.execute(
+        text("SELECT bucket, count(*) FROM verify_durations WHERE day BETWEEN :a AND :b GROUP BY bucket"),
+        {"a": start, "b": end},
+    ).all())
+    median = conn.execute(
+        text("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM verify_durations "
+             "WHERE day BETWEEN :a AND :b"),
+        {"a": start, "b": end},
+    ).scalar()
+    return {"counts": {k: int(v) for k, v in counts.items()},
+            "buckets": {k: int(v) for k, v in buckets.items()},
+            "median_seconds_to_verify": float(median) if median is not None else None}
+
+
 def funnel_days(conn: Connection, start: date, end: date) -> dict[date, dict[str, int]]:
     """Per day in [start, end] (days without a row included), each metric's count."""
     days = {start + timedelta(days=i): {} for i in range((end - start).days + 1)}

@@ -416,26 +416,6 @@ def record_verify_duration(conn: Connection, order_id: str, day, seconds: int, b
     )
 
 
-def funnel(conn: Connection, start, end) -> dict[str, Any]:
-    """Counts per metric, time-to-verify buckets and the median, for days in [start, end]."""
-    counts = dict(conn.execute(
-        text("SELECT metric, sum(count) FROM funnel_daily WHERE day BETWEEN :a AND :b GROUP BY metric"),
-        {"a": start, "b": end},
-    ).all())
-    buckets = dict(conn.execute(
-        text("SELECT bucket, count(*) FROM verify_durations WHERE day BETWEEN :a AND :b GROUP BY bucket"),
-        {"a": start, "b": end},
-    ).all())
-    median = conn.execute(
-        text("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM verify_durations "
-             "WHERE day BETWEEN :a AND :b"),
-        {"a": start, "b": end},
-    ).scalar()
-    return {"counts": {k: int(v) for k, v in counts.items()},
-            "buckets": {k: int(v) for k, v in buckets.items()},
-            "median_seconds_to_verify": float(median) if median is not None else None}
-
-
 _CLAIM_REFUND = text("""
     WITH claim AS (
         UPDATE verification_sessions

@@ -15,7 +15,7 @@ from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.model import Email, Event
 from shared.handlers.result import Result, ResultStatus
-from shared.handlers.subscribers import REFUND_EVENTS
+from shared.handlers.refunds import REFUND_EVENTS
 
 
 
