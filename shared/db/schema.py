@@ -223,7 +223,8 @@ email_sends = Table(
     one_of("kind", Email, "email_sends_kind"),
 )
 # Claims in flight, for the console's "needs attention" (migration v4).
-Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == EmailClaim.SENDING)
+Index("email_sends_sending", email_sends.c.claimed_at,
+      postgresql_where=email_sends.c.state == EmailClaim.SENDING)
 
 # Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
 funnel_daily = Table(

@@ -76,7 +76,8 @@ def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: 
         uow.effects(cmd.order_id, actor=cmd.provider).event(
             Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id, ordered_at=cmd.ordered_at.isoformat())
         uow.commit()
-    return Result(ResultStatus.IGNORED, cmd.order_id, "order is older than MAX_ORDER_AGE: recorded for the operator")
+    return Result(ResultStatus.IGNORED, cmd.order_id,
+                  "order is older than MAX_ORDER_AGE: recorded for the operator")
 
 
 def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, now: datetime,
@@ -207,7 +208,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
             if status is not None:
                 fx.event(ignored_event, status=status, **details)
             uow.commit()
-            return Result(ResultStatus.IGNORED, order_id, f"session is {status}" if status else "unknown order")
+            return Result(ResultStatus.IGNORED, order_id,
+                          f"session is {status}" if status else "unknown order")
         if rule.to_status is Status.VERIFIED:
             details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
         apply_effects(uow, fx, rule, details)

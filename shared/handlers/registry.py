@@ -19,14 +19,15 @@ from shared.domain.messages import (
 )
 from shared.domain.model import OrderActionKind
 from shared.handlers import analytics, emails, intake, refunds, timers
+from shared.handlers.result import Result
 
-# (container, command, request id) -> the handler's outcome
-Handler = Callable[[Any, Any, "str | None"], Any]
+# (container, command, request id) -> the use case's result
+Handler = Callable[[Any, Any, "str | None"], Result]
 
 # What each kind of order action asks for.
 ORDER_ACTIONS: dict[OrderActionKind, Handler] = {
-    OrderActionKind.REFUND: lambda c, cmd, rid: refunds.request_refund(c.db, c.settings, c.refund_gateway, cmd,
-                                                                           now=c.clock.now()),
+    OrderActionKind.REFUND: lambda c, cmd, rid: refunds.request_refund(c.db, c.settings, c.refund_gateway,
+                                                                       cmd, now=c.clock.now()),
 }
 
 
@@ -42,7 +43,7 @@ HANDLERS: dict[type, Handler] = {
     IgnoredDelivery: _inbound(intake.record_ignored),
     TimerPayload: lambda c, cmd, rid: timers.fire(c.db, cmd, now=c.clock.now(), request_id=rid),
     EmailJob: lambda c, cmd, rid: emails.send_email(c.db, c.settings, c.email_sender,
-                                                         c.verification_provider, cmd, now=c.clock.now()),
+                                                    c.verification_provider, cmd, now=c.clock.now()),
     OrderAction: lambda c, cmd, rid: ORDER_ACTIONS[cmd.kind](c, cmd, rid),
     EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
 }

@@ -28,7 +28,8 @@ def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
-            return Result(ResultStatus.IGNORED, timer.order_id, "reminder already sent, cancelled or session not pending")
+            return Result(ResultStatus.IGNORED, timer.order_id,
+                          "reminder already sent, cancelled or session not pending")
         fx = uow.effects(timer.order_id, actor="timer")
         fx.event(Event.REMINDER_DUE, reminder_index=timer.reminder_index)
         fx.email(Email.REMINDER, timer.reminder_index)
@@ -67,7 +68,10 @@ def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: s
 
 
 # What a delivered timer of each kind does.
-FIRES: dict[TimerKind, Callable[..., Result]] = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
+FIRES: dict[TimerKind, Callable[..., Result]] = {
+    TimerKind.REMINDER: send_reminder,
+    TimerKind.DEADLINE: _deadline,
+}
 
 
 @dataclass
