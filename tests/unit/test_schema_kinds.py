@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import CheckConstraint
 
-from shared.db.migrate import KIND_CHECKS
+from shared.db.migrate import KIND_CHECKS, KIND_CHECKS_AT, MIGRATIONS, kind_checks, kinds_fingerprint
 from shared.db.schema import allowed_values, metadata, one_of
 from shared.domain.model import Email, Status, TimerKind
 from shared.domain.rows import OutboxKind
@@ -36,3 +36,11 @@ def test_the_migration_rebuilds_every_kind_constraint():
 def test_a_kind_that_is_not_a_plain_word_is_refused():
     with pytest.raises(ValueError):
         one_of("kind", ["x') OR (true"], "bad")
+
+
+def test_a_changed_kind_comes_with_the_migration_that_lets_existing_databases_store_it():
+    steps = [version for version, step in enumerate(MIGRATIONS, start=1) if step is kind_checks]
+    assert sorted(KIND_CHECKS_AT) == steps
+    assert KIND_CHECKS_AT[steps[-1]] == kinds_fingerprint(), (
+        "a kind enum changed: append kind_checks to MIGRATIONS and add "
+        f"{len(MIGRATIONS) + 1}: {kinds_fingerprint()!r} to KIND_CHECKS_AT")
