@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from sqlalchemy import text
 
 from shared.adapters.events import PubSubPublisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from tests.emulators.pubsub import PROJECT, PubSubEmulator
 
 
@@ -166,7 +166,7 @@ def subscriber_throughput(db, settings, *, messages: int = 1000) -> dict[str, tu
     from shared.adapters.refunds import ManualRefundGateway
     from shared.adapters.veriff import LocalVerificationProvider
     from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced
-    from shared.handlers import intake, subscribers
+    from shared.handlers import analytics, emails, intake, refunds
 
     logging.getLogger("shared").setLevel(logging.ERROR)  # the manual gateway warns once per order
     run = uuid.uuid4().hex[:8]
@@ -185,9 +185,9 @@ def subscriber_throughput(db, settings, *, messages: int = 1000) -> dict[str, tu
     jobs = [EmailJob(order_id=o, kind="expired") for o in order_ids]
     actions = [OrderAction(order_id=o, action="refund", reason="expired") for o in order_ids]
     handlers = {
-        "record_analytics": (events, lambda e: subscribers.record_event(db, e)),
-        "send_customer_email": (jobs, lambda j: subscribers.send_email(db, settings, sender, provider, j, now=now)),
-        "request_refund": (actions, lambda a: subscribers.request_refund(db, gateway, a, now=now)),
+        "record_analytics": (events, lambda e: analytics.record_event(db, e)),
+        "send_customer_email": (jobs, lambda j: emails.send_email(db, settings, sender, provider, j, now=now)),
+        "request_refund": (actions, lambda a: refunds.request_refund(db, settings, gateway, a, now=now)),
     }
     figures = {}
     for name, (items, handle) in handlers.items():

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench._common import database
-from shared.adapters.ports import Outcome
+from shared.ports import Outcome
 from shared.db import store
 from shared.db.database import Database
 from shared.db.engine import make_engine

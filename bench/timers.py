@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from bench import overdue
 from bench._common import database
 from devstack.task_dispatcher import TaskDispatcher
-from shared.adapters.ports import TimerTask
+from shared.ports import TimerTask
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.db.database import Database
 

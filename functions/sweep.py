@@ -10,7 +10,7 @@ import flask
 
 from functions._http import http_entry
 from shared import bootstrap
-from shared.handlers import health, retention, subscribers, timers
+from shared.handlers import health, redrive, retention, timers
 
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
@@ -24,7 +24,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     c = bootstrap.container()
     now = c.clock.now()
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.sweep_grace)
-    redriven = subscribers.redrive_lost_work(c.db, c.settings, now=now)
+    redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
     report = c.relay(budget_seconds=20.0)
     purged = retention.purge(c.db, c.settings, now=now)
     counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,

@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from shared.adapters.ports import Clock, SystemClock
+from shared.ports import Clock, SystemClock
 from shared.config import Settings
 from shared.errors import ServiceError
 from shared.db.database import Database

@@ -218,7 +218,7 @@ def _act(c, args, operator: str) -> int:
                                                           reason=args.reason, duration=getattr(args, "duration", None)))
     print(json.dumps(result.to_dict()) if args.json else
           f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
-    return 0 if result.status == "accepted" else 1
+    return 0 if result.accepted else 1
 
 
 def _retry(c, args, operator: str) -> int:
@@ -276,6 +276,16 @@ def _purge_preview(c, args) -> int:
     return 0
 
 
+# The subcommands that are not an order action (those go to `_act`).
+_COMMANDS = {
+    "status": lambda c, args, operator: _status(c, args),
+    "list": lambda c, args, operator: _list(c, args),
+    "retry": _retry,
+    "funnel": lambda c, args, operator: _funnel(c, args),
+    "purge": lambda c, args, operator: _purge_preview(c, args),
+}
+
+
 def main(argv: list[str]) -> int:
     from shared.errors import ServiceError
 
@@ -286,17 +296,7 @@ def main(argv: list[str]) -> int:
 
         c = bootstrap.container()
         operator = args.by or os.environ.get("OPERATOR") or getpass.getuser()
-        if args.command == "status":
-            return _status(c, args)
-        if args.command == "list":
-            return _list(c, args)
-        if args.command == "retry":
-            return _retry(c, args, operator)
-        if args.command == "funnel":
-            return _funnel(c, args)
-        if args.command == "purge":
-            return _purge_preview(c, args)
-        return _act(c, args, operator)
+        return _COMMANDS.get(args.command, _act)(c, args, operator)
     except UsageError as exc:
         print(f"python -m shared.operator: {exc} (see --help)", file=sys.stderr)
         return 2

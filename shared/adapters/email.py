@@ -27,9 +27,8 @@ from typing import TextIO
 
 import requests
 
-from shared.adapters.ports import EmailMessage, EmailSender
+from shared.ports import KIND_HEADER, EmailMessage, EmailSender
 from shared.config import Settings
-from shared.emails.render import KIND_HEADER
 from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)

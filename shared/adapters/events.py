@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from shared.adapters.local_queue import LocalQueue, QueuedMessage
-from shared.adapters.ports import EventPublisher, OutgoingMessage
+from shared.ports import EventPublisher, OutgoingMessage
 from shared.adapters.tasks import RetryPolicy
 from shared.config import Settings
 from shared.db.database import Database

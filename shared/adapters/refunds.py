@@ -11,7 +11,7 @@ import logging
 
 import requests
 
-from shared.adapters.ports import RefundGateway, RefundResult
+from shared.ports import RefundGateway, RefundResult
 from shared.config import Settings
 from shared.domain import keys
 from shared.errors import ConfigError, TransientError

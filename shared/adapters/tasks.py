@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.adapters.ports import Outcome, TaskScheduler, TimerTask
+from shared.ports import Outcome, TaskScheduler, TimerTask
 from shared.config import Settings
 from shared.db.database import Database
 from shared.adapters.local_queue import LocalQueue

@@ -21,7 +21,7 @@ from datetime import timezone
 
 import requests
 
-from shared.adapters.ports import Clock, ProviderSession, SystemClock, VerificationProvider
+from shared.ports import Clock, ProviderSession, SystemClock, VerificationProvider
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
 

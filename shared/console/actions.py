@@ -10,7 +10,7 @@ from shared.bootstrap import Container
 from shared.config import parse_duration
 from shared.errors import ConfigError, PermanentError
 from shared.handlers import intake, operator, timers
-from shared.handlers.intake import Result
+from shared.handlers.result import Result
 
 
 class BadAction(PermanentError):
@@ -75,7 +75,7 @@ def run(c: Container, action: str, request: Request) -> Result:
     if handler is None:
         raise BadAction(f"unknown action {action!r}")
     result = handler(c, request)
-    if result.status == "accepted":
+    if result.accepted:
         c.relay([request.order_id])
     return result
 

@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 
 from shared.db import reads
 from shared.db.database import Database
-from shared.handlers import subscribers
+from shared.handlers import analytics
 
 _LAST_DAYS = re.compile(r"^(\d{1,3})d$")
 SERIES = (("orders_received", "received", "#4f6d8f"), ("verified", "verified", "#2e7d4f"),
@@ -35,8 +35,8 @@ def parse_range(text: str, today: date) -> tuple[date, date]:
 
 
 def funnel_report(db: Database, start: date, end: date) -> dict[str, Any]:
-    """`subscribers.funnel`'s totals plus each day's counts."""
-    report = subscribers.funnel(db, start, end)
+    """`analytics.funnel`'s totals plus each day's counts."""
+    report = analytics.funnel(db, start, end)
     with db.read() as conn:
         report["days"] = {day.isoformat(): counts for day, counts in reads.funnel_days(conn, start, end).items()}
     report["start"], report["end"] = start.isoformat(), end.isoformat()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
 import sqlalchemy.exc
-from sqlalchemy import text
+from sqlalchemy import CheckConstraint, text
 from sqlalchemy.engine import Connection
 
 from shared.db import functions
@@ -193,12 +194,43 @@ def _source_keys(conn: Connection) -> None:
     store.write_effects(conn, (), outbox)
 
 
+# The CHECK constraints `schema.one_of` builds from the kind enums (status, timer, outbox, email).
+KIND_CHECKS = ("verification_sessions_status", "countdown_timers_kind", "outbox_kind", "email_sends_kind")
+
+
+def _kind_constraints() -> list[tuple[str, CheckConstraint]]:
+    """(table name, constraint) of each kind CHECK, by constraint name."""
+    found = [(table.name, constraint) for table in metadata.sorted_tables for constraint in table.constraints
+             if isinstance(constraint, CheckConstraint) and constraint.name in KIND_CHECKS]
+    return sorted(found, key=lambda pair: str(pair[1].name))
+
+
+def kind_checks(conn: Connection) -> None:
+    """v9: every kind column's CHECK is rebuilt from its enum (`email_sends.kind` gains one).
+    Idempotent, so a later enum change appends this step again."""
+    for table, constraint in _kind_constraints():
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint.name}")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD CONSTRAINT {constraint.name} CHECK ({constraint.sqltext})")
+
+
+def kinds_fingerprint() -> str:
+    """A short digest of what the kind CHECKs allow, as the schema builds them from the enums now."""
+    allowed = "\n".join(f"{c.name}: {c.sqltext}" for _, c in _kind_constraints())
+    return hashlib.sha256(allowed.encode()).hexdigest()[:12]
+
+
+# Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
+# today's (a unit test holds it): a new kind cannot ship without the step that lets existing
+# databases store it.
+KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
+
+
 # Index i holds the step that brings the schema to version i + 1. Append only: a
 # database at version n runs steps n+1.. ; a new one runs them all (v1 creates every
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows, _console_indexes, _retention, _source_keys,
+    _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
 from shared.domain import keys
+from shared.domain.model import EmailClaim, Status
 from shared.db.schema import (
     countdown_timers,
     email_sends,
@@ -69,12 +70,12 @@ def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging. Each branch is served by a small index."""
     return union(
-        select(sessions.c.order_id).where(sessions.c.status == "in_review"),
+        select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(sessions.c.order_id).where(sessions.c.refund_status.in_(("manual", "failed"))),
         select(outbox.c.order_id).where(outbox.c.dead_at.isnot(None)),
         select(outbox.c.order_id).where(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None),
                                         outbox.c.attempts > 0),
-        select(email_sends.c.order_id).where(email_sends.c.state == "sending",
+        select(email_sends.c.order_id).where(email_sends.c.state == EmailClaim.SENDING,
                                              email_sends.c.claimed_at < now - EMAIL_STUCK_AFTER),
     )
 
@@ -161,6 +162,36 @@ def order_of_provider_session(conn: Connection, provider_session_id: str) -> str
     """The order a provider session belongs to (the local provider page; local stacks only)."""
     return conn.execute(select(sessions.c.order_id).where(sessions.c.veriff_session_id == provider_session_id)
                         ).scalar_one_or_none()
+
+
+def funnel(conn: Connection, start: date, end: date) -> dict[str, Any]:
+    """The funnel for days [start, end]: counts per metric, conversion % (verified of received),
+    time-to-verify buckets and the median."""
+    report = _funnel_totals(conn, start, end)
+    received = report["counts"].get("orders_received", 0)
+    verified = report["counts"].get("verified", 0)
+    report["conversion_percent"] = round(100.0 * verified / received, 1) if received else None
+    return report
+
+
+def _funnel_totals(conn: Connection, start: date, end: date) -> dict[str, Any]:
+    """Counts per metric, time-to-verify buckets and the median, for days in [start, end]."""
+    counts = dict(conn.execute(
+        text("SELECT metric, sum(count) FROM funnel_daily WHERE day BETWEEN :a AND :b GROUP BY metric"),
+        {"a": start, "b": end},
+    ).all())
+    buckets = dict(conn.execute(
+        text("SELECT bucket, count(*) FROM verify_durations WHERE day BETWEEN :a AND :b GROUP BY bucket"),
+        {"a": start, "b": end},
+    ).all())
+    median = conn.execute(
+        text("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM verify_durations "
+             "WHERE day BETWEEN :a AND :b"),
+        {"a": start, "b": end},
+    ).scalar()
+    return {"counts": {k: int(v) for k, v in counts.items()},
+            "buckets": {k: int(v) for k, v in buckets.items()},
+            "median_seconds_to_verify": float(median) if median is not None else None}
 
 
 def funnel_days(conn: Connection, start: date, end: date) -> dict[date, dict[str, int]]:

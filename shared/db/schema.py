@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+from enum import StrEnum
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -22,11 +26,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from shared.domain.model import OPEN, Email, EmailClaim, Status, TimerKind
+from shared.domain.rows import OutboxKind
+
 metadata = MetaData()
 
 NOW = text("now()")
-STATUSES = ("pending", "in_review", "verified", "declined", "expired", "cancelled")
 KEY_MATCHES_SOURCE = "(source = 'lightspeed') = (order_id LIKE 'lightspeed:%')"
+_KIND = re.compile(r"[a-z_.]+")
+
+
+def one_of(column: str, kinds: Iterable[StrEnum], name: str) -> CheckConstraint:
+    """CHECK that `column` holds one of the enum's values: the table follows the enum."""
+    values = tuple(str(kind) for kind in kinds)
+    if not all(_KIND.fullmatch(value) for value in values):  # inlined into DDL: plain words only
+        raise ValueError(f"{name}: a kind must be lower-case words")
+    return CheckConstraint(f"{column} IN {values!r}", name=name)
+
+
+def allowed_values(constraint: CheckConstraint) -> set[str]:
+    """The values a `one_of` constraint allows, read back from its SQL."""
+    return set(re.findall(r"'([^']*)'", str(constraint.sqltext)))
 
 
 def _tstz(name: str, **kwargs) -> Column:
@@ -57,7 +77,7 @@ verification_sessions = Table(
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
-    CheckConstraint(f"status IN {STATUSES!r}", name="verification_sessions_status"),
+    one_of("status", Status, "verification_sessions_status"),
     CheckConstraint(
         "refund_status IN ('requested', 'refunded', 'failed', 'manual')",
         name="verification_sessions_refund_status",
@@ -70,7 +90,7 @@ verification_sessions = Table(
 Index(
     "verification_sessions_pending_deadline",
     verification_sessions.c.deadline,
-    postgresql_where=verification_sessions.c.status == "pending",
+    postgresql_where=verification_sessions.c.status == Status.PENDING,
 )
 # The operator console's keyset pages (migration v4): newest first, by status, by deadline
 # for open sessions, by exact customer email, and the few sessions whose refund is open.
@@ -80,7 +100,7 @@ Index("verification_sessions_status_created", verification_sessions.c.status,
       verification_sessions.c.created_at.desc(), verification_sessions.c.order_id.desc())
 Index("verification_sessions_open_deadline", verification_sessions.c.deadline,
       verification_sessions.c.order_id,
-      postgresql_where=verification_sessions.c.status.in_(("pending", "in_review")))
+      postgresql_where=verification_sessions.c.status.in_(OPEN))
 Index("verification_sessions_email", verification_sessions.c.customer_email)
 Index("verification_sessions_refund_open", verification_sessions.c.order_id,
       postgresql_where=verification_sessions.c.refund_status.in_(("requested", "manual", "failed")))
@@ -129,7 +149,7 @@ countdown_timers = Table(
     Column("state", Text, nullable=False, server_default="scheduled"),
     _tstz("fired_at"),
     PrimaryKeyConstraint("order_id", "kind", "reminder_index", "deadline_version"),
-    CheckConstraint("kind IN ('reminder', 'deadline')", name="countdown_timers_kind"),
+    one_of("kind", TimerKind, "countdown_timers_kind"),
     CheckConstraint(
         "state IN ('scheduled', 'fired', 'cancelled')", name="countdown_timers_state"
     ),
@@ -163,9 +183,7 @@ outbox = Table(
     _tstz("dead_at"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
-    CheckConstraint(
-        "kind IN ('task.create', 'task.delete', 'publish')", name="outbox_kind"
-    ),
+    one_of("kind", OutboxKind, "outbox_kind"),
 )
 # Only undelivered rows are indexed, so a claim's cost does not grow with history:
 # by due time for the sweeper, by order for a request's own relay.
@@ -206,9 +224,11 @@ email_sends = Table(
     _tstz("sent_at"),
     PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
     CheckConstraint("state IN ('sending', 'sent', 'skipped')", name="email_sends_state"),
+    one_of("kind", Email, "email_sends_kind"),
 )
 # Claims in flight, for the console's "needs attention" (migration v4).
-Index("email_sends_sending", email_sends.c.claimed_at, postgresql_where=email_sends.c.state == "sending")
+Index("email_sends_sending", email_sends.c.claimed_at,
+      postgresql_where=email_sends.c.state == EmailClaim.SENDING)
 
 # Analytics roll-ups, fed by `record_analytics` (one increment per event, deduplicated).
 funnel_daily = Table(

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
+from shared.domain.model import TERMINAL, EmailClaim, RefundClaim, Status
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -56,7 +57,7 @@ def move_status(
     `due_by` adds `deadline <= due_by` (the deadline timer's re-check), and the decision
     hold of a submitted session; `link_sent` adds whether the verification link email was
     sent (an expiry needs it); `decided_at` is the provider's decision time."""
-    terminal = to_status in ("verified", "declined", "expired", "cancelled")
+    terminal = Status(to_status) in TERMINAL
     row = conn.execute(
         text("""
             UPDATE verification_sessions
@@ -287,12 +288,13 @@ _CLAIM_EMAIL = text("""
 """)
 
 
-def claim_email(db: Database, order_id: str, kind: str, reminder_index: int, lease_seconds: float) -> str:
-    """Claim one email for sending: 'claimed' (new, or taken over from an attempt whose lease
-    passed), 'sending' (another attempt holds the lease), or the final state ('sent', ...)."""
+def claim_email(db: Database, order_id: str, kind: str, reminder_index: int,
+                lease_seconds: float) -> EmailClaim:
+    """Claim one email for sending: CLAIMED (new, or taken over from an attempt whose lease
+    passed), SENDING (another attempt holds the lease), or the final state (SENT, SKIPPED)."""
     rows = db.atomic(_CLAIM_EMAIL, {"o": order_id, "k": kind, "i": reminder_index, "lease": lease_seconds})
     # No row: a concurrent first claim committed after this statement's snapshot; it holds the lease.
-    return rows[0][0] if rows else "sending"
+    return EmailClaim(rows[0][0]) if rows else EmailClaim.SENDING
 
 
 _EMAILS_TO_REDRIVE = text("""
@@ -425,26 +427,6 @@ def record_verify_duration(conn: Connection, order_id: str, day, seconds: int, b
     )
 
 
-def funnel(conn: Connection, start, end) -> dict[str, Any]:
-    """Counts per metric, time-to-verify buckets and the median, for days in [start, end]."""
-    counts = dict(conn.execute(
-        text("SELECT metric, sum(count) FROM funnel_daily WHERE day BETWEEN :a AND :b GROUP BY metric"),
-        {"a": start, "b": end},
-    ).all())
-    buckets = dict(conn.execute(
-        text("SELECT bucket, count(*) FROM verify_durations WHERE day BETWEEN :a AND :b GROUP BY bucket"),
-        {"a": start, "b": end},
-    ).all())
-    median = conn.execute(
-        text("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FROM verify_durations "
-             "WHERE day BETWEEN :a AND :b"),
-        {"a": start, "b": end},
-    ).scalar()
-    return {"counts": {k: int(v) for k, v in counts.items()},
-            "buckets": {k: int(v) for k, v in buckets.items()},
-            "median_seconds_to_verify": float(median) if median is not None else None}
-
-
 _CLAIM_REFUND = text("""
     WITH claim AS (
         UPDATE verification_sessions
@@ -463,11 +445,11 @@ _CLAIM_REFUND = text("""
 """)
 
 
-def claim_refund(db: Database, order_id: str, lease_seconds: float) -> str:
-    """'claimed' (first, or taken over past the lease), 'requested' (another attempt holds the
-    lease), the final refund status, or 'unknown' for an unknown order."""
+def claim_refund(db: Database, order_id: str, lease_seconds: float) -> RefundClaim:
+    """CLAIMED (first, or taken over past the lease), REQUESTED (another attempt holds the
+    lease), the final refund status, or UNKNOWN for an unknown order."""
     rows = db.atomic(_CLAIM_REFUND, {"o": order_id, "lease": lease_seconds})
-    return rows[0][0] if rows else "unknown"
+    return RefundClaim(rows[0][0]) if rows else RefundClaim.UNKNOWN
 
 
 def release_refund(db: Database, order_id: str) -> None:

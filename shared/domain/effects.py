@@ -43,7 +43,8 @@ class Effects:
                                occurred_at=occurred_at, data=data)
         self._publish(TOPIC_EVENTS, message, key=event_id, type_=str(type_))
 
-    def email(self, kind: Email, reminder_index: int = 0) -> None:
+    def email(self, kind: Email | str, reminder_index: int = 0) -> None:
+        """A customer email (a kind in `EMAILS`) on `customer-emails`."""
         job = EmailJob(order_id=self.order_id, kind=str(kind), reminder_index=reminder_index)
         self._publish(TOPIC_EMAILS, job, key=f"{self.order_id}:{kind}:{reminder_index}",
                       type_=f"email.{kind}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from shared.domain import fields as check
-from shared.domain.model import Decision, Email, OrderActionKind, ProviderEventKind, TimerKind
+from shared.domain.model import Decision, OrderActionKind, ProviderEventKind, TimerKind, email_spec
 from shared.errors import InvalidField, PermanentError
 
 TOPIC_EVENTS = "verification-events"
@@ -135,9 +136,10 @@ _FIELD_CHECKS = {
 }
 
 
-def _kind(enum: type, value: str, name: str):
+def _kind(lookup: Callable[[str], Any], value: str, name: str):
+    """`lookup(value)` (an enum, or a spec table's lookup); an unknown value is an InvalidField."""
     try:
-        return enum(value)
+        return lookup(value)
     except ValueError:
         raise InvalidField(f"unknown {name}", field=name) from None
 
@@ -186,12 +188,12 @@ class EmailJob(Payload):
     reminder_index: int = 0
 
     def __post_init__(self) -> None:
-        _kind(Email, self.kind, "kind")
+        _kind(email_spec, self.kind, "kind")
         check.integer(self.reminder_index, "reminder_index")
 
     @property
     def may_expire(self) -> bool:
-        return self.kind == Email.REMINDER
+        return email_spec(self.kind).may_expire
 
 
 @dataclass(frozen=True)

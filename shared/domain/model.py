@@ -98,6 +98,70 @@ class Email(StrEnum):
     EXPIRED = "expired"
 
 
+class EmailClaim(StrEnum):
+    """What claiming one customer email found: the claim, another attempt's lease, or how it ended."""
+
+    CLAIMED = "claimed"  # this attempt holds the lease now (new, or taken over past the lease)
+    SENDING = "sending"  # another attempt holds the lease
+    SENT = "sent"
+    SKIPPED = "skipped"  # it could never be built or sent
+
+
+class RefundClaim(StrEnum):
+    """What claiming an order's refund call found: the claim, another attempt's lease, or its outcome."""
+
+    CLAIMED = "claimed"
+    REQUESTED = "requested"  # another attempt holds the lease
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    MANUAL = "manual"
+    UNKNOWN = "unknown"  # no such order
+
+
+@dataclass(frozen=True)
+class EmailSpec:
+    """Everything one kind of customer email is: when it may go out, what it needs, what it counts.
+
+    `subject` and the body templates `{template}.txt` / `{template}.html` (in
+    `shared/emails/templates/`) use `string.Template` placeholders (see `shared.emails.render`)."""
+
+    template: str
+    subject: str
+    sendable_in: frozenset[Status]  # the session statuses it may still be sent in
+    needs_link: bool = False  # its body links to the provider's page (opened on demand)
+    metric: str | None = None  # the funnel count one sent adds to
+    may_expire: bool = False  # pointless once late: dropped past MAX_MESSAGE_AGE
+
+    def sendable(self, status: Status | str) -> bool:
+        return status in self.sendable_in
+
+
+_OPEN_ONLY = frozenset(OPEN)
+
+# One row per kind (the only place a kind's rules live). Keyed by the kind's value, so a lookup
+# takes the `kind` string a message carries.
+EMAILS: dict[str, EmailSpec] = {
+    Email.LINK: EmailSpec("link", "Action needed: verify your age for order $order_id", _OPEN_ONLY,
+                          needs_link=True, metric="links_sent"),
+    Email.REMINDER: EmailSpec("reminder", "Reminder: verify your age for order $order_id", _OPEN_ONLY,
+                              needs_link=True, metric="reminders_sent", may_expire=True),
+    Email.VERIFIED: EmailSpec("verified", "Thank you: your age is verified for order $order_id",
+                              frozenset({Status.VERIFIED})),
+    Email.DECLINED: EmailSpec("declined", "We could not verify your age for order $order_id",
+                              frozenset({Status.DECLINED})),
+    Email.EXPIRED: EmailSpec("expired", "Your order $order_id has been cancelled and will be refunded",
+                             frozenset({Status.EXPIRED})),
+}
+
+
+def email_spec(kind: str) -> EmailSpec:
+    """The spec of email `kind`; ValueError for a kind without one."""
+    spec = EMAILS.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        raise ValueError(f"unknown email kind {kind!r}")
+    return spec
+
+
 @dataclass(frozen=True)
 class Transition:
     """A move allowed only from `from_statuses`, with its side effects."""

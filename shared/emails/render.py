@@ -1,8 +1,8 @@
 """Render customer emails from the template files in `templates/`.
 
-Each kind has three files: `{kind}.subject.txt`, `{kind}.txt` (plain text) and
-`{kind}.html` (a fragment placed inside `_layout.html`). Templates use
-`string.Template` placeholders:
+A kind's subject is in its spec (`shared.domain.model.EMAILS`); its body is two files,
+`{template}.txt` (plain text) and `{template}.html` (a fragment placed inside
+`_layout.html`). Subjects and templates use `string.Template` placeholders:
 
     $order_id  $store_name  $verification_url  $deadline  $reminder_number
 
@@ -22,15 +22,11 @@ from string import Template
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from shared.adapters.ports import EmailMessage
-from shared.domain.model import Email
+from shared.ports import KIND_HEADER, EmailMessage
+from shared.domain.model import Email, email_spec
 
 DEFAULT_STORE_NAME = "our store"
 
-# Kinds whose body links to the provider; the others must not need a URL.
-_NEEDS_URL = frozenset({Email.LINK, Email.REMINDER})
-# The kind travels in this header so senders can log it without reading the body.
-KIND_HEADER = "X-Verification-Email"
 
 # English names by hand: strftime's %A/%B follow the process locale.
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -73,13 +69,13 @@ def render(
 ) -> tuple[str, str, str]:
     """Render one email: `(subject, text, html)`.
 
-    `kind` is one of `Email` (link, reminder, verified, declined, expired).
-    `verification_url` is required for link and reminder and must be http(s);
-    it may be None for the others. `reminder_index` is 0-based (shown as
+    `kind` is a kind in `EMAILS` (link, reminder, verified, declined, expired).
+    `verification_url` is required for a kind that needs a link and must be
+    http(s); it may be None for the others. `reminder_index` is 0-based (shown as
     "reminder 1"). Raises ValueError for an unknown kind or a bad argument.
     """
-    kind = Email(kind)
-    if kind in _NEEDS_URL:
+    spec = email_spec(kind)
+    if spec.needs_link:
         _check_url(verification_url)
     if reminder_index < 0:
         raise ValueError("reminder_index must be 0 or more")
@@ -91,10 +87,10 @@ def render(
         "reminder_number": str(reminder_index + 1),
     }
     # A header cannot hold a line break; collapse any whitespace run a value brings in.
-    subject = _WHITESPACE.sub(" ", _template(f"{kind}.subject.txt").substitute(values)).strip()
-    text = _template(f"{kind}.txt").substitute(values)
+    subject = _WHITESPACE.sub(" ", Template(spec.subject).substitute(values)).strip()
+    text = _template(f"{spec.template}.txt").substitute(values)
     escaped = {name: html.escape(value, quote=True) for name, value in values.items()}
-    fragment = _template(f"{kind}.html").substitute(escaped)
+    fragment = _template(f"{spec.template}.html").substitute(escaped)
     # `content` is the only value not escaped here: it is our own fragment,
     # whose interpolated values were escaped on the line above.
     page = _template("_layout.html").substitute(
@@ -119,7 +115,7 @@ def build_message(
     The message carries the kind in the `X-Verification-Email` header, so a
     sender can log which email it sent without touching address or body.
     """
-    kind = Email(kind)
+    email_spec(kind)
     subject, text, page = render(
         kind,
         order_id=order_id,
@@ -142,8 +138,10 @@ def _check_url(url: str | None) -> None:
         raise ValueError("verification_url must be an absolute http(s) URL")
 
 
+# importlib.resources finds the files wherever the package is installed or zipped.
+TEMPLATES = resources.files("shared.emails").joinpath("templates")
+
+
 @functools.cache
 def _template(name: str) -> Template:
-    # importlib.resources finds the files wherever the package is installed or zipped.
-    source = resources.files("shared.emails").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
-    return Template(source)
+    return Template(TEMPLATES.joinpath(name).read_text(encoding="utf-8"))

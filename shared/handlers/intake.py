@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
@@ -38,21 +37,7 @@ from shared.domain.model import (
 from shared.db.unit_of_work import UnitOfWork, report_committed
 from shared.domain.rows import as_records
 from shared.domain.effects import Effects
-
-
-@dataclass(frozen=True)
-class Result:
-    status: str  # "accepted" | "duplicate" | "ignored"
-    order_id: str | None = None
-    detail: str | None = None
-
-    def to_dict(self) -> dict[str, str]:
-        body = {"status": self.status}
-        if self.order_id:
-            body["orderId"] = self.order_id
-        if self.detail:
-            body["detail"] = self.detail
-        return body
+from shared.handlers.result import Result, ResultStatus
 
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
@@ -78,21 +63,22 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     })
     if opened:
         report_committed([cmd.order_id])
-        return Result("accepted", cmd.order_id)
+        return Result(ResultStatus.ACCEPTED, cmd.order_id)
     if claimed:
-        return Result("duplicate", cmd.order_id, "order already has a verification session")
-    return Result("duplicate", cmd.order_id, "event already received")
+        return Result(ResultStatus.DUPLICATE, cmd.order_id, "order already has a verification session")
+    return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
 
 
 def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
             uow.commit()  # the repeat is counted
-            return Result("duplicate", cmd.order_id, "event already received")
+            return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
         uow.effects(cmd.order_id, actor=cmd.provider).event(
             Event.ORDER_STALE, provider=cmd.provider, event_id=cmd.event_id, ordered_at=cmd.ordered_at.isoformat())
         uow.commit()
-    return Result("ignored", cmd.order_id, "order is older than MAX_ORDER_AGE: recorded for the operator")
+    return Result(ResultStatus.IGNORED, cmd.order_id,
+                  "order is older than MAX_ORDER_AGE: recorded for the operator")
 
 
 def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, now: datetime,
@@ -133,7 +119,7 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
                 details["decision_due_by"] = hold.isoformat()
         fx.event(PROVIDER_EVENTS[cmd.kind], **details)
         uow.commit()
-    return Result("accepted", order_id)
+    return Result(ResultStatus.ACCEPTED, order_id)
 
 
 def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, now: datetime,
@@ -142,11 +128,11 @@ def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, no
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
             uow.commit()  # the repeat is counted
-            return Result("duplicate", cmd.order_id, "event already received")
+            return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
         uow.effects(cmd.order_id, actor=cmd.provider).event(
             Event.ORDER_IGNORED, provider=cmd.provider, event_id=cmd.event_id, reason=cmd.reason)
         uow.commit()
-    return Result("ignored", cmd.order_id, cmd.reason)
+    return Result(ResultStatus.IGNORED, cmd.order_id, cmd.reason)
 
 
 def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: datetime,
@@ -197,18 +183,18 @@ def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, 
     session: recorded and committed, nothing changed); None to go on."""
     if not store.claim_delivery(uow.conn, provider, event_id, order_id):
         uow.commit()  # the repeat is counted
-        return Result("duplicate", order_id, "event already received")
+        return Result(ResultStatus.DUPLICATE, order_id, "event already received")
     status = store.session_status(uow.conn, order_id)
     if status is None:
         uow.commit()
-        return Result("ignored", order_id, "unknown order")
+        return Result(ResultStatus.IGNORED, order_id, "unknown order")
     binding = SessionBinding(store.provider_session_state(uow.conn, order_id, session_id))
     if binding is SessionBinding.CURRENT:
         return None
     reason = f"{binding}_session"
     fx.event(ignored_event, status=status, **{**details, "reason": reason})
     uow.commit()
-    return Result("ignored", order_id, reason)
+    return Result(ResultStatus.IGNORED, order_id, reason)
 
 
 def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
@@ -226,7 +212,7 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                 return stopped
         elif not store.claim_delivery(uow.conn, provider, event_id, order_id):
             uow.commit()  # the repeat is counted
-            return Result("duplicate", order_id, "event already received")
+            return Result(ResultStatus.DUPLICATE, order_id, "event already received")
         moved = store.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
                                   fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
@@ -234,12 +220,13 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
             if status is not None:
                 fx.event(ignored_event, status=status, **details)
             uow.commit()
-            return Result("ignored", order_id, f"session is {status}" if status else "unknown order")
+            return Result(ResultStatus.IGNORED, order_id,
+                          f"session is {status}" if status else "unknown order")
         if rule.to_status is Status.VERIFIED:
             details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
         apply_effects(uow, fx, rule, details)
         uow.commit()
-    return Result("accepted", order_id)
+    return Result(ResultStatus.ACCEPTED, order_id)
 
 
 def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict) -> None:

@@ -14,8 +14,8 @@ from shared.db import operator_store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.model import Email, Event
-from shared.handlers.intake import Result
-from shared.handlers.subscribers import REFUND_EVENTS
+from shared.handlers.result import Result, ResultStatus
+from shared.handlers.refunds import REFUND_EVENTS
 
 
 
@@ -27,13 +27,13 @@ def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) ->
     """An open session gets a fresh provider session and a new link email."""
     with UnitOfWork(db, now=now) as uow:
         if not operator_store.clear_provider_session(uow.conn, order_id):
-            return Result("ignored", order_id, "unknown order, or the session is closed")
+            return Result(ResultStatus.IGNORED, order_id, "unknown order, or the session is closed")
         index = operator_store.next_link_index(uow.conn, order_id)
         fx = uow.effects(order_id, actor=actor(operator))
         fx.event(Event.LINK_RESENT, link_index=index)
         fx.email(Email.LINK, index)
         uow.commit()
-    return Result("accepted", order_id)
+    return Result(ResultStatus.ACCEPTED, order_id)
 
 
 def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, now: datetime,
@@ -42,11 +42,11 @@ def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, no
     with UnitOfWork(db, now=now) as uow:
         before = operator_store.close_refund(uow.conn, order_id, outcome)
         if before is None:
-            return Result("ignored", order_id, "no manual refund open for this order")
+            return Result(ResultStatus.IGNORED, order_id, "no manual refund open for this order")
         uow.effects(order_id, actor=actor(operator)).event(
             REFUND_EVENTS[outcome], manual=True, previous=before, **({"note": note} if note else {}))
         uow.commit()
-    return Result("accepted", order_id)
+    return Result(ResultStatus.ACCEPTED, order_id)
 
 
 def retry_parked(db: Database, outbox_id: int | None, *, operator: str, now: datetime) -> list[str]:

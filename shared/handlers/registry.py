@@ -17,10 +17,18 @@ from shared.domain.messages import (
     StoreCancelled,
     TimerPayload,
 )
-from shared.handlers import intake, subscribers, timers
+from shared.domain.model import OrderActionKind
+from shared.handlers import analytics, emails, intake, refunds, timers
+from shared.handlers.result import Result
 
-# (container, command, request id) -> the handler's outcome
-Handler = Callable[[Any, Any, "str | None"], Any]
+# (container, command, request id) -> the use case's result
+Handler = Callable[[Any, Any, "str | None"], Result]
+
+# What each kind of order action asks for.
+ORDER_ACTIONS: dict[OrderActionKind, Handler] = {
+    OrderActionKind.REFUND: lambda c, cmd, rid: refunds.request_refund(c.db, c.settings, c.refund_gateway,
+                                                                       cmd, now=c.clock.now()),
+}
 
 
 def _inbound(handler) -> Handler:
@@ -34,9 +42,8 @@ HANDLERS: dict[type, Handler] = {
     ProviderEvent: _inbound(intake.record_provider_event),
     IgnoredDelivery: _inbound(intake.record_ignored),
     TimerPayload: lambda c, cmd, rid: timers.fire(c.db, cmd, now=c.clock.now(), request_id=rid),
-    EmailJob: lambda c, cmd, rid: subscribers.send_email(c.db, c.settings, c.email_sender,
-                                                         c.verification_provider, cmd, now=c.clock.now()),
-    OrderAction: lambda c, cmd, rid: subscribers.request_refund(c.db, c.settings, c.refund_gateway, cmd,
-                                                                now=c.clock.now()),
-    EventMessage: lambda c, cmd, rid: "counted" if subscribers.record_event(c.db, cmd) else "duplicate",
+    EmailJob: lambda c, cmd, rid: emails.send_email(c.db, c.settings, c.email_sender,
+                                                    c.verification_provider, cmd, now=c.clock.now()),
+    OrderAction: lambda c, cmd, rid: ORDER_ACTIONS[cmd.kind](c, cmd, rid),
+    EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
 }

@@ -29,12 +29,15 @@ import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
-from shared.adapters.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
+from shared.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
+from shared.domain.rows import OutboxKind
 from shared.errors import ConfigError, ServiceError, TransientError
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,15 @@ MAX_BACKOFF_SECONDS = 600.0
 LEASE_SECONDS = 30.0
 # Task calls in flight at once across the whole process (each is a thread blocked on an RPC).
 CALL_THREADS = 8
+
+
+class Delivery(StrEnum):
+    """A leased row's outcome, as `store.record_outbox_outcomes` records it."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"  # retried after a backoff
+    DEAD = "dead"  # parked, never retried
+    RELEASED = "released"  # not attempted (out of time): due again now
 
 
 @dataclass
@@ -77,10 +89,10 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
             break
         outcomes = _deliver(rows, scheduler, publisher, stop_at)
         store.record_outbox_outcomes(db, outcomes)
-        batch_report = RelayReport(*(sum(o["outcome"] == kind for o in outcomes)
-                                     for kind in ("delivered", "failed", "dead")))
+        batch_report = RelayReport(*(sum(o["outcome"] is kind for o in outcomes)
+                                     for kind in (Delivery.DELIVERED, Delivery.FAILED, Delivery.DEAD)))
         for outcome in outcomes:
-            if outcome["outcome"] == "dead":
+            if outcome["outcome"] is Delivery.DEAD:
                 log.error("outbox row %d can never be delivered, parked: %s", outcome["id"], outcome["error"])
         report.add(batch_report)
         if batch_report.failed or len(rows) < batch or len(outcomes) > batch_report.delivered + batch_report.dead:
@@ -92,18 +104,18 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
 
 def _outcome(row: dict, error: Exception | None) -> dict:
     if error is None:
-        return {"id": row["id"], "outcome": "delivered", "error": None, "retry_in": 0}
+        return {"id": row["id"], "outcome": Delivery.DELIVERED, "error": None, "retry_in": 0}
     # The error's class and our own message only: a library's text may quote the payload.
     retry = isinstance(error, (TransientError, ConfigError))  # the outage or the setting may be fixed
     described = f"{type(error).__name__}: {error}" if isinstance(error, ServiceError) else type(error).__name__
     if retry:
-        return {"id": row["id"], "outcome": "failed", "error": described[:500],
+        return {"id": row["id"], "outcome": Delivery.FAILED, "error": described[:500],
                 "retry_in": backoff_seconds(row["attempts"])}
-    return {"id": row["id"], "outcome": "dead", "error": described[:500], "retry_in": 0}
+    return {"id": row["id"], "outcome": Delivery.DEAD, "error": described[:500], "retry_in": 0}
 
 
 def _released(row: dict) -> dict:
-    return {"id": row["id"], "outcome": "released", "error": None, "retry_in": 0}
+    return {"id": row["id"], "outcome": Delivery.RELEASED, "error": None, "retry_in": 0}
 
 
 @functools.cache
@@ -119,7 +131,7 @@ def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublish
     tasks: list[dict] = []
     messages: list[tuple[dict, OutgoingMessage]] = []
     for row in rows:
-        if row["kind"] != "publish":
+        if row["kind"] != OutboxKind.PUBLISH:
             tasks.append(row)
             continue
         try:
@@ -128,8 +140,8 @@ def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublish
             outcomes.append(_outcome(row, exc))
     create_batch = getattr(scheduler, "create_batch", None)
     if create_batch is not None:  # the scheduler writes many tasks in one call
-        creates = [row for row in tasks if row["kind"] == "task.create"]
-        tasks = [row for row in tasks if row["kind"] != "task.create"]
+        creates = [row for row in tasks if row["kind"] == OutboxKind.TASK_CREATE]
+        tasks = [row for row in tasks if row["kind"] != OutboxKind.TASK_CREATE]
         outcomes.extend(_create_all(creates, create_batch, stop_at))
     in_flight: list[Future] = []
     if scheduler.parallel_calls > 1 and len(tasks) > 1:
@@ -182,14 +194,26 @@ def _attempt(row: dict, scheduler: TaskScheduler, stop_at: float) -> dict:
         return _outcome(row, exc)
 
 
+def _create_task(scheduler: TaskScheduler, payload: dict, timeout: float) -> None:
+    scheduler.create(_timer_task(payload), timeout=timeout)
+
+
+def _delete_task(scheduler: TaskScheduler, payload: dict, timeout: float) -> None:
+    scheduler.delete(payload["name"], timeout=timeout)
+
+
+# The scheduler call each task row kind makes (PUBLISH rows go through the publisher).
+_TASK_CALLS: dict[str, Callable[[TaskScheduler, dict, float], None]] = {
+    OutboxKind.TASK_CREATE: _create_task,
+    OutboxKind.TASK_DELETE: _delete_task,
+}
+
+
 def _call_scheduler(row: dict, scheduler: TaskScheduler, timeout: float) -> None:
-    payload = row["payload"]
-    if row["kind"] == "task.create":
-        scheduler.create(_timer_task(payload), timeout=timeout)
-    elif row["kind"] == "task.delete":
-        scheduler.delete(payload["name"], timeout=timeout)
-    else:
+    call = _TASK_CALLS.get(row["kind"])
+    if call is None:
         raise ValueError("unknown outbox kind")
+    call(scheduler, row["payload"], timeout)
 
 
 def _timer_task(payload: dict) -> TimerTask:

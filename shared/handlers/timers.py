@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,25 +14,27 @@ from shared.domain.messages import TimerPayload
 from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, TimerKind, timers_for
 from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
-from shared.handlers.intake import Result, apply_effects
+from shared.handlers.intake import apply_effects
+from shared.handlers.result import Result, ResultStatus
 
 log = logging.getLogger(__name__)
 
 
 def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
-    """Re-check state and act; a stale, duplicate or moved timer is a no-op."""
-    return _FIRE[timer.timer_kind](db, timer, now=now, request_id=request_id)
+    """Re-check state and act (what each kind does: `FIRES`); a stale, duplicate or moved timer is a no-op."""
+    return FIRES[timer.timer_kind](db, timer, now=now, request_id=request_id)
 
 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
-            return Result("ignored", timer.order_id, "reminder already sent, cancelled or session not pending")
+            return Result(ResultStatus.IGNORED, timer.order_id,
+                          "reminder already sent, cancelled or session not pending")
         fx = uow.effects(timer.order_id, actor="timer")
         fx.event(Event.REMINDER_DUE, reminder_index=timer.reminder_index)
         fx.email(Email.REMINDER, timer.reminder_index)
         uow.commit()
-    return Result("accepted", timer.order_id)
+    return Result(ResultStatus.ACCEPTED, timer.order_id)
 
 
 def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None = None,
@@ -47,24 +50,28 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
             store.mark_deadline_fired(uow.conn, order_id)
             apply_effects(uow, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
             uow.commit()
-            return Result("accepted", order_id)
+            return Result(ResultStatus.ACCEPTED, order_id)
         held = store.move_status(uow.conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
                                  due_by=now, link_sent=False)
         if held is None:
-            return Result("ignored", order_id, "not pending, or the deadline is later")
+            return Result(ResultStatus.IGNORED, order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(uow.conn, order_id)
         apply_effects(uow, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()})
         uow.commit()
     log.warning("deadline passed but the link email was never sent: session held for review",
                 extra={"labels": {"order_id": order_id}})
-    return Result("accepted", order_id, "link_not_sent")
+    return Result(ResultStatus.ACCEPTED, order_id, "link_not_sent")
 
 
 def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
     return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
 
 
-_FIRE = {TimerKind.REMINDER: send_reminder, TimerKind.DEADLINE: _deadline}
+# What a delivered timer of each kind does.
+FIRES: dict[TimerKind, Callable[..., Result]] = {
+    TimerKind.REMINDER: send_reminder,
+    TimerKind.DEADLINE: _deadline,
+}
 
 
 @dataclass
@@ -83,7 +90,7 @@ def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> E
     report = ExpiryReport()
     for order_id in overdue:
         try:
-            report.expired += expire(db, order_id, now=now, actor="sweeper").status == "accepted"
+            report.expired += expire(db, order_id, now=now, actor="sweeper").accepted
         except TransientError:
             raise  # the database is away: the next sweep tries them all again
         except Exception:
@@ -98,11 +105,11 @@ def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: d
     with UnitOfWork(db, now=now) as uow:
         row = store.extend_deadline(uow.conn, order_id, deadline)
         if row is None:
-            return Result("ignored", order_id, "session closed, or the deadline is not later")
+            return Result(ResultStatus.IGNORED, order_id, "session closed, or the deadline is not later")
         fx = uow.effects(order_id, actor=actor)
         for name in store.cancel_timers(uow.conn, order_id, kind=TimerKind.DEADLINE):
             fx.unschedule(name)
         fx.schedule(timers_for(now, deadline, (), version=row["deadline_version"])[-1])
         fx.event(Event.DEADLINE_EXTENDED, deadline=deadline.isoformat())
         uow.commit()
-    return Result("accepted", order_id)
+    return Result(ResultStatus.ACCEPTED, order_id)

@@ -190,7 +190,7 @@ def test_cancelled_by_the_store(stack, db):
 
 def test_funnel_counts_the_lifecycles(stack, db):
     """Runs last in this module: the four lifecycles above are in today's funnel."""
-    from shared.handlers.subscribers import funnel
+    from shared.handlers.analytics import funnel
     today = datetime.now(timezone.utc).date()
     report = wait_for(lambda: (lambda r: r if r["counts"].get("refunds_requested", 0) >= 2 else None)(
         funnel(db, today, today)), "analytics to count the refunds")

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from devstack.signing import veriff_body, veriff_event_body, veriff_headers
 from shared.db.schema import metadata
-from shared.handlers.subscribers import funnel
+from shared.handlers.analytics import funnel
 from tests.conftest import VERIFF_API_KEY, VERIFF_SECRET
 from tests.functions.conftest import client_for, count
 from tests.functions.test_subscribers import deliver

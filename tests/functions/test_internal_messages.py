@@ -93,7 +93,7 @@ def test_a_refund_request_older_than_max_message_age_is_still_processed(refund_a
 
 
 def test_an_analytics_event_older_than_max_message_age_is_still_counted(app_env, db):
-    from shared.handlers.subscribers import funnel
+    from shared.handlers.analytics import funnel
     app_env(MAX_MESSAGE_AGE="1h")
     day = datetime(2034, 2, 3, 9, 0, tzinfo=timezone.utc)  # a day no other test writes
     message = {"v": 1, "id": "old-event-1", "type": "order.received", "order_id": "o-old",

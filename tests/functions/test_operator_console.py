@@ -13,7 +13,7 @@ from sqlalchemy import text
 from shared.adapters.refunds import ManualRefundGateway
 from shared.console import csrf
 from shared.domain.messages import OrderAction, OrderPlaced
-from shared.handlers import intake, subscribers, timers
+from shared.handlers import intake, refunds, timers
 from tests.functions.conftest import client_for
 from tests.iap_keys import AUDIENCE, IapKeys
 
@@ -188,9 +188,9 @@ def expire_with_manual_refund(db, settings, order_id: str) -> None:
         conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
                           "VALUES (:o, 'link', 0, 'sent')"), {"o": order_id})
     assert timers.expire(db, order_id, now=datetime.now(timezone.utc)).status == "accepted"
-    outcome = subscribers.request_refund(db, settings, ManualRefundGateway(), OrderAction(order_id, "refund", "expired"),
+    outcome = refunds.request_refund(db, settings, ManualRefundGateway(), OrderAction(order_id, "refund", "expired"),
                                          now=datetime.now(timezone.utc))
-    assert outcome == "manual"
+    assert outcome.detail == "manual"
 
 
 def test_refund_done_closes_a_manual_refund_once(console, keys, db, settings, order_id):

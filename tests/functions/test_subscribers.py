@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from devstack.postgres import free_port
 from shared.adapters.events import LocalPublisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from shared.domain.messages import OrderPlaced
 from shared.handlers import intake
 from tests.fakes.http_server import FakeHttpServer, Reply
@@ -168,7 +168,7 @@ def event(type_, order_id, occurred_at, **data):
 
 
 def test_analytics_counts_each_event_once_and_reports_the_funnel(app_env, db):
-    from shared.handlers.subscribers import funnel
+    from shared.handlers.analytics import funnel
     day = datetime(2031, 5, 4, 10, 0, tzinfo=timezone.utc)  # a day no other test writes
     client = client_for("record_analytics", "cloudevent")
     events = [event("order.received", f"f-{i}", day) for i in range(4)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from shared.adapters.ports import Outcome, TimerTask
+from shared.ports import Outcome, TimerTask
 from shared.adapters.tasks import CloudTasksScheduler
 from shared.bootstrap import Container
 from shared.config import Settings

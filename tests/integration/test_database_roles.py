@@ -19,7 +19,7 @@ import pg8000.native
 import pytest
 from pg8000.exceptions import DatabaseError
 
-from shared.adapters.ports import Outcome, ProviderSession, RefundResult
+from shared.ports import Outcome, ProviderSession, RefundResult
 from shared.config import Settings
 from shared.db import schema
 from shared.db.database import Database
@@ -28,7 +28,7 @@ from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, TimerPayload
-from shared.handlers import intake, relay, retention, subscribers, timers
+from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers
 from tests.conftest import base_env
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -199,8 +199,8 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     sender = type("Sender", (), {"send": lambda self, message: sent.append(message.to)})()
     email_db = as_role("send-customer-email")
     email_settings = settings_for(cluster.url(members["send-customer-email"]))
-    assert subscribers.send_email(email_db, email_settings, sender, provider, EmailJob(order, "link"),
-                                  now=T0) == "sent"
+    assert emails.send_email(email_db, email_settings, sender, provider, EmailJob(order, "link"),
+                                  now=T0).status == "sent"
     assert sent == ["a@example.com"]
     assert relay.relay(email_db, scheduler, publisher, order_ids=[order]).failed == 0
 
@@ -216,7 +216,7 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     sweep_db = as_role("sweep")
     assert timers.expire_overdue(sweep_db, now=T0 + timedelta(days=4), grace=timedelta(minutes=5)).expired >= 1
     sweep_settings = settings_for(cluster.url(members["sweep"]))
-    subscribers.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
+    redrive.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
     # ... and purges what is past its retention (here: far in the future, so everything closed).
     purged = retention.purge(sweep_db, dataclasses.replace(sweep_settings, tasks_backend="cloud"),
                              now=T0 + timedelta(days=400))
@@ -226,17 +226,17 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     # request-refund: claims and records the refund.
     refund_db = as_role("request-refund")
     gateway = type("Gateway", (), {"refund": lambda self, o, idempotency_key, reason: RefundResult.REFUNDED})()
-    assert subscribers.request_refund(refund_db, settings_for(cluster.url(members["request-refund"])), gateway,
+    assert refunds.request_refund(refund_db, settings_for(cluster.url(members["request-refund"])), gateway,
                                       OrderAction(order, "refund", "expired"),
-                                      now=T0 + timedelta(days=4)) == "refunded"
+                                      now=T0 + timedelta(days=4)).detail == "refunded"
     assert relay.relay(refund_db, scheduler, publisher, order_ids=[order]).failed == 0
 
     # record-analytics: counts an event once.
     analytics_db = as_role("record-analytics")
     event = EventMessage(id=str(uuid.uuid4()), type="order.received", order_id=order,
                          occurred_at=T0.isoformat())
-    assert subscribers.record_event(analytics_db, event) is True
-    assert subscribers.record_event(analytics_db, event) is False
+    assert analytics.record_event(analytics_db, event).status == "accepted"
+    assert analytics.record_event(analytics_db, event).status == "duplicate"
 
     conn = cluster.admin()
     try:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from shared.adapters.veriff import LocalVerificationProvider
 from shared.domain.messages import EmailJob, OrderPlaced
-from shared.handlers import intake, subscribers
+from shared.handlers import emails, intake
 
 NOW = datetime.now(timezone.utc)
 
@@ -35,8 +35,8 @@ def test_a_message_error_is_recorded_once_and_not_retried(db, settings, order_id
     sender = FailingSender(HeaderParseError("bad header"))
     job = EmailJob(order_id=order_id, kind="link")
     provider = LocalVerificationProvider("http://127.0.0.1:9/verify")
-    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW) == "skipped"
-    assert subscribers.send_email(db, settings, sender, provider, job, now=NOW) == "already skipped"
+    assert emails.send_email(db, settings, sender, provider, job, now=NOW).status == "skipped"
+    assert emails.send_email(db, settings, sender, provider, job, now=NOW).detail == "already skipped"
     assert sender.calls == 1
     assert rows(db, "SELECT state FROM email_sends WHERE order_id = :o", o=order_id) == [("skipped",)]
     assert rows(db, "SELECT data->>'kind', data->>'reason' FROM event_log WHERE order_id = :o "
@@ -48,5 +48,5 @@ def test_any_other_failure_releases_the_claim_for_a_retry(db, settings, order_id
     sender = FailingSender(ConnectionResetError("smtp went away"))
     job = EmailJob(order_id=order_id, kind="link")
     with pytest.raises(ConnectionResetError):
-        subscribers.send_email(db, settings, sender, LocalVerificationProvider("http://x/verify"), job, now=NOW)
+        emails.send_email(db, settings, sender, LocalVerificationProvider("http://x/verify"), job, now=NOW)
     assert rows(db, "SELECT count(*) FROM email_sends WHERE order_id = :o", o=order_id) == [(0,)]

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from shared.adapters.email import SendGridSender
-from shared.adapters.ports import ProviderSession, RefundResult
+from shared.ports import ProviderSession, RefundResult
 from shared.adapters.refunds import HttpRefundGateway, ManualRefundGateway, make_refund_gateway
 from shared.adapters.veriff import LocalVerificationProvider, VeriffClient, make_verification_provider
 from shared.config import Settings

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from devstack.task_dispatcher import TaskDispatcher
 from shared.adapters.events import PUBSUB_EVENT_TYPE, LocalPublisher
 from shared.adapters.tasks import RetryPolicy
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from shared.domain.messages import TOPIC_EMAILS, TOPIC_EVENTS, TOPICS
 from shared.errors import TransientError
 from tests.emulators.fixtures import wait_until

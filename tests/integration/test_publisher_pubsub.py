@@ -11,7 +11,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
 from shared.adapters.events import LocalPublisher, PubSubPublisher, make_publisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from shared.config import Settings
 from shared.domain.messages import TOPIC_EVENTS, TOPICS
 from shared.errors import TransientError

@@ -39,7 +39,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from shared.adapters.events import PUBSUB_EVENT_TYPE, PubSubPublisher
-from shared.adapters.ports import OutgoingMessage
+from shared.ports import OutgoingMessage
 from tests.emulators.pubsub import PROJECT
 from tests.integration.push_target import FunctionsFramework, wait_for_records
 

@@ -14,14 +14,14 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from shared import bootstrap
-from shared.adapters.ports import EmailMessage, ProviderSession, RefundResult
+from shared.ports import EmailMessage, ProviderSession, RefundResult
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.config import Settings
 from shared.db.database import Database, translate
 from shared.db.engine import make_engine
 from shared.domain.messages import EmailJob, OrderAction, OrderPlaced
 from shared.errors import InvalidField, TransientError
-from shared.handlers import intake, relay, subscribers
+from shared.handlers import emails, intake, redrive, refunds, relay
 from tests.conftest import base_env
 
 NOW = datetime.now(timezone.utc)
@@ -205,12 +205,12 @@ def test_an_email_claim_in_flight_is_retried_later_not_answered_done(db, setting
                           "VALUES (:o, 'link', 0, 'sending')"), {"o": order_id})
     sender = Sender()
     with pytest.raises(TransientError):
-        subscribers.send_email(db, settings, sender, Provider(), job, now=NOW)
+        emails.send_email(db, settings, sender, Provider(), job, now=NOW)
     assert sender.sent == []
 
     backdate_email_claim(db, order_id, settings.email_lease.total_seconds() + 1)
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).detail == "already sent"
     assert len(sender.sent) == 1
 
 
@@ -220,19 +220,19 @@ def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
         conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
         conn.execute(text("UPDATE verification_sessions SET created_at = now() - interval '1 day' "
                           "WHERE order_id = :o"), {"o": order_id})
-    assert subscribers.redrive_lost_work(db, settings, now=NOW) >= 1
+    assert redrive.redrive_lost_work(db, settings, now=NOW) >= 1
     jobs = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
                      "AND payload->>'topic' = 'customer-emails'", o=order_id)
     assert [row[0]["kind"] for row in jobs] == ["link"]
-    subscribers.redrive_lost_work(db, settings, now=NOW)  # already on its way: not enqueued twice
+    redrive.redrive_lost_work(db, settings, now=NOW)  # already on its way: not enqueued twice
     assert query(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
                      "AND payload->>'topic' = 'customer-emails'", o=order_id)[0][0] == 1
 
-    assert subscribers.send_email(db, settings, Sender(), Provider(), EmailJob(order_id=order_id, kind="link"),
-                                  now=NOW) == "sent"
+    assert emails.send_email(db, settings, Sender(), Provider(), EmailJob(order_id=order_id, kind="link"),
+                                  now=NOW).status == "sent"
     with db.transaction() as conn:
         conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
-    subscribers.redrive_lost_work(db, settings, now=NOW)  # sent: nothing more to do
+    redrive.redrive_lost_work(db, settings, now=NOW)  # sent: nothing more to do
     assert query(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL",
                  o=order_id)[0][0] == 0
 
@@ -264,13 +264,13 @@ def test_a_refund_in_flight_is_retried_later_and_a_crashed_one_taken_over(db, se
                           "refund_claimed_at = now() WHERE order_id = :o"), {"o": order_id})
     gateway = Gateway()
     with pytest.raises(TransientError):
-        subscribers.request_refund(db, settings, gateway, action, now=NOW)
+        refunds.request_refund(db, settings, gateway, action, now=NOW)
     assert gateway.calls == []
     with db.transaction() as conn:
         conn.execute(text("UPDATE verification_sessions SET refund_claimed_at = now() - interval '1 day' "
                           "WHERE order_id = :o"), {"o": order_id})
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refund already refunded"
+    assert refunds.request_refund(db, settings, gateway, action, now=NOW).detail == "refunded"
+    assert refunds.request_refund(db, settings, gateway, action, now=NOW).detail == "refund already refunded"
     assert gateway.calls == [f"refund-{order_id}"]
 
 
@@ -280,20 +280,20 @@ def test_sweeper_re_drives_a_refund_whose_request_was_lost(db, settings, order_i
     failing = Gateway(fail=True)
     action = OrderAction(order_id=order_id, action="refund", reason="expired")
     with pytest.raises(TransientError):
-        subscribers.request_refund(db, settings, failing, action, now=NOW)
-    assert subscribers.redrive_lost_work(db, settings, now=NOW) >= 1
+        refunds.request_refund(db, settings, failing, action, now=NOW)
+    assert redrive.redrive_lost_work(db, settings, now=NOW) >= 1
     jobs = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
                      "AND payload->>'topic' = 'order-actions'", o=order_id)
     assert [row[0]["action"] for row in jobs] == ["refund"]
     gateway = Gateway()
-    assert subscribers.request_refund(db, settings, gateway, action, now=NOW) == "refunded"
+    assert refunds.request_refund(db, settings, gateway, action, now=NOW).detail == "refunded"
     assert gateway.calls == [f"refund-{order_id}"]
 
 
 def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, order_id, monkeypatch):
     """The message is out: a failed record would let the lease pass and the email go twice."""
     place(db, settings, order_id)
-    real = subscribers._finish_email
+    real = emails._finish_email
     failures = []
 
     def flaky(*args, **kwargs):
@@ -302,12 +302,12 @@ def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, 
             raise TransientError("database unavailable", component="database")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(subscribers, "_finish_email", flaky)
+    monkeypatch.setattr(emails, "_finish_email", flaky)
     sender = Sender()
     job = EmailJob(order_id=order_id, kind="link")
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "sent"
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
     assert len(sender.sent) == 1 and len(failures) == 2
-    assert subscribers.send_email(db, settings, sender, Provider(), job, now=NOW) == "already sent"
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).detail == "already sent"
     assert len(sender.sent) == 1
 
 

@@ -56,7 +56,7 @@ from sqlalchemy.engine import make_url
 
 from devstack.postgres import free_port
 from devstack.task_dispatcher import TaskDispatcher
-from shared.adapters.ports import Outcome, TaskScheduler, TimerTask
+from shared.ports import Outcome, TaskScheduler, TimerTask
 from shared.adapters.tasks import (
     CloudTasksScheduler,
     LocalTaskScheduler,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from devstack.task_dispatcher import TaskDispatcher
-from shared.adapters.ports import Outcome, TimerTask
+from shared.ports import Outcome, TimerTask
 from shared.adapters.tasks import LocalTaskScheduler, RetryPolicy
 from shared.db.database import Database
 from shared.db.engine import make_engine

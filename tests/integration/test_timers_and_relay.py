@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from shared.adapters.ports import Outcome, TimerTask
+from shared.ports import Outcome, TimerTask
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.domain.rows import OutboxKind, OutboxRow
 from shared.db import store

@@ -14,7 +14,7 @@ from devstack.run import FUNCTIONS, SUBSCRIBERS
 from shared import log as logctx
 from shared.domain.messages import EventMessage
 from shared.functions_table import FUNCTIONS as DEPLOYED
-from shared.handlers.subscribers import story_of, tell
+from shared.handlers.analytics import story_of, tell
 
 
 def entry(message: str, logger: str = "functions", severity: str = "INFO", **extra) -> str:

@@ -1,4 +1,6 @@
-"""The ports every adapter implements. The composition root picks one of each."""
+"""The ports every adapter implements, beside the message types they carry. The composition
+root (`shared.bootstrap`) picks one implementation of each; handlers and `shared.emails` depend
+on these, never on an adapter."""
 
 from __future__ import annotations
 
@@ -56,6 +58,10 @@ class EventPublisher(Protocol):
 
     def check(self) -> None:
         """Raise TransientError when the topics cannot be reached."""
+
+
+# An email's kind travels in this header, so a sender can log it without reading address or body.
+KIND_HEADER = "X-Verification-Email"
 
 
 @dataclass(frozen=True)

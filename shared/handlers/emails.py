@@ -1,0 +1,106 @@
+"""`send_customer_email`'s use case: one customer email, sent at most once per claim.
+
+Which kinds exist and what each needs (a link, the statuses it may go out in) is the spec
+table `shared.domain.model.EMAILS`; this module reads it and holds no kind of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from email.errors import MessageError
+from typing import Any
+
+from shared.config import Settings
+from shared.db import store
+from shared.db.database import Database
+from shared.db.unit_of_work import UnitOfWork
+from shared.domain import keys
+from shared.domain.messages import EmailJob
+from shared.domain.model import EmailClaim, Event, email_spec
+from shared.emails.render import build_message
+from shared.errors import TransientError
+from shared.handlers.result import Result, ResultStatus
+from shared.ports import EmailSender, VerificationProvider
+
+log = logging.getLogger(__name__)
+
+
+def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
+               job: EmailJob, *, now: datetime) -> Result:
+    """Send one email at most once per claim: SENT, or why not (SKIPPED, DUPLICATE, IGNORED).
+
+    Raises TransientError to be retried: when the send failed, and when another attempt
+    holds the claim's lease (it may yet fail; if it crashed, the lease passes and a later
+    delivery takes the claim over). Never SENT for an email that was not sent."""
+    kind = job.kind
+    spec = email_spec(kind)
+    with db.read() as conn:
+        session = store.load_session(conn, job.order_id)
+    if session is None:
+        return Result(ResultStatus.IGNORED, job.order_id, "unknown order")
+    if not spec.sendable(session["status"]):
+        return Result(ResultStatus.IGNORED, job.order_id, f"session is {session['status']}")
+    if session["customer_email"] is None:
+        return Result(ResultStatus.IGNORED, job.order_id, "customer erased (past RETENTION)")
+    lease = settings.email_lease.total_seconds()
+    claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
+    if claim is EmailClaim.SENDING:
+        raise TransientError("this email is being sent by another attempt", component="email")
+    if claim is not EmailClaim.CLAIMED:
+        return Result(ResultStatus.DUPLICATE, job.order_id, f"already {claim}")
+    try:
+        url = None
+        if spec.needs_link:
+            url = session["veriff_url"]
+            if not url:
+                created = provider.create_session(job.order_id)
+                with db.transaction() as conn:
+                    _, url = store.set_provider_session(conn, job.order_id, created.session_id, created.url)
+        # The customer is told the store's own order id, never our session key.
+        message = build_message(
+            session["customer_email"], kind, order_id=keys.ref(job.order_id).order_id, verification_url=url,
+            deadline=session["deadline"], store_timezone=settings.store_timezone,
+            reminder_index=job.reminder_index, store_name=settings.store_name,
+        )
+        sender.send(message)
+    except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
+        log.error("email %s cannot be built or sent: %s", kind, type(exc).__name__)
+        return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(exc).__name__)
+    except BaseException:
+        with db.transaction() as conn:
+            store.release_email(conn, job.order_id, kind, job.reminder_index)
+        raise
+    return _record_sent(db, job, now, within=lease / 2)
+
+
+def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -> Result:
+    """Record a sent email, retrying a database outage for up to `within` seconds (half the
+    claim's lease, so no other delivery takes the claim over meanwhile): the message is out,
+    and if this record were given up, the claim's lease would pass and the email be sent
+    again."""
+    give_up_at = time.monotonic() + within
+    pause = 0.25
+    while True:
+        try:
+            return _finish_email(db, job, now, EmailClaim.SENT, Event.EMAIL_SENT)
+        except TransientError:
+            if time.monotonic() + pause > give_up_at:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+# How a claimed email ended, as the email's state and the use case's result.
+_FINISHED = {EmailClaim.SENT: ResultStatus.SENT, EmailClaim.SKIPPED: ResultStatus.SKIPPED}
+
+
+def _finish_email(db: Database, job: EmailJob, now: datetime, state: EmailClaim, event: Event,
+                  **details: Any) -> Result:
+    with UnitOfWork(db, now=now) as uow:
+        store.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, str(state))
+        uow.effects(job.order_id, actor="send_customer_email").event(
+            event, kind=job.kind, reminder_index=job.reminder_index, **details)
+        uow.commit()
+    return Result(_FINISHED[state], job.order_id, details.get("reason"))

@@ -1,0 +1,31 @@
+"""The sweeper's re-drive of customer emails and refund requests a crash or a dropped message lost."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from shared.config import Settings
+from shared.db import store
+from shared.db.database import Database
+from shared.db.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit: int = 200) -> int:
+    """The sweeper's safety net for work a crash or a dropped message lost: link emails never
+    sent, email claims left past their lease, refunds never completed. Each is enqueued
+    again (the claims make a repeat harmless). Returns how many were enqueued."""
+    lease = settings.email_lease.total_seconds()
+    with UnitOfWork(db, now=now) as uow:
+        emails = store.emails_to_redrive(uow.conn, lease, limit)
+        refunds = store.refunds_to_redrive(uow.conn, lease, limit)
+        for order_id, kind, reminder_index in emails:
+            uow.effects(order_id, actor="sweeper").email(kind, reminder_index)
+        for order_id, reason in refunds:
+            uow.effects(order_id, actor="sweeper").refund_action(reason)
+        uow.commit()
+    if emails or refunds:
+        log.warning("sweep re-enqueued %d emails and %d refunds", len(emails), len(refunds))
+    return len(emails) + len(refunds)
