@@ -13,7 +13,6 @@ logged, and exception messages raised here never include them either.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import smtplib
@@ -29,6 +28,7 @@ import requests
 
 from shared.ports import KIND_HEADER, EmailMessage, EmailSender
 from shared.config import Settings
+from shared.adapters.json_post import post_json
 from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -188,24 +188,14 @@ class SendGridSender:
 
     def send(self, message: EmailMessage) -> None:
         """Accepted on 2xx (SendGrid answers 202); 429/5xx/no answer → TransientError; other → PermanentError."""
-        try:
-            response = self._session.post(
-                self._url,
-                data=json.dumps(self._body(message)),
-                headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
-                timeout=self._timeout,
-                # A redirect would carry the key to wherever it points.
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"SendGrid unreachable: {type(exc).__name__}", component="sendgrid") from exc
+        response = post_json(self._session, self._url, self._body(message),
+                             headers={"Authorization": f"Bearer {self._api_key}"},
+                             timeout=self._timeout, service="SendGrid", component="sendgrid")
         status = response.status_code
         if 200 <= status < 300:
             log.info("email sent", extra={"labels": _labels(message, "sendgrid")})
             return
         # Only the status goes into the error: SendGrid's error body may quote the request.
-        if status in (408, 429) or status >= 500:
-            raise TransientError(f"SendGrid answered {status}", component="sendgrid")
         raise PermanentError(f"SendGrid refused the email ({status})")
 
     def _body(self, message: EmailMessage) -> dict:

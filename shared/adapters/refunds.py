@@ -6,7 +6,6 @@ records nothing remotely and answers MANUAL, so an operator refunds by hand.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import requests
@@ -14,7 +13,8 @@ import requests
 from shared.ports import RefundGateway, RefundResult
 from shared.config import Settings
 from shared.domain import keys
-from shared.errors import ConfigError, TransientError
+from shared.adapters.json_post import post_json
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +64,12 @@ class HttpRefundGateway:
         """Refund the order of session key `order_id`; the same `idempotency_key` must be used for
         every retry."""
         order = keys.ref(order_id)
-        try:
-            response = self._session.post(
-                self._url,
-                data=json.dumps({"orderId": order.order_id, "source": order.source, "reason": reason}),
-                headers={
-                    "Authorization": f"Bearer {self._token}",
-                    "Idempotency-Key": idempotency_key,
-                    "Content-Type": "application/json",
-                },
-                timeout=self._timeout,
-                # A redirect would carry the token to wherever it points.
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"refund API unreachable: {type(exc).__name__}", component="refunds") from exc
+        response = post_json(
+            self._session, self._url, {"orderId": order.order_id, "source": order.source, "reason": reason},
+            headers={"Authorization": f"Bearer {self._token}", "Idempotency-Key": idempotency_key},
+            timeout=self._timeout, service="refund API", component="refunds",
+        )
         status = response.status_code
-        if status in (408, 429) or status >= 500:
-            raise TransientError(f"refund API answered {status}", component="refunds")
         if 200 <= status < 300 or status == 409:
             result = RefundResult.REFUNDED
         else:

@@ -14,7 +14,6 @@ set VERIFF_BASE_URL=local (or a fake server's URL).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import timezone
@@ -23,6 +22,7 @@ import requests
 
 from shared.ports import Clock, ProviderSession, SystemClock, VerificationProvider
 from shared.config import Settings
+from shared.adapters.json_post import post_json
 from shared.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -89,20 +89,9 @@ class VeriffClient:
                 "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             }
         }
-        try:
-            response = self._session.post(
-                self._url,
-                data=json.dumps(body),
-                headers={"X-AUTH-CLIENT": self._api_key, "Content-Type": "application/json"},
-                timeout=self._timeout,
-                # A redirect would carry the X-AUTH-CLIENT key to wherever it points.
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"Veriff unreachable: {type(exc).__name__}", component="veriff") from exc
+        response = post_json(self._session, self._url, body, headers={"X-AUTH-CLIENT": self._api_key},
+                             timeout=self._timeout, service="Veriff", component="veriff")
         status = response.status_code
-        if status in (408, 429) or status >= 500:
-            raise TransientError(f"Veriff answered {status}", component="veriff")
         if not 200 <= status < 300:
             raise PermanentError(f"Veriff refused to create a session ({status})")
         session = _parse_session(response)

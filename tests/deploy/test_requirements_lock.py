@@ -14,7 +14,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 from packaging.markers import default_environment

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from sqlalchemy import event
 
 from shared.db.migrate import LATEST, ensure_schema

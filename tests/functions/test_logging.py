@@ -1,7 +1,6 @@
 """Log lines are Cloud Logging JSON, carry request id and trace, and never a payload, email or secret."""
 
 import json
-import logging
 
 from tests.conftest import ORDER_SECRET, VERIFF_SECRET
 from tests.functions.conftest import client_for
