@@ -1,8 +1,5 @@
-"""`timer_expiry`: Cloud Tasks deliveries of reminder and deadline timers.
-
-Cloud Run's IAM checks the OIDC token before a request reaches this code
-(deployed with --no-allow-unauthenticated), so no token check is repeated here.
-"""
+"""`timer_expiry`: Cloud Tasks deliveries of reminder and deadline timers. Cloud Run's IAM checks
+the OIDC token before a request reaches this code (--no-allow-unauthenticated): no check here."""
 
 from __future__ import annotations
 
