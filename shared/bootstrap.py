@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
 from shared.ports import Clock, SystemClock
-from shared.config import Settings
+from shared.config import Runtime, Settings
 from shared.errors import ServiceError
 from shared.db.database import Database
 from shared.db.engine import make_engine
@@ -139,7 +138,7 @@ def check_at_start(function: str, *required: str) -> None:
     Cloud Functions loads `main.py`, which imports every function module, and
     sets FUNCTION_TARGET to the one it serves: only that one's needs apply.
     """
-    if function in (os.environ.get("FUNCTION_TARGET"), os.environ.get("GOOGLE_FUNCTION_TARGET")):
+    if function in Runtime.from_env().function_targets:
         preload(settings_for(function, *required))
 
 
