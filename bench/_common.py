@@ -35,7 +35,7 @@ def database(**env: str) -> Iterator[tuple[Database, Settings]]:
             "EVENTS_BACKEND": "local", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "10",
             "ORDER_WEBHOOK_SECRET": "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", **env,
         })
-        db = Database(make_engine(settings))
+        db = Database(make_engine(settings.database))
         ensure_schema(db)
         yield db, settings
         db.engine.dispose()
@@ -108,7 +108,7 @@ def function_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a `webhook_intake` process on the bench's database, local backends
     (their deliveries are rows nobody dispatches during the bench)."""
     subscribers = ",".join(f"{t}={_NOWHERE}" for t in ("verification-events", "customer-emails", "order-actions"))
-    return {**os.environ, "NO_GCE_CHECK": "true", "DATABASE_URL": settings.database_url,
+    return {**os.environ, "NO_GCE_CHECK": "true", "DATABASE_URL": settings.database.url,
             "TASKS_BACKEND": "local", "EVENTS_BACKEND": "local", "TIMER_URL": _NOWHERE,
             "LOCAL_SUBSCRIBER_URLS": subscribers, "ORDER_WEBHOOK_SECRET": SECRET,
             "VERIFF_SHARED_SECRET": "bench-veriff-secret", "LOG_LEVEL": "WARNING", **extra}

@@ -77,7 +77,7 @@ def main() -> None:
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
         with db.read() as conn:
             conn.execute(text("CREATE DATABASE dbos_bench"))
-        url = make_url(settings.database_url).set(drivername="postgresql", database="dbos_bench")
+        url = make_url(settings.database.url).set(drivername="postgresql", database="dbos_bench")
         url = url.render_as_string(hide_password=False)
         run_ours(db, settings, 100, args.concurrency)  # warm
         runs = []

@@ -110,7 +110,7 @@ def with_relay(container, parallel: bool):
     class Scheduler(LocalTaskScheduler):
         parallel_calls = 8 if parallel else 1
 
-    scheduler = Scheduler(container.db, container.settings.timer_url)
+    scheduler = Scheduler(container.db, container.settings.tasks.timer_url)
     handle = ours(container.db, container.settings)
 
     def one(hook) -> str:

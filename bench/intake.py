@@ -52,7 +52,7 @@ def ours(db, settings):
     def handle(hook) -> str:
         body, headers = hook
         now = datetime.now(timezone.utc)
-        event_id = inbound.verify_standard_webhook(settings.order_webhook_secret, headers, body, now)
+        event_id = inbound.verify_standard_webhook(settings.inbound.order_webhook_secret, headers, body, now)
         command = inbound.parse_order_webhook(event_id, body)
         return intake.place_order(db, settings, command, now=now).status
     return handle
@@ -78,7 +78,7 @@ def seed(db, settings):
     def handle(hook) -> str:
         body, headers = hook
         now = datetime.now(timezone.utc)
-        event_id = inbound.verify_standard_webhook(settings.order_webhook_secret, headers, body, now)
+        event_id = inbound.verify_standard_webhook(settings.inbound.order_webhook_secret, headers, body, now)
         command = inbound.parse_order_webhook(event_id, body)
         params = {"p": "seed", "e": event_id, "o": "seed-" + command.order_id, "email": command.customer_email,
                   "now": now, "deadline": now + timedelta(hours=72), "task": uuid.uuid4().hex,
@@ -126,7 +126,7 @@ def place_order_script(settings) -> str:
 
 def pgbench(db, settings, script: str, n: int, concurrency: int) -> float:
     """Transactions per second of pgbench running `script` N times in all on C clients."""
-    url = make_url(settings.database_url)
+    url = make_url(settings.database.url)
     with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
         file.write(script)
         file.flush()

@@ -88,8 +88,8 @@ BACKLOG = """
 def throwaway(admin: Database, settings, name: str) -> Database:
     with admin.read() as conn:  # autocommit: CREATE DATABASE cannot run in a transaction
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-    db = Database(make_engine(dataclasses.replace(settings, database_url=url)))
+    url = make_url(settings.database.url).set(database=name).render_as_string(hide_password=False)
+    db = Database(make_engine(dataclasses.replace(settings.database, url=url)))
     ensure_schema(db)
     return db
 

@@ -374,7 +374,7 @@ def _run(cleanup: contextlib.ExitStack) -> int:
 
     # Local functions answer in milliseconds: a 10 s timeout keeps the lease short (20 s), so a
     # delivery a crash interrupted is made again soon after the restart.
-    dispatcher = TaskDispatcher(container.db, queue_name=settings.tasks_queue, request_timeout=10.0)
+    dispatcher = TaskDispatcher(container.db, queue_name=settings.tasks.queue, request_timeout=10.0)
     threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="tasks").start()
     sweep_every = float(os.environ.get("LOCAL_SWEEP_SECONDS", "10"))
     threading.Thread(target=_call_periodically, daemon=True, name="scheduler",

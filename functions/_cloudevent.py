@@ -42,7 +42,7 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent],
             logctx.bind(order_id=logctx.identifier(attributes.get("order_id")), request_id=request_id)
             settings = bootstrap.settings()
             if (payload.may_expire and published
-                    and datetime.now(timezone.utc) - published > settings.max_message_age):
+                    and datetime.now(timezone.utc) - published > settings.events.max_message_age):
                 log.warning("message older than MAX_MESSAGE_AGE dropped")
                 return
             try:

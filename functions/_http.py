@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import flask
 import functions_framework
 
 from shared import log as logctx
+from shared.config import Runtime
 from shared.errors import (  # noqa: F401 - NotFound, MethodNotAllowed: the entry points' errors
     BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, PermanentError, TransientError, WrongContentType,
 )
@@ -81,7 +81,7 @@ def http_entry(name: str) -> Callable:
         @functools.wraps(handler)
         def entry(request: flask.Request) -> flask.Response:
             request_id = request_id_of(request)
-            trace = logctx.trace_from_headers(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+            trace = logctx.trace_from_headers(request.headers, Runtime.from_env().project)
             with logctx.bound(trace=trace, request_id=request_id, function=name):
                 try:
                     status, body = handler(request, request_id)

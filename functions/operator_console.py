@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import flask
 
 from functions._http import request_id_of
 from shared import bootstrap
 from shared import log as logctx
+from shared.config import Runtime
 from shared.console import app, auth
 
 NAME = "operator_console"
@@ -25,7 +25,7 @@ def _keys(url: str) -> auth.PublicKeys:
 
 def operator_console(request: flask.Request) -> flask.Response:
     request_id = request_id_of(request)
-    trace = logctx.trace_from_headers(request.headers, os.environ.get("GOOGLE_CLOUD_PROJECT"))
+    trace = logctx.trace_from_headers(request.headers, Runtime.from_env().project)
     with logctx.bound(trace=trace, request_id=request_id, function=NAME):
         response = app.handle(request, lambda: bootstrap.settings_for(NAME, *REQUIRED), _keys)
         response.headers["X-Request-ID"] = request_id

@@ -21,12 +21,12 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     path = request.path.rstrip("/") or "/"
     if path == "/healthz":
         return 200, {"status": "ok"}
-    source = inbound.source_for(path, settings)
+    source = inbound.source_for(path, settings.inbound)
     if source is None:
         raise NotFound(f"no route {path}")
     if request.method != "POST":
         raise MethodNotAllowed("use POST")
-    body = read_body(request, source.content_type, settings.max_body_bytes)
+    body = read_body(request, source.content_type, settings.inbound.max_body_bytes)
     command = source.parse(body, source.verify(request.headers, body, bootstrap.container().clock.now()))
     if command is None:
         return 200, {"status": "ignored", "detail": "nothing to do for this delivery"}

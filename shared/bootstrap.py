@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 
 from shared.ports import Clock, SystemClock
-from shared.config import Settings
+from shared.config import Runtime, Settings
 from shared.errors import ServiceError
 from shared.db.database import Database
 from shared.db.engine import make_engine
@@ -32,7 +31,7 @@ class Container:
     def scheduler(self):
         from shared.adapters.tasks import CloudTasksScheduler, make_scheduler
 
-        scheduler = make_scheduler(self.settings, self.db)
+        scheduler = make_scheduler(self.settings.tasks, self.db)
         if isinstance(scheduler, CloudTasksScheduler):
             # The queue is ensured once per instance, on first use (never at import).
             scheduler.ensure_queue()
@@ -42,25 +41,25 @@ class Container:
     def publisher(self):
         from shared.adapters.events import make_publisher
 
-        return make_publisher(self.settings, self.db)
+        return make_publisher(self.settings.events, self.db)
 
     @functools.cached_property
     def email_sender(self):
         from shared.adapters.email import make_email_sender
 
-        return make_email_sender(self.settings)
+        return make_email_sender(self.settings.email)
 
     @functools.cached_property
     def verification_provider(self):
         from shared.adapters.veriff import make_verification_provider
 
-        return make_verification_provider(self.settings, local_base_url=self.settings.local_verify_url)
+        return make_verification_provider(self.settings.inbound.veriff)
 
     @functools.cached_property
     def refund_gateway(self):
         from shared.adapters.refunds import make_refund_gateway
 
-        return make_refund_gateway(self.settings)
+        return make_refund_gateway(self.settings.refunds)
 
     def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0):
         """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs
@@ -81,7 +80,7 @@ def build(settings: Settings, *, migrate: bool = False) -> Container:
     """The container. A function only checks that the schema is the one its code needs (it
     refuses to serve otherwise, naming the versions); `migrate=True` is for the schema's
     owner (the local stack's start; in the cloud, the deploy step `shared.db.upgrade`)."""
-    db = Database(make_engine(settings))
+    db = Database(make_engine(settings.database))
     try:
         ensure_schema(db) if migrate else require_schema(db)
     except BaseException:
@@ -139,7 +138,7 @@ def check_at_start(function: str, *required: str) -> None:
     Cloud Functions loads `main.py`, which imports every function module, and
     sets FUNCTION_TARGET to the one it serves: only that one's needs apply.
     """
-    if function in (os.environ.get("FUNCTION_TARGET"), os.environ.get("GOOGLE_FUNCTION_TARGET")):
+    if function in Runtime.from_env().function_targets:
         preload(settings_for(function, *required))
 
 
@@ -154,10 +153,10 @@ def preload(settings: Settings) -> None:
     import shared.adapters.tasks  # noqa: F401
     import shared.handlers.relay  # noqa: F401
 
-    if settings.tasks_backend == "cloud":
+    if settings.tasks.backend == "cloud":
         import google.cloud.tasks_v2  # noqa: F401
         from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport  # noqa: F401
-    if settings.events_backend == "pubsub":
+    if settings.events.backend == "pubsub":
         import google.cloud.pubsub_v1  # noqa: F401
 
 

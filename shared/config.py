@@ -10,7 +10,7 @@ import base64
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,119 +33,263 @@ def parse_duration(text: str, variable: str = "duration") -> timedelta:
     return total
 
 
+def _env(variable: str, default=None, *, secret: bool = False, factory=None):
+    """A section field read from `variable` (kept in its metadata, so `require` can name it)."""
+    extra = {"default_factory": factory} if factory is not None else {"default": default}
+    return field(repr=not secret, metadata={"env": variable}, **extra)
+
+
+class _Section:
+    """What every section shares: `require`, by variable name."""
+
+    def require(self, variable: str):
+        """Return a setting a caller cannot work without, or raise naming it."""
+        value = _lookup(self, variable)
+        if value is _MISSING:
+            raise KeyError(f"no setting reads {variable}")
+        if not value:
+            raise ConfigError(variable, "is required by this function")
+        return value
+
+
+_MISSING = object()
+
+
+def _lookup(section, variable: str):
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("env") == variable:
+            return value
+        if isinstance(value, _Section):
+            found = _lookup(value, variable)
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
 @dataclass(frozen=True)
-class Settings:
-    """Every setting the functions read. Build with `Settings.from_env()`."""
+class DatabaseSettings(_Section):
+    """PostgreSQL: a URL, or Cloud SQL through the connector; the per-instance pool."""
 
-    database_url: str | None = None
-    instance_connection_name: str | None = None
-    db_name: str = "verification"
-    db_user: str | None = None
-    db_password: str | None = field(default=None, repr=False)
-    db_iam_auth: bool = False
-    db_pool_size: int = 2
-    db_max_overflow: int = 2
-
-    verification_window: timedelta = timedelta(hours=72)
-    reminder_offsets: tuple[timedelta, ...] = (timedelta(hours=24),)
-    sweep_grace: timedelta = timedelta(minutes=5)
-    # How long an email or refund call may be in flight before another attempt may take it
-    # over (longer than a send can take: a shorter lease could send twice).
-    email_lease: timedelta = timedelta(minutes=5)
-    # Retention: a closed session's customer email and id are erased RETENTION after it closed;
-    # webhook idempotency rows are kept WEBHOOK_RETENTION (longer than any sender retries: they
-    # are the only replay guard of the senders that sign no timestamp); delivered outbox rows,
-    # processed message ids and finished local deliveries REPLAY_RETENTION (Pub/Sub keeps a
-    # message for 7 days at most).
-    retention: timedelta = timedelta(days=90)
-    webhook_retention: timedelta = timedelta(days=30)
-    replay_retention: timedelta = timedelta(days=8)
-    minimum_age: int = 21
-    decision_grace: timedelta = timedelta(hours=24)
-    max_order_age: timedelta = timedelta(days=7)
-
-    order_webhook_secret: bytes | None = field(default=None, repr=False)
-    lightspeed_client_secret: str | None = field(default=None, repr=False)
-    veriff_api_key: str | None = field(default=None, repr=False)
-    veriff_shared_secret: str | None = field(default=None, repr=False)
-    veriff_base_url: str = "https://stationapi.veriff.com"
-    local_verify_url: str = "http://127.0.0.1:8080/verify"
-    max_body_bytes: int = 1_048_576
-
-    tasks_backend: str = "cloud"
-    google_cloud_project: str | None = None
-    tasks_location: str = "us-central1"
-    tasks_queue: str = "verification-timers"
-    timer_url: str | None = None
-    tasks_service_account: str | None = None
-
-    events_backend: str = "pubsub"
-    local_subscriber_urls: Mapping[str, str] = field(default_factory=dict)
-
-    email_backend: str = "console"
-    email_from: str = "verify@example.com"
-    store_name: str = "Our store"
-    store_timezone: str = "UTC"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_user: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_starttls: bool = True
-    sendgrid_api_key: str | None = field(default=None, repr=False)
-    sendgrid_base_url: str = "https://api.sendgrid.com"
-
-    refund_backend: str = "manual"
-    refund_api_url: str | None = None
-    refund_api_token: str | None = field(default=None, repr=False)
-    max_message_age: timedelta = timedelta(days=3)
-
-    console_auth: str = "iap"
-    iap_audience: str | None = None
-    iap_public_keys_url: str = "https://www.gstatic.com/iap/verify/public_key"
-    console_secret: str | None = field(default=None, repr=False)
-    local_intake_url: str | None = None
+    url: str | None = _env("DATABASE_URL")
+    instance_connection_name: str | None = _env("INSTANCE_CONNECTION_NAME")
+    name: str = _env("DB_NAME", "verification")
+    user: str | None = _env("DB_USER")
+    password: str | None = _env("DB_PASSWORD", secret=True)
+    iam_auth: bool = _env("DB_IAM_AUTH", False)
+    pool_size: int = _env("DB_POOL_SIZE", 2)
+    max_overflow: int = _env("DB_MAX_OVERFLOW", 2)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the environment (os.environ unless given)."""
-        env = os.environ if env is None else env
-        r = _Reader(env)
-        settings = cls(
-            database_url=r.text("DATABASE_URL"),
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            url=r.text("DATABASE_URL"),
             instance_connection_name=r.text("INSTANCE_CONNECTION_NAME"),
-            db_name=r.text("DB_NAME") or "verification",
-            db_user=r.text("DB_USER"),
-            db_password=r.text("DB_PASSWORD"),
-            db_iam_auth=r.flag("DB_IAM_AUTH", False),
-            db_pool_size=r.integer("DB_POOL_SIZE", 2, minimum=1),
-            db_max_overflow=r.integer("DB_MAX_OVERFLOW", 2, minimum=0),
+            name=r.text("DB_NAME") or cls.name,
+            user=r.text("DB_USER"),
+            password=r.text("DB_PASSWORD"),
+            iam_auth=r.flag("DB_IAM_AUTH", False),
+            pool_size=r.integer("DB_POOL_SIZE", 2, minimum=1),
+            max_overflow=r.integer("DB_MAX_OVERFLOW", 2, minimum=0),
+        )
+        if not section.url and not section.instance_connection_name:
+            raise ConfigError("DATABASE_URL", "set DATABASE_URL, or INSTANCE_CONNECTION_NAME for Cloud SQL")
+        if section.url and not section.url.startswith("postgresql+pg8000://"):
+            raise ConfigError("DATABASE_URL", "must start with postgresql+pg8000://")
+        if section.instance_connection_name and not section.url:
+            if not section.user:
+                raise ConfigError("DB_USER", "required with INSTANCE_CONNECTION_NAME")
+            if not section.iam_auth and not section.password:
+                raise ConfigError("DB_PASSWORD", "required unless DB_IAM_AUTH=true")
+        return section
+
+    @classmethod
+    def for_schema_owner(cls, env: Mapping[str, str] | None = None) -> DatabaseSettings:
+        """The deploy-time schema step's connection: only the connection variables are read
+        (the deploy host needs none of the functions' settings), on a one-connection pool."""
+        env = os.environ if env is None else env
+        wanted = ("DATABASE_URL", "INSTANCE_CONNECTION_NAME", "DB_NAME", "DB_USER", "DB_PASSWORD", "DB_IAM_AUTH")
+        return cls.from_env({**{k: env[k] for k in wanted if k in env},
+                             "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"})
+
+
+@dataclass(frozen=True)
+class LifecycleSettings(_Section):
+    """A session's clock: the window, reminders, grace periods, the age rule, call leases."""
+
+    verification_window: timedelta = _env("VERIFICATION_WINDOW", timedelta(hours=72))
+    reminder_offsets: tuple[timedelta, ...] = _env("REMINDER_OFFSETS", (timedelta(hours=24),))
+    sweep_grace: timedelta = _env("SWEEP_GRACE", timedelta(minutes=5))
+    # How long an email or refund call may be in flight before another attempt may take it
+    # over (longer than a send can take: a shorter lease could send twice).
+    email_lease: timedelta = _env("EMAIL_LEASE", timedelta(minutes=5))
+    minimum_age: int = _env("MINIMUM_AGE", 21)
+    decision_grace: timedelta = _env("DECISION_GRACE", timedelta(hours=24))
+    max_order_age: timedelta = _env("MAX_ORDER_AGE", timedelta(days=7))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LifecycleSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
             verification_window=r.duration("VERIFICATION_WINDOW", "72h"),
             reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
             sweep_grace=r.duration("SWEEP_GRACE", "5m"),
             email_lease=r.duration("EMAIL_LEASE", "5m"),
-            retention=r.duration("RETENTION", "90d"),
-            webhook_retention=r.duration("WEBHOOK_RETENTION", "30d"),
-            replay_retention=r.duration("REPLAY_RETENTION", "8d"),
             minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
             decision_grace=r.duration("DECISION_GRACE", "24h"),
             max_order_age=r.duration("MAX_ORDER_AGE", "7d"),
+        )
+        if section.verification_window <= max(section.reminder_offsets, default=timedelta(0)):
+            raise ConfigError("REMINDER_OFFSETS", "every reminder must come before the deadline")
+        return section
+
+
+@dataclass(frozen=True)
+class RetentionSettings(_Section):
+    """How long data is kept: a closed session's customer email and id are erased `sessions`
+    after it closed; webhook idempotency rows are kept `webhooks` (longer than any sender
+    retries: they are the only replay guard of the senders that sign no timestamp); delivered
+    outbox rows, processed message ids and finished local deliveries `replay` (Pub/Sub keeps
+    a message for 7 days at most)."""
+
+    sessions: timedelta = _env("RETENTION", timedelta(days=90))
+    webhooks: timedelta = _env("WEBHOOK_RETENTION", timedelta(days=30))
+    replay: timedelta = _env("REPLAY_RETENTION", timedelta(days=8))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
+        r = _Reader(os.environ if env is None else env)
+        return cls(
+            sessions=r.duration("RETENTION", "90d"),
+            webhooks=r.duration("WEBHOOK_RETENTION", "30d"),
+            replay=r.duration("REPLAY_RETENTION", "8d"),
+        )
+
+
+@dataclass(frozen=True)
+class VeriffSettings(_Section):
+    """Veriff: the API (sessions) and the shared secret its webhooks are signed with.
+    `base_url` "local" means the local stack's provider page at `local_verify_url`."""
+
+    api_key: str | None = _env("VERIFF_API_KEY", secret=True)
+    shared_secret: str | None = _env("VERIFF_SHARED_SECRET", secret=True)
+    base_url: str = _env("VERIFF_BASE_URL", "https://stationapi.veriff.com")
+    local_verify_url: str = _env("LOCAL_VERIFY_URL", "http://127.0.0.1:8080/verify")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> VeriffSettings:
+        r = _Reader(os.environ if env is None else env)
+        return cls(
+            api_key=r.text("VERIFF_API_KEY"),
+            shared_secret=r.text("VERIFF_SHARED_SECRET"),
+            base_url=(r.text("VERIFF_BASE_URL") or cls.base_url).rstrip("/"),
+            local_verify_url=r.text("LOCAL_VERIFY_URL") or cls.local_verify_url,
+        )
+
+
+@dataclass(frozen=True)
+class InboundSettings(_Section):
+    """The webhook intake: each sender's secret and the body limit."""
+
+    order_webhook_secret: bytes | None = _env("ORDER_WEBHOOK_SECRET", secret=True)
+    lightspeed_client_secret: str | None = _env("LIGHTSPEED_CLIENT_SECRET", secret=True)
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576)
+    veriff: VeriffSettings = field(default_factory=VeriffSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InboundSettings:
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        return cls(
             order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
             lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
-            veriff_api_key=r.text("VERIFF_API_KEY"),
-            veriff_shared_secret=r.text("VERIFF_SHARED_SECRET"),
-            veriff_base_url=(r.text("VERIFF_BASE_URL") or cls.veriff_base_url).rstrip("/"),
-            local_verify_url=r.text("LOCAL_VERIFY_URL") or cls.local_verify_url,
             max_body_bytes=r.integer("MAX_BODY_BYTES", 1_048_576, minimum=1),
-            tasks_backend=r.choice("TASKS_BACKEND", "cloud", ("cloud", "local")),
-            google_cloud_project=r.text("GOOGLE_CLOUD_PROJECT"),
-            tasks_location=r.text("TASKS_LOCATION") or cls.tasks_location,
-            tasks_queue=r.text("TASKS_QUEUE") or cls.tasks_queue,
+            veriff=VeriffSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class TasksSettings(_Section):
+    """Timers: Cloud Tasks (`cloud`) or the local stack's PostgreSQL queue (`local`)."""
+
+    backend: str = _env("TASKS_BACKEND", "cloud")
+    project: str | None = _env("GOOGLE_CLOUD_PROJECT")
+    location: str = _env("TASKS_LOCATION", "us-central1")
+    queue: str = _env("TASKS_QUEUE", "verification-timers")
+    timer_url: str | None = _env("TIMER_URL")
+    service_account: str | None = _env("TASKS_SERVICE_ACCOUNT")
+    emulator_host: str | None = _env("CLOUD_TASKS_EMULATOR_HOST")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TasksSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            backend=r.choice("TASKS_BACKEND", "cloud", ("cloud", "local")),
+            project=r.text("GOOGLE_CLOUD_PROJECT"),
+            location=r.text("TASKS_LOCATION") or cls.location,
+            queue=r.text("TASKS_QUEUE") or cls.queue,
             timer_url=r.text("TIMER_URL"),
-            tasks_service_account=r.text("TASKS_SERVICE_ACCOUNT"),
-            events_backend=r.choice("EVENTS_BACKEND", "pubsub", ("pubsub", "local")),
+            service_account=r.text("TASKS_SERVICE_ACCOUNT"),
+            emulator_host=r.text("CLOUD_TASKS_EMULATOR_HOST"),
+        )
+        if section.backend == "cloud":
+            for name, value in (("GOOGLE_CLOUD_PROJECT", section.project), ("TIMER_URL", section.timer_url)):
+                if not value:
+                    raise ConfigError(name, "required when TASKS_BACKEND=cloud")
+        if section.backend == "local" and not section.timer_url:
+            raise ConfigError("TIMER_URL", "required when TASKS_BACKEND=local")
+        return section
+
+
+@dataclass(frozen=True)
+class EventsSettings(_Section):
+    """Domain events: Pub/Sub (`pubsub`) or pushed to local subscriber urls (`local`);
+    a message older than `max_message_age` is acknowledged unprocessed."""
+
+    backend: str = _env("EVENTS_BACKEND", "pubsub")
+    project: str | None = _env("GOOGLE_CLOUD_PROJECT")
+    local_subscriber_urls: Mapping[str, str] = _env("LOCAL_SUBSCRIBER_URLS", factory=dict)
+    max_message_age: timedelta = _env("MAX_MESSAGE_AGE", timedelta(days=3))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EventsSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            backend=r.choice("EVENTS_BACKEND", "pubsub", ("pubsub", "local")),
+            project=r.text("GOOGLE_CLOUD_PROJECT"),
             local_subscriber_urls=r.mapping("LOCAL_SUBSCRIBER_URLS"),
-            email_backend=r.choice("EMAIL_BACKEND", "console", ("sendgrid", "smtp", "console")),
-            email_from=r.text("EMAIL_FROM") or cls.email_from,
+            max_message_age=r.duration("MAX_MESSAGE_AGE", "3d"),
+        )
+        if section.backend == "pubsub" and not section.project:
+            raise ConfigError("GOOGLE_CLOUD_PROJECT", "required when EVENTS_BACKEND=pubsub")
+        return section
+
+
+@dataclass(frozen=True)
+class EmailSettings(_Section):
+    """Customer emails: the backend (`smtp`, `sendgrid`, `console`), sender and store wording.
+    `on_cloud_run` (K_SERVICE is set) makes the factory refuse `console`."""
+
+    backend: str = _env("EMAIL_BACKEND", "console")
+    sender: str = _env("EMAIL_FROM", "verify@example.com")
+    store_name: str = _env("STORE_NAME", "Our store")
+    store_timezone: str = _env("STORE_TIMEZONE", "UTC")
+    smtp_host: str = _env("SMTP_HOST", "127.0.0.1")
+    smtp_port: int = _env("SMTP_PORT", 25)
+    smtp_user: str | None = _env("SMTP_USER")
+    smtp_password: str | None = _env("SMTP_PASSWORD", secret=True)
+    smtp_starttls: bool = _env("SMTP_STARTTLS", True)
+    sendgrid_api_key: str | None = _env("SENDGRID_API_KEY", secret=True)
+    sendgrid_base_url: str = _env("SENDGRID_BASE_URL", "https://api.sendgrid.com")
+    on_cloud_run: bool = _env("K_SERVICE", False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EmailSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            backend=r.choice("EMAIL_BACKEND", "console", ("sendgrid", "smtp", "console")),
+            sender=r.text("EMAIL_FROM") or cls.sender,
             store_name=r.text("STORE_NAME") or cls.store_name,
             store_timezone=r.timezone("STORE_TIMEZONE", "UTC"),
             smtp_host=r.text("SMTP_HOST") or cls.smtp_host,
@@ -155,62 +299,117 @@ class Settings:
             smtp_starttls=r.flag("SMTP_STARTTLS", True),
             sendgrid_api_key=r.text("SENDGRID_API_KEY"),
             sendgrid_base_url=(r.text("SENDGRID_BASE_URL") or cls.sendgrid_base_url).rstrip("/"),
-            refund_backend=r.choice("REFUND_BACKEND", "manual", ("http", "manual")),
-            refund_api_url=r.text("REFUND_API_URL"),
-            refund_api_token=r.text("REFUND_API_TOKEN"),
-            max_message_age=r.duration("MAX_MESSAGE_AGE", "3d"),
-            console_auth=r.choice("CONSOLE_AUTH", "iap", ("iap", "dev")),
-            iap_audience=r.text("IAP_AUDIENCE"),
-            iap_public_keys_url=r.text("IAP_PUBLIC_KEYS_URL") or cls.iap_public_keys_url,
-            console_secret=r.text("CONSOLE_SECRET"),
-            local_intake_url=r.text("LOCAL_INTAKE_URL"),
+            on_cloud_run=bool(r.text("K_SERVICE")),
         )
-        if settings.console_auth == "dev" and r.text("K_SERVICE"):
-            raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
-        settings._check_combinations()
-        return settings
+        if section.backend == "sendgrid" and not section.sendgrid_api_key:
+            raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
+        return section
 
-    def _check_combinations(self) -> None:
-        if not self.database_url and not self.instance_connection_name:
-            raise ConfigError(
-                "DATABASE_URL", "set DATABASE_URL, or INSTANCE_CONNECTION_NAME for Cloud SQL"
-            )
-        if self.database_url and not self.database_url.startswith("postgresql+pg8000://"):
-            raise ConfigError("DATABASE_URL", "must start with postgresql+pg8000://")
-        if self.instance_connection_name and not self.database_url:
-            if not self.db_user:
-                raise ConfigError("DB_USER", "required with INSTANCE_CONNECTION_NAME")
-            if not self.db_iam_auth and not self.db_password:
-                raise ConfigError("DB_PASSWORD", "required unless DB_IAM_AUTH=true")
-        if self.verification_window <= max(self.reminder_offsets, default=timedelta(0)):
-            raise ConfigError("REMINDER_OFFSETS", "every reminder must come before the deadline")
-        if self.tasks_backend == "cloud":
-            for name, value in (
-                ("GOOGLE_CLOUD_PROJECT", self.google_cloud_project),
-                ("TIMER_URL", self.timer_url),
-            ):
-                if not value:
-                    raise ConfigError(name, "required when TASKS_BACKEND=cloud")
-        if self.tasks_backend == "local" and not self.timer_url:
-            raise ConfigError("TIMER_URL", "required when TASKS_BACKEND=local")
-        if self.events_backend == "pubsub" and not self.google_cloud_project:
-            raise ConfigError("GOOGLE_CLOUD_PROJECT", "required when EVENTS_BACKEND=pubsub")
-        if self.refund_backend == "http":
-            for name, value in (
-                ("REFUND_API_URL", self.refund_api_url),
-                ("REFUND_API_TOKEN", self.refund_api_token),
-            ):
+
+@dataclass(frozen=True)
+class RefundSettings(_Section):
+    """Refunds: a store's HTTP API (`http`) or by hand from the console (`manual`)."""
+
+    backend: str = _env("REFUND_BACKEND", "manual")
+    api_url: str | None = _env("REFUND_API_URL")
+    api_token: str | None = _env("REFUND_API_TOKEN", secret=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RefundSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            backend=r.choice("REFUND_BACKEND", "manual", ("http", "manual")),
+            api_url=r.text("REFUND_API_URL"),
+            api_token=r.text("REFUND_API_TOKEN"),
+        )
+        if section.backend == "http":
+            for name, value in (("REFUND_API_URL", section.api_url), ("REFUND_API_TOKEN", section.api_token)):
                 if not value:
                     raise ConfigError(name, "required when REFUND_BACKEND=http")
-        if self.email_backend == "sendgrid" and not self.sendgrid_api_key:
-            raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
+        return section
 
-    def require(self, variable: str) -> str:
-        """Return a setting a caller cannot work without, or raise naming it."""
-        value = getattr(self, variable.lower())
-        if not value:
-            raise ConfigError(variable, "is required by this function")
-        return value
+
+@dataclass(frozen=True)
+class ConsoleSettings(_Section):
+    """The operator console: IAP (`iap`) or the local stack's `dev` sign-in, its CSRF secret,
+    and the local intake the provider page posts to."""
+
+    auth: str = _env("CONSOLE_AUTH", "iap")
+    iap_audience: str | None = _env("IAP_AUDIENCE")
+    iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
+    secret: str | None = _env("CONSOLE_SECRET", secret=True)
+    local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
+        r = _Reader(os.environ if env is None else env)
+        section = cls(
+            auth=r.choice("CONSOLE_AUTH", "iap", ("iap", "dev")),
+            iap_audience=r.text("IAP_AUDIENCE"),
+            iap_public_keys_url=r.text("IAP_PUBLIC_KEYS_URL") or cls.iap_public_keys_url,
+            secret=r.text("CONSOLE_SECRET"),
+            local_intake_url=r.text("LOCAL_INTAKE_URL"),
+        )
+        if section.auth == "dev" and r.text("K_SERVICE"):
+            raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
+        return section
+
+
+@dataclass(frozen=True)
+class Settings(_Section):
+    """Every setting the functions read, in sections. Build with `Settings.from_env()`;
+    each section validates itself there, once. A factory takes its section
+    (`make_scheduler(settings.tasks, db)`); `require` finds a variable in any section."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    inbound: InboundSettings = field(default_factory=InboundSettings)
+    tasks: TasksSettings = field(default_factory=TasksSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
+    email: EmailSettings = field(default_factory=EmailSettings)
+    refunds: RefundSettings = field(default_factory=RefundSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the environment (os.environ unless given)."""
+        env = os.environ if env is None else env
+        return cls(
+            database=DatabaseSettings.from_env(env),
+            lifecycle=LifecycleSettings.from_env(env),
+            retention=RetentionSettings.from_env(env),
+            inbound=InboundSettings.from_env(env),
+            tasks=TasksSettings.from_env(env),
+            events=EventsSettings.from_env(env),
+            email=EmailSettings.from_env(env),
+            refunds=RefundSettings.from_env(env),
+            console=ConsoleSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the platform says about this process, read where no settings may be built yet
+    (at import, before any validation; never raises): the function Cloud Functions serves
+    here, the project for trace ids, the log level, and the operator CLI's local state."""
+
+    function_targets: tuple[str, ...] = ()
+    project: str | None = None
+    log_level: str = "INFO"
+    local_state_dir: str | None = None
+    operator: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
+        r = _Reader(os.environ if env is None else env)
+        return cls(
+            function_targets=tuple(t for t in (r.text("FUNCTION_TARGET"), r.text("GOOGLE_FUNCTION_TARGET")) if t),
+            project=r.text("GOOGLE_CLOUD_PROJECT"),
+            log_level=(r.text("LOG_LEVEL") or "INFO").upper(),
+            local_state_dir=r.text("LOCAL_STATE_DIR"),
+            operator=r.text("OPERATOR"),
+        )
 
 
 class _Reader:

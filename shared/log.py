@@ -11,12 +11,13 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import re
 import sys
 import traceback
 from collections.abc import Iterator
 from datetime import datetime, timezone
+
+from shared.config import Runtime
 
 _labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_labels", default={})
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_trace", default=None)
@@ -86,7 +87,7 @@ def configure() -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(Runtime.from_env().log_level)
 
 
 @contextlib.contextmanager

@@ -26,13 +26,15 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import MutableMapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.config import Runtime
 from shared.domain import keys
 
-STACK_ENV = Path(os.environ.get("LOCAL_STATE_DIR", Path(__file__).resolve().parents[1] / ".local")) / "stack.env"
+STACK_ENV = Path(Runtime.from_env().local_state_dir or Path(__file__).resolve().parents[1] / ".local") / "stack.env"
 SOURCES = (keys.GENERIC, *keys.NAMESPACED)
 ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed")
 
@@ -58,8 +60,13 @@ def read_stack_env(path: Path = STACK_ENV) -> dict[str, str]:
     return values
 
 
-def load_stack_env(path: Path = STACK_ENV, env: dict | os._Environ = os.environ) -> bool:
-    """Fill in the local stack's settings when this shell names no database. True if it did."""
+def load_stack_env(path: Path = STACK_ENV, env: MutableMapping[str, str] | None = None) -> bool:
+    """Fill in the local stack's settings when this shell names no database. True if it did.
+
+    It writes them into this process's environment (unless given another mapping), where
+    `Settings.from_env()` then reads them: the one place outside `shared/config.py` that
+    touches the environment (tests/unit/test_environment_reads.py lists it)."""
+    env = os.environ if env is None else env
     if env.get("DATABASE_URL") or env.get("INSTANCE_CONNECTION_NAME") or not path.exists():
         return False
     for key, value in read_stack_env(path).items():
@@ -295,7 +302,7 @@ def main(argv: list[str]) -> int:
         from shared import bootstrap
 
         c = bootstrap.container()
-        operator = args.by or os.environ.get("OPERATOR") or getpass.getuser()
+        operator = args.by or Runtime.from_env().operator or getpass.getuser()
         return _COMMANDS.get(args.command, _act)(c, args, operator)
     except UsageError as exc:
         print(f"python -m shared.operator: {exc} (see --help)", file=sys.stderr)

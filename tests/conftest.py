@@ -108,7 +108,7 @@ def settings(database_url) -> Settings:
 
 @pytest.fixture(scope="session")
 def db(settings) -> Database:
-    database = Database(make_engine(settings))
+    database = Database(make_engine(settings.database))
     ensure_schema(database)
     return database
 

@@ -14,11 +14,9 @@ logged, and exception messages raised here never include them either.
 from __future__ import annotations
 
 import logging
-import os
 import smtplib
 import ssl
 import sys
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.message import EmailMessage as MimeMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -27,7 +25,7 @@ from typing import TextIO
 import requests
 
 from shared.ports import KIND_HEADER, EmailMessage, EmailSender
-from shared.config import Settings
+from shared.config import EmailSettings
 from shared.adapters.json_post import post_json
 from shared.errors import ConfigError, PermanentError, TransientError
 
@@ -36,18 +34,18 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 
 
-def make_email_sender(settings: Settings, *, environ: Mapping[str, str] | None = None) -> EmailSender:
+def make_email_sender(settings: EmailSettings) -> EmailSender:
     """The sender EMAIL_BACKEND names: `smtp`, `sendgrid` or `console`.
 
     Refuses `console` on Google Cloud (K_SERVICE is set there): it prints
     customer addresses and bodies to stdout, which Cloud Logging would keep.
     """
-    backend = settings.email_backend
+    backend = settings.backend
     if backend == "smtp":
         return SmtpSender(
             host=settings.smtp_host,
             port=settings.smtp_port,
-            sender=settings.email_from,
+            sender=settings.sender,
             user=settings.smtp_user,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
@@ -55,16 +53,15 @@ def make_email_sender(settings: Settings, *, environ: Mapping[str, str] | None =
     if backend == "sendgrid":
         return SendGridSender(
             api_key=settings.require("SENDGRID_API_KEY"),
-            sender=settings.email_from,
+            sender=settings.sender,
             base_url=settings.sendgrid_base_url,
         )
     if backend == "console":
-        environ = os.environ if environ is None else environ
-        if environ.get("K_SERVICE"):
+        if settings.on_cloud_run:
             raise ConfigError(
                 "EMAIL_BACKEND", "console is for the local stack only; use smtp or sendgrid on Google Cloud"
             )
-        return ConsoleSender(sender=settings.email_from)
+        return ConsoleSender(sender=settings.sender)
     raise ConfigError("EMAIL_BACKEND", f"{backend!r} is not one of sendgrid, smtp, console")
 
 

@@ -1,7 +1,7 @@
 """Event publishers: Google Cloud Pub/Sub, and a local one that queues Eventarc-shaped
 CloudEvents for the local dispatcher to push over HTTP.
 
-`make_publisher(settings, db)` picks one by `EVENTS_BACKEND`. Both implement the
+`make_publisher(settings.events, db)` picks one by `EVENTS_BACKEND`. Both implement the
 `EventPublisher` port: `publish_batch` returns, per message and in order, the
 message id or the exception that message failed with; it never raises for a
 single message, so the outbox relay can mark what was delivered and leave the
@@ -27,7 +27,7 @@ from typing import Any
 from shared.adapters.local_queue import LocalQueue, QueuedMessage
 from shared.ports import EventPublisher, OutgoingMessage
 from shared.adapters.tasks import RetryPolicy
-from shared.config import Settings
+from shared.config import EventsSettings
 from shared.db.database import Database
 from shared.domain.messages import TOPICS
 from shared.errors import ConfigError, TransientError
@@ -41,16 +41,16 @@ PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 _RESERVED_ATTRIBUTE_NAMES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
 
 
-def make_publisher(settings: Settings, db: Database | None = None) -> EventPublisher:
-    """The publisher `settings.events_backend` asks for ("pubsub" or "local")."""
-    if settings.events_backend == "pubsub":
+def make_publisher(settings: EventsSettings, db: Database | None = None) -> EventPublisher:
+    """The publisher `settings.backend` asks for ("pubsub" or "local")."""
+    if settings.backend == "pubsub":
         return PubSubPublisher(settings.require("GOOGLE_CLOUD_PROJECT"))
-    if settings.events_backend == "local":
+    if settings.backend == "local":
         return LocalPublisher(
             db, settings.local_subscriber_urls,
-            project=settings.google_cloud_project or LocalPublisher.DEFAULT_PROJECT,
+            project=settings.project or LocalPublisher.DEFAULT_PROJECT,
         )
-    raise ConfigError("EVENTS_BACKEND", f"{settings.events_backend!r} is not pubsub or local")
+    raise ConfigError("EVENTS_BACKEND", f"{settings.backend!r} is not pubsub or local")
 
 
 class PubSubPublisher:

@@ -11,7 +11,7 @@ import logging
 import requests
 
 from shared.ports import RefundGateway, RefundResult
-from shared.config import Settings
+from shared.config import RefundSettings
 from shared.domain import keys
 from shared.adapters.json_post import post_json
 from shared.errors import ConfigError
@@ -21,13 +21,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 
 
-def make_refund_gateway(settings: Settings) -> RefundGateway:
+def make_refund_gateway(settings: RefundSettings) -> RefundGateway:
     """`HttpRefundGateway` for REFUND_BACKEND=http, `ManualRefundGateway` for manual."""
-    if settings.refund_backend == "http":
+    if settings.backend == "http":
         return HttpRefundGateway(settings.require("REFUND_API_URL"), settings.require("REFUND_API_TOKEN"))
-    if settings.refund_backend == "manual":
+    if settings.backend == "manual":
         return ManualRefundGateway()
-    raise ConfigError("REFUND_BACKEND", f"{settings.refund_backend!r} is not one of http, manual")
+    raise ConfigError("REFUND_BACKEND", f"{settings.backend!r} is not one of http, manual")
 
 
 class HttpRefundGateway:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.ports import Outcome, TaskScheduler, TimerTask
-from shared.config import Settings
+from shared.config import TasksSettings
 from shared.db.database import Database
 from shared.adapters.local_queue import LocalQueue
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -84,25 +83,21 @@ class RetryPolicy:
 CLOUD_RETRY = RetryPolicy()
 
 
-def make_scheduler(settings: Settings, db: Database) -> TaskScheduler:
+def make_scheduler(settings: TasksSettings, db: Database) -> TaskScheduler:
     """The scheduler TASKS_BACKEND names: `cloud` (Cloud Tasks) or `local` (PostgreSQL)."""
     timer_url = settings.require("TIMER_URL")
-    if settings.tasks_backend == "local":
+    if settings.backend == "local":
         return LocalTaskScheduler(db, timer_url)
-    if settings.tasks_backend == "cloud":
-        # Settings has no field for the emulator yet; read it here, once per container.
-        emulator_host = getattr(settings, "cloud_tasks_emulator_host", None) or (
-            os.environ.get(EMULATOR_HOST_VARIABLE, "").strip() or None
-        )
+    if settings.backend == "cloud":
         return CloudTasksScheduler(
             project=settings.require("GOOGLE_CLOUD_PROJECT"),
-            location=settings.tasks_location,
-            queue=settings.tasks_queue,
+            location=settings.location,
+            queue=settings.queue,
             timer_url=timer_url,
-            service_account=settings.tasks_service_account,
-            emulator_host=emulator_host,
+            service_account=settings.service_account,
+            emulator_host=settings.emulator_host,
         )
-    raise ConfigError("TASKS_BACKEND", f"{settings.tasks_backend!r} is not cloud or local")
+    raise ConfigError("TASKS_BACKEND", f"{settings.backend!r} is not cloud or local")
 
 
 def _validate(task: TimerTask) -> None:

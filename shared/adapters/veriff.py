@@ -21,7 +21,7 @@ from datetime import timezone
 import requests
 
 from shared.ports import Clock, ProviderSession, SystemClock, VerificationProvider
-from shared.config import Settings
+from shared.config import VeriffSettings
 from shared.adapters.json_post import post_json
 from shared.errors import PermanentError, TransientError
 
@@ -35,18 +35,13 @@ LOCAL = "local"
 _LOCAL_NAMESPACE = uuid.UUID("6f1c1f0e-5d0b-4c59-9a55-3a4f1f2b7c11")
 
 
-def make_verification_provider(
-    settings: Settings, *, local_base_url: str = DEFAULT_LOCAL_VERIFY_URL
-) -> VerificationProvider:
-    """The real Veriff client, or the local provider (rule in the module docstring).
-
-    `local_base_url` is where the local stack serves its verify page
-    (settings.local_verify_url, e.g. `http://127.0.0.1:8080/verify`).
-    """
-    base_url = (settings.veriff_base_url or "").strip()
-    if settings.veriff_api_key and base_url and base_url.lower() != LOCAL:
-        return VeriffClient(base_url, settings.veriff_api_key)
-    return LocalVerificationProvider(local_base_url)
+def make_verification_provider(settings: VeriffSettings) -> VerificationProvider:
+    """The real Veriff client, or the local provider (rule in the module docstring) serving
+    its verify page at `settings.local_verify_url` (e.g. `http://127.0.0.1:8080/verify`)."""
+    base_url = (settings.base_url or "").strip()
+    if settings.api_key and base_url and base_url.lower() != LOCAL:
+        return VeriffClient(base_url, settings.api_key)
+    return LocalVerificationProvider(settings.local_verify_url)
 
 
 class VeriffClient:

@@ -87,7 +87,7 @@ class Page:
 
 
 def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
-    if settings.console_auth == "dev":
+    if settings.console.auth == "dev":
         return auth.dev_identity(request.remote_addr, request.host)
     return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
                            keys=keys)
@@ -104,7 +104,7 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
         if endpoint == "css":
             return flask.Response((HERE / "static" / "console.css").read_text(), mimetype="text/css")
         settings = settings_of()
-        operator = identify(request, settings, keys_of(settings.iap_public_keys_url))
+        operator = identify(request, settings, keys_of(settings.console.iap_public_keys_url))
         secret = settings.require("CONSOLE_SECRET")
         if request.method == "POST":
             csrf.check(secret, operator, request.form.get("csrf"))

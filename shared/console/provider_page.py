@@ -33,9 +33,9 @@ def send_decision(settings, order_id: str, session_id: str, decision: str, date_
     from devstack.signing import veriff_headers
 
     body = decision_body(order_id, session_id, decision, date_of_birth, datetime.now(timezone.utc))
-    headers = veriff_headers(settings.veriff_shared_secret or "", settings.veriff_api_key or "", body)
+    headers = veriff_headers(settings.inbound.veriff.shared_secret or "", settings.inbound.veriff.api_key or "", body)
     try:
-        response = requests.post(f"{settings.local_intake_url.rstrip('/')}/webhooks/veriff", data=body,
+        response = requests.post(f"{settings.console.local_intake_url.rstrip('/')}/webhooks/veriff", data=body,
                                  headers=headers, timeout=10)
     except requests.RequestException as exc:
         raise TransientError("the local intake did not answer", component="intake") from exc
@@ -49,7 +49,7 @@ def send_decision(settings, order_id: str, session_id: str, decision: str, date_
 def view(page, request: flask.Request, session_id: str, order_id_of) -> flask.Response:
     """GET: the choice; POST: send it and say what the intake answered."""
     settings = page.settings
-    if settings.console_auth != "dev" or not settings.local_intake_url:
+    if settings.console.auth != "dev" or not settings.console.local_intake_url:
         raise NotFound("the provider page exists on local stacks only")
     order_id = order_id_of(session_id)
     if order_id is None:

@@ -33,27 +33,27 @@ import sqlalchemy
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine, make_url
 
-from shared.config import Settings
+from shared.config import DatabaseSettings
 from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: DatabaseSettings) -> Engine:
     """A small pool whose checkouts drop closed connections, disposed at interpreter exit."""
     common = dict(
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
         isolation_level="AUTOCOMMIT",  # see shared.db.database.Database
         pool_recycle=1800,
         pool_timeout=10,
         hide_parameters=True,  # keep customer data out of error messages and logs
     )
-    if settings.database_url:
+    if settings.url:
         engine = sqlalchemy.create_engine(
-            settings.database_url,
+            settings.url,
             connect_args={"timeout": 5, "application_name": "verification",
-                          "ssl_context": _ssl_context_for(settings.database_url)},
+                          "ssl_context": _ssl_context_for(settings.url)},
             **common,
         )
     else:
@@ -109,7 +109,7 @@ def _drop_if_closed(dbapi_connection, _record, _proxy) -> None:
         raise exc.DisconnectionError("server closed the connection")
 
 
-def _cloud_sql_creator(settings: Settings):
+def _cloud_sql_creator(settings: DatabaseSettings):
     """Connection factory for Cloud SQL; the connector is made on first connect."""
     connector = None
 
@@ -121,10 +121,10 @@ def _cloud_sql_creator(settings: Settings):
         return connector.connect(
             settings.instance_connection_name,
             "pg8000",
-            user=settings.db_user,
-            password=None if settings.db_iam_auth else settings.db_password,
-            db=settings.db_name,
-            enable_iam_auth=settings.db_iam_auth,
+            user=settings.user,
+            password=None if settings.iam_auth else settings.password,
+            db=settings.name,
+            enable_iam_auth=settings.iam_auth,
             ssl_context=False,  # the connector's socket is already TLS
         )
 

@@ -13,22 +13,14 @@ DB_PASSWORD from the environment, never from the command line). Each
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from shared.config import ConfigError, Settings
+from shared.config import ConfigError, DatabaseSettings
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.grants import GRANTS, apply_grants
 from shared.db.migrate import ensure_schema
 
-# Only the database settings matter here; the rest are set to backends that
-# need nothing, so the deploy host does not need the functions' settings.
-_DATABASE_SETTINGS = ("DATABASE_URL", "INSTANCE_CONNECTION_NAME", "DB_NAME", "DB_USER",
-                      "DB_PASSWORD", "DB_IAM_AUTH")
-_NEUTRAL = {"TASKS_BACKEND": "local", "TIMER_URL": "http://127.0.0.1/unused", "EVENTS_BACKEND": "local",
-            "EMAIL_BACKEND": "console", "REFUND_BACKEND": "manual",
-            "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"}
 
 
 def members_of(pairs: list[str]) -> dict[str, list[str]]:
@@ -41,7 +33,7 @@ def members_of(pairs: list[str]) -> dict[str, list[str]]:
     return members
 
 
-def upgrade(settings: Settings, members: dict[str, list[str]]) -> int:
+def upgrade(settings: DatabaseSettings, members: dict[str, list[str]]) -> int:
     """Migrate the schema and apply the grants in one transaction; return the version."""
     database = Database(make_engine(settings))
     try:
@@ -59,8 +51,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         members = members_of(args.member)
-        env = {k: os.environ[k] for k in _DATABASE_SETTINGS if k in os.environ}
-        settings = Settings.from_env({**env, **_NEUTRAL})
+        # Only the database section: the deploy host needs none of the functions' settings.
+        settings = DatabaseSettings.for_schema_owner()
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         return Result(ResultStatus.IGNORED, job.order_id, f"session is {session['status']}")
     if session["customer_email"] is None:
         return Result(ResultStatus.IGNORED, job.order_id, "customer erased (past RETENTION)")
-    lease = settings.email_lease.total_seconds()
+    lease = settings.lifecycle.email_lease.total_seconds()
     claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
     if claim is EmailClaim.SENDING:
         raise TransientError("this email is being sent by another attempt", component="email")
@@ -61,8 +61,8 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         # The customer is told the store's own order id, never our session key.
         message = build_message(
             session["customer_email"], kind, order_id=keys.ref(job.order_id).order_id, verification_url=url,
-            deadline=session["deadline"], store_timezone=settings.store_timezone,
-            reminder_index=job.reminder_index, store_name=settings.store_name,
+            deadline=session["deadline"], store_timezone=settings.email.store_timezone,
+            reminder_index=job.reminder_index, store_name=settings.email.store_name,
         )
         sender.send(message)
     except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must

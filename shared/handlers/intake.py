@@ -43,14 +43,14 @@ from shared.handlers.result import Result, ResultStatus
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
                 request_id: str | None = None) -> Result:
     """Open a session with its deadline and timers, once per order; a stale order opens none."""
-    if is_stale(cmd.ordered_at, now, settings.max_order_age):
+    if is_stale(cmd.ordered_at, now, settings.lifecycle.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
-    start, deadline = deadline_for(now, settings.verification_window)
+    start, deadline = deadline_for(now, settings.lifecycle.verification_window)
     fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
     fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
     fx.email(Email.LINK)
-    for timer in timers_for(start, deadline, settings.reminder_offsets):
+    for timer in timers_for(start, deadline, settings.lifecycle.reminder_offsets):
         fx.schedule(timer)
     # The fast path: the whole unit of work as one statement (the same rows a UnitOfWork writes).
     claimed, opened = store.place_order(db, {
@@ -91,7 +91,7 @@ def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, 
     details: dict = {"decision": str(cmd.decision), "code": cmd.code,
                      "verification_id": cmd.verification_id, "reason_code": cmd.reason_code}
     if cmd.decision is Decision.APPROVED:
-        outcome = age_check(cmd.birth_date, (cmd.decided_at or now).date(), settings.minimum_age)
+        outcome = age_check(cmd.birth_date, (cmd.decided_at or now).date(), settings.lifecycle.minimum_age)
         rule = APPROVAL_RULES[outcome]
         details["age_check"] = str(outcome)
     if rule.reason:
@@ -114,7 +114,7 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
         if stopped:
             return stopped
         if cmd.kind is ProviderEventKind.SUBMITTED:
-            hold = store.hold_for_decision(uow.conn, order_id, now, settings.decision_grace)
+            hold = store.hold_for_decision(uow.conn, order_id, now, settings.lifecycle.decision_grace)
             if hold is not None:
                 details["decision_due_by"] = hold.isoformat()
         fx.event(PROVIDER_EVENTS[cmd.kind], **details)

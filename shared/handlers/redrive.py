@@ -17,7 +17,7 @@ def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit:
     """The sweeper's safety net for work a crash or a dropped message lost: link emails never
     sent, email claims left past their lease, refunds never completed. Each is enqueued
     again (the claims make a repeat harmless). Returns how many were enqueued."""
-    lease = settings.email_lease.total_seconds()
+    lease = settings.lifecycle.email_lease.total_seconds()
     with UnitOfWork(db, now=now) as uow:
         emails = store.emails_to_redrive(uow.conn, lease, limit)
         refunds = store.refunds_to_redrive(uow.conn, lease, limit)

@@ -36,7 +36,7 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
         return Result(ResultStatus.IGNORED, action.order_id, "unknown order")
     if status not in REFUNDABLE:  # closed for good: a refund is owed only for these
         return Result(ResultStatus.IGNORED, action.order_id, f"not refunded: session is {status}")
-    claim = store.claim_refund(db, action.order_id, settings.email_lease.total_seconds())
+    claim = store.claim_refund(db, action.order_id, settings.lifecycle.email_lease.total_seconds())
     if claim is RefundClaim.REQUESTED:
         raise TransientError("this refund is being requested by another attempt", component="refund")
     if claim is not RefundClaim.CLAIMED:

@@ -13,8 +13,8 @@ BATCH = 1000
 
 
 def _plan(settings: Settings, now: datetime):
-    return retention.cutoffs(now, settings.retention, settings.webhook_retention, settings.replay_retention,
-                             local=settings.tasks_backend == "local")
+    return retention.cutoffs(now, settings.retention.sessions, settings.retention.webhooks, settings.retention.replay,
+                             local=settings.tasks.backend == "local")
 
 
 def purge(db: Database, settings: Settings, *, now: datetime, budget_seconds: float = 5.0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.config import Settings
+from shared.config import InboundSettings
 from shared.domain.messages import StoreCancelled
 from shared.inbound.lightspeed import LIGHTSPEED_PAID, LightspeedSource, parse_lightspeed, verify_lightspeed
 from shared.inbound.orders import (
@@ -20,14 +20,14 @@ from shared.inbound.orders import (
 from shared.inbound.source import InboundCommand, InboundSource
 from shared.inbound.veriff import VeriffSource, parse_veriff, parse_veriff_decision, verify_veriff
 
-SOURCES: dict[str, Callable[[Settings], InboundSource]] = {
+SOURCES: dict[str, Callable[[InboundSettings], InboundSource]] = {
     OrdersSource.path: OrdersSource.from_settings,
     LightspeedSource.path: LightspeedSource.from_settings,
     VeriffSource.path: VeriffSource.from_settings,
 }
 
 
-def source_for(path: str, settings: Settings) -> InboundSource | None:
+def source_for(path: str, settings: InboundSettings) -> InboundSource | None:
     """The source posting to `path`, bound to its secret; None for no such route.
 
     Raises RouteDisabled when the route's secret is not configured."""

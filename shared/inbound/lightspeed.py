@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import parse_qs
 
-from shared.config import Settings
+from shared.config import InboundSettings
 from shared.domain import fields as check
 from shared.domain import keys
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
@@ -26,7 +26,7 @@ class LightspeedSource:
     secret_variable = "LIGHTSPEED_CLIENT_SECRET"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LightspeedSource:
+    def from_settings(cls, settings: InboundSettings) -> LightspeedSource:
         if not settings.lightspeed_client_secret:
             raise RouteDisabled("Lightspeed route disabled: LIGHTSPEED_CLIENT_SECRET is not set")
         return cls(settings.lightspeed_client_secret)

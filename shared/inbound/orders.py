@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.config import Settings
+from shared.config import InboundSettings
 from shared.domain import fields as check
 from shared.domain import keys
 from shared.domain.messages import OrderPlaced
@@ -27,7 +27,7 @@ class OrdersSource:
     secret_variable = "ORDER_WEBHOOK_SECRET"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OrdersSource:
+    def from_settings(cls, settings: InboundSettings) -> OrdersSource:
         return cls(settings.order_webhook_secret)
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> str:

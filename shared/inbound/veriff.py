@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.config import Settings
+from shared.config import InboundSettings
 from shared.domain import fields as check
 from shared.domain.messages import ProviderDecision, ProviderEvent
 from shared.domain.model import VERIFF_CODES, VERIFF_EVENT_CODES, Decision
@@ -26,8 +26,8 @@ class VeriffSource:
     secret_variable = "VERIFF_SHARED_SECRET"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> VeriffSource:
-        return cls(settings.veriff_shared_secret, settings.veriff_api_key)
+    def from_settings(cls, settings: InboundSettings) -> VeriffSource:
+        return cls(settings.veriff.shared_secret, settings.veriff.api_key)
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         verify_veriff(self.shared_secret, headers.get("X-HMAC-SIGNATURE"), body)

@@ -20,7 +20,7 @@ import requests
 from sqlalchemy import text
 
 from devstack.run import FUNCTIONS
-from shared.config import Settings
+from shared.config import DatabaseSettings
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from devstack.signing import (
@@ -202,7 +202,7 @@ def test_funnel_counts_the_lifecycles(stack, db):
 @pytest.fixture
 def own_database(fresh_database):
     """A database of its own, so no other running stack's dispatcher or sweeper touches it."""
-    database = Database(make_engine(Settings.from_env(base_env(fresh_database))))
+    database = Database(make_engine(DatabaseSettings.from_env(base_env(fresh_database))))
     yield fresh_database, database
     database.engine.dispose()
 

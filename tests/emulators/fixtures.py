@@ -52,8 +52,8 @@ def tasks_db(settings, db) -> Iterator[Database]:
     name = f"local_tasks_{uuid.uuid4().hex[:12]}"
     with db.read() as conn:  # autocommit: CREATE DATABASE cannot run in a transaction
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
-    private = Database(make_engine(dataclasses.replace(settings, database_url=url)))
+    url = make_url(settings.database.url).set(database=name).render_as_string(hide_password=False)
+    private = Database(make_engine(dataclasses.replace(settings.database, url=url)))
     try:
         ensure_schema(private)
         yield private

@@ -8,14 +8,14 @@ from sqlalchemy import text
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import LATEST, ensure_schema
-from shared.config import Settings
+from shared.config import DatabaseSettings
 from tests.conftest import base_env
 from tests.functions.conftest import client_for
 
 
 def test_an_older_schema_is_refused_until_the_schema_step_runs(app_env, fresh_database):
     app_env(DATABASE_URL=fresh_database)
-    database = Database(make_engine(Settings.from_env(base_env(fresh_database))))
+    database = Database(make_engine(DatabaseSettings.from_env(base_env(fresh_database))))
     try:
         client = client_for("sweep")
         empty = client.get("/health")

@@ -13,7 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
-from shared.config import Settings
+from shared.config import DatabaseSettings
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import ensure_schema
@@ -305,7 +305,7 @@ def test_health_behind_iam_follows_the_database_down_and_back(app_env):
     try:
         app_env(DATABASE_URL=server.url)
         client = client_for("sweep")
-        owner = Database(make_engine(Settings.from_env(base_env(server.url))))
+        owner = Database(make_engine(DatabaseSettings.from_env(base_env(server.url))))
         ensure_schema(owner)  # the deploy's schema step
         owner.engine.dispose()
         up = client.get("/health")

@@ -11,7 +11,7 @@ import pg8000.core
 import pytest
 from sqlalchemy import text
 
-from shared.config import Settings
+from shared.config import DatabaseSettings
 from shared.db import store
 from shared.db.database import Database
 from shared.db.engine import _ssl_context_for, make_engine
@@ -26,7 +26,7 @@ NOW = datetime.now(timezone.utc)
 @pytest.fixture
 def tiny_db(database_url, db):
     """One pooled connection (on the schema the session's `db` fixture migrated)."""
-    database = Database(make_engine(Settings.from_env(base_env(database_url, DB_POOL_SIZE="1",
+    database = Database(make_engine(DatabaseSettings.from_env(base_env(database_url, DB_POOL_SIZE="1",
                                                                DB_MAX_OVERFLOW="0"))))
     yield database
     database.engine.dispose()

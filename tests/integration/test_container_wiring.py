@@ -12,11 +12,11 @@ from shared.config import Settings
 from tests.conftest import base_env
 
 
-def test_cloud_scheduler_from_settings_ensures_its_queue(cloud_tasks_emulator, monkeypatch, db, database_url):
-    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", cloud_tasks_emulator)
+def test_cloud_scheduler_from_settings_ensures_its_queue(cloud_tasks_emulator, db, database_url):
     queue = f"wiring-{uuid.uuid4().hex[:8]}"
     settings = Settings.from_env(base_env(database_url, TASKS_BACKEND="cloud", GOOGLE_CLOUD_PROJECT="wiring-test",
-                                          TASKS_QUEUE=queue, TIMER_URL="http://127.0.0.1:9/timer"))
+                                          TASKS_QUEUE=queue, TIMER_URL="http://127.0.0.1:9/timer",
+                                          CLOUD_TASKS_EMULATOR_HOST=cloud_tasks_emulator))
     container = Container(settings=settings, db=db)
     scheduler = container.scheduler
     assert isinstance(scheduler, CloudTasksScheduler)

@@ -135,7 +135,7 @@ def owner(cluster) -> str:
 def members(cluster, owner) -> dict[str, str]:
     """Each function's login user, made a member of its role by the upgrade."""
     users = {fn: cluster.login_user(fn.replace("-", "_")) for fn in GRANTS}
-    upgrade(settings_for(cluster.url(owner)), {fn: [user] for fn, user in users.items()})
+    upgrade(settings_for(cluster.url(owner)).database, {fn: [user] for fn, user in users.items()})
     return users
 
 
@@ -145,7 +145,7 @@ def as_role(cluster, members):
     opened = []
 
     def database(function: str) -> Database:
-        db = Database(make_engine(settings_for(cluster.url(members[function]))))
+        db = Database(make_engine(settings_for(cluster.url(members[function])).database))
         opened.append(db)
         return db
 
@@ -218,7 +218,7 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     sweep_settings = settings_for(cluster.url(members["sweep"]))
     redrive.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
     # ... and purges what is past its retention (here: far in the future, so everything closed).
-    purged = retention.purge(sweep_db, dataclasses.replace(sweep_settings, tasks_backend="cloud"),
+    purged = retention.purge(sweep_db, dataclasses.replace(sweep_settings, tasks=dataclasses.replace(sweep_settings.tasks, backend="cloud")),
                              now=T0 + timedelta(days=400))
     assert purged.get("customers erased", 0) >= 1
     assert relay.relay(sweep_db, scheduler, publisher).failed == 0
@@ -318,7 +318,7 @@ def test_the_upgrade_makes_the_grants_exact_again(members, cluster, owner):
         conn.close()
     assert not refused(cluster, user, "SELECT * FROM outbox")
 
-    upgrade(settings_for(cluster.url(owner)), {})
+    upgrade(settings_for(cluster.url(owner)).database, {})
 
     assert refused(cluster, user, "SELECT * FROM outbox")
     assert not refused(cluster, user, "SELECT * FROM funnel_daily")

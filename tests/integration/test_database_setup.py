@@ -21,7 +21,7 @@ def test_cloud_sql_without_credentials_is_a_configuration_error(monkeypatch, tmp
     settings = Settings.from_env({"INSTANCE_CONNECTION_NAME": "proj:region:inst", "DB_USER": "svc",
                                   "DB_PASSWORD": "pw", "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    engine = make_engine(settings)  # lazy: nothing is contacted yet
+    engine = make_engine(settings.database)  # lazy: nothing is contacted yet
     with pytest.raises(ConfigError) as error:
         engine.connect()
     assert error.value.variable == "INSTANCE_CONNECTION_NAME"
@@ -31,7 +31,7 @@ def test_cloud_sql_without_credentials_is_a_configuration_error(monkeypatch, tmp
 def test_eight_instances_starting_together_migrate_once(fresh_database):
     settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    databases = [Database(make_engine(settings)) for _ in range(8)]
+    databases = [Database(make_engine(settings.database)) for _ in range(8)]
     barrier = threading.Barrier(8)
     versions, errors = [], []
 
@@ -62,7 +62,7 @@ def test_a_version_1_database_migrates_forward(fresh_database):
     """A database left at v1 by an older release (no outbox.dead_at) is brought to LATEST."""
     settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    db = Database(make_engine(settings))
+    db = Database(make_engine(settings.database))
     ensure_schema(db)
     with db.transaction() as conn:  # roll the database back to what v1 used to create
         conn.execute(text("DROP INDEX outbox_undelivered"))

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.adapters.email import ConsoleSender, SendGridSender, SmtpSender, make_email_sender
-from shared.config import Settings
+from shared.config import EmailSettings
 from shared.domain.model import Email
 from shared.emails import build_message
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -365,12 +365,11 @@ def test_connection_refused_is_transient():
 
 
 def test_factory_builds_the_configured_sender():
-    smtp = make_email_sender(Settings(email_backend="smtp", smtp_host=HOST, smtp_port=2525), environ={})
+    smtp = make_email_sender(EmailSettings(backend="smtp", smtp_host=HOST, smtp_port=2525))
     sendgrid = make_email_sender(
-        Settings(email_backend="sendgrid", sendgrid_api_key="key", sendgrid_base_url="http://127.0.0.1:9"),
-        environ={},
+        EmailSettings(backend="sendgrid", sendgrid_api_key="key", sendgrid_base_url="http://127.0.0.1:9"),
     )
-    console = make_email_sender(Settings(email_backend="console"), environ={})
+    console = make_email_sender(EmailSettings(backend="console"))
 
     assert isinstance(smtp, SmtpSender)
     assert isinstance(sendgrid, SendGridSender)
@@ -379,14 +378,14 @@ def test_factory_builds_the_configured_sender():
 
 def test_factory_refuses_the_console_sender_on_google_cloud():
     with pytest.raises(ConfigError) as caught:
-        make_email_sender(Settings(email_backend="console"), environ={"K_SERVICE": "send-customer-email"})
+        make_email_sender(EmailSettings(backend="console", on_cloud_run=True))
 
     assert caught.value.variable == "EMAIL_BACKEND"
 
 
 def test_factory_needs_a_sendgrid_key():
     with pytest.raises(ConfigError) as caught:
-        make_email_sender(Settings(email_backend="sendgrid"), environ={})
+        make_email_sender(EmailSettings(backend="sendgrid"))
 
     assert caught.value.variable == "SENDGRID_API_KEY"
 

@@ -15,7 +15,7 @@ from shared.adapters.email import SendGridSender
 from shared.ports import ProviderSession, RefundResult
 from shared.adapters.refunds import HttpRefundGateway, ManualRefundGateway, make_refund_gateway
 from shared.adapters.veriff import LocalVerificationProvider, VeriffClient, make_verification_provider
-from shared.config import Settings
+from shared.config import RefundSettings, VeriffSettings
 from shared.domain.model import Email
 from shared.emails import build_message
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -244,9 +244,9 @@ def test_local_provider_is_deterministic_per_order():
 
 
 def test_factory_passes_the_configured_local_verify_url():
-    settings = Settings(veriff_base_url="local", local_verify_url="http://127.0.0.1:8123/verify")
+    settings = VeriffSettings(base_url="local", local_verify_url="http://127.0.0.1:8123/verify")
 
-    provider = make_verification_provider(settings, local_base_url=settings.local_verify_url)
+    provider = make_verification_provider(settings)
 
     assert provider.create_session("A-1").url.startswith("http://127.0.0.1:8123/verify/")
     assert "/verify/verify/" not in provider.create_session("A-1").url
@@ -254,7 +254,7 @@ def test_factory_passes_the_configured_local_verify_url():
 
 def test_factory_uses_veriff_when_key_and_base_url_are_set():
     with FakeHttpServer(Reply(201, VERIFF_OK)) as server:
-        provider = make_verification_provider(Settings(veriff_api_key=VERIFF_KEY, veriff_base_url=server.url))
+        provider = make_verification_provider(VeriffSettings(api_key=VERIFF_KEY, base_url=server.url))
         session = provider.create_session("A-1001")
 
     assert isinstance(provider, VeriffClient)
@@ -265,14 +265,14 @@ def test_factory_uses_veriff_when_key_and_base_url_are_set():
 @pytest.mark.parametrize(
     "settings",
     [
-        Settings(veriff_api_key=VERIFF_KEY, veriff_base_url="local"),
-        Settings(veriff_api_key=VERIFF_KEY, veriff_base_url="LOCAL"),
-        Settings(veriff_api_key=None, veriff_base_url="http://127.0.0.1:9"),
-        Settings(veriff_api_key=VERIFF_KEY, veriff_base_url=""),
+        VeriffSettings(api_key=VERIFF_KEY, base_url="local", local_verify_url="http://127.0.0.1:8099/verify"),
+        VeriffSettings(api_key=VERIFF_KEY, base_url="LOCAL", local_verify_url="http://127.0.0.1:8099/verify"),
+        VeriffSettings(api_key=None, base_url="http://127.0.0.1:9", local_verify_url="http://127.0.0.1:8099/verify"),
+        VeriffSettings(api_key=VERIFF_KEY, base_url="", local_verify_url="http://127.0.0.1:8099/verify"),
     ],
 )
 def test_factory_falls_back_to_the_local_provider(settings):
-    provider = make_verification_provider(settings, local_base_url="http://127.0.0.1:8099/verify")
+    provider = make_verification_provider(settings)
 
     assert isinstance(provider, LocalVerificationProvider)
     assert provider.create_session("A-1001").url.startswith("http://127.0.0.1:8099/verify/")
@@ -368,17 +368,17 @@ def test_manual_gateway_leaves_the_refund_to_an_operator():
 def test_refund_factory_builds_the_configured_gateway():
     with FakeHttpServer(Reply(201)) as server:
         gateway = make_refund_gateway(
-            Settings(refund_backend="http", refund_api_url=server.url + "/refund", refund_api_token=REFUND_TOKEN)
+            RefundSettings(backend="http", api_url=server.url + "/refund", api_token=REFUND_TOKEN)
         )
         assert gateway.refund("A-1001", "key-1", "expired") is RefundResult.REFUNDED
 
     assert isinstance(gateway, HttpRefundGateway)
     assert server.requests[0].path == "/refund"
-    assert isinstance(make_refund_gateway(Settings(refund_backend="manual")), ManualRefundGateway)
+    assert isinstance(make_refund_gateway(RefundSettings(backend="manual")), ManualRefundGateway)
 
 
 def test_refund_factory_names_a_missing_setting():
     with pytest.raises(ConfigError) as caught:
-        make_refund_gateway(Settings(refund_backend="http", refund_api_url="http://127.0.0.1:9/refund"))
+        make_refund_gateway(RefundSettings(backend="http", api_url="http://127.0.0.1:9/refund"))
 
     assert caught.value.variable == "REFUND_API_TOKEN"

@@ -25,7 +25,7 @@ def _checks(db: Database) -> dict[str, str]:
 def test_a_version_7_database_gains_the_kind_constraints(fresh_database):
     settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    db = Database(make_engine(settings))
+    db = Database(make_engine(settings.database))
     ensure_schema(db)
     built = _checks(db)
     with db.transaction() as conn:  # back to what v7 had

@@ -14,7 +14,7 @@ from shared.db.migrate import LATEST, ensure_schema
 def test_a_version_2_database_migrates_forward_and_keeps_its_links_bindable(fresh_database):
     settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    db = Database(make_engine(settings))
+    db = Database(make_engine(settings.database))
     ensure_schema(db)
     with db.transaction() as conn:  # roll back to what v2 created, with a link already sent
         conn.execute(text("DROP TABLE provider_sessions"))

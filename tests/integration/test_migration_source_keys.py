@@ -28,7 +28,7 @@ def migrated(fresh_database):
     """A database at v7 holding what the code before v8 wrote, then brought to LATEST."""
     settings = Settings.from_env({"DATABASE_URL": fresh_database, "TASKS_BACKEND": "local",
                                   "TIMER_URL": "http://127.0.0.1:1/", "EVENTS_BACKEND": "local"})
-    db = Database(make_engine(settings))
+    db = Database(make_engine(settings.database))
     ensure_schema(db)
     with db.transaction() as conn:  # back to v7: no key constraint
         conn.execute(text("DELETE FROM schema_version WHERE version > 7"))

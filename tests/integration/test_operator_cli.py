@@ -127,7 +127,7 @@ def test_purge_dry_run_counts_and_changes_nothing(cli, db, settings, order_id):
     with db.read() as conn:
         assert conn.execute(text("SELECT customer_email IS NOT NULL FROM verification_sessions WHERE order_id = :o"),
                             {"o": order_id}).scalar()
-    assert timedelta(days=90) == settings.retention
+    assert timedelta(days=90) == settings.retention.sessions
     assert cli("purge")[0] == 2  # a real purge is the sweeper's: only --dry-run here
 
 

@@ -12,7 +12,7 @@ from google.cloud import pubsub_v1
 
 from shared.adapters.events import LocalPublisher, PubSubPublisher, make_publisher
 from shared.ports import OutgoingMessage
-from shared.config import Settings
+from shared.config import EventsSettings
 from shared.domain.messages import TOPIC_EVENTS, TOPICS
 from shared.errors import TransientError
 from tests.emulators.pubsub import PROJECT, free_port
@@ -160,9 +160,9 @@ def test_check_and_publish_against_a_closed_port_are_transient(monkeypatch):
 
 
 def test_make_publisher_picks_by_events_backend():
-    pubsub = make_publisher(Settings(events_backend="pubsub", google_cloud_project="proj-a"))
-    local = make_publisher(Settings(events_backend="local",
-                                    local_subscriber_urls={TOPIC_EVENTS: "http://127.0.0.1:1/"}))
+    pubsub = make_publisher(EventsSettings(backend="pubsub", project="proj-a"))
+    local = make_publisher(EventsSettings(backend="local",
+                                          local_subscriber_urls={TOPIC_EVENTS: "http://127.0.0.1:1/"}))
 
     assert isinstance(pubsub, PubSubPublisher) and pubsub.project == "proj-a"
     assert pubsub._client is None  # built on first use, not here

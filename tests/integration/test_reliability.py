@@ -42,7 +42,7 @@ def tiny_db(database_url, db):
     """A Database whose pool holds exactly one connection, as a starved instance would
     (on the schema the session's `db` fixture migrated)."""
     settings = Settings.from_env(base_env(database_url, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0"))
-    database = Database(make_engine(settings))
+    database = Database(make_engine(settings.database))
     yield database
     database.engine.dispose()
 
@@ -208,7 +208,7 @@ def test_an_email_claim_in_flight_is_retried_later_not_answered_done(db, setting
         emails.send_email(db, settings, sender, Provider(), job, now=NOW)
     assert sender.sent == []
 
-    backdate_email_claim(db, order_id, settings.email_lease.total_seconds() + 1)
+    backdate_email_claim(db, order_id, settings.lifecycle.email_lease.total_seconds() + 1)
     assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
     assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).detail == "already sent"
     assert len(sender.sent) == 1

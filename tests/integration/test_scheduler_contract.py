@@ -227,8 +227,8 @@ def test_cloud_raises_transient_for_a_missing_queue(cloud_tasks_emulator, http_t
 
 
 def test_local_raises_transient_when_the_database_is_down(settings):
-    url = make_url(settings.database_url).set(port=free_port()).render_as_string(hide_password=False)
-    unreachable = Database(make_engine(dataclasses.replace(settings, database_url=url)))
+    url = make_url(settings.database.url).set(port=free_port()).render_as_string(hide_password=False)
+    unreachable = Database(make_engine(dataclasses.replace(settings.database, url=url)))
     scheduler = LocalTaskScheduler(unreachable, "http://127.0.0.1:9/timer")
     try:
         with pytest.raises(TransientError) as raised:
@@ -288,16 +288,15 @@ def test_ensure_queue_sets_rate_and_retry_config_once(cloud_tasks_emulator, http
     assert retry.max_doublings == 5
 
 
-def test_make_scheduler_chooses_by_tasks_backend(database_url, db, monkeypatch):
+def test_make_scheduler_chooses_by_tasks_backend(database_url, db):
     local = Settings.from_env(base_env(database_url, TASKS_BACKEND="local"))
-    assert isinstance(make_scheduler(local, db), LocalTaskScheduler)
+    assert isinstance(make_scheduler(local.tasks, db), LocalTaskScheduler)
 
-    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:1")
     cloud = Settings.from_env(base_env(
         database_url, TASKS_BACKEND="cloud", GOOGLE_CLOUD_PROJECT=PROJECT,
-        TASKS_QUEUE="timers", TIMER_URL="http://127.0.0.1:9/timer",
+        TASKS_QUEUE="timers", TIMER_URL="http://127.0.0.1:9/timer", CLOUD_TASKS_EMULATOR_HOST="127.0.0.1:1",
     ))
-    scheduler = make_scheduler(cloud, db)
+    scheduler = make_scheduler(cloud.tasks, db)
     assert isinstance(scheduler, CloudTasksScheduler)
     assert scheduler.emulator_host == "127.0.0.1:1"
     assert scheduler.queue_path == f"projects/{PROJECT}/locations/us-central1/queues/timers"
@@ -323,8 +322,8 @@ def test_local_batch_create_answers_each_task_like_create(clean_tasks_db):
 
 
 def test_local_batch_create_with_the_database_down_is_transient_for_each_task(settings):
-    url = make_url(settings.database_url).set(port=free_port()).render_as_string(hide_password=False)
-    unreachable = Database(make_engine(dataclasses.replace(settings, database_url=url)))
+    url = make_url(settings.database.url).set(port=free_port()).render_as_string(hide_password=False)
+    unreachable = Database(make_engine(dataclasses.replace(settings.database, url=url)))
     try:
         results = LocalTaskScheduler(unreachable, "http://127.0.0.1:9/timer").create_batch(
             [_task(_name()), _task("not a valid name")])

@@ -214,7 +214,7 @@ def test_a_new_dispatcher_delivers_tasks_created_before_it_started(clean_tasks_d
 
     # A fresh engine and dispatcher, as after a restart of the local stack.
     restarted = Database(make_engine(dataclasses.replace(
-        settings, database_url=db.engine.url.render_as_string(hide_password=False))))
+        settings.database, url=db.engine.url.render_as_string(hide_password=False))))
     try:
         with TaskDispatcher(restarted) as dispatcher:
             assert dispatcher.run_once() == 3

@@ -2,7 +2,10 @@ from datetime import timedelta
 
 import pytest
 
-from shared.config import Settings, parse_duration
+from shared.config import (
+    ConsoleSettings, DatabaseSettings, EmailSettings, EventsSettings, InboundSettings, LifecycleSettings,
+    RefundSettings, Runtime, Settings, TasksSettings, parse_duration,
+)
 from shared.errors import ConfigError
 
 BASE = {
@@ -34,16 +37,16 @@ def test_parse_duration_rejects_malformed(text):
 
 def test_defaults():
     settings = Settings.from_env(BASE)
-    assert settings.verification_window == timedelta(hours=72)
-    assert settings.reminder_offsets == (timedelta(hours=24),)
-    assert settings.max_body_bytes == 1_048_576
-    assert settings.email_backend == "console"
-    assert settings.refund_backend == "manual"
+    assert settings.lifecycle.verification_window == timedelta(hours=72)
+    assert settings.lifecycle.reminder_offsets == (timedelta(hours=24),)
+    assert settings.inbound.max_body_bytes == 1_048_576
+    assert settings.email.backend == "console"
+    assert settings.refunds.backend == "manual"
 
 
 def test_reminder_offsets_are_sorted_list():
     settings = Settings.from_env({**BASE, "REMINDER_OFFSETS": "48h, 24h", "VERIFICATION_WINDOW": "72h"})
-    assert settings.reminder_offsets == (timedelta(hours=24), timedelta(hours=48))
+    assert settings.lifecycle.reminder_offsets == (timedelta(hours=24), timedelta(hours=48))
 
 
 @pytest.mark.parametrize("env, variable", [
@@ -76,7 +79,7 @@ def test_bad_configuration_names_the_variable(env, variable):
 def test_iam_auth_needs_no_password():
     settings = Settings.from_env({**BASE, "DATABASE_URL": "", "INSTANCE_CONNECTION_NAME": "p:r:i",
                                   "DB_USER": "sa@p.iam", "DB_IAM_AUTH": "true"})
-    assert settings.db_iam_auth and settings.db_password is None
+    assert settings.database.iam_auth and settings.database.password is None
 
 
 def test_secrets_stay_out_of_repr():
@@ -92,3 +95,54 @@ def test_require_names_missing_variable():
     with pytest.raises(ConfigError) as error:
         settings.require("ORDER_WEBHOOK_SECRET")
     assert error.value.variable == "ORDER_WEBHOOK_SECRET"
+
+
+@pytest.mark.parametrize("section, env, variable", [
+    (DatabaseSettings, {"DATABASE_URL": "postgresql://u@h/db"}, "DATABASE_URL"),
+    (LifecycleSettings, {"REMINDER_OFFSETS": "80h"}, "REMINDER_OFFSETS"),
+    (TasksSettings, {"TASKS_BACKEND": "cloud", "TIMER_URL": "http://x/timer"}, "GOOGLE_CLOUD_PROJECT"),
+    (EventsSettings, {"EVENTS_BACKEND": "local", "MAX_MESSAGE_AGE": "old"}, "MAX_MESSAGE_AGE"),
+    (EmailSettings, {"SMTP_PORT": "0"}, "SMTP_PORT"),
+    (RefundSettings, {"REFUND_BACKEND": "http", "REFUND_API_URL": "http://x"}, "REFUND_API_TOKEN"),
+    (InboundSettings, {"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
+    (ConsoleSettings, {"CONSOLE_AUTH": "dev", "K_SERVICE": "operator-console"}, "CONSOLE_AUTH"),
+])
+def test_each_section_validates_itself_naming_the_variable(section, env, variable):
+    with pytest.raises(ConfigError) as error:
+        section.from_env(env)
+    assert error.value.variable == variable
+
+
+def test_settings_are_sections():
+    settings = Settings.from_env({**BASE, "TASKS_QUEUE": "q", "EMAIL_FROM": "a@b.c", "VERIFF_API_KEY": "k",
+                                  "CLOUD_TASKS_EMULATOR_HOST": "127.0.0.1:1", "K_SERVICE": "send-customer-email"})
+    assert settings.tasks == TasksSettings.from_env({**BASE, "TASKS_QUEUE": "q",
+                                                     "CLOUD_TASKS_EMULATOR_HOST": "127.0.0.1:1"})
+    assert (settings.tasks.queue, settings.tasks.emulator_host) == ("q", "127.0.0.1:1")
+    assert settings.email.sender == "a@b.c" and settings.email.on_cloud_run
+    assert settings.inbound.veriff.api_key == "k"
+    assert settings.database.url == BASE["DATABASE_URL"]
+
+
+def test_require_finds_the_variable_in_its_section():
+    settings = Settings.from_env({**BASE, "IAP_AUDIENCE": "/projects/1/apps/a"})
+    assert settings.require("IAP_AUDIENCE") == "/projects/1/apps/a"
+    assert settings.console.require("IAP_AUDIENCE") == "/projects/1/apps/a"
+    assert settings.require("TIMER_URL") == BASE["TIMER_URL"]
+    with pytest.raises(ConfigError) as error:
+        settings.inbound.require("VERIFF_SHARED_SECRET")
+    assert error.value.variable == "VERIFF_SHARED_SECRET"
+    with pytest.raises(KeyError):
+        settings.require("NO_SUCH_VARIABLE")
+
+
+def test_schema_owner_reads_only_the_connection():
+    database = DatabaseSettings.for_schema_owner({"DATABASE_URL": BASE["DATABASE_URL"], "DB_POOL_SIZE": "big",
+                                                  "TASKS_BACKEND": "redis"})
+    assert (database.url, database.pool_size, database.max_overflow) == (BASE["DATABASE_URL"], 1, 0)
+
+
+def test_runtime_never_raises():
+    runtime = Runtime.from_env({"FUNCTION_TARGET": "sweep", "LOG_LEVEL": "debug", "GOOGLE_CLOUD_PROJECT": "p"})
+    assert (runtime.function_targets, runtime.log_level, runtime.project) == (("sweep",), "DEBUG", "p")
+    assert Runtime.from_env({}) == Runtime()

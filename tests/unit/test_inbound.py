@@ -207,10 +207,10 @@ def test_veriff_unknown_code_and_missing_vendor_data():
 
 
 def test_each_path_finds_its_source_bound_to_its_secret():
-    from shared.config import Settings
+    from shared.config import InboundSettings, VeriffSettings
     from shared.errors import RouteDisabled
-    settings = Settings(order_webhook_secret=b"k" * 32, veriff_shared_secret="vs", veriff_api_key="ak",
-                        lightspeed_client_secret="cs")
+    settings = InboundSettings(order_webhook_secret=b"k" * 32, lightspeed_client_secret="cs",
+                               veriff=VeriffSettings(shared_secret="vs", api_key="ak"))
     found = {path: inbound.source_for(path, settings) for path in inbound.SOURCES}
     assert {path: (s.path, s.content_type, s.secret_variable) for path, s in found.items()} == {
         "/webhooks/orders": ("/webhooks/orders", "application/json", "ORDER_WEBHOOK_SECRET"),
@@ -221,12 +221,12 @@ def test_each_path_finds_its_source_bound_to_its_secret():
     assert inbound.source_for("/webhooks/shopify", settings) is None
     assert all(secret not in repr(s) for s in found.values() for secret in ("vs", "ak", "cs", "kkkk"))
     with pytest.raises(RouteDisabled):
-        inbound.source_for("/webhooks/lightspeed", Settings())
+        inbound.source_for("/webhooks/lightspeed", InboundSettings())
 
 
 def test_sources_verify_then_parse():
-    from shared.config import Settings
-    settings = Settings(veriff_shared_secret="vs", veriff_api_key="ak", lightspeed_client_secret="cs")
+    from shared.config import InboundSettings, VeriffSettings
+    settings = InboundSettings(lightspeed_client_secret="cs", veriff=VeriffSettings(shared_secret="vs", api_key="ak"))
     veriff = inbound.source_for("/webhooks/veriff", settings)
     body = veriff_body("A-1", 9102, verification_id="v-1")
     assert veriff.verify(veriff_headers("vs", "ak", body), body, datetime.now(timezone.utc)) is None
