@@ -10,7 +10,7 @@ import base64
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,14 +33,87 @@ def parse_duration(text: str, variable: str = "duration") -> timedelta:
     return total
 
 
-def _env(variable: str, default=None, *, secret: bool = False, factory=None):
-    """A section field read from `variable` (kept in its metadata, so `require` can name it)."""
+def _env(variable: str, default=None, *, read=None, secret: bool = False, factory=None):
+    """A section field read from `variable` by `read(reader, variable, default)` (plain text
+    unless given). The variable is named here once: `from_env` reads it, `require` finds it."""
     extra = {"default_factory": factory} if factory is not None else {"default": default}
-    return field(repr=not secret, metadata={"env": variable}, **extra)
+    return field(repr=not secret, metadata={"env": variable, "read": read or _text}, **extra)
+
+
+def _section(kind: type):
+    """A field holding a whole section, read by its own `from_env`."""
+    return field(default_factory=kind, metadata={"section": kind})
+
+
+# Readers: (reader, variable, the field's default) -> value, raising ConfigError naming the variable.
+def _text(r: _Reader, variable: str, default):
+    return r.text(variable) or default
+
+
+def _url(r: _Reader, variable: str, default: str) -> str:
+    return (r.text(variable) or default).rstrip("/")
+
+
+def _present(r: _Reader, variable: str, default: bool) -> bool:
+    return bool(r.text(variable)) or default
+
+
+def _flag(r: _Reader, variable: str, default: bool) -> bool:
+    return r.flag(variable, default)
+
+
+def _integer(minimum: int):
+    return lambda r, variable, default: r.integer(variable, default, minimum=minimum)
+
+
+def _choice(*allowed: str):
+    return lambda r, variable, default: r.choice(variable, default, allowed)
+
+
+def _duration(r: _Reader, variable: str, default: timedelta) -> timedelta:
+    value = r.text(variable)
+    return default if value is None else parse_duration(value, variable)
+
+
+def _durations(r: _Reader, variable: str, default: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+    value = r.text(variable)
+    return default if value is None else r.durations(variable, value)
+
+
+def _timezone(r: _Reader, variable: str, default: str) -> str:
+    return r.timezone(variable, default)
+
+
+def _mapping(r: _Reader, variable: str, default) -> dict[str, str]:
+    return r.mapping(variable)
+
+
+def _webhook_secret(r: _Reader, variable: str, default) -> bytes | None:
+    return r.webhook_secret(variable)
 
 
 class _Section:
-    """What every section shares: `require`, by variable name."""
+    """What every section shares: reading itself from the environment (each field names its
+    variable and reader once), its own cross-field rules (`_check`), and `require`."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None):
+        """Read and validate this section (os.environ unless given)."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        values = {}
+        for f in fields(cls):
+            if "section" in f.metadata:
+                values[f.name] = f.metadata["section"].from_env(env)
+            else:
+                default = f.default_factory() if f.default is MISSING else f.default
+                values[f.name] = f.metadata["read"](r, f.metadata["env"], default)
+        section = cls(**values)
+        section._check(r)
+        return section
+
+    def _check(self, r: _Reader) -> None:
+        """Rules between this section's fields (ConfigError naming a variable)."""
 
     def require(self, variable: str):
         """Return a setting a caller cannot work without, or raise naming it."""
@@ -76,33 +149,20 @@ class DatabaseSettings(_Section):
     name: str = _env("DB_NAME", "verification")
     user: str | None = _env("DB_USER")
     password: str | None = _env("DB_PASSWORD", secret=True)
-    iam_auth: bool = _env("DB_IAM_AUTH", False)
-    pool_size: int = _env("DB_POOL_SIZE", 2)
-    max_overflow: int = _env("DB_MAX_OVERFLOW", 2)
+    iam_auth: bool = _env("DB_IAM_AUTH", False, read=_flag)
+    pool_size: int = _env("DB_POOL_SIZE", 2, read=_integer(1))
+    max_overflow: int = _env("DB_MAX_OVERFLOW", 2, read=_integer(0))
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            url=r.text("DATABASE_URL"),
-            instance_connection_name=r.text("INSTANCE_CONNECTION_NAME"),
-            name=r.text("DB_NAME") or cls.name,
-            user=r.text("DB_USER"),
-            password=r.text("DB_PASSWORD"),
-            iam_auth=r.flag("DB_IAM_AUTH", False),
-            pool_size=r.integer("DB_POOL_SIZE", 2, minimum=1),
-            max_overflow=r.integer("DB_MAX_OVERFLOW", 2, minimum=0),
-        )
-        if not section.url and not section.instance_connection_name:
+    def _check(self, r: _Reader) -> None:
+        if not self.url and not self.instance_connection_name:
             raise ConfigError("DATABASE_URL", "set DATABASE_URL, or INSTANCE_CONNECTION_NAME for Cloud SQL")
-        if section.url and not section.url.startswith("postgresql+pg8000://"):
+        if self.url and not self.url.startswith("postgresql+pg8000://"):
             raise ConfigError("DATABASE_URL", "must start with postgresql+pg8000://")
-        if section.instance_connection_name and not section.url:
-            if not section.user:
+        if self.instance_connection_name and not self.url:
+            if not self.user:
                 raise ConfigError("DB_USER", "required with INSTANCE_CONNECTION_NAME")
-            if not section.iam_auth and not section.password:
+            if not self.iam_auth and not self.password:
                 raise ConfigError("DB_PASSWORD", "required unless DB_IAM_AUTH=true")
-        return section
 
     @classmethod
     def for_schema_owner(cls, env: Mapping[str, str] | None = None) -> DatabaseSettings:
@@ -118,31 +178,19 @@ class DatabaseSettings(_Section):
 class LifecycleSettings(_Section):
     """A session's clock: the window, reminders, grace periods, the age rule, call leases."""
 
-    verification_window: timedelta = _env("VERIFICATION_WINDOW", timedelta(hours=72))
-    reminder_offsets: tuple[timedelta, ...] = _env("REMINDER_OFFSETS", (timedelta(hours=24),))
-    sweep_grace: timedelta = _env("SWEEP_GRACE", timedelta(minutes=5))
+    verification_window: timedelta = _env("VERIFICATION_WINDOW", timedelta(hours=72), read=_duration)
+    reminder_offsets: tuple[timedelta, ...] = _env("REMINDER_OFFSETS", (timedelta(hours=24),), read=_durations)
+    sweep_grace: timedelta = _env("SWEEP_GRACE", timedelta(minutes=5), read=_duration)
     # How long an email or refund call may be in flight before another attempt may take it
     # over (longer than a send can take: a shorter lease could send twice).
-    email_lease: timedelta = _env("EMAIL_LEASE", timedelta(minutes=5))
-    minimum_age: int = _env("MINIMUM_AGE", 21)
-    decision_grace: timedelta = _env("DECISION_GRACE", timedelta(hours=24))
-    max_order_age: timedelta = _env("MAX_ORDER_AGE", timedelta(days=7))
+    email_lease: timedelta = _env("EMAIL_LEASE", timedelta(minutes=5), read=_duration)
+    minimum_age: int = _env("MINIMUM_AGE", 21, read=_integer(1))
+    decision_grace: timedelta = _env("DECISION_GRACE", timedelta(hours=24), read=_duration)
+    max_order_age: timedelta = _env("MAX_ORDER_AGE", timedelta(days=7), read=_duration)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> LifecycleSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            verification_window=r.duration("VERIFICATION_WINDOW", "72h"),
-            reminder_offsets=r.durations("REMINDER_OFFSETS", "24h"),
-            sweep_grace=r.duration("SWEEP_GRACE", "5m"),
-            email_lease=r.duration("EMAIL_LEASE", "5m"),
-            minimum_age=r.integer("MINIMUM_AGE", 21, minimum=1),
-            decision_grace=r.duration("DECISION_GRACE", "24h"),
-            max_order_age=r.duration("MAX_ORDER_AGE", "7d"),
-        )
-        if section.verification_window <= max(section.reminder_offsets, default=timedelta(0)):
+    def _check(self, r: _Reader) -> None:
+        if self.verification_window <= max(self.reminder_offsets, default=timedelta(0)):
             raise ConfigError("REMINDER_OFFSETS", "every reminder must come before the deadline")
-        return section
 
 
 @dataclass(frozen=True)
@@ -153,18 +201,9 @@ class RetentionSettings(_Section):
     outbox rows, processed message ids and finished local deliveries `replay` (Pub/Sub keeps
     a message for 7 days at most)."""
 
-    sessions: timedelta = _env("RETENTION", timedelta(days=90))
-    webhooks: timedelta = _env("WEBHOOK_RETENTION", timedelta(days=30))
-    replay: timedelta = _env("REPLAY_RETENTION", timedelta(days=8))
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionSettings:
-        r = _Reader(os.environ if env is None else env)
-        return cls(
-            sessions=r.duration("RETENTION", "90d"),
-            webhooks=r.duration("WEBHOOK_RETENTION", "30d"),
-            replay=r.duration("REPLAY_RETENTION", "8d"),
-        )
+    sessions: timedelta = _env("RETENTION", timedelta(days=90), read=_duration)
+    webhooks: timedelta = _env("WEBHOOK_RETENTION", timedelta(days=30), read=_duration)
+    replay: timedelta = _env("REPLAY_RETENTION", timedelta(days=8), read=_duration)
 
 
 @dataclass(frozen=True)
@@ -174,46 +213,25 @@ class VeriffSettings(_Section):
 
     api_key: str | None = _env("VERIFF_API_KEY", secret=True)
     shared_secret: str | None = _env("VERIFF_SHARED_SECRET", secret=True)
-    base_url: str = _env("VERIFF_BASE_URL", "https://stationapi.veriff.com")
+    base_url: str = _env("VERIFF_BASE_URL", "https://stationapi.veriff.com", read=_url)
     local_verify_url: str = _env("LOCAL_VERIFY_URL", "http://127.0.0.1:8080/verify")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> VeriffSettings:
-        r = _Reader(os.environ if env is None else env)
-        return cls(
-            api_key=r.text("VERIFF_API_KEY"),
-            shared_secret=r.text("VERIFF_SHARED_SECRET"),
-            base_url=(r.text("VERIFF_BASE_URL") or cls.base_url).rstrip("/"),
-            local_verify_url=r.text("LOCAL_VERIFY_URL") or cls.local_verify_url,
-        )
 
 
 @dataclass(frozen=True)
 class InboundSettings(_Section):
     """The webhook intake: each sender's secret and the body limit."""
 
-    order_webhook_secret: bytes | None = _env("ORDER_WEBHOOK_SECRET", secret=True)
+    order_webhook_secret: bytes | None = _env("ORDER_WEBHOOK_SECRET", secret=True, read=_webhook_secret)
     lightspeed_client_secret: str | None = _env("LIGHTSPEED_CLIENT_SECRET", secret=True)
-    max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576)
-    veriff: VeriffSettings = field(default_factory=VeriffSettings)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> InboundSettings:
-        env = os.environ if env is None else env
-        r = _Reader(env)
-        return cls(
-            order_webhook_secret=r.webhook_secret("ORDER_WEBHOOK_SECRET"),
-            lightspeed_client_secret=r.text("LIGHTSPEED_CLIENT_SECRET"),
-            max_body_bytes=r.integer("MAX_BODY_BYTES", 1_048_576, minimum=1),
-            veriff=VeriffSettings.from_env(env),
-        )
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576, read=_integer(1))
+    veriff: VeriffSettings = _section(VeriffSettings)
 
 
 @dataclass(frozen=True)
 class TasksSettings(_Section):
     """Timers: Cloud Tasks (`cloud`) or the local stack's PostgreSQL queue (`local`)."""
 
-    backend: str = _env("TASKS_BACKEND", "cloud")
+    backend: str = _env("TASKS_BACKEND", "cloud", read=_choice("cloud", "local"))
     project: str | None = _env("GOOGLE_CLOUD_PROJECT")
     location: str = _env("TASKS_LOCATION", "us-central1")
     queue: str = _env("TASKS_QUEUE", "verification-timers")
@@ -221,25 +239,13 @@ class TasksSettings(_Section):
     service_account: str | None = _env("TASKS_SERVICE_ACCOUNT")
     emulator_host: str | None = _env("CLOUD_TASKS_EMULATOR_HOST")
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TasksSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            backend=r.choice("TASKS_BACKEND", "cloud", ("cloud", "local")),
-            project=r.text("GOOGLE_CLOUD_PROJECT"),
-            location=r.text("TASKS_LOCATION") or cls.location,
-            queue=r.text("TASKS_QUEUE") or cls.queue,
-            timer_url=r.text("TIMER_URL"),
-            service_account=r.text("TASKS_SERVICE_ACCOUNT"),
-            emulator_host=r.text("CLOUD_TASKS_EMULATOR_HOST"),
-        )
-        if section.backend == "cloud":
-            for name, value in (("GOOGLE_CLOUD_PROJECT", section.project), ("TIMER_URL", section.timer_url)):
+    def _check(self, r: _Reader) -> None:
+        if self.backend == "cloud":
+            for name, value in (("GOOGLE_CLOUD_PROJECT", self.project), ("TIMER_URL", self.timer_url)):
                 if not value:
                     raise ConfigError(name, "required when TASKS_BACKEND=cloud")
-        if section.backend == "local" and not section.timer_url:
+        if self.backend == "local" and not self.timer_url:
             raise ConfigError("TIMER_URL", "required when TASKS_BACKEND=local")
-        return section
 
 
 @dataclass(frozen=True)
@@ -247,23 +253,14 @@ class EventsSettings(_Section):
     """Domain events: Pub/Sub (`pubsub`) or pushed to local subscriber urls (`local`);
     a message older than `max_message_age` is acknowledged unprocessed."""
 
-    backend: str = _env("EVENTS_BACKEND", "pubsub")
+    backend: str = _env("EVENTS_BACKEND", "pubsub", read=_choice("pubsub", "local"))
     project: str | None = _env("GOOGLE_CLOUD_PROJECT")
-    local_subscriber_urls: Mapping[str, str] = _env("LOCAL_SUBSCRIBER_URLS", factory=dict)
-    max_message_age: timedelta = _env("MAX_MESSAGE_AGE", timedelta(days=3))
+    local_subscriber_urls: Mapping[str, str] = _env("LOCAL_SUBSCRIBER_URLS", factory=dict, read=_mapping)
+    max_message_age: timedelta = _env("MAX_MESSAGE_AGE", timedelta(days=3), read=_duration)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EventsSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            backend=r.choice("EVENTS_BACKEND", "pubsub", ("pubsub", "local")),
-            project=r.text("GOOGLE_CLOUD_PROJECT"),
-            local_subscriber_urls=r.mapping("LOCAL_SUBSCRIBER_URLS"),
-            max_message_age=r.duration("MAX_MESSAGE_AGE", "3d"),
-        )
-        if section.backend == "pubsub" and not section.project:
+    def _check(self, r: _Reader) -> None:
+        if self.backend == "pubsub" and not self.project:
             raise ConfigError("GOOGLE_CLOUD_PROJECT", "required when EVENTS_BACKEND=pubsub")
-        return section
 
 
 @dataclass(frozen=True)
@@ -271,62 +268,37 @@ class EmailSettings(_Section):
     """Customer emails: the backend (`smtp`, `sendgrid`, `console`), sender and store wording.
     `on_cloud_run` (K_SERVICE is set) makes the factory refuse `console`."""
 
-    backend: str = _env("EMAIL_BACKEND", "console")
+    backend: str = _env("EMAIL_BACKEND", "console", read=_choice("sendgrid", "smtp", "console"))
     sender: str = _env("EMAIL_FROM", "verify@example.com")
     store_name: str = _env("STORE_NAME", "Our store")
-    store_timezone: str = _env("STORE_TIMEZONE", "UTC")
+    store_timezone: str = _env("STORE_TIMEZONE", "UTC", read=_timezone)
     smtp_host: str = _env("SMTP_HOST", "127.0.0.1")
-    smtp_port: int = _env("SMTP_PORT", 25)
+    smtp_port: int = _env("SMTP_PORT", 25, read=_integer(1))
     smtp_user: str | None = _env("SMTP_USER")
     smtp_password: str | None = _env("SMTP_PASSWORD", secret=True)
-    smtp_starttls: bool = _env("SMTP_STARTTLS", True)
+    smtp_starttls: bool = _env("SMTP_STARTTLS", True, read=_flag)
     sendgrid_api_key: str | None = _env("SENDGRID_API_KEY", secret=True)
-    sendgrid_base_url: str = _env("SENDGRID_BASE_URL", "https://api.sendgrid.com")
-    on_cloud_run: bool = _env("K_SERVICE", False)
+    sendgrid_base_url: str = _env("SENDGRID_BASE_URL", "https://api.sendgrid.com", read=_url)
+    on_cloud_run: bool = _env("K_SERVICE", False, read=_present)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EmailSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            backend=r.choice("EMAIL_BACKEND", "console", ("sendgrid", "smtp", "console")),
-            sender=r.text("EMAIL_FROM") or cls.sender,
-            store_name=r.text("STORE_NAME") or cls.store_name,
-            store_timezone=r.timezone("STORE_TIMEZONE", "UTC"),
-            smtp_host=r.text("SMTP_HOST") or cls.smtp_host,
-            smtp_port=r.integer("SMTP_PORT", 25, minimum=1),
-            smtp_user=r.text("SMTP_USER"),
-            smtp_password=r.text("SMTP_PASSWORD"),
-            smtp_starttls=r.flag("SMTP_STARTTLS", True),
-            sendgrid_api_key=r.text("SENDGRID_API_KEY"),
-            sendgrid_base_url=(r.text("SENDGRID_BASE_URL") or cls.sendgrid_base_url).rstrip("/"),
-            on_cloud_run=bool(r.text("K_SERVICE")),
-        )
-        if section.backend == "sendgrid" and not section.sendgrid_api_key:
+    def _check(self, r: _Reader) -> None:
+        if self.backend == "sendgrid" and not self.sendgrid_api_key:
             raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
-        return section
 
 
 @dataclass(frozen=True)
 class RefundSettings(_Section):
     """Refunds: a store's HTTP API (`http`) or by hand from the console (`manual`)."""
 
-    backend: str = _env("REFUND_BACKEND", "manual")
+    backend: str = _env("REFUND_BACKEND", "manual", read=_choice("http", "manual"))
     api_url: str | None = _env("REFUND_API_URL")
     api_token: str | None = _env("REFUND_API_TOKEN", secret=True)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RefundSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            backend=r.choice("REFUND_BACKEND", "manual", ("http", "manual")),
-            api_url=r.text("REFUND_API_URL"),
-            api_token=r.text("REFUND_API_TOKEN"),
-        )
-        if section.backend == "http":
-            for name, value in (("REFUND_API_URL", section.api_url), ("REFUND_API_TOKEN", section.api_token)):
+    def _check(self, r: _Reader) -> None:
+        if self.backend == "http":
+            for name, value in (("REFUND_API_URL", self.api_url), ("REFUND_API_TOKEN", self.api_token)):
                 if not value:
                     raise ConfigError(name, "required when REFUND_BACKEND=http")
-        return section
 
 
 @dataclass(frozen=True)
@@ -334,25 +306,15 @@ class ConsoleSettings(_Section):
     """The operator console: IAP (`iap`) or the local stack's `dev` sign-in, its CSRF secret,
     and the local intake the provider page posts to."""
 
-    auth: str = _env("CONSOLE_AUTH", "iap")
+    auth: str = _env("CONSOLE_AUTH", "iap", read=_choice("iap", "dev"))
     iap_audience: str | None = _env("IAP_AUDIENCE")
     iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
     secret: str | None = _env("CONSOLE_SECRET", secret=True)
     local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
-        r = _Reader(os.environ if env is None else env)
-        section = cls(
-            auth=r.choice("CONSOLE_AUTH", "iap", ("iap", "dev")),
-            iap_audience=r.text("IAP_AUDIENCE"),
-            iap_public_keys_url=r.text("IAP_PUBLIC_KEYS_URL") or cls.iap_public_keys_url,
-            secret=r.text("CONSOLE_SECRET"),
-            local_intake_url=r.text("LOCAL_INTAKE_URL"),
-        )
-        if section.auth == "dev" and r.text("K_SERVICE"):
+    def _check(self, r: _Reader) -> None:
+        if self.auth == "dev" and r.text("K_SERVICE"):
             raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
-        return section
 
 
 @dataclass(frozen=True)
@@ -361,31 +323,15 @@ class Settings(_Section):
     each section validates itself there, once. A factory takes its section
     (`make_scheduler(settings.tasks, db)`); `require` finds a variable in any section."""
 
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    lifecycle: LifecycleSettings = field(default_factory=LifecycleSettings)
-    retention: RetentionSettings = field(default_factory=RetentionSettings)
-    inbound: InboundSettings = field(default_factory=InboundSettings)
-    tasks: TasksSettings = field(default_factory=TasksSettings)
-    events: EventsSettings = field(default_factory=EventsSettings)
-    email: EmailSettings = field(default_factory=EmailSettings)
-    refunds: RefundSettings = field(default_factory=RefundSettings)
-    console: ConsoleSettings = field(default_factory=ConsoleSettings)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate the environment (os.environ unless given)."""
-        env = os.environ if env is None else env
-        return cls(
-            database=DatabaseSettings.from_env(env),
-            lifecycle=LifecycleSettings.from_env(env),
-            retention=RetentionSettings.from_env(env),
-            inbound=InboundSettings.from_env(env),
-            tasks=TasksSettings.from_env(env),
-            events=EventsSettings.from_env(env),
-            email=EmailSettings.from_env(env),
-            refunds=RefundSettings.from_env(env),
-            console=ConsoleSettings.from_env(env),
-        )
+    database: DatabaseSettings = _section(DatabaseSettings)
+    lifecycle: LifecycleSettings = _section(LifecycleSettings)
+    retention: RetentionSettings = _section(RetentionSettings)
+    inbound: InboundSettings = _section(InboundSettings)
+    tasks: TasksSettings = _section(TasksSettings)
+    events: EventsSettings = _section(EventsSettings)
+    email: EmailSettings = _section(EmailSettings)
+    refunds: RefundSettings = _section(RefundSettings)
+    console: ConsoleSettings = _section(ConsoleSettings)
 
 
 @dataclass(frozen=True)
