@@ -19,6 +19,7 @@ import re
 from datetime import datetime, tzinfo
 from importlib import resources
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -99,32 +100,13 @@ def render(
     return subject, text, page
 
 
-def build_message(
-    to: str,
-    kind: Email | str,
-    *,
-    order_id: str,
-    verification_url: str | None,
-    deadline: datetime,
-    store_timezone: str | tzinfo,
-    reminder_index: int = 0,
-    store_name: str = DEFAULT_STORE_NAME,
-) -> EmailMessage:
-    """Render `kind` (see `render`) into the port's EmailMessage addressed to `to`.
+def build_message(to: str, kind: Email | str, **render_args: Any) -> EmailMessage:
+    """Render `kind` (with `render`'s arguments) into the port's EmailMessage addressed to `to`.
 
     The message carries the kind in the `X-Verification-Email` header, so a
     sender can log which email it sent without touching address or body.
     """
-    email_spec(kind)
-    subject, text, page = render(
-        kind,
-        order_id=order_id,
-        verification_url=verification_url,
-        deadline=deadline,
-        store_timezone=store_timezone,
-        reminder_index=reminder_index,
-        store_name=store_name,
-    )
+    subject, text, page = render(kind, **render_args)
     return EmailMessage(to=to, subject=subject, text=text, html=page, headers={KIND_HEADER: str(kind)})
 
 
