@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def database(**env: str) -> Iterator[tuple[Database, Settings]]:
     """A fresh PostgreSQL on 127.0.0.1 with the schema, stopped afterwards."""
-    server = Postgres(Path(tempfile.mkdtemp(prefix="verification-bench-")), free_port()).start()
+    data_dir = Path(tempfile.mkdtemp(prefix="verification-bench-"))
+    server = Postgres(data_dir, free_port()).start()
     try:
         settings = Settings.from_env({
             "DATABASE_URL": server.url, "TASKS_BACKEND": "local", "TIMER_URL": "http://127.0.0.1:9/",
@@ -41,6 +43,7 @@ def database(**env: str) -> Iterator[tuple[Database, Settings]]:
         db.engine.dispose()
     finally:
         server.stop("immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class RoundTrips:

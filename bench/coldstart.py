@@ -111,13 +111,13 @@ def main() -> None:
         env = function_env(settings)
         times, floors = [], []
         process = None
-        directory = Path(tempfile.mkdtemp(prefix="coldstart-floor-"))
-        for i in range(args.spawns):
-            floors.append(floor_ms(env, directory))
-            ms, (process, port) = spawn_to_first_order(env)
-            times.append(ms)
-            if i < args.spawns - 1:
-                stop(process)
+        with tempfile.TemporaryDirectory(prefix="coldstart-floor-") as directory:
+            for i in range(args.spawns):
+                floors.append(floor_ms(env, Path(directory)))
+                ms, (process, port) = spawn_to_first_order(env)
+                times.append(ms)
+                if i < args.spawns - 1:
+                    stop(process)
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             tag = uuid.uuid4().hex[:8]

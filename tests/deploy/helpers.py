@@ -59,9 +59,11 @@ OPERATOR_SETTINGS = {"EMAIL_FROM": "verify@store.example"}
 READ_VERBS = {"describe", "list", "get-iam-policy", "access", "show"}
 
 
-def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def script_env(config_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the scripts run with: the test's own, minus anything
-    that could select a project or credentials, plus `extra`."""
+    that could select a project or credentials, plus `extra`; gcloud's own
+    configuration in `config_dir` (inside the test's folder, removed with it)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -71,7 +73,7 @@ def script_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(
         NO_GCE_CHECK="true",
         CLOUDSDK_CORE_DISABLE_PROMPTS="1",
-        CLOUDSDK_CONFIG=tempfile.mkdtemp(prefix="deploy-test-gcloud-config-"),
+        CLOUDSDK_CONFIG=str(config_dir),
     )
     env.update(extra or {})
     return env
@@ -145,7 +147,7 @@ class FakeCloud:
         write_shims(self.bin_dir, f'exec "{sys.executable}" "{FAKE_CLOUD}" TOOL "$@"\n')
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = script_env(OPERATOR_SETTINGS)
+        env = script_env(self.root / "gcloud-config", OPERATOR_SETTINGS)
         env.update(
             PATH=f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}",
             FAKE_CLOUD_STATE=str(self.state_path),
@@ -208,7 +210,7 @@ def dry_run(script: Path, *args: str, env: dict[str, str] | None = None, root: P
     bin_dir = root / "poison-bin"
     log = root / "poison-calls.txt"
     write_shims(bin_dir, f'echo "TOOL $*" >> "{log}"\nexit 99\n')
-    full_env = script_env(env)
+    full_env = script_env(root / "gcloud-config", env)
     full_env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     proc = subprocess.run(
         ["bash", str(script), *args, "--dry-run"],
