@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from shared.ports import Clock, SystemClock
-from shared.config import Runtime, Settings
+from shared.config import EventsBackend, Runtime, Settings, TasksBackend
 from shared.errors import ServiceError
 from shared.db.database import Database
 from shared.db.engine import make_engine
@@ -153,10 +153,10 @@ def preload(settings: Settings) -> None:
     import shared.adapters.tasks  # noqa: F401
     import shared.handlers.relay  # noqa: F401
 
-    if settings.tasks.backend == "cloud":
+    if settings.tasks.backend == TasksBackend.CLOUD:
         import google.cloud.tasks_v2  # noqa: F401
         from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport  # noqa: F401
-    if settings.events.backend == "pubsub":
+    if settings.events.backend == EventsBackend.PUBSUB:
         import google.cloud.pubsub_v1  # noqa: F401
 
 

@@ -12,9 +12,36 @@ import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import ConfigError
+
+class TasksBackend(StrEnum):
+    CLOUD = "cloud"  # Cloud Tasks
+    LOCAL = "local"  # the local stack's queue in PostgreSQL
+
+
+class EventsBackend(StrEnum):
+    PUBSUB = "pubsub"
+    LOCAL = "local"  # the local stack's queue in PostgreSQL, pushed to the subscriber functions
+
+
+class EmailBackend(StrEnum):
+    SENDGRID = "sendgrid"
+    SMTP = "smtp"
+    CONSOLE = "console"  # printed, for the local stack only
+
+
+class RefundBackend(StrEnum):
+    HTTP = "http"  # the store's refund API
+    MANUAL = "manual"  # an operator refunds, and records it in the console
+
+
+class ConsoleAuth(StrEnum):
+    IAP = "iap"  # Identity-Aware Proxy's signed header
+    DEV = "dev"  # the local stack's fixed identity, on 127.0.0.1 only
+
 
 _DURATION = re.compile(r"(\d+)(d|h|m|s)")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -66,8 +93,8 @@ def _integer(minimum: int):
     return lambda r, variable, default: r.integer(variable, default, minimum=minimum)
 
 
-def _choice(*allowed: str):
-    return lambda r, variable, default: r.choice(variable, default, allowed)
+def _choice(kinds: type[StrEnum]):
+    return lambda r, variable, default: kinds(r.choice(variable, default, tuple(kinds)))
 
 
 def _duration(r: _Reader, variable: str, default: timedelta) -> timedelta:
@@ -231,7 +258,7 @@ class InboundSettings(_Section):
 class TasksSettings(_Section):
     """Timers: Cloud Tasks (`cloud`) or the local stack's PostgreSQL queue (`local`)."""
 
-    backend: str = _env("TASKS_BACKEND", "cloud", read=_choice("cloud", "local"))
+    backend: TasksBackend = _env("TASKS_BACKEND", TasksBackend.CLOUD, read=_choice(TasksBackend))
     project: str | None = _env("GOOGLE_CLOUD_PROJECT")
     location: str = _env("TASKS_LOCATION", "us-central1")
     queue: str = _env("TASKS_QUEUE", "verification-timers")
@@ -240,11 +267,11 @@ class TasksSettings(_Section):
     emulator_host: str | None = _env("CLOUD_TASKS_EMULATOR_HOST")
 
     def _check(self, r: _Reader) -> None:
-        if self.backend == "cloud":
+        if self.backend == TasksBackend.CLOUD:
             for name, value in (("GOOGLE_CLOUD_PROJECT", self.project), ("TIMER_URL", self.timer_url)):
                 if not value:
                     raise ConfigError(name, "required when TASKS_BACKEND=cloud")
-        if self.backend == "local" and not self.timer_url:
+        if self.backend == TasksBackend.LOCAL and not self.timer_url:
             raise ConfigError("TIMER_URL", "required when TASKS_BACKEND=local")
 
 
@@ -253,13 +280,13 @@ class EventsSettings(_Section):
     """Domain events: Pub/Sub (`pubsub`) or pushed to local subscriber urls (`local`);
     a message older than `max_message_age` is acknowledged unprocessed."""
 
-    backend: str = _env("EVENTS_BACKEND", "pubsub", read=_choice("pubsub", "local"))
+    backend: EventsBackend = _env("EVENTS_BACKEND", EventsBackend.PUBSUB, read=_choice(EventsBackend))
     project: str | None = _env("GOOGLE_CLOUD_PROJECT")
     local_subscriber_urls: Mapping[str, str] = _env("LOCAL_SUBSCRIBER_URLS", factory=dict, read=_mapping)
     max_message_age: timedelta = _env("MAX_MESSAGE_AGE", timedelta(days=3), read=_duration)
 
     def _check(self, r: _Reader) -> None:
-        if self.backend == "pubsub" and not self.project:
+        if self.backend == EventsBackend.PUBSUB and not self.project:
             raise ConfigError("GOOGLE_CLOUD_PROJECT", "required when EVENTS_BACKEND=pubsub")
 
 
@@ -268,7 +295,7 @@ class EmailSettings(_Section):
     """Customer emails: the backend (`smtp`, `sendgrid`, `console`), sender and store wording.
     `on_cloud_run` (K_SERVICE is set) makes the factory refuse `console`."""
 
-    backend: str = _env("EMAIL_BACKEND", "console", read=_choice("sendgrid", "smtp", "console"))
+    backend: EmailBackend = _env("EMAIL_BACKEND", EmailBackend.CONSOLE, read=_choice(EmailBackend))
     sender: str = _env("EMAIL_FROM", "verify@example.com")
     store_name: str = _env("STORE_NAME", "Our store")
     store_timezone: str = _env("STORE_TIMEZONE", "UTC", read=_timezone)
@@ -282,7 +309,7 @@ class EmailSettings(_Section):
     on_cloud_run: bool = _env("K_SERVICE", False, read=_present)
 
     def _check(self, r: _Reader) -> None:
-        if self.backend == "sendgrid" and not self.sendgrid_api_key:
+        if self.backend == EmailBackend.SENDGRID and not self.sendgrid_api_key:
             raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
 
 
@@ -290,12 +317,12 @@ class EmailSettings(_Section):
 class RefundSettings(_Section):
     """Refunds: a store's HTTP API (`http`) or by hand from the console (`manual`)."""
 
-    backend: str = _env("REFUND_BACKEND", "manual", read=_choice("http", "manual"))
+    backend: RefundBackend = _env("REFUND_BACKEND", RefundBackend.MANUAL, read=_choice(RefundBackend))
     api_url: str | None = _env("REFUND_API_URL")
     api_token: str | None = _env("REFUND_API_TOKEN", secret=True)
 
     def _check(self, r: _Reader) -> None:
-        if self.backend == "http":
+        if self.backend == RefundBackend.HTTP:
             for name, value in (("REFUND_API_URL", self.api_url), ("REFUND_API_TOKEN", self.api_token)):
                 if not value:
                     raise ConfigError(name, "required when REFUND_BACKEND=http")
@@ -306,14 +333,14 @@ class ConsoleSettings(_Section):
     """The operator console: IAP (`iap`) or the local stack's `dev` sign-in, its CSRF secret,
     and the local intake the provider page posts to."""
 
-    auth: str = _env("CONSOLE_AUTH", "iap", read=_choice("iap", "dev"))
+    auth: ConsoleAuth = _env("CONSOLE_AUTH", ConsoleAuth.IAP, read=_choice(ConsoleAuth))
     iap_audience: str | None = _env("IAP_AUDIENCE")
     iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
     secret: str | None = _env("CONSOLE_SECRET", secret=True)
     local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
 
     def _check(self, r: _Reader) -> None:
-        if self.auth == "dev" and r.text("K_SERVICE"):
+        if self.auth == ConsoleAuth.DEV and r.text("K_SERVICE"):
             raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
 
 

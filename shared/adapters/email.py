@@ -25,7 +25,7 @@ from typing import TextIO
 import requests
 
 from shared.ports import KIND_HEADER, EmailMessage, EmailSender
-from shared.config import EmailSettings
+from shared.config import EmailBackend, EmailSettings
 from shared.adapters.json_post import post_json
 from shared.errors import ConfigError, PermanentError, TransientError
 
@@ -41,7 +41,7 @@ def make_email_sender(settings: EmailSettings) -> EmailSender:
     customer addresses and bodies to stdout, which Cloud Logging would keep.
     """
     backend = settings.backend
-    if backend == "smtp":
+    if backend == EmailBackend.SMTP:
         return SmtpSender(
             host=settings.smtp_host,
             port=settings.smtp_port,
@@ -50,13 +50,13 @@ def make_email_sender(settings: EmailSettings) -> EmailSender:
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
         )
-    if backend == "sendgrid":
+    if backend == EmailBackend.SENDGRID:
         return SendGridSender(
             api_key=settings.require("SENDGRID_API_KEY"),
             sender=settings.sender,
             base_url=settings.sendgrid_base_url,
         )
-    if backend == "console":
+    if backend == EmailBackend.CONSOLE:
         if settings.on_cloud_run:
             raise ConfigError(
                 "EMAIL_BACKEND", "console is for the local stack only; use smtp or sendgrid on Google Cloud"

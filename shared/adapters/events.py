@@ -27,7 +27,7 @@ from typing import Any
 from shared.adapters.local_queue import LocalQueue, QueuedMessage
 from shared.ports import EventPublisher, OutgoingMessage
 from shared.adapters.tasks import RetryPolicy
-from shared.config import EventsSettings
+from shared.config import EventsBackend, EventsSettings
 from shared.db.database import Database
 from shared.domain.messages import TOPICS
 from shared.errors import ConfigError, TransientError
@@ -43,9 +43,9 @@ _RESERVED_ATTRIBUTE_NAMES = frozenset({"topic", "data", "ordering_key", "retry",
 
 def make_publisher(settings: EventsSettings, db: Database | None = None) -> EventPublisher:
     """The publisher `settings.backend` asks for ("pubsub" or "local")."""
-    if settings.backend == "pubsub":
+    if settings.backend == EventsBackend.PUBSUB:
         return PubSubPublisher(settings.require("GOOGLE_CLOUD_PROJECT"))
-    if settings.backend == "local":
+    if settings.backend == EventsBackend.LOCAL:
         return LocalPublisher(
             db, settings.local_subscriber_urls,
             project=settings.project or LocalPublisher.DEFAULT_PROJECT,

@@ -11,7 +11,7 @@ import logging
 import requests
 
 from shared.ports import RefundGateway, RefundResult
-from shared.config import RefundSettings
+from shared.config import RefundBackend, RefundSettings
 from shared.domain import keys
 from shared.adapters.json_post import post_json
 from shared.errors import ConfigError
@@ -23,9 +23,9 @@ DEFAULT_TIMEOUT = 10.0
 
 def make_refund_gateway(settings: RefundSettings) -> RefundGateway:
     """`HttpRefundGateway` for REFUND_BACKEND=http, `ManualRefundGateway` for manual."""
-    if settings.backend == "http":
+    if settings.backend == RefundBackend.HTTP:
         return HttpRefundGateway(settings.require("REFUND_API_URL"), settings.require("REFUND_API_TOKEN"))
-    if settings.backend == "manual":
+    if settings.backend == RefundBackend.MANUAL:
         return ManualRefundGateway()
     raise ConfigError("REFUND_BACKEND", f"{settings.backend!r} is not one of http, manual")
 

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.ports import Outcome, TaskScheduler, TimerTask
-from shared.config import TasksSettings
+from shared.config import TasksBackend, TasksSettings
 from shared.db.database import Database
 from shared.adapters.local_queue import LocalQueue
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -86,9 +86,9 @@ CLOUD_RETRY = RetryPolicy()
 def make_scheduler(settings: TasksSettings, db: Database) -> TaskScheduler:
     """The scheduler TASKS_BACKEND names: `cloud` (Cloud Tasks) or `local` (PostgreSQL)."""
     timer_url = settings.require("TIMER_URL")
-    if settings.backend == "local":
+    if settings.backend == TasksBackend.LOCAL:
         return LocalTaskScheduler(db, timer_url)
-    if settings.backend == "cloud":
+    if settings.backend == TasksBackend.CLOUD:
         return CloudTasksScheduler(
             project=settings.require("GOOGLE_CLOUD_PROJECT"),
             location=settings.location,

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 
 from shared import bootstrap
-from shared.config import Settings
+from shared.config import ConsoleAuth, Settings
 from shared.console import actions, auth, csrf, provider_page, report
 from shared.db import reads
 from shared.domain import keys
@@ -87,7 +87,7 @@ class Page:
 
 
 def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
-    if settings.console.auth == "dev":
+    if settings.console.auth == ConsoleAuth.DEV:
         return auth.dev_identity(request.remote_addr, request.host)
     return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
                            keys=keys)

@@ -13,6 +13,7 @@ import flask
 import requests
 from werkzeug.exceptions import NotFound
 
+from shared.config import ConsoleAuth
 from shared.errors import TransientError
 
 DECISIONS = {"approved": 9001, "declined": 9102, "review": 9121, "resubmission_requested": 9103}
@@ -49,7 +50,7 @@ def send_decision(settings, order_id: str, session_id: str, decision: str, date_
 def view(page, request: flask.Request, session_id: str, order_id_of) -> flask.Response:
     """GET: the choice; POST: send it and say what the intake answered."""
     settings = page.settings
-    if settings.console.auth != "dev" or not settings.console.local_intake_url:
+    if settings.console.auth != ConsoleAuth.DEV or not settings.console.local_intake_url:
         raise NotFound("the provider page exists on local stacks only")
     order_id = order_id_of(session_id)
     if order_id is None:

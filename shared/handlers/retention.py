@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from shared.config import Settings
+from shared.config import Settings, TasksBackend
 from shared.db import retention
 from shared.db.database import Database
 
@@ -14,7 +14,7 @@ BATCH = 1000
 
 def _plan(settings: Settings, now: datetime):
     return retention.cutoffs(now, settings.retention.sessions, settings.retention.webhooks, settings.retention.replay,
-                             local=settings.tasks.backend == "local")
+                             local=settings.tasks.backend == TasksBackend.LOCAL)
 
 
 def purge(db: Database, settings: Settings, *, now: datetime, budget_seconds: float = 5.0,

@@ -146,3 +146,18 @@ def test_runtime_never_raises():
     runtime = Runtime.from_env({"FUNCTION_TARGET": "sweep", "LOG_LEVEL": "debug", "GOOGLE_CLOUD_PROJECT": "p"})
     assert (runtime.function_targets, runtime.log_level, runtime.project) == (("sweep",), "DEBUG", "p")
     assert Runtime.from_env({}) == Runtime()
+
+
+def test_backends_and_console_auth_are_read_as_their_enums_whatever_the_case():
+    from shared.config import ConsoleAuth, EmailBackend, EventsBackend, RefundBackend, TasksBackend
+
+    settings = Settings.from_env({**BASE, "TASKS_BACKEND": "LOCAL", "EMAIL_BACKEND": "Smtp",
+                                  "REFUND_BACKEND": "manual", "CONSOLE_AUTH": "dev"})
+    assert settings.tasks.backend is TasksBackend.LOCAL
+    assert settings.events.backend is EventsBackend.LOCAL
+    assert settings.email.backend is EmailBackend.SMTP
+    assert settings.refunds.backend is RefundBackend.MANUAL
+    assert settings.console.auth is ConsoleAuth.DEV
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({**BASE, "EMAIL_BACKEND": "carrier-pigeon"})
+    assert error.value.variable == "EMAIL_BACKEND" and "sendgrid, smtp, console" in str(error.value)
