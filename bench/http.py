@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import tempfile
+import shutil
 import statistics
 import threading
 import time
@@ -145,7 +146,8 @@ def cloud_emulators() -> Iterator[dict[str, str]]:
     from tests.emulators.pubsub import PROJECT, PubSubEmulator
 
     pubsub = PubSubEmulator().start()
-    tasks = CloudTasksEmulator(emulator_python(), Path(tempfile.mkdtemp(prefix="bench-tasks-emulator-")))
+    tasks_dir = tempfile.mkdtemp(prefix="bench-tasks-emulator-")
+    tasks = CloudTasksEmulator(emulator_python(), Path(tasks_dir))
     try:
         tasks_host = tasks.start()
         os.environ["PUBSUB_EMULATOR_HOST"] = pubsub.host
@@ -155,6 +157,7 @@ def cloud_emulators() -> Iterator[dict[str, str]]:
     finally:
         tasks.stop()
         pubsub.stop()
+        shutil.rmtree(tasks_dir, ignore_errors=True)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -76,6 +77,7 @@ def postgres():
         yield server
     finally:
         server.stop("immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

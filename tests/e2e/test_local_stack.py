@@ -65,8 +65,8 @@ def smtp():
 @pytest.fixture(scope="module")
 def stack(database_url, smtp):
     inbox, port = smtp
-    state_dir = tempfile.mkdtemp(prefix="verification-stack-")
-    with running_stack(database_url, port, state_dir, consecutive_free_ports(len(FUNCTIONS))) as url:
+    with tempfile.TemporaryDirectory(prefix="verification-stack-") as state_dir, \
+            running_stack(database_url, port, state_dir, consecutive_free_ports(len(FUNCTIONS))) as url:
         yield url, inbox
 
 
@@ -208,9 +208,13 @@ def own_database(fresh_database):
 
 
 def test_stopping_and_starting_the_stack_loses_no_timer(own_database, smtp):
+    with tempfile.TemporaryDirectory(prefix="verification-restart-") as state_dir:
+        stop_and_start_losing_no_timer(own_database, smtp, state_dir)
+
+
+def stop_and_start_losing_no_timer(own_database, smtp, state_dir):
     url_db, db = own_database
     inbox, port = smtp
-    state_dir = tempfile.mkdtemp(prefix="verification-restart-")
     order_id = new_order()
     # The sweeper is slowed to once an hour: only the timers themselves can move this order.
     slow_sweeper = {"VERIFICATION_WINDOW": "8s", "REMINDER_OFFSETS": "5s", "LOCAL_SWEEP_SECONDS": "3600"}

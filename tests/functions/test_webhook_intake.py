@@ -296,12 +296,14 @@ def test_the_public_intake_has_no_deep_health(app_env):
 
 
 def test_health_behind_iam_follows_the_database_down_and_back(app_env):
+    import shutil
     import tempfile
     from pathlib import Path
 
     from devstack.postgres import Postgres, free_port
     from tests.functions.conftest import client_for
-    server = Postgres(Path(tempfile.mkdtemp(prefix="verification-pg-")), free_port()).start()
+    data_dir = Path(tempfile.mkdtemp(prefix="verification-pg-"))
+    server = Postgres(data_dir, free_port()).start()
     try:
         app_env(DATABASE_URL=server.url)
         client = client_for("sweep")
@@ -320,6 +322,7 @@ def test_health_behind_iam_follows_the_database_down_and_back(app_env):
         assert back.status_code == 200
     finally:
         server.stop("immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def set_session(db, order_id, **columns):
