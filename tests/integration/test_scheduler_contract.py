@@ -238,6 +238,9 @@ def test_local_raises_transient_when_the_database_is_down(settings):
             scheduler.create(_task(_name()))
         with pytest.raises(TransientError):
             scheduler.delete(_name())
+        # A batch: each valid task gets the outage, an invalid one its own error.
+        results = scheduler.create_batch([_task(_name()), _task("not a valid name")])
+        assert isinstance(results[0], TransientError) and isinstance(results[1], PermanentError)
     finally:
         unreachable.engine.dispose()
 
@@ -320,13 +323,3 @@ def test_local_batch_create_answers_each_task_like_create(clean_tasks_db):
     assert names == {taken, fresh, also_fresh}
     assert scheduler.create_batch([_task(fresh), _task(also_fresh)]) == [Outcome.ALREADY_EXISTS] * 2
 
-
-def test_local_batch_create_with_the_database_down_is_transient_for_each_task(settings):
-    url = make_url(settings.database.url).set(port=free_port()).render_as_string(hide_password=False)
-    unreachable = Database(make_engine(dataclasses.replace(settings.database, url=url)))
-    try:
-        results = LocalTaskScheduler(unreachable, "http://127.0.0.1:9/timer").create_batch(
-            [_task(_name()), _task("not a valid name")])
-        assert isinstance(results[0], TransientError) and isinstance(results[1], PermanentError)
-    finally:
-        unreachable.engine.dispose()
