@@ -246,6 +246,12 @@ class ChaosRun:
         return self.scalar("SELECT count(*) FROM outbox WHERE order_id LIKE :prefix AND order_id <> :besides "
                            "AND delivered_at IS NULL AND dead_at IS NULL", besides=besides)
 
+    def messages_in_flight(self) -> int:
+        """Messages the local Pub/Sub stand-in has yet to see answered 2xx (this run's database is
+        its own): while any is left, an email or a count may still be on its way."""
+        return self.scalar("SELECT count(*) FROM local_tasks WHERE queue <> 'timers' "
+                           "AND done_at IS NULL AND deleted_at IS NULL")
+
     def timer_sets(self) -> Counter:
         """order -> scheduled timers of its current deadline that have a local task (Cloud Tasks' stand-in)."""
         rows = self.query(

@@ -138,9 +138,9 @@ def approval_race(world: ChaosWorld, *, orders: int = 100) -> Report:
         report.figures["approval attempts"] = dict(decided.count(final=False))
         report.check(decided.share_2xx() == 1.0, f"approvals finally answered {dict(decided.count())}")
         report.settle(run, lambda: not any(s in ("pending", "in_review") for s in run.sessions().values())
-                      and run.undelivered() == 0
+                      and run.undelivered() == 0 and run.messages_in_flight() == 0
                       and len(run.refund_calls()) >= list(run.sessions().values()).count("expired"),
-                      "every session closed, refunded if expired, outbox drained", timeout=window + 60)
+                      "every session closed, refunded if expired, outbox and message queue drained", timeout=window + 60)
         sessions = run.sessions()
         statuses = Counter(sessions.values())
         report.figures["sessions"] = dict(statuses)
@@ -184,8 +184,9 @@ def sigkill_mid_burst(world: ChaosWorld, *, orders: int = 500, postgres_mode: st
         report.figures["orders answered 2xx"] = len(accepted)
         report.check(len(accepted) == orders, f"only {len(accepted)} of {orders} orders were ever answered 2xx")
         report.settle(run, lambda: sum(1 for s in run.sessions().values() if s == "expired") >= len(accepted)
-                      and run.undelivered() == 0 and len(run.refund_calls()) >= len(accepted),
-                      "every deadline fired, refunds called, outbox drained", timeout=window + 120)
+                      and run.undelivered() == 0 and run.messages_in_flight() == 0
+                      and len(run.refund_calls()) >= len(accepted),
+                      "every deadline fired, refunds called, outbox and message queue drained", timeout=window + 120)
         _lifecycle_figures(report, run, accepted)
         report.figures["seconds"] = run.seconds()
     return report
@@ -327,8 +328,9 @@ def poisoned_sweep(world: ChaosWorld, *, orders: int = 20) -> Report:
                          "AND q.done_at IS NULL RETURNING t.order_id")
         report.figures["deadline timers lost on purpose"] = len(lost)
         report.settle(run, lambda: sum(1 for o, s in run.sessions().items() if s == "expired" and o in ids) >= orders
-                      and run.undelivered(besides=poison) == 0 and len(run.refund_calls()) >= orders,
-                      "the sweep to expire and relay every other order", timeout=90)
+                      and run.undelivered(besides=poison) == 0 and run.messages_in_flight() == 0
+                      and len(run.refund_calls()) >= orders,
+                      "the sweep to expire and relay every other order, its messages delivered", timeout=90)
         _lifecycle_figures(report, run, ids)
         report.figures["seconds"] = run.seconds()
     return report
