@@ -135,8 +135,9 @@ def settings_for(function: str, *required: str) -> Settings:
 def check_at_start(function: str, *required: str) -> None:
     """Validate configuration at import when this process serves `function`.
 
-    Cloud Functions loads `main.py`, which imports every function module, and
-    sets FUNCTION_TARGET to the one it serves: only that one's needs apply.
+    Cloud Functions sets FUNCTION_TARGET to the one it serves (and `main.py` imports only that
+    function's module); a module imported for any other reason (tests, the deploy tests) checks
+    nothing here.
     """
     if function in Runtime.from_env().function_targets:
         preload(settings_for(function, *required))
