@@ -337,6 +337,11 @@ main() {
         selected "$fn" || continue
         deploy_function "$fn" "$timer_url"
         function_spec "$fn"
+        if [[ $FN_CPU_ALWAYS == true ]]; then
+            # Cloud Run's billing setting: CPU between requests, for the relay
+            # thread (docs/DEPLOY.md, "The intake's relay"). Set after every deploy.
+            run gcloud run services update "$fn" "${R[@]}" "${P[@]}" --no-cpu-throttling
+        fi
         if [[ $FN_TRIGGER != http ]]; then
             wire_subscription "$fn"
         elif [[ $fn == sweep ]]; then

@@ -31,4 +31,4 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if command is None:
         return 200, {"status": "ignored", "detail": "nothing to do for this delivery"}
     logctx.bind(order_id=command.order_id)
-    return 200, bootstrap.handle(command, request_id=request_id).to_dict()
+    return 200, bootstrap.handle(command, request_id=request_id, relay_after_response=True).to_dict()

@@ -172,6 +172,7 @@ function_spec() {
     FN_USES_TASKS=false
     FN_PUBLIC=false
     FN_TRIGGER=http
+    FN_CPU_ALWAYS=false
     local max pool overflow memory timeout concurrency=1 cpu="" ingress=internal-only
     case $1 in
         webhook-intake)
@@ -183,6 +184,10 @@ function_spec() {
             # so a request still running after 10 s is cut off (and retried by
             # its sender) rather than holding a thread and a connection.
             max=4 concurrency=8 cpu=1 pool=4 overflow=4 memory=512Mi timeout=10s
+            # It answers once the order is committed and relays on a thread after
+            # the response (shared/handlers/relay_after.py): its CPU must stay
+            # allocated between requests (instance-based billing).
+            FN_CPU_ALWAYS=true
             ;;
         timer-expiry)
             FN_ENTRY=timer_expiry FN_SA=$SA_TIMERS FN_USES_TASKS=true

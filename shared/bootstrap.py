@@ -61,6 +61,13 @@ class Container:
 
         return make_refund_gateway(self.settings.refunds)
 
+    @functools.cached_property
+    def relay_after_response(self):
+        """This instance's relay thread (`webhook_intake` answers first and relays there)."""
+        from shared.handlers.relay_after import RelayAfterResponse
+
+        return RelayAfterResponse(self.relay)
+
     def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0):
         """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs
         after a commit, and the caller must answer what happened, not how the relay fared."""
@@ -110,16 +117,20 @@ def container() -> Container:
     return _container
 
 
-def handle(command, *, request_id: str | None = None):
+def handle(command, *, request_id: str | None = None, relay_after_response: bool = False):
     """Run the command's use case with this instance's dependencies, then relay exactly the
-    outbox rows its units of work committed (what fails there stays for the sweeper)."""
+    outbox rows its units of work committed (what fails there stays for the sweeper): before
+    returning, or, with `relay_after_response`, on the instance's relay thread while the
+    caller answers."""
     from shared.db.unit_of_work import committed_orders
     from shared.handlers.registry import HANDLERS
 
     c = container()
     with committed_orders() as orders:
         outcome = HANDLERS[type(command)](c, command, request_id)
-    if orders:
+    if orders and relay_after_response:
+        c.relay_after_response.submit(orders)
+    elif orders:
         c.relay(orders)
     return outcome
 
@@ -166,6 +177,8 @@ def reset() -> None:
     global _container
     with _container_lock:
         if _container is not None:
+            if "relay_after_response" in vars(_container):  # its thread was made: end it
+                _container.relay_after_response.close()
             _container.db.engine.dispose()
         _container = None
     settings.cache_clear()

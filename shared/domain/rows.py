@@ -5,7 +5,7 @@ columns."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -54,5 +54,6 @@ ROW_TYPES = (EventRow, OutboxRow, TimerRow)
 
 
 def as_records(rows) -> list[dict[str, Any]]:
-    """JSON-ready dicts, for a `jsonb_to_recordset` insert."""
-    return [asdict(row) for row in rows]
+    """JSON-ready dicts, for a `jsonb_to_recordset` insert: each row's fields as they are (a
+    shallow copy; `dataclasses.asdict` would deep-copy every payload only to serialise it)."""
+    return [dict(vars(row)) for row in rows]

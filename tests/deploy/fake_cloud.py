@@ -336,6 +336,12 @@ class Cloud:
     def g_run_services(self, verb, rest, flags):
         region = str(flags.get("region", ""))
         # A gen2 function is a Cloud Run service of the same name.
+        if verb == "update":
+            if set(flags) - {"region", "project", "no-cpu-throttling", "cpu-throttling"}:
+                raise Fail(f"fake gcloud: run services update {sorted(flags)}", 3)
+            service = self.need("function", rest[0], region)
+            service["cpu_throttling"] = flags.get("cpu-throttling") is True or flags.get("no-cpu-throttling") is not True
+            return ""
         return self.iam(verb, "function", rest[0], flags, region)
 
     def g_beta_run_services(self, verb, rest, flags):

@@ -224,3 +224,18 @@ def test_a_failed_schema_step_deploys_nothing(provisioned):
     assert run.returncode != 0
     assert "the schema step failed; no function was deployed" in run.stderr
     assert deployed(run.calls) == []
+
+
+def test_the_intake_keeps_its_cpu_between_requests_for_its_relay_thread(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET)
+
+    assert run.returncode == 0, run.stderr
+    resources = provisioned.state()["resources"]
+    assert resources[f"function:webhook-intake:{REGION}"]["cpu_throttling"] is False
+    others = [key for key in resources if key.startswith("function:") and "webhook-intake" not in key]
+    assert others and all("cpu_throttling" not in resources[key] for key in others)
+    # After each deploy of the intake (a deploy may write the service's settings anew).
+    updates = [i for i, argv in enumerate(run.calls) if argv[1:4] == ["run", "services", "update"]]
+    intake_deploy = next(i for i, argv in enumerate(run.calls)
+                         if argv[1:3] == ["functions", "deploy"] and argv[3] == "webhook-intake")
+    assert len(updates) == 1 and updates[0] > intake_deploy
