@@ -1,6 +1,7 @@
 """`webhook_intake` (public): store order webhooks, Veriff decisions and events, and `/healthz`
 (no I/O). The deep `/health` is the private sweep function's, so no stranger can make the
-intake call its database or queue."""
+intake call its database or queue. It answers once the input is committed; the instance's
+relay thread delivers the outbox rows after the answer (`shared/handlers/relay_after.py`)."""
 
 from __future__ import annotations
 

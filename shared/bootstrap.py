@@ -66,16 +66,16 @@ class Container:
         """This instance's relay thread (`webhook_intake` answers first and relays there)."""
         from shared.handlers.relay_after import RelayAfterResponse
 
-        return RelayAfterResponse(self.relay)
+        return RelayAfterResponse(functools.partial(self.relay, batch=RelayAfterResponse.ROWS_PER_BATCH))
 
-    def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0):
+    def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0, batch: int | None = None):
         """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs
         after a commit, and the caller must answer what happened, not how the relay fared."""
         from shared.handlers.relay import RelayReport, relay
 
         try:
-            return relay(self.db, self.scheduler, self.publisher,
-                         order_ids=order_ids, budget_seconds=budget_seconds)
+            return relay(self.db, self.scheduler, self.publisher, order_ids=order_ids,
+                         budget_seconds=budget_seconds, **({"batch": batch} if batch else {}))
         except ServiceError as exc:
             log.warning("outbox relay deferred to the sweeper: %s", exc)
         except Exception:
@@ -136,11 +136,17 @@ def handle(command, *, request_id: str | None = None, relay_after_response: bool
 
 
 def settings_for(function: str, *required: str) -> Settings:
-    """Settings with the variables `function` cannot run without (ConfigError names one)."""
+    """Settings with the variables `function` cannot run without (ConfigError names one);
+    checked once per settings, not on every request."""
     current = settings()
-    for variable in required:
-        current.require(variable)
+    if (function, required) not in _checked:
+        for variable in required:
+            current.require(variable)
+        _checked.add((function, required))
     return current
+
+
+_checked: set[tuple[str, tuple[str, ...]]] = set()  # what settings_for found set in settings()
 
 
 def check_at_start(function: str, *required: str) -> None:
@@ -164,6 +170,7 @@ def preload(settings: Settings) -> None:
     import shared.adapters.events  # noqa: F401
     import shared.adapters.tasks  # noqa: F401
     import shared.handlers.relay  # noqa: F401
+    import shared.handlers.relay_after  # noqa: F401
 
     if settings.tasks.backend == TasksBackend.CLOUD:
         import google.cloud.tasks_v2  # noqa: F401
@@ -182,3 +189,4 @@ def reset() -> None:
             _container.db.engine.dispose()
         _container = None
     settings.cache_clear()
+    _checked.clear()

@@ -25,12 +25,18 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 10_000  # orders handed over and not yet relayed; past it the sweeper relays them
-PASS = 200  # orders claimed together (a few outbox rows each; the relay leases 100 rows per batch)
+PASS = 200  # orders relayed together (about five outbox rows each: one claim of ROWS_PER_BATCH)
 FLUSH_AT_EXIT_SECONDS = 5.0  # what a stopping instance spends relaying what is still waiting
 
 
 class RelayAfterResponse:
     """`submit(order_ids)` returns at once; `relay(order_ids)` runs on this object's thread."""
+
+    # Outbox rows leased per claim by a pass: a pass's orders' rows (about five each) in one
+    # claim, one task insert, one publish and one outcome update. With the relay's usual 100,
+    # the thread's many round trips (each waiting for the GIL behind the request threads)
+    # left it seconds behind at 400 webhooks/s (`python -m bench.http`).
+    ROWS_PER_BATCH = 1000
 
     def __init__(self, relay: Callable[[list[str]], object], *, max_waiting: int = MAX_WAITING) -> None:
         self._relay = relay
