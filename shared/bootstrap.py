@@ -66,7 +66,8 @@ class Container:
         """This instance's relay thread (`webhook_intake` answers first and relays there)."""
         from shared.handlers.relay_after import RelayAfterResponse
 
-        return RelayAfterResponse(functools.partial(self.relay, batch=RelayAfterResponse.ROWS_PER_BATCH))
+        return RelayAfterResponse(functools.partial(self.relay, batch=RelayAfterResponse.ROWS_PER_BATCH,
+                                                    budget_seconds=RelayAfterResponse.BUDGET_SECONDS))
 
     def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0, batch: int | None = None):
         """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs

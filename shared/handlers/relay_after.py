@@ -37,6 +37,10 @@ class RelayAfterResponse:
     # the thread's many round trips (each waiting for the GIL behind the request threads)
     # left it seconds behind at 400 webhooks/s (`python -m bench.http`).
     ROWS_PER_BATCH = 1000
+    # Nobody waits on a pass, so it may take longer than a request's relay (2 s): a pass of
+    # 200 orders is about 400 Cloud Tasks calls on the relay's 8 call threads. Well inside
+    # the rows' 30 s lease. What a pass cannot deliver in time is the sweeper's.
+    BUDGET_SECONDS = 10.0
 
     def __init__(self, relay: Callable[[list[str]], object], *, max_waiting: int = MAX_WAITING) -> None:
         self._relay = relay
