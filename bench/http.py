@@ -10,8 +10,10 @@ instance's relay thread, which delivers its outbox rows (two local task rows, th
 queued messages; no dispatcher runs, so the deliveries stay rows) after the answer.
 C client threads, each on one keep-alive connection, send N distinct signed webhooks
 prepared beforehand. In-process is `bench.intake`'s handler (no HTTP, no relay) at the
-same concurrency. Rounds alternate HTTP and in-process; printed: webhooks/s, p50/p99
-latency, HTTP / in-process, and how far behind the last answer the relay thread
+same concurrency. A second `webhook_intake` runs with INTAKE_RELAY=in_request (each
+request relays its own rows before answering, as before the relay thread). Rounds
+alternate the three; printed: webhooks/s, p50/p99 latency, each HTTP mode / in-process,
+after-the-answer / in-the-request, and how far behind the last answer the relay thread
 delivered the round's last outbox row (the relay's work is counted: the next round
 starts only once the rows are delivered).
 
@@ -150,48 +152,61 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", choices=("local", "cloud"), default="local")
     args = parser.parse_args()
-    runs = {c: {"http": [], "in-process": []} for c in args.concurrency}
+    modes = ("http", "http, in_request", "in-process")
+    runs = {c: {mode: [] for mode in modes} for c in args.concurrency}
     lag_ms: dict[int, list[float]] = {c: [] for c in args.concurrency}
     with contextlib.ExitStack() as stack:
         cloud = stack.enter_context(cloud_emulators()) if args.backends == "cloud" else {}
         db, settings = stack.enter_context(database(ORDER_WEBHOOK_SECRET=SECRET))
-        port = free_port()
-        process = spawn_function("webhook_intake", port, function_env(settings, **cloud))
+        ports = {"http": free_port(), "http, in_request": free_port()}
+        processes = [spawn_function("webhook_intake", ports["http"], function_env(settings, **cloud)),
+                     spawn_function("webhook_intake", ports["http, in_request"],
+                                    function_env(settings, INTAKE_RELAY="in_request", **cloud))]
         try:
-            wait_until_up(port)
-            warm = make_webhooks(200)
-            over_http(port, warm, 4)  # warm: the container, the pool, the plans
-            relayed_after(db, warm)
+            for port in ports.values():
+                wait_until_up(port)
+                warm = make_webhooks(200)
+                over_http(port, warm, 4)  # warm: the container, the pool, the plans
+                relayed_after(db, warm)
             in_process(db, settings, make_webhooks(200), 4)
             for _ in range(args.rounds):
                 for c in args.concurrency:
                     hooks = make_webhooks(args.n)
-                    runs[c]["http"].append(over_http(port, hooks, c))
+                    runs[c]["http"].append(over_http(ports["http"], hooks, c))
                     lag_ms[c].append(relayed_after(db, hooks) * 1000)
+                    hooks = make_webhooks(args.n)
+                    runs[c]["http, in_request"].append(over_http(ports["http, in_request"], hooks, c))
+                    relayed_after(db, hooks)
                     runs[c]["in-process"].append(in_process(db, settings, make_webhooks(args.n), c))
         finally:
-            stop(process)
+            for process in processes:
+                stop(process)
         with db.read() as conn:
             delivered, written = conn.execute(text(
                 "SELECT count(delivered_at), count(*) FROM outbox WHERE order_id LIKE 'bench-%'")).one()
 
     print(f"HTTP bench: functions-framework --target=webhook_intake, {args.backends} backends"
           f"{' (emulators)' if args.backends == 'cloud' else ''}, stock pool (2+2); "
-          f"N={args.n} signed order webhooks per round, {args.rounds} alternating rounds (medians)")
-    print(f"{'':<22}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
-    for c, modes in runs.items():
-        for mode, results in modes.items():
+          f"N={args.n} signed order webhooks per round, {args.rounds} alternating rounds (medians); "
+          f"'http' relays after the answer (stock), 'http, in_request' before it (INTAKE_RELAY=in_request)")
+    print(f"{'':<26}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
+    for c, results_by_mode in runs.items():
+        for mode, results in results_by_mode.items():
             rate = statistics.median(r for r, _ in results)
             p50 = statistics.median(percentile(lat, 0.50) for _, lat in results)
             p99 = statistics.median(percentile(lat, 0.99) for _, lat in results)
-            print(f"{mode + f', c={c}':<22}{rate:>11.0f}{p50:>9.1f}{p99:>9.1f}")
-        ratios = [h[0] / i[0] for h, i in zip(modes["http"], modes["in-process"])]
-        print(f"HTTP / in-process at c={c}: median {statistics.median(ratios):.2f} "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
+            print(f"{mode + f', c={c}':<26}{rate:>11.0f}{p50:>9.1f}{p99:>9.1f}")
+        for mode in ("http", "http, in_request"):
+            ratios = [h[0] / i[0] for h, i in zip(results_by_mode[mode], results_by_mode["in-process"])]
+            print(f"{mode} / in-process at c={c}: median {statistics.median(ratios):.2f} "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
+        ratios = [a[0] / b[0] for a, b in zip(results_by_mode["http"], results_by_mode["http, in_request"])]
+        print(f"relay after the answer / in the request at c={c}: median {statistics.median(ratios):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
         print(f"relay thread at c={c}: a round's last outbox row delivered {statistics.median(lag_ms[c]):.0f} ms "
               f"after its last answer (median; rounds: {', '.join(f'{x:.0f}' for x in lag_ms[c])})")
     print(f"target: p99 <= {P99_TARGET_MS} ms at c=16 over HTTP")
-    print(f"outbox rows delivered by the function's relay thread: {delivered:,} of {written:,} written "
+    print(f"outbox rows delivered by the functions: {delivered:,} of {written:,} written "
           f"(the in-process handler rounds do not relay: their rows wait for the sweeper)")
 
 

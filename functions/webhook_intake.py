@@ -1,7 +1,8 @@
 """`webhook_intake` (public): store order webhooks, Veriff decisions and events, and `/healthz`
 (no I/O). The deep `/health` is the private sweep function's, so no stranger can make the
 intake call its database or queue. It answers once the input is committed; the instance's
-relay thread delivers the outbox rows after the answer (`shared/handlers/relay_after.py`)."""
+relay thread delivers the outbox rows after the answer (`shared/handlers/relay_after.py`),
+or, with INTAKE_RELAY=in_request, the request does before it answers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import flask
 from functions._http import MethodNotAllowed, NotFound, http_entry, read_body
 from shared import bootstrap, inbound
 from shared import log as logctx
+from shared.config import IntakeRelay
 
 NAME = "webhook_intake"
 REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
@@ -32,4 +34,5 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if command is None:
         return 200, {"status": "ignored", "detail": "nothing to do for this delivery"}
     logctx.bind(order_id=command.order_id)
-    return 200, bootstrap.handle(command, request_id=request_id, relay_after_response=True).to_dict()
+    return 200, bootstrap.handle(command, request_id=request_id,
+                                  relay_after_response=settings.inbound.relay == IntakeRelay.AFTER_RESPONSE).to_dict()

@@ -80,6 +80,9 @@ EMAIL_FROM=${EMAIL_FROM:-}
 REFUND_BACKEND=${REFUND_BACKEND:-manual}
 REFUND_API_URL=${REFUND_API_URL:-}
 LIGHTSPEED_ENABLED=${LIGHTSPEED_ENABLED:-true}
+# after_response: the intake answers, then relays on a thread (its CPU stays
+# allocated: instance-based billing); in_request: it relays before answering.
+INTAKE_RELAY=${INTAKE_RELAY:-after_response}
 # Who may open the operator console through Identity-Aware Proxy: IAM members,
 # comma-separated (group:ops@store.example,user:alice@store.example).
 CONSOLE_ACCESS=${CONSOLE_ACCESS:-}
@@ -184,10 +187,14 @@ function_spec() {
             # so a request still running after 10 s is cut off (and retried by
             # its sender) rather than holding a thread and a connection.
             max=4 concurrency=8 cpu=1 pool=4 overflow=4 memory=512Mi timeout=10s
-            # It answers once the order is committed and relays on a thread after
-            # the response (shared/handlers/relay_after.py): its CPU must stay
-            # allocated between requests (instance-based billing).
-            FN_CPU_ALWAYS=true
+            # With INTAKE_RELAY=after_response it answers once the order is
+            # committed and relays on a thread after the response
+            # (shared/handlers/relay_after.py): its CPU must stay allocated
+            # between requests (instance-based billing).
+            FN_ENV=("INTAKE_RELAY=$INTAKE_RELAY")
+            if [[ $INTAKE_RELAY == after_response ]]; then
+                FN_CPU_ALWAYS=true
+            fi
             ;;
         timer-expiry)
             FN_ENTRY=timer_expiry FN_SA=$SA_TIMERS FN_USES_TASKS=true

@@ -38,6 +38,13 @@ class RefundBackend(StrEnum):
     MANUAL = "manual"  # an operator refunds, and records it in the console
 
 
+class IntakeRelay(StrEnum):
+    """When `webhook_intake` delivers an order's outbox rows."""
+
+    AFTER_RESPONSE = "after_response"  # on the instance's relay thread (needs CPU between requests)
+    IN_REQUEST = "in_request"  # before answering (for request-based billing, which throttles that thread)
+
+
 class ConsoleAuth(StrEnum):
     IAP = "iap"  # Identity-Aware Proxy's signed header
     DEV = "dev"  # the local stack's fixed identity, on 127.0.0.1 only
@@ -246,11 +253,12 @@ class VeriffSettings(_Section):
 
 @dataclass(frozen=True)
 class InboundSettings(_Section):
-    """The webhook intake: each sender's secret and the body limit."""
+    """The webhook intake: each sender's secret, the body limit, and when it relays."""
 
     order_webhook_secret: bytes | None = _env("ORDER_WEBHOOK_SECRET", secret=True, read=_webhook_secret)
     lightspeed_client_secret: str | None = _env("LIGHTSPEED_CLIENT_SECRET", secret=True)
     max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576, read=_integer(1))
+    relay: IntakeRelay = _env("INTAKE_RELAY", IntakeRelay.AFTER_RESPONSE, read=_choice(IntakeRelay))
     veriff: VeriffSettings = _section(VeriffSettings)
 
 

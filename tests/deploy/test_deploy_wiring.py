@@ -239,3 +239,13 @@ def test_the_intake_keeps_its_cpu_between_requests_for_its_relay_thread(provisio
     intake_deploy = next(i for i, argv in enumerate(run.calls)
                          if argv[1:3] == ["functions", "deploy"] and argv[3] == "webhook-intake")
     assert len(updates) == 1 and updates[0] > intake_deploy
+
+
+def test_an_intake_that_relays_in_its_requests_keeps_request_based_billing(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET, env={"INTAKE_RELAY": "in_request"})
+
+    assert run.returncode == 0, run.stderr
+    intake = next(argv for argv in deployed(run.calls) if argv[3] == "webhook-intake")
+    assert env_of(intake)["INTAKE_RELAY"] == "in_request"
+    assert not [argv for argv in run.calls if argv[1:4] == ["run", "services", "update"]]
+    assert "cpu_throttling" not in provisioned.state()["resources"][f"function:webhook-intake:{REGION}"]

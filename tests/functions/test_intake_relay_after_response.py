@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from sqlalchemy import text
 
 from shared import bootstrap
+from shared.config import Settings
+from shared.errors import ConfigError
+from tests.conftest import base_env
 from tests.functions.conftest import client_for
 from tests.functions.test_webhook_intake import post_order
 
@@ -78,3 +82,17 @@ def test_rows_the_relay_thread_never_got_to_are_the_sweepers(app_env, db, order_
     assert sweep.post("/", headers={"Content-Type": "application/json"}).status_code == 200
     rows = outbox_of(db, order_id)
     assert len(rows) == 5 and all(delivered for _, _, delivered in rows)
+
+
+def test_with_intake_relay_in_request_the_rows_are_delivered_before_the_answer(app_env, db, order_id):
+    app_env(LOCAL_SUBSCRIBER_URLS=LINK_SUBSCRIBERS, INTAKE_RELAY="in_request")
+    intake = client_for("webhook_intake")
+    assert post_order(intake, order_id).json["status"] == "accepted"
+    rows = outbox_of(db, order_id)
+    assert len(rows) == 5 and all(delivered for _, _, delivered in rows)
+    assert "relay_after_response" not in vars(bootstrap.container())  # no thread was made
+
+
+def test_an_unknown_intake_relay_is_refused_naming_the_variable(database_url):
+    with pytest.raises(ConfigError, match="INTAKE_RELAY"):
+        Settings.from_env(base_env(database_url, INTAKE_RELAY="later"))
