@@ -10,7 +10,8 @@ instance's relay thread, which delivers its outbox rows (two local task rows, th
 queued messages; no dispatcher runs, so the deliveries stay rows) after the answer.
 C client threads, each on one keep-alive connection, send N distinct signed webhooks
 prepared beforehand. In-process is `bench.intake`'s handler (no HTTP, no relay) at the
-same concurrency. A second `webhook_intake` runs with INTAKE_RELAY=in_request (each
+same concurrency. The floor is functions-framework serving a function that reads the body and
+answers a fixed JSON (the HTTP stack alone). A second `webhook_intake` runs with INTAKE_RELAY=in_request (each
 request relays its own rows before answering, as before the relay thread). Rounds
 alternate the three; printed: webhooks/s, p50/p99 latency, each HTTP mode / in-process,
 after-the-answer / in-the-request, and how far behind the last answer the relay thread
@@ -44,6 +45,15 @@ from bench._common import SECRET, database, free_port, function_env, spawn_funct
 from bench.intake import make_webhooks, ours
 
 P99_TARGET_MS = 50
+# The floor: functions-framework (the same gunicorn, Flask and client) serving a function that
+# reads the body and answers a fixed JSON, so what our code adds is seen against it.
+FLOOR_SOURCE = """import json
+
+
+def floor(request):
+    request.get_data()
+    return json.dumps({"status": "accepted"}), 200, {"Content-Type": "application/json"}
+"""
 
 
 def wait_until_up(port: int, give_up: float = 60.0) -> None:
@@ -152,22 +162,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", choices=("local", "cloud"), default="local")
     args = parser.parse_args()
-    modes = ("http", "http, in_request", "in-process")
+    modes = ("http", "http, in_request", "in-process", "floor")
     runs = {c: {mode: [] for mode in modes} for c in args.concurrency}
     lag_ms: dict[int, list[float]] = {c: [] for c in args.concurrency}
     with contextlib.ExitStack() as stack:
         cloud = stack.enter_context(cloud_emulators()) if args.backends == "cloud" else {}
         db, settings = stack.enter_context(database(ORDER_WEBHOOK_SECRET=SECRET))
-        ports = {"http": free_port(), "http, in_request": free_port()}
+        ports = {"http": free_port(), "http, in_request": free_port(), "floor": free_port()}
+        floor_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-http-floor-")))
+        (floor_dir / "floor.py").write_text(FLOOR_SOURCE)
         processes = [spawn_function("webhook_intake", ports["http"], function_env(settings, **cloud)),
                      spawn_function("webhook_intake", ports["http, in_request"],
-                                    function_env(settings, INTAKE_RELAY="in_request", **cloud))]
+                                    function_env(settings, INTAKE_RELAY="in_request", **cloud)),
+                     spawn_function("floor", ports["floor"], function_env(settings), source=str(floor_dir / "floor.py"))]
         try:
-            for port in ports.values():
+            for mode, port in ports.items():
                 wait_until_up(port)
                 warm = make_webhooks(200)
                 over_http(port, warm, 4)  # warm: the container, the pool, the plans
-                relayed_after(db, warm)
+                if mode != "floor":
+                    relayed_after(db, warm)
             in_process(db, settings, make_webhooks(200), 4)
             for _ in range(args.rounds):
                 for c in args.concurrency:
@@ -178,6 +192,7 @@ def main() -> None:
                     runs[c]["http, in_request"].append(over_http(ports["http, in_request"], hooks, c))
                     relayed_after(db, hooks)
                     runs[c]["in-process"].append(in_process(db, settings, make_webhooks(args.n), c))
+                    runs[c]["floor"].append(over_http(ports["floor"], make_webhooks(args.n), c))
         finally:
             for process in processes:
                 stop(process)
@@ -200,6 +215,12 @@ def main() -> None:
             ratios = [h[0] / i[0] for h, i in zip(results_by_mode[mode], results_by_mode["in-process"])]
             print(f"{mode} / in-process at c={c}: median {statistics.median(ratios):.2f} "
                   f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
+        # One worker process runs both the HTTP stack and the handler under one GIL: with the
+        # floor's time per request F and the handler's H, the most it can do is 1/(F+H) per
+        # second, i.e. a ratio of H/(F+H) to the handler alone, before any relay work.
+        bounds = [(1 / f[0]) / (1 / f[0] + 1 / i[0]) for f, i in zip(results_by_mode["floor"], results_by_mode["in-process"])]
+        print(f"bound from the floor at c={c} (in-process time / (floor time + in-process time)): median "
+              f"{statistics.median(bounds):.2f} (rounds: {', '.join(f'{r:.2f}' for r in bounds)})")
         ratios = [a[0] / b[0] for a, b in zip(results_by_mode["http"], results_by_mode["http, in_request"])]
         print(f"relay after the answer / in the request at c={c}: median {statistics.median(ratios):.2f} "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
