@@ -11,7 +11,8 @@ past it an order waits for the sweeper and the overflow is logged once per episo
 
 In the cloud the intake runs with its CPU always allocated (`deploy.sh`: instance-based
 billing), so this thread runs at full speed after the response; with request-based
-billing it would only run while another request is being served.
+billing it would only run while another request is being served, so there the intake is
+deployed with INTAKE_RELAY=in_request and relays before it answers instead.
 """
 
 from __future__ import annotations
