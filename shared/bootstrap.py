@@ -72,11 +72,11 @@ class Container:
     def relay(self, order_ids: list[str] | None = None, budget_seconds: float = 2.0, batch: int | None = None):
         """Deliver outbox rows now; what fails stays for the sweeper. Never raises: it runs
         after a commit, and the caller must answer what happened, not how the relay fared."""
-        from shared.handlers.relay import RelayReport, relay
+        from shared.handlers.relay import BATCH, RelayReport, relay
 
         try:
             return relay(self.db, self.scheduler, self.publisher, order_ids=order_ids,
-                         budget_seconds=budget_seconds, **({"batch": batch} if batch else {}))
+                         budget_seconds=budget_seconds, batch=batch or BATCH)
         except ServiceError as exc:
             log.warning("outbox relay deferred to the sweeper: %s", exc)
         except Exception:
