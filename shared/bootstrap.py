@@ -21,13 +21,31 @@ from shared.db.migrate import ensure_schema, require_schema
 log = logging.getLogger(__name__)
 
 
+class built_once(functools.cached_property):
+    """`functools.cached_property` that builds its value once per container even when
+    requests ask for it together on a fresh instance (3.12's `cached_property` has no
+    lock: two threads would each build one, say two relay threads or two Pub/Sub clients).
+    Re-entrant, so one part may be built from another."""
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        try:
+            return instance.__dict__[self.attrname]
+        except KeyError:
+            pass
+        with instance._building:
+            return super().__get__(instance, owner)
+
+
 @dataclass
 class Container:
     settings: Settings
     db: Database
     clock: Clock = field(default_factory=SystemClock)
+    _building: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
-    @functools.cached_property
+    @built_once
     def scheduler(self):
         from shared.adapters.tasks import CloudTasksScheduler, make_scheduler
 
@@ -37,31 +55,31 @@ class Container:
             scheduler.ensure_queue()
         return scheduler
 
-    @functools.cached_property
+    @built_once
     def publisher(self):
         from shared.adapters.events import make_publisher
 
         return make_publisher(self.settings.events, self.db)
 
-    @functools.cached_property
+    @built_once
     def email_sender(self):
         from shared.adapters.email import make_email_sender
 
         return make_email_sender(self.settings.email)
 
-    @functools.cached_property
+    @built_once
     def verification_provider(self):
         from shared.adapters.veriff import make_verification_provider
 
         return make_verification_provider(self.settings.inbound.veriff)
 
-    @functools.cached_property
+    @built_once
     def refund_gateway(self):
         from shared.adapters.refunds import make_refund_gateway
 
         return make_refund_gateway(self.settings.refunds)
 
-    @functools.cached_property
+    @built_once
     def relay_after_response(self):
         """This instance's relay thread (`webhook_intake` answers first and relays there)."""
         from shared.handlers.relay_after import RelayAfterResponse
