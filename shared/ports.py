@@ -71,6 +71,10 @@ class EmailMessage:
     text: str
     html: str
     headers: dict[str, str] = field(default_factory=dict)
+    # What makes two sends the same email (the retry of one claim, say after a crash between
+    # the send and its record): a sender derives the Message-ID from it, so that a repeat
+    # carries the first send's Message-ID and mail clients can show it once. None: a fresh one.
+    repeat_key: str | None = None
 
 
 class EmailSender(Protocol):

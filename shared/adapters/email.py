@@ -13,6 +13,7 @@ logged, and exception messages raised here never include them either.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 import ssl
@@ -72,14 +73,23 @@ def to_mime(message: EmailMessage, sender: str) -> MimeMessage:
     mime["To"] = message.to
     mime["Subject"] = message.subject
     mime["Date"] = format_datetime(datetime.now(timezone.utc))
-    # make_msgid() without a domain asks DNS for our FQDN, which can hang in a container.
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    mime["Message-ID"] = make_msgid(domain=domain)
+    mime["Message-ID"] = message_id(message, sender)
     for name, value in message.headers.items():
         mime[name] = value
     mime.set_content(message.text)
     mime.add_alternative(message.html, subtype="html")
     return mime
+
+
+def message_id(message: EmailMessage, sender: str) -> str:
+    """The Message-ID: derived from the message's `repeat_key` when it has one (the same for
+    every send of that email, and saying nothing readable of the order), else a fresh one."""
+    # make_msgid() without a domain asks DNS for our FQDN, which can hang in a container.
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    if message.repeat_key is None:
+        return make_msgid(domain=domain)
+    digest = hashlib.sha256(message.repeat_key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"<{digest}.verification@{domain}>"
 
 
 class SmtpSender:
@@ -210,8 +220,11 @@ class SendGridSender:
                 {"type": "text/html", "value": message.html},
             ],
         }
-        if message.headers:
-            body["headers"] = dict(message.headers)
+        headers = dict(message.headers)
+        if message.repeat_key is not None:  # SendGrid keeps a Message-ID given here
+            headers["Message-ID"] = message_id(message, self._sender)
+        if headers:
+            body["headers"] = headers
         return body
 
 

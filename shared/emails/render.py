@@ -100,14 +100,16 @@ def render(
     return subject, text, page
 
 
-def build_message(to: str, kind: Email | str, **render_args: Any) -> EmailMessage:
-    """Render `kind` (with `render`'s arguments) into the port's EmailMessage addressed to `to`.
+def build_message(to: str, kind: Email | str, *, repeat_key: str | None = None, **render_args: Any) -> EmailMessage:
+    """Render `kind` (with `render`'s arguments) into the port's EmailMessage addressed to `to`
+    (`repeat_key`: see EmailMessage).
 
     The message carries the kind in the `X-Verification-Email` header, so a
     sender can log which email it sent without touching address or body.
     """
     subject, text, page = render(kind, **render_args)
-    return EmailMessage(to=to, subject=subject, text=text, html=page, headers={KIND_HEADER: str(kind)})
+    return EmailMessage(to=to, subject=subject, text=text, html=page, headers={KIND_HEADER: str(kind)},
+                        repeat_key=repeat_key)
 
 
 def _check_url(url: str | None) -> None:

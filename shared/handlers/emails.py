@@ -58,9 +58,13 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
                 created = provider.create_session(job.order_id)
                 with db.transaction() as conn:
                     _, url = store.set_provider_session(conn, job.order_id, created.session_id, created.url)
-        # The customer is told the store's own order id, never our session key.
+        # The customer is told the store's own order id, never our session key. Every send of
+        # this claim's email (a retry after a crash lost its record) has one Message-ID; a new
+        # link (the operator's resend) makes a new email.
+        repeat_key = "\x00".join((job.order_id, kind, str(job.reminder_index), url or ""))
         message = build_message(
-            session["customer_email"], kind, order_id=keys.ref(job.order_id).order_id, verification_url=url,
+            session["customer_email"], kind, repeat_key=repeat_key, order_id=keys.ref(job.order_id).order_id,
+            verification_url=url,
             deadline=session["deadline"], store_timezone=settings.email.store_timezone,
             reminder_index=job.reminder_index, store_name=settings.email.store_name,
         )

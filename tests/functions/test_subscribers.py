@@ -20,7 +20,8 @@ from devstack.postgres import free_port
 from shared.adapters.events import LocalPublisher
 from shared.ports import OutgoingMessage
 from shared.domain.messages import OrderPlaced
-from shared.handlers import intake
+from shared.handlers import intake, operator
+from shared.ports import KIND_HEADER
 from tests.fakes.http_server import FakeHttpServer, Reply
 from tests.functions.conftest import client_for
 
@@ -119,6 +120,36 @@ def test_send_failure_is_retried_and_sends_exactly_one(app_env, db, settings, or
     finally:
         controller.stop()
     assert len(inbox.messages) == 1
+
+
+def test_an_email_sent_again_after_its_record_was_lost_keeps_its_message_id(app_env, db, settings, smtp, order_id):
+    """The send went out, then the instance died before recording it: once the claim's lease
+    passes the email is sent again (at least once), with the first send's Message-ID, so that
+    mail clients can show it once. Another email, or a new link, has its own."""
+    inbox, port = smtp
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")
+    place(db, settings, order_id)
+    client = client_for("send_customer_email", "cloudevent")
+    assert deliver(client, "customer-emails", email_job(order_id), key="k1", order_id=order_id).status_code == 200
+    with db.transaction() as conn:  # as if the record had never been written, and the lease had passed
+        conn.execute(text("UPDATE email_sends SET state = 'sending', claimed_at = now() - interval '1 hour' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    assert deliver(client, "customer-emails", email_job(order_id), key="k2", order_id=order_id).status_code == 200
+    assert deliver(client, "customer-emails", email_job(order_id, "reminder"), key="k3",
+                   order_id=order_id).status_code == 200
+    operator.resend_link(db, order_id, operator="ops@example.com", now=NOW)
+    with db.read() as conn:
+        resent = conn.execute(text("SELECT payload->'data' FROM outbox WHERE order_id = :o AND kind = 'publish' "
+                                   "AND payload->>'topic' = 'customer-emails' ORDER BY id DESC LIMIT 1"),
+                              {"o": order_id}).scalar_one()
+    assert resent["kind"] == "link" and resent["reminder_index"] == 1
+    assert deliver(client, "customer-emails", resent, key="k4", order_id=order_id).status_code == 200
+
+    ids = [m["Message-ID"] for m in inbox.messages]
+    assert [m[KIND_HEADER] for m in inbox.messages] == ["link", "link", "reminder", "link"]
+    assert ids[0] == ids[1]
+    assert len({ids[0], ids[2], ids[3]}) == 3
+    assert all(order_id not in i for i in ids)
 
 
 def test_link_email_for_a_closed_session_is_skipped(app_env, db, settings, smtp, order_id):

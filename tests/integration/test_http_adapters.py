@@ -5,6 +5,7 @@ Every base URL points at tests.fakes (127.0.0.1); the real hosts are never conta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -104,6 +105,18 @@ def test_sendgrid_posts_the_documented_mail_send_request():
         ],
         "headers": {"X-Verification-Email": "link"},
     }
+
+
+def test_sendgrid_sends_the_message_id_a_repeat_key_gives():
+    first, repeat, other = (dataclasses.replace(_email(), repeat_key=key)
+                            for key in ("o-1\x00link", "o-1\x00link", "o-2\x00link"))
+    with FakeHttpServer(Reply(202), Reply(202), Reply(202)) as server:
+        for message in (first, repeat, other):
+            _sendgrid(server.url).send(message)
+
+    ids = [request.json()["headers"]["Message-ID"] for request in server.requests]
+    assert ids[0] == ids[1] != ids[2]
+    assert ids[0].endswith("@shop.example.test>") and "o-1" not in ids[0]
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
