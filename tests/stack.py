@@ -55,8 +55,11 @@ class Inbox:
         texts = [m.get_body(("plain",)).get_content() for _, m in self._snapshot()]
         return [text for text in texts if order_id in text]
 
-    def by_recipient_and_kind(self) -> Counter:
-        """(recipient, kind) -> how many messages."""
+    def by_recipient_and_kind(self, *, distinct: bool = False) -> Counter:
+        """(recipient, kind) -> how many messages (`distinct`: how many Message-IDs among them)."""
+        if distinct:
+            ids = {(rcpt.lower(), m[KIND_HEADER], m["Message-ID"]) for rcpts, m in self._snapshot() for rcpt in rcpts}
+            return Counter((rcpt, kind) for rcpt, kind, _ in ids)
         return Counter((rcpt.lower(), m[KIND_HEADER]) for rcpts, m in self._snapshot() for rcpt in rcpts)
 
     def _snapshot(self):

@@ -267,11 +267,11 @@ class ChaosRun:
 
     # -- the outside world, this run's share
 
-    def emails(self) -> Counter:
-        """(order id, kind) -> emails received by that order's customer."""
+    def emails(self, *, distinct: bool = False) -> Counter:
+        """(order id, kind) -> emails received by that order's customer (`distinct`: Message-IDs)."""
         orders = {customer_email(o): o for o in self.sessions()}
-        return Counter({(orders[rcpt], kind): n for (rcpt, kind), n in self.world.inbox.by_recipient_and_kind().items()
-                        if rcpt in orders})
+        received = self.world.inbox.by_recipient_and_kind(distinct=distinct)
+        return Counter({(orders[rcpt], kind): n for (rcpt, kind), n in received.items() if rcpt in orders})
 
     def refund_calls(self) -> list[RefundCall]:
         return self.world.refunds.calls(self.prefix)

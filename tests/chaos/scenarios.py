@@ -60,6 +60,9 @@ def _email_figures(report: Report, run: ChaosRun) -> Counter:
     report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
     twice = sorted(key for key, n in emails.items() if n > 1)
     report.figures["emails twice"] = len(twice)
+    if twice:  # a send repeated after its record was lost keeps its Message-ID (clients may show it once)
+        ids = run.emails(distinct=True)
+        report.figures["emails twice, one Message-ID"] = sum(1 for key in twice if ids[key] == 1)
     report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
     return emails
 
