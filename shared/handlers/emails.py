@@ -26,6 +26,11 @@ from shared.ports import EmailSender, VerificationProvider
 
 log = logging.getLogger(__name__)
 
+# How long a sent email's record is retried through a database outage, at most: inside
+# send_customer_email's 120 s timeout (infra/config.sh) with the send's own time, since a
+# request past it is answered 504 by Cloud Run and may lose its CPU mid-retry.
+RECORD_RETRY_MAX_SECONDS = 90.0
+
 
 def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
                job: EmailJob, *, now: datetime) -> Result:
@@ -76,15 +81,15 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
-    return _record_sent(db, job, now, within=lease / 2)
+    return _record_sent(db, job, now, lease=lease)
 
 
-def _record_sent(db: Database, job: EmailJob, now: datetime, *, within: float) -> Result:
-    """Record a sent email, retrying a database outage for up to `within` seconds (half the
-    claim's lease, so no other delivery takes the claim over meanwhile): the message is out,
-    and if this record were given up, the claim's lease would pass and the email be sent
-    again."""
-    give_up_at = time.monotonic() + within
+def _record_sent(db: Database, job: EmailJob, now: datetime, *, lease: float) -> Result:
+    """Record a sent email, retrying a database outage for half the claim's `lease` (so no
+    other delivery takes the claim over meanwhile), at most RECORD_RETRY_MAX_SECONDS: the
+    message is out, and if this record were given up, the claim's lease would pass and the
+    email be sent again (with the same Message-ID)."""
+    give_up_at = time.monotonic() + min(lease / 2, RECORD_RETRY_MAX_SECONDS)
     pause = 0.25
     while True:
         try:
