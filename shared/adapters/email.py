@@ -13,6 +13,7 @@ logged, and exception messages raised here never include them either.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import smtplib
@@ -139,7 +140,8 @@ class SmtpSender:
             # the value itself may be an address, so it is not repeated here.
             raise PermanentError("email has an invalid header value") from None
         try:
-            with smtplib.SMTP(self._host, self._port, timeout=self._timeout) as smtp:
+            smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+            try:
                 smtp.ehlo_or_helo_if_needed()
                 encrypted = False
                 if self._starttls and smtp.has_extn("starttls"):
@@ -156,6 +158,13 @@ class SmtpSender:
                         )
                     smtp.login(self._user, self._password or "")
                 smtp.send_message(mime, from_addr=self._envelope_from, to_addrs=[message.to])
+                # The server took the email at its 250. QUIT is said but its reply not awaited:
+                # waiting would only widen the window in which a crash, before the send is
+                # recorded, sends the email again; and a failing QUIT must not fail a sent email.
+                with contextlib.suppress(OSError):
+                    smtp.putcmd("QUIT")
+            finally:
+                smtp.close()
         except smtplib.SMTPRecipientsRefused as exc:
             # The exception's text names the recipient: do not chain it.
             codes = sorted(code for code, _ in exc.recipients.values())

@@ -10,7 +10,9 @@ import email
 import email.policy
 import io
 import ipaddress
+import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -359,6 +361,58 @@ def test_connection_refused_is_transient():
         port = int(url.rsplit(":", 1)[1])
         with pytest.raises(TransientError):
             _sender(port).send(_message())
+
+
+class ScriptedServer:
+    """A bare SMTP server on 127.0.0.1 for one session: it takes the message (250 after the
+    data), then answers QUIT with `quit_reply`, or not at all (None), and records the commands."""
+
+    def __init__(self, quit_reply: bytes | None) -> None:
+        self.quit_reply = quit_reply
+        self.commands: list[str] = []
+        self.messages: list[bytes] = []
+        self.done = threading.Event()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 smtp.test ready\r\n")
+            for line in lines:
+                command = line.decode().strip().upper()
+                self.commands.append(command.split(" ", 1)[0])
+                if command == "DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    self.messages.append(b"".join(iter(lines.readline, b".\r\n")))
+                    conn.sendall(b"250 queued\r\n")
+                elif command == "QUIT":
+                    if self.quit_reply:
+                        conn.sendall(self.quit_reply)
+                    break
+                else:
+                    conn.sendall(b"250 ok\r\n")
+        self.done.set()
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(5)
+
+
+@pytest.mark.parametrize("quit_reply", [b"421 shutting down\r\n", None], ids=["quit-refused", "quit-unanswered"])
+def test_an_email_the_server_took_is_sent_whatever_quit_answers(quit_reply):
+    """Once the server answered 250 to the data it has the email: a QUIT answered with an
+    error (or not answered) must not make it a failed send, which would be sent again."""
+    server = ScriptedServer(quit_reply)
+    try:
+        _sender(server.port, starttls=False).send(_message())
+        assert server.done.wait(5)
+    finally:
+        server.close()
+    assert len(server.messages) == 1
+    assert server.commands[-1] == "QUIT"  # said, as the protocol asks
 
 
 # ---- the factory and the console sender -------------------------------------
