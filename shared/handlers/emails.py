@@ -68,10 +68,14 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         # link (the operator's resend) makes a new email.
         repeat_key = "\x00".join((job.order_id, kind, str(job.reminder_index), url or ""))
         message = build_message(
-            session["customer_email"], kind, repeat_key=repeat_key, order_id=keys.ref(job.order_id).order_id,
+            session["customer_email"], kind,
+            repeat_key=repeat_key,
+            order_id=keys.ref(job.order_id).order_id,
             verification_url=url,
-            deadline=session["deadline"], store_timezone=settings.email.store_timezone,
-            reminder_index=job.reminder_index, store_name=settings.email.store_name,
+            deadline=session["deadline"],
+            store_timezone=settings.email.store_timezone,
+            reminder_index=job.reminder_index,
+            store_name=settings.email.store_name,
         )
         sender.send(message)
     except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
