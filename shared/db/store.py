@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
-from shared.domain.model import TERMINAL, EmailClaim, RefundClaim, Status
+from shared.domain.model import TERMINAL, EmailClaim, Event, RefundClaim, Status
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -90,6 +90,17 @@ def move_status(
         },
     ).mappings().first()
     return dict(row) if row else None
+
+
+def cancelled_without_session(conn: Connection, order_id: str) -> bool:
+    """Whether the store cancelled an order the service has no session for (a void that came first)."""
+    return conn.execute(
+        text("""
+            SELECT EXISTS (SELECT 1 FROM event_log WHERE order_id = :o AND type = :cancelled)
+               AND NOT EXISTS (SELECT 1 FROM verification_sessions WHERE order_id = :o)
+        """),
+        {"o": order_id, "cancelled": str(Event.CANCEL_IGNORED)},
+    ).scalar_one()
 
 
 def session_status(conn: Connection, order_id: str) -> str | None:

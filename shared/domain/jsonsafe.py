@@ -15,7 +15,9 @@ from shared.errors import Unparseable
 MAX_DEPTH = 32
 MAX_NUMBER_CHARS = 40
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A string, or an unterminated one up to the end (possessive: each quote is scanned from once,
+# never again from every quote inside it, which was quadratic in the body's size).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _BRACKET = re.compile(rb"[\[\]{}]")
 
 

@@ -42,9 +42,18 @@ from shared.handlers.result import Result, ResultStatus
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
                 request_id: str | None = None) -> Result:
-    """Open a session with its deadline and timers, once per order; a stale order opens none."""
+    """Open a session with its deadline and timers, once per order; a stale order opens none, nor
+    one the store cancelled first (a paid delivery retried after the void)."""
     if is_stale(cmd.ordered_at, now, settings.lifecycle.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
+    # Only a namespaced source (Lightspeed) sends cancellations: the generic fast path reads nothing more.
+    if cmd.provider in keys.NAMESPACED:
+        with db.read() as conn:
+            cancelled = store.cancelled_without_session(conn, cmd.order_id)
+        if cancelled:
+            return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
+                                                                reason="cancelled_by_store"),
+                                  now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.lifecycle.verification_window)
     fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
@@ -137,9 +146,11 @@ def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, no
 
 def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: datetime,
                  request_id: str | None = None) -> Result:
-    """The store voided the order: close the session and its timers."""
+    """The store voided the order: close the session and its timers. A void that comes before
+    any session is recorded (`order.cancel_ignored`), so the paid delivery it overtook opens none."""
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, STORE_CANCEL, {},
-                       ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id)
+                       ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id,
+                       record_unknown=True)
 
 
 def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
@@ -200,7 +211,7 @@ def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, 
 def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
                 details: dict, *, ignored_event: Event, now: datetime,
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
-                decided_at: datetime | None = None) -> Result:
+                decided_at: datetime | None = None, record_unknown: bool = False) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if session_id is not None:
             order_id = _session_of(uow, order_id, session_id)
@@ -217,8 +228,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                                   fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
             status = store.session_status(uow.conn, order_id)
-            if status is not None:
-                fx.event(ignored_event, status=status, **details)
+            if status is not None or record_unknown:
+                fx.event(ignored_event, status=status or "unknown", **details)
             uow.commit()
             return Result(ResultStatus.IGNORED, order_id,
                           f"session is {status}" if status else "unknown order")

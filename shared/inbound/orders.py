@@ -45,10 +45,10 @@ def verify_standard_webhook(key: bytes, headers, body: bytes, now: datetime) -> 
     if not msg_id or not timestamp or not signatures:
         raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
     try:
-        sent_at = int(timestamp)
-    except ValueError:
+        skew = abs(now.timestamp() - int(timestamp))
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
         raise BadSignature("webhook-timestamp is not Unix seconds") from None
-    if abs(now.timestamp() - sent_at) > TIMESTAMP_TOLERANCE_SECONDS:
+    if skew > TIMESTAMP_TOLERANCE_SECONDS:
         raise BadSignature("webhook-timestamp outside the 5 minute tolerance")
     signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())

@@ -55,6 +55,18 @@ def test_voided_after_paid_cancels(intake, db, order_id):
     assert status_of(db, sale_key(order_id)) == "cancelled"
 
 
+def test_a_paid_delivery_retried_after_the_void_opens_nothing(intake, db, order_id):
+    """Lightspeed retries a failed delivery for 48 h: the CLOSED (version 1) may arrive after the
+    VOIDED (version 2) of the same sale. A voided sale is not an order: no session, no link email."""
+    voided = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, "VOIDED", version=2)))
+    assert voided.status_code == 200
+    closed = post_lightspeed(intake, lightspeed_body(lightspeed_sale(order_id, "CLOSED", version=1)))
+    assert closed.status_code == 200 and closed.json["status"] == "ignored"
+    assert status_of(db, sale_key(order_id)) is None
+    assert count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'customer-emails'",
+                 o=sale_key(order_id)) == 0
+
+
 @pytest.mark.parametrize("return_for, total", [("5687606e-dbc9-8897-11e9-af192251e676", "-139.80000"),
                                                (None, "-139.80000")])
 def test_a_closed_return_opens_nothing_and_emails_no_link(intake, db, order_id, return_for, total):

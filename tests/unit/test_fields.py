@@ -4,6 +4,7 @@ numbers and times, guarded JSON — a clear error naming the field, never a cras
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -102,6 +103,16 @@ def test_calendar_dates_are_read_or_none(value, expected):
 def test_guarded_decoder_refuses_without_crashing(raw):
     with pytest.raises(Unparseable):
         loads_guarded(raw)
+
+
+@pytest.mark.parametrize("raw", [b'"' + b'\\"' * 100_000, b'"' + b'\\"' * 100_000 + b"\\"])
+def test_an_unterminated_string_is_refused_in_linear_time(raw):
+    """A body well under MAX_BODY_BYTES: the bracket count must not restart its string scan at
+    every quote (quadratic: minutes of CPU for one request)."""
+    started = time.monotonic()
+    with pytest.raises(Unparseable):
+        loads_guarded(raw)
+    assert time.monotonic() - started < 2
 
 
 def test_guarded_decoder_reads_ordinary_json_and_ignores_brackets_in_strings():
