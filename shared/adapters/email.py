@@ -203,7 +203,8 @@ class SendGridSender:
         return f"SendGridSender(url={self._url!r})"
 
     def send(self, message: EmailMessage) -> None:
-        """Accepted on 2xx (SendGrid answers 202); 429/5xx/no answer → TransientError; other → PermanentError."""
+        """Accepted on 2xx (SendGrid answers 202); 429/5xx/no answer, and 401/403 (our key or sender
+        identity) → TransientError; other → PermanentError (this email is refused for good)."""
         response = post_json(self._session, self._url, self._body(message),
                              headers={"Authorization": f"Bearer {self._api_key}"},
                              timeout=self._timeout, service="SendGrid", component="sendgrid")
@@ -211,6 +212,8 @@ class SendGridSender:
         if 200 <= status < 300:
             log.info("email sent", extra={"labels": _labels(message, "sendgrid")})
             return
+        if status in (401, 403):  # our credentials, not this email: a fixed key delivers the backlog
+            raise TransientError(f"SendGrid refused our credentials ({status})", component="sendgrid")
         # Only the status goes into the error: SendGrid's error body may quote the request.
         raise PermanentError(f"SendGrid refused the email ({status})")
 
