@@ -2,9 +2,9 @@
 
 Errors follow the port: TransientError when the same email may go out later
 (connection trouble, timeouts, 4xx SMTP replies, HTTP 429/5xx, and problems with
-our own credentials or TLS, so that fixing the configuration delivers the
-backlog instead of dropping it), PermanentError when this email can never be
-accepted (the server refused the recipient or the content for good).
+our own credentials, sender address or TLS, so that fixing the configuration
+delivers the backlog instead of dropping it), PermanentError when this email can
+never be accepted (the server refused the recipient or the content for good).
 
 Log lines carry the email kind and the backend only; the order id comes from
 the log context bound by the entry point. Addresses, bodies and keys are never
@@ -172,6 +172,9 @@ class SmtpSender:
         except smtplib.SMTPAuthenticationError as exc:
             # Our credentials, not this email: retry, so a fixed secret delivers the backlog.
             raise TransientError(f"SMTP login failed ({exc.smtp_code})", component="smtp") from None
+        except smtplib.SMTPSenderRefused as exc:
+            # Our EMAIL_FROM, not this email: likewise (its text quotes the sender: dropped).
+            raise TransientError(f"SMTP server refused our sender ({exc.smtp_code})", component="smtp") from None
         except smtplib.SMTPResponseException as exc:
             # Server replies may quote the address; keep the code, drop the text.
             raise _by_reply_code(exc.smtp_code, "SMTP server refused the email") from None

@@ -62,7 +62,15 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Received] = []
         self.refuse: dict[str, str] = {}
+        self.refuse_sender: str | None = None  # the reply to MAIL FROM, when it is refused
         self.logins_tried: list[str] = []
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refuse_sender:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -341,6 +349,18 @@ def test_recipient_refused_for_now_is_transient(smtp_server):
     inbox.refuse[CUSTOMER] = "451 4.3.0 Try again later"
 
     with pytest.raises(TransientError, match="451"):
+        _sender(port).send(_message())
+
+    assert inbox.messages == []
+
+
+def test_our_sender_address_refused_is_transient_not_this_emails_fault(smtp_server):
+    """A 5xx to MAIL FROM refuses our configured sender, not this email: a fixed EMAIL_FROM
+    delivers the backlog (a PermanentError would mark every email refused for good)."""
+    inbox, port = smtp_server()
+    inbox.refuse_sender = "553 5.7.1 Sender address rejected: not owned by user"
+
+    with pytest.raises(TransientError, match="553"):
         _sender(port).send(_message())
 
     assert inbox.messages == []
