@@ -172,12 +172,14 @@ class SmtpSender:
         except smtplib.SMTPAuthenticationError as exc:
             # Our credentials, not this email: retry, so a fixed secret delivers the backlog.
             raise TransientError(f"SMTP login failed ({exc.smtp_code})", component="smtp") from None
-        except smtplib.SMTPSenderRefused as exc:
-            # Our EMAIL_FROM, not this email: likewise (its text quotes the sender: dropped).
-            raise TransientError(f"SMTP server refused our sender ({exc.smtp_code})", component="smtp") from None
-        except smtplib.SMTPResponseException as exc:
-            # Server replies may quote the address; keep the code, drop the text.
+        except smtplib.SMTPDataError as exc:
+            # The reply to this email's content. Server replies may quote the address; keep the
+            # code, drop the text.
             raise _by_reply_code(exc.smtp_code, "SMTP server refused the email") from None
+        except smtplib.SMTPResponseException as exc:
+            # Any other refusal is of us, not of this email (the greeting, HELO, STARTTLS,
+            # EMAIL_FROM): retry, likewise.
+            raise TransientError(f"SMTP server refused the session ({exc.smtp_code})", component="smtp") from None
         except (smtplib.SMTPException, OSError) as exc:
             # OSError covers refused connections, timeouts and TLS failures (ssl.SSLError).
             raise TransientError(f"SMTP delivery failed: {type(exc).__name__}", component="smtp") from exc
