@@ -266,6 +266,19 @@ def test_sweeper_does_not_re_drive_forever_an_email_its_session_can_no_longer_ta
     assert query(db, reminders, o=order_id)[0][0] == 0
 
 
+
+def test_a_reminder_is_not_sent_once_a_person_reviews_the_session(db, settings, order_id):
+    """The reminder's timer fired while the session was pending; the customer then submitted and
+    the provider put it in review before the job ran: "verify your age" is wrong by then."""
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"),
+                     {"o": order_id})
+    sender = Sender()
+    job = EmailJob(order_id=order_id, kind="reminder", reminder_index=0)
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "ignored"
+    assert sender.sent == []
+
 class Gateway:
     def __init__(self, fail=False):
         self.calls = []
