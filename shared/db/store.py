@@ -138,14 +138,15 @@ def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence
 
 
 def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline_version: int) -> bool:
-    """Mark a scheduled reminder fired, only while its session is pending. True once."""
+    """Mark a scheduled reminder fired, only while its session is pending and the customer has not
+    submitted (a submission waiting for its decision holds the session). True once."""
     return conn.execute(
         text("""
             UPDATE countdown_timers t SET state = 'fired', fired_at = now()
             FROM verification_sessions s
             WHERE t.order_id = :o AND t.kind = 'reminder' AND t.reminder_index = :i
               AND t.deadline_version = :v AND t.state = 'scheduled'
-              AND s.order_id = t.order_id AND s.status = 'pending'
+              AND s.order_id = t.order_id AND s.status = 'pending' AND s.decision_hold_until IS NULL
             RETURNING 1
         """),
         {"o": order_id, "i": reminder_index, "v": deadline_version},
