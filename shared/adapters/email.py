@@ -2,9 +2,9 @@
 
 Errors follow the port: TransientError when the same email may go out later
 (connection trouble, timeouts, 4xx SMTP replies, HTTP 429/5xx, and problems with
-our own credentials or TLS, so that fixing the configuration delivers the
-backlog instead of dropping it), PermanentError when this email can never be
-accepted (the server refused the recipient or the content for good).
+our own credentials, sender address or TLS, so that fixing the configuration
+delivers the backlog instead of dropping it), PermanentError when this email can
+never be accepted (the server refused the recipient or the content for good).
 
 Log lines carry the email kind and the backend only; the order id comes from
 the log context bound by the entry point. Addresses, bodies and keys are never
@@ -172,9 +172,14 @@ class SmtpSender:
         except smtplib.SMTPAuthenticationError as exc:
             # Our credentials, not this email: retry, so a fixed secret delivers the backlog.
             raise TransientError(f"SMTP login failed ({exc.smtp_code})", component="smtp") from None
-        except smtplib.SMTPResponseException as exc:
-            # Server replies may quote the address; keep the code, drop the text.
+        except smtplib.SMTPDataError as exc:
+            # The reply to this email's content. Server replies may quote the address; keep the
+            # code, drop the text.
             raise _by_reply_code(exc.smtp_code, "SMTP server refused the email") from None
+        except smtplib.SMTPResponseException as exc:
+            # Any other refusal is of us, not of this email (the greeting, HELO, STARTTLS,
+            # EMAIL_FROM): retry, likewise.
+            raise TransientError(f"SMTP server refused the session ({exc.smtp_code})", component="smtp") from None
         except (smtplib.SMTPException, OSError) as exc:
             # OSError covers refused connections, timeouts and TLS failures (ssl.SSLError).
             raise TransientError(f"SMTP delivery failed: {type(exc).__name__}", component="smtp") from exc
@@ -203,7 +208,8 @@ class SendGridSender:
         return f"SendGridSender(url={self._url!r})"
 
     def send(self, message: EmailMessage) -> None:
-        """Accepted on 2xx (SendGrid answers 202); 429/5xx/no answer → TransientError; other → PermanentError."""
+        """Accepted on 2xx (SendGrid answers 202); 429/5xx/no answer, and 401/403 (our key or sender
+        identity) → TransientError; other → PermanentError (this email is refused for good)."""
         response = post_json(self._session, self._url, self._body(message),
                              headers={"Authorization": f"Bearer {self._api_key}"},
                              timeout=self._timeout, service="SendGrid", component="sendgrid")
@@ -211,6 +217,8 @@ class SendGridSender:
         if 200 <= status < 300:
             log.info("email sent", extra={"labels": _labels(message, "sendgrid")})
             return
+        if status in (401, 403):  # our credentials, not this email: a fixed key delivers the backlog
+            raise TransientError(f"SendGrid refused our credentials ({status})", component="sendgrid")
         # Only the status goes into the error: SendGrid's error body may quote the request.
         raise PermanentError(f"SendGrid refused the email ({status})")
 

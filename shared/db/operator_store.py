@@ -27,12 +27,17 @@ def clear_provider_session(conn: Connection, order_id: str) -> bool:
 
 
 def next_link_index(conn: Connection, order_id: str) -> int:
-    """The index of the next link email (0 is the first): one per link job already queued."""
+    """The index of the next link email (0 is the first): past every link job still in the outbox
+    and every link email claimed. Not a count of outbox rows: delivered ones are deleted after
+    REPLAY_RETENTION, and an index used again finds its email already sent."""
     return conn.execute(
         text("""
-            SELECT count(*) FROM outbox
-            WHERE order_id = :o AND payload->>'topic' = 'customer-emails'
-              AND payload->'data'->>'kind' = 'link'
+            SELECT greatest(
+                (SELECT coalesce(max(CAST(payload->'data'->>'reminder_index' AS int)) + 1, 0) FROM outbox
+                 WHERE order_id = :o AND payload->>'topic' = 'customer-emails'
+                   AND payload->'data'->>'kind' = 'link'),
+                (SELECT coalesce(max(reminder_index) + 1, 0) FROM email_sends
+                 WHERE order_id = :o AND kind = 'link'))
         """),
         {"o": order_id},
     ).scalar_one()

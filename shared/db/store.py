@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
-from shared.domain.model import TERMINAL, EmailClaim, Event, RefundClaim, Status
+from shared.domain.model import EMAILS, TERMINAL, EmailClaim, Event, RefundClaim, Status
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -149,14 +149,15 @@ def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence
 
 
 def fire_reminder(conn: Connection, order_id: str, reminder_index: int, deadline_version: int) -> bool:
-    """Mark a scheduled reminder fired, only while its session is pending. True once."""
+    """Mark a scheduled reminder fired, only while its session is pending and the customer has not
+    submitted (a submission waiting for its decision holds the session). True once."""
     return conn.execute(
         text("""
             UPDATE countdown_timers t SET state = 'fired', fired_at = now()
             FROM verification_sessions s
             WHERE t.order_id = :o AND t.kind = 'reminder' AND t.reminder_index = :i
               AND t.deadline_version = :v AND t.state = 'scheduled'
-              AND s.order_id = t.order_id AND s.status = 'pending'
+              AND s.order_id = t.order_id AND s.status = 'pending' AND s.decision_hold_until IS NULL
             RETURNING 1
         """),
         {"o": order_id, "i": reminder_index, "v": deadline_version},
@@ -320,16 +321,25 @@ _EMAILS_TO_REDRIVE = text("""
                         AND o.kind = 'publish' AND o.payload->>'topic' = 'customer-emails')
     UNION
     SELECT e.order_id, e.kind, e.reminder_index
-    FROM email_sends e
+    FROM email_sends e JOIN verification_sessions s ON s.order_id = e.order_id
     WHERE e.state = 'sending' AND e.kind <> 'link' AND e.claimed_at < now() - make_interval(secs => :lease)
+      AND s.erased_at IS NULL AND e.kind || ':' || s.status = ANY(:sendable)
     LIMIT :n
 """)
+
+# Each email kind with each status it may still go out in (`EmailSpec.sendable_in`), as
+# `kind:status`: a claim left `sending` for a session that can no longer take its email (a
+# reminder of a session since verified, a customer erased) is not re-driven, since its job would
+# be ignored and the claim stay `sending`, enqueued again by every sweep.
+_SENDABLE = sorted(f"{kind}:{status}" for kind, spec in EMAILS.items() for status in spec.sendable_in)
 
 
 def emails_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, int]]:
     """Emails a crash may have lost: pending sessions whose link was never sent (and is not on
-    its way in the outbox), and claims left `sending` past their lease."""
-    return [tuple(r) for r in conn.execute(_EMAILS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
+    its way in the outbox), and claims left `sending` past their lease that their session can
+    still take."""
+    return [tuple(r) for r in conn.execute(_EMAILS_TO_REDRIVE,
+                                           {"lease": lease_seconds, "n": limit, "sendable": _SENDABLE})]
 
 
 def release_email(conn: Connection, order_id: str, kind: str, reminder_index: int) -> None:

@@ -143,8 +143,10 @@ _OPEN_ONLY = frozenset(OPEN)
 EMAILS: dict[str, EmailSpec] = {
     Email.LINK: EmailSpec("link", "Action needed: verify your age for order $order_id", _OPEN_ONLY,
                           needs_link=True, metric="links_sent"),
-    Email.REMINDER: EmailSpec("reminder", "Reminder: verify your age for order $order_id", _OPEN_ONLY,
-                              needs_link=True, metric="reminders_sent", may_expire=True),
+    # Only while the customer has not verified: a session in review was submitted (or is a person's).
+    Email.REMINDER: EmailSpec("reminder", "Reminder: verify your age for order $order_id",
+                              frozenset({Status.PENDING}), needs_link=True, metric="reminders_sent",
+                              may_expire=True),
     Email.VERIFIED: EmailSpec("verified", "Thank you: your age is verified for order $order_id",
                               frozenset({Status.VERIFIED})),
     Email.DECLINED: EmailSpec("declined", "We could not verify your age for order $order_id",

@@ -20,7 +20,7 @@ from shared.domain import keys
 from shared.domain.messages import EmailJob
 from shared.domain.model import EmailClaim, Event, email_spec
 from shared.emails.render import build_message
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.handlers.result import Result, ResultStatus
 from shared.ports import EmailSender, VerificationProvider
 
@@ -34,7 +34,8 @@ RECORD_RETRY_MAX_SECONDS = 90.0
 
 def send_email(db: Database, settings: Settings, sender: EmailSender, provider: VerificationProvider,
                job: EmailJob, *, now: datetime) -> Result:
-    """Send one email at most once per claim: SENT, or why not (SKIPPED, DUPLICATE, IGNORED).
+    """Send one email at most once per claim: SENT, or why not (SKIPPED: it cannot be built, or the
+    server refused it for good; DUPLICATE; IGNORED).
 
     Raises TransientError to be retried: when the send failed, and when another attempt
     holds the claim's lease (it may yet fail; if it crashed, the lease passes and a later
@@ -55,6 +56,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         raise TransientError("this email is being sent by another attempt", component="email")
     if claim is not EmailClaim.CLAIMED:
         return Result(ResultStatus.DUPLICATE, job.order_id, f"already {claim}")
+    refused: Exception | None = None
     try:
         url = None
         if spec.needs_link:
@@ -77,14 +79,19 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             reminder_index=job.reminder_index,
             store_name=settings.email.store_name,
         )
-        sender.send(message)
-    except MessageError as exc:  # the message itself is at fault: no retry can help, an operator must
-        log.error("email %s cannot be built or sent: %s", kind, type(exc).__name__)
-        return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(exc).__name__)
+        try:
+            sender.send(message)
+        except PermanentError as exc:  # the server refused this email for good (its recipient, its content)
+            refused = exc
+    except MessageError as exc:  # the message itself is at fault
+        refused = exc
     except BaseException:
         with db.transaction() as conn:
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
+    if refused is not None:  # no retry can help (nor a re-drive of the link): an operator must
+        log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__)
+        return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(refused).__name__)
     return _record_sent(db, job, now, lease=lease)
 
 

@@ -29,7 +29,7 @@ def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_i
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
             return Result(ResultStatus.IGNORED, timer.order_id,
-                          "reminder already sent, cancelled or session not pending")
+                          "reminder already sent, cancelled, or session not pending or submitted")
         fx = uow.effects(timer.order_id, actor="timer")
         fx.event(Event.REMINDER_DUE, reminder_index=timer.reminder_index)
         fx.email(Email.REMINDER, timer.reminder_index)

@@ -84,3 +84,15 @@ def test_a_resubmission_request_releases_the_hold(db, settings, order_id):
     assert intake.record_decision(db, settings, resubmit, now=DEADLINE - timedelta(hours=1)).status == "accepted"
     assert fire_deadline(db, order_id, DEADLINE + timedelta(seconds=1)).status == "accepted"
     assert status_of(db, order_id) == "expired"
+
+
+def test_a_customer_who_submitted_gets_no_reminder_while_the_provider_decides(db, settings, order_id):
+    """The reminder (24 h after the order) fires while the customer's submission awaits its
+    decision: the session is still pending, but "verify your age" is wrong by then."""
+    open_session(db, settings, order_id)
+    assert submit(db, settings, order_id, T0 + timedelta(hours=23)).status == "accepted"
+    reminder = TimerPayload(order_id=order_id, kind="reminder", reminder_index=0, deadline_version=1)
+    assert timers.fire(db, reminder, now=T0 + timedelta(hours=24)).status == "ignored"
+    with db.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o "
+                                 "AND payload->'data'->>'kind' = 'reminder'"), {"o": order_id}).scalar_one() == 0

@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from shared.adapters.veriff import LocalVerificationProvider
 from shared.domain.messages import EmailJob, OrderPlaced
-from shared.handlers import emails, intake
+from shared.errors import PermanentError
+from shared.handlers import emails, intake, redrive
 
 NOW = datetime.now(timezone.utc)
 
@@ -50,3 +51,23 @@ def test_any_other_failure_releases_the_claim_for_a_retry(db, settings, order_id
     with pytest.raises(ConnectionResetError):
         emails.send_email(db, settings, sender, LocalVerificationProvider("http://x/verify"), job, now=NOW)
     assert rows(db, "SELECT count(*) FROM email_sends WHERE order_id = :o", o=order_id) == [(0,)]
+
+
+def test_a_recipient_the_server_refuses_for_good_is_recorded_once_and_not_re_driven(db, settings, order_id):
+    """The sender's PermanentError (an SMTP 5xx for the recipient, SendGrid refusing the email) is
+    this email's own fault like a MessageError: released instead, it was dropped without a trace
+    and, for a link, re-driven by every sweep to be refused again until the deadline."""
+    intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
+    sender = FailingSender(PermanentError("SMTP server refused the recipient (550)"))
+    job = EmailJob(order_id=order_id, kind="link")
+    provider = LocalVerificationProvider("http://127.0.0.1:9/verify")
+    assert emails.send_email(db, settings, sender, provider, job, now=NOW).status == "skipped"
+    with db.transaction() as conn:  # the link job was delivered, long ago
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET created_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    redrive.redrive_lost_work(db, settings, now=NOW)
+    assert rows(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND delivered_at IS NULL", o=order_id) == [(0,)]
+    assert sender.calls == 1
+    assert rows(db, "SELECT data->>'kind', data->>'reason' FROM event_log WHERE order_id = :o "
+                    "AND type = 'customer.email_failed'", o=order_id) == [("link", "PermanentError")]

@@ -62,7 +62,15 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[Received] = []
         self.refuse: dict[str, str] = {}
+        self.refuse_sender: str | None = None  # the reply to MAIL FROM, when it is refused
         self.logins_tried: list[str] = []
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refuse_sender:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
@@ -346,6 +354,18 @@ def test_recipient_refused_for_now_is_transient(smtp_server):
     assert inbox.messages == []
 
 
+def test_our_sender_address_refused_is_transient_not_this_emails_fault(smtp_server):
+    """A 5xx to MAIL FROM refuses our configured sender, not this email: a fixed EMAIL_FROM
+    delivers the backlog (a PermanentError would mark every email refused for good)."""
+    inbox, port = smtp_server()
+    inbox.refuse_sender = "553 5.7.1 Sender address rejected: not owned by user"
+
+    with pytest.raises(TransientError, match="553"):
+        _sender(port).send(_message())
+
+    assert inbox.messages == []
+
+
 def test_header_injection_in_the_address_is_permanent_and_sends_nothing(smtp_server):
     inbox, port = smtp_server()
 
@@ -364,11 +384,13 @@ def test_connection_refused_is_transient():
 
 
 class ScriptedServer:
-    """A bare SMTP server on 127.0.0.1 for one session: it takes the message (250 after the
-    data), then answers QUIT with `quit_reply`, or not at all (None), and records the commands."""
+    """A bare SMTP server on 127.0.0.1 for one session: it greets with `greeting`, takes the message
+    (250 after the data), then answers QUIT with `quit_reply`, or not at all (None), and records
+    the commands."""
 
-    def __init__(self, quit_reply: bytes | None) -> None:
+    def __init__(self, quit_reply: bytes | None, greeting: bytes = b"220 smtp.test ready\r\n") -> None:
         self.quit_reply = quit_reply
+        self.greeting = greeting
         self.commands: list[str] = []
         self.messages: list[bytes] = []
         self.done = threading.Event()
@@ -380,7 +402,7 @@ class ScriptedServer:
     def _serve(self) -> None:
         conn, _ = self._listener.accept()
         with conn, conn.makefile("rb") as lines:
-            conn.sendall(b"220 smtp.test ready\r\n")
+            conn.sendall(self.greeting)
             for line in lines:
                 command = line.decode().strip().upper()
                 self.commands.append(command.split(" ", 1)[0])
@@ -413,6 +435,18 @@ def test_an_email_the_server_took_is_sent_whatever_quit_answers(quit_reply):
         server.close()
     assert len(server.messages) == 1
     assert server.commands[-1] == "QUIT"  # said, as the protocol asks
+
+
+def test_a_server_refusing_the_connection_is_transient_not_this_emails_fault():
+    """A 554 greeting (our address blocked, the service closed) says nothing of the email: a
+    PermanentError would mark it refused for good (skipped), never to be sent."""
+    server = ScriptedServer(None, greeting=b"554 smtp.test no service for you\r\n")
+    try:
+        with pytest.raises(TransientError, match="554"):
+            _sender(server.port, starttls=False).send(_message())
+    finally:
+        server.close()
+    assert server.messages == []
 
 
 # ---- the factory and the console sender -------------------------------------

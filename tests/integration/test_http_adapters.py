@@ -119,8 +119,8 @@ def test_sendgrid_sends_the_message_id_a_repeat_key_gives():
     assert ids[0].endswith("@shop.example.test>") and "o-1" not in ids[0]
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_sendgrid_overload_and_server_errors_are_transient(status):
+@pytest.mark.parametrize("status", [401, 403, 429, 500, 502, 503])
+def test_sendgrid_overload_server_and_credential_errors_are_transient(status):
     with FakeHttpServer(Reply(status, {"errors": [{"message": CUSTOMER}]})) as server:
         with pytest.raises(TransientError) as caught:
             _sendgrid(server.url).send(_email())
@@ -129,7 +129,7 @@ def test_sendgrid_overload_and_server_errors_are_transient(status):
     assert CUSTOMER not in str(caught.value) and API_KEY not in str(caught.value)
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 413])
+@pytest.mark.parametrize("status", [400, 413])
 def test_sendgrid_client_errors_are_permanent(status):
     with FakeHttpServer(Reply(status, {"errors": [{"message": f"bad {CUSTOMER}"}]})) as server:
         with pytest.raises(PermanentError) as caught:

@@ -237,6 +237,48 @@ def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
                  o=order_id)[0][0] == 0
 
 
+def test_sweeper_does_not_re_drive_forever_an_email_its_session_can_no_longer_take(db, settings, order_id):
+    """A reminder whose attempt died mid-send (claim left `sending`) is re-driven while its session
+    is pending; once the session is verified the email handler ignores it (not sendable any more)
+    and leaves the claim, so a re-drive that enqueued it would do so on every sweep, forever."""
+    place(db, settings, order_id)
+    reminders = ("SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'customer-emails' "
+                 "AND payload->'data'->>'kind' = 'reminder'")
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 0, 'sent'), (:o, 'reminder', 0, 'sending')"), {"o": order_id})
+    backdate_email_claim(db, order_id, settings.lifecycle.email_lease.total_seconds() + 1)
+    redrive.redrive_lost_work(db, settings, now=NOW)
+    assert query(db, reminders, o=order_id)[0][0] == 1
+    with db.transaction() as conn:
+        conn.execute(text("DELETE FROM outbox WHERE order_id = :o AND delivered_at IS NULL"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET status = 'verified' WHERE order_id = :o"),
+                     {"o": order_id})
+    for _ in range(2):  # each sweep, and the subscriber answering each job it enqueued
+        redrive.redrive_lost_work(db, settings, now=NOW)
+        for (job,) in query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o "
+                                "AND delivered_at IS NULL AND payload->>'topic' = 'customer-emails'", o=order_id):
+            result = emails.send_email(db, settings, Sender(), Provider(), EmailJob.from_dict(job), now=NOW)
+            assert result.status == "ignored"
+        with db.transaction() as conn:
+            conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+    assert query(db, reminders, o=order_id)[0][0] == 0
+
+
+
+def test_a_reminder_is_not_sent_once_a_person_reviews_the_session(db, settings, order_id):
+    """The reminder's timer fired while the session was pending; the customer then submitted and
+    the provider put it in review before the job ran: "verify your age" is wrong by then."""
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"),
+                     {"o": order_id})
+    sender = Sender()
+    job = EmailJob(order_id=order_id, kind="reminder", reminder_index=0)
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "ignored"
+    assert sender.sent == []
+
 class Gateway:
     def __init__(self, fail=False):
         self.calls = []

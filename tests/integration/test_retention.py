@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 
 from shared.db import retention as retention_sql
-from shared.domain.messages import OrderPlaced
-from shared.handlers import intake, retention
+from shared.domain.messages import EmailJob, OrderPlaced
+from shared.handlers import emails, intake, operator, retention
+from shared.ports import ProviderSession
 
 NOW = datetime.now(timezone.utc)
 
@@ -103,3 +104,37 @@ def test_the_preview_counts_without_changing_anything(db, settings, order_id):
     assert preview["customers erased"] >= 1
     assert rows(db, "SELECT customer_email FROM verification_sessions WHERE order_id = :o",
                 o=order_id) == [(f"{order_id}@buyer.example",)]
+
+
+class _Sender:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+class _Provider:
+    def create_session(self, order_id):
+        return ProviderSession(f"s-{uuid.uuid4().hex[:8]}", f"http://127.0.0.1:9/v/{uuid.uuid4().hex[:8]}")
+
+
+def test_a_link_resent_after_the_first_one_was_purged_is_a_new_email(db, settings, order_id):
+    """The resend's index must not repeat one already used once the outbox rows that counted
+    them are gone (past REPLAY_RETENTION): a repeated index finds its email already sent."""
+    placed = NOW - timedelta(days=10)
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=placed).status == "accepted"
+    sender = _Sender()
+    assert emails.send_email(db, settings, sender, _Provider(), EmailJob(order_id, "link"), now=placed).status == "sent"
+    with db.transaction() as conn:  # a person reviews it for days; the link jobs were delivered long ago
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE outbox SET delivered_at = now() - interval '9 days' WHERE order_id = :o"),
+                     {"o": order_id})
+    retention.purge(db, settings, now=NOW)
+
+    assert operator.resend_link(db, order_id, operator="ops@example.com", now=NOW).status == "accepted"
+    (job,) = rows(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                      "AND payload->>'topic' = 'customer-emails'", o=order_id)
+    assert emails.send_email(db, settings, sender, _Provider(), EmailJob.from_dict(job[0]), now=NOW).status == "sent"
+    assert len(sender.sent) == 2
