@@ -92,6 +92,26 @@ def move_status(
     return dict(row) if row else None
 
 
+# The first key of this service's per-order advisory locks (the two-key form: its own space,
+# apart from the migration's one-key lock).
+_ORDER_LOCK_CLASS = 0x5E55
+
+
+def lock_order(conn: Connection, order_id: str) -> None:
+    """Serialise, until this transaction ends, with every other transaction holding this order's
+    lock: a store's cancellation and the paid delivery it overtook (`place_order_in`)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:c, hashtext(:o))"), {"c": _ORDER_LOCK_CLASS, "o": order_id})
+
+
+def place_order_in(conn: Connection, params: dict[str, Any]) -> tuple[bool, bool]:
+    """`place_order` inside the caller's transaction (after `lock_order`)."""
+    new_delivery, new_session = conn.execute(
+        text("SELECT new_delivery, new_session FROM place_order(CAST(:p AS jsonb))"),
+        {"p": json.dumps(params, default=str)},
+    ).one()
+    return bool(new_delivery), bool(new_session)
+
+
 def cancelled_without_session(conn: Connection, order_id: str) -> bool:
     """Whether the store cancelled an order the service has no session for (a void that came first)."""
     return conn.execute(

@@ -46,14 +46,6 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     one the store cancelled first (a paid delivery retried after the void)."""
     if is_stale(cmd.ordered_at, now, settings.lifecycle.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
-    # Only a namespaced source (Lightspeed) sends cancellations: the generic fast path reads nothing more.
-    if cmd.provider in keys.NAMESPACED:
-        with db.read() as conn:
-            cancelled = store.cancelled_without_session(conn, cmd.order_id)
-        if cancelled:
-            return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
-                                                                reason="cancelled_by_store"),
-                                  now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.lifecycle.verification_window)
     fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
     fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
@@ -61,15 +53,30 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     fx.email(Email.LINK)
     for timer in timers_for(start, deadline, settings.lifecycle.reminder_offsets):
         fx.schedule(timer)
-    # The fast path: the whole unit of work as one statement (the same rows a UnitOfWork writes).
-    claimed, opened = store.place_order(db, {
+    # The whole unit of work as one statement (the same rows a UnitOfWork writes).
+    params = {
         "provider": cmd.provider, "event_id": cmd.event_id, "order_id": cmd.order_id,
         "customer_email": cmd.customer_email, "customer_id": cmd.customer_id,
         "order_total": cmd.order_total, "currency": cmd.currency,
         "ordered_at": start, "deadline": deadline, "now": now, "request_id": request_id,
         "duplicate_event_id": str(uuid.uuid4()),
         "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
-    })
+    }
+    if cmd.provider in keys.NAMESPACED:
+        # Only a namespaced source (Lightspeed) sends cancellations, and a void may overtake the
+        # paid delivery (retried for 48 h) or race it: under the order's lock, which the void
+        # takes too, a void recorded first opens nothing.
+        with db.transaction() as conn:
+            store.lock_order(conn, cmd.order_id)
+            cancelled = store.cancelled_without_session(conn, cmd.order_id)
+            if not cancelled:
+                claimed, opened = store.place_order_in(conn, params)
+        if cancelled:
+            return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
+                                                                reason="cancelled_by_store"),
+                                  now=now, request_id=request_id)
+    else:  # the fast path: one prepared statement, its own transaction
+        claimed, opened = store.place_order(db, params)
     if opened:
         report_committed([cmd.order_id])
         return Result(ResultStatus.ACCEPTED, cmd.order_id)
@@ -224,6 +231,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
         elif not store.claim_delivery(uow.conn, provider, event_id, order_id):
             uow.commit()  # the repeat is counted
             return Result(ResultStatus.DUPLICATE, order_id, "event already received")
+        if record_unknown:  # a cancellation: serialised with the paid delivery it may race
+            store.lock_order(uow.conn, order_id)
         moved = store.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
                                   fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:

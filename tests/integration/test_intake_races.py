@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import Decision
+from shared.db import store
 from shared.handlers import intake
 from tests.sessions import bind_provider_session
 
@@ -111,3 +112,39 @@ def test_order_events_record_their_actor(db, settings, order_id):
                               {"o": key}).all()
     assert [tuple(a) for a in actors] == [("order.received", "lightspeed"), ("verification.requested", "lightspeed"),
                                           ("order.duplicate", "lightspeed")]
+
+
+def test_a_void_racing_the_paid_sale_it_cancels_opens_nothing(db, settings, order_id, monkeypatch):
+    """A sale voided as it was paid: the VOIDED finds no session yet and is recorded; the CLOSED,
+    processed while the void's transaction is still open, must not open a session behind it.
+    The void is held right after it found no session (its transaction open) while the CLOSED
+    runs; without the order's lock the CLOSED opened the session then."""
+    key = f"lightspeed:{order_id}"
+    now = datetime.now(timezone.utc)
+    checked, placed = threading.Event(), threading.Event()
+    real_status = store.session_status
+
+    def held_status(conn, oid):
+        status = real_status(conn, oid)
+        if threading.current_thread().name == "void":
+            checked.set()
+            placed.wait(2)  # the CLOSED runs now, unless the void's lock holds it back
+        return status
+
+    monkeypatch.setattr(store, "session_status", held_status)
+    voided = []
+    void = threading.Thread(name="void", target=lambda: voided.append(intake.cancel_order(
+        db, settings, StoreCancelled("lightspeed", f"{order_id}:VOIDED:2", key), now=now)))
+    void.start()
+    assert checked.wait(30)
+    paid = intake.place_order(db, settings, OrderPlaced("lightspeed", f"{order_id}:CLOSED:1", key, "a@example.com"),
+                              now=now)
+    placed.set()
+    void.join(30)
+    assert voided[0].status == "ignored"
+    assert paid.status == "ignored" and paid.detail == "cancelled_by_store"
+    c = counts(db, key)
+    assert (c["verification_sessions"], c["countdown_timers"]) == (0, 0)
+    with db.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' <> "
+                                 "'verification-events'"), {"o": key}).scalar() == 0  # no link email, no refund
