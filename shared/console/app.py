@@ -44,8 +44,10 @@ PAGE_SIZE = 50
 URLS = Map([
     Rule("/", endpoint="home", methods=["GET"]),
     Rule("/sessions", endpoint="sessions", methods=["GET"]),
-    Rule("/orders/<order_id>/actions/<action>", endpoint="action", methods=["POST"]),
-    Rule("/orders/<order_id>", endpoint="order", methods=["GET"]),
+    # `path`: a store's own order id may hold a slash (`SO/2026/001`); links quote it as %2F,
+    # which reaches the routing decoded.
+    Rule("/orders/<path:order_id>/actions/<action>", endpoint="action", methods=["POST"]),
+    Rule("/orders/<path:order_id>", endpoint="order", methods=["GET"]),
     Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
@@ -68,6 +70,7 @@ def _countdown(deadline: datetime, now: datetime) -> str:
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                 autoescape=True, undefined=jinja2.StrictUndefined)
 _templates.filters["when"] = _when
+_templates.filters["segment"] = lambda value: quote(str(value), safe="")  # one path segment: "/" quoted too
 
 
 @dataclass

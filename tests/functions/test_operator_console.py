@@ -379,3 +379,20 @@ def test_a_console_action_on_the_sale_leaves_the_generic_order_alone(console, ke
         rows = dict(conn.execute(text("SELECT order_id, status FROM verification_sessions "
                                       "WHERE order_id IN (:o, :s)"), {"o": order_id, "s": sale}).all())
     assert rows == {order_id: "pending", sale: "cancelled"}
+
+
+def test_an_order_id_with_a_slash_opens_and_takes_actions(console, keys, db, settings):
+    order_id = f"SO/{uuid.uuid4().hex[:8]}/001"  # a store's own id; the intake takes it as it is
+    place(db, settings, order_id)
+    listed = console.get("/sessions", query_string={"q": order_id}, headers=as_alice(keys))
+    link = re.search(r'<a href="(/orders/[^"]+)">', listed.get_data(as_text=True)).group(1)
+    page = console.get(link, headers=as_alice(keys))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    form = re.search(r'action="([^"]+/actions/cancel)"', html).group(1)
+    response = console.post(form, headers=as_alice(keys), data={"csrf": csrf_of(html)})
+    assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
+    assert console.get(response.headers["Location"], headers=as_alice(keys)).status_code == 200
+    with db.read() as conn:
+        assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar() == "cancelled"
