@@ -396,3 +396,11 @@ def test_an_order_id_with_a_slash_opens_and_takes_actions(console, keys, db, set
     with db.read() as conn:
         assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                             {"o": order_id}).scalar() == "cancelled"
+
+
+@pytest.mark.parametrize("duration", ["9999999999d", "3000000d", "1" * 5000 + "h"])
+def test_an_extension_past_any_calendar_is_a_bad_request(console, keys, db, settings, order_id, duration):
+    place(db, settings, order_id)
+    response = post_action(console, keys, order_id, "extend", duration=duration)
+    assert response.status_code == 400 and "duration" in response.get_data(as_text=True)
+    assert "verification.deadline_extended" not in [e[0] for e in events_of(db, order_id)]
