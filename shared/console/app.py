@@ -7,6 +7,7 @@ the operator; log lines carry order ids and the operator, never a customer's ema
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,6 +41,9 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 PAGE_SIZE = 50
+# A number in a form or query: ASCII digits, few enough for int() and a bigint (str.isdigit
+# takes "²", and int() refuses it or 5000 digits).
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 URLS = Map([
     Rule("/", endpoint="home", methods=["GET"]),
@@ -141,7 +145,7 @@ def _filter_from(args) -> reads.SessionFilter:
     status = args.get("status") or None
     if status and status not in {str(s) for s in Status}:
         raise actions.BadAction(f"unknown status {status!r}")
-    if due and not (due.isdigit() and 0 < int(due) <= 24 * 365):
+    if due and not (_NUMBER.fullmatch(due) and 0 < int(due) <= 24 * 365):
         raise actions.BadAction("due within: a whole number of hours")
     return reads.SessionFilter(status=status, due_within=timedelta(hours=int(due)) if due else None,
                                overdue=args.get("overdue") == "1", attention=args.get("attention") == "1",
@@ -197,7 +201,7 @@ def action(page: Page, request: flask.Request, order_id: str, action: str) -> fl
 
 def retry(page: Page, request: flask.Request) -> flask.Response:
     row = request.form.get("outbox_id", "")
-    if not row.isdigit():
+    if not _NUMBER.fullmatch(row):
         raise actions.BadAction("which outbox row? (its number)")
     touched = actions.retry(bootstrap.container(), int(row), page.operator)
     log.info("operator retried outbox row %s", row, extra={"labels": {"operator": page.operator}})

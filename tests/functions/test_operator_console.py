@@ -404,3 +404,17 @@ def test_an_extension_past_any_calendar_is_a_bad_request(console, keys, db, sett
     response = post_action(console, keys, order_id, "extend", duration=duration)
     assert response.status_code == 400 and "duration" in response.get_data(as_text=True)
     assert "verification.deadline_extended" not in [e[0] for e in events_of(db, order_id)]
+
+
+@pytest.mark.parametrize("number", ["²", "1" * 5000])  # str.isdigit, yet int() refuses them
+def test_digits_that_int_cannot_read_are_a_bad_request(console, keys, db, settings, order_id, number):
+    place(db, settings, order_id)
+    assert console.get("/sessions", query_string={"due": number}, headers=as_alice(keys)).status_code == 400
+    token = csrf.issue(SECRET, ALICE)
+    assert console.post("/outbox/retry", headers=as_alice(keys),
+                        data={"csrf": token, "outbox_id": number, "order_id": order_id}).status_code == 400
+    assert console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys),
+                        data={"csrf": f"{number}.{token.partition('.')[2]}"}).status_code == 403
+    assert console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys),
+                        data={"csrf": f"{token.partition('.')[0]}.é"}).status_code == 403  # compare_digest: ASCII
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
