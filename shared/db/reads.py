@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
@@ -61,8 +61,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this module did not make."""
     try:
         when, order_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(when), str(order_id)
-    except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # In UTC here: the driver converts it, and a time at the calendar's edge overflows.
+        return datetime.fromisoformat(when).astimezone(timezone.utc), str(order_id)
+    except (TypeError, OverflowError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError("not a page cursor") from exc
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 import uuid
@@ -418,3 +420,10 @@ def test_digits_that_int_cannot_read_are_a_bad_request(console, keys, db, settin
     assert console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys),
                         data={"csrf": f"{token.partition('.')[0]}.é"}).status_code == 403  # compare_digest: ASCII
     assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+@pytest.mark.parametrize("position", [["0001-01-01T00:00:00+14:00", "x"], ["9999-12-31T23:59:59-14:00", "x"]])
+def test_a_page_cursor_past_the_calendar_is_a_bad_request(console, keys, position):
+    cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    response = console.get("/sessions", query_string={"after": cursor}, headers=as_alice(keys))
+    assert response.status_code == 400 and "first page" in response.get_data(as_text=True)
