@@ -193,6 +193,8 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
 def _list(c, args) -> int:
     from shared.db import reads
 
+    if args.due is not None and not 0 < args.due <= 24 * 365:  # as the console's "due within"
+        raise UsageError("--due: a whole number of hours, at most a year")
     chosen = reads.SessionFilter(status=args.status, due_within=timedelta(hours=args.due) if args.due else None,
                                  overdue=args.overdue, attention=args.attention, query=args.q, after=args.after,
                                  limit=max(1, min(args.limit, 500)))

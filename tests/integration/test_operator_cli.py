@@ -94,8 +94,9 @@ def test_funnel_ranges(cli, db):
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["funnel", "last-tuesday"], ["extend", "o-1"],
-                                  ["retry"], ["list", "--due", "soon"]])
-def test_usage_errors_are_one_line(cli, argv):
+                                  ["retry"], ["list", "--due", "soon"], ["list", "--due", "99999999999"],
+                                  ["list", "--due", "-3"]])
+def test_usage_errors_are_one_line(cli, db, argv):  # db: the schema, whichever test runs first
     status, out, err = cli(*argv)
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("python -m shared.operator: ")
