@@ -9,6 +9,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from shared.domain.model import Event
+
 # Which refund states an operator may close, and into what.
 REFUND_CLOSABLE = {"refunded": ("manual", "failed"), "failed": ("manual",)}
 
@@ -27,14 +29,13 @@ def clear_provider_session(conn: Connection, order_id: str) -> bool:
 
 
 def next_link_index(conn: Connection, order_id: str) -> int:
-    """The index of the next link email (0 is the first): one per link job already queued."""
+    """The index of the next link email (0 is the first, sent when the order came): one past
+    the resends recorded. Counted from the event log, which is kept: the outbox rows that queued
+    the earlier links go after REPLAY_RETENTION, while their email claims stay and would mark a
+    reused index as already sent."""
     return conn.execute(
-        text("""
-            SELECT count(*) FROM outbox
-            WHERE order_id = :o AND payload->>'topic' = 'customer-emails'
-              AND payload->'data'->>'kind' = 'link'
-        """),
-        {"o": order_id},
+        text("SELECT 1 + count(*) FROM event_log WHERE order_id = :o AND type = :resent"),
+        {"o": order_id, "resent": str(Event.LINK_RESENT)},
     ).scalar_one()
 
 
