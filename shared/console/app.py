@@ -170,11 +170,13 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
 
 def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
     """One session by its key; a store's own id (`/orders/123` for the Lightspeed sale 123)
-    leads to its session, or to the list when several sources share it."""
+    leads to its session, or to the list when several sources share it. An order that opened no
+    session shows what was recorded for it."""
     with bootstrap.container().db.read() as conn:
         story = reads.order_story(conn, order_id)
         if story is None:
             found = reads.matching_orders(conn, order_id)
+            recorded = [] if found else reads.unopened_order_events(conn, order_id)
         else:
             found = reads.matching_orders(conn, keys.ref(order_id).order_id)
     if story is None:
@@ -182,6 +184,8 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
             return flask.redirect(f"/orders/{quote(found[0]['order_id'], safe='')}", code=302)
         if found:
             return flask.redirect(f"/sessions?{urlencode({'q': order_id})}", code=302)
+        if recorded:  # a stale order, a sale without an email: no session, but recorded for the operator
+            return page.render("unopened.html", order_id=order_id, events=recorded)
         raise NotFound(f"no order {order_id}")
     # Other sources' sessions for the same store order id (a Lightspeed sale 123 beside order 123).
     others = [m for m in found if m["order_id"] != order_id]

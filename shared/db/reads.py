@@ -159,6 +159,15 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
             "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries]}
 
 
+def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list[dict[str, Any]]:
+    """What was recorded for an order that opened no session (a stale order, a sale without a
+    customer email, a return), for every key `text` may mean; empty when nothing was."""
+    rows = conn.execute(
+        select(event_log.c.order_id, event_log.c.type, event_log.c.occurred_at, event_log.c.actor, event_log.c.data)
+        .where(event_log.c.order_id.in_(keys.candidate_keys(text))).order_by(event_log.c.id).limit(limit)).mappings()
+    return [dict(r) for r in rows]
+
+
 def order_of_provider_session(conn: Connection, provider_session_id: str) -> str | None:
     """The order a provider session belongs to (the local provider page; local stacks only)."""
     return conn.execute(select(sessions.c.order_id).where(sessions.c.veriff_session_id == provider_session_id)

@@ -427,3 +427,21 @@ def test_a_page_cursor_past_the_calendar_is_a_bad_request(console, keys, positio
     cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
     response = console.get("/sessions", query_string={"after": cursor}, headers=as_alice(keys))
     assert response.status_code == 400 and "first page" in response.get_data(as_text=True)
+
+
+def test_an_order_that_opened_no_session_shows_what_was_recorded(console, keys, db, settings, order_id):
+    """A stale order, a sale without a customer email: no session, events "for the operator"."""
+    from shared.domain.messages import IgnoredDelivery
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    stale = OrderPlaced("orders", f"evt-{order_id}", order_id, "late@example.com", ordered_at=old)
+    assert intake.place_order(db, settings, stale, now=datetime.now(timezone.utc)).status == "ignored"
+    sale = IgnoredDelivery("lightspeed", f"sale-{order_id}", f"lightspeed:{order_id}-2", reason="no_customer_email")
+    assert intake.record_ignored(db, settings, sale, now=datetime.now(timezone.utc)).status == "ignored"
+    response = console.get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "no verification session" in html and "order.stale" in html
+    html = console.get(f"/orders/{order_id}-2", headers=as_alice(keys)).get_data(as_text=True)  # the bare sale id
+    assert "order.ignored" in html and "no_customer_email" in html and "lightspeed:" in html
+    assert console.get(f"/orders/{order_id}-3", headers=as_alice(keys)).status_code == 404

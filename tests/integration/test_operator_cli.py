@@ -190,3 +190,14 @@ def statuses(db, *order_ids: str) -> list[str]:
     with db.read() as conn:
         return [conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                              {"o": o}).scalar_one() for o in order_ids]
+
+
+def test_status_of_an_order_that_opened_no_session_prints_what_was_recorded(cli, db, settings, order_id):
+    from datetime import timedelta
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    stale = OrderPlaced("orders", f"evt-{order_id}", order_id, "late@example.com", ordered_at=old)
+    assert intake.place_order(db, settings, stale, now=datetime.now(timezone.utc)).status == "ignored"
+    status, out, _ = cli("status", order_id)
+    assert status == 0 and "no verification session" in out and "order.stale" in out
+    assert json.loads(cli("--json", "status", order_id)[1])["events"][0]["type"] == "order.stale"
