@@ -445,3 +445,13 @@ def test_an_order_that_opened_no_session_shows_what_was_recorded(console, keys, 
     html = console.get(f"/orders/{order_id}-2", headers=as_alice(keys)).get_data(as_text=True)  # the bare sale id
     assert "order.ignored" in html and "no_customer_email" in html and "lightspeed:" in html
     assert console.get(f"/orders/{order_id}-3", headers=as_alice(keys)).status_code == 404
+
+
+def test_an_erased_customer_is_said_so_not_none(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'cancelled', customer_email = NULL, "
+                          "customer_id = NULL, erased_at = now() WHERE order_id = :o"), {"o": order_id})
+    for path in (f"/orders/{order_id}", f"/sessions?q={order_id}"):
+        html = console.get(path, headers=as_alice(keys)).get_data(as_text=True)
+        assert "None" not in html and "erased" in html, path
