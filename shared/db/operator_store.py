@@ -6,6 +6,8 @@ event-log and outbox rows in the same transaction (`store.write_effects`).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -28,15 +30,15 @@ def clear_provider_session(conn: Connection, order_id: str) -> bool:
     ).first() is not None
 
 
-def next_link_index(conn: Connection, order_id: str) -> int:
-    """The index of the next link email (0 is the first, sent when the order came): one past
-    the resends recorded. Counted from the event log, which is kept: the outbox rows that queued
-    the earlier links go after REPLAY_RETENTION, while their email claims stay and would mark a
-    reused index as already sent."""
-    return conn.execute(
-        text("SELECT 1 + count(*) FROM event_log WHERE order_id = :o AND type = :resent"),
+def link_resends(conn: Connection, order_id: str) -> tuple[int, datetime | None]:
+    """How many times the link was resent, and when last. Counted from the event log, which is
+    kept: the outbox rows that queued earlier links go after REPLAY_RETENTION, while their email
+    claims stay and would mark a reused link index as already sent."""
+    count, last = conn.execute(
+        text("SELECT count(*), max(occurred_at) FROM event_log WHERE order_id = :o AND type = :resent"),
         {"o": order_id, "resent": str(Event.LINK_RESENT)},
-    ).scalar_one()
+    ).one()
+    return count, last
 
 
 def close_refund(conn: Connection, order_id: str, outcome: str) -> str | None:

@@ -455,3 +455,15 @@ def test_an_erased_customer_is_said_so_not_none(console, keys, db, settings, ord
     for path in (f"/orders/{order_id}", f"/sessions?q={order_id}"):
         html = console.get(path, headers=as_alice(keys)).get_data(as_text=True)
         assert "None" not in html and "erased" in html, path
+
+
+def test_a_double_click_on_resend_link_sends_one_new_link(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    first, second = (post_action(console, keys, order_id, "resend-link") for _ in range(2))
+    assert "outcome=accepted" in first.headers["Location"] and "outcome=ignored" in second.headers["Location"]
+    with db.read() as conn:
+        links = conn.execute(text(
+            "SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
+            "AND payload->>'topic' = 'customer-emails' ORDER BY id"), {"o": order_id}).scalars().all()
+    assert links == [f"{order_id}:link:0", f"{order_id}:link:1"]
+    assert [e[0] for e in events_of(db, order_id)].count("verification.link_resent") == 1

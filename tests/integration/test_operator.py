@@ -47,3 +47,27 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
                                  "AND payload->>'topic' = 'customer-emails'"), {"o": order_id}).scalars().all()
     assert keys == [f"{order_id}:link:1"]
     assert store.claim_email(db, order_id, "link", 1, 60) == "claimed"  # a new email, not "already sent"
+
+
+def test_two_operators_resending_at_once_send_one_new_link(db, settings, order_id):
+    import threading
+
+    from shared.handlers import operator
+
+    intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
+    start, results = threading.Barrier(2), []
+
+    def resend(name: str) -> None:
+        start.wait()
+        results.append(operator.resend_link(db, order_id, operator=name, now=datetime.now(timezone.utc)).status)
+
+    threads = [threading.Thread(target=resend, args=(name,)) for name in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["accepted", "ignored"]
+    with db.read() as conn:
+        links = conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o "
+                                  "AND payload->>'topic' = 'customer-emails'"), {"o": order_id}).scalar()
+    assert links == 2  # the first link and one resend
