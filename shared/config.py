@@ -60,8 +60,11 @@ def parse_duration(text: str, variable: str = "duration") -> timedelta:
     if not cleaned or _DURATION.sub("", cleaned):
         raise ConfigError(variable, f"{text!r} is not a duration like 72h, 30m or 90s")
     total = timedelta()
-    for amount, unit in _DURATION.findall(cleaned):
-        total += timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        for amount, unit in _DURATION.findall(cleaned):
+            total += timedelta(**{_UNITS[unit]: int(amount)})
+    except (OverflowError, ValueError):  # past timedelta's range, or more digits than int() reads
+        raise ConfigError(variable, f"{text[:40]!r} is longer than any calendar") from None
     if total <= timedelta(0):
         raise ConfigError(variable, "must be longer than zero")
     return total

@@ -157,7 +157,7 @@ def _status(c, args) -> int:
 
     found = _matches(c, args)
     if not found:
-        raise UsageError(f"no order {args.order}")
+        return _unopened(c, args)
     with c.db.read() as conn:
         stories = [reads.order_story(conn, m["order_id"]) for m in found]
     if args.json:
@@ -167,6 +167,23 @@ def _status(c, args) -> int:
         print(f"{args.order} matches {len(stories)} sessions: {_named(found)}")
     for story in stories:
         _print_story(story, separate=len(stories) > 1)
+    return 0
+
+
+def _unopened(c, args) -> int:
+    """An order that opened no session (stale, a sale without an email): what was recorded."""
+    from shared.db import reads
+
+    with c.db.read() as conn:
+        events = reads.unopened_order_events(conn, keys.session_key(args.source, args.order) if args.source
+                                             else args.order)
+    if not events:
+        raise UsageError(f"no order {args.order}")
+    if args.json:
+        print(json.dumps({"session": None, "events": events}, default=str, indent=2))
+        return 0
+    print(f"order {args.order}: no verification session (the customer was sent nothing)")
+    print(f"\ntimeline\n{table(events, ('occurred_at', 'order_id', 'type', 'actor', 'data'))}")
     return 0
 
 
@@ -193,6 +210,8 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
 def _list(c, args) -> int:
     from shared.db import reads
 
+    if args.due is not None and not 0 < args.due <= 24 * 365:  # as the console's "due within"
+        raise UsageError("--due: a whole number of hours, at most a year")
     chosen = reads.SessionFilter(status=args.status, due_within=timedelta(hours=args.due) if args.due else None,
                                  overdue=args.overdue, attention=args.attention, query=args.q, after=args.after,
                                  limit=max(1, min(args.limit, 500)))

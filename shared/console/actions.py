@@ -39,12 +39,12 @@ def _cancel(c: Container, r: Request) -> Result:
 
 
 def _extend(c: Container, r: Request) -> Result:
-    try:
-        duration = parse_duration(r.duration or "", "duration")
-    except ConfigError:
-        raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
     now = c.clock.now()
-    return timers.extend_deadline(c.db, c.settings, r.order_id, now + duration, now=now,
+    try:
+        deadline = now + parse_duration(r.duration or "", "duration")
+    except (ConfigError, OverflowError):  # OverflowError: past the year 9999
+        raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
+    return timers.extend_deadline(c.db, c.settings, r.order_id, deadline, now=now,
                                   actor=operator.actor(r.operator))
 
 

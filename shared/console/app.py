@@ -7,6 +7,7 @@ the operator; log lines carry order ids and the operator, never a customer's ema
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,12 +41,17 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
 }
 PAGE_SIZE = 50
+# A number in a form or query: ASCII digits, few enough for int() and a bigint (str.isdigit
+# takes "²", and int() refuses it or 5000 digits).
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 URLS = Map([
     Rule("/", endpoint="home", methods=["GET"]),
     Rule("/sessions", endpoint="sessions", methods=["GET"]),
-    Rule("/orders/<order_id>/actions/<action>", endpoint="action", methods=["POST"]),
-    Rule("/orders/<order_id>", endpoint="order", methods=["GET"]),
+    # `path`: a store's own order id may hold a slash (`SO/2026/001`); links quote it as %2F,
+    # which reaches the routing decoded.
+    Rule("/orders/<path:order_id>/actions/<action>", endpoint="action", methods=["POST"]),
+    Rule("/orders/<path:order_id>", endpoint="order", methods=["GET"]),
     Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
@@ -68,6 +74,7 @@ def _countdown(deadline: datetime, now: datetime) -> str:
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                 autoescape=True, undefined=jinja2.StrictUndefined)
 _templates.filters["when"] = _when
+_templates.filters["segment"] = lambda value: quote(str(value), safe="")  # one path segment: "/" quoted too
 
 
 @dataclass
@@ -138,7 +145,7 @@ def _filter_from(args) -> reads.SessionFilter:
     status = args.get("status") or None
     if status and status not in {str(s) for s in Status}:
         raise actions.BadAction(f"unknown status {status!r}")
-    if due and not (due.isdigit() and 0 < int(due) <= 24 * 365):
+    if due and not (_NUMBER.fullmatch(due) and 0 < int(due) <= 24 * 365):
         raise actions.BadAction("due within: a whole number of hours")
     return reads.SessionFilter(status=status, due_within=timedelta(hours=int(due)) if due else None,
                                overdue=args.get("overdue") == "1", attention=args.get("attention") == "1",
@@ -163,11 +170,13 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
 
 def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
     """One session by its key; a store's own id (`/orders/123` for the Lightspeed sale 123)
-    leads to its session, or to the list when several sources share it."""
+    leads to its session, or to the list when several sources share it. An order that opened no
+    session shows what was recorded for it."""
     with bootstrap.container().db.read() as conn:
         story = reads.order_story(conn, order_id)
         if story is None:
             found = reads.matching_orders(conn, order_id)
+            recorded = [] if found else reads.unopened_order_events(conn, order_id)
         else:
             found = reads.matching_orders(conn, keys.ref(order_id).order_id)
     if story is None:
@@ -175,6 +184,8 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
             return flask.redirect(f"/orders/{quote(found[0]['order_id'], safe='')}", code=302)
         if found:
             return flask.redirect(f"/sessions?{urlencode({'q': order_id})}", code=302)
+        if recorded:  # a stale order, a sale without an email: no session, but recorded for the operator
+            return page.render("unopened.html", order_id=order_id, events=recorded)
         raise NotFound(f"no order {order_id}")
     # Other sources' sessions for the same store order id (a Lightspeed sale 123 beside order 123).
     others = [m for m in found if m["order_id"] != order_id]
@@ -194,7 +205,7 @@ def action(page: Page, request: flask.Request, order_id: str, action: str) -> fl
 
 def retry(page: Page, request: flask.Request) -> flask.Response:
     row = request.form.get("outbox_id", "")
-    if not row.isdigit():
+    if not _NUMBER.fullmatch(row):
         raise actions.BadAction("which outbox row? (its number)")
     touched = actions.retry(bootstrap.container(), int(row), page.operator)
     log.info("operator retried outbox row %s", row, extra={"labels": {"operator": page.operator}})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 from shared.errors import Forbidden
 
 VALID_SECONDS = 12 * 3600
+_ISSUED = re.compile(r"[0-9]{1,12}")  # ASCII digits int() reads (str.isdigit takes "²")
 
 
 def _mac(secret: str, identity: str, issued: int) -> str:
@@ -24,7 +26,7 @@ def check(secret: str, identity: str, token: str | None, now: float | None = Non
     """Forbidden unless `token` was issued to `identity` by this secret, recently."""
     issued, _, mac = (token or "").partition(".")
     current = time.time() if now is None else now
-    if not issued.isdigit() or not 0 <= current - int(issued) <= VALID_SECONDS:
+    if not _ISSUED.fullmatch(issued) or not 0 <= current - int(issued) <= VALID_SECONDS:
         raise Forbidden("missing or expired form token: reload the page and try again")
-    if not hmac.compare_digest(mac, _mac(secret, identity, int(issued))):
+    if not hmac.compare_digest(mac.encode(), _mac(secret, identity, int(issued)).encode()):  # str: ASCII only
         raise Forbidden("form token does not belong to you: reload the page and try again")

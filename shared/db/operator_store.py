@@ -6,8 +6,12 @@ event-log and outbox rows in the same transaction (`store.write_effects`).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+from shared.domain.model import Event
 
 # Which refund states an operator may close, and into what.
 REFUND_CLOSABLE = {"refunded": ("manual", "failed"), "failed": ("manual",)}
@@ -40,6 +44,14 @@ def next_link_index(conn: Connection, order_id: str) -> int:
                  WHERE order_id = :o AND kind = 'link'))
         """),
         {"o": order_id},
+    ).scalar_one()
+
+
+def last_link_resend(conn: Connection, order_id: str) -> datetime | None:
+    """When the link was last resent (the event log is kept), or None."""
+    return conn.execute(
+        text("SELECT max(occurred_at) FROM event_log WHERE order_id = :o AND type = :resent"),
+        {"o": order_id, "resent": str(Event.LINK_RESENT)},
     ).scalar_one()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
@@ -61,8 +61,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError for a cursor this module did not make."""
     try:
         when, order_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(when), str(order_id)
-    except (TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # In UTC here: the driver converts it, and a time at the calendar's edge overflows.
+        return datetime.fromisoformat(when).astimezone(timezone.utc), str(order_id)
+    except (TypeError, OverflowError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError("not a page cursor") from exc
 
 
@@ -156,6 +157,15 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
         .where(outbox.c.order_id == order_id).order_by(outbox.c.id)).mappings()
     return {"session": dict(session), "events": [dict(r) for r in events], "timers": [dict(r) for r in timers],
             "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries]}
+
+
+def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list[dict[str, Any]]:
+    """What was recorded for an order that opened no session (a stale order, a sale without a
+    customer email, a return), for every key `text` may mean; empty when nothing was."""
+    rows = conn.execute(
+        select(event_log.c.order_id, event_log.c.type, event_log.c.occurred_at, event_log.c.actor, event_log.c.data)
+        .where(event_log.c.order_id.in_(keys.candidate_keys(text))).order_by(event_log.c.id).limit(limit)).mappings()
+    return [dict(r) for r in rows]
 
 
 def order_of_provider_session(conn: Connection, provider_session_id: str) -> str | None:

@@ -8,7 +8,7 @@ Verify, cancel and extend are the shared transitions (`intake.operator_action`,
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.db import operator_store
 from shared.db.database import Database
@@ -18,16 +18,22 @@ from shared.handlers.result import Result, ResultStatus
 from shared.handlers.refunds import REFUND_EVENTS
 
 
+RESEND_GUARD = timedelta(minutes=1)  # a resend within this of the last is a repeat, not a new link
+
 
 def actor(operator: str) -> str:
     return f"operator:{operator}"
 
 
 def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) -> Result:
-    """An open session gets a fresh provider session and a new link email."""
+    """An open session gets a fresh provider session and a new link email (the first is link 0),
+    once within RESEND_GUARD: a double click, or two operators at once, send one."""
     with UnitOfWork(db, now=now) as uow:
-        if not operator_store.clear_provider_session(uow.conn, order_id):
+        if not operator_store.clear_provider_session(uow.conn, order_id):  # locks the session row
             return Result(ResultStatus.IGNORED, order_id, "unknown order, or the session is closed")
+        last = operator_store.last_link_resend(uow.conn, order_id)
+        if last is not None and now - last < RESEND_GUARD:
+            return Result(ResultStatus.IGNORED, order_id, "the link was resent less than a minute ago")
         index = operator_store.next_link_index(uow.conn, order_id)
         fx = uow.effects(order_id, actor=actor(operator))
         fx.event(Event.LINK_RESENT, link_index=index)

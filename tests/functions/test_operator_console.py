@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 import uuid
@@ -379,3 +381,89 @@ def test_a_console_action_on_the_sale_leaves_the_generic_order_alone(console, ke
         rows = dict(conn.execute(text("SELECT order_id, status FROM verification_sessions "
                                       "WHERE order_id IN (:o, :s)"), {"o": order_id, "s": sale}).all())
     assert rows == {order_id: "pending", sale: "cancelled"}
+
+
+def test_an_order_id_with_a_slash_opens_and_takes_actions(console, keys, db, settings):
+    order_id = f"SO/{uuid.uuid4().hex[:8]}/001"  # a store's own id; the intake takes it as it is
+    place(db, settings, order_id)
+    listed = console.get("/sessions", query_string={"q": order_id}, headers=as_alice(keys))
+    link = re.search(r'<a href="(/orders/[^"]+)">', listed.get_data(as_text=True)).group(1)
+    page = console.get(link, headers=as_alice(keys))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    form = re.search(r'action="([^"]+/actions/cancel)"', html).group(1)
+    response = console.post(form, headers=as_alice(keys), data={"csrf": csrf_of(html)})
+    assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
+    assert console.get(response.headers["Location"], headers=as_alice(keys)).status_code == 200
+    with db.read() as conn:
+        assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar() == "cancelled"
+
+
+@pytest.mark.parametrize("duration", ["9999999999d", "3000000d", "1" * 5000 + "h"])
+def test_an_extension_past_any_calendar_is_a_bad_request(console, keys, db, settings, order_id, duration):
+    place(db, settings, order_id)
+    response = post_action(console, keys, order_id, "extend", duration=duration)
+    assert response.status_code == 400 and "duration" in response.get_data(as_text=True)
+    assert "verification.deadline_extended" not in [e[0] for e in events_of(db, order_id)]
+
+
+@pytest.mark.parametrize("number", ["²", "1" * 5000])  # str.isdigit, yet int() refuses them
+def test_digits_that_int_cannot_read_are_a_bad_request(console, keys, db, settings, order_id, number):
+    place(db, settings, order_id)
+    assert console.get("/sessions", query_string={"due": number}, headers=as_alice(keys)).status_code == 400
+    token = csrf.issue(SECRET, ALICE)
+    assert console.post("/outbox/retry", headers=as_alice(keys),
+                        data={"csrf": token, "outbox_id": number, "order_id": order_id}).status_code == 400
+    assert console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys),
+                        data={"csrf": f"{number}.{token.partition('.')[2]}"}).status_code == 403
+    assert console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys),
+                        data={"csrf": f"{token.partition('.')[0]}.é"}).status_code == 403  # compare_digest: ASCII
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+@pytest.mark.parametrize("position", [["0001-01-01T00:00:00+14:00", "x"], ["9999-12-31T23:59:59-14:00", "x"]])
+def test_a_page_cursor_past_the_calendar_is_a_bad_request(console, keys, position):
+    cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    response = console.get("/sessions", query_string={"after": cursor}, headers=as_alice(keys))
+    assert response.status_code == 400 and "first page" in response.get_data(as_text=True)
+
+
+def test_an_order_that_opened_no_session_shows_what_was_recorded(console, keys, db, settings, order_id):
+    """A stale order, a sale without a customer email: no session, events "for the operator"."""
+    from shared.domain.messages import IgnoredDelivery
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    stale = OrderPlaced("orders", f"evt-{order_id}", order_id, "late@example.com", ordered_at=old)
+    assert intake.place_order(db, settings, stale, now=datetime.now(timezone.utc)).status == "ignored"
+    sale = IgnoredDelivery("lightspeed", f"sale-{order_id}", f"lightspeed:{order_id}-2", reason="no_customer_email")
+    assert intake.record_ignored(db, settings, sale, now=datetime.now(timezone.utc)).status == "ignored"
+    response = console.get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "no verification session" in html and "order.stale" in html
+    html = console.get(f"/orders/{order_id}-2", headers=as_alice(keys)).get_data(as_text=True)  # the bare sale id
+    assert "order.ignored" in html and "no_customer_email" in html and "lightspeed:" in html
+    assert console.get(f"/orders/{order_id}-3", headers=as_alice(keys)).status_code == 404
+
+
+def test_an_erased_customer_is_said_so_not_none(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'cancelled', customer_email = NULL, "
+                          "customer_id = NULL, erased_at = now() WHERE order_id = :o"), {"o": order_id})
+    for path in (f"/orders/{order_id}", f"/sessions?q={order_id}"):
+        html = console.get(path, headers=as_alice(keys)).get_data(as_text=True)
+        assert "None" not in html and "erased" in html, path
+
+
+def test_a_double_click_on_resend_link_sends_one_new_link(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    first, second = (post_action(console, keys, order_id, "resend-link") for _ in range(2))
+    assert "outcome=accepted" in first.headers["Location"] and "outcome=ignored" in second.headers["Location"]
+    with db.read() as conn:
+        links = conn.execute(text(
+            "SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
+            "AND payload->>'topic' = 'customer-emails' ORDER BY id"), {"o": order_id}).scalars().all()
+    assert links == [f"{order_id}:link:0", f"{order_id}:link:1"]
+    assert [e[0] for e in events_of(db, order_id)].count("verification.link_resent") == 1

@@ -94,8 +94,9 @@ def test_funnel_ranges(cli, db):
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["funnel", "last-tuesday"], ["extend", "o-1"],
-                                  ["retry"], ["list", "--due", "soon"]])
-def test_usage_errors_are_one_line(cli, argv):
+                                  ["retry"], ["list", "--due", "soon"], ["list", "--due", "99999999999"],
+                                  ["list", "--due", "-3"]])
+def test_usage_errors_are_one_line(cli, db, argv):  # db: the schema, whichever test runs first
     status, out, err = cli(*argv)
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("python -m shared.operator: ")
@@ -189,3 +190,14 @@ def statuses(db, *order_ids: str) -> list[str]:
     with db.read() as conn:
         return [conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                              {"o": o}).scalar_one() for o in order_ids]
+
+
+def test_status_of_an_order_that_opened_no_session_prints_what_was_recorded(cli, db, settings, order_id):
+    from datetime import timedelta
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    stale = OrderPlaced("orders", f"evt-{order_id}", order_id, "late@example.com", ordered_at=old)
+    assert intake.place_order(db, settings, stale, now=datetime.now(timezone.utc)).status == "ignored"
+    status, out, _ = cli("status", order_id)
+    assert status == 0 and "no verification session" in out and "order.stale" in out
+    assert json.loads(cli("--json", "status", order_id)[1])["events"][0]["type"] == "order.stale"
