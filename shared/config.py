@@ -211,6 +211,11 @@ class DatabaseSettings(_Section):
                              "DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0"})
 
 
+# How far ahead a timer may be set: Cloud Tasks refuses a task scheduled more than 720 h ahead
+# (InvalidArgument), so a deadline past it could only be parked, never delivered.
+TIMER_HORIZON = timedelta(hours=720)
+
+
 @dataclass(frozen=True)
 class LifecycleSettings(_Section):
     """A session's clock: the window, reminders, grace periods, the age rule, call leases."""
@@ -226,6 +231,8 @@ class LifecycleSettings(_Section):
     max_order_age: timedelta = _env("MAX_ORDER_AGE", timedelta(days=7), read=_duration)
 
     def _check(self, r: _Reader) -> None:
+        if self.verification_window > TIMER_HORIZON:
+            raise ConfigError("VERIFICATION_WINDOW", "must be at most 720h: Cloud Tasks sets no timer further ahead")
         if self.verification_window <= max(self.reminder_offsets, default=timedelta(0)):
             raise ConfigError("REMINDER_OFFSETS", "every reminder must come before the deadline")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.bootstrap import Container
-from shared.config import parse_duration
+from shared.config import TIMER_HORIZON, parse_duration
 from shared.errors import ConfigError, PermanentError
 from shared.handlers import intake, operator, timers
 from shared.handlers.result import Result
@@ -44,6 +44,9 @@ def _extend(c: Container, r: Request) -> Result:
         deadline = now + parse_duration(r.duration or "", "duration")
     except (ConfigError, OverflowError):  # OverflowError: past the year 9999
         raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
+    if deadline - now > TIMER_HORIZON:
+        raise BadAction("the new deadline must be at most 720h (30 days) from now: Cloud Tasks sets no "
+                        "timer further ahead", field="duration")
     return timers.extend_deadline(c.db, c.settings, r.order_id, deadline, now=now,
                                   actor=operator.actor(r.operator))
 

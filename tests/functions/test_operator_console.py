@@ -408,6 +408,18 @@ def test_an_extension_past_any_calendar_is_a_bad_request(console, keys, db, sett
     assert "verification.deadline_extended" not in [e[0] for e in events_of(db, order_id)]
 
 
+def test_an_extension_past_what_cloud_tasks_schedules_is_refused_and_720h_taken(console, keys, db, settings,
+                                                                                order_id):
+    """Cloud Tasks refuses a task more than 720 h ahead: such a deadline's timer could only be
+    parked. The refusal says why; 720 h itself is taken."""
+    place(db, settings, order_id)
+    response = post_action(console, keys, order_id, "extend", duration="31d")
+    assert response.status_code == 400 and "720h" in response.get_data(as_text=True)
+    assert "verification.deadline_extended" not in [e[0] for e in events_of(db, order_id)]
+    response = post_action(console, keys, order_id, "extend", duration="720h")
+    assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
+
+
 @pytest.mark.parametrize("number", ["²", "1" * 5000])  # str.isdigit, yet int() refuses them
 def test_digits_that_int_cannot_read_are_a_bad_request(console, keys, db, settings, order_id, number):
     place(db, settings, order_id)
