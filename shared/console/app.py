@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -85,6 +85,7 @@ class Page:
     operator: str
     token: str
     now: datetime
+    secret: str = field(repr=False)  # CONSOLE_SECRET: CSRF tokens and outcome notices
 
     def render(self, template: str, status: int = 200, **values) -> flask.Response:
         html = _templates.get_template(template).render(
@@ -115,7 +116,7 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
         secret = settings.require("CONSOLE_SECRET")
         if request.method == "POST":
             csrf.check(secret, operator, request.form.get("csrf"))
-        page = Page(settings, operator, csrf.issue(secret, operator), datetime.now(timezone.utc))
+        page = Page(settings, operator, csrf.issue(secret, operator), datetime.now(timezone.utc), secret)
         return VIEWS[endpoint](page, request, **args)
     except HTTPException as exc:
         return _error_page(exc.code or 400, exc.description)
@@ -189,9 +190,12 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
         raise NotFound(f"no order {order_id}")
     # Other sources' sessions for the same store order id (a Lightspeed sale 123 beside order 123).
     others = [m for m in found if m["order_id"] != order_id]
+    notice = [request.args.get(k, "") for k in ("done", "outcome", "detail")]
+    if not csrf.sealed(page.secret, page.operator, request.args.get("seal"), order_id, *notice):
+        notice = ["", "", ""]  # not the console's own redirect: no "verify: accepted" from a crafted link
+    done, outcome, detail = notice
     return page.render("order.html", story=story, s=story["session"], others=others,
-                       store_order_id=keys.ref(order_id).order_id, done=request.args.get("done"),
-                       outcome=request.args.get("outcome"), detail=request.args.get("detail"))
+                       store_order_id=keys.ref(order_id).order_id, done=done, outcome=outcome, detail=detail)
 
 
 def action(page: Page, request: flask.Request, order_id: str, action: str) -> flask.Response:
@@ -200,7 +204,7 @@ def action(page: Page, request: flask.Request, order_id: str, action: str) -> fl
         duration=request.form.get("duration", "").strip() or None))
     log.info("operator action %s: %s", action, result.status,
              extra={"labels": {"order_id": order_id, "operator": page.operator}})
-    return _back_to(order_id, action, result.status, result.detail)
+    return _back_to(page, order_id, action, result.status, result.detail)
 
 
 def retry(page: Page, request: flask.Request) -> flask.Response:
@@ -210,12 +214,14 @@ def retry(page: Page, request: flask.Request) -> flask.Response:
     touched = actions.retry(bootstrap.container(), int(row), page.operator)
     log.info("operator retried outbox row %s", row, extra={"labels": {"operator": page.operator}})
     order_id = request.form.get("order_id") or (touched[0] if touched else "")
-    return _back_to(order_id, "retry", "accepted" if touched else "ignored",
+    return _back_to(page, order_id, "retry", "accepted" if touched else "ignored",
                     None if touched else "that row is not parked")
 
 
-def _back_to(order_id: str, done: str, outcome: str, detail: str | None) -> flask.Response:
-    query = urlencode({k: v for k, v in {"done": done, "outcome": outcome, "detail": detail}.items() if v})
+def _back_to(page: Page, order_id: str, done: str, outcome: str, detail: str | None) -> flask.Response:
+    notice = {"done": done, "outcome": str(outcome), "detail": detail or ""}
+    seal = csrf.seal(page.secret, page.operator, order_id, *notice.values())
+    query = urlencode({**{k: v for k, v in notice.items() if v}, "seal": seal})
     return flask.redirect(f"/orders/{quote(order_id, safe='')}?{query}", code=303)
 
 

@@ -1,4 +1,5 @@
-"""CSRF tokens: HMAC of the operator's identity and the time it was issued, valid for a working day."""
+"""CSRF tokens: HMAC of the operator's identity and the time it was issued, valid for a working day.
+And the seal of an action's outcome notice, so only the console's own redirect shows one."""
 
 from __future__ import annotations
 
@@ -30,3 +31,13 @@ def check(secret: str, identity: str, token: str | None, now: float | None = Non
         raise Forbidden("missing or expired form token: reload the page and try again")
     if not hmac.compare_digest(mac.encode(), _mac(secret, identity, int(issued)).encode()):  # str: ASCII only
         raise Forbidden("form token does not belong to you: reload the page and try again")
+
+
+def seal(secret: str, identity: str, *parts: str) -> str:
+    """A MAC of an outcome notice's parts for `identity` (the redirect after an action)."""
+    return hmac.new(secret.encode(), "\x1f".join(("notice", identity, *parts)).encode(), hashlib.sha256).hexdigest()
+
+
+def sealed(secret: str, identity: str, mac: str | None, *parts: str) -> bool:
+    """Whether `mac` seals these parts for `identity`: a crafted link shows no notice."""
+    return hmac.compare_digest((mac or "").encode("utf-8", "replace"), seal(secret, identity, *parts).encode())

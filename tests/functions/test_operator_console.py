@@ -157,6 +157,21 @@ def test_extend_shows_the_new_timeline_entry(console, keys, db, settings, order_
     assert version == 2 and timers_ == ["cancelled", "scheduled"]
 
 
+def test_only_the_consoles_own_redirect_shows_an_outcome_notice(console, keys, db, settings, order_id):
+    """A link someone crafts (`?done=verify&outcome=accepted`) must not tell staff a verification
+    went through; the redirect after a real action does, to the operator who took it."""
+    place(db, settings, order_id)
+    crafted = console.get(f"/orders/{order_id}?done=verify&outcome=accepted&detail=forged+note",
+                          headers=as_alice(keys)).get_data(as_text=True)
+    assert "verify: accepted" not in crafted and "forged note" not in crafted
+    location = post_action(console, keys, order_id, "extend", duration="100h").headers["Location"]
+    assert "extend: accepted" in console.get(location, headers=as_alice(keys)).get_data(as_text=True)
+    forged = location.replace("done=extend", "done=verify")
+    assert "verify: accepted" not in console.get(forged, headers=as_alice(keys)).get_data(as_text=True)
+    other = console.get(location, headers=as_alice(keys, "bob@example.com")).get_data(as_text=True)
+    assert "extend: accepted" not in other  # sealed for alice
+
+
 def test_cancel_then_a_second_action_is_ignored_not_applied(console, keys, db, settings, order_id):
     place(db, settings, order_id)
     assert "outcome=accepted" in post_action(console, keys, order_id, "cancel").headers["Location"]
