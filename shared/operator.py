@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--due", type=int, metavar="HOURS", help="open sessions due within HOURS")
     listing.add_argument("--overdue", action="store_true")
     listing.add_argument("--attention", action="store_true", help="in review, refund open, parked, stuck")
-    listing.add_argument("--q", help="an order id or an exact customer email")
+    listing.add_argument("--q", help="an order id or a customer email (any case)")
     listing.add_argument("--after", help="the cursor printed under the previous page")
     listing.add_argument("--limit", type=int, default=50)
     for name in ORDER_ACTIONS:

@@ -219,6 +219,14 @@ def kinds_fingerprint() -> str:
     return hashlib.sha256(allowed.encode()).hexdigest()[:12]
 
 
+def _email_search_any_case(conn: Connection) -> None:
+    """v10: the console finds a customer by email whatever its case (a store may send
+    John.Smith@Gmail.com, staff type john.smith@gmail.com)."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS verification_sessions_email")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS verification_sessions_email_lower "
+                         "ON verification_sessions (lower(customer_email))")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -230,7 +238,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 # table as `schema.py` defines it now, so later steps must be idempotent).
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
-    _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks,
+    _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -89,7 +89,7 @@ def sessions_query(f: SessionFilter, now: datetime) -> Select:
     if f.query:
         term = f.query.strip()
         if "@" in term:
-            query = query.where(sessions.c.customer_email.in_({term, term.lower()}))
+            query = query.where(func.lower(sessions.c.customer_email) == term.lower())
         else:
             query = query.where(sessions.c.order_id.in_(keys.candidate_keys(term)))
     if f.attention:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -93,7 +94,7 @@ Index(
     postgresql_where=verification_sessions.c.status == Status.PENDING,
 )
 # The operator console's keyset pages (migration v4): newest first, by status, by deadline
-# for open sessions, by exact customer email, and the few sessions whose refund is open.
+# for open sessions, by customer email (any case), and the few sessions whose refund is open.
 Index("verification_sessions_created", verification_sessions.c.created_at.desc(),
       verification_sessions.c.order_id.desc())
 Index("verification_sessions_status_created", verification_sessions.c.status,
@@ -101,7 +102,7 @@ Index("verification_sessions_status_created", verification_sessions.c.status,
 Index("verification_sessions_open_deadline", verification_sessions.c.deadline,
       verification_sessions.c.order_id,
       postgresql_where=verification_sessions.c.status.in_(OPEN))
-Index("verification_sessions_email", verification_sessions.c.customer_email)
+Index("verification_sessions_email_lower", func.lower(verification_sessions.c.customer_email))  # v10: any case
 Index("verification_sessions_refund_open", verification_sessions.c.order_id,
       postgresql_where=verification_sessions.c.refund_status.in_(("requested", "manual", "failed")))
 

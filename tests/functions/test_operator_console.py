@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import text
@@ -262,6 +263,21 @@ def test_search_by_email_pages_through_every_session_once(console, keys, db, set
     second = console.get(next_link, headers=as_alice(keys)).get_data(as_text=True)
     assert len(order_ids_on(second)) == 3 and 'class="next"' not in second
     assert set(order_ids_on(first)) | set(order_ids_on(second)) == created
+
+
+def test_search_by_email_finds_it_in_any_case(console, keys, db, settings):
+    """Stores send addresses as the customer typed them; staff type them as they hear them."""
+    tag = uuid.uuid4().hex[:8]
+    mixed, lower = f"John.Smith-{tag}@Gmail.com", f"jane-{tag}@example.com"
+    place(db, settings, f"mixed-{tag}", mixed)
+    place(db, settings, f"lower-{tag}", lower)
+
+    def found(term: str) -> list[str]:
+        return order_ids_on(console.get(f"/sessions?{urlencode({'q': term})}", headers=as_alice(keys))
+                            .get_data(as_text=True))
+
+    assert found(mixed.lower()) == found(mixed.upper()) == found(mixed) == [f"mixed-{tag}"]
+    assert found(lower.upper()) == [f"lower-{tag}"]
 
 
 def test_filters_status_overdue_due_and_attention(console, keys, db, settings):
