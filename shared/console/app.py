@@ -47,7 +47,7 @@ _NUMBER = re.compile(r"[0-9]{1,18}")
 
 URLS = Map([
     Rule("/", endpoint="home", methods=["GET"]),
-    Rule("/sessions", endpoint="sessions", methods=["GET"]),
+    Rule("/sessions", endpoint="sessions", methods=["GET", "POST"]),
     # `path`: a store's own order id may hold a slash (`SO/2026/001`); links quote it as %2F,
     # which reaches the routing decoded.
     Rule("/orders/<path:order_id>/actions/<action>", endpoint="action", methods=["POST"]),
@@ -159,14 +159,18 @@ def home(page: Page, request: flask.Request) -> flask.Response:
 
 
 def sessions(page: Page, request: flask.Request) -> flask.Response:
-    chosen = _filter_from(request.args)
+    """The list. The filter form is POSTed, so a searched customer email stays out of the URL
+    (which Cloud Run, the load balancer and the browser's history record); links filter by GET."""
+    source = request.form if request.method == "POST" else request.args
+    chosen = _filter_from(source)
     try:
         with bootstrap.container().db.read() as conn:
             rows, next_cursor = reads.list_sessions(conn, chosen, page.now)
     except ValueError:
         raise actions.BadAction("that page link is not valid any more; start from the first page") from None
-    query = {k: v for k, v in request.args.items() if k != "after" and v}
-    return page.render("sessions.html", rows=rows, next_cursor=next_cursor, chosen=chosen, query=query)
+    query = {k: v for k, v in source.items() if k not in ("after", "csrf") and v}
+    return page.render("sessions.html", rows=rows, next_cursor=next_cursor, chosen=chosen, query=query,
+                       next_by_post="@" in query.get("q", ""))
 
 
 def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:

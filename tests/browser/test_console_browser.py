@@ -43,6 +43,7 @@ def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settin
     page.click("button:has-text('Filter')")
     expect(page.locator("table.list tbody tr")).to_have_count(1)
     expect(page.locator("table.list")).to_contain_text(pending)
+    assert "q=" not in page.url and "?" not in page.url  # the search was POSTed: no URL records the email
     screenshot(page, "sessions-filtered")
 
     page.click(f"a:has-text('{pending}')")

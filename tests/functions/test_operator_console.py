@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import time
@@ -252,17 +253,28 @@ def order_ids_on(html: str) -> list[str]:
     return re.findall(r'<a href="/orders/([^"]+)">', html)
 
 
+def search(console, keys, **form):
+    return console.post("/sessions", headers=as_alice(keys), data={"csrf": csrf.issue(SECRET, ALICE), **form})
+
+
 def test_search_by_email_pages_through_every_session_once(console, keys, db, settings):
     email = f"many-{uuid.uuid4().hex[:8]}@example.com"
     created = {f"page-{uuid.uuid4().hex[:10]}" for _ in range(53)}
     for order_id in created:
         place(db, settings, order_id, email)
-    first = console.get(f"/sessions?q={email}", headers=as_alice(keys)).get_data(as_text=True)
+    first = search(console, keys, q=email).get_data(as_text=True)
     assert len(order_ids_on(first)) == 50
-    next_link = re.search(r'class="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
-    second = console.get(next_link, headers=as_alice(keys)).get_data(as_text=True)
+    # The email is POSTed, page after page: no URL the platform or the browser records carries it.
+    assert email not in " ".join(re.findall(r'(?:href|action)="([^"]*)"', first))
+    next_form = re.search(r'<form method="post" action="/sessions" class="next">(.*?)</form>', first, re.S).group(1)
+    fields = {name: html.unescape(value)
+              for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', next_form)}
+    assert fields["q"] == email and fields["after"]
+    second = console.post("/sessions", headers=as_alice(keys), data=fields).get_data(as_text=True)
     assert len(order_ids_on(second)) == 3 and 'class="next"' not in second
     assert set(order_ids_on(first)) | set(order_ids_on(second)) == created
+    assert 'method="post" action="/sessions" class="filters"' in first
+    assert search(console, keys, q=email, csrf="").status_code == 403  # a POST like any other: CSRF-checked
 
 
 def test_search_by_email_finds_it_in_any_case(console, keys, db, settings):
