@@ -74,8 +74,8 @@ class VeriffClient:
     def create_session(self, order_id: str) -> ProviderSession:
         """Open a session whose vendorData is `order_id`.
 
-        Raises TransientError on 429/5xx, no answer, or an unreadable success
-        body; PermanentError on any other refusal (bad key, bad request).
+        Raises TransientError on 429/5xx, 401/403 (our key), no answer, or an unreadable
+        success body; PermanentError on any other refusal (a bad request).
         """
         now = self._clock.now().astimezone(timezone.utc)
         body = {
@@ -87,6 +87,8 @@ class VeriffClient:
         response = post_json(self._session, self._url, body, headers={"X-AUTH-CLIENT": self._api_key},
                              timeout=self._timeout, service="Veriff", component="veriff")
         status = response.status_code
+        if status in (401, 403):  # our key (rotated, revoked), not this order: a fixed key opens the backlog
+            raise TransientError(f"Veriff refused our credentials ({status})", component="veriff")
         if not 200 <= status < 300:
             raise PermanentError(f"Veriff refused to create a session ({status})")
         session = _parse_session(response)

@@ -79,11 +79,10 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             reminder_index=job.reminder_index,
             store_name=settings.email.store_name,
         )
-        try:
-            sender.send(message)
-        except PermanentError as exc:  # the server refused this email for good (its recipient, its content)
-            refused = exc
-    except MessageError as exc:  # the message itself is at fault
+        sender.send(message)
+    # The message itself is at fault, the server refused this email for good (its recipient, its
+    # content), or the provider refused to open this order's link: no retry can send it.
+    except (MessageError, PermanentError) as exc:
         refused = exc
     except BaseException:
         with db.transaction() as conn:

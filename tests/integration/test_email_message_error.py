@@ -71,3 +71,32 @@ def test_a_recipient_the_server_refuses_for_good_is_recorded_once_and_not_re_dri
     assert sender.calls == 1
     assert rows(db, "SELECT data->>'kind', data->>'reason' FROM event_log WHERE order_id = :o "
                     "AND type = 'customer.email_failed'", o=order_id) == [("link", "PermanentError")]
+
+
+class RefusingProvider:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def create_session(self, order_id):
+        self.calls += 1
+        raise PermanentError("Veriff refused to create a session (400)")
+
+
+def test_a_link_the_provider_refuses_for_good_is_recorded_not_dropped(db, settings, order_id):
+    """The provider's PermanentError (Veriff refusing to open a session for this order) leaves no
+    link to send, as the server's refusal leaves no email: released instead, a reminder was
+    acknowledged without a trace (no claim left for the sweeper, no event for the operator)."""
+    intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
+    with db.transaction() as conn:  # the link email went out; a fresh link was asked for since
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 0, 'sent')"), {"o": order_id})
+    sender, provider = FailingSender(AssertionError("nothing to send")), RefusingProvider()
+    job = EmailJob(order_id=order_id, kind="reminder", reminder_index=0)
+
+    assert emails.send_email(db, settings, sender, provider, job, now=NOW).status == "skipped"
+    assert emails.send_email(db, settings, sender, provider, job, now=NOW).detail == "already skipped"
+    assert provider.calls == 1 and sender.calls == 0
+    assert rows(db, "SELECT state FROM email_sends WHERE order_id = :o AND kind = 'reminder'",
+                o=order_id) == [("skipped",)]
+    assert rows(db, "SELECT data->>'kind', data->>'reason' FROM event_log WHERE order_id = :o "
+                    "AND type = 'customer.email_failed'", o=order_id) == [("reminder", "PermanentError")]
