@@ -14,7 +14,7 @@ from shared.ports import RefundGateway, RefundResult
 from shared.config import RefundBackend, RefundSettings
 from shared.domain import keys
 from shared.adapters.json_post import post_json
-from shared.errors import ConfigError
+from shared.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class HttpRefundGateway:
     store can recognise a retry of the same request. Answers:
 
     - 2xx, or 409 (already refunded) → REFUNDED;
-    - 408, 429, 5xx, no answer → TransientError (retry later);
+    - 401, 403 (our token), 408, 429, 5xx, no answer → TransientError (retry later);
     - any other status → FAILED (the store will not do it; a person must look).
     """
 
@@ -70,6 +70,8 @@ class HttpRefundGateway:
             timeout=self._timeout, service="refund API", component="refunds",
         )
         status = response.status_code
+        if status in (401, 403):  # our token (rotated, revoked), not this order: a fixed token refunds the backlog
+            raise TransientError(f"refund API refused our credentials ({status})", component="refunds")
         if 200 <= status < 300 or status == 409:
             result = RefundResult.REFUNDED
         else:

@@ -341,7 +341,6 @@ def test_refund_tells_the_store_its_own_order_id_and_source_not_our_key():
         (204, RefundResult.REFUNDED),
         (409, RefundResult.REFUNDED),  # already refunded
         (400, RefundResult.FAILED),
-        (401, RefundResult.FAILED),
         (404, RefundResult.FAILED),
         (422, RefundResult.FAILED),
         (302, RefundResult.FAILED),  # not followed: the token stays here
@@ -356,6 +355,17 @@ def test_refund_status_mapping(status, expected):
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_refund_overload_and_server_errors_are_transient(status):
+    with FakeHttpServer(Reply(status)) as server:
+        with pytest.raises(TransientError, match=str(status)) as caught:
+            _refunds(server.url).refund("A-1001", "key-1", "declined")
+
+    assert REFUND_TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refund_credential_errors_are_transient(status):
+    """Our token (rotated, revoked), not this order: a fixed token refunds the backlog, where
+    FAILED would leave every refund meanwhile to be made by hand."""
     with FakeHttpServer(Reply(status)) as server:
         with pytest.raises(TransientError, match=str(status)) as caught:
             _refunds(server.url).refund("A-1001", "key-1", "declined")
