@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timezone
+from urllib.parse import urlsplit
 
 import requests
 
@@ -128,8 +129,17 @@ def _parse_session(response: requests.Response) -> ProviderSession:
         isinstance(payload, dict)
         and payload.get("status") == "success"
         and isinstance(session_id, str) and session_id
-        and isinstance(url, str) and url
+        and isinstance(url, str) and _is_https(url)
     )
     if not usable:
-        raise TransientError("Veriff answered without a session id and url", component="veriff")
+        raise TransientError("Veriff answered without a session id and https url", component="veriff")
     return ProviderSession(session_id=session_id, url=url)
+
+
+def _is_https(url: str) -> bool:
+    # The url is stored and emailed to the customer: only ever Veriff's own https page.
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme == "https" and bool(parts.netloc)

@@ -233,6 +233,12 @@ def test_veriff_client_errors_are_permanent(status):
         {"status": "fail", "verification": VERIFF_OK["verification"]},
         {"status": "success", "verification": {"id": "f04bdb47"}},
         {"status": "success", "verification": {"id": "", "url": "https://x.test"}},
+        # never emailed: a link to anything but Veriff's https page (stored, every later email
+        # of the order would carry it, or fail to render it)
+        {"status": "success", "verification": {"id": "f04bdb47", "url": "http://alchemy.veriff.test/v/t"}},
+        {"status": "success", "verification": {"id": "f04bdb47", "url": "javascript:alert(1)//https://x"}},
+        {"status": "success", "verification": {"id": "f04bdb47", "url": "https:///v/no-host"}},
+        {"status": "success", "verification": {"id": "f04bdb47", "url": "https://[veriff/v/t"}},
         {"status": "success"},
         [],
     ],
