@@ -75,8 +75,8 @@ class VeriffClient:
     def create_session(self, order_id: str) -> ProviderSession:
         """Open a session whose vendorData is `order_id`.
 
-        Raises TransientError on 429/5xx, 401/403 (our key), no answer, or an unreadable
-        success body; PermanentError on any other refusal (a bad request).
+        Raises TransientError on 429/5xx, 401/403 (our key), 404/3xx (our base URL), no answer,
+        or an unreadable success body; PermanentError on any other refusal (a bad request).
         """
         now = self._clock.now().astimezone(timezone.utc)
         body = {
@@ -90,6 +90,8 @@ class VeriffClient:
         status = response.status_code
         if status in (401, 403):  # our key (rotated, revoked), not this order: a fixed key opens the backlog
             raise TransientError(f"Veriff refused our credentials ({status})", component="veriff")
+        if status == 404 or 300 <= status < 400:  # VERIFF_BASE_URL, not this order (redirects are not followed)
+            raise TransientError(f"Veriff answered {status}: check VERIFF_BASE_URL", component="veriff")
         if not 200 <= status < 300:
             raise PermanentError(f"Veriff refused to create a session ({status})")
         session = _parse_session(response)

@@ -206,10 +206,10 @@ def test_veriff_overload_and_server_errors_are_transient(status):
             _veriff(server.url).create_session("A-1001")
 
 
-@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("status", [401, 403, 404, 301, 308])
 def test_veriff_credential_errors_are_transient(status):
-    """Our key (rotated, revoked), not this order: a fixed key opens the backlog's sessions,
-    where a PermanentError would leave every link and reminder meanwhile unsent for good."""
+    """Our key (rotated, revoked) or base URL, not this order: fixing them opens the backlog's
+    sessions, where a PermanentError would leave every link and reminder meanwhile unsent for good."""
     with FakeHttpServer(Reply(status, {"status": "fail", "code": 1801})) as server:
         with pytest.raises(TransientError, match=str(status)) as caught:
             _veriff(server.url).create_session("A-1001")
@@ -217,7 +217,7 @@ def test_veriff_credential_errors_are_transient(status):
     assert VERIFF_KEY not in str(caught.value)
 
 
-@pytest.mark.parametrize("status", [400, 404])
+@pytest.mark.parametrize("status", [400, 422])
 def test_veriff_client_errors_are_permanent(status):
     with FakeHttpServer(Reply(status, {"status": "fail", "code": 1102})) as server:
         with pytest.raises(PermanentError, match=str(status)) as caught:
