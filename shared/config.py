@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
@@ -89,6 +90,21 @@ def _text(r: _Reader, variable: str, default):
 
 def _url(r: _Reader, variable: str, default: str) -> str:
     return (r.text(variable) or default).rstrip("/")
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _require_https(variable: str, url: str) -> None:
+    """An endpoint we send a credential to: https, or plain http to this machine only (the local
+    stack's and the tests' fake servers)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unclosed IPv6 bracket, a bad port
+        host = None
+    if not host or not (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK)):
+        raise ConfigError(variable, "must be an https:// URL (http:// only to 127.0.0.1): our credential goes to it")
 
 
 def _present(r: _Reader, variable: str, default: bool) -> bool:
@@ -260,6 +276,10 @@ class VeriffSettings(_Section):
     base_url: str = _env("VERIFF_BASE_URL", "https://stationapi.veriff.com", read=_url)
     local_verify_url: str = _env("LOCAL_VERIFY_URL", "http://127.0.0.1:8080/verify")
 
+    def _check(self, r: _Reader) -> None:
+        if self.api_key and self.base_url.lower() != "local":
+            _require_https("VERIFF_BASE_URL", self.base_url)
+
 
 @dataclass(frozen=True)
 class InboundSettings(_Section):
@@ -327,8 +347,10 @@ class EmailSettings(_Section):
     on_cloud_run: bool = _env("K_SERVICE", False, read=_present)
 
     def _check(self, r: _Reader) -> None:
-        if self.backend == EmailBackend.SENDGRID and not self.sendgrid_api_key:
-            raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
+        if self.backend == EmailBackend.SENDGRID:
+            if not self.sendgrid_api_key:
+                raise ConfigError("SENDGRID_API_KEY", "required when EMAIL_BACKEND=sendgrid")
+            _require_https("SENDGRID_BASE_URL", self.sendgrid_base_url)
 
 
 @dataclass(frozen=True)
@@ -344,6 +366,7 @@ class RefundSettings(_Section):
             for name, value in (("REFUND_API_URL", self.api_url), ("REFUND_API_TOKEN", self.api_token)):
                 if not value:
                     raise ConfigError(name, "required when REFUND_BACKEND=http")
+            _require_https("REFUND_API_URL", self.api_url)
 
 
 @dataclass(frozen=True)

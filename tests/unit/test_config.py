@@ -49,6 +49,14 @@ def test_reminder_offsets_are_sorted_list():
     assert settings.lifecycle.reminder_offsets == (timedelta(hours=24), timedelta(hours=48))
 
 
+def test_credentialed_endpoints_take_https_or_this_machine():
+    settings = Settings.from_env({**BASE, "REFUND_BACKEND": "http", "REFUND_API_TOKEN": "t",
+                                  "REFUND_API_URL": "http://127.0.0.1:8999/refunds", "VERIFF_API_KEY": "k",
+                                  "VERIFF_BASE_URL": "https://stationapi.veriff.com"})
+    assert settings.refunds.api_url == "http://127.0.0.1:8999/refunds"
+    assert Settings.from_env({**BASE, "VERIFF_API_KEY": "k", "VERIFF_BASE_URL": "local"})
+
+
 @pytest.mark.parametrize("env, variable", [
     ({"DATABASE_URL": ""}, "DATABASE_URL"),
     ({"DATABASE_URL": "postgresql://u@h/db"}, "DATABASE_URL"),
@@ -65,6 +73,13 @@ def test_reminder_offsets_are_sorted_list():
     ({"ORDER_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "ORDER_WEBHOOK_SECRET"),
     ({"STORE_TIMEZONE": "Mars/Olympus"}, "STORE_TIMEZONE"),
     ({"REFUND_BACKEND": "http"}, "REFUND_API_URL"),
+    # Endpoints our credentials go to: https, or http to this machine only.
+    ({"REFUND_BACKEND": "http", "REFUND_API_URL": "http://shop.example/refunds", "REFUND_API_TOKEN": "t"},
+     "REFUND_API_URL"),
+    ({"REFUND_BACKEND": "http", "REFUND_API_URL": "shop.example/refunds", "REFUND_API_TOKEN": "t"}, "REFUND_API_URL"),
+    ({"VERIFF_API_KEY": "k", "VERIFF_BASE_URL": "http://stationapi.veriff.com"}, "VERIFF_BASE_URL"),
+    ({"EMAIL_BACKEND": "sendgrid", "SENDGRID_API_KEY": "k", "SENDGRID_BASE_URL": "http://api.sendgrid.com"},
+     "SENDGRID_BASE_URL"),
     ({"EMAIL_BACKEND": "sendgrid"}, "SENDGRID_API_KEY"),
     ({"DB_IAM_AUTH": "maybe"}, "DB_IAM_AUTH"),
     ({"DATABASE_URL": "", "INSTANCE_CONNECTION_NAME": "p:r:i"}, "DB_USER"),
