@@ -74,8 +74,9 @@ class RelayReport:
 
 
 def backoff_seconds(attempts: int) -> float:
-    """10 s, 20 s, 40 s ... capped at 10 minutes."""
-    return min(10.0 * 2 ** attempts, MAX_BACKOFF_SECONDS)
+    """10 s, 20 s, 40 s ... capped at 10 minutes. The exponent is capped too: a row failing
+    for a week (1024 attempts) would make `2 ** attempts` too large for a float."""
+    return min(10.0 * 2 ** min(attempts, 16), MAX_BACKOFF_SECONDS)
 
 
 def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
