@@ -111,7 +111,16 @@ class PubSubPublisher:
         options = PublisherOptions(
             enable_message_ordering=True, retry=retry, timeout=ConstantTimeout(self.timeout),
         )
-        return pubsub_v1.PublisherClient(publisher_options=options)
+        import google.auth.exceptions
+
+        try:
+            return pubsub_v1.PublisherClient(publisher_options=options)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ConfigError(
+                "EVENTS_BACKEND",
+                "Pub/Sub found no Google credentials "
+                "(run with a service account, set PUBSUB_EMULATOR_HOST, or EVENTS_BACKEND=local)",
+            ) from exc
 
     def publish_batch(self, messages: Sequence[OutgoingMessage], *,
                       timeout: float | None = None) -> list[str | Exception]:

@@ -369,6 +369,22 @@ def test_a_row_failing_for_a_week_still_backs_off_ten_minutes(db, settings, orde
     assert all(r[0] == 1101 and timedelta(minutes=9) < r[1] <= timedelta(minutes=10) for r in rows)
 
 
+def test_a_publisher_that_cannot_start_fails_its_messages_and_the_tasks_are_marked(
+        db, settings, scheduler, order_id, monkeypatch, tmp_path):
+    from shared.adapters.events import PubSubPublisher
+    for variable in ("PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud credentials either
+    place(db, settings, order_id)
+    report = relay.relay(db, scheduler, PubSubPublisher("no-credentials"), order_ids=[order_id])
+    assert (report.delivered, report.failed, report.dead) == (2, 3, 0)  # the messages wait, retried
+    rows = query(db, "SELECT kind, last_error, dead_at FROM outbox WHERE order_id = :o AND delivered_at IS NULL",
+                 o=order_id)
+    assert len(rows) == 3 and all(kind == "publish" and "ConfigError" in error and dead is None
+                                  for kind, error, dead in rows)
+
+
 # ---- sweeper ------------------------------------------------------------------------
 
 
