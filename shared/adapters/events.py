@@ -162,7 +162,10 @@ class PubSubPublisher:
                     f"publish to {message.topic} not confirmed within {wait:.1f}s",
                     component="pubsub"))
             except (api_exceptions.GoogleAPIError,
-                    publisher_exceptions.PublishToPausedOrderingKeyException) as exc:
+                    publisher_exceptions.PublishToPausedOrderingKeyException,
+                    # The client cancels a key's queued batches (RuntimeError) when an earlier
+                    # message of that key fails: e.g. a re-publish behind one still in flight.
+                    RuntimeError) as exc:
                 error = TransientError(
                     f"publish to {message.topic} failed: {type(exc).__name__}", component="pubsub")
                 error.__cause__ = exc
