@@ -15,7 +15,7 @@ from shared import bootstrap
 from shared import log as logctx
 from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import Payload
-from shared.errors import PermanentError, TransientError
+from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger("functions")
 
@@ -27,7 +27,7 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent],
     Unparseable messages and those older than MAX_MESSAGE_AGE that may expire (late
     reminders; never a refund request or an event) are logged and acknowledged (returning
     normally), so Pub/Sub does not redeliver them forever; a TransientError propagates, so
-    the platform retries.
+    the platform retries, as does a ConfigError (a setting the message's adapter needs).
     """
     logctx.configure()
 
@@ -49,6 +49,11 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent],
                 outcome = bootstrap.handle(payload, request_id=request_id)
             except TransientError as exc:
                 log.warning("transient failure, Pub/Sub will retry: %s", exc)
+                raise
+            except ConfigError as exc:
+                # A setting this message needs is wrong (found when its adapter is first built):
+                # the message is fine, so it waits for the fix (or the dead-letter topic).
+                log.error("misconfigured, Pub/Sub will retry: %s", exc)
                 raise
             except PermanentError as exc:
                 log.error("permanent failure acknowledged: %s", exc)

@@ -111,7 +111,16 @@ class PubSubPublisher:
         options = PublisherOptions(
             enable_message_ordering=True, retry=retry, timeout=ConstantTimeout(self.timeout),
         )
-        return pubsub_v1.PublisherClient(publisher_options=options)
+        import google.auth.exceptions
+
+        try:
+            return pubsub_v1.PublisherClient(publisher_options=options)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ConfigError(
+                "EVENTS_BACKEND",
+                "Pub/Sub found no Google credentials "
+                "(run with a service account, set PUBSUB_EMULATOR_HOST, or EVENTS_BACKEND=local)",
+            ) from exc
 
     def publish_batch(self, messages: Sequence[OutgoingMessage], *,
                       timeout: float | None = None) -> list[str | Exception]:
@@ -153,7 +162,10 @@ class PubSubPublisher:
                     f"publish to {message.topic} not confirmed within {wait:.1f}s",
                     component="pubsub"))
             except (api_exceptions.GoogleAPIError,
-                    publisher_exceptions.PublishToPausedOrderingKeyException) as exc:
+                    publisher_exceptions.PublishToPausedOrderingKeyException,
+                    # The client cancels a key's queued batches (RuntimeError) when an earlier
+                    # message of that key fails: e.g. a re-publish behind one still in flight.
+                    RuntimeError) as exc:
                 error = TransientError(
                     f"publish to {message.topic} failed: {type(exc).__name__}", component="pubsub")
                 error.__cause__ = exc

@@ -74,8 +74,9 @@ class RelayReport:
 
 
 def backoff_seconds(attempts: int) -> float:
-    """10 s, 20 s, 40 s ... capped at 10 minutes."""
-    return min(10.0 * 2 ** attempts, MAX_BACKOFF_SECONDS)
+    """10 s, 20 s, 40 s ... capped at 10 minutes. The exponent is capped too: a row failing
+    for a week (1024 attempts) would make `2 ** attempts` too large for a float."""
+    return min(10.0 * 2 ** min(attempts, 16), MAX_BACKOFF_SECONDS)
 
 
 def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
@@ -153,7 +154,10 @@ def _deliver(rows: list[dict], scheduler: TaskScheduler, publisher: EventPublish
         if left <= 0:
             outcomes.extend(_released(row) for row, _ in messages)
         else:
-            results = publisher.publish_batch([m for _, m in messages], timeout=left)
+            try:
+                results = publisher.publish_batch([m for _, m in messages], timeout=left)
+            except Exception as exc:  # noqa: BLE001 - e.g. a client that cannot start: every message failed
+                results = [exc] * len(messages)
             outcomes.extend(_outcome(row, r if isinstance(r, Exception) else None)
                             for (row, _), r in zip(messages, results))
     outcomes.extend(future.result() for future in in_flight)  # each call is bounded by the budget

@@ -152,6 +152,23 @@ def test_an_email_sent_again_after_its_record_was_lost_keeps_its_message_id(app_
     assert all(order_id not in i for i in ids)
 
 
+def test_an_email_its_sender_is_misconfigured_for_is_redelivered_not_acknowledged(
+        app_env, db, settings, smtp, order_id, monkeypatch):
+    inbox, port = smtp
+    # A user without a password: the sender refuses to be built (ConfigError), at the first email.
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_USER="mailer", SMTP_STARTTLS="true")
+    place(db, settings, order_id)
+    client = client_for("send_customer_email", "cloudevent")
+    reminder = email_job(order_id, kind="reminder")
+    assert deliver(client, "customer-emails", reminder, key="k", order_id=order_id).status_code >= 500
+
+    monkeypatch.delenv("SMTP_USER")  # the setting fixed
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")
+    client = client_for("send_customer_email", "cloudevent")
+    assert deliver(client, "customer-emails", reminder, key="k", order_id=order_id).status_code == 200
+    assert len(inbox.messages) == 1
+
+
 def test_link_email_for_a_closed_session_is_skipped(app_env, db, settings, smtp, order_id):
     inbox, port = smtp
     app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")

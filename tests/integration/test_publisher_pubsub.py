@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from google.api_core import exceptions as api_exceptions
@@ -119,6 +121,38 @@ def test_failed_publish_resumes_its_ordering_key(publisher, subscriber):
     assert isinstance(third[0], str)
     [got] = pull_all(subscriber, subscription, 1)
     assert (got.message_id, got.ordering_key, got.data) == (third[0], key, b"{}")
+
+
+def test_a_republish_queued_behind_a_failing_message_fails_transiently(publisher, subscriber, monkeypatch):
+    missing_topic = f"missing-{uuid.uuid4().hex[:8]}"
+    outgoing = OutgoingMessage(topic=missing_topic, data=b"{}", ordering_key=f"order-{uuid.uuid4().hex[:8]}",
+                               attributes={"type": "t"})
+    client = publisher.client
+    sent, release = threading.Event(), threading.Event()
+
+    def slow_publish(*args, **kwargs):  # the first send hangs, then fails (NotFound)
+        sent.set()
+        release.wait(10)
+        return real_publish(*args, **kwargs)
+
+    real_publish = client._gapic_publish
+    monkeypatch.setattr(client, "_gapic_publish", slow_publish)
+    # A relay gives up waiting; its message is still in flight when the relay re-publishes it,
+    # so the client queues the repeat behind it, and cancels it when the first one fails.
+    first = publisher.publish_batch([outgoing], timeout=0.3)
+    assert isinstance(first[0], TransientError) and sent.is_set()
+    with ThreadPoolExecutor(1) as pool:
+        repeat = pool.submit(publisher.publish_batch, [outgoing], timeout=10)
+        time.sleep(0.3)
+        release.set()
+        [again] = repeat.result()
+
+    assert isinstance(again, TransientError)  # so the relay retries it, never parks it as dead
+    publisher.ensure_topics([missing_topic])
+    subscription = ordered_subscription(subscriber, missing_topic)
+    later = publisher.publish_batch([outgoing])  # the key was resumed
+    assert isinstance(later[0], str)
+    assert [m.message_id for m in pull_all(subscriber, subscription, 1)] == later
 
 
 def test_reserved_attribute_name_fails_that_message_only(publisher):

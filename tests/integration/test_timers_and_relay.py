@@ -351,6 +351,40 @@ def test_failed_delivery_backs_off_and_keeps_the_error(db, settings, order_id):
                        order_ids=[order_id]).delivered == 0  # not due yet
 
 
+def test_a_row_failing_for_a_week_still_backs_off_ten_minutes(db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:  # about a week of ten-minute retries of a lasting outage
+        conn.execute(text("UPDATE outbox SET attempts = 1100 WHERE order_id = :o"), {"o": order_id})
+
+    class Down:
+        def publish_batch(self, messages, *, timeout=None):
+            from shared.errors import TransientError
+            return [TransientError("pubsub down", component="pubsub") for _ in messages]
+
+    report = relay.relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), Down(), order_ids=[order_id])
+    assert (report.delivered, report.failed) == (2, 3)
+    rows = query(db, "SELECT attempts, available_at - now() FROM outbox "
+                     "WHERE order_id = :o AND delivered_at IS NULL", o=order_id)
+    assert len(rows) == 3
+    assert all(r[0] == 1101 and timedelta(minutes=9) < r[1] <= timedelta(minutes=10) for r in rows)
+
+
+def test_a_publisher_that_cannot_start_fails_its_messages_and_the_tasks_are_marked(
+        db, settings, scheduler, order_id, monkeypatch, tmp_path):
+    from shared.adapters.events import PubSubPublisher
+    for variable in ("PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud credentials either
+    place(db, settings, order_id)
+    report = relay.relay(db, scheduler, PubSubPublisher("no-credentials"), order_ids=[order_id])
+    assert (report.delivered, report.failed, report.dead) == (2, 3, 0)  # the messages wait, retried
+    rows = query(db, "SELECT kind, last_error, dead_at FROM outbox WHERE order_id = :o AND delivered_at IS NULL",
+                 o=order_id)
+    assert len(rows) == 3 and all(kind == "publish" and "ConfigError" in error and dead is None
+                                  for kind, error, dead in rows)
+
+
 # ---- sweeper ------------------------------------------------------------------------
 
 
