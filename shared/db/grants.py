@@ -65,6 +65,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
     "webhook-intake": {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
         "webhook_events": TableGrant(select=ALL, insert=True, update=("deliveries", "last_received_at")),
+        # A Lightspeed sale opens nothing when its void came first (order.cancel_ignored in the log).
+        "event_log": TableGrant(select=("order_id", "type"), insert=True),
         # Opens sessions (writes the email) but never reads an email back.
         "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, insert=True, update=_TRANSITION_COLUMNS),
         "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),

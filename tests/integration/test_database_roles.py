@@ -27,7 +27,7 @@ from shared.db.engine import make_engine
 from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
-from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, TimerPayload
+from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, StoreCancelled, TimerPayload
 from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers
 from tests.conftest import base_env
 
@@ -336,3 +336,19 @@ def test_the_command_takes_the_connection_from_the_environment_and_members_from_
 
     assert upgrade_main(["--member", "no-such-function=x"]) == 2
     assert "expected FUNCTION=DBUSER" in capsys.readouterr().err
+
+
+def test_the_intake_opens_a_lightspeed_sale_and_records_its_void_under_its_role(as_role):
+    # A namespaced source's order reads, under the order's lock, whether the store voided it first
+    # (the event log); the void of an unknown sale is recorded there.
+    intake_db = as_role("webhook-intake")
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    sale = f"lightspeed:{uuid.uuid4().hex[:10]}"
+    assert intake.place_order(intake_db, settings, OrderPlaced("lightspeed", f"m-{sale}", sale, "a@example.com"),
+                              now=T0).status == "accepted"
+
+    voided = f"lightspeed:{uuid.uuid4().hex[:10]}"
+    assert intake.cancel_order(intake_db, settings, StoreCancelled("lightspeed", f"v-{voided}", voided),
+                                      now=T0).status == "ignored"
+    assert intake.place_order(intake_db, settings, OrderPlaced("lightspeed", f"m-{voided}", voided, "a@example.com"),
+                              now=T0).status == "ignored"
