@@ -98,7 +98,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         **_VERSION,
         "processed_messages": TableGrant(insert=True),
         "funnel_daily": TableGrant(select=ALL, insert=True, update=("count",)),
-        "verify_durations": TableGrant(insert=True),
+        # ON CONFLICT (order_id) infers its arbiter from the column: PostgreSQL wants it readable.
+        "verify_durations": TableGrant(select=("order_id",), insert=True),
     },
     "request-refund": {
         **_VERSION, **_EFFECTS_AND_RELAY,

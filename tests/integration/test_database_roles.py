@@ -352,3 +352,20 @@ def test_the_intake_opens_a_lightspeed_sale_and_records_its_void_under_its_role(
                                       now=T0).status == "ignored"
     assert intake.place_order(intake_db, settings, OrderPlaced("lightspeed", f"m-{voided}", voided, "a@example.com"),
                               now=T0).status == "ignored"
+
+
+def test_analytics_counts_a_verification_and_its_duration_under_its_role(as_role, cluster):
+    # The approval's time to verify goes to verify_durations, once per order (ON CONFLICT (order_id)).
+    analytics_db = as_role("record-analytics")
+    order = f"order-{uuid.uuid4().hex[:10]}"
+    approved = EventMessage(id=str(uuid.uuid4()), type="verification.approved", order_id=order,
+                            occurred_at=T0.isoformat(), data={"seconds_to_verify": 3600})
+    assert analytics.record_event(analytics_db, approved).status == "accepted"
+    again = dataclasses.replace(approved, id=str(uuid.uuid4()))
+    assert analytics.record_event(analytics_db, again).status == "accepted"
+
+    conn = cluster.admin()
+    try:
+        assert conn.run("SELECT count(*) FROM verify_durations WHERE order_id = :o", o=order) == [[1]]
+    finally:
+        conn.close()
