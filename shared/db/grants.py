@@ -65,6 +65,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
     "webhook-intake": {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
         "webhook_events": TableGrant(select=ALL, insert=True, update=("deliveries", "last_received_at")),
+        # A Lightspeed sale opens nothing when its void came first (order.cancel_ignored in the log).
+        "event_log": TableGrant(select=("order_id", "type"), insert=True),
         # Opens sessions (writes the email) but never reads an email back.
         "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, insert=True, update=_TRANSITION_COLUMNS),
         "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),
@@ -96,7 +98,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         **_VERSION,
         "processed_messages": TableGrant(insert=True),
         "funnel_daily": TableGrant(select=ALL, insert=True, update=("count",)),
-        "verify_durations": TableGrant(insert=True),
+        # ON CONFLICT (order_id) infers its arbiter from the column: PostgreSQL wants it readable.
+        "verify_durations": TableGrant(select=("order_id",), insert=True),
     },
     "request-refund": {
         **_VERSION, **_EFFECTS_AND_RELAY,

@@ -27,7 +27,7 @@ from shared.db.engine import make_engine
 from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
-from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, TimerPayload
+from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, StoreCancelled, TimerPayload
 from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers
 from tests.conftest import base_env
 
@@ -336,3 +336,36 @@ def test_the_command_takes_the_connection_from_the_environment_and_members_from_
 
     assert upgrade_main(["--member", "no-such-function=x"]) == 2
     assert "expected FUNCTION=DBUSER" in capsys.readouterr().err
+
+
+def test_the_intake_opens_a_lightspeed_sale_and_records_its_void_under_its_role(as_role):
+    # A namespaced source's order reads, under the order's lock, whether the store voided it first
+    # (the event log); the void of an unknown sale is recorded there.
+    intake_db = as_role("webhook-intake")
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    sale = f"lightspeed:{uuid.uuid4().hex[:10]}"
+    assert intake.place_order(intake_db, settings, OrderPlaced("lightspeed", f"m-{sale}", sale, "a@example.com"),
+                              now=T0).status == "accepted"
+
+    voided = f"lightspeed:{uuid.uuid4().hex[:10]}"
+    assert intake.cancel_order(intake_db, settings, StoreCancelled("lightspeed", f"v-{voided}", voided),
+                                      now=T0).status == "ignored"
+    assert intake.place_order(intake_db, settings, OrderPlaced("lightspeed", f"m-{voided}", voided, "a@example.com"),
+                              now=T0).status == "ignored"
+
+
+def test_analytics_counts_a_verification_and_its_duration_under_its_role(as_role, cluster):
+    # The approval's time to verify goes to verify_durations, once per order (ON CONFLICT (order_id)).
+    analytics_db = as_role("record-analytics")
+    order = f"order-{uuid.uuid4().hex[:10]}"
+    approved = EventMessage(id=str(uuid.uuid4()), type="verification.approved", order_id=order,
+                            occurred_at=T0.isoformat(), data={"seconds_to_verify": 3600})
+    assert analytics.record_event(analytics_db, approved).status == "accepted"
+    again = dataclasses.replace(approved, id=str(uuid.uuid4()))
+    assert analytics.record_event(analytics_db, again).status == "accepted"
+
+    conn = cluster.admin()
+    try:
+        assert conn.run("SELECT count(*) FROM verify_durations WHERE order_id = :o", o=order) == [[1]]
+    finally:
+        conn.close()
