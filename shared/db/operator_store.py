@@ -17,6 +17,23 @@ from shared.domain.model import Event
 REFUND_CLOSABLE = {"refunded": ("manual", "failed"), "failed": ("manual",)}
 
 
+def provider_deciding(conn: Connection, order_id: str, now: datetime) -> bool:
+    """Whether the provider holds a submission of this open session for its decision: the
+    customer submitted before the deadline (the decision hold), or the provider put it in
+    review (an `in_review` without a reason of ours). Locks the session row."""
+    return bool(conn.execute(
+        text("""
+            SELECT (s.status = 'pending' AND s.decision_hold_until > :now)
+                OR (s.status = 'in_review' AND (
+                        SELECT e.data->>'reason' FROM event_log e
+                        WHERE e.order_id = s.order_id AND e.type = :in_review
+                        ORDER BY e.id DESC LIMIT 1) IS NULL)
+            FROM verification_sessions s WHERE s.order_id = :o FOR UPDATE
+        """),
+        {"o": order_id, "now": now, "in_review": str(Event.IN_REVIEW)},
+    ).scalar_one_or_none())
+
+
 def clear_provider_session(conn: Connection, order_id: str) -> bool:
     """Forget an open session's provider session, so the next link email opens a fresh one."""
     return conn.execute(

@@ -27,9 +27,14 @@ def actor(operator: str) -> str:
 
 def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) -> Result:
     """An open session gets a fresh provider session and a new link email (the first is link 0),
-    once within RESEND_GUARD: a double click, or two operators at once, send one."""
+    once within RESEND_GUARD: a double click, or two operators at once, send one. Not while the
+    provider decides on the customer's submission: its decision would then be for a superseded
+    session and ignored, and an adult who verified would be refunded."""
     with UnitOfWork(db, now=now) as uow:
-        if not operator_store.clear_provider_session(uow.conn, order_id):  # locks the session row
+        if operator_store.provider_deciding(uow.conn, order_id, now):  # locks the session row
+            return Result(ResultStatus.IGNORED, order_id,
+                          "the provider is deciding on the customer's submission; a new link would void it")
+        if not operator_store.clear_provider_session(uow.conn, order_id):
             return Result(ResultStatus.IGNORED, order_id, "unknown order, or the session is closed")
         last = operator_store.last_link_resend(uow.conn, order_id)
         if last is not None and now - last < RESEND_GUARD:

@@ -181,6 +181,22 @@ def test_cancel_then_a_second_action_is_ignored_not_applied(console, keys, db, s
     assert [e[:2] for e in events_of(db, order_id)][-1] == ("order.cancelled", "operator:alice@example.com")
 
 
+def test_resend_link_while_the_provider_reviews_tells_staff_why_nothing_was_sent(console, keys, db, settings,
+                                                                                   order_id):
+    from shared.domain.messages import ProviderDecision
+    from shared.domain.model import Decision
+    from tests.sessions import bind_provider_session
+
+    place(db, settings, order_id)
+    bind_provider_session(db, order_id, "vs-review")
+    review = ProviderDecision("veriff", f"r-{order_id}", order_id, Decision.REVIEW, "vs-review", 9121)
+    assert intake.record_decision(db, settings, review, now=datetime.now(timezone.utc)).status == "accepted"
+    location = post_action(console, keys, order_id, "resend-link").headers["Location"]
+    page = console.get(location, headers=as_alice(keys)).get_data(as_text=True)
+    assert "resend-link: ignored (the provider is deciding on the customer&#39;s submission" in page
+    assert "verification.link_resent" not in [e[0] for e in events_of(db, order_id)]
+
+
 def test_resend_link_opens_a_fresh_provider_session_and_queues_a_new_link_email(console, keys, db, settings,
                                                                                 order_id):
     place(db, settings, order_id)
