@@ -85,6 +85,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
                              update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
         "processed_messages": TableGrant(select=ALL, delete=True),
         "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
+        # A re-driven refund gives the reason its closing event recorded (`underage`).
+        "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
     },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,

@@ -500,7 +500,12 @@ def release_refund(db: Database, order_id: str) -> None:
 
 
 _REFUNDS_TO_REDRIVE = text("""
-    SELECT order_id, status FROM verification_sessions
+    SELECT s.order_id, coalesce(
+               (SELECT e.data->>'reason' FROM event_log e
+                WHERE e.order_id = s.order_id AND e.type IN ('verification.declined', 'verification.expired')
+                ORDER BY e.id DESC LIMIT 1),
+               s.status)
+    FROM verification_sessions s
     WHERE status IN ('declined', 'expired')
       AND (refund_status IS NULL
            OR (refund_status = 'requested'
@@ -513,7 +518,8 @@ _REFUNDS_TO_REDRIVE = text("""
 def refunds_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str]]:
     """(order id, reason) of sessions closed over a lease ago and still owed a refund whose
     request was lost: never claimed, given back by a failed call, or claimed by an attempt
-    that died (its lease passed)."""
+    that died (its lease passed). The reason is the one the closing event recorded (an
+    underage approval's `underage`), as the first request gave it, else the status."""
     return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
 
 

@@ -332,6 +332,40 @@ def test_sweeper_re_drives_a_refund_whose_request_was_lost(db, settings, order_i
     assert gateway.calls == [f"refund-{order_id}"]
 
 
+def test_a_re_driven_refund_gives_the_reason_the_first_request_gave(db, settings, order_id):
+    """An underage approval asks for its refund with reason `underage`; when that request is
+    lost, the sweeper's re-drive asked with the status (`declined`) instead."""
+    from datetime import date, timedelta
+
+    from shared.domain.messages import ProviderDecision
+    from shared.domain.model import Decision
+    from tests.sessions import bind_provider_session
+
+    place(db, settings, order_id)
+    bind_provider_session(db, order_id, f"vs-{order_id}")
+    minor = date(NOW.year - 18, 1, 1)
+    approval = ProviderDecision("veriff", f"a-{order_id}", order_id, Decision.APPROVED, f"vs-{order_id}", 9001,
+                                birth_date=minor, decided_at=NOW)
+    assert intake.record_decision(db, settings, approval, now=NOW).status == "accepted"
+    [first] = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o "
+                        "AND payload->>'topic' = 'order-actions'", o=order_id)
+    assert (first[0]["action"], first[0]["reason"]) == ("refund", "underage")
+    with db.transaction() as conn:  # the request was lost; the session closed a while ago
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET updated_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    assert redrive.redrive_lost_work(db, settings, now=NOW + timedelta(days=1)) >= 1
+    again = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                      "AND payload->>'topic' = 'order-actions'", o=order_id)
+    assert [(row[0]["action"], row[0]["reason"]) for row in again] == [("refund", "underage")]
+    place(db, settings, f"{order_id}-x")
+    expire_now(db, f"{order_id}-x")
+    redrive.redrive_lost_work(db, settings, now=NOW + timedelta(days=1))
+    expired = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
+                        "AND payload->>'topic' = 'order-actions'", o=f"{order_id}-x")
+    assert [row[0]["reason"] for row in expired] == ["expired"]  # no closing event with a reason: the status
+
+
 def test_a_sent_email_is_recorded_through_a_short_database_outage(db, settings, order_id, monkeypatch):
     """The message is out: a failed record would let the lease pass and the email go twice."""
     place(db, settings, order_id)
