@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from shared.db import functions
 from shared.db.database import Database
-from shared.db.schema import KEY_MATCHES_SOURCE, metadata, schema_version
+from shared.db.schema import KEY_MATCHES_SOURCE, event_log, metadata, schema_version
 from shared.errors import TransientError, sqlstate
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,13 @@ def _email_search_any_case(conn: Connection) -> None:
                          "ON verification_sessions (lower(customer_email))")
 
 
+def _superseded_approvals(conn: Connection) -> None:
+    """v11: the console's "needs attention" finds open sessions whose customer was approved on
+    a superseded provider session (schema.py's `event_log_superseded_approvals`)."""
+    index = next(i for i in event_log.indexes if i.name == "event_log_superseded_approvals")
+    index.create(conn, checkfirst=True)
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -239,6 +246,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
+    _superseded_approvals,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from shared.domain import keys
 from shared.domain.model import EmailClaim, Status
 from shared.db.schema import (
+    SUPERSEDED_APPROVAL,
     countdown_timers,
     email_sends,
     event_log,
@@ -69,9 +70,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
-    deliveries, an email claim left hanging. Each branch is served by a small index."""
+    deliveries, an email claim left hanging, an open session whose customer was approved on a
+    superseded provider session (DESIGN ignores that decision; a person can verify by hand).
+    Each branch is served by a small index."""
     return union(
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
+        select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
+        .where(SUPERSEDED_APPROVAL, OPEN),
         select(sessions.c.order_id).where(sessions.c.refund_status.in_(("manual", "failed"))),
         select(outbox.c.order_id).where(outbox.c.dead_at.isnot(None)),
         select(outbox.c.order_id).where(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None),

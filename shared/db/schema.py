@@ -169,6 +169,12 @@ event_log = Table(
     Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 Index("event_log_order", event_log.c.order_id, event_log.c.id)
+# v11: approvals (age passed) ignored because their provider session had been superseded: an
+# open session with one needs a person (the customer verified on an earlier link).
+SUPERSEDED_APPROVAL = text("event_log.type = 'verification.decision_ignored' "
+                           "AND (event_log.data->>'reason') = 'superseded_session' "
+                           "AND (event_log.data->>'age_check') = 'passed'")
+Index("event_log_superseded_approvals", event_log.c.order_id, postgresql_where=SUPERSEDED_APPROVAL)
 
 outbox = Table(
     "outbox",

@@ -308,6 +308,37 @@ def test_search_by_email_finds_it_in_any_case(console, keys, db, settings):
     assert found(lower.upper()) == [f"lower-{tag}"]
 
 
+def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attention(console, keys, db, settings):
+    """Veriff lets a customer resubmit in the session a 9103 was for, while our next email has
+    opened a fresh one: the approval is for a superseded session and ignored (DESIGN), so
+    without a person the adult is refunded at the deadline."""
+    from datetime import date
+
+    from shared.domain.messages import ProviderDecision
+    from shared.domain.model import Decision
+    from shared.handlers import operator
+    from tests.sessions import bind_provider_session
+
+    tag = uuid.uuid4().hex[:8]
+    email = f"superseded-{tag}@example.com"
+    now = datetime.now(timezone.utc)
+    ids = {name: f"{name}-{tag}" for name in ("adult", "minor", "closed")}
+    for order_id in ids.values():
+        place(db, settings, order_id, email, now=now - timedelta(hours=2))
+        bind_provider_session(db, order_id, f"old-{order_id}")
+        assert operator.resend_link(db, order_id, operator="alice", now=now - timedelta(hours=2)).accepted
+        bind_provider_session(db, order_id, f"new-{order_id}")
+    for name, born in (("adult", date(1990, 1, 1)), ("minor", date(now.year - 17, 1, 1)),
+                       ("closed", date(1990, 1, 1))):
+        old = ProviderDecision("veriff", f"a-{ids[name]}", ids[name], Decision.APPROVED, f"old-{ids[name]}", 9001,
+                               birth_date=born, decided_at=now)
+        assert intake.record_decision(db, settings, old, now=now).detail == "superseded_session"
+    assert intake.operator_action(db, ids["closed"], "verify", operator="alice", now=now).accepted
+
+    html = console.get(f"/sessions?q={email}&attention=1", headers=as_alice(keys)).get_data(as_text=True)
+    assert set(order_ids_on(html)) == {ids["adult"]}
+
+
 def test_filters_status_overdue_due_and_attention(console, keys, db, settings):
     tag = uuid.uuid4().hex[:8]
     email = f"filters-{tag}@example.com"
