@@ -33,8 +33,8 @@ BATCH = 20_000  # rows per statement: each stays well inside the driver's 5 s so
 
 def fill(db, sessions: int) -> None:
     """Sessions over 60 days: 3 % pending, 0.5 % in review, the rest closed; 0.2 % with a manual refund
-    open; an event each, and 0.05 % an approval on a superseded provider session; a few hundred
-    parked outbox rows."""
+    open; an event each, and 0.05 % an approval on a superseded provider session; one stale order
+    (no session) per 5,000; a few hundred parked outbox rows."""
     for first in range(1, sessions + 1, BATCH):
         with db.transaction() as conn:
             conn.execute(text("""
@@ -58,6 +58,9 @@ def fill(db, sessions: int) -> None:
             SELECT gen_random_uuid(), 'bench-' || i, 'verification.decision_ignored',
                    '{"decision": "approved", "age_check": "passed", "reason": "superseded_session"}'::jsonb
             FROM generate_series(CAST(:a AS int), CAST(:b AS int)) AS i WHERE mod(i, 2000) = 0
+            UNION ALL
+            SELECT gen_random_uuid(), 'stale-' || i, 'order.stale', '{}'::jsonb
+            FROM generate_series(CAST(:a AS int), CAST(:b AS int)) AS i WHERE mod(i, 5000) = 0
             """), {"a": first, "b": min(first + BATCH - 1, sessions)})
     with db.transaction() as conn:
         conn.execute(text("""
@@ -69,8 +72,9 @@ def fill(db, sessions: int) -> None:
         conn.execute(text("ANALYZE"))
 
 
-def explain(conn, f: reads.SessionFilter, now: datetime) -> str:
-    compiled = reads.sessions_query(f, now).compile(conn, compile_kwargs={"render_postcompile": True})
+def explain(conn, f: reads.SessionFilter, now: datetime, statement=None) -> str:
+    statement = reads.sessions_query(f, now) if statement is None else statement
+    compiled = statement.compile(conn, compile_kwargs={"render_postcompile": True})
     params = tuple(compiled.params[name] for name in compiled.positiontup)
     return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + compiled.string, params))
 
@@ -118,6 +122,21 @@ def main() -> None:
                   f"seq scan: {seq}  indexes: {', '.join(indexes)}")
             if args.plans:
                 print(plan)
+        # Beside "needs attention": the orders that opened no session.
+        with db.read() as conn:
+            unopened = reads.sessionless_orders(conn, now)
+            plan = explain(conn, None, now, reads.sessionless_query(now, 50))
+        timings = []
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            with db.read() as conn:
+                reads.sessionless_orders(conn, now)
+            timings.append((time.perf_counter() - started) * 1000)
+        print(f"{'orders with no session':32} rows {len(unopened):3}  p50 {statistics.median(timings):7.2f} ms  "
+              f"seq scan: {'Seq Scan' in plan}  "
+              f"{'event_log_sessionless' if 'event_log_sessionless' in plan else 'NOT the partial index'}")
+        if args.plans:
+            print(plan)
         first = report["newest"]
         deep_name = next(name for name in report if name.startswith("newest, page at"))
         print(f"deep page / first page: {report[deep_name] / first:.2f}x (keyset: no OFFSET cost)")

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--status")
     listing.add_argument("--due", type=int, metavar="HOURS", help="open sessions due within HOURS")
     listing.add_argument("--overdue", action="store_true")
-    listing.add_argument("--attention", action="store_true", help="in review, refund open, parked, stuck")
+    listing.add_argument("--attention", action="store_true",
+                         help="in review, refund open, parked, stuck; and orders that opened no session")
     listing.add_argument("--q", help="an order id or a customer email (any case)")
     listing.add_argument("--after", help="the cursor printed under the previous page")
     listing.add_argument("--limit", type=int, default=50)
@@ -218,17 +219,24 @@ def _list(c, args) -> int:
     try:
         with c.db.read() as conn:
             rows, cursor = reads.list_sessions(conn, chosen, c.clock.now())
+            # As the console: orders that opened no session, beside the first page of --attention.
+            unopened = (reads.sessionless_orders(conn, c.clock.now())
+                        if args.attention and not args.after and not args.q else [])
     except ValueError:
         raise UsageError("--after is not a cursor this command printed") from None
     if args.json:
-        print(json.dumps({"sessions": rows, "next": cursor}, default=str))
+        print(json.dumps({"sessions": rows, "next": cursor, **({"no_session": unopened} if unopened else {})},
+                         default=str))
         return 0
-    if not rows:
+    if rows:
+        print(table(rows, ("order_id", "status", "deadline", "refund_status", "created_at", "customer_email")))
+    else:
         print("no session matches")
-        return 0
-    print(table(rows, ("order_id", "status", "deadline", "refund_status", "created_at", "customer_email")))
     if cursor:
         print(f"more: --after {cursor}")
+    if unopened:
+        print(f"\norders that opened no session (received in the last {reads.SESSIONLESS_SHOWN.days} days)\n"
+              + table(unopened, ("order_id", "type", "reason", "occurred_at")))
     return 0
 
 

@@ -166,11 +166,15 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
     try:
         with bootstrap.container().db.read() as conn:
             rows, next_cursor = reads.list_sessions(conn, chosen, page.now)
+            # Orders that opened no session have no row above: listed beside it, first page only.
+            unopened = (reads.sessionless_orders(conn, page.now)
+                        if chosen.attention and not chosen.after and not chosen.query else [])
     except ValueError:
         raise actions.BadAction("that page link is not valid any more; start from the first page") from None
     query = {k: v for k, v in source.items() if k not in ("after", "csrf") and v}
     return page.render("sessions.html", rows=rows, next_cursor=next_cursor, chosen=chosen, query=query,
-                       next_by_post="@" in query.get("q", ""))
+                       next_by_post="@" in query.get("q", ""), unopened=unopened,
+                       unopened_days=reads.SESSIONLESS_SHOWN.days)
 
 
 def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:

@@ -227,11 +227,13 @@ def _email_search_any_case(conn: Connection) -> None:
                          "ON verification_sessions (lower(customer_email))")
 
 
-def _superseded_approvals(conn: Connection) -> None:
+def _attention_from_events(conn: Connection) -> None:
     """v11: the console's "needs attention" finds open sessions whose customer was approved on
-    a superseded provider session (schema.py's `event_log_superseded_approvals`)."""
-    index = next(i for i in event_log.indexes if i.name == "event_log_superseded_approvals")
-    index.create(conn, checkfirst=True)
+    a superseded provider session, and paid orders that opened no session (schema.py's
+    `event_log_superseded_approvals`, `event_log_sessionless`)."""
+    for index in event_log.indexes:
+        if index.name in ("event_log_superseded_approvals", "event_log_sessionless"):
+            index.create(conn, checkfirst=True)
 
 
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
@@ -246,7 +248,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
-    _superseded_approvals,
+    _attention_from_events,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from shared.domain import keys
 from shared.domain.model import EmailClaim, Status
 from shared.db.schema import (
+    SESSIONLESS_ORDER,
     SUPERSEDED_APPROVAL,
     countdown_timers,
     email_sends,
@@ -171,6 +172,28 @@ def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list
         select(event_log.c.order_id, event_log.c.type, event_log.c.occurred_at, event_log.c.actor, event_log.c.data)
         .where(event_log.c.order_id.in_(keys.candidate_keys(text))).order_by(event_log.c.id).limit(limit)).mappings()
     return [dict(r) for r in rows]
+
+
+SESSIONLESS_SHOWN = timedelta(days=14)  # how far back "needs attention" lists orders that opened no session
+
+
+def sessionless_orders(conn: Connection, now: datetime, limit: int = 50) -> list[dict[str, Any]]:
+    """Paid orders received in the last SESSIONLESS_SHOWN that opened no session and need a
+    person (`order.stale`, a sale without a customer email), newest first: `order_id`, `type`,
+    `reason`, `occurred_at`. A sale opened later (its email added) is not one any more."""
+    return [dict(r) for r in conn.execute(sessionless_query(now, limit)).mappings()]
+
+
+def sessionless_query(now: datetime, limit: int) -> Select:
+    latest = (
+        select(event_log.c.order_id, event_log.c.type, event_log.c.data["reason"].astext.label("reason"),
+               event_log.c.occurred_at)
+        .where(SESSIONLESS_ORDER, event_log.c.occurred_at >= now - SESSIONLESS_SHOWN,
+               ~select(sessions.c.order_id).where(sessions.c.order_id == event_log.c.order_id).exists())
+        .order_by(event_log.c.order_id, event_log.c.occurred_at.desc())
+        .distinct(event_log.c.order_id)
+        .subquery())
+    return select(latest).order_by(latest.c.occurred_at.desc()).limit(limit)
 
 
 def order_of_provider_session(conn: Connection, provider_session_id: str) -> str | None:

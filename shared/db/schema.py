@@ -175,6 +175,11 @@ SUPERSEDED_APPROVAL = text("event_log.type = 'verification.decision_ignored' "
                            "AND (event_log.data->>'reason') = 'superseded_session' "
                            "AND (event_log.data->>'age_check') = 'passed'")
 Index("event_log_superseded_approvals", event_log.c.order_id, postgresql_where=SUPERSEDED_APPROVAL)
+# v11: paid orders that opened no session a person must look at: too old when they came
+# (`order.stale`), a sale without a customer email.
+SESSIONLESS_ORDER = text("(event_log.type = 'order.stale' OR (event_log.type = 'order.ignored' "
+                         "AND (event_log.data->>'reason') = 'no_customer_email'))")
+Index("event_log_sessionless", event_log.c.occurred_at, postgresql_where=SESSIONLESS_ORDER)
 
 outbox = Table(
     "outbox",

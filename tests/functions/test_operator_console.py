@@ -339,6 +339,37 @@ def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attenti
     assert set(order_ids_on(html)) == {ids["adult"]}
 
 
+def test_needs_attention_lists_paid_orders_that_opened_no_session(console, keys, db, settings):
+    """A stale order and a sale without a customer email open no session, so no row of the
+    list showed them: nobody asked those customers for their age."""
+    from shared.domain.messages import IgnoredDelivery
+
+    tag = uuid.uuid4().hex[:8]
+    now = datetime.now(timezone.utc)
+    stale, no_email, later, returned, old = (f"{name}-{tag}" for name in ("stale", "noemail", "later", "return",
+                                                                          "old"))
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"e-{stale}", stale, "a@example.com",
+                                                        ordered_at=now - timedelta(days=30)), now=now).detail \
+        == "order is older than MAX_ORDER_AGE: recorded for the operator"
+    for key, reason, at in ((f"lightspeed:{no_email}", "no_customer_email", now),
+                            (f"lightspeed:{later}", "no_customer_email", now - timedelta(hours=1)),
+                            (f"lightspeed:{returned}", "return", now),
+                            (f"lightspeed:{old}", "no_customer_email", now - timedelta(days=15))):
+        intake.record_ignored(db, settings, IgnoredDelivery("lightspeed", f"e-{key}", key, reason=reason), now=at)
+    # The sale got its customer's email in a later version: it opened a session.
+    assert intake.place_order(db, settings, OrderPlaced("lightspeed", f"e2-{later}", f"lightspeed:{later}",
+                                                        "b@example.com", ordered_at=now), now=now).accepted
+
+    html = console.get("/sessions?attention=1", headers=as_alice(keys)).get_data(as_text=True)
+    section = html.split("Orders that opened no session", 1)[1]
+    listed = set(re.findall(r'href="/orders/([^"]+)"', section))
+    mine = {o for o in listed if tag in o}
+    assert mine == {stale, f"lightspeed%3A{no_email}"}, mine
+    assert "ordered longer ago than MAX_ORDER_AGE" in section and "without a customer email" in section
+    plain = console.get("/sessions", headers=as_alice(keys)).get_data(as_text=True)
+    assert "Orders that opened no session" not in plain
+
+
 def test_filters_status_overdue_due_and_attention(console, keys, db, settings):
     tag = uuid.uuid4().hex[:8]
     email = f"filters-{tag}@example.com"

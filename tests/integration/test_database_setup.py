@@ -68,7 +68,7 @@ def test_a_version_1_database_migrates_forward(fresh_database):
         conn.execute(text("DROP INDEX outbox_undelivered"))
         conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_at"))
         conn.execute(text("CREATE INDEX outbox_undelivered ON outbox (available_at) WHERE delivered_at IS NULL"))
-        conn.execute(text("DROP INDEX event_log_superseded_approvals"))  # v11's
+        conn.execute(text("DROP INDEX event_log_superseded_approvals, event_log_sessionless"))  # v11's
         conn.execute(text("DELETE FROM schema_version WHERE version > 1"))
     assert ensure_schema(db) == LATEST
     with db.read() as conn:
@@ -76,8 +76,9 @@ def test_a_version_1_database_migrates_forward(fresh_database):
                                    "WHERE table_name = 'outbox' AND column_name = 'dead_at'")).scalar()
         index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_undelivered'")).scalar()
         versions = conn.execute(text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
-        superseded = conn.execute(text("SELECT indexdef FROM pg_indexes "
-                                       "WHERE indexname = 'event_log_superseded_approvals'")).scalar()
+        v11 = dict(conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN "
+                                     "('event_log_superseded_approvals', 'event_log_sessionless')")).all())
     assert column == 1 and "dead_at IS NULL" in index and versions == list(range(1, LATEST + 1))
-    assert "superseded_session" in superseded
+    assert "superseded_session" in v11["event_log_superseded_approvals"]
+    assert "no_customer_email" in v11["event_log_sessionless"]
     db.engine.dispose()

@@ -45,6 +45,22 @@ def test_status_prints_the_timeline_and_json(cli, db, settings, order_id):
     assert cli("status", "no-such-order")[0] == 2
 
 
+def test_list_attention_names_orders_that_opened_no_session(cli, db, settings):
+    from datetime import timedelta
+
+    stale = f"cli-stale-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+    intake.place_order(db, settings, OrderPlaced("orders", f"e-{stale}", stale, "a@example.com",
+                                                 ordered_at=now - timedelta(days=30)), now=now)
+    status, out, _ = cli("list", "--attention")
+    assert status == 0
+    section = out.split("orders that opened no session (received in the last 14 days)\n", 1)[1]
+    assert any(line.startswith(stale) and "order.stale" in line for line in section.splitlines())
+    page = json.loads(cli("--json", "list", "--attention")[1])
+    assert stale in [u["order_id"] for u in page["no_session"]]
+    assert "no_session" not in json.loads(cli("--json", "list")[1])
+
+
 def test_list_filters_like_the_console(cli, db, settings):
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     ids = [f"cli-{uuid.uuid4().hex[:8]}" for _ in range(3)]
