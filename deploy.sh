@@ -94,8 +94,15 @@ check_secret_values() {
     done
     note "secrets: each must have an enabled version"
     for name in "${names[@]}"; do
-        capture version 1 gcloud secrets versions list "$name" "${P[@]}" \
-            --filter=state:ENABLED --limit=1 '--format=value(name)'
+        local -a list=(gcloud secrets versions list "$name" "${P[@]}" --filter=state:ENABLED --limit=1
+                       '--format=value(name)')
+        if [[ $DRY_RUN == 1 ]]; then
+            print_command "${list[@]}"
+            continue
+        fi
+        # A listing that fails is not an empty one: say which it was.
+        version=$("${list[@]}" 2>/dev/null) ||
+            die "could not list the versions of secret $name: it does not exist (infra/provision.sh creates it) or this account may not read it"
         if [[ -z $version ]]; then
             die "secret $name has no value; add one with: printf '%s' 'VALUE' | gcloud secrets versions add $name --data-file=- --project=$PROJECT_ID"
         fi
@@ -215,12 +222,20 @@ wire_subscription() {
 # the only people IAP lets through (docs/DEPLOY.md, "Operator console").
 protect_console() {
     local project_number=$1 member
-    local -a members=()
+    local -a members=() entries=()
     run gcloud beta run services update operator-console "${R[@]}" "${P[@]}" --iap
     ensure_binding roles/run.invoker \
         "serviceAccount:service-$project_number@gcp-sa-iap.iam.gserviceaccount.com" \
         "run services" operator-console "${R[@]}" "${P[@]}"
-    [[ -n $CONSOLE_ACCESS ]] && IFS=, read -r -a members <<<"$CONSOLE_ACCESS"
+    local entry
+    # Comma-separated; "group:ops@x.example, user:a@x.example" (a space after the comma) is
+    # meant as two members, not one whose name starts with a space.
+    IFS=, read -r -a entries <<<"$CONSOLE_ACCESS"
+    for entry in "${entries[@]}"; do
+        entry=${entry#"${entry%%[![:space:]]*}"}
+        entry=${entry%"${entry##*[![:space:]]}"}
+        [[ -n $entry ]] && members+=("$entry")
+    done
     if [[ ${#members[@]} -eq 0 ]]; then
         log "CONSOLE_ACCESS is empty: nobody can open the operator console yet (see docs/DEPLOY.md)"
         return 0

@@ -47,6 +47,25 @@ def test_a_secret_without_a_value_stops_the_deploy_before_anything_is_deployed(p
     assert deployed(run.calls) == []
 
 
+def test_a_secret_that_cannot_be_listed_is_not_called_empty(provisioned_template, cloud):
+    """A failed listing (the secret was deleted, or this account may not read it) was reported
+    as "has no value", and the command it suggested fails the same way."""
+    import json
+
+    template, _ = provisioned_template
+    state = json.loads(template.state_path.read_text())
+    state["resources"] = {k: v for k, v in state["resources"].items() if k != "secret:veriff-api-key:"}
+    cloud.state_path.write_text(json.dumps(state))
+    cloud.set_operator_secrets({k: v for k, v in OPERATOR_SECRETS.items() if k != "veriff-api-key"})
+
+    run = cloud.run(DEPLOY, *TARGET)
+
+    assert run.returncode != 0
+    assert "could not list the versions of secret veriff-api-key" in run.stderr
+    assert "has no value" not in run.stderr
+    assert deployed(run.calls) == []
+
+
 def test_first_deploy_wires_everything(provisioned):
     run = provisioned.run(DEPLOY, *TARGET)
 
@@ -183,6 +202,18 @@ def test_the_console_is_private_behind_iap_and_open_to_the_named_staff(provision
         ("roles/iap.httpsResourceAccessor", "group:ops@store.example"),
         ("roles/iap.httpsResourceAccessor", "user:alice@store.example")}
     assert "operator console (staff, through IAP): https://operator-console-" in run.stderr
+
+
+def test_console_access_members_may_be_written_with_spaces_after_commas(provisioned):
+    assert provisioned.run(DEPLOY, *TARGET).returncode == 0
+
+    run = provisioned.run(DEPLOY, *TARGET, "operator_console",
+                          env={"CONSOLE_ACCESS": " group:ops@store.example,  user:alice@store.example ,"})
+
+    assert run.returncode == 0, run.stderr
+    assert {tuple(b) for b in provisioned.state()["policies"][f"iap:operator-console:{REGION}"]} == {
+        ("roles/iap.httpsResourceAccessor", "group:ops@store.example"),
+        ("roles/iap.httpsResourceAccessor", "user:alice@store.example")}
 
 
 def test_without_console_access_nobody_is_let_through(provisioned):
