@@ -215,7 +215,7 @@ def extend_deadline(conn: Connection, order_id: str, deadline: datetime) -> dict
             UPDATE verification_sessions
             SET deadline = :d, deadline_version = deadline_version + 1, updated_at = now()
             WHERE order_id = :o AND status IN ('pending', 'in_review') AND deadline < :d
-            RETURNING order_id, deadline, deadline_version
+            RETURNING order_id, status, deadline, deadline_version
         """),
         {"o": order_id, "d": deadline},
     ).mappings().first()

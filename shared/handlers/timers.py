@@ -11,7 +11,7 @@ from shared.config import Settings
 from shared.db import store
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, TimerKind, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, Status, TimerKind, timers_for
 from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
 from shared.handlers.intake import apply_effects
@@ -112,4 +112,7 @@ def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: d
         fx.schedule(timers_for(now, deadline, (), version=row["deadline_version"])[-1])
         fx.event(Event.DEADLINE_EXTENDED, deadline=deadline.isoformat())
         uow.commit()
+    if row["status"] == Status.IN_REVIEW:  # staff would otherwise see nothing change
+        return Result(ResultStatus.ACCEPTED, order_id, "in review, the session does not expire; "
+                                                       "the new deadline counts if it goes back to pending")
     return Result(ResultStatus.ACCEPTED, order_id)

@@ -159,6 +159,17 @@ def test_extend_shows_the_new_timeline_entry(console, keys, db, settings, order_
     assert version == 2 and timers_ == ["cancelled", "scheduled"]
 
 
+def test_extend_on_a_session_in_review_says_it_does_not_expire_meanwhile(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"),
+                     {"o": order_id})
+    location = post_action(console, keys, order_id, "extend", duration="100h").headers["Location"]
+    page = html.unescape(console.get(location, headers=as_alice(keys)).get_data(as_text=True))
+    assert ("extend: accepted (in review, the session does not expire; "
+            "the new deadline counts if it goes back to pending)") in page
+
+
 def test_only_the_consoles_own_redirect_shows_an_outcome_notice(console, keys, db, settings, order_id):
     """A link someone crafts (`?done=verify&outcome=accepted`) must not tell staff a verification
     went through; the redirect after a real action does, to the operator who took it."""
