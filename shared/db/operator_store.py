@@ -20,14 +20,14 @@ REFUND_CLOSABLE = {"refunded": ("manual", "failed"), "failed": ("manual",)}
 def provider_deciding(conn: Connection, order_id: str, now: datetime) -> bool:
     """Whether the provider holds a submission of this open session for its decision: the
     customer submitted before the deadline (the decision hold), or the provider put it in
-    review (an `in_review` without a reason of ours). Locks the session row."""
+    review (the latest `verification.in_review` has no reason of ours). Locks the session row."""
     return bool(conn.execute(
         text("""
             SELECT (s.status = 'pending' AND s.decision_hold_until > :now)
-                OR (s.status = 'in_review' AND (
-                        SELECT e.data->>'reason' FROM event_log e
+                OR (s.status = 'in_review' AND coalesce((
+                        SELECT e.data->>'reason' IS NULL FROM event_log e
                         WHERE e.order_id = s.order_id AND e.type = :in_review
-                        ORDER BY e.id DESC LIMIT 1) IS NULL)
+                        ORDER BY e.id DESC LIMIT 1), false))
             FROM verification_sessions s WHERE s.order_id = :o FOR UPDATE
         """),
         {"o": order_id, "now": now, "in_review": str(Event.IN_REVIEW)},
