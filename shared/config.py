@@ -281,6 +281,90 @@ class VeriffSettings(_Section):
             _require_https("VERIFF_BASE_URL", self.base_url)
 
 
+def _secrets(r: _Reader, variable: str, default) -> tuple[str, ...]:
+    """One secret, or two comma-separated during a rotation (the new one first)."""
+    value = r.text(variable)
+    parts = tuple(p for p in (s.strip() for s in (value or "").split(",")) if p)
+    if len(parts) > 2:
+        raise ConfigError(variable, "at most two comma-separated secrets (during a rotation)")
+    return parts
+
+
+@dataclass(frozen=True)
+class ShopifySettings(_Section):
+    """Shopify (DESIGN.md 4, 4b): the shop, the app's client secret(s) its webhooks are signed
+    with, and the Admin GraphQL API (custom app access token, pinned API version). Unset shop
+    domain: the route and the connector are disabled. `admin_url` defaults to the shop's own
+    endpoint; http only to 127.0.0.1 (stand-ins)."""
+
+    shop_domain: str | None = _env("SHOPIFY_SHOP_DOMAIN")
+    client_secrets: tuple[str, ...] = _env("SHOPIFY_CLIENT_SECRET", (), read=_secrets, secret=True)
+    admin_token: str | None = _env("SHOPIFY_ADMIN_TOKEN", secret=True)
+    api_version: str = _env("SHOPIFY_API_VERSION", "2025-10")
+    admin_url_setting: str | None = _env("SHOPIFY_ADMIN_URL")
+    notify_customer: bool = _env("SHOPIFY_NOTIFY_CUSTOMER", False, read=_flag)
+    accept_test_orders: bool = _env("SHOPIFY_ACCEPT_TEST_ORDERS", False, read=_flag)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shop_domain)
+
+    @property
+    def admin_url(self) -> str:
+        return (self.admin_url_setting
+                or f"https://{self.shop_domain}/admin/api/{self.api_version}/graphql.json").rstrip("/")
+
+    def _check(self, r: _Reader) -> None:
+        if self.admin_url_setting:
+            _require_https("SHOPIFY_ADMIN_URL", self.admin_url_setting)
+
+
+@dataclass(frozen=True)
+class WooCommerceSettings(_Section):
+    """WooCommerce (DESIGN.md 4, 4b): the store's URL (REST v3 under `/wp-json/wc/v3`), the
+    webhook secret and the REST API consumer key and secret. Unset URL: disabled."""
+
+    url: str | None = _env("WOOCOMMERCE_URL")
+    webhook_secret: str | None = _env("WOOCOMMERCE_WEBHOOK_SECRET", secret=True)
+    consumer_key: str | None = _env("WOOCOMMERCE_CONSUMER_KEY", secret=True)
+    consumer_secret: str | None = _env("WOOCOMMERCE_CONSUMER_SECRET", secret=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def _check(self, r: _Reader) -> None:
+        if self.url:
+            _require_https("WOOCOMMERCE_URL", self.url)
+
+
+@dataclass(frozen=True)
+class OutcomeWebhookSettings(_Section):
+    """Signed outcome webhooks to any store (DESIGN.md 4b): unset URL, none are sent."""
+
+    url: str | None = _env("OUTCOME_WEBHOOK_URL")
+    secret: bytes | None = _env("OUTCOME_WEBHOOK_SECRET", secret=True, read=_webhook_secret)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def _check(self, r: _Reader) -> None:
+        if self.url:
+            _require_https("OUTCOME_WEBHOOK_URL", self.url)
+            if not self.secret:
+                raise ConfigError("OUTCOME_WEBHOOK_SECRET", "required when OUTCOME_WEBHOOK_URL is set")
+
+
+@dataclass(frozen=True)
+class StoreSettings(_Section):
+    """Every store connector's section (`shared.stores`)."""
+
+    shopify: ShopifySettings = _section(ShopifySettings)
+    woocommerce: WooCommerceSettings = _section(WooCommerceSettings)
+    outcome_webhook: OutcomeWebhookSettings = _section(OutcomeWebhookSettings)
+
+
 @dataclass(frozen=True)
 class InboundSettings(_Section):
     """The webhook intake: each sender's secret, the body limit, and when it relays."""
@@ -290,6 +374,7 @@ class InboundSettings(_Section):
     max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576, read=_integer(1))
     relay: IntakeRelay = _env("INTAKE_RELAY", IntakeRelay.AFTER_RESPONSE, read=_choice(IntakeRelay))
     veriff: VeriffSettings = _section(VeriffSettings)
+    stores: StoreSettings = _section(StoreSettings)
 
 
 @dataclass(frozen=True)
