@@ -157,7 +157,7 @@ _V8_STEPS = (
     # stop the deploy; every new or changed row is checked.
     "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'verification_sessions_key_source') "
     "THEN ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
-    f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID; END IF; END $$",
+    "CHECK ((source = 'lightspeed') = (order_id LIKE 'lightspeed:%')) NOT VALID; END IF; END $$",
 )
 
 
@@ -236,6 +236,15 @@ def _attention_from_events(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _store_sources(conn: Connection) -> None:
+    """v12: Shopify and WooCommerce orders are keyed `shopify:<id>` / `woocommerce:<id>` like a
+    Lightspeed sale: the key CHECK names every namespaced source. NOT VALID, as v8's: a generic
+    order stored earlier with such an id is no reason to stop the deploy; new rows are checked."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions DROP CONSTRAINT IF EXISTS verification_sessions_key_source")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
+                         f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -248,7 +257,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
-    _attention_from_events,
+    _attention_from_events, _store_sources,
 ]
 LATEST = len(MIGRATIONS)
 

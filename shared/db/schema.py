@@ -27,13 +27,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from shared.domain import keys
 from shared.domain.model import OPEN, Email, EmailClaim, Status, TimerKind
 from shared.domain.rows import OutboxKind
 
 metadata = MetaData()
 
 NOW = text("now()")
-KEY_MATCHES_SOURCE = "(source = 'lightspeed') = (order_id LIKE 'lightspeed:%')"
+# A namespaced source's key is `<source>:<id>`; any other (generic) key begins with no reserved prefix.
+_NAMESPACED_SQL = ", ".join(f"'{source}'" for source in keys.NAMESPACED)
+KEY_MATCHES_SOURCE = (f"(source IN ({_NAMESPACED_SQL})) = (order_id ~ '^({'|'.join(keys.NAMESPACED)}):') "
+                      f"AND (source NOT IN ({_NAMESPACED_SQL}) OR order_id LIKE source || ':%')")
 _KIND = re.compile(r"[a-z_.]+")
 
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 GENERIC = "orders"  # the generic order webhook's source name (`verification_sessions.source`)
 LIGHTSPEED = "lightspeed"
-NAMESPACED = (LIGHTSPEED,)  # sources whose order ids are prefixed in the key
+SHOPIFY = "shopify"
+WOOCOMMERCE = "woocommerce"
+NAMESPACED = (LIGHTSPEED, SHOPIFY, WOOCOMMERCE)  # sources whose order ids are prefixed in the key
 SEPARATOR = ":"
 RESERVED_PREFIXES = tuple(f"{source}{SEPARATOR}" for source in NAMESPACED)
 

@@ -23,14 +23,15 @@ TOPICS = (TOPIC_EVENTS, TOPIC_EMAILS, TOPIC_ORDER_ACTIONS)
 
 @dataclass(frozen=True)
 class OrderPlaced:
-    provider: str  # "orders" | "lightspeed"
+    provider: str  # a source: "orders", "lightspeed", "shopify", "woocommerce" (`shared.domain.keys`)
     event_id: str
     order_id: str
     customer_email: str
     customer_id: str | None = None
     order_total: Decimal | None = None
     currency: str | None = None
-    ordered_at: datetime | None = None
+    ordered_at: datetime | None = None  # the store's own order time (staleness; shown to staff)
+    store_ref: str | None = None  # the store's own id its API needs (Shopify's order GID), if not the key's
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,23 @@ def test_v8_is_idempotent(migrated):
     assert rows(db, "SELECT count(*) FROM countdown_timers WHERE order_id = 'lightspeed:S-1'") == [(2,)]
 
 
-@pytest.mark.parametrize("key, source", [("S-2", "lightspeed"), ("lightspeed:S-2", "orders")])
+@pytest.mark.parametrize("key, source", [
+    ("S-2", "lightspeed"), ("lightspeed:S-2", "orders"),
+    # v12: Shopify and WooCommerce orders are namespaced too
+    ("1001", "shopify"), ("shopify:1001", "orders"), ("woocommerce:7", "shopify"), ("shopify:7", "woocommerce"),
+])
 def test_after_v8_the_database_refuses_a_key_that_does_not_match_its_source(migrated, key, source):
     db, _, _ = migrated
     with pytest.raises(sqlalchemy.exc.DBAPIError) as refused, db.transaction() as conn:
         conn.execute(text("INSERT INTO verification_sessions (order_id, source, customer_email, ordered_at, deadline) "
                           "VALUES (:o, :s, 'x@example.com', now(), now())"), {"o": key, "s": source})
     assert sqlstate(refused.value) == "23514"  # check_violation
+
+
+@pytest.mark.parametrize("key, source", [("shopify:1001", "shopify"), ("woocommerce:7", "woocommerce"), ("G-9", "orders")])
+def test_after_v12_a_store_order_keyed_by_its_source_is_taken(migrated, key, source):
+    db, _, _ = migrated
+    with db.transaction() as conn:
+        conn.execute(text("INSERT INTO verification_sessions (order_id, source, customer_email, ordered_at, deadline) "
+                          "VALUES (:o, :s, 'x@example.com', now(), now())"), {"o": key, "s": source})
+    assert rows(db, "SELECT source FROM verification_sessions WHERE order_id = :o", o=key) == [(source,)]

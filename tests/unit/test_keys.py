@@ -29,7 +29,7 @@ def test_no_two_orders_share_a_key():
     assert len(set(made)) == len(pairs)
 
 
-@pytest.mark.parametrize("store_id", ["lightspeed:123", "lightspeed:"])
+@pytest.mark.parametrize("store_id", ["lightspeed:123", "lightspeed:", "shopify:1", "woocommerce:1"])
 def test_a_generic_id_with_a_reserved_prefix_has_no_key(store_id):
     assert keys.is_reserved(store_id)
     with pytest.raises(ValueError):
@@ -37,5 +37,6 @@ def test_a_generic_id_with_a_reserved_prefix_has_no_key(store_id):
 
 
 def test_candidate_keys_for_a_bare_id_and_for_a_key():
-    assert keys.candidate_keys("123") == ["123", "lightspeed:123"]
+    assert keys.candidate_keys("123") == ["123", "lightspeed:123", "shopify:123", "woocommerce:123"]
     assert keys.candidate_keys("lightspeed:123") == ["lightspeed:123"]
+    assert keys.candidate_keys("shopify:123") == ["shopify:123"]
