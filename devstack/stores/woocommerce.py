@@ -440,15 +440,26 @@ def _wc_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _story(call: Call) -> None:
-    what = f"order {call.order_id}: " if call.order_id is not None else ""
+READS = frozenset({"read_order", "list_notes", "list_refunds"})
+
+
+def story_line(call: Call, *, reads: bool = True) -> str | None:
+    """One line for a call received (order id, call kind, status or amount sent, the answer);
+    None for a successful read when `reads` is False (the local stack shows the writes)."""
+    if not reads and call.kind in READS and call.status < 300:
+        return None
+    what = f"order woocommerce:{call.order_id}: " if call.order_id is not None else ""
     detail = ""
     if call.kind == "update_order" and isinstance(call.body, dict):
         detail = f" status={call.body.get('status')}"
     elif call.kind == "create_refund" and isinstance(call.body, dict):
         detail = f" amount={call.body.get('amount')}"
-    print(f"{datetime.now():%H:%M:%S}  woocommerce stand-in: {what}{call.kind}{detail} -> {call.status}"
-          f"{' ' + call.code if call.code else ''}", flush=True)
+    return (f"{datetime.now():%H:%M:%S}  woocommerce stand-in: {what}{call.kind}{detail} -> {call.status}"
+            f"{' ' + call.code if call.code else ''}")
+
+
+def _print_call(call: Call) -> None:
+    print(story_line(call), flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -457,7 +468,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--key", default="ck_standin", help="the consumer key it accepts")
     parser.add_argument("--secret", default="cs_standin", help="the consumer secret it accepts")
     args = parser.parse_args(argv)
-    standin = WooCommerceStandIn(args.key, args.secret, port=args.port, autocreate=True, on_call=_story)
+    standin = WooCommerceStandIn(args.key, args.secret, port=args.port, autocreate=True, on_call=_print_call)
     print(f"woocommerce stand-in: WOOCOMMERCE_URL={standin.url}", flush=True)
     try:
         standin._server.serve_forever()
