@@ -59,6 +59,7 @@ PLACED = frozenset({"processing", "completed"})  # paid: the order is placed
 CANCELLED = frozenset({"cancelled", "refunded"})  # the store cancelled it
 FORM = "application/x-www-form-urlencoded"  # the ping's body type (WordPress's default for a string body)
 _PING = re.compile(rb"webhook_id=[0-9]{1,20}")
+MAX_ORDER_ID = 2**63 - 1  # WordPress ids are BIGINT UNSIGNED; the REST API writes them as JSON integers
 
 WooCommerceCommand = OrderPlaced | StoreCancelled | IgnoredDelivery
 
@@ -122,7 +123,7 @@ def parse_woocommerce(body: bytes, topic: str | None) -> WooCommerceCommand | No
     order = loads_guarded(body, where="body")
     if not isinstance(order, dict):
         raise Unparseable("body must be a JSON object", field="body")
-    order_id = check.identifier(order.get("id"), "id")
+    order_id = str(check.integer(order.get("id"), "id", minimum=1, maximum=MAX_ORDER_ID))  # a post/order id
     status = check.text(order.get("status"), "status", max_length=40)
     key = keys.session_key(keys.WOOCOMMERCE, order_id)
     event_id = f"{order_id}:{status}"

@@ -243,7 +243,8 @@ def test_wrong_credentials_are_unavailable_not_refused(store):
     assert [c.code for c in store.calls] == ["woocommerce_rest_authentication_error"]
 
 
-@pytest.mark.parametrize("header, expected", [("7", 7.0), ("0", 0.0), (None, None)])
+@pytest.mark.parametrize("header, expected", [("7", 7.0), ("0", 0.0), (None, None),
+                                              ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])  # a date passed
 def test_429_is_unavailable_with_the_stores_retry_after(store, connector, header, expected):
     store.add_order(727)
     store.fail("read_order", 429, retry_after=header)
