@@ -56,16 +56,22 @@ class _Stopped(Exception):
 def _dev_secrets() -> dict[str, str]:
     """Development secrets, made once and kept in .local/dev-secrets.json (git-ignored)."""
     path = LOCAL / "dev-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {
+    values = json.loads(path.read_text()) if path.exists() else {}
+    fresh = {
         "ORDER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "VERIFF_SHARED_SECRET": secrets.token_hex(16),
         "VERIFF_API_KEY": secrets.token_hex(8),
         "LIGHTSPEED_CLIENT_SECRET": secrets.token_hex(16),
+        # WooCommerce: the webhook's secret, and the REST API keys the local stand-in accepts
+        "WOOCOMMERCE_WEBHOOK_SECRET": secrets.token_hex(16),
+        "WOOCOMMERCE_CONSUMER_KEY": "ck_" + secrets.token_hex(20),
+        "WOOCOMMERCE_CONSUMER_SECRET": "cs_" + secrets.token_hex(20),
     }
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
+    missing = {key: value for key, value in fresh.items() if key not in values}  # a file from before a store came
+    if missing:
+        values.update(missing)
+        path.write_text(json.dumps(values, indent=2))
+        path.chmod(0o600)
     return values
 
 
@@ -302,7 +308,8 @@ def _print_banner(base_port: int, env: dict[str, str], database_url: str, sweep_
     print(f"""
 Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   database          {database_url}
-  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/veriff | /healthz
+  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/woocommerce | /webhooks/veriff | /healthz
+  woocommerce       {env.get('WOOCOMMERCE_URL', '(none)')}   (the store's REST API; a stand-in unless WOOCOMMERCE_URL was set)
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
@@ -355,6 +362,7 @@ def _run(cleanup: contextlib.ExitStack) -> int:
     _check_ports_free(base_port)
     database_url = _start_database(cleanup)
     env = _environment(base_port, database_url)
+    _start_store_standins(env, cleanup)
     os.environ.update(env)
 
     from shared import bootstrap
@@ -388,6 +396,24 @@ def _run(cleanup: contextlib.ExitStack) -> int:
                 raise StartFailure(f"{function.name} exited with status {function.process.returncode}"
                                    f": {function.reason()}")
         time.sleep(0.5)
+
+
+def _start_store_standins(env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
+    """A WooCommerce stand-in (`devstack.stores.woocommerce`) on a free port of 127.0.0.1, unless
+    WOOCOMMERCE_URL names a store already; what the connector writes to it is one line each."""
+    if os.environ.get("WOOCOMMERCE_URL"):
+        return
+    from devstack.stores.woocommerce import WooCommerceStandIn, story_line
+
+    def tell(call) -> None:
+        line = story_line(call, reads=False)
+        if line:
+            print(line, flush=True)
+
+    standin = WooCommerceStandIn(env["WOOCOMMERCE_CONSUMER_KEY"], env["WOOCOMMERCE_CONSUMER_SECRET"],
+                                 autocreate=True, on_call=tell).start()
+    cleanup.callback(standin.stop)
+    env["WOOCOMMERCE_URL"] = standin.url
 
 
 def _stop_all(functions: list[Function]) -> None:

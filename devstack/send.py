@@ -5,6 +5,8 @@
     python -m devstack.send event ORDER-ID started|submitted     (Veriff event webhook)
     python -m devstack.send sale SALE-ID EMAIL [STATUS]   (Lightspeed sale, CLOSED unless given)
     python -m devstack.send void ORDER-ID          (Lightspeed voided sale)
+    python -m devstack.send woocommerce ORDER-ID EMAIL [STATUS]   (WooCommerce order.created, processing unless given)
+    python -m devstack.send woocommerce-cancel ORDER-ID           (WooCommerce order.updated, cancelled)
 
 Veriff webhooks carry the session id the local stack created for the order. It posts to the
 running stack's intake, as the run command left it in `.local/stack.env` (LOCAL_BASE_PORT in
@@ -33,10 +35,14 @@ from devstack.signing import (
     veriff_body,
     veriff_event_body,
     veriff_headers,
+    woocommerce_body,
+    woocommerce_headers,
+    woocommerce_order,
 )
 
 CODES = {"approved": 9001, "declined": 9102, "resubmission": 9103, "expired": 9104, "review": 9121}
 EVENT_CODES = {"started": 7001, "submitted": 7002}
+WOOCOMMERCE_STATUSES = ("processing", "completed", "pending", "on-hold", "failed", "cancelled", "refunded")
 
 
 def _order(secrets: dict, order_id: str, email: str = "customer@example.com") -> tuple[str, bytes, dict]:
@@ -66,11 +72,28 @@ def _void(secrets: dict, sale_id: str) -> tuple[str, bytes, dict]:
     return _sale(secrets, sale_id, status="VOIDED")
 
 
-COMMANDS = {"order": _order, "veriff": _decision, "event": _event, "sale": _sale, "void": _void}
+def _woocommerce(secrets: dict, order_id: str, email: str = "customer@example.com",
+                 status: str = "processing", topic: str = "order.created") -> tuple[str, bytes, dict]:
+    secret = secrets.get("WOOCOMMERCE_WEBHOOK_SECRET")
+    if not secret:
+        raise SystemExit("devstack.send: no WOOCOMMERCE_WEBHOOK_SECRET in the dev secrets: "
+                         "restart the stack (scripts/run-local.sh) to add it")
+    body = woocommerce_body(woocommerce_order(int(order_id), status, email=email))
+    headers = woocommerce_headers(secret, body, topic)
+    return "/webhooks/woocommerce", body, headers
+
+
+def _woocommerce_cancel(secrets: dict, order_id: str) -> tuple[str, bytes, dict]:
+    return _woocommerce(secrets, order_id, status="cancelled", topic="order.updated")
+
+
+COMMANDS = {"order": _order, "veriff": _decision, "event": _event, "sale": _sale, "void": _void,
+            "woocommerce": _woocommerce, "woocommerce-cancel": _woocommerce_cancel}
 
 
 USAGE = ("usage: python -m devstack.send order ID EMAIL | veriff ID " + "|".join(CODES) + " [BIRTH-DATE]"
-         " | event ID " + "|".join(EVENT_CODES) + " | sale ID EMAIL [STATUS] | void ID   (--help for more)")
+         " | event ID " + "|".join(EVENT_CODES) + " | sale ID EMAIL [STATUS] | void ID"
+         " | woocommerce ID EMAIL [STATUS] | woocommerce-cancel ID   (--help for more)")
 
 
 def intake_url() -> str:
@@ -86,6 +109,9 @@ def _fits(command, args: list[str]) -> bool:
         inspect.signature(command).bind({}, *args)
     except TypeError:
         return False
+    if command in (_woocommerce, _woocommerce_cancel):  # a WooCommerce order id is a number
+        return (bool(args) and args[0].isascii() and args[0].isdigit() and len(args) <= 3
+                and (len(args) < 3 or args[2] in WOOCOMMERCE_STATUSES))
     if command is _decision and len(args) > 1 and args[1] not in CODES:
         return False
     return not (command is _event and len(args) > 1 and args[1] not in EVENT_CODES)

@@ -114,3 +114,65 @@ def lightspeed_body(sale: dict, *, type_: str | None = "sale.update") -> bytes:
     if type_ is not None:
         fields["type"] = type_
     return urlencode(fields).encode()
+
+
+def woocommerce_order(order_id: int, status: str = "processing", *, email: str | None = "buyer@example.com",
+                      customer_id: int = 0, total: str = "29.35", currency: str = "USD",
+                      created_gmt: str | None = None) -> dict:
+    """An order as WooCommerce's REST API v3 shows it, which is what its order webhooks carry
+    (money as 2-decimal strings, `date_created_gmt` in UTC without an offset, `customer_id` 0 for
+    a guest; the order is made now unless given)."""
+    created_gmt = created_gmt or f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S}"
+    return {
+        "id": order_id, "parent_id": 0, "number": str(order_id), "order_key": f"wc_order_{uuid.uuid4().hex[:13]}",
+        "created_via": "checkout", "version": "9.4.2", "status": status, "currency": currency,
+        "date_created": created_gmt, "date_created_gmt": created_gmt,
+        "date_modified": created_gmt, "date_modified_gmt": created_gmt,
+        "discount_total": "0.00", "discount_tax": "0.00", "shipping_total": "10.00", "shipping_tax": "0.00",
+        "cart_tax": "1.35", "total": total, "total_tax": "1.35", "prices_include_tax": False,
+        "customer_id": customer_id, "customer_ip_address": "", "customer_user_agent": "", "customer_note": "",
+        "billing": {"first_name": "Sam", "last_name": "Buyer", "company": "", "address_1": "1 Main St",
+                    "address_2": "", "city": "Springfield", "state": "CA", "postcode": "94103", "country": "US",
+                    "email": email, "phone": "(555) 555-0100"},
+        "shipping": {"first_name": "Sam", "last_name": "Buyer", "company": "", "address_1": "1 Main St",
+                     "address_2": "", "city": "Springfield", "state": "CA", "postcode": "94103", "country": "US"},
+        "payment_method": "stripe", "payment_method_title": "Credit card", "transaction_id": "",
+        "date_paid": created_gmt, "date_paid_gmt": created_gmt, "date_completed": None, "date_completed_gmt": None,
+        "cart_hash": "", "meta_data": [],
+        "line_items": [{"id": 1, "name": "Bourbon 70cl", "product_id": 93, "variation_id": 0, "quantity": 1,
+                        "tax_class": "", "subtotal": "18.00", "subtotal_tax": "1.35", "total": "18.00",
+                        "total_tax": "1.35", "taxes": [], "meta_data": [], "sku": "", "price": 18}],
+        "tax_lines": [], "shipping_lines": [], "fee_lines": [], "coupon_lines": [], "refunds": [],
+        "_links": {"self": [{"href": f"https://shop.example.com/wp-json/wc/v3/orders/{order_id}"}]},
+    }
+
+
+def woocommerce_body(order: dict) -> bytes:
+    """The body as WooCommerce sends it: `wp_json_encode` output (compact, `/` escaped as `\\/`)."""
+    return json.dumps(order, separators=(",", ":")).replace("/", "\\/").encode()
+
+
+def woocommerce_headers(secret: str, body: bytes, topic: str = "order.created", *,
+                        delivery_id: str | None = None, webhook_id: int = 3) -> dict[str, str]:
+    """The headers `WC_Webhook::deliver()` sends, signed with the webhook's secret."""
+    resource, _, event = topic.partition(".")
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)",
+        "X-WC-Webhook-Source": "https://shop.example.com/",
+        "X-WC-Webhook-Topic": topic,
+        "X-WC-Webhook-Resource": resource,
+        "X-WC-Webhook-Event": event,
+        "X-WC-Webhook-Signature": base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode(),
+        "X-WC-Webhook-ID": str(webhook_id),
+        "X-WC-Webhook-Delivery-ID": delivery_id or uuid.uuid4().hex,
+    }
+
+
+def woocommerce_ping(webhook_id: int = 3) -> tuple[bytes, dict[str, str]]:
+    """The ping `WC_Webhook::deliver_ping()` posts when a webhook is created: a form body, no
+    `X-WC-Webhook-*` header, no signature."""
+    return f"webhook_id={webhook_id}".encode(), {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)",
+    }

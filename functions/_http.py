@@ -32,12 +32,14 @@ SECURITY_HEADERS = {
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 
-def read_body(request: flask.Request, content_type: str, limit: int) -> bytes:
-    """The raw body, refused before it is read when its type or declared size is wrong."""
+def read_body(request: flask.Request, content_type: str | tuple[str, ...], limit: int) -> bytes:
+    """The raw body, refused before it is read when its type (one of `content_type`, if a tuple)
+    or declared size is wrong."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"body is over {limit} bytes")
-    if request.mimetype != content_type:
-        raise WrongContentType(f"expected {content_type}")
+    accepted = (content_type,) if isinstance(content_type, str) else content_type
+    if request.mimetype not in accepted:
+        raise WrongContentType(f"expected {' or '.join(accepted)}")
     body = request.stream.read(limit + 1)
     if len(body) > limit:
         raise BodyTooLarge(f"body is over {limit} bytes")

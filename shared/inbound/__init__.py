@@ -19,11 +19,13 @@ from shared.inbound.orders import (
 )
 from shared.inbound.source import InboundCommand, InboundSource
 from shared.inbound.veriff import VeriffSource, parse_veriff, parse_veriff_decision, verify_veriff
+from shared.stores.woocommerce import WooCommerceSource
 
 SOURCES: dict[str, Callable[[InboundSettings], InboundSource]] = {
     OrdersSource.path: OrdersSource.from_settings,
     LightspeedSource.path: LightspeedSource.from_settings,
     VeriffSource.path: VeriffSource.from_settings,
+    WooCommerceSource.path: WooCommerceSource.from_settings,
 }
 
 

@@ -17,15 +17,20 @@ class InboundSource(Protocol):
 
     `verify` runs on the raw bytes before anything is parsed and returns the delivery id the
     signature carries (Standard Webhooks' `webhook-id`), or None; `parse` returns the command,
-    or None for a delivery the service ignores without recording (e.g. an unpaid sale)."""
+    or None for a delivery the service ignores without recording (e.g. an unpaid sale). `parse`
+    is given the request's headers too, for a sender that names what it sends in a header
+    (WooCommerce's `X-WC-Webhook-Topic`); only headers the signature covers, or that only pick
+    what the signed body means, may be read there. `content_type` is the body type accepted, or
+    a tuple of them."""
 
     path: str
-    content_type: str
+    content_type: str | tuple[str, ...]
     secret_variable: str  # the setting the source cannot run without
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> str | None: ...
 
-    def parse(self, body: bytes, delivery_id: str | None) -> InboundCommand | None: ...
+    def parse(self, body: bytes, delivery_id: str | None,
+              headers: Mapping[str, str]) -> InboundCommand | None: ...
 
 
 def json_object(raw: bytes | str, where: str = "body") -> dict[str, Any]:

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from devstack.postgres import free_port
+from shared.stores.woocommerce import WooCommerceSource
 from tests.stack import ROOT
+
+WOO_SECRET = "w" * 32
 
 
 @pytest.fixture
@@ -24,7 +27,8 @@ def state_dir():
     path = Path(tempfile.mkdtemp(prefix="verification-send-"))
     (path / "dev-secrets.json").write_text(json.dumps({
         "ORDER_WEBHOOK_SECRET": "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "VERIFF_SHARED_SECRET": "s" * 32,
-        "VERIFF_API_KEY": "k" * 16, "LIGHTSPEED_CLIENT_SECRET": "l" * 32}))
+        "VERIFF_API_KEY": "k" * 16, "LIGHTSPEED_CLIENT_SECRET": "l" * 32,
+        "WOOCOMMERCE_WEBHOOK_SECRET": WOO_SECRET}))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -38,13 +42,13 @@ def send(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def intake():
-    """A stand-in intake on 127.0.0.1 recording each POST's path."""
-    paths = []
+    """A stand-in intake on 127.0.0.1 recording each POST: (path, headers, body)."""
+    posts = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            paths.append(self.path)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append((self.path, dict(self.headers.items()), body))
             body = b'{"status": "accepted"}'
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -57,13 +61,14 @@ def intake():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server.server_address[1], paths
+    yield server.server_address[1], posts
     server.shutdown()
     server.server_close()
 
 
 @pytest.mark.parametrize("args", [(), ("bogus", "demo-1"), ("veriff", "demo-1", "maybe"), ("order",),
-                                  ("void", "demo-1", "extra", "words")])
+                                  ("void", "demo-1", "extra", "words"), ("woocommerce", "demo-1", "a@example.com"),
+                                  ("woocommerce", "12", "a@example.com", "shipped"), ("woocommerce-cancel",)])
 def test_unknown_words_get_one_usage_line(state_dir, args):
     done = send(state_dir, *args)
     assert done.returncode == 2
@@ -73,12 +78,12 @@ def test_unknown_words_get_one_usage_line(state_dir, args):
 
 
 def test_it_posts_to_the_port_the_running_stack_wrote(state_dir, intake):
-    port, paths = intake
+    port, posts = intake
     (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{port}\n")
     done = send(state_dir, "order", "demo-1", "buyer@example.com")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("200 ")
-    assert paths == ["/webhooks/orders"]
+    assert [path for path, _, _ in posts] == ["/webhooks/orders"]
 
 
 def test_a_stack_that_is_not_running_is_one_line(state_dir):
@@ -89,3 +94,35 @@ def test_a_stack_that_is_not_running_is_one_line(state_dir):
     assert done.stderr.strip().splitlines() == [
         f"devstack.send: the local stack is not running (nothing answers at http://127.0.0.1:{port}); "
         "start it with scripts/run-local.sh"]
+
+
+@pytest.mark.parametrize("args, topic, status", [
+    (("woocommerce", "1001", "buyer@example.com"), "order.created", "processing"),
+    (("woocommerce-cancel", "1001"), "order.updated", "cancelled"),
+])
+def test_woocommerce_webhooks_are_signed_as_woocommerce_signs_them(state_dir, intake, args, topic, status):
+    port, posts = intake
+    (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{port}\n")
+    done = send(state_dir, *args)
+    assert done.returncode == 0, done.stderr
+    [(path, sent, body)] = posts
+    headers = {name.lower(): value for name, value in sent.items()}  # urllib re-cases header names
+    assert path == "/webhooks/woocommerce" and headers["x-wc-webhook-topic"] == topic
+    assert headers["content-type"] == "application/json"
+    source = WooCommerceSource(WOO_SECRET)
+    delivery = source.verify(headers, body, None)
+    assert delivery == headers["x-wc-webhook-delivery-id"]
+    command = source.parse(body, delivery, headers)
+    assert command.order_id == "woocommerce:1001" and command.event_id == f"1001:{status}"
+
+
+def test_woocommerce_without_its_dev_secret_says_so_in_one_line(state_dir, intake):
+    port, _ = intake
+    secrets = json.loads((state_dir / "dev-secrets.json").read_text())
+    del secrets["WOOCOMMERCE_WEBHOOK_SECRET"]
+    (state_dir / "dev-secrets.json").write_text(json.dumps(secrets))
+    (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{port}\n")
+    done = send(state_dir, "woocommerce", "1001", "buyer@example.com")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "devstack.send: no WOOCOMMERCE_WEBHOOK_SECRET in the dev secrets: restart the stack (scripts/run-local.sh) to add it"]

@@ -208,19 +208,23 @@ def test_veriff_unknown_code_and_missing_vendor_data():
 
 
 def test_each_path_finds_its_source_bound_to_its_secret():
-    from shared.config import InboundSettings, VeriffSettings
+    from shared.config import InboundSettings, StoreSettings, VeriffSettings, WooCommerceSettings
     from shared.errors import RouteDisabled
     settings = InboundSettings(order_webhook_secret=b"k" * 32, lightspeed_client_secret="cs",
-                               veriff=VeriffSettings(shared_secret="vs", api_key="ak"))
+                               veriff=VeriffSettings(shared_secret="vs", api_key="ak"),
+                               stores=StoreSettings(woocommerce=WooCommerceSettings(
+                                   url="https://shop.example.com", webhook_secret="ws")))
     found = {path: inbound.source_for(path, settings) for path in inbound.SOURCES}
     assert {path: (s.path, s.content_type, s.secret_variable) for path, s in found.items()} == {
         "/webhooks/orders": ("/webhooks/orders", "application/json", "ORDER_WEBHOOK_SECRET"),
         "/webhooks/lightspeed": ("/webhooks/lightspeed", "application/x-www-form-urlencoded",
                                  "LIGHTSPEED_CLIENT_SECRET"),
         "/webhooks/veriff": ("/webhooks/veriff", "application/json", "VERIFF_SHARED_SECRET"),
+        "/webhooks/woocommerce": ("/webhooks/woocommerce", ("application/json", "application/x-www-form-urlencoded"),
+                                  "WOOCOMMERCE_WEBHOOK_SECRET"),
     }
     assert inbound.source_for("/webhooks/shopify", settings) is None
-    assert all(secret not in repr(s) for s in found.values() for secret in ("vs", "ak", "cs", "kkkk"))
+    assert all(secret not in repr(s) for s in found.values() for secret in ("vs", "ak", "cs", "kkkk", "ws"))
     with pytest.raises(RouteDisabled):
         inbound.source_for("/webhooks/lightspeed", InboundSettings())
 

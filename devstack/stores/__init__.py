@@ -1,0 +1,1 @@
+"""Stand-ins for the stores the connectors call (`shared.stores`): local stack and tests only."""
