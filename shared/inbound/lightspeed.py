@@ -34,7 +34,8 @@ class LightspeedSource:
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         verify_lightspeed(self.client_secret, headers.get("X-Signature"), body)
 
-    def parse(self, body: bytes, delivery_id: str | None) -> LightspeedCommand | None:
+    def parse(self, body: bytes, delivery_id: str | None,
+              headers: Mapping[str, str] | None = None) -> LightspeedCommand | None:
         return parse_lightspeed(body)
 
 

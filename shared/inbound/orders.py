@@ -33,7 +33,8 @@ class OrdersSource:
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> str:
         return verify_standard_webhook(self.key, headers, body, now)
 
-    def parse(self, body: bytes, delivery_id: str | None) -> OrderPlaced | None:
+    def parse(self, body: bytes, delivery_id: str | None,
+              headers: Mapping[str, str] | None = None) -> OrderPlaced | None:
         return parse_order_webhook(delivery_id, body)
 
 

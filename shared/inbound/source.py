@@ -17,7 +17,9 @@ class InboundSource(Protocol):
 
     `verify` runs on the raw bytes before anything is parsed and returns the delivery id the
     signature carries (Standard Webhooks' `webhook-id`), or None; `parse` returns the command,
-    or None for a delivery the service ignores without recording (e.g. an unpaid sale)."""
+    or None for a delivery the service ignores without recording (e.g. an unpaid sale). `parse`
+    is given the request's headers too, for a sender that says what happened in one
+    (Shopify's `X-Shopify-Topic`); a source that needs none ignores them."""
 
     path: str
     content_type: str
@@ -25,7 +27,8 @@ class InboundSource(Protocol):
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> str | None: ...
 
-    def parse(self, body: bytes, delivery_id: str | None) -> InboundCommand | None: ...
+    def parse(self, body: bytes, delivery_id: str | None,
+              headers: Mapping[str, str] | None = None) -> InboundCommand | None: ...
 
 
 def json_object(raw: bytes | str, where: str = "body") -> dict[str, Any]:

@@ -35,7 +35,8 @@ class VeriffSource:
         if self.api_key and not hmac.compare_digest(client.encode(), self.api_key.encode()):
             raise BadSignature("X-AUTH-CLIENT does not match the API key")
 
-    def parse(self, body: bytes, delivery_id: str | None) -> ProviderDecision | ProviderEvent:
+    def parse(self, body: bytes, delivery_id: str | None,
+              headers: Mapping[str, str] | None = None) -> ProviderDecision | ProviderEvent:
         return parse_veriff(body)
 
 
