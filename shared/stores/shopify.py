@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from shared.config import InboundSettings, ShopifySettings, StoreSettings
 from shared.domain import fields as check
@@ -35,6 +33,9 @@ from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.errors import BadSignature, InvalidField, RouteDisabled, Unparseable
 from shared.stores.base import ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
+
+if TYPE_CHECKING:  # the intake imports this module for its source: `requests` only when a connector is built
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,11 @@ class ShopifyConnector:
         self._token = access_token
         self._notify_customer = notify_customer
         self._timeout = timeout
-        self._session = session or requests.Session()
+        if session is None:
+            import requests
+
+            session = requests.Session()
+        self._session = session
         self.bucket = bucket or CostBucket()
         self._costs: dict[str, float] = {}
         self._costs_lock = threading.Lock()
@@ -512,13 +517,15 @@ class ShopifyConnector:
         with self._costs_lock:
             cost = self._costs.get(document, MUTATION_COST if mutation else QUERY_COST_GUESS)
         self.bucket.reserve(cost)
+        from requests import RequestException
+
         try:
             response = self._session.post(
                 self._url, data=json.dumps({"query": document, "variables": variables}),
                 headers={"X-Shopify-Access-Token": self._token, "Content-Type": "application/json",
                          "Accept": "application/json"},
                 timeout=self._timeout, allow_redirects=False)
-        except requests.RequestException as exc:
+        except RequestException as exc:
             self.bucket.cancel(cost)
             raise StoreUnavailable(f"Shopify unreachable: {type(exc).__name__}") from exc
         status = response.status_code
