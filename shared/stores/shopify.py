@@ -442,6 +442,8 @@ class ShopifyConnector:
                 # placed by a call whose answer was lost: find it rather than add another
                 ours = _our_holds(next((f for f in _fulfillment_orders(self._read_order(gid))
                                         if f["id"] == fo["id"]), {}))
+                if not ours:
+                    raise StoreUnavailable("Shopify has a hold of ours it does not show yet")
                 holds[fo["id"]] = ours
                 continue
             if codes:
