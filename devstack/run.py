@@ -33,6 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devstack.signing import SHOPIFY_SHOP_DOMAIN
 from shared.errors import ServiceError
 from shared.functions_table import FUNCTIONS as DEPLOYED
 
@@ -56,17 +57,22 @@ class _Stopped(Exception):
 def _dev_secrets() -> dict[str, str]:
     """Development secrets, made once and kept in .local/dev-secrets.json (git-ignored)."""
     path = LOCAL / "dev-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {
-        "ORDER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        "VERIFF_SHARED_SECRET": secrets.token_hex(16),
-        "VERIFF_API_KEY": secrets.token_hex(8),
-        "LIGHTSPEED_CLIENT_SECRET": secrets.token_hex(16),
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    made = {
+        "ORDER_WEBHOOK_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "VERIFF_SHARED_SECRET": lambda: secrets.token_hex(16),
+        "VERIFF_API_KEY": lambda: secrets.token_hex(8),
+        "LIGHTSPEED_CLIENT_SECRET": lambda: secrets.token_hex(16),
+        # Shopify's webhooks (devstack.send shopify ...): the app's client secret and the shop
+        "SHOPIFY_CLIENT_SECRET": lambda: "shpss_" + secrets.token_hex(16),
+        "SHOPIFY_SHOP_DOMAIN": lambda: SHOPIFY_SHOP_DOMAIN,
     }
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
-    return values
+    missing = {key: make() for key, make in made.items() if key not in kept}
+    if missing:  # a file from before a source was added gains that source's secrets
+        kept.update(missing)
+        path.write_text(json.dumps(kept, indent=2))
+        path.chmod(0o600)
+    return kept
 
 
 def _environment(base_port: int, database_url: str) -> dict[str, str]:
