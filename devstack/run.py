@@ -308,7 +308,7 @@ def _print_banner(base_port: int, env: dict[str, str], database_url: str, sweep_
     print(f"""
 Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   database          {database_url}
-  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/veriff | /healthz
+  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/veriff | /webhooks/shopify | /healthz
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}

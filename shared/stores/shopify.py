@@ -530,6 +530,9 @@ class ShopifyConnector:
         except RequestException as exc:
             self.bucket.cancel(cost)
             raise StoreUnavailable(f"Shopify unreachable: {type(exc).__name__}") from exc
+        except BaseException:
+            self.bucket.cancel(cost)  # never leave the others waiting on a probe that went nowhere
+            raise
         status = response.status_code
         body = _json(response) if status == 200 else None
         extensions = body.get("extensions") if isinstance(body, dict) else None
