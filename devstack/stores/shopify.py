@@ -125,6 +125,7 @@ class ShopifyStandIn:
         self.lowest_available = float(max_available)
         self._scripted: list[_Scripted] = []
         self._user_errors: dict[str, list[str]] = {}
+        self._lost_answers: dict[str, list[float]] = {}
         self.set_bucket(max_available, restore_rate)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -209,6 +210,12 @@ class ShopifyStandIn:
         with self._lock:
             self._user_errors.setdefault(mutation, []).extend([code] * times)
 
+    def lose_answer(self, mutation: str, seconds: float, *, times: int = 1) -> None:
+        """The next `times` calls of `mutation` take effect, but their answer comes `seconds`
+        late (after the client gave up): what a crash or a timeout after the call looks like."""
+        with self._lock:
+            self._lost_answers.setdefault(mutation, []).extend([seconds] * times)
+
     def set_bucket(self, max_available: float, restore_rate: float, available: float | None = None) -> None:
         with self._lock:
             self.max_available = float(max_available)
@@ -222,6 +229,14 @@ class ShopifyStandIn:
         """(status, headers, JSON body) for one POST."""
         if self.delay:
             time.sleep(self.delay)
+        late: list[float] = []
+        answer = self._answer(path, headers, body, late)
+        if late:
+            time.sleep(late[0])
+        return answer
+
+    def _answer(self, path: str, headers: dict[str, str], body: bytes,
+                late: list[float]) -> tuple[int, dict[str, str], Any]:
         with self._lock:
             self.requests += 1
             if path != self.path:
@@ -273,6 +288,10 @@ class ShopifyStandIn:
                 self.invalid += 1
                 self.available += requested  # refused before it ran: nothing charged
                 return 200, {}, {"errors": [_error(e, "INVALID_VARIABLE") for e in result.errors]}
+            for root in operation.selection_set.selections:
+                pending = self._lost_answers.get(getattr(root, "name", None) and root.name.value) or []
+                if pending:
+                    late.append(pending.pop(0))
             actual = self._cost(operation, result.data, variables)
             self.available = min(self.max_available, self.available + max(requested - actual, 0.0))
             answer: dict[str, Any] = {"data": result.data}
@@ -488,6 +507,9 @@ def _selection_cost(selections, data: Any, variables: dict[str, Any], asked: boo
         total += 2
         for child in node.selection_set.selections:
             if not isinstance(child, FieldNode) or child.selection_set is None:
+                continue
+            if child.name.value not in ("nodes", "edges"):  # pageInfo: one object
+                total += 1
                 continue
             items = (value or {}).get(child.alias.value if child.alias else child.name.value) if not asked else None
             if asked:

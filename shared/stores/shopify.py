@@ -171,7 +171,10 @@ query OrderForAgeVerification($id: ID!) {
   order(id: $id) {
     id
     cancelledAt
-    fulfillmentOrders(first: 20) {
+    fulfillmentOrders(first: 10) {
+      pageInfo {
+        hasNextPage
+      }
       nodes {
         id
         status
@@ -286,7 +289,11 @@ class CostBucket:
     restoreRate) sets it; between answers it refills at the restore rate. A request reserves its
     cost before it is sent; when the bucket cannot pay, the caller waits for the refill if that
     is short, else gives up with the wait as `retry_after`. Until the first answer, requests go
-    one at a time (the bucket's size is unknown). Thread-safe."""
+    one at a time (the bucket's size is unknown). Thread-safe.
+
+    What Shopify holds is what we hold plus what we reserved and it has not charged yet
+    (`in_flight`); it never holds more than its maximum, so neither do we plus `in_flight`: a
+    refill while requests are on their way is not counted twice."""
 
     def __init__(self, *, max_wait: float = MAX_WAIT_SECONDS, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -299,17 +306,20 @@ class CostBucket:
         self.maximum = 0.0
         self.available = 0.0
         self.restore_rate = 0.0
+        self.in_flight = 0.0
         self._at = clock()
 
-    def reserve(self, cost: float) -> None:
-        """Take `cost` points, waiting up to `max_wait` for them; StoreUnavailable otherwise."""
+    def reserve(self, cost: float) -> float:
+        """Take `cost` points, waiting up to `max_wait` for them; StoreUnavailable otherwise.
+        Returns what was reserved, for `settle` or `cancel` (0 for the request that learns the
+        bucket)."""
         with self._lock:
             while not self._known and self._probing:
                 if not self._lock.wait(timeout=DEFAULT_TIMEOUT * 2):
                     raise StoreUnavailable("Shopify cost bucket unknown", retry_after=1.0)
             if not self._known:
                 self._probing = True  # this request learns the bucket; the others wait for it
-                return
+                return 0.0
             self._refill()
             self.available -= cost
             if self.available >= 0:
@@ -322,48 +332,55 @@ class CostBucket:
                 self.available += cost
                 raise StoreUnavailable("Shopify cost bucket is empty",
                                        retry_after=round(min(wait, 60.0), 2) + 0.05)
+            self.in_flight += cost
         if wait > 0:
             self._sleep(wait + 0.02)  # the store's clock starts the refill a little after ours
+        return cost
 
     def settle(self, cost: Mapping[str, Any] | None, reserved: float) -> None:
         """Take Shopify's word for the bucket after an answer: what was reserved beyond the
         actual cost comes back, and the lower of its count and ours stands (ours still counts
         the requests in flight)."""
-        status = (cost or {}).get("throttleStatus") if isinstance(cost, Mapping) else None
+        status = cost.get("throttleStatus") if isinstance(cost, Mapping) else None
         with self._lock:
             try:
                 maximum = float(status["maximumAvailable"])
                 available = float(status["currentlyAvailable"])
                 rate = float(status["restoreRate"])
             except (TypeError, KeyError, ValueError):
-                self._release_probe()
+                self._done(reserved)
                 return
             if not self._known:
                 self._known, self.maximum, self.available, self.restore_rate = True, maximum, available, rate
                 self._at = self._clock()
-            else:
-                self._refill()
-                self.maximum, self.restore_rate = maximum, rate
-                # Shopify charges the actual cost (none for a THROTTLED answer): refund the rest
-                actual = cost.get("actualQueryCost") if isinstance(cost, Mapping) else None
-                charged = float(actual) if isinstance(actual, (int, float)) else 0.0
-                self.available = min(self.available + max(reserved - charged, 0.0), available)
-            self._release_probe()
+                self._done(reserved)
+                return
+            self._refill()
+            self._done(reserved)
+            self.maximum, self.restore_rate = maximum, rate
+            # Shopify charges the actual cost (none for a THROTTLED answer): the rest comes back
+            actual = cost.get("actualQueryCost")
+            charged = float(actual) if isinstance(actual, (int, float)) else 0.0
+            self.available = min(self.available + max(reserved - charged, 0.0), available,
+                                 self.maximum - self.in_flight)
 
     def cancel(self, reserved: float) -> None:
-        """A reserved request that was never answered with a cost: leave the bucket as it is
-        (the store may have charged it) and let the next request learn it."""
+        """A reserved request that was never answered with a cost: count it as charged (the
+        store may have taken it) and let the next request learn the bucket if this one was to."""
         with self._lock:
-            self._release_probe()
+            self._done(reserved)
 
-    def _release_probe(self) -> None:
+    def _done(self, reserved: float) -> None:
+        self.in_flight = max(self.in_flight - reserved, 0.0)
         if self._probing:
             self._probing = False
             self._lock.notify_all()
 
     def _refill(self) -> None:
         now = self._clock()
-        self.available = min(self.maximum, self.available + (now - self._at) * self.restore_rate)
+        ceiling = self.maximum - self.in_flight
+        if self.available < ceiling:
+            self.available = min(ceiling, self.available + (now - self._at) * self.restore_rate)
         self._at = now
 
 
@@ -518,7 +535,7 @@ class ShopifyConnector:
         `shared.stores.base` (the store's message text is never read into one)."""
         with self._costs_lock:
             cost = self._costs.get(document, MUTATION_COST if mutation else QUERY_COST_GUESS)
-        self.bucket.reserve(cost)
+        reserved = self.bucket.reserve(cost)
         from requests import RequestException
 
         try:
@@ -528,10 +545,10 @@ class ShopifyConnector:
                          "Accept": "application/json"},
                 timeout=self._timeout, allow_redirects=False)
         except RequestException as exc:
-            self.bucket.cancel(cost)
+            self.bucket.cancel(reserved)
             raise StoreUnavailable(f"Shopify unreachable: {type(exc).__name__}") from exc
         except BaseException:
-            self.bucket.cancel(cost)  # never leave the others waiting on a probe that went nowhere
+            self.bucket.cancel(reserved)  # never leave the others waiting on a probe that went nowhere
             raise
         status = response.status_code
         body = _json(response) if status == 200 else None
@@ -540,9 +557,9 @@ class ShopifyConnector:
         if isinstance(cost_info, dict) and isinstance(cost_info.get("requestedQueryCost"), (int, float)):
             with self._costs_lock:
                 self._costs[document] = float(cost_info["requestedQueryCost"])
-            self.bucket.settle(cost_info, cost)
+            self.bucket.settle(cost_info, reserved)
         else:
-            self.bucket.cancel(cost)
+            self.bucket.cancel(reserved)
         if status == 429:
             raise StoreUnavailable("Shopify answered 429", retry_after=_retry_after(response))
         if status in (401, 403):
@@ -582,7 +599,11 @@ def order_gid(order: StoreOrder) -> str:
 
 
 def _fulfillment_orders(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The order's fulfillment orders. An order split into more than one page of them (ten
+    locations or more) is left to a person: holding or releasing some of them is worse."""
     connection = order.get("fulfillmentOrders") or {}
+    if (connection.get("pageInfo") or {}).get("hasNextPage"):
+        raise StoreRefused("TOO_MANY_FULFILLMENT_ORDERS")
     return [fo for fo in connection.get("nodes") or [] if isinstance(fo, dict) and fo.get("id")]
 
 

@@ -123,6 +123,26 @@ def test_hold_twice_places_no_second_hold(shop, connector):
     assert shop.mutation_count("fulfillmentOrderHold", gid) == 1 and len(shop.holds(gid)) == 1
 
 
+def test_a_hold_whose_answer_was_lost_is_found_on_the_retry_and_not_placed_again(shop):
+    gid = shop.add_order(1006, fulfillment_orders=2)
+    shop.lose_answer("fulfillmentOrderHold", 1.0)  # the first hold takes effect; its answer comes too late
+    with pytest.raises(StoreUnavailable):
+        ShopifyConnector(shop.url, TOKEN, timeout=0.4).perform(HOLD, order(1006, gid))
+    time.sleep(0.8)
+    again = ShopifyConnector(shop.url, TOKEN).perform(HOLD, order(1006, gid))  # the re-driven action
+    fos = shop.orders[gid].fulfillment_orders
+    assert again.detail == {"holds": {fo.id: [fo.holds[0].id] for fo in fos}} and not again.already
+    assert shop.mutation_count("fulfillmentOrderHold", gid) == 2  # one per fulfillment order, none twice
+    assert all(len(fo.holds) == 1 for fo in fos)
+
+
+def test_an_order_with_more_fulfillment_orders_than_one_page_is_left_to_a_person(shop, connector):
+    gid = shop.add_order(1007, fulfillment_orders=11)
+    with pytest.raises(StoreRefused) as refused:
+        connector.perform(HOLD, order(1007, gid))
+    assert refused.value.store_code == "TOO_MANY_FULFILLMENT_ORDERS" and shop.mutations == []
+
+
 def test_hold_adds_ours_beside_another_apps_hold_and_skips_closed_fulfillment_orders(shop, connector):
     gid = shop.add_order(1003, fulfillment_orders=2)
     foreign = shop.add_foreign_hold(gid, 0)
