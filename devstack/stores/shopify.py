@@ -16,7 +16,8 @@ selection, the unused part refunded as Shopify does) and records every mutation 
         assert shop.mutation_count("fulfillmentOrderHold", gid) == 1
 
 As a process for the local stack: `python -m devstack.stores.shopify --port N` (orders are
-created when first named; one line per mutation on stdout).
+created when first named; one line per mutation on stdout; `GET /_standin/counts` answers the
+mutations received by order and the THROTTLED answers, for a harness such as a chaos run).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SCHEMA_PATH = Path(__file__).with_name("shopify_admin.graphql")
 DEFAULT_TOKEN = "shpat_local_standin"
 DEFAULT_VERSION = "2025-10"
 OUR_APP = "age-verification"
+COUNTS_PATH = "/_standin/counts"
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 
 
@@ -199,6 +201,14 @@ class ShopifyStandIn:
         with self._lock:
             return sum(1 for m in self.mutations
                        if (name is None or m.name == name) and (order is None or m.order == order))
+
+    def counts(self) -> dict[str, Any]:
+        """What a harness in another process reads (`GET /_standin/counts`): every mutation by
+        name and order, and the THROTTLED, invalid and unauthorized answers."""
+        with self._lock:
+            return {"mutations": [{"name": m.name, "order": m.order} for m in self.mutations],
+                    "throttled": self.throttled, "invalid": self.invalid, "unauthorized": self.unauthorized,
+                    "requests": self.requests}
 
     def script(self, status: int, *, retry_after: float | None = None, times: int = 1) -> None:
         """Answer the next `times` requests with `status` (429 with `Retry-After`, 500, ...)."""
@@ -535,6 +545,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, extra, answer)
 
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == COUNTS_PATH:  # the stand-in's own: for a harness outside this process
+            self._send(200, {}, self.shop.counts())
+            return
         self._send(405 if self.path == self.shop.path else 404, {}, {"errors": "Not Found"})
 
     def _send(self, status: int, extra: dict[str, str], answer: Any) -> None:

@@ -414,6 +414,11 @@ def test_the_stand_in_as_a_process_prints_one_line_per_mutation():
         assert lines == ["shopify stand-in: fulfillmentOrderHold order 8001", "shopify stand-in: tagsAdd order 8001",
                          "shopify stand-in: fulfillmentOrderReleaseHold order 8001",
                          "shopify stand-in: tagsAdd order 8001"]
+        counts = requests.get(url.split("/admin/")[0] + "/_standin/counts", timeout=5).json()
+        assert [m["name"] for m in counts["mutations"]] == [
+            "fulfillmentOrderHold", "tagsAdd", "fulfillmentOrderReleaseHold", "tagsAdd"]
+        assert {m["order"] for m in counts["mutations"]} == {"gid://shopify/Order/8001"}
+        assert counts["throttled"] == 0 and counts["invalid"] == 0
     finally:
         process.terminate()
         process.wait(timeout=10)
