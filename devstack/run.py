@@ -33,6 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devstack.signing import SHOPIFY_SHOP_DOMAIN
 from shared.errors import ServiceError
 from shared.functions_table import FUNCTIONS as DEPLOYED
 
@@ -56,23 +57,26 @@ class _Stopped(Exception):
 def _dev_secrets() -> dict[str, str]:
     """Development secrets, made once and kept in .local/dev-secrets.json (git-ignored)."""
     path = LOCAL / "dev-secrets.json"
-    values = json.loads(path.read_text()) if path.exists() else {}
-    fresh = {
-        "ORDER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-        "VERIFF_SHARED_SECRET": secrets.token_hex(16),
-        "VERIFF_API_KEY": secrets.token_hex(8),
-        "LIGHTSPEED_CLIENT_SECRET": secrets.token_hex(16),
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    made = {
+        "ORDER_WEBHOOK_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "VERIFF_SHARED_SECRET": lambda: secrets.token_hex(16),
+        "VERIFF_API_KEY": lambda: secrets.token_hex(8),
+        "LIGHTSPEED_CLIENT_SECRET": lambda: secrets.token_hex(16),
+        # Shopify's webhooks (devstack.send shopify ...): the app's client secret and the shop
+        "SHOPIFY_CLIENT_SECRET": lambda: "shpss_" + secrets.token_hex(16),
+        "SHOPIFY_SHOP_DOMAIN": lambda: SHOPIFY_SHOP_DOMAIN,
         # WooCommerce: the webhook's secret, and the REST API keys the local stand-in accepts
-        "WOOCOMMERCE_WEBHOOK_SECRET": secrets.token_hex(16),
-        "WOOCOMMERCE_CONSUMER_KEY": "ck_" + secrets.token_hex(20),
-        "WOOCOMMERCE_CONSUMER_SECRET": "cs_" + secrets.token_hex(20),
+        "WOOCOMMERCE_WEBHOOK_SECRET": lambda: secrets.token_hex(16),
+        "WOOCOMMERCE_CONSUMER_KEY": lambda: "ck_" + secrets.token_hex(20),
+        "WOOCOMMERCE_CONSUMER_SECRET": lambda: "cs_" + secrets.token_hex(20),
     }
-    missing = {key: value for key, value in fresh.items() if key not in values}  # a file from before a store came
-    if missing:
-        values.update(missing)
-        path.write_text(json.dumps(values, indent=2))
+    missing = {key: make() for key, make in made.items() if key not in kept}
+    if missing:  # a file from before a source was added gains that source's secrets
+        kept.update(missing)
+        path.write_text(json.dumps(kept, indent=2))
         path.chmod(0o600)
-    return values
+    return kept
 
 
 def _environment(base_port: int, database_url: str) -> dict[str, str]:
@@ -308,7 +312,7 @@ def _print_banner(base_port: int, env: dict[str, str], database_url: str, sweep_
     print(f"""
 Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   database          {database_url}
-  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/woocommerce | /webhooks/veriff | /healthz
+  webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/shopify | /webhooks/woocommerce | /webhooks/veriff | /healthz
   woocommerce       {env.get('WOOCOMMERCE_URL', '(none)')}   (the store's REST API; a stand-in unless WOOCOMMERCE_URL was set)
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)

@@ -5,6 +5,8 @@
     python -m devstack.send event ORDER-ID started|submitted     (Veriff event webhook)
     python -m devstack.send sale SALE-ID EMAIL [STATUS]   (Lightspeed sale, CLOSED unless given)
     python -m devstack.send void ORDER-ID          (Lightspeed voided sale)
+    python -m devstack.send shopify ORDER-NUMBER EMAIL   (Shopify orders/paid; session shopify:ORDER-NUMBER)
+    python -m devstack.send shopify-cancel ORDER-NUMBER  (Shopify orders/cancelled)
     python -m devstack.send woocommerce ORDER-ID EMAIL [STATUS]   (WooCommerce order.created, processing unless given)
     python -m devstack.send woocommerce-cancel ORDER-ID           (WooCommerce order.updated, cancelled)
 
@@ -30,7 +32,10 @@ from devstack.signing import (
     lightspeed_body,
     lightspeed_headers,
     lightspeed_sale,
+    SHOPIFY_SHOP_DOMAIN,
     order_body,
+    shopify_headers,
+    shopify_order,
     standard_webhook_headers,
     veriff_body,
     veriff_event_body,
@@ -72,6 +77,18 @@ def _void(secrets: dict, sale_id: str) -> tuple[str, bytes, dict]:
     return _sale(secrets, sale_id, status="VOIDED")
 
 
+def _shopify(secrets: dict, order_number: str, email: str = "customer@example.com", *,
+             topic: str = "orders/paid") -> tuple[str, bytes, dict]:
+    body = json.dumps(shopify_order(int(order_number), email, cancelled=topic == "orders/cancelled")).encode()
+    shop = secrets.get("SHOPIFY_SHOP_DOMAIN", SHOPIFY_SHOP_DOMAIN)
+    secret = secrets["SHOPIFY_CLIENT_SECRET"].split(",")[0]
+    return "/webhooks/shopify", body, shopify_headers(secret, body, topic, shop_domain=shop)
+
+
+def _shopify_cancel(secrets: dict, order_number: str) -> tuple[str, bytes, dict]:
+    return _shopify(secrets, order_number, topic="orders/cancelled")
+
+
 def _woocommerce(secrets: dict, order_id: str, email: str = "customer@example.com",
                  status: str = "processing", topic: str = "order.created") -> tuple[str, bytes, dict]:
     secret = secrets.get("WOOCOMMERCE_WEBHOOK_SECRET")
@@ -88,11 +105,13 @@ def _woocommerce_cancel(secrets: dict, order_id: str) -> tuple[str, bytes, dict]
 
 
 COMMANDS = {"order": _order, "veriff": _decision, "event": _event, "sale": _sale, "void": _void,
+            "shopify": _shopify, "shopify-cancel": _shopify_cancel,
             "woocommerce": _woocommerce, "woocommerce-cancel": _woocommerce_cancel}
 
 
 USAGE = ("usage: python -m devstack.send order ID EMAIL | veriff ID " + "|".join(CODES) + " [BIRTH-DATE]"
          " | event ID " + "|".join(EVENT_CODES) + " | sale ID EMAIL [STATUS] | void ID"
+         " | shopify NUMBER EMAIL | shopify-cancel NUMBER"
          " | woocommerce ID EMAIL [STATUS] | woocommerce-cancel ID   (--help for more)")
 
 
@@ -114,6 +133,8 @@ def _fits(command, args: list[str]) -> bool:
                 and (len(args) < 3 or args[2] in WOOCOMMERCE_STATUSES))
     if command is _decision and len(args) > 1 and args[1] not in CODES:
         return False
+    if command in (_shopify, _shopify_cancel) and not (args[0].isascii() and args[0].isdigit()):
+        return False  # Shopify's order ids are numbers
     return not (command is _event and len(args) > 1 and args[1] not in EVENT_CODES)
 
 
@@ -130,7 +151,12 @@ def main(argv: list[str]) -> int:
         print(f"devstack.send: no {secrets_file}: start the stack first (scripts/run-local.sh)", file=sys.stderr)
         return 1
     base = intake_url()
-    path, body, headers = command(json.loads(secrets_file.read_text()), *argv[1:])
+    secrets = json.loads(secrets_file.read_text())
+    if command in (_shopify, _shopify_cancel) and "SHOPIFY_CLIENT_SECRET" not in secrets:
+        print(f"devstack.send: no SHOPIFY_CLIENT_SECRET in {secrets_file}: restart the stack once "
+              "(scripts/run-local.sh adds it)", file=sys.stderr)
+        return 1
+    path, body, headers = command(secrets, *argv[1:])
     request = urllib.request.Request(base + path, data=body, headers=headers, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes via a proxy
     try:

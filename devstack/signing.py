@@ -176,3 +176,54 @@ def woocommerce_ping(webhook_id: int = 3) -> tuple[bytes, dict[str, str]]:
         "Content-Type": "application/x-www-form-urlencoded",
         "User-Agent": "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)",
     }
+
+
+SHOPIFY_SHOP_DOMAIN = "age-verify-dev.myshopify.com"
+
+
+def shopify_order(order_id: int, email: str | None = "customer@example.com", *,
+                  financial_status: str = "paid", test: bool = False, total: str = "64.90",
+                  created_at: str | None = None, cancelled: bool = False) -> dict:
+    """An order webhook body in Shopify's Admin REST order shape (the fields the service reads,
+    and enough of the others to look like one): exact 64-bit ids, prices as strings, ISO times
+    with the shop's offset, the GraphQL id beside the numeric one."""
+    created_at = created_at or datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    customer_id = 7_009_001_000_000 + order_id % 1_000_000
+    return {
+        "id": order_id, "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
+        "name": f"#{1000 + order_id % 9000}", "order_number": 1000 + order_id % 9000,
+        "email": email, "contact_email": email, "phone": None,
+        "created_at": created_at, "updated_at": created_at, "processed_at": created_at,
+        "cancelled_at": created_at if cancelled else None, "cancel_reason": "other" if cancelled else None,
+        "closed_at": None, "confirmed": True, "test": test,
+        "financial_status": "refunded" if cancelled else financial_status, "fulfillment_status": None,
+        "currency": "USD", "presentment_currency": "USD",
+        "total_price": total, "subtotal_price": total, "total_tax": "0.00", "total_discounts": "0.00",
+        "total_price_set": {"shop_money": {"amount": total, "currency_code": "USD"},
+                            "presentment_money": {"amount": total, "currency_code": "USD"}},
+        "tags": "", "note": None, "source_name": "web", "payment_gateway_names": ["shopify_payments"],
+        "customer": None if email is None else {
+            "id": customer_id, "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
+            "email": email, "first_name": "Sam", "last_name": "Buyer", "state": "enabled",
+            "verified_email": True, "currency": "USD"},
+        "line_items": [{"id": order_id * 10 + 1, "admin_graphql_api_id": f"gid://shopify/LineItem/{order_id * 10 + 1}",
+                        "title": "Aged Rum 70cl", "quantity": 1, "price": total, "requires_shipping": True,
+                        "fulfillable_quantity": 1, "fulfillment_status": None, "sku": "RUM-70"}],
+        "refunds": [], "fulfillments": [],
+    }
+
+
+def shopify_headers(client_secret: str, body: bytes, topic: str = "orders/paid", *,
+                    shop_domain: str = SHOPIFY_SHOP_DOMAIN, webhook_id: str | None = None,
+                    api_version: str = "2025-10") -> dict[str, str]:
+    """The headers Shopify sends with a webhook, signed over the exact body."""
+    return {
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": base64.b64encode(hmac.new(client_secret.encode(), body, hashlib.sha256).digest()).decode(),
+        "X-Shopify-Shop-Domain": shop_domain,
+        "X-Shopify-API-Version": api_version,
+        "X-Shopify-Webhook-Id": webhook_id or str(uuid.uuid4()),
+        "X-Shopify-Event-Id": str(uuid.uuid4()),
+        "X-Shopify-Triggered-At": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}",
+        "Content-Type": "application/json",
+    }

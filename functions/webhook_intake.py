@@ -30,8 +30,8 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if request.method != "POST":
         raise MethodNotAllowed("use POST")
     body = read_body(request, source.content_type, settings.inbound.max_body_bytes)
-    command = source.parse(body, source.verify(request.headers, body, bootstrap.container().clock.now()),
-                           request.headers)
+    delivery_id = source.verify(request.headers, body, bootstrap.container().clock.now())
+    command = source.parse(body, delivery_id, request.headers)
     if command is None:
         return 200, {"status": "ignored", "detail": "nothing to do for this delivery"}
     logctx.bind(order_id=command.order_id)

@@ -19,12 +19,14 @@ from shared.inbound.orders import (
 )
 from shared.inbound.source import InboundCommand, InboundSource
 from shared.inbound.veriff import VeriffSource, parse_veriff, parse_veriff_decision, verify_veriff
+from shared.stores.shopify import ShopifySource
 from shared.stores.woocommerce import WooCommerceSource
 
 SOURCES: dict[str, Callable[[InboundSettings], InboundSource]] = {
     OrdersSource.path: OrdersSource.from_settings,
     LightspeedSource.path: LightspeedSource.from_settings,
     VeriffSource.path: VeriffSource.from_settings,
+    ShopifySource.path: ShopifySource.from_settings,
     WooCommerceSource.path: WooCommerceSource.from_settings,
 }
 
@@ -39,7 +41,7 @@ def source_for(path: str, settings: InboundSettings) -> InboundSource | None:
 
 __all__ = [
     "LIGHTSPEED_PAID", "SOURCES", "TIMESTAMP_TOLERANCE_SECONDS", "InboundCommand", "InboundSource",
-    "LightspeedSource", "OrdersSource", "StoreCancelled", "VeriffSource", "parse_lightspeed",
+    "LightspeedSource", "OrdersSource", "ShopifySource", "StoreCancelled", "VeriffSource", "parse_lightspeed",
     "parse_order_webhook", "parse_veriff", "parse_veriff_decision", "source_for", "verify_lightspeed",
     "verify_standard_webhook", "verify_veriff",
 ]

@@ -19,9 +19,9 @@ class InboundSource(Protocol):
     signature carries (Standard Webhooks' `webhook-id`), or None; `parse` returns the command,
     or None for a delivery the service ignores without recording (e.g. an unpaid sale). `parse`
     is given the request's headers too, for a sender that names what it sends in a header
-    (WooCommerce's `X-WC-Webhook-Topic`); only headers the signature covers, or that only pick
-    what the signed body means, may be read there. `content_type` is the body type accepted, or
-    a tuple of them."""
+    (Shopify's `X-Shopify-Topic`, WooCommerce's `X-WC-Webhook-Topic`); only headers the signature
+    covers, or that only pick what the signed body means, may be read there; a source that needs
+    none ignores them. `content_type` is the body type accepted, or a tuple of them."""
 
     path: str
     content_type: str | tuple[str, ...]

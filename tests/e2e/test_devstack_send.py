@@ -126,3 +126,55 @@ def test_woocommerce_without_its_dev_secret_says_so_in_one_line(state_dir, intak
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "devstack.send: no WOOCOMMERCE_WEBHOOK_SECRET in the dev secrets: restart the stack (scripts/run-local.sh) to add it"]
+
+
+def test_shopify_sends_a_webhook_the_shopify_source_verifies(state_dir):
+    from datetime import datetime, timezone
+
+    from shared.domain.messages import OrderPlaced, StoreCancelled
+    from shared.stores.shopify import ShopifySource
+
+    secrets = json.loads((state_dir / "dev-secrets.json").read_text())
+    secrets.update({"SHOPIFY_CLIENT_SECRET": "shpss_" + "a" * 32, "SHOPIFY_SHOP_DOMAIN": "dev.myshopify.com"})
+    (state_dir / "dev-secrets.json").write_text(json.dumps(secrets))
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.path, dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (state_dir / "stack.env").write_text(f"LOCAL_INTAKE_URL=http://127.0.0.1:{server.server_address[1]}\n")
+        assert send(state_dir, "shopify", "1001", "buyer@example.com").returncode == 0
+        assert send(state_dir, "shopify-cancel", "1001").returncode == 0
+        assert send(state_dir, "shopify", "demo-1", "buyer@example.com").returncode == 2  # ids are numbers
+    finally:
+        server.shutdown()
+        server.server_close()
+    source = ShopifySource("dev.myshopify.com", (secrets["SHOPIFY_CLIENT_SECRET"],))
+    commands = [source.parse(body, source.verify(headers, body, datetime.now(timezone.utc)), headers)
+                for _, headers, body in received]
+    assert [path for path, _, _ in received] == ["/webhooks/shopify", "/webhooks/shopify"]
+    assert isinstance(commands[0], OrderPlaced) and commands[0].order_id == "shopify:1001"
+    assert commands[0].customer_email == "buyer@example.com"
+    assert isinstance(commands[1], StoreCancelled) and commands[1].order_id == "shopify:1001"
+
+
+def test_a_secrets_file_from_before_shopify_gains_its_secret_and_keeps_the_others(state_dir, monkeypatch):
+    from devstack import run
+
+    before = json.loads((state_dir / "dev-secrets.json").read_text())
+    monkeypatch.setattr(run, "LOCAL", state_dir)
+    values = run._dev_secrets()
+    assert {k: values[k] for k in before} == before
+    assert values["SHOPIFY_CLIENT_SECRET"].startswith("shpss_") and values["SHOPIFY_SHOP_DOMAIN"].endswith(".myshopify.com")
+    assert json.loads((state_dir / "dev-secrets.json").read_text()) == values
