@@ -282,7 +282,7 @@ verify_durations = Table(
 Index("verify_durations_day", verify_durations.c.day)
 
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
-# EVENTS_BACKEND=local messages): see shared.adapters.local_queue.
+# EVENTS_BACKEND=local messages): see shared.db.local_queue.
 local_tasks = Table(
     "local_tasks",
     metadata,
