@@ -17,7 +17,7 @@ import time
 import uuid
 
 from bench._common import database
-from shared.adapters.local_queue import LocalQueue, QueuedMessage
+from shared.db.local_queue import LocalQueue, QueuedMessage
 
 BODY = b'{"specversion": "1.0", "data": "' + b"x" * 400 + b'"}'  # about a CloudEvent's size
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from shared.adapters.veriff import LocalVerificationProvider
+from shared.inbound.veriff import veriff_signature
 
 
 def standard_webhook_headers(secret: str, body: bytes, msg_id: str | None = None,
@@ -31,7 +32,7 @@ def standard_webhook_headers(secret: str, body: bytes, msg_id: str | None = None
 
 def veriff_headers(shared_secret: str, api_key: str, body: bytes) -> dict[str, str]:
     return {
-        "X-HMAC-SIGNATURE": hmac.new(shared_secret.encode(), body, hashlib.sha256).hexdigest(),
+        "X-HMAC-SIGNATURE": veriff_signature(shared_secret, body),
         "X-AUTH-CLIENT": api_key,
         "Content-Type": "application/json",
     }

@@ -1,7 +1,7 @@
 """The local stack's Cloud Tasks and Pub/Sub push: delivers due rows of the local queue over HTTP.
 
 `shared.adapters.tasks.LocalTaskScheduler` and `shared.adapters.events.LocalPublisher`
-add the rows (`shared.adapters.local_queue` holds every statement); a `TaskDispatcher`
+add the rows (`shared.db.local_queue` holds every statement); a `TaskDispatcher`
 (one or several, in threads or processes) POSTs each row at its time -- a timer with
 the headers Cloud Tasks sends, a message as the CloudEvent Eventarc sends -- and
 retries failures with the cloud's retry policy for each. Rows live in PostgreSQL, so a
@@ -19,7 +19,7 @@ from datetime import timedelta
 import requests
 
 from shared.adapters.events import PUSH_RETRY
-from shared.adapters.local_queue import Delivery, LocalQueue
+from shared.db.local_queue import Delivery, LocalQueue
 from shared.adapters.tasks import CLOUD_RETRY, RetryPolicy
 from shared.db.database import Database
 from shared.errors import ServiceError

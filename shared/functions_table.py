@@ -1,16 +1,20 @@
 """The deployed functions, one row each: entry point, trigger, exposure and
 the secrets each one reads.
 
-This is the list the deploy tests hold `infra/config.sh` (what `deploy.sh`
-and `infra/provision.sh` actually do) to: a function gets, as `--set-secrets`
-and as Secret Manager access, exactly the secrets of its row. Pure data, no
-I/O; importable without any configuration.
+The one list of functions: `infra/config.sh` (what `deploy.sh` and
+`infra/provision.sh` do) reads it through `python -m shared.functions_table
+shell`, `main.py` serves its entry points, and the deploy tests hold a
+function's `--set-secrets` and Secret Manager access to exactly the secrets
+of its row. Pure data, no I/O, standard library only; importable without any
+configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from shlex import quote
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,61 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
 )
 
 BY_NAME = {f.name: f for f in FUNCTIONS}
+
+
+def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
+    """The table as bash declarations for infra/config.sh (which reads it through
+    `python -m shared.functions_table shell`, so the list is written once): FUNCTIONS in
+    deploy order (`first`, then the table's), and per function its entry point, trigger
+    (`http` or a topic), exposure, ingress and the secrets it reads under `deployment`;
+    SECRET_ENVS is every secret any function may read."""
+    unknown = set(deployment) - set(DEPLOYMENT_DEFAULTS)
+    if unknown or set(first) - set(BY_NAME):
+        raise ValueError(f"unknown deployment setting or function: {sorted(unknown | (set(first) - set(BY_NAME)))}")
+    order = [*first, *(f.name for f in FUNCTIONS if f.name not in first)]
+
+    def table(variable: str, value) -> str:
+        items = " ".join(f"[{name}]={quote(value(BY_NAME[name]))}" for name in order)
+        return f"declare -gA {variable}=({items})"
+
+    every = dict.fromkeys(s.variable for f in FUNCTIONS for s in (*f.secrets, *_DATABASE))
+    return "\n".join([
+        f"FUNCTIONS=({' '.join(order)})",
+        table("FN_TABLE_ENTRY", lambda f: f.entry_point),
+        table("FN_TABLE_TRIGGER", lambda f: f.trigger or "http"),
+        table("FN_TABLE_PUBLIC", lambda f: "true" if f.public else "false"),
+        table("FN_TABLE_INGRESS", lambda f: f.ingress),
+        # In the table's order, each once (a secret both a row and the database list name).
+        table("FN_TABLE_SECRETS", lambda f: " ".join(dict.fromkeys(
+            s.variable for s in (*f.secrets, *_DATABASE) if s.applies(deployment)))),
+        f"SECRET_ENVS=({' '.join(every)})",
+    ]) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...`"""
+    if not argv or argv[0] != "shell":
+        print("usage: python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...", file=sys.stderr)
+        return 2
+    first: list[str] = []
+    deployment: dict[str, str] = {}
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--first":
+            first.append(next(args, ""))
+        elif "=" in arg:
+            key, value = arg.split("=", 1)
+            deployment[key] = value
+        else:
+            print(f"functions_table: unexpected argument {arg}", file=sys.stderr)
+            return 2
+    try:
+        sys.stdout.write(shell(deployment, first))
+    except ValueError as exc:
+        print(f"functions_table: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

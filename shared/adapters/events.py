@@ -24,7 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from shared.adapters.local_queue import LocalQueue, QueuedMessage
+from shared.db.local_queue import LocalQueue, QueuedMessage
 from shared.ports import EventPublisher, OutgoingMessage
 from shared.adapters.tasks import RetryPolicy
 from shared.config import EventsBackend, EventsSettings

@@ -7,7 +7,7 @@ or delivered, is ALREADY_EXISTS, like Cloud Tasks' tombstones -- and deleting
 a task that is not waiting is NOT_FOUND.
 
 The local queue's storage is the `local_tasks` table (all its SQL is in
-`shared.adapters.local_queue`). `devstack.task_dispatcher` delivers its rows the
+`shared.db.local_queue`). `devstack.task_dispatcher` delivers its rows the
 way Cloud Tasks delivers tasks, with `RetryPolicy` -- the same retry
 configuration `CloudTasksScheduler.ensure_queue` gives the cloud queue.
 
@@ -30,7 +30,7 @@ from typing import Any
 from shared.ports import Outcome, TaskScheduler, TimerTask
 from shared.config import TasksBackend, TasksSettings
 from shared.db.database import Database
-from shared.adapters.local_queue import LocalQueue
+from shared.db.local_queue import LocalQueue
 from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ class CloudTasksScheduler:
 
 class LocalTaskScheduler:
     """The local stack's Cloud Tasks: rows in the durable local queue
-    (`shared.adapters.local_queue`), delivered by `devstack.task_dispatcher`, so timers
+    (`shared.db.local_queue`), delivered by `devstack.task_dispatcher`, so timers
     survive a restart.
 
     Rows are never removed: a delivered, given-up or deleted task keeps its

@@ -15,26 +15,29 @@ from werkzeug.exceptions import NotFound
 
 from shared.config import ConsoleAuth
 from shared.errors import TransientError
+from shared.inbound.veriff import veriff_signature
 
 DECISIONS = {"approved": 9001, "declined": 9102, "review": 9121, "resubmission_requested": 9103}
 
 
 def decision_body(order_id: str, session_id: str, decision: str, date_of_birth: str, now: datetime) -> bytes:
-    """Veriff's decision webhook for `session_id`, with the person's date of birth."""
-    from devstack.signing import veriff_body
-
-    body = json.loads(veriff_body(order_id, DECISIONS[decision], verification_id=session_id,
-                                  decision_time=now.isoformat(timespec="milliseconds").replace("+00:00", "Z")))
-    body["verification"]["person"] = {"dateOfBirth": date_of_birth or None}
-    return json.dumps(body).encode()
+    """Veriff's decision webhook for `session_id`, with the person's date of birth (the fields
+    Veriff sends that the intake reads; production never imports `devstack`)."""
+    verification = {
+        "id": session_id, "code": DECISIONS[decision], "status": decision, "vendorData": order_id,
+        "reason": None, "reasonCode": None,
+        "decisionTime": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "person": {"dateOfBirth": date_of_birth or None},
+    }
+    return json.dumps({"status": "success", "verification": verification}).encode()
 
 
 def send_decision(settings, order_id: str, session_id: str, decision: str, date_of_birth: str) -> tuple[int, dict]:
     """POST the signed decision to the local intake; its status and answer."""
-    from devstack.signing import veriff_headers
-
     body = decision_body(order_id, session_id, decision, date_of_birth, datetime.now(timezone.utc))
-    headers = veriff_headers(settings.inbound.veriff.shared_secret or "", settings.inbound.veriff.api_key or "", body)
+    veriff = settings.inbound.veriff
+    headers = {"X-HMAC-SIGNATURE": veriff_signature(veriff.shared_secret or "", body),
+               "X-AUTH-CLIENT": veriff.api_key or "", "Content-Type": "application/json"}
     try:
         response = requests.post(f"{settings.console.local_intake_url.rstrip('/')}/webhooks/veriff", data=body,
                                  headers=headers, timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 
@@ -167,11 +168,10 @@ def _source_keys(conn: Connection) -> None:
     Cloud Tasks of the new names (the outbox deletes the old tasks and creates the new ones);
     a provider session opened before this keeps its bare vendorData, which the decision's
     provider session id resolves (`intake._session_of`). Idempotent: a key already prefixed is
-    left alone (X-Series sale ids are UUIDs, never `lightspeed:...` themselves)."""
-    from shared.db import store
-    from shared.domain.effects import Effects
-    from shared.domain.model import TimerKind, TimerSpec
+    left alone (X-Series sale ids are UUIDs, never `lightspeed:...` themselves).
 
+    Frozen: what it writes is spelled here (the outbox rows `Effects.unschedule` and
+    `Effects.schedule` wrote at v8), never through today's store or Effects."""
     sessions = metadata.tables["verification_sessions"]
     others = [c.name for c in sessions.c if c.name != "order_id"]
     scheduled = conn.exec_driver_sql(
@@ -184,14 +184,24 @@ def _source_keys(conn: Connection) -> None:
             step = step.format(columns=", ".join(["order_id", *others]),
                                others=", ".join(f"s.{name}" for name in others))
         conn.exec_driver_sql(step)
-    now = conn.exec_driver_sql("SELECT now()").scalar_one()
     outbox = []
     for old, kind, reminder_index, version, fire_at, old_name in scheduled:
-        fx = Effects(f"lightspeed:{old}", now, actor="migration")
-        fx.unschedule(old_name)
-        fx.schedule(TimerSpec(TimerKind(kind), reminder_index, fire_at, version))
-        outbox += fx.outbox
-    store.write_effects(conn, (), outbox)
+        new = f"lightspeed:{old}"
+        outbox.append({"kind": "task.delete", "order_id": new, "payload": {"name": old_name}})
+        outbox.append({"kind": "task.create", "order_id": new, "payload": {
+            "name": _v8_task_name(new, kind, reminder_index, version), "schedule_time": fire_at.isoformat(),
+            "body": {"v": 1, "order_id": new, "kind": kind, "reminder_index": reminder_index,
+                     "deadline_version": version}}})
+    if outbox:
+        conn.execute(text("INSERT INTO outbox (kind, order_id, payload) SELECT kind, order_id, payload "
+                          "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(kind text, order_id text, payload jsonb)"),
+                     {"rows": json.dumps(outbox)})
+
+
+def _v8_task_name(order_id: str, kind: str, reminder_index: int, deadline_version: int) -> str:
+    """v8's copy of `shared.domain.model.task_name` (the Cloud Tasks id of a timer), as it was."""
+    digest = hashlib.sha256(f"{order_id}\x1f{kind}\x1f{reminder_index}\x1f{deadline_version}".encode()).hexdigest()
+    return f"{digest[:32]}-{kind}-{reminder_index}-v{deadline_version}"
 
 
 # The CHECK constraints `schema.one_of` builds from the kind enums (status, timer, outbox, email).

@@ -11,7 +11,9 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from shared.domain.model import Event
+from shared.db.schema import sql_in
+from shared.domain.messages import TOPIC_EMAILS
+from shared.domain.model import OPEN, Email, Event
 
 # Which refund states an operator may close, and into what.
 REFUND_CLOSABLE = {"refunded": ("manual", "failed"), "failed": ("manual",)}
@@ -37,10 +39,10 @@ def provider_deciding(conn: Connection, order_id: str, now: datetime) -> bool:
 def clear_provider_session(conn: Connection, order_id: str) -> bool:
     """Forget an open session's provider session, so the next link email opens a fresh one."""
     return conn.execute(
-        text("""
+        text(f"""
             UPDATE verification_sessions
             SET veriff_session_id = NULL, veriff_url = NULL, updated_at = now()
-            WHERE order_id = :o AND status IN ('pending', 'in_review')
+            WHERE order_id = :o AND {sql_in("status", OPEN)}
             RETURNING 1
         """),
         {"o": order_id},
@@ -52,13 +54,13 @@ def next_link_index(conn: Connection, order_id: str) -> int:
     and every link email claimed. Not a count of outbox rows: delivered ones are deleted after
     REPLAY_RETENTION, and an index used again finds its email already sent."""
     return conn.execute(
-        text("""
+        text(f"""
             SELECT greatest(
                 (SELECT coalesce(max(CAST(payload->'data'->>'reminder_index' AS int)) + 1, 0) FROM outbox
-                 WHERE order_id = :o AND payload->>'topic' = 'customer-emails'
-                   AND payload->'data'->>'kind' = 'link'),
+                 WHERE order_id = :o AND payload->>'topic' = '{TOPIC_EMAILS}'
+                   AND payload->'data'->>'kind' = '{Email.LINK}'),
                 (SELECT coalesce(max(reminder_index) + 1, 0) FROM email_sends
-                 WHERE order_id = :o AND kind = 'link'))
+                 WHERE order_id = :o AND kind = '{Email.LINK}'))
         """),
         {"o": order_id},
     ).scalar_one()

@@ -16,10 +16,12 @@ from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
 from shared.domain import keys
+from shared.domain import model
 from shared.domain.model import EmailClaim, Status
 from shared.db.schema import (
     SESSIONLESS_ORDER,
     SUPERSEDED_APPROVAL,
+    sql_in,
     countdown_timers,
     email_sends,
     event_log,
@@ -29,7 +31,7 @@ from shared.db.schema import (
 )
 
 # Constant predicates are written as literals so PostgreSQL can match the partial indexes.
-OPEN = text("verification_sessions.status IN ('pending', 'in_review')")
+OPEN = text(sql_in("verification_sessions.status", model.OPEN))
 EMAIL_STUCK_AFTER = timedelta(minutes=10)
 LIST_COLUMNS = (sessions.c.order_id, sessions.c.status, sessions.c.customer_email, sessions.c.deadline,
                 sessions.c.created_at, sessions.c.refund_status)
@@ -78,7 +80,7 @@ def _needing_attention(now: datetime):
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
         .where(SUPERSEDED_APPROVAL, OPEN),
-        select(sessions.c.order_id).where(sessions.c.refund_status.in_(("manual", "failed"))),
+        select(sessions.c.order_id).where(sessions.c.refund_status.in_(model.REFUND_NEEDS_OPERATOR)),
         select(outbox.c.order_id).where(outbox.c.dead_at.isnot(None)),
         select(outbox.c.order_id).where(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None),
                                         outbox.c.attempts > 0),

@@ -14,6 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
 from shared.db.database import Database
+from shared.db.schema import sql_in
+from shared.domain.model import TERMINAL
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ def _purge(name: str, table: str, key: str, where: str, action: str) -> Purge:
     )
 
 
-_CLOSED = "status IN ('verified', 'declined', 'expired', 'cancelled')"
+_CLOSED = sql_in("status", TERMINAL)
 
 # The customer's email and id, once a session closed longer ago than RETENTION (analytics,
 # events and the session's story stay; they carry no personal data).

@@ -28,7 +28,18 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from shared.domain import keys
-from shared.domain.model import OPEN, Email, EmailClaim, Status, TimerKind
+from shared.domain.model import (
+    EMAIL_STATES,
+    OPEN,
+    REFUND_OPEN,
+    REFUNDABLE,
+    Email,
+    EmailClaim,
+    RefundStatus,
+    Status,
+    TimerKind,
+    TimerState,
+)
 from shared.domain.rows import OutboxKind
 
 metadata = MetaData()
@@ -47,6 +58,15 @@ def one_of(column: str, kinds: Iterable[StrEnum], name: str) -> CheckConstraint:
     if not all(_KIND.fullmatch(value) for value in values):  # inlined into DDL: plain words only
         raise ValueError(f"{name}: a kind must be lower-case words")
     return CheckConstraint(f"{column} IN {values!r}", name=name)
+
+
+def sql_in(column: str, values: Iterable[StrEnum]) -> str:
+    """`column IN (...)` for a domain set, in its enum's order: SQL predicates and partial
+    indexes follow the domain's sets instead of spelling them again."""
+    ordered = sorted(values, key=lambda value: list(type(value)).index(value))
+    if not ordered or not all(_KIND.fullmatch(str(value)) for value in ordered):
+        raise ValueError(f"{column}: a set of lower-case words is needed")
+    return f"{column} IN ({', '.join(repr(str(value)) for value in ordered)})"
 
 
 def allowed_values(constraint: CheckConstraint) -> set[str]:
@@ -83,10 +103,7 @@ verification_sessions = Table(
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     one_of("status", Status, "verification_sessions_status"),
-    CheckConstraint(
-        "refund_status IN ('requested', 'refunded', 'failed', 'manual')",
-        name="verification_sessions_refund_status",
-    ),
+    one_of("refund_status", RefundStatus, "verification_sessions_refund_status"),
     # The key encodes the source (shared.domain.keys): a Lightspeed sale's key and only it is
     # `lightspeed:<sale id>`, whichever writer (the PL/pgSQL fast path included) inserts it.
     CheckConstraint(KEY_MATCHES_SOURCE, name="verification_sessions_key_source"),
@@ -108,14 +125,14 @@ Index("verification_sessions_open_deadline", verification_sessions.c.deadline,
       postgresql_where=verification_sessions.c.status.in_(OPEN))
 Index("verification_sessions_email_lower", func.lower(verification_sessions.c.customer_email))  # v10: any case
 Index("verification_sessions_refund_open", verification_sessions.c.order_id,
-      postgresql_where=verification_sessions.c.refund_status.in_(("requested", "manual", "failed")))
+      postgresql_where=verification_sessions.c.refund_status.in_(REFUND_OPEN))
 
 # Closed sessions still owed a refund: the sweeper's re-drive reads only these.
 Index(
     "verification_sessions_refund_owed",
     verification_sessions.c.updated_at,
-    postgresql_where=text("status IN ('declined', 'expired') "
-                          "AND (refund_status IS NULL OR refund_status = 'requested')"),
+    postgresql_where=text(f"{sql_in('status', REFUNDABLE)} "
+                          f"AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"),
 )
 
 # Every provider session the service created for an order: a decision binds only to these.
@@ -155,9 +172,7 @@ countdown_timers = Table(
     _tstz("fired_at"),
     PrimaryKeyConstraint("order_id", "kind", "reminder_index", "deadline_version"),
     one_of("kind", TimerKind, "countdown_timers_kind"),
-    CheckConstraint(
-        "state IN ('scheduled', 'fired', 'cancelled')", name="countdown_timers_state"
-    ),
+    one_of("state", TimerState, "countdown_timers_state"),
 )
 
 event_log = Table(
@@ -239,7 +254,7 @@ email_sends = Table(
     _tstz("claimed_at", nullable=False, server_default=NOW),
     _tstz("sent_at"),
     PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
-    CheckConstraint("state IN ('sending', 'sent', 'skipped')", name="email_sends_state"),
+    one_of("state", EMAIL_STATES, "email_sends_state"),
     one_of("kind", Email, "email_sends_kind"),
 )
 # Claims in flight, for the console's "needs attention" (migration v4).
@@ -267,7 +282,7 @@ verify_durations = Table(
 Index("verify_durations_day", verify_durations.c.day)
 
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
-# EVENTS_BACKEND=local messages): see shared.adapters.local_queue.
+# EVENTS_BACKEND=local messages): see shared.db.local_queue.
 local_tasks = Table(
     "local_tasks",
     metadata,

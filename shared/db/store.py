@@ -16,7 +16,11 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
-from shared.domain.model import EMAILS, TERMINAL, EmailClaim, Event, RefundClaim, Status
+from shared.db.schema import sql_in
+from shared.domain.messages import TOPIC_EMAILS
+from shared.domain.model import (
+    EMAILS, OPEN, REFUND_CLOSING_EVENTS, REFUNDABLE, TERMINAL, Email, EmailClaim, Event, RefundClaim, Status,
+)
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
 
@@ -59,7 +63,7 @@ def move_status(
     sent (an expiry needs it); `decided_at` is the provider's decision time."""
     terminal = Status(to_status) in TERMINAL
     row = conn.execute(
-        text("""
+        text(f"""
             UPDATE verification_sessions
             SET status = :to_status,
                 updated_at = now(),
@@ -73,7 +77,7 @@ def move_status(
               AND (CAST(:link_sent AS boolean) IS NULL
                    OR EXISTS (SELECT 1 FROM email_sends e
                               WHERE e.order_id = verification_sessions.order_id
-                                AND e.kind = 'link' AND e.state = 'sent') = :link_sent)
+                                AND e.kind = '{Email.LINK}' AND e.state = 'sent') = :link_sent)
               AND (CAST(:due_by AS timestamptz) IS NULL
                    OR (deadline <= :due_by AND coalesce(decision_hold_until, deadline) <= :due_by))
             RETURNING order_id, status, ordered_at, deadline, deadline_version
@@ -211,10 +215,10 @@ def overdue_sessions(conn: Connection, cutoff: datetime, limit: int) -> list[str
 def extend_deadline(conn: Connection, order_id: str, deadline: datetime) -> dict[str, Any] | None:
     """Move an open session's deadline later, bumping its version. The row, or None."""
     row = conn.execute(
-        text("""
+        text(f"""
             UPDATE verification_sessions
             SET deadline = :d, deadline_version = deadline_version + 1, updated_at = now()
-            WHERE order_id = :o AND status IN ('pending', 'in_review') AND deadline < :d
+            WHERE order_id = :o AND {sql_in("status", OPEN)} AND deadline < :d
             RETURNING order_id, status, deadline, deadline_version
         """),
         {"o": order_id, "d": deadline},
@@ -329,20 +333,20 @@ def claim_email(db: Database, order_id: str, kind: str, reminder_index: int,
     return EmailClaim(rows[0][0]) if rows else EmailClaim.SENDING
 
 
-_EMAILS_TO_REDRIVE = text("""
-    SELECT s.order_id, 'link' AS kind, 0 AS reminder_index
+_EMAILS_TO_REDRIVE = text(f"""
+    SELECT s.order_id, '{Email.LINK}' AS kind, 0 AS reminder_index
     FROM verification_sessions s
     WHERE s.status = 'pending' AND s.created_at < now() - make_interval(secs => :lease)
       AND NOT EXISTS (SELECT 1 FROM email_sends e
-                      WHERE e.order_id = s.order_id AND e.kind = 'link'
+                      WHERE e.order_id = s.order_id AND e.kind = '{Email.LINK}'
                         AND (e.state <> 'sending' OR e.claimed_at >= now() - make_interval(secs => :lease)))
       AND NOT EXISTS (SELECT 1 FROM outbox o
                       WHERE o.order_id = s.order_id AND o.delivered_at IS NULL AND o.dead_at IS NULL
-                        AND o.kind = 'publish' AND o.payload->>'topic' = 'customer-emails')
+                        AND o.kind = 'publish' AND o.payload->>'topic' = '{TOPIC_EMAILS}')
     UNION
     SELECT e.order_id, e.kind, e.reminder_index
     FROM email_sends e JOIN verification_sessions s ON s.order_id = e.order_id
-    WHERE e.state = 'sending' AND e.kind <> 'link' AND e.claimed_at < now() - make_interval(secs => :lease)
+    WHERE e.state = 'sending' AND e.kind <> '{Email.LINK}' AND e.claimed_at < now() - make_interval(secs => :lease)
       AND s.erased_at IS NULL AND e.kind || ':' || s.status = ANY(:sendable)
     LIMIT :n
 """)
@@ -499,14 +503,14 @@ def release_refund(db: Database, order_id: str) -> None:
                    "WHERE order_id = :o AND refund_status = 'requested'"), {"o": order_id})
 
 
-_REFUNDS_TO_REDRIVE = text("""
+_REFUNDS_TO_REDRIVE = text(f"""
     SELECT s.order_id, coalesce(
                (SELECT e.data->>'reason' FROM event_log e
-                WHERE e.order_id = s.order_id AND e.type IN ('verification.declined', 'verification.expired')
+                WHERE e.order_id = s.order_id AND {sql_in("e.type", REFUND_CLOSING_EVENTS)}
                 ORDER BY e.id DESC LIMIT 1),
                s.status)
     FROM verification_sessions s
-    WHERE status IN ('declined', 'expired')
+    WHERE {sql_in("status", REFUNDABLE)}
       AND (refund_status IS NULL
            OR (refund_status = 'requested'
                AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar, get_origin, get_type_hints
 
 from shared.domain import fields as check
 from shared.domain.model import Decision, OrderActionKind, ProviderEventKind, TimerKind, email_spec
@@ -82,15 +82,26 @@ InboundCommand = OrderPlaced | StoreCancelled | ProviderDecision | ProviderEvent
 # ---- payloads -------------------------------------------------------------
 
 
+FieldCheck = Callable[[Any, str], Any]
+
+
 class Payload:
     """Versioned message body: `to_dict` / `from_dict` with a `v` field.
 
-    `from_dict` trusts nothing: every field is checked by its declared kind
-    (`_FIELD_CHECKS`), and each subclass's `_check` adds its own rules; any
-    failure is an InvalidField (a permanent error: acknowledged, never acted on).
+    `from_dict` trusts nothing: every field is checked by its declared type, and each
+    subclass's `__post_init__` adds its own rules; any failure is an InvalidField (a
+    permanent error: acknowledged, never acted on). Each field's check is chosen when the
+    class is defined, from its resolved type (`typing.get_type_hints`, never the annotation's
+    text): a field of a type `_FIELD_CHECKS` does not know is a TypeError at import, so a
+    message is never dropped as unparseable for want of a check.
     """
 
     VERSION = 1
+    _checks: ClassVar[dict[str, FieldCheck]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._checks = field_checks(cls)
 
     @property
     def may_expire(self) -> bool:
@@ -112,7 +123,7 @@ class Payload:
         missing = [n for n, f in names.items() if n not in data and f.default is f.default_factory]
         if missing:
             raise InvalidField(f"missing {missing[0]}", field=missing[0])
-        values = {n: _FIELD_CHECKS[names[n].type](data[n], n) for n in names if n in data}
+        values = {n: cls._checks[n](data[n], n) for n in names if n in data}
         try:
             return cls(**values)
         except PermanentError:
@@ -125,16 +136,40 @@ def _optional_id(value: Any, name: str) -> str | None:
     return check.identifier(value, name, required=False)
 
 
+def _optional_integer(value: Any, name: str) -> int | None:
+    return None if value is None else check.integer(value, name)
+
+
 def _json_object(value: Any, name: str) -> dict[str, Any]:
     return check.obj(value, name)
 
 
-_FIELD_CHECKS = {
-    "str": lambda value, name: check.text(value, name, max_length=500),
-    "str | None": _optional_id,
-    "int": check.integer,
-    "dict[str, Any]": _json_object,
+# Every type a payload field may have, by its resolved type (`int | None == Optional[int]`).
+_FIELD_CHECKS: dict[Any, FieldCheck] = {
+    str: lambda value, name: check.text(value, name, max_length=500),
+    str | None: _optional_id,
+    int: check.integer,
+    int | None: _optional_integer,
+    dict[str, Any]: _json_object,
 }
+
+
+def field_checks(cls: type) -> dict[str, FieldCheck]:
+    """Each field's check, from the class's resolved type hints; TypeError for a type with none."""
+    try:
+        hints = get_type_hints(cls)
+    except NameError as exc:
+        raise TypeError(f"{cls.__name__}: a field's type cannot be resolved ({exc})") from None
+    checks = {}
+    for name, hint in hints.items():
+        if get_origin(hint) is ClassVar:
+            continue
+        try:
+            checks[name] = _FIELD_CHECKS[hint]
+        except (KeyError, TypeError):  # TypeError: an unhashable hint
+            raise TypeError(f"{cls.__name__}.{name}: payload fields of type {hint!r} have no check; "
+                            f"use one of {', '.join(map(repr, _FIELD_CHECKS))}") from None
+    return checks
 
 
 def _kind(lookup: Callable[[str], Any], value: str, name: str):

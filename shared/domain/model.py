@@ -21,6 +21,19 @@ TERMINAL = frozenset({Status.VERIFIED, Status.DECLINED, Status.EXPIRED, Status.C
 OPEN = (Status.PENDING, Status.IN_REVIEW)
 
 
+class RefundStatus(StrEnum):
+    """A session's refund once one was asked for (`refund_status`; NULL before)."""
+
+    REQUESTED = "requested"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+    MANUAL = "manual"
+
+
+REFUND_OPEN = (RefundStatus.REQUESTED, RefundStatus.MANUAL, RefundStatus.FAILED)  # not settled yet
+REFUND_NEEDS_OPERATOR = (RefundStatus.MANUAL, RefundStatus.FAILED)
+
+
 class Decision(StrEnum):
     """What the provider said, by Veriff's decision codes."""
 
@@ -75,6 +88,12 @@ class TimerKind(StrEnum):
     DEADLINE = "deadline"
 
 
+class TimerState(StrEnum):
+    SCHEDULED = "scheduled"
+    FIRED = "fired"
+    CANCELLED = "cancelled"
+
+
 class OrderActionKind(StrEnum):
     REFUND = "refund"
 
@@ -116,6 +135,10 @@ class RefundClaim(StrEnum):
     FAILED = "failed"
     MANUAL = "manual"
     UNKNOWN = "unknown"  # no such order
+
+
+# The states an email claim row holds (`email_sends.state`); CLAIMED is a claim's outcome, not a state.
+EMAIL_STATES = (EmailClaim.SENDING, EmailClaim.SENT, EmailClaim.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -299,3 +322,14 @@ def task_name(order_id: str, kind: str, reminder_index: int, deadline_version: i
     """Deterministic Cloud Tasks id; the hash comes first to spread the key range."""
     digest = hashlib.sha256(f"{order_id}\x1f{kind}\x1f{reminder_index}\x1f{deadline_version}".encode()).hexdigest()
     return f"{digest[:32]}-{kind}-{reminder_index}-v{deadline_version}"
+
+
+# Every transition the service takes (an operator's verify and cancel take DECISION_RULES[APPROVED]
+# and STORE_CANCEL). The sets below are read from them: SQL is built from the sets
+# (`shared.db.schema.sql_in`), never written again as literals (tests/unit/test_domain_sets.py).
+TRANSITIONS = (*DECISION_RULES.values(), *APPROVAL_RULES.values(), STORE_CANCEL, DEADLINE, LINK_NOT_SENT)
+# Owed a refund: the statuses a refunding transition closes a session in, and the events it records.
+REFUNDABLE = frozenset(t.to_status for t in TRANSITIONS if t.refund)
+REFUND_CLOSING_EVENTS = frozenset(t.event for t in TRANSITIONS if t.refund)
+# The email kinds whose body links to the provider's page.
+LINKED_EMAILS = frozenset(Email(kind) for kind, spec in EMAILS.items() if spec.needs_link)

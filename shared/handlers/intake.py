@@ -11,7 +11,6 @@ from shared.db.database import Database
 from shared.domain import keys
 from shared.domain.messages import (
     IgnoredDelivery,
-    InboundCommand,
     OrderPlaced,
     ProviderDecision,
     ProviderEvent,
@@ -168,21 +167,6 @@ def operator_action(db: Database, order_id: str, action: str, *, operator: str, 
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
                        details, ignored_event=Event.DECISION_IGNORED, now=now,
                        request_id=None, actor=f"operator:{operator}")
-
-
-_HANDLERS = {
-    OrderPlaced: place_order,
-    StoreCancelled: cancel_order,
-    ProviderDecision: record_decision,
-    ProviderEvent: record_provider_event,
-    IgnoredDelivery: record_ignored,
-}
-
-
-def handle(db: Database, settings: Settings, command: InboundCommand, *, now: datetime,
-           request_id: str | None = None) -> Result:
-    """Run the handler for a parsed webhook command."""
-    return _HANDLERS[type(command)](db, settings, command, now=now, request_id=request_id)
 
 
 def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:

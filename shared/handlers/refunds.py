@@ -9,12 +9,10 @@ from shared.db import store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.messages import OrderAction
-from shared.domain.model import Event, RefundClaim, Status
+from shared.domain.model import REFUNDABLE, Event, RefundClaim
 from shared.errors import TransientError
 from shared.handlers.result import Result, ResultStatus
 from shared.ports import RefundGateway, RefundResult
-
-REFUNDABLE = (Status.DECLINED, Status.EXPIRED)
 
 # A refund's outcome and the event that records it (the refund subscriber's and the operator's).
 REFUND_EVENTS = {RefundResult.REFUNDED: Event.REFUND_COMPLETED, RefundResult.FAILED: Event.REFUND_FAILED,

@@ -40,11 +40,16 @@ class VeriffSource:
         return parse_veriff(body)
 
 
+def veriff_signature(secret: str, body: bytes) -> str:
+    """`X-HMAC-SIGNATURE` as Veriff sends it: lowercase hex HMAC-SHA256 of the body."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 def verify_veriff(secret: str, header: str | None, body: bytes) -> None:
     """`X-HMAC-SIGNATURE`: lowercase hex HMAC-SHA256 of the body."""
     if not header:
         raise BadSignature("missing X-HMAC-SIGNATURE")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    expected = veriff_signature(secret, body)
     if not hmac.compare_digest(header.strip().lower().encode(), expected.encode()):
         raise BadSignature("X-HMAC-SIGNATURE does not match")
 

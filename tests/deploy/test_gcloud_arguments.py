@@ -154,7 +154,7 @@ def test_batched_and_one_process_per_command_checks_agree(script_commands):
 def test_gcloudignore_keeps_tests_and_local_data_out_of_the_upload(tmp_path):
     tree = tmp_path / "source"
     files = ["main.py", "requirements.txt", "functions/webhook_intake.py", "shared/config.py",
-             "tests/unit/test_x.py", "tests/deploy/fake_cloud.py", "bench/bench_x.py",
+             "tests/unit/test_x.py", "tests/deploy/fake_cloud.py", "bench/bench_x.py", "devstack/signing.py",
              ".local/pg/data.txt", ".venv/bin/python", ".venv-3.12/lib/x.py",
              "shared/__pycache__/config.cpython-312.pyc", "infra/provision.sh", "deploy.sh",
              "docs/DEPLOY.md", "README.md", ".git/HEAD", "prod.env",

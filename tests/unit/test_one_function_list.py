@@ -1,0 +1,91 @@
+"""One list of functions (issue 22 item 8): `shared/functions_table.py`. infra/config.sh reads it
+through `python -m shared.functions_table shell` instead of writing it again; the database
+roles (`grants.GRANTS`) and the entry points' modules and REQUIRED settings are held to it."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.db.grants import GRANTS
+from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, main, shell
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = (ROOT / "infra" / "config.sh").read_text()
+ENTRY_MODULES = {p.stem: p for p in (ROOT / "functions").glob("*.py") if not p.stem.startswith("_")}
+
+
+def bash_reads(declarations: str, script: str) -> str:
+    return subprocess.run(["bash", "-c", f"set -euo pipefail\n{declarations}\n{script}"],
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.mark.parametrize("deployment", [{}, {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "smtp",
+                                             "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "false"}])
+def test_bash_reads_back_the_table(deployment):
+    out = bash_reads(shell(deployment, first=["timer-expiry"]), """
+        printf '%s\\n' "${FUNCTIONS[*]}"
+        for fn in "${FUNCTIONS[@]}"; do
+            printf '%s|%s|%s|%s|%s|%s\\n' "$fn" "${FN_TABLE_ENTRY[$fn]}" "${FN_TABLE_TRIGGER[$fn]}" \\
+                "${FN_TABLE_PUBLIC[$fn]}" "${FN_TABLE_INGRESS[$fn]}" "${FN_TABLE_SECRETS[$fn]}"
+        done
+        printf '%s\\n' "${SECRET_ENVS[*]}"
+    """).splitlines()
+    order = out[0].split()
+    assert order[0] == "timer-expiry" and sorted(order) == sorted(BY_NAME)
+    rows = {line.split("|")[0]: line.split("|")[1:] for line in out[1:-1]}
+    for fn in FUNCTIONS:
+        entry, trigger, public, ingress, secrets = rows[fn.name]
+        assert (entry, trigger, public, ingress) == (fn.entry_point, fn.trigger or "http",
+                                                     str(fn.public).lower(), fn.ingress)
+        assert sorted(secrets.split()) == sorted(fn.secret_variables(deployment))
+    assert set(out[-1].split()) == {s for fn in FUNCTIONS for s in fn.secret_variables(
+        {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "sendgrid", "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "true"})}
+
+
+def test_the_command_refuses_what_it_does_not_know(capsys):
+    assert main(["shell", "NO_SUCH_SETTING=1"]) == 2 and main(["shell", "--first", "nope"]) == 2
+    assert main([]) == 2 and main(["shell", "stray"]) == 2
+    assert main(["shell", "--first", "sweep"]) == 0 and capsys.readouterr().out.startswith("FUNCTIONS=(sweep ")
+
+
+def test_the_module_runs_as_a_command_on_the_standard_library_alone():
+    out = subprocess.run([sys.executable, "-E", "-S", "-m", "shared.functions_table", "shell"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    assert out == shell({})
+
+
+def test_infra_config_reads_the_table_and_does_not_write_it_again():
+    call = re.search(r'"\$DEPLOY_PYTHON" -m shared\.functions_table shell(.*?)\)', CONFIG, re.S)
+    assert call, "infra/config.sh must read the function table"
+    assert set(re.findall(r"([A-Z_]+)=\"\$\1\"", call.group(1))) == set(DEPLOYMENT_DEFAULTS)
+    for written in (r"^\s*FUNCTIONS=\(", r"^\s*SECRET_ENVS=\(", r"FN_ENTRY=(?!\$\{FN_TABLE)",
+                    r"FN_TRIGGER=(?!\$\{FN_TABLE)", r"FN_SECRET_ENVS(\+?=)", r"FN_PUBLIC=(?!\$\{FN_TABLE)"):
+        assert not re.search(written, CONFIG, re.M), written
+    for fn in FUNCTIONS:  # the sizes and identities stay infra's, one case per function
+        assert re.search(rf"^\s*{re.escape(fn.name)}\)$", CONFIG, re.M), fn.name
+
+
+def test_every_function_has_its_database_role_and_no_other():
+    assert set(GRANTS) == set(BY_NAME)
+
+
+def _module_constant(path: Path, name: str):
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def test_every_entry_point_is_a_row_of_the_table_and_requires_only_its_secrets():
+    assert set(ENTRY_MODULES) == {fn.entry_point for fn in FUNCTIONS}
+    for fn in FUNCTIONS:
+        module = ENTRY_MODULES[fn.entry_point]
+        assert _module_constant(module, "NAME") == fn.entry_point, module.name
+        always = {s.variable for s in fn.secrets if s.when is None}
+        assert set(_module_constant(module, "REQUIRED") or ()) <= always, module.name
