@@ -30,12 +30,12 @@ def _verify(c: Container, r: Request) -> Result:
     if not r.reason:
         raise BadAction("a manual verification needs a reason", field="reason")
     return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason)
+                                  reason=r.reason, stores=c.stores)
 
 
 def _cancel(c: Container, r: Request) -> Result:
     return intake.operator_action(c.db, r.order_id, "cancel", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason)
+                                  reason=r.reason, stores=c.stores)
 
 
 def _extend(c: Container, r: Request) -> Result:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -29,6 +30,9 @@ class StoreActionKind(StrEnum):
     RELEASE = "release"  # verified (an operator's verify included)
     CANCEL_AND_REFUND = "cancel_and_refund"  # expired, or declined (underage included)
     FLAG_FOR_REVIEW = "flag_for_review"  # in review
+    # The store (or an operator) cancelled first: a notification only (the outcome webhook's
+    # `order.cancelled`); no store connector implements it, so nothing is cancelled or refunded.
+    NOTE_CANCELLED = "note_cancelled"
 
 
 @dataclass(frozen=True)
