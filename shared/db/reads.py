@@ -25,6 +25,7 @@ from shared.db.schema import (
     event_log,
     funnel_daily,
     outbox,
+    store_actions,
     verification_sessions as sessions,
 )
 
@@ -72,8 +73,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging, an open session whose customer was approved on a
-    superseded provider session (DESIGN ignores that decision; a person can verify by hand).
-    Each branch is served by a small index."""
+    superseded provider session (DESIGN ignores that decision; a person can verify by hand), a
+    store action the store refused. Each branch is served by a small index."""
     return union(
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
@@ -84,6 +85,7 @@ def _needing_attention(now: datetime):
                                         outbox.c.attempts > 0),
         select(email_sends.c.order_id).where(email_sends.c.state == EmailClaim.SENDING,
                                              email_sends.c.claimed_at < now - EMAIL_STUCK_AFTER),
+        select(store_actions.c.order_id).where(text("store_actions.state = 'failed'")),
     )
 
 

@@ -85,6 +85,12 @@ STORY = {
     Event.REFUND_COMPLETED: "refund done",
     Event.REFUND_FAILED: "refund failed",
     Event.EMAIL_FAILED: "email could not be sent",
+    Event.STORE_HELD: "hold placed",
+    Event.STORE_RELEASED: "released",
+    Event.STORE_CANCELLED: "cancelled and refunded",
+    Event.STORE_FLAGGED: "flagged for review at the store",
+    Event.STORE_NOTIFIED: "outcome webhook delivered",
+    Event.STORE_ACTION_FAILED: "the store refused an action",
 }
 EMAIL_STORY = {Email.LINK: "link sent", Email.REMINDER: "reminder sent"}
 

@@ -42,13 +42,16 @@ class StoreOrder:
     `key` is the session key (`shopify:1001`); `store_ref` the store's own id its API needs
     (Shopify's order GID, WooCommerce's order id), kept from the webhook; `reason` the outcome
     (`expired`, `declined`, `underage`, ...) for a cancel; `state` what earlier actions of this
-    order recorded (e.g. the hold ids a release must name)."""
+    order recorded (e.g. the hold ids a release must name), merged in the order they were done;
+    `occurred_at` when the transition that asked for the action happened (an outcome
+    webhook's `occurredAt`)."""
 
     key: str
     source: str
     store_ref: str
     reason: str | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
