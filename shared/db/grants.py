@@ -100,6 +100,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
             update=("veriff_session_id", "veriff_url", "updated_at")),
         "email_sends": TableGrant(select=ALL, insert=True, update=ALL, delete=True),
         "provider_sessions": TableGrant(select=ALL, insert=True, update=("superseded_at",)),
+        # The verified email promises shipping only when the store was asked to release the order.
+        "store_actions": TableGrant(select=("order_id", "action", "connector", "state")),
     },
     "record-analytics": {
         **_VERSION,

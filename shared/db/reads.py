@@ -163,8 +163,15 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
                outbox.c.payload["attributes"]["type"].astext.label("message_type"),
                outbox.c.payload["name"].astext.label("task_name"))
         .where(outbox.c.order_id == order_id).order_by(outbox.c.id)).mappings()
+    actions = conn.execute(
+        select(store_actions.c.action, store_actions.c.connector, store_actions.c.state, store_actions.c.attempts,
+               store_actions.c.requested_at, store_actions.c.finished_at, store_actions.c.lease_until,
+               store_actions.c.error_code)
+        .where(store_actions.c.order_id == order_id).order_by(store_actions.c.requested_at,
+                                                              store_actions.c.action)).mappings()
     return {"session": dict(session), "events": [dict(r) for r in events], "timers": [dict(r) for r in timers],
-            "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries]}
+            "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries],
+            "store_actions": [dict(r) for r in actions]}
 
 
 def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list[dict[str, Any]]:

@@ -659,6 +659,16 @@ def store_actions_to_redrive(conn: Connection, lease_seconds: float, limit: int)
     return [tuple(r) for r in conn.execute(_STORE_ACTIONS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
 
 
+def release_asked(conn: Connection, order_id: str) -> bool:
+    """Whether the store's own connector (not only the outcome webhook) was asked to release the
+    order and has not refused: the verified email may then promise shipping."""
+    return conn.execute(text("""
+        SELECT EXISTS (SELECT 1 FROM store_actions a JOIN verification_sessions s ON s.order_id = a.order_id
+                       WHERE a.order_id = :o AND a.action = 'release' AND a.connector = s.source
+                         AND a.state NOT IN ('failed', 'skipped'))
+    """), {"o": order_id}).scalar_one()
+
+
 def close_store_refund(conn: Connection, order_id: str, outcome: str) -> bool:
     """The store's own `cancel_and_refund` ended: refunded (the store did it) or manual (it refused:
     a person refunds). No refund request was made for such an order (`refunds_to_redrive` leaves

@@ -75,6 +75,7 @@ class Event(StrEnum):
     STORE_FLAGGED = "store.flagged"
     STORE_NOTIFIED = "store.notified"  # the outcome webhook took the notification
     STORE_ACTION_FAILED = "store.action_failed"  # the store refused: its error code only
+    STORE_ACTION_RETRIED = "store.action_retried"  # an operator asked the store again
 
 
 class TimerKind(StrEnum):

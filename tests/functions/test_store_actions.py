@@ -26,7 +26,8 @@ from shared.stores.base import ActionResult, StoreActionKind, StoreRefused, Stor
 from tests.conftest import LIGHTSPEED_SECRET
 from tests.functions.conftest import client_for, count
 from tests.functions.test_age_rule_and_binding import approve, opened
-from tests.functions.test_subscribers import deliver
+from tests.functions.test_subscribers import deliver, smtp  # noqa: F401  (the SMTP inbox fixture)
+from tests.functions.test_operator_console import keys  # noqa: F401  (the IAP keys fixture)
 from tests.functions.test_timer_and_sweep import fire
 from tests.sessions import mark_link_sent
 
@@ -371,3 +372,61 @@ def test_a_release_or_cancel_waits_for_the_hold_it_undoes(db, order_id):
         assert store.finish_store_action(conn, order_id, "hold", "orders", {"hold_ids": ["h1"]})
     claim = store.claim_store_action(db, order_id, "release", "orders", 300)
     assert claim["outcome"] == "claimed" and claim["state"] == {"hold_ids": ["h1"]}
+
+
+# ---- what a person sees ----------------------------------------------------------------------
+
+
+def test_the_order_page_shows_the_store_times_and_actions_and_a_refused_one_can_be_retried(
+        app_env, monkeypatch, receiver, keys, tmp_path, db, order_id):
+    from tests.functions.test_operator_console import SECRET, as_alice, csrf_of
+    from tests.iap_keys import AUDIENCE
+
+    shop = CountingStore("orders")
+    monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: shop)
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    intake, console = client_for("webhook_intake"), client_for("operator_console")
+    pump = Pump(db, client_for("request_refund", "cloudevent"))
+    from tests.functions.test_webhook_intake import post_order
+    from datetime import datetime, timedelta, timezone
+    placed = (datetime.now(timezone.utc) - timedelta(hours=30)).replace(microsecond=0)
+    assert post_order(intake, order_id, createdAt=placed.isoformat()).status_code == 200
+    shop.script.append(StoreRefused("HOLD_NOT_ALLOWED"))
+    pump(order_id)
+
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert "Placed at the store" in page and f"{placed:%Y-%m-%d %H:%M:%S} UTC" in page and "Received" in page
+    assert "failed <code>HOLD_NOT_ALLOWED</code>" in page and "Retry store action" in page
+    response = console.post(f"/orders/{order_id}/actions/retry-store-action", headers=as_alice(keys),
+                            data={"csrf": csrf_of(page), "store_action": "hold:orders"})
+    assert response.status_code == 303
+    pump(order_id)
+
+    assert shop.kinds(order_id) == ["hold", "hold"]
+    assert action_states(db, order_id) == {("hold", "orders"): "done"}
+    assert [e["action"] for e in events(db, order_id, "store.action_retried")] == ["hold"]
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert '<td class="store-state done">held</td>' in page and "Retry store action" not in page
+    with db.read() as conn:
+        assert conn.execute(text("SELECT store_ordered_at FROM verification_sessions WHERE order_id = :o"),
+                            {"o": order_id}).scalar_one() == placed
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["store released", "no store connector"])
+def test_the_verified_email_promises_shipping_only_when_the_store_was_told_to_release(
+        app_env, monkeypatch, smtp, db, order_id, with_store):
+    from tests.functions.test_subscribers import email_job
+
+    inbox, port = smtp
+    if with_store:
+        monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: CountingStore("orders"))
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")
+    intake = client_for("webhook_intake")
+    session = opened(intake, db, order_id)
+    assert approve(intake, order_id, session, ADULT).json["status"] == "accepted"
+
+    email = client_for("send_customer_email", "cloudevent")
+    assert deliver(email, "customer-emails", email_job(order_id, "verified"), key="v", order_id=order_id
+                   ).status_code == 200
+    text_part = inbox.messages[-1].get_body(("plain",)).get_content()
+    assert ("prepared for shipping" in text_part) is with_store
