@@ -430,3 +430,27 @@ def test_the_verified_email_promises_shipping_only_when_the_store_was_told_to_re
                    ).status_code == 200
     text_part = inbox.messages[-1].get_body(("plain",)).get_content()
     assert ("prepared for shipping" in text_part) is with_store
+
+
+def test_the_funnel_counts_refunds_the_store_made(intake, pump, shop, db, order_id):
+    from datetime import date
+
+    from shared.handlers import analytics
+    from shared.domain.messages import EventMessage
+
+    opened(intake, db, order_id)
+    pump(order_id)
+    expire(db, order_id)
+    pump(order_id)
+    with db.read() as conn:
+        row = conn.execute(text("SELECT event_id, occurred_at, data FROM event_log WHERE order_id = :o "
+                                "AND type = 'refund.completed'"), {"o": order_id}).one()
+    before = analytics.funnel(db, date(2000, 1, 1), date(2100, 1, 1))["counts"]
+    analytics_client = client_for("record_analytics", "cloudevent")
+    message = EventMessage(id=str(row[0]), type="refund.completed", order_id=order_id,
+                           occurred_at=row[1].isoformat(), data=row[2])
+    assert deliver(analytics_client, "verification-events", message.to_dict(), key=str(row[0]),
+                   order_id=order_id).status_code == 200
+    after = analytics.funnel(db, date(2000, 1, 1), date(2100, 1, 1))["counts"]
+    assert after.get("refunds_by_store", 0) == before.get("refunds_by_store", 0) + 1
+    assert after["refunds_completed"] == before.get("refunds_completed", 0) + 1
