@@ -133,7 +133,7 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "funnel_daily": TableGrant(select=ALL),
         "verify_durations": TableGrant(select=ALL),
         # The order page shows each store action; staff retry a failed one.
-        "store_actions": TableGrant(select=ALL, insert=True, update=_STORE_ACTION_CLAIM),
+        "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
     },
 }
 
