@@ -28,6 +28,7 @@ import requests
 
 from shared.config import StoreSettings
 from shared.domain import keys
+from shared.errors import ConfigError
 from shared.stores.base import ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
 
 TIMEOUT_SECONDS = 10.0
@@ -63,7 +64,7 @@ def sign(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 @dataclass(frozen=True)
 class OutcomeWebhookConnector:
     url: str
-    secret: bytes = field(repr=False)
+    secret: bytes | None = field(repr=False)
     timeout: float = TIMEOUT_SECONDS
     clock: Callable[[], float] = time.time
     session: requests.Session = field(default_factory=requests.Session, repr=False, compare=False)
@@ -72,12 +73,16 @@ class OutcomeWebhookConnector:
 
     @classmethod
     def from_settings(cls, stores: StoreSettings) -> OutcomeWebhookConnector | None:
+        """None without OUTCOME_WEBHOOK_URL. The secret is needed only to send (`perform`): the
+        functions that only decide which actions to write never read it."""
         hook = stores.outcome_webhook
         if not hook.enabled:
             return None
         return cls(hook.url, hook.secret)
 
     def perform(self, kind: StoreActionKind, order: StoreOrder) -> ActionResult:
+        if not self.secret:  # the message waits for the fix (the subscriber retries a ConfigError)
+            raise ConfigError("OUTCOME_WEBHOOK_SECRET", "required to sign outcome webhooks")
         type_ = notification_type(kind, order.reason)
         ref = keys.ref(order.key)
         occurred = (order.occurred_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
