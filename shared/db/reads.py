@@ -32,6 +32,7 @@ from shared.db.schema import (
 # Constant predicates are written as literals so PostgreSQL can match the partial indexes.
 OPEN = text("verification_sessions.status IN ('pending', 'in_review')")
 EMAIL_STUCK_AFTER = timedelta(minutes=10)
+STORE_FAILING_AFTER = 5  # attempts of a store action still unfinished: "needs attention"
 LIST_COLUMNS = (sessions.c.order_id, sessions.c.status, sessions.c.customer_email, sessions.c.deadline,
                 sessions.c.created_at, sessions.c.refund_status)
 
@@ -74,7 +75,8 @@ def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging, an open session whose customer was approved on a
     superseded provider session (DESIGN ignores that decision; a person can verify by hand), a
-    store action the store refused. Each branch is served by a small index."""
+    store action the store refused or could not take five times. Each branch is served by a
+    small index."""
     return union(
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
@@ -86,6 +88,9 @@ def _needing_attention(now: datetime):
         select(email_sends.c.order_id).where(email_sends.c.state == EmailClaim.SENDING,
                                              email_sends.c.claimed_at < now - EMAIL_STUCK_AFTER),
         select(store_actions.c.order_id).where(text("store_actions.state = 'failed'")),
+        # ... or the store has been unavailable for it five times running (still retried)
+        select(store_actions.c.order_id).where(text("store_actions.state IN ('due', 'leased')"),
+                                               store_actions.c.attempts >= STORE_FAILING_AFTER),
     )
 
 

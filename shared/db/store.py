@@ -539,6 +539,10 @@ def set_refund_status(conn: Connection, order_id: str, status: str) -> bool:
 
 # The actions that exclude each other for one order and connector: whichever ran first stands.
 _OPPOSITE = {"release": "cancel_and_refund", "cancel_and_refund": "release"}
+# What ends an order at the store: a hold never runs once one of these ran (an operator's retry
+# of a refused hold after the release would hold the order for good).
+_OUTCOMES = ("release", "cancel_and_refund", "note_cancelled")
+_RAN = ("leased", "done", "failed")
 
 
 def claim_store_action(db: Database, order_id: str, action: str, connector: str,
@@ -552,7 +556,8 @@ def claim_store_action(db: Database, order_id: str, action: str, connector: str,
     - `busy`: another attempt holds the lease (or waits out the store's `Retry-After`), or this
       order's hold through this connector is not finished yet (a release or cancel must never
       run before the hold it undoes);
-    - `superseded`: the opposite action (release / cancel) already ran: this one is skipped;
+    - `superseded`: the opposite action (release / cancel) already ran, or, for a hold, the
+      order's outcome action did: this one is skipped;
     - the final state (`done`, `failed`, `skipped`), or `unknown` (no such action asked for).
     """
     with db.transaction() as conn:
@@ -572,7 +577,9 @@ def claim_store_action(db: Database, order_id: str, action: str, connector: str,
         """), {"o": order_id, "a": action, "c": connector}).all())
         if action != "hold" and others.get("hold") in ("due", "leased"):
             return {"outcome": "busy"}
-        if others.get(_OPPOSITE.get(action, "")) in ("leased", "done", "failed"):
+        superseded = others.get(_OPPOSITE.get(action, "")) in _RAN or (
+            action == "hold" and any(others.get(outcome) in _RAN for outcome in _OUTCOMES))
+        if superseded:
             conn.execute(text("""
                 UPDATE store_actions SET state = 'skipped', error_code = 'superseded', finished_at = now(),
                                          lease_until = NULL

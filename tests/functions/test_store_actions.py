@@ -20,7 +20,7 @@ from devstack.outcome_receiver import OutcomeReceiver
 from devstack.signing import lightspeed_body, lightspeed_headers, lightspeed_sale
 from shared import bootstrap
 from shared.console import actions as console_actions
-from shared.db import reads, store
+from shared.db import operator_store, reads, store
 from shared.stores import registry
 from shared.stores.base import ActionResult, StoreActionKind, StoreRefused, StoreUnavailable
 from tests.conftest import LIGHTSPEED_SECRET
@@ -454,3 +454,29 @@ def test_the_funnel_counts_refunds_the_store_made(intake, pump, shop, db, order_
     after = analytics.funnel(db, date(2000, 1, 1), date(2100, 1, 1))["counts"]
     assert after.get("refunds_by_store", 0) == before.get("refunds_by_store", 0) + 1
     assert after["refunds_completed"] == before.get("refunds_completed", 0) + 1
+
+
+def test_a_hold_never_runs_once_the_orders_outcome_action_ran(db, order_id):
+    # e.g. an operator retries a refused hold after the order was released: it would hold it for good.
+    _ask(db, order_id, "hold", "release")
+    assert store.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "claimed"
+    with db.transaction() as conn:
+        assert store.fail_store_action(conn, order_id, "hold", "orders", "HOLD_NOT_ALLOWED")
+    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "claimed"
+    with db.transaction() as conn:
+        operator_store.retry_store_action(conn, order_id, "hold", "orders")
+    assert store.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "superseded"
+
+
+def test_a_store_action_failing_five_times_running_needs_attention(intake, pump, shop, db, order_id):
+    opened(intake, db, order_id)
+    for _ in range(5):
+        shop.script.append(StoreUnavailable("503"))
+        assert pump(order_id, again=True)[0] == 500
+        with db.transaction() as conn:
+            conn.execute(text("UPDATE store_actions SET lease_until = now() WHERE order_id = :o "
+                              "AND state = 'leased'"), {"o": order_id})
+    with db.read() as conn:
+        listed, _ = reads.list_sessions(conn, reads.SessionFilter(attention=True, query=order_id),
+                                        bootstrap.container().clock.now())
+    assert [row["order_id"] for row in listed] == [order_id]
