@@ -44,6 +44,10 @@ RUN = LOCAL / "run"  # this run's lock, function pids and gunicorn control socke
 FUNCTIONS = {f.entry_point: (f.signature, offset) for offset, f in enumerate(DEPLOYED)}
 SUBSCRIBERS = {f.trigger: f.entry_point for f in DEPLOYED if f.trigger}  # topic -> subscriber
 START_TIMEOUT = 60  # seconds every function may take to answer its first request
+# The store stand-ins listen past the functions: the outcome webhook receiver at base + 9
+# (`devstack.outcome_receiver`; LOCAL_OUTCOME_WEBHOOK=off, or an OUTCOME_WEBHOOK_URL of your own,
+# leaves it out).
+OUTCOME_RECEIVER_OFFSET = 9
 
 
 class StartFailure(Exception):
@@ -70,6 +74,8 @@ def _dev_secrets() -> dict[str, str]:
         "WOOCOMMERCE_WEBHOOK_SECRET": lambda: secrets.token_hex(16),
         "WOOCOMMERCE_CONSUMER_KEY": lambda: "ck_" + secrets.token_hex(20),
         "WOOCOMMERCE_CONSUMER_SECRET": lambda: "cs_" + secrets.token_hex(20),
+        # the local outcome webhook receiver's Standard Webhooks secret
+        "OUTCOME_WEBHOOK_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     missing = {key: make() for key, make in made.items() if key not in kept}
     if missing:  # a file from before a source was added gains that source's secrets
@@ -77,6 +83,16 @@ def _dev_secrets() -> dict[str, str]:
         path.write_text(json.dumps(kept, indent=2))
         path.chmod(0o600)
     return kept
+
+
+def _outcome_secret() -> str:
+    """The outcome webhook's dev secret (added to a dev-secrets.json written before it existed)."""
+    path = LOCAL / "dev-secrets.json"
+    values = json.loads(path.read_text())
+    if "OUTCOME_WEBHOOK_SECRET" not in values:
+        values["OUTCOME_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        path.write_text(json.dumps(values, indent=2))
+    return values["OUTCOME_WEBHOOK_SECRET"]
 
 
 def _environment(base_port: int, database_url: str) -> dict[str, str]:
@@ -102,7 +118,28 @@ def _environment(base_port: int, database_url: str) -> dict[str, str]:
     env.setdefault("CONSOLE_AUTH", "dev")
     env.setdefault("CONSOLE_SECRET", secrets.token_hex(16))
     env.setdefault("SWEEP_GRACE", "5s")
+    if env.get("LOCAL_OUTCOME_WEBHOOK", "on") != "off" and not env.get("OUTCOME_WEBHOOK_URL"):
+        env["OUTCOME_WEBHOOK_URL"] = f"http://127.0.0.1:{base_port + OUTCOME_RECEIVER_OFFSET}/outcomes"
+        env["OUTCOME_WEBHOOK_SECRET"] = _outcome_secret()
+        env["LOCAL_OUTCOME_RECEIVER"] = "on"  # this run starts the receiver
     return env
+
+
+def _start_outcome_receiver(base_port: int, env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
+    """The strict outcome webhook receiver (`devstack.outcome_receiver`), in this process."""
+    if env.get("LOCAL_OUTCOME_RECEIVER") != "on":
+        return
+    from devstack.outcome_receiver import OutcomeReceiver
+
+    port = base_port + OUTCOME_RECEIVER_OFFSET
+    try:
+        receiver = OutcomeReceiver(env["OUTCOME_WEBHOOK_SECRET"], port=port)
+    except OSError:
+        raise StartFailure(f"port {port} (outcome webhook receiver) is already in use by another program; "
+                           "free it, move the stack's ports with LOCAL_BASE_PORT, or set "
+                           "LOCAL_OUTCOME_WEBHOOK=off") from None
+    receiver.start()
+    cleanup.callback(receiver.stop)
 
 
 STACK_ENV_KEYS = ("DATABASE_URL", "TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND", "LOCAL_SUBSCRIBER_URLS",
@@ -319,6 +356,7 @@ Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
   operator console  http://127.0.0.1:{base_port + FUNCTIONS['operator_console'][1]}/sessions   (signed in as dev@localhost)
                     or in a shell: .venv/bin/python -m shared.operator list --attention
+  outcome webhooks  {env.get('OUTCOME_WEBHOOK_URL') or 'off'}{'   (the local receiver: GET /calls lists what it got)' if env.get('LOCAL_OUTCOME_RECEIVER') == 'on' else ''}
   window            VERIFICATION_WINDOW={env.get('VERIFICATION_WINDOW', '72h')} REMINDER_OFFSETS={env.get('REMINDER_OFFSETS', '24h')}
 Dev secrets are in {LOCAL / 'dev-secrets.json'}.
 
@@ -377,6 +415,7 @@ def _run(cleanup: contextlib.ExitStack) -> int:
     container = bootstrap.build(settings, migrate=True)  # also migrates the schema once, before the functions start
     cleanup.callback(container.db.engine.dispose)
 
+    _start_outcome_receiver(base_port, env, cleanup)
     functions = _start_functions(base_port, env, cleanup)
     stop = threading.Event()
     cleanup.callback(stop.set)  # runs before the functions are stopped (callbacks unwind in reverse)

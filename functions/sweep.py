@@ -23,7 +23,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
         return health.check(bootstrap.container, include_queue=True)
     c = bootstrap.container()
     now = c.clock.now()
-    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace)
+    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
     redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
     report = c.relay(budget_seconds=20.0)
     purged = retention.purge(c.db, c.settings, now=now)

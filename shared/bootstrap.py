@@ -80,6 +80,13 @@ class Container:
         return make_refund_gateway(self.settings.refunds)
 
     @built_once
+    def stores(self):
+        """The store connectors this instance's settings configure (`shared.stores.registry`)."""
+        from shared.stores.registry import StoreRegistry
+
+        return StoreRegistry.from_settings(self.settings.inbound.stores)
+
+    @built_once
     def relay_after_response(self):
         """This instance's relay thread (`webhook_intake` answers first and relays there)."""
         from shared.handlers.relay_after import RelayAfterResponse

@@ -350,10 +350,11 @@ class OutcomeWebhookSettings(_Section):
         return bool(self.url)
 
     def _check(self, r: _Reader) -> None:
+        # The secret is required where webhooks are signed (the `order-actions` subscriber, when
+        # it builds the connector), not here: every function that moves a session decides from
+        # the URL alone which store actions to write, and needs no secret for that.
         if self.url:
             _require_https("OUTCOME_WEBHOOK_URL", self.url)
-            if not self.secret:
-                raise ConfigError("OUTCOME_WEBHOOK_SECRET", "required when OUTCOME_WEBHOOK_URL is set")
 
 
 @dataclass(frozen=True)

@@ -198,12 +198,16 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
         print()
     print(f"order {s['order_id']}: {s['status']}, source {s['source']}, deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), "
           f"refund {s['refund_status'] or 'none'}")
+    print(f"placed at the store {_plain(s['store_ordered_at']) + ' UTC' if s.get('store_ordered_at') else '(not given)'}, "
+          f"received {_plain(s['ordered_at'])} UTC")
     for title, rows, columns in (
         ("timeline", story["events"], ("occurred_at", "type", "actor", "data")),
         ("timers", story["timers"], ("kind", "reminder_index", "deadline_version", "fire_at", "state")),
         ("emails", story["emails"], ("kind", "reminder_index", "state", "attempts", "sent_at")),
         ("deliveries", story["outbox"], ("id", "kind", "topic", "message_type", "attempts", "delivered_at",
                                          "dead_at", "last_error")),
+        ("store actions", story.get("store_actions", []), ("action", "connector", "state", "attempts",
+                                                           "error_code", "finished_at")),
     ):
         print(f"\n{title}\n{table(rows, columns) if rows else '(none)'}")
 

@@ -24,18 +24,19 @@ class Request:
     operator: str
     reason: str | None = None
     duration: str | None = None
+    store_action: str | None = None  # `action:connector`, for retry-store-action
 
 
 def _verify(c: Container, r: Request) -> Result:
     if not r.reason:
         raise BadAction("a manual verification needs a reason", field="reason")
     return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason)
+                                  reason=r.reason, stores=c.stores)
 
 
 def _cancel(c: Container, r: Request) -> Result:
     return intake.operator_action(c.db, r.order_id, "cancel", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason)
+                                  reason=r.reason, stores=c.stores)
 
 
 def _extend(c: Container, r: Request) -> Result:
@@ -55,6 +56,10 @@ def _resend(c: Container, r: Request) -> Result:
     return operator.resend_link(c.db, r.order_id, operator=r.operator, now=c.clock.now())
 
 
+def _retry_store_action(c: Container, r: Request) -> Result:
+    return operator.retry_store_action(c.db, r.order_id, r.store_action, operator=r.operator, now=c.clock.now())
+
+
 def _refund(outcome: str) -> Callable[[Container, Request], Result]:
     def close(c: Container, r: Request) -> Result:
         return operator.close_refund(c.db, r.order_id, outcome, operator=r.operator, now=c.clock.now(),
@@ -69,6 +74,7 @@ ACTIONS: dict[str, Callable[[Container, Request], Result]] = {
     "resend-link": _resend,
     "refund-done": _refund("refunded"),
     "refund-failed": _refund("failed"),
+    "retry-store-action": _retry_store_action,
 }
 
 

@@ -71,6 +71,19 @@ def _countdown(deadline: datetime, now: datetime) -> str:
     return f"in {text}" if seconds >= 0 else f"overdue by {text}"
 
 
+# What a person reads for a store action's state (held, released, cancelled and refunded, ...).
+_STORE_DONE = {"hold": "held", "release": "released", "cancel_and_refund": "cancelled and refunded",
+               "flag_for_review": "flagged", "note_cancelled": "told"}
+
+
+def _store_state(action: dict) -> str:
+    if action["state"] == "done":
+        return "told" if action["connector"] == "outcome_webhook" else _STORE_DONE.get(action["action"], "done")
+    if action["state"] == "leased":
+        return "in flight, or waiting to retry"
+    return {"due": "asked", "failed": "failed", "skipped": "skipped"}.get(action["state"], action["state"])
+
+
 _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                 autoescape=True, undefined=jinja2.StrictUndefined)
 _templates.filters["when"] = _when
@@ -89,7 +102,7 @@ class Page:
 
     def render(self, template: str, status: int = 200, **values) -> flask.Response:
         html = _templates.get_template(template).render(
-            operator=self.operator, csrf=self.token, now=self.now, countdown=_countdown,
+            operator=self.operator, csrf=self.token, now=self.now, countdown=_countdown, store_state=_store_state,
             statuses=[str(s) for s in Status], **values)
         return flask.Response(html, status=status, mimetype="text/html")
 
@@ -209,7 +222,8 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
 def action(page: Page, request: flask.Request, order_id: str, action: str) -> flask.Response:
     result = actions.run(bootstrap.container(), action, actions.Request(
         order_id=order_id, operator=page.operator, reason=request.form.get("reason", "").strip() or None,
-        duration=request.form.get("duration", "").strip() or None))
+        duration=request.form.get("duration", "").strip() or None,
+        store_action=request.form.get("store_action", "").strip() or None))
     log.info("operator action %s: %s", action, result.status,
              extra={"labels": {"order_id": order_id, "operator": page.operator}})
     return _back_to(page, order_id, action, result.status, result.detail)

@@ -11,7 +11,7 @@ outbox inserts are built from the same typed rows as every other writer's
 """
 
 from shared.db.recordsets import insert_from_json
-from shared.domain.rows import EventRow, OutboxRow, TimerRow
+from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow
 
 PLACE_ORDER = f"""
 CREATE OR REPLACE FUNCTION place_order(p jsonb)
@@ -34,10 +34,12 @@ BEGIN
 
     -- Open the session, once per order.
     INSERT INTO verification_sessions (order_id, source, customer_email, customer_id,
-                                       order_total, currency, ordered_at, deadline)
+                                       order_total, currency, ordered_at, deadline,
+                                       store_ordered_at, store_ref)
     VALUES (p->>'order_id', p->>'provider', p->>'customer_email', p->>'customer_id',
             (p->>'order_total')::numeric, p->>'currency',
-            (p->>'ordered_at')::timestamptz, (p->>'deadline')::timestamptz)
+            (p->>'ordered_at')::timestamptz, (p->>'deadline')::timestamptz,
+            (p->>'store_ordered_at')::timestamptz, p->>'store_ref')
     ON CONFLICT (order_id) DO NOTHING
     RETURNING true INTO opened;
 
@@ -45,6 +47,7 @@ BEGIN
         -- A new session gets its events, timers and outbox rows.
         {insert_from_json(EventRow, "p->'events'")};
         {insert_from_json(TimerRow, "p->'timers'")};
+        {insert_from_json(StoreActionRow, "p->'store_actions'")};
         {insert_from_json(OutboxRow, "p->'outbox'")};
     ELSE
         -- A new delivery for a known order is recorded as a duplicate.

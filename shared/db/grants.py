@@ -54,12 +54,15 @@ _EFFECTS_AND_RELAY = {
 _TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "veriff_session_id", "veriff_url",
                        "decision_hold_until")
 # A status transition: the conditional UPDATE (whose expiry form asks whether the link
-# email was sent), its timers, its idempotency claim.
+# email was sent), its timers, its idempotency claim, the store action it asks for.
 _TRANSITIONS = {
     "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, update=_TRANSITION_COLUMNS),
     "countdown_timers": TableGrant(select=ALL, update=("state", "fired_at")),
     "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at")),
+    "store_actions": TableGrant(insert=True),
 }
+# The store action's claim, outcome and re-drive (shared.db.store.claim_store_action and after).
+_STORE_ACTION_CLAIM = ("state", "attempts", "lease_until", "finished_at", "detail", "error_code")
 
 GRANTS: dict[str, dict[str, TableGrant]] = {
     "webhook-intake": {
@@ -85,6 +88,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
                              update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
         "processed_messages": TableGrant(select=ALL, delete=True),
         "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
+        # Unfinished store actions are re-driven once a lease.
+        "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
         # A re-driven refund gives the reason its closing event recorded (`underage`).
         "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
     },
@@ -95,6 +100,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
             update=("veriff_session_id", "veriff_url", "updated_at")),
         "email_sends": TableGrant(select=ALL, insert=True, update=ALL, delete=True),
         "provider_sessions": TableGrant(select=ALL, insert=True, update=("superseded_at",)),
+        # The verified email promises shipping only when the store was asked to release the order.
+        "store_actions": TableGrant(select=("order_id", "action", "connector", "state")),
     },
     "record-analytics": {
         **_VERSION,
@@ -103,10 +110,13 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # ON CONFLICT (order_id) infers its arbiter from the column: PostgreSQL wants it readable.
         "verify_durations": TableGrant(select=("order_id",), insert=True),
     },
+    # Refund requests, and store actions: their claims, and the store's refund recorded on the session.
     "request-refund": {
         **_VERSION, **_EFFECTS_AND_RELAY,
-        "verification_sessions": TableGrant(select=("order_id", "status", "refund_status", "refund_claimed_at"),
+        "verification_sessions": TableGrant(select=("order_id", "status", "refund_status", "refund_claimed_at",
+                                                    "source", "store_ref"),
                                             update=("refund_status", "refund_claimed_at", "updated_at")),
+        "store_actions": TableGrant(select=ALL, update=_STORE_ACTION_CLAIM),
     },
     # Staff see every order (the customer's email included: they search by it) and act
     # through the same transitions, plus extend, resend, close a refund, retry a row.
@@ -122,6 +132,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "provider_sessions": TableGrant(select=ALL),
         "funnel_daily": TableGrant(select=ALL),
         "verify_durations": TableGrant(select=ALL),
+        # The order page shows each store action; staff retry a failed one.
+        "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
     },
 }
 

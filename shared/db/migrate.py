@@ -255,6 +255,40 @@ def _store_sources(conn: Connection) -> None:
                          f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID")
 
 
+def _store_actions_and_store_facts(conn: Connection) -> None:
+    """v13: store actions are durable effects with a claim each (`store_actions`, written with
+    the transition); a session keeps the store's own order time and API id; `place_order`
+    writes both.
+    SQL only (the lead may reorder it): the table as `schema.store_actions` defines it."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS store_ordered_at timestamptz")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS store_ref text")
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS store_actions (
+            order_id text NOT NULL,
+            action text NOT NULL,
+            connector text NOT NULL,
+            reason text,
+            requested_at timestamptz NOT NULL,
+            state text NOT NULL DEFAULT 'due',
+            attempts integer NOT NULL DEFAULT 0,
+            lease_until timestamptz,
+            redriven_at timestamptz,
+            finished_at timestamptz,
+            detail jsonb NOT NULL DEFAULT '{}'::jsonb,
+            error_code text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (order_id, action, connector),
+            CONSTRAINT store_actions_state CHECK (state IN ('due', 'leased', 'done', 'failed', 'skipped')),
+            CONSTRAINT store_actions_action CHECK (action IN ('hold', 'release', 'cancel_and_refund',
+                                                              'flag_for_review', 'note_cancelled'))
+        )""")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS store_actions_open ON store_actions (created_at) "
+                         "WHERE state IN ('due', 'leased')")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS store_actions_failed ON store_actions (order_id) "
+                         "WHERE state = 'failed'")
+    conn.exec_driver_sql(functions.PLACE_ORDER)
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -267,7 +301,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
-    _attention_from_events, _store_sources,
+    _attention_from_events, _store_sources, _store_actions_and_store_facts,
 ]
 LATEST = len(MIGRATIONS)
 

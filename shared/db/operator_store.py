@@ -97,3 +97,26 @@ def unpark_outbox(conn: Connection, outbox_id: int | None) -> list[tuple[int, st
         """),
         {"id": outbox_id},
     ).all()]
+
+
+def retry_store_action(conn: Connection, order_id: str, action: str, connector: str) -> str | None:
+    """A store action the store refused becomes due again; None when it applied, else why not.
+    A refused cancel-and-refund whose refund a person already closed (refunded or failed by
+    hand) is not retried: the store would refund the order a second time."""
+    if action == "cancel_and_refund":
+        refund = conn.execute(text("SELECT refund_status FROM verification_sessions WHERE order_id = :o FOR UPDATE"),
+                              {"o": order_id}).scalar_one_or_none()
+        if refund not in (None, "manual"):
+            return f"the refund was closed by hand ({refund}): the store would refund twice"
+    retried = conn.execute(text("""
+        UPDATE store_actions SET state = 'due', error_code = NULL, finished_at = NULL, lease_until = NULL,
+                                 redriven_at = NULL
+        WHERE order_id = :o AND action = :a AND connector = :c AND state = 'failed'
+        RETURNING 1
+    """), {"o": order_id, "a": action, "c": connector}).first() is not None
+    if not retried:
+        return "no failed store action of that kind"
+    if action == "cancel_and_refund":  # the store refunds again, not a person
+        conn.execute(text("UPDATE verification_sessions SET refund_status = NULL "
+                          "WHERE order_id = :o AND refund_status = 'manual'"), {"o": order_id})
+    return None

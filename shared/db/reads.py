@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from shared.domain import keys
 from shared.domain import model
-from shared.domain.model import EmailClaim, Status
+from shared.domain.model import STORE_ACTION_OPEN, EmailClaim, Status
 from shared.db.schema import (
     SESSIONLESS_ORDER,
     SUPERSEDED_APPROVAL,
@@ -27,12 +27,14 @@ from shared.db.schema import (
     event_log,
     funnel_daily,
     outbox,
+    store_actions,
     verification_sessions as sessions,
 )
 
 # Constant predicates are written as literals so PostgreSQL can match the partial indexes.
 OPEN = text(sql_in("verification_sessions.status", model.OPEN))
 EMAIL_STUCK_AFTER = timedelta(minutes=10)
+STORE_FAILING_AFTER = 5  # attempts of a store action still unfinished: "needs attention"
 LIST_COLUMNS = (sessions.c.order_id, sessions.c.status, sessions.c.customer_email, sessions.c.deadline,
                 sessions.c.created_at, sessions.c.refund_status)
 
@@ -74,8 +76,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging, an open session whose customer was approved on a
-    superseded provider session (DESIGN ignores that decision; a person can verify by hand).
-    Each branch is served by a small index."""
+    superseded provider session (DESIGN ignores that decision; a person can verify by hand), a
+    store action the store refused or could not take five times. Each branch is served by a
+    small index."""
     return union(
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
@@ -86,6 +89,10 @@ def _needing_attention(now: datetime):
                                         outbox.c.attempts > 0),
         select(email_sends.c.order_id).where(email_sends.c.state == EmailClaim.SENDING,
                                              email_sends.c.claimed_at < now - EMAIL_STUCK_AFTER),
+        select(store_actions.c.order_id).where(text("store_actions.state = 'failed'")),
+        # ... or the store has been unavailable for it five times running (still retried)
+        select(store_actions.c.order_id).where(text(sql_in("store_actions.state", STORE_ACTION_OPEN)),
+                                               store_actions.c.attempts >= STORE_FAILING_AFTER),
     )
 
 
@@ -163,8 +170,15 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
                outbox.c.payload["attributes"]["type"].astext.label("message_type"),
                outbox.c.payload["name"].astext.label("task_name"))
         .where(outbox.c.order_id == order_id).order_by(outbox.c.id)).mappings()
+    actions = conn.execute(
+        select(store_actions.c.action, store_actions.c.connector, store_actions.c.state, store_actions.c.attempts,
+               store_actions.c.requested_at, store_actions.c.finished_at, store_actions.c.lease_until,
+               store_actions.c.error_code)
+        .where(store_actions.c.order_id == order_id).order_by(store_actions.c.requested_at,
+                                                              store_actions.c.action)).mappings()
     return {"session": dict(session), "events": [dict(r) for r in events], "timers": [dict(r) for r in timers],
-            "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries]}
+            "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries],
+            "store_actions": [dict(r) for r in actions]}
 
 
 def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list[dict[str, Any]]:

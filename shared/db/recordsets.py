@@ -12,12 +12,14 @@ from dataclasses import fields
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 
-from shared.db.schema import countdown_timers, event_log, outbox
-from shared.domain.rows import EventRow, OutboxRow, TimerRow
+from shared.db.schema import countdown_timers, event_log, outbox, store_actions
+from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow
 
-TABLES: dict[type, Table] = {EventRow: event_log, OutboxRow: outbox, TimerRow: countdown_timers}
-# A timer row may be written twice (a retried unit of work): the first one stands.
-_ON_CONFLICT = {TimerRow: " ON CONFLICT DO NOTHING"}
+TABLES: dict[type, Table] = {EventRow: event_log, OutboxRow: outbox, TimerRow: countdown_timers,
+                             StoreActionRow: store_actions}
+# A timer row may be written twice (a retried unit of work): the first one stands. So does a
+# store action (one per order, action and connector, whatever asks for it again).
+_ON_CONFLICT = {TimerRow: " ON CONFLICT DO NOTHING", StoreActionRow: " ON CONFLICT DO NOTHING"}
 
 
 def columns(row_type: type) -> list[str]:

@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from shared.domain import keys
 from shared.domain.model import (
     EMAIL_STATES,
+    STORE_ACTION_OPEN,
+    StoreActionState,
     OPEN,
     REFUND_OPEN,
     REFUNDABLE,
@@ -41,6 +43,7 @@ from shared.domain.model import (
     TimerState,
 )
 from shared.domain.rows import OutboxKind
+from shared.stores.base import StoreActionKind
 
 metadata = MetaData()
 
@@ -89,7 +92,7 @@ verification_sessions = Table(
     Column("order_total", Numeric(12, 2)),
     Column("currency", Text),
     Column("status", Text, nullable=False, server_default="pending"),
-    _tstz("ordered_at", nullable=False),
+    _tstz("ordered_at", nullable=False),  # receipt: where the window starts (not the store's time)
     _tstz("deadline", nullable=False),
     Column("deadline_version", Integer, nullable=False, server_default="1"),
     _tstz("decided_at"),
@@ -102,6 +105,10 @@ verification_sessions = Table(
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
+    # v13: the store's own facts: when the order was placed at the store (its own clock), and
+    # the id its API needs (Shopify's order GID) when that is not the key's own id.
+    _tstz("store_ordered_at"),
+    Column("store_ref", Text),
     one_of("status", Status, "verification_sessions_status"),
     one_of("refund_status", RefundStatus, "verification_sessions_refund_status"),
     # The key encodes the source (shared.domain.keys): a Lightspeed sale's key and only it is
@@ -280,6 +287,36 @@ verify_durations = Table(
     Column("bucket", Text, nullable=False),
 )
 Index("verify_durations_day", verify_durations.c.day)
+
+# v13: one row per (order, store action, connector), written with the transition that asks for
+# it (`due`), then the claim its handler takes before calling the store (`leased` until
+# `lease_until`), and its outcome: `done` (with what the store now holds, `detail`, handed to
+# later actions of the order), `failed` (the store's error code) or `skipped` (never called:
+# the opposite action ran first, or the connector is no longer configured).
+store_actions = Table(
+    "store_actions",
+    metadata,
+    Column("order_id", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("connector", Text, nullable=False),
+    Column("reason", Text),
+    _tstz("requested_at", nullable=False),
+    Column("state", Text, nullable=False, server_default="due"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _tstz("lease_until"),
+    _tstz("redriven_at"),
+    _tstz("finished_at"),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("error_code", Text),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    PrimaryKeyConstraint("order_id", "action", "connector"),
+    one_of("state", StoreActionState, "store_actions_state"),
+    one_of("action", StoreActionKind, "store_actions_action"),
+)
+# The sweeper's re-drive reads only unfinished actions; "needs attention" only failed ones.
+Index("store_actions_open", store_actions.c.created_at,
+      postgresql_where=text(sql_in("state", STORE_ACTION_OPEN)))
+Index("store_actions_failed", store_actions.c.order_id, postgresql_where=store_actions.c.state == "failed")
 
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
 # EVENTS_BACKEND=local messages): see shared.db.local_queue.

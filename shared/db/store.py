@@ -15,11 +15,12 @@ from sqlalchemy.engine import Connection
 
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
-from shared.domain.rows import EventRow, OutboxRow, TimerRow, as_records
+from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow, as_records
 from shared.db.schema import sql_in
 from shared.domain.messages import TOPIC_EMAILS
 from shared.domain.model import (
-    EMAILS, OPEN, REFUND_CLOSING_EVENTS, REFUNDABLE, TERMINAL, Email, EmailClaim, Event, RefundClaim, Status,
+    EMAILS, OPEN, REFUND_CLOSING_EVENTS, REFUNDABLE, STORE_ACTION_OPEN, STORE_ACTION_UNDONE, TERMINAL, Email, EmailClaim, Event,
+    RefundClaim, Status,
 )
 
 _PLACE_ORDER = "SELECT new_delivery, new_session FROM place_order($1::jsonb)"
@@ -160,13 +161,13 @@ def _write_effects_statement(kinds: tuple[type, ...]) -> TextClause:
     return text(with_clause + last).bindparams(*(bindparam(_PARAM[kind], type_=JSONB) for kind in kinds))
 
 
-_PARAM = {EventRow: "events", TimerRow: "timers", OutboxRow: "outbox"}
+_PARAM = {EventRow: "events", TimerRow: "timers", OutboxRow: "outbox", StoreActionRow: "store_actions"}
 
 
 def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence[OutboxRow],
-                  timers: Sequence[TimerRow] = ()) -> None:
-    """Event-log, timer and outbox rows in one statement (the unit of work's commit)."""
-    rows = {EventRow: events, TimerRow: timers, OutboxRow: outbox}
+                  timers: Sequence[TimerRow] = (), store_actions: Sequence[StoreActionRow] = ()) -> None:
+    """Event-log, timer, store-action and outbox rows in one statement (the unit of work's commit)."""
+    rows = {EventRow: events, TimerRow: timers, StoreActionRow: store_actions, OutboxRow: outbox}
     kinds = tuple(kind for kind, items in rows.items() if items)
     if kinds:
         conn.execute(_write_effects_statement(kinds), {_PARAM[kind]: as_records(rows[kind]) for kind in kinds})
@@ -515,6 +516,9 @@ _REFUNDS_TO_REDRIVE = text(f"""
            OR (refund_status = 'requested'
                AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))))
       AND updated_at < now() - make_interval(secs => :lease)
+      -- the store's own connector cancels and refunds this one (a store action, not a request)
+      AND NOT EXISTS (SELECT 1 FROM store_actions a WHERE a.order_id = s.order_id
+                        AND a.action = 'cancel_and_refund' AND a.connector = s.source)
     LIMIT :n
 """)
 
@@ -534,3 +538,153 @@ def set_refund_status(conn: Connection, order_id: str, status: str) -> bool:
              "WHERE order_id = :o AND refund_status = 'requested' RETURNING 1"),
         {"o": order_id, "s": status},
     ).first() is not None
+
+
+# ---- store actions (DESIGN.md 4b) ---------------------------------------------------------
+
+# The actions that exclude each other for one order and connector: whichever ran first stands.
+_OPPOSITE = {"release": "cancel_and_refund", "cancel_and_refund": "release"}
+# What ends an order at the store: a hold never runs once one of these ran (an operator's retry
+# of a refused hold after the release would hold the order for good).
+_OUTCOMES = ("release", "cancel_and_refund", "note_cancelled")
+_RAN = ("leased", "done", "failed")
+
+
+def claim_store_action(db: Database, order_id: str, action: str, connector: str,
+                       lease_seconds: float) -> dict[str, Any]:
+    """Claim one store action before calling the store, under the order's lock (so two claims of
+    one order are serialised). `outcome` is:
+
+    - `claimed`: this attempt holds the lease (`attempts` is its fencing number); the row's
+      `reason` and `requested_at`, the session's `source` and `store_ref`, and `state`, the
+      details earlier actions of this order and connector recorded, come with it;
+    - `busy`: another attempt holds the lease (or waits out the store's `Retry-After`), or this
+      order's hold through this connector is not finished yet (a release or cancel must never
+      run before the hold it undoes);
+    - `superseded`: the opposite action (release / cancel) already ran, or, for a hold, the
+      order's outcome action did: this one is skipped;
+    - the final state (`done`, `failed`, `skipped`), or `unknown` (no such action asked for).
+    """
+    with db.transaction() as conn:
+        lock_order(conn, order_id)
+        row = conn.execute(text("""
+            SELECT state, attempts, reason, requested_at, lease_until > now() AS leased
+            FROM store_actions WHERE order_id = :o AND action = :a AND connector = :c FOR UPDATE
+        """), {"o": order_id, "a": action, "c": connector}).mappings().first()
+        if row is None:
+            return {"outcome": "unknown"}
+        if row["state"] in ("done", "failed", "skipped"):
+            return {"outcome": row["state"]}
+        if row["state"] == "leased" and row["leased"]:
+            return {"outcome": "busy"}
+        others = dict(conn.execute(text("""
+            SELECT action, state FROM store_actions WHERE order_id = :o AND connector = :c AND action <> :a
+        """), {"o": order_id, "a": action, "c": connector}).all())
+        if action != "hold" and others.get("hold") in ("due", "leased"):
+            return {"outcome": "busy"}
+        superseded = others.get(_OPPOSITE.get(action, "")) in _RAN or (
+            action == "hold" and any(others.get(outcome) in _RAN for outcome in _OUTCOMES))
+        if superseded:
+            conn.execute(text("""
+                UPDATE store_actions SET state = 'skipped', error_code = 'superseded', finished_at = now(),
+                                         lease_until = NULL
+                WHERE order_id = :o AND action = :a AND connector = :c
+            """), {"o": order_id, "a": action, "c": connector})
+            return {"outcome": "superseded"}
+        attempts = conn.execute(text("""
+            UPDATE store_actions SET state = 'leased', attempts = attempts + 1,
+                                     lease_until = now() + make_interval(secs => :lease)
+            WHERE order_id = :o AND action = :a AND connector = :c
+            RETURNING attempts
+        """), {"o": order_id, "a": action, "c": connector, "lease": lease_seconds}).scalar_one()
+        details = conn.execute(text("""
+            SELECT detail FROM store_actions
+            WHERE order_id = :o AND connector = :c AND state = 'done' ORDER BY finished_at
+        """), {"o": order_id, "c": connector}).scalars().all()
+        session = conn.execute(text("SELECT source, store_ref FROM verification_sessions WHERE order_id = :o"),
+                               {"o": order_id}).mappings().first()
+    state: dict[str, Any] = {}
+    for detail in details:
+        state.update(detail or {})
+    return {"outcome": "claimed", "attempts": attempts, "reason": row["reason"],
+            "requested_at": row["requested_at"], "state": state,
+            "source": session["source"] if session else None,
+            "store_ref": session["store_ref"] if session else None}
+
+
+def finish_store_action(conn: Connection, order_id: str, action: str, connector: str,
+                        detail: dict[str, Any]) -> bool:
+    """leased -> done, keeping what the store now holds; True when this call recorded it (an
+    attempt that took the lease over and finished first recorded it already)."""
+    return conn.execute(text("""
+        UPDATE store_actions SET state = 'done', detail = CAST(:d AS jsonb), finished_at = now(), lease_until = NULL
+        WHERE order_id = :o AND action = :a AND connector = :c AND state = 'leased'
+        RETURNING 1
+    """), {"o": order_id, "a": action, "c": connector, "d": json.dumps(detail, default=str)}).first() is not None
+
+
+def fail_store_action(conn: Connection, order_id: str, action: str, connector: str, code: str) -> bool:
+    """leased -> failed with the store's error code (never its text); True when this call recorded it."""
+    return conn.execute(text("""
+        UPDATE store_actions SET state = 'failed', error_code = :code, finished_at = now(), lease_until = NULL
+        WHERE order_id = :o AND action = :a AND connector = :c AND state = 'leased'
+        RETURNING 1
+    """), {"o": order_id, "a": action, "c": connector, "code": code}).first() is not None
+
+
+def postpone_store_action(db: Database, order_id: str, action: str, connector: str, attempts: int,
+                          seconds: float, code: str | None = None) -> None:
+    """A call that could not be made now: the claim stays leased `seconds` more (the store's
+    Retry-After, or our backoff; 0 gives it back at once), unless another attempt took it over."""
+    db.atomic(text("""
+        UPDATE store_actions SET lease_until = now() + make_interval(secs => :s),
+                                 error_code = coalesce(CAST(:code AS text), error_code)
+        WHERE order_id = :o AND action = :a AND connector = :c AND state = 'leased' AND attempts = :n
+    """), {"o": order_id, "a": action, "c": connector, "n": attempts, "s": seconds, "code": code})
+
+
+def skip_store_action(db: Database, order_id: str, action: str, connector: str, code: str) -> None:
+    """A due action nobody can take (its connector is no longer configured): recorded, not re-driven."""
+    db.atomic(text(f"""
+        UPDATE store_actions SET state = 'skipped', error_code = :code, finished_at = now(), lease_until = NULL
+        WHERE order_id = :o AND action = :a AND connector = :c AND {sql_in("state", STORE_ACTION_OPEN)}
+    """), {"o": order_id, "a": action, "c": connector, "code": code})
+
+
+_STORE_ACTIONS_TO_REDRIVE = text(f"""
+    UPDATE store_actions s SET redriven_at = now()
+    FROM (SELECT order_id, action, connector FROM store_actions
+          WHERE {sql_in("state", STORE_ACTION_OPEN)}
+            AND coalesce(lease_until, created_at + make_interval(secs => :lease)) < now()
+            AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :lease))
+          ORDER BY created_at LIMIT :n
+          FOR UPDATE SKIP LOCKED) due
+    WHERE s.order_id = due.order_id AND s.action = due.action AND s.connector = due.connector
+    RETURNING s.order_id, s.action, s.connector
+""")
+
+
+def store_actions_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, str]]:
+    """(order, action, connector) of store actions a crash or a lost message left unfinished:
+    due a lease after they were asked for, or leased past their lease (an attempt that died, or
+    a store's Retry-After that passed). Each is re-driven at most once a lease."""
+    return [tuple(r) for r in conn.execute(_STORE_ACTIONS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
+
+
+def release_asked(conn: Connection, order_id: str) -> bool:
+    """Whether the store's own connector (not only the outcome webhook) was asked to release the
+    order and has not refused: the verified email may then promise shipping."""
+    return conn.execute(text(f"""
+        SELECT EXISTS (SELECT 1 FROM store_actions a JOIN verification_sessions s ON s.order_id = a.order_id
+                       WHERE a.order_id = :o AND a.action = 'release' AND a.connector = s.source
+                         AND NOT {sql_in("a.state", STORE_ACTION_UNDONE)})
+    """), {"o": order_id}).scalar_one()
+
+
+def close_store_refund(conn: Connection, order_id: str, outcome: str) -> bool:
+    """The store's own `cancel_and_refund` ended: refunded (the store did it) or manual (it refused:
+    a person refunds). No refund request was made for such an order (`refunds_to_redrive` leaves
+    it to the store action). True once."""
+    return conn.execute(text("UPDATE verification_sessions SET refund_status = :s, updated_at = now() "
+                             "WHERE order_id = :o AND refund_status IS NULL RETURNING 1"),
+                        {"o": order_id, "s": outcome}).first() is not None

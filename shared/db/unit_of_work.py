@@ -87,7 +87,8 @@ class UnitOfWork:
         events = [row for fx in self._effects for row in fx.events]
         outbox = [row for fx in self._effects for row in fx.outbox]
         timers = [row for fx in self._effects for row in fx.timers]
-        store.write_effects(self.conn, events, outbox, timers)
+        actions = [row for fx in self._effects for row in fx.store_actions]
+        store.write_effects(self.conn, events, outbox, timers, actions)
         self._transaction.commit()
         self.committed = True
         report_committed([row.order_id for row in outbox])

@@ -16,10 +16,11 @@ from shared.domain.messages import (
     EventMessage,
     OrderAction,
     Payload,
+    StoreAction,
     TimerPayload,
 )
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
-from shared.domain.rows import EventRow, OutboxKind, OutboxRow, TimerRow
+from shared.domain.rows import EventRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Effects:
     events: list[EventRow] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     timers: list[TimerRow] = field(default_factory=list)
+    store_actions: list[StoreActionRow] = field(default_factory=list)
 
     def event(self, type_: Event, **data: Any) -> None:
         """An event-log row, also published on `verification-events`."""
@@ -57,6 +59,19 @@ class Effects:
         """The refund request message alone (the sweeper's re-drive of a lost one)."""
         action = OrderAction(order_id=self.order_id, action=str(OrderActionKind.REFUND), reason=reason)
         self._publish(TOPIC_ORDER_ACTIONS, action, key=f"{self.order_id}:refund", type_="order.refund")
+
+    def store_action(self, action: str, connectors: tuple[str, ...], reason: str | None = None) -> None:
+        """The store action `action` through each of `connectors` (the registry's decision,
+        `StoreRegistry.connectors_for`): its claim row, due, and its message on `order-actions`."""
+        for connector in connectors:
+            self.store_actions.append(StoreActionRow(order_id=self.order_id, action=action, connector=connector,
+                                                     reason=reason, requested_at=self.now.isoformat()))
+            self.store_action_message(action, connector)
+
+    def store_action_message(self, action: str, connector: str) -> None:
+        """The store action's message alone (the sweeper's re-drive of a lost one)."""
+        self._publish(TOPIC_ORDER_ACTIONS, StoreAction(order_id=self.order_id, action=action, connector=connector),
+                      key=f"{self.order_id}:store:{action}:{connector}", type_=f"store.{action}")
 
     def schedule(self, timer: TimerSpec) -> None:
         """A countdown timer row and the task that delivers it."""

@@ -246,3 +246,37 @@ class OrderAction(Payload):
     @property
     def kind(self) -> OrderActionKind:
         return OrderActionKind(self.action)
+
+
+# The store actions a `StoreAction` may carry (`shared.stores.base.StoreActionKind` values; the
+# domain does not import the connector seam).
+STORE_ACTION_KINDS = ("hold", "release", "cancel_and_refund", "flag_for_review", "note_cancelled")
+
+
+@dataclass(frozen=True)
+class StoreAction(Payload):
+    """One store action for one order through one connector, on `order-actions` (DESIGN.md 4b).
+
+    Written with the transition that asks for it (and its `store_actions` row, the claim);
+    `connector` names the registry's connector (`shopify`, `outcome_webhook`). What the store
+    is told (reason, time, the store's ids) is read from that row and the session."""
+
+    order_id: str
+    action: str
+    connector: str
+
+    def __post_init__(self) -> None:
+        if self.action not in STORE_ACTION_KINDS:
+            raise InvalidField("unknown action", field="action")
+        check.identifier(self.connector, "connector")
+
+
+class OrderActions:
+    """The messages of `order-actions`: a refund request (`OrderAction`) or a store action
+    (`StoreAction`, which names its `connector`). `from_dict` returns the one the body is."""
+
+    @staticmethod
+    def from_dict(data: Any) -> OrderAction | StoreAction:
+        if isinstance(data, dict) and "connector" in data:
+            return StoreAction.from_dict(data)
+        return OrderAction.from_dict(data)

@@ -81,11 +81,35 @@ class Event(StrEnum):
     ORDER_STALE = "order.stale"
     LINK_RESENT = "verification.link_resent"
     OUTBOX_RETRIED = "outbox.retried"
+    # A store action's outcome (DESIGN.md 4b), from `shared.handlers.store_actions`.
+    STORE_HELD = "store.held"
+    STORE_RELEASED = "store.released"
+    STORE_CANCELLED = "store.cancelled"
+    STORE_FLAGGED = "store.flagged"
+    STORE_NOTIFIED = "store.notified"  # the outcome webhook took the notification
+    STORE_ACTION_FAILED = "store.action_failed"  # the store refused: its error code only
+    STORE_ACTION_RETRIED = "store.action_retried"  # an operator asked the store again
 
 
 class TimerKind(StrEnum):
     REMINDER = "reminder"
     DEADLINE = "deadline"
+
+
+class StoreActionState(StrEnum):
+    """A store action's row (`store_actions`): written with its transition (`due`), claimed before
+    the call (`leased` until its lease ends), and how it ended: `done`, `failed` (the store's
+    code), `skipped` (never called: the opposite action ran first, or no connector any more)."""
+
+    DUE = "due"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+STORE_ACTION_OPEN = frozenset({StoreActionState.DUE, StoreActionState.LEASED})  # still to be done
+STORE_ACTION_UNDONE = frozenset({StoreActionState.FAILED, StoreActionState.SKIPPED})  # ended without the store doing it
 
 
 class TimerState(StrEnum):
@@ -203,6 +227,24 @@ class Transition:
     @property
     def refund_reason(self) -> str:
         return self.reason or str(self.to_status)
+
+    @property
+    def store_action(self) -> str | None:
+        """The store action this transition asks for (`STORE_ACTION_AT`), None for none."""
+        if self.to_status in self.from_statuses:  # pending -> pending (a fresh link) asks nothing
+            return None
+        return STORE_ACTION_AT.get(self.to_status)
+
+
+# The store action each status a transition moves to asks for (DESIGN.md section 3, 4b), by
+# `shared.stores.base.StoreActionKind` value. `hold` is the intake's (a session opens pending).
+STORE_ACTION_AT: dict[Status, str] = {
+    Status.VERIFIED: "release",
+    Status.EXPIRED: "cancel_and_refund",
+    Status.DECLINED: "cancel_and_refund",
+    Status.IN_REVIEW: "flag_for_review",
+    Status.CANCELLED: "note_cancelled",  # the store (or staff) cancelled first: told, never refunded
+}
 
 
 DECISION_RULES: dict[Decision, Transition] = {

@@ -50,7 +50,19 @@ class TimerRow:
     task_name: str
 
 
-ROW_TYPES = (EventRow, OutboxRow, TimerRow)
+@dataclass(frozen=True)
+class StoreActionRow:
+    """A row of `store_actions`: one store action a transition asks of one connector, written
+    with it (state `due`); the claim the action's handler takes before calling the store."""
+
+    order_id: str
+    action: str  # a StoreActionKind value
+    connector: str  # the registry's name for the connector (`shopify`, `outcome_webhook`)
+    reason: str | None  # the outcome a cancel is for (`expired`, `declined`, `underage`)
+    requested_at: str  # ISO 8601: when the transition happened (an outcome webhook's occurredAt)
+
+
+ROW_TYPES = (EventRow, OutboxRow, TimerRow, StoreActionRow)
 
 
 def as_records(rows) -> list[dict[str, Any]]:

@@ -4,7 +4,10 @@ A kind's subject is in its spec (`shared.domain.model.EMAILS`); its body is two 
 `{template}.txt` (plain text) and `{template}.html` (a fragment placed inside
 `_layout.html`). Subjects and templates use `string.Template` placeholders:
 
-    $order_id  $store_name  $verification_url  $deadline  $reminder_number
+    $order_id  $store_name  $verification_url  $deadline  $reminder_number  $shipping
+
+`$shipping` (the verified email) promises shipping only when the store was told to release the
+order (`store_told`: its store connector was asked to); otherwise it promises nothing.
 
 Every value is HTML-escaped before it is put into the HTML part; the text part
 and the subject get the raw value (they are not HTML). The deadline is shown in
@@ -67,6 +70,7 @@ def render(
     store_timezone: str | tzinfo,
     reminder_index: int = 0,
     store_name: str = DEFAULT_STORE_NAME,
+    store_told: bool = False,
 ) -> tuple[str, str, str]:
     """Render one email: `(subject, text, html)`.
 
@@ -86,6 +90,8 @@ def render(
         "verification_url": verification_url or "",
         "deadline": format_deadline(deadline, store_timezone),
         "reminder_number": str(reminder_index + 1),
+        "shipping": ("is cleared and will be prepared for shipping." if store_told
+                     else f"is cleared. {store_name} will let you know about the next steps."),
     }
     # A header cannot hold a line break; collapse any whitespace run a value brings in.
     subject = _WHITESPACE.sub(" ", Template(spec.subject).substitute(values)).strip()

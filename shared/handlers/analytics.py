@@ -51,15 +51,28 @@ def metric_of(event: EventMessage) -> str | None:
         return None
 
 
+# A refund the store's own connector made (`refund.completed` with `by`) also counts here.
+STORE_REFUNDS = "refunds_by_store"
+
+
+def metrics_of(event: EventMessage) -> tuple[str, ...]:
+    """Every funnel count `event` adds to."""
+    metric = metric_of(event)
+    if metric == "refunds_completed" and event.data.get("by"):
+        return (metric, STORE_REFUNDS)
+    return (metric,) if metric else ()
+
+
 def record_event(db: Database, event: EventMessage) -> Result:
     """Roll one event into the daily funnel, once: ACCEPTED when it counted, DUPLICATE after."""
     day = datetime.fromisoformat(event.occurred_at).date()
-    metric = metric_of(event)
+    metrics = metrics_of(event)
+    metric = metrics[0] if metrics else None
     with db.transaction() as conn:
         if not store.claim_message(conn, "record_analytics", event.id):
             return Result(ResultStatus.DUPLICATE, event.order_id, "event already counted")
-        if metric:
-            store.bump_funnel(conn, day, metric)
+        for each in metrics:
+            store.bump_funnel(conn, day, each)
         seconds = event.data.get("seconds_to_verify")
         if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
             store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
@@ -85,6 +98,12 @@ STORY = {
     Event.REFUND_COMPLETED: "refund done",
     Event.REFUND_FAILED: "refund failed",
     Event.EMAIL_FAILED: "email could not be sent",
+    Event.STORE_HELD: "hold placed",
+    Event.STORE_RELEASED: "released",
+    Event.STORE_CANCELLED: "cancelled and refunded",
+    Event.STORE_FLAGGED: "flagged for review at the store",
+    Event.STORE_NOTIFIED: "outcome webhook delivered",
+    Event.STORE_ACTION_FAILED: "the store refused an action",
 }
 EMAIL_STORY = {Email.LINK: "link sent", Email.REMINDER: "reminder sent"}
 
@@ -96,10 +115,16 @@ def story_of(event: EventMessage) -> str | None:
         if kind not in set(Email):
             return None
         return EMAIL_STORY.get(Email(kind), f"{kind} email sent")
+    if event.type == Event.STORE_NOTIFIED and event.data.get("type") in NOTICE_TYPES:
+        return f"outcome webhook {event.data['type']} delivered"
     try:
         return STORY.get(Event(event.type))
     except ValueError:
         return None
+
+
+NOTICE_TYPES = frozenset({"order.held", "order.verified", "order.expired", "order.declined", "order.cancelled",
+                          "order.in_review"})
 
 
 def tell(event: EventMessage) -> None:

@@ -18,7 +18,7 @@ from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain import keys
 from shared.domain.messages import EmailJob
-from shared.domain.model import EmailClaim, Event, email_spec
+from shared.domain.model import Email, EmailClaim, Event, email_spec
 from shared.emails.render import build_message
 from shared.errors import PermanentError, TransientError
 from shared.handlers.result import Result, ResultStatus
@@ -78,6 +78,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             store_timezone=settings.email.store_timezone,
             reminder_index=job.reminder_index,
             store_name=settings.email.store_name,
+            store_told=kind == Email.VERIFIED and _release_asked(db, job.order_id),
         )
         sender.send(message)
     # The message itself is at fault, the server refused this email for good (its recipient, its
@@ -92,6 +93,12 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__)
         return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(refused).__name__)
     return _record_sent(db, job, now, lease=lease)
+
+
+def _release_asked(db: Database, order_id: str) -> bool:
+    """Whether the order's own store connector was asked to release it (and did not refuse)."""
+    with db.read() as conn:
+        return store.release_asked(conn, order_id)
 
 
 def _record_sent(db: Database, job: EmailJob, now: datetime, *, lease: float) -> Result:

@@ -37,12 +37,15 @@ from shared.db.unit_of_work import UnitOfWork, report_committed
 from shared.domain.rows import as_records
 from shared.domain.effects import Effects
 from shared.handlers.result import Result, ResultStatus
+from shared.stores.base import StoreActionKind
+from shared.stores.registry import NO_STORES, StoreRegistry
 
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
-                request_id: str | None = None) -> Result:
+                request_id: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """Open a session with its deadline and timers, once per order; a stale order opens none, nor
-    one the store cancelled first (a paid delivery retried after the void)."""
+    one the store cancelled first (a paid delivery retried after the void). The store is asked
+    to hold the order (through each connector that holds: `stores`), in the same statement."""
     if is_stale(cmd.ordered_at, now, settings.lifecycle.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.lifecycle.verification_window)
@@ -52,14 +55,17 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     fx.email(Email.LINK)
     for timer in timers_for(start, deadline, settings.lifecycle.reminder_offsets):
         fx.schedule(timer)
+    fx.store_action(StoreActionKind.HOLD, stores.connectors_for(cmd.provider, StoreActionKind.HOLD))
     # The whole unit of work as one statement (the same rows a UnitOfWork writes).
     params = {
         "provider": cmd.provider, "event_id": cmd.event_id, "order_id": cmd.order_id,
         "customer_email": cmd.customer_email, "customer_id": cmd.customer_id,
         "order_total": cmd.order_total, "currency": cmd.currency,
         "ordered_at": start, "deadline": deadline, "now": now, "request_id": request_id,
+        "store_ordered_at": cmd.ordered_at, "store_ref": cmd.store_ref,
         "duplicate_event_id": str(uuid.uuid4()),
         "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
+        "store_actions": as_records(fx.store_actions),
     }
     if cmd.provider in keys.NAMESPACED:
         # Only a namespaced source (Lightspeed) sends cancellations, and a void may overtake the
@@ -97,7 +103,7 @@ def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: 
 
 
 def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, now: datetime,
-                    request_id: str | None = None) -> Result:
+                    request_id: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """Apply the provider's decision to the session it was made for, if its status allows; else record it.
 
     An approval is checked against MINIMUM_AGE on the decision's date (UTC); only the
@@ -113,7 +119,7 @@ def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, 
         details["reason"] = rule.reason
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, rule, details,
                        ignored_event=Event.DECISION_IGNORED, now=now, request_id=request_id,
-                       session_id=cmd.verification_id, decided_at=cmd.decided_at)
+                       session_id=cmd.verification_id, decided_at=cmd.decided_at, stores=stores)
 
 
 def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, *, now: datetime,
@@ -151,22 +157,22 @@ def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, no
 
 
 def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: datetime,
-                 request_id: str | None = None) -> Result:
+                 request_id: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """The store voided the order: close the session and its timers. A void that comes before
     any session is recorded (`order.cancel_ignored`), so the paid delivery it overtook opens none."""
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, STORE_CANCEL, {},
                        ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id,
-                       record_unknown=True)
+                       record_unknown=True, stores=stores)
 
 
 def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
-                    reason: str | None = None) -> Result:
+                    reason: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded."""
     rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
     details = {"manual": True, **({"reason": reason} if reason else {})}
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
                        details, ignored_event=Event.DECISION_IGNORED, now=now,
-                       request_id=None, actor=f"operator:{operator}")
+                       request_id=None, actor=f"operator:{operator}", stores=stores)
 
 
 def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
@@ -202,7 +208,8 @@ def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, 
 def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
                 details: dict, *, ignored_event: Event, now: datetime,
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
-                decided_at: datetime | None = None, record_unknown: bool = False) -> Result:
+                decided_at: datetime | None = None, record_unknown: bool = False,
+                stores: StoreRegistry = NO_STORES) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if session_id is not None:
             order_id = _session_of(uow, order_id, session_id)
@@ -228,20 +235,32 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                           f"session is {status}" if status else "unknown order")
         if rule.to_status is Status.VERIFIED:
             details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
-        apply_effects(uow, fx, rule, details)
+        apply_effects(uow, fx, rule, details, stores)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
 
 
-def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict) -> None:
-    """Collect the side effects of a transition that applied (the unit of work writes them)."""
+def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
+                  stores: StoreRegistry = NO_STORES) -> None:
+    """Collect the side effects of a transition that applied (the unit of work writes them).
+
+    Its store action goes to each connector of the order's source that implements it, and to
+    the outcome webhook (`stores.connectors_for`); where the store's own connector cancels and
+    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND."""
     if rule.reason:
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
     if rule.cancel_timers:
         for name in store.cancel_timers(uow.conn, fx.order_id):
             fx.unschedule(name)
-    if rule.refund:
+    source = keys.ref(fx.order_id).source
+    if rule.refund and stores.refunds(source):
+        fx.event(Event.REFUND_REQUESTED, reason=rule.refund_reason, by=source)
+    elif rule.refund:
         fx.refund(reason=rule.refund_reason)
+    action = rule.store_action
+    if action:
+        reason = rule.refund_reason if rule.refund else rule.reason
+        fx.store_action(action, stores.connectors_for(source, action), reason=reason)
     if rule.email:
         fx.email(rule.email)

@@ -60,6 +60,24 @@ def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, no
     return Result(ResultStatus.ACCEPTED, order_id)
 
 
+def retry_store_action(db: Database, order_id: str, store_action: str | None, *, operator: str,
+                       now: datetime) -> Result:
+    """A store action the store refused (`action:connector`, as the order page names it) is asked
+    again: due, its message re-published; recorded with the operator."""
+    action, _, connector = (store_action or "").partition(":")
+    if not action or not connector:
+        return Result(ResultStatus.IGNORED, order_id, "which store action? (action:connector)")
+    with UnitOfWork(db, now=now) as uow:
+        refused = operator_store.retry_store_action(uow.conn, order_id, action, connector)
+        if refused:
+            return Result(ResultStatus.IGNORED, order_id, refused)
+        fx = uow.effects(order_id, actor=actor(operator))
+        fx.event(Event.STORE_ACTION_RETRIED, action=action, connector=connector)
+        fx.store_action_message(action, connector)
+        uow.commit()
+    return Result(ResultStatus.ACCEPTED, order_id)
+
+
 def retry_parked(db: Database, outbox_id: int | None, *, operator: str, now: datetime) -> list[str]:
     """Make parked rows due again (one, or every one when `outbox_id` is None); their order ids."""
     with UnitOfWork(db, now=now) as uow:

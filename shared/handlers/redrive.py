@@ -15,17 +15,22 @@ log = logging.getLogger(__name__)
 
 def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit: int = 200) -> int:
     """The sweeper's safety net for work a crash or a dropped message lost: link emails never
-    sent, email claims left past their lease, refunds never completed. Each is enqueued
+    sent, email claims left past their lease, refunds never completed, store actions unfinished
+    a lease after they were asked for or past their lease. Each is enqueued
     again (the claims make a repeat harmless). Returns how many were enqueued."""
     lease = settings.lifecycle.email_lease.total_seconds()
     with UnitOfWork(db, now=now) as uow:
         emails = store.emails_to_redrive(uow.conn, lease, limit)
         refunds = store.refunds_to_redrive(uow.conn, lease, limit)
+        actions = store.store_actions_to_redrive(uow.conn, lease, limit)
         for order_id, kind, reminder_index in emails:
             uow.effects(order_id, actor="sweeper").email(kind, reminder_index)
         for order_id, reason in refunds:
             uow.effects(order_id, actor="sweeper").refund_action(reason)
+        for order_id, action, connector in actions:
+            uow.effects(order_id, actor="sweeper").store_action_message(action, connector)
         uow.commit()
-    if emails or refunds:
-        log.warning("sweep re-enqueued %d emails and %d refunds", len(emails), len(refunds))
-    return len(emails) + len(refunds)
+    if emails or refunds or actions:
+        log.warning("sweep re-enqueued %d emails, %d refunds and %d store actions",
+                    len(emails), len(refunds), len(actions))
+    return len(emails) + len(refunds) + len(actions)

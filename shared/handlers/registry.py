@@ -14,11 +14,12 @@ from shared.domain.messages import (
     OrderPlaced,
     ProviderDecision,
     ProviderEvent,
+    StoreAction,
     StoreCancelled,
     TimerPayload,
 )
 from shared.domain.model import OrderActionKind
-from shared.handlers import analytics, emails, intake, refunds, timers
+from shared.handlers import analytics, emails, intake, refunds, store_actions, timers
 from shared.handlers.result import Result
 
 # (container, command, request id) -> the use case's result
@@ -35,15 +36,21 @@ def _inbound(handler) -> Handler:
     return lambda c, cmd, rid: handler(c.db, c.settings, cmd, now=c.clock.now(), request_id=rid)
 
 
+def _inbound_with_stores(handler) -> Handler:
+    """An input whose transition may ask the store for an action (the configured connectors)."""
+    return lambda c, cmd, rid: handler(c.db, c.settings, cmd, now=c.clock.now(), request_id=rid, stores=c.stores)
+
+
 HANDLERS: dict[type, Handler] = {
-    OrderPlaced: _inbound(intake.place_order),
-    StoreCancelled: _inbound(intake.cancel_order),
-    ProviderDecision: _inbound(intake.record_decision),
+    OrderPlaced: _inbound_with_stores(intake.place_order),
+    StoreCancelled: _inbound_with_stores(intake.cancel_order),
+    ProviderDecision: _inbound_with_stores(intake.record_decision),
     ProviderEvent: _inbound(intake.record_provider_event),
     IgnoredDelivery: _inbound(intake.record_ignored),
-    TimerPayload: lambda c, cmd, rid: timers.fire(c.db, cmd, now=c.clock.now(), request_id=rid),
+    TimerPayload: lambda c, cmd, rid: timers.fire(c.db, cmd, now=c.clock.now(), request_id=rid, stores=c.stores),
     EmailJob: lambda c, cmd, rid: emails.send_email(c.db, c.settings, c.email_sender,
                                                     c.verification_provider, cmd, now=c.clock.now()),
     OrderAction: lambda c, cmd, rid: ORDER_ACTIONS[cmd.kind](c, cmd, rid),
+    StoreAction: lambda c, cmd, rid: store_actions.perform(c.db, c.settings, c.stores, cmd, now=c.clock.now()),
     EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
 }

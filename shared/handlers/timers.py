@@ -16,16 +16,19 @@ from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
 from shared.handlers.intake import apply_effects
 from shared.handlers.result import Result, ResultStatus
+from shared.stores.registry import NO_STORES, StoreRegistry
 
 log = logging.getLogger(__name__)
 
 
-def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None) -> Result:
+def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None = None,
+         stores: StoreRegistry = NO_STORES) -> Result:
     """Re-check state and act (what each kind does: `FIRES`); a stale, duplicate or moved timer is a no-op."""
-    return FIRES[timer.timer_kind](db, timer, now=now, request_id=request_id)
+    return FIRES[timer.timer_kind](db, timer, now=now, request_id=request_id, stores=stores)
 
 
-def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
+def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None,
+                  stores: StoreRegistry = NO_STORES) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if not store.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
             return Result(ResultStatus.IGNORED, timer.order_id,
@@ -38,7 +41,7 @@ def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_i
 
 
 def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None = None,
-           actor: str = "timer") -> Result:
+           actor: str = "timer", stores: StoreRegistry = NO_STORES) -> Result:
     """pending → expired only when the deadline has passed and the link email was sent; refund and
     email in the same commit. A customer who was never sent the link is never refunded by a
     machine: the session goes to a person (`in_review`, reason `link_not_sent`)."""
@@ -48,7 +51,7 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
                                   due_by=now, link_sent=True)
         if moved is not None:
             store.mark_deadline_fired(uow.conn, order_id)
-            apply_effects(uow, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()})
+            apply_effects(uow, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()}, stores)
             uow.commit()
             return Result(ResultStatus.ACCEPTED, order_id)
         held = store.move_status(uow.conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
@@ -56,15 +59,16 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
         if held is None:
             return Result(ResultStatus.IGNORED, order_id, "not pending, or the deadline is later")
         store.mark_deadline_fired(uow.conn, order_id)
-        apply_effects(uow, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()})
+        apply_effects(uow, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()}, stores)
         uow.commit()
     log.warning("deadline passed but the link email was never sent: session held for review",
                 extra={"labels": {"order_id": order_id}})
     return Result(ResultStatus.ACCEPTED, order_id, "link_not_sent")
 
 
-def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None) -> Result:
-    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer")
+def _deadline(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None,
+              stores: StoreRegistry = NO_STORES) -> Result:
+    return expire(db, timer.order_id, now=now, request_id=request_id, actor="timer", stores=stores)
 
 
 # What a delivered timer of each kind does.
@@ -80,7 +84,8 @@ class ExpiryReport:
     failed: int = 0  # sessions that could not be expired this time (each logged); the rest went on
 
 
-def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> ExpiryReport:
+def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500,
+                   stores: StoreRegistry = NO_STORES) -> ExpiryReport:
     """The sweeper's half: expire pending sessions whose deadline passed `grace` ago (lost timers).
 
     Each session on its own: one that fails (bad data, a lost connection) is counted and
@@ -90,7 +95,7 @@ def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500) -> E
     report = ExpiryReport()
     for order_id in overdue:
         try:
-            report.expired += expire(db, order_id, now=now, actor="sweeper").accepted
+            report.expired += expire(db, order_id, now=now, actor="sweeper", stores=stores).accepted
         except TransientError:
             raise  # the database is away: the next sweep tries them all again
         except Exception:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -29,6 +30,14 @@ class StoreActionKind(StrEnum):
     RELEASE = "release"  # verified (an operator's verify included)
     CANCEL_AND_REFUND = "cancel_and_refund"  # expired, or declined (underage included)
     FLAG_FOR_REVIEW = "flag_for_review"  # in review
+    # The store (or an operator) cancelled first: a notification only (the outcome webhook's
+    # `order.cancelled`); no store connector implements it, so nothing is cancelled or refunded.
+    NOTE_CANCELLED = "note_cancelled"
+
+
+# What a store's own connector can do to its order (everything but the outcome webhook's notice).
+ORDER_ACTIONS = frozenset({StoreActionKind.HOLD, StoreActionKind.RELEASE, StoreActionKind.CANCEL_AND_REFUND,
+                           StoreActionKind.FLAG_FOR_REVIEW})
 
 
 @dataclass(frozen=True)
@@ -38,13 +47,16 @@ class StoreOrder:
     `key` is the session key (`shopify:1001`); `store_ref` the store's own id its API needs
     (Shopify's order GID, WooCommerce's order id), kept from the webhook; `reason` the outcome
     (`expired`, `declined`, `underage`, ...) for a cancel; `state` what earlier actions of this
-    order recorded (e.g. the hold ids a release must name)."""
+    order recorded (e.g. the hold ids a release must name), merged in the order they were done;
+    `occurred_at` when the transition that asked for the action happened (an outcome
+    webhook's `occurredAt`)."""
 
     key: str
     source: str
     store_ref: str
     reason: str | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)

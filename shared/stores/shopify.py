@@ -31,8 +31,8 @@ from shared.domain import fields as check
 from shared.domain import keys
 from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
-from shared.errors import BadSignature, InvalidField, RouteDisabled, Unparseable
-from shared.stores.base import ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
+from shared.errors import BadSignature, ConfigError, InvalidField, RouteDisabled, Unparseable
+from shared.stores.base import ORDER_ACTIONS, ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
 
 if TYPE_CHECKING:  # the intake imports this module for its source: `requests` only when a connector is built
     import requests
@@ -398,7 +398,7 @@ class ShopifyConnector:
     """
 
     source = keys.SHOPIFY
-    actions = frozenset(StoreActionKind)
+    actions = ORDER_ACTIONS
 
     def __init__(self, admin_url: str, access_token: str, *, notify_customer: bool = False,
                  timeout: float = DEFAULT_TIMEOUT, session: requests.Session | None = None,
@@ -407,27 +407,37 @@ class ShopifyConnector:
         self._token = access_token
         self._notify_customer = notify_customer
         self._timeout = timeout
-        if session is None:
-            import requests
-
-            session = requests.Session()
-        self._session = session
+        self._given_session = session  # made on first use: the functions that only decide
+        # which actions to write (intake, timers, console) build the connector and never call out
         self.bucket = bucket or CostBucket()
         self._costs: dict[str, float] = {}
         self._costs_lock = threading.Lock()
 
+    @property
+    def _session(self) -> requests.Session:
+        if self._given_session is None:
+            import requests
+
+            self._given_session = requests.Session()
+        return self._given_session
+
     @classmethod
     def from_settings(cls, stores: StoreSettings) -> ShopifyConnector | None:
-        """The connector, or None when the shop or the access token is not configured."""
+        """The connector, or None when no shop is configured. It is built without the access
+        token too: every function that moves a session builds it to decide which store actions
+        to write, and only the one that performs them (`request_refund`) holds the token; a
+        missing token is a ConfigError when an action is performed (the message is retried)."""
         shopify: ShopifySettings = stores.shopify
-        if not shopify.enabled or not shopify.admin_token:
+        if not shopify.enabled:
             return None
-        return cls(shopify.admin_url, shopify.admin_token, notify_customer=shopify.notify_customer)
+        return cls(shopify.admin_url, shopify.admin_token or "", notify_customer=shopify.notify_customer)
 
     def __repr__(self) -> str:
         return f"ShopifyConnector(url={self._url!r})"
 
     def perform(self, kind: StoreActionKind, order: StoreOrder) -> ActionResult:
+        if not self._token:
+            raise ConfigError("SHOPIFY_ADMIN_TOKEN", "required to act on Shopify orders")
         action = _ACTIONS.get(StoreActionKind(kind))
         if action is None:  # every kind has its action; a new kind must be added here
             raise StoreRefused(f"UNSUPPORTED_ACTION_{kind}")

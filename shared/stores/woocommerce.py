@@ -37,6 +37,7 @@ from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.errors import BadSignature, ConfigError, InvalidField, RouteDisabled, Unparseable
 from shared.domain.jsonsafe import loads_guarded
 from shared.stores.base import (
+    ORDER_ACTIONS,
     ActionResult,
     StoreActionKind,
     StoreOrder,
@@ -193,34 +194,41 @@ class WooCommerceConnector:
     a WooCommerce code (our URL), timeouts and no answer are StoreUnavailable."""
 
     source = keys.WOOCOMMERCE
-    actions = frozenset(StoreActionKind)
+    actions = ORDER_ACTIONS
 
     def __init__(self, url: str, consumer_key: str, consumer_secret: str, *, timeout: float = DEFAULT_TIMEOUT,
                  session: requests.Session | None = None) -> None:
         self._base = url.rstrip("/") + API_PATH
         self._auth = (consumer_key, consumer_secret)
         self._timeout = timeout
-        if session is None:
+        self._given_session = session  # made on first use (see ShopifyConnector)
+
+    @property
+    def _session(self):
+        if self._given_session is None:
             import requests
-            session = requests.Session()
-        self._session = session
+            self._given_session = requests.Session()
+        return self._given_session
 
     @classmethod
     def from_settings(cls, stores: StoreSettings) -> WooCommerceConnector | None:
-        """The connector, or None when WOOCOMMERCE_URL is unset (WooCommerce is not used)."""
+        """The connector, or None when WOOCOMMERCE_URL is unset (WooCommerce is not used). Built
+        without the API keys too: every function that moves a session builds it to decide which
+        store actions to write; only `request_refund` holds the keys, and a missing one is a
+        ConfigError when an action is performed (the message is retried)."""
         woo = stores.woocommerce
         if not woo.enabled:
             return None
-        for variable, value in (("WOOCOMMERCE_CONSUMER_KEY", woo.consumer_key),
-                                ("WOOCOMMERCE_CONSUMER_SECRET", woo.consumer_secret)):
-            if not value:
-                raise ConfigError(variable, "required when WOOCOMMERCE_URL is set")
-        return cls(woo.url, woo.consumer_key, woo.consumer_secret)
+        return cls(woo.url, woo.consumer_key or "", woo.consumer_secret or "")
 
     def __repr__(self) -> str:
         return f"WooCommerceConnector(url={self._base!r})"
 
     def perform(self, kind: StoreActionKind, order: StoreOrder) -> ActionResult:
+        for variable, value in (("WOOCOMMERCE_CONSUMER_KEY", self._auth[0]),
+                                ("WOOCOMMERCE_CONSUMER_SECRET", self._auth[1])):
+            if not value:
+                raise ConfigError(variable, "required to act on WooCommerce orders")
         order_id = order.store_ref or keys.ref(order.key).order_id
         if not order_id.isdigit():
             raise StoreRefused("invalid_order_id")

@@ -66,7 +66,7 @@ def smtp():
 def stack(database_url, smtp):
     inbox, port = smtp
     with tempfile.TemporaryDirectory(prefix="verification-stack-") as state_dir, \
-            running_stack(database_url, port, state_dir, consecutive_free_ports(len(FUNCTIONS))) as url:
+            running_stack(database_url, port, state_dir, consecutive_free_ports()) as url:
         yield url, inbox
 
 
@@ -218,7 +218,7 @@ def stop_and_start_losing_no_timer(own_database, smtp, state_dir):
     order_id = new_order()
     # The sweeper is slowed to once an hour: only the timers themselves can move this order.
     slow_sweeper = {"VERIFICATION_WINDOW": "8s", "REMINDER_OFFSETS": "5s", "LOCAL_SWEEP_SECONDS": "3600"}
-    base = consecutive_free_ports(len(FUNCTIONS))  # the same ports after the restart, as scripts/run-local.sh does
+    base = consecutive_free_ports()  # the same ports after the restart, as scripts/run-local.sh does
     with running_stack(url_db, port, state_dir, base, **slow_sweeper) as url:
         place(url, order_id)
         wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
@@ -260,3 +260,21 @@ def test_the_emailed_link_opens_the_local_provider_page_and_the_console_shows_it
     story = browser.get(f"{console}/orders/{order_id}", timeout=10)
     assert story.status_code == 200 and "verification.approved" in story.text
     assert "signed in as dev@localhost" in story.text
+
+
+def test_the_local_stack_tells_its_outcome_webhook_receiver(stack, db):
+    # The default local setup signs outcome webhooks to the strict receiver it starts (base + 9).
+    from devstack.run import OUTCOME_RECEIVER_OFFSET
+
+    url, inbox = stack
+    order_id = new_order()
+    receiver = f"http://127.0.0.1:{int(url.rsplit(':', 1)[1]) + OUTCOME_RECEIVER_OFFSET}/calls"
+    place(url, order_id)
+    wait_for(lambda: "link" in inbox.kinds_for(order_id), "the link email")
+    wait_for(lambda: [c["type"] for c in requests.get(receiver, timeout=5).json()["calls"].get(order_id, [])]
+             == ["order.held"], "the hold's outcome webhook")
+    decide(url, order_id, 9001)
+    wait_for(lambda: [c["type"] for c in requests.get(receiver, timeout=5).json()["calls"].get(order_id, [])]
+             == ["order.held", "order.verified"], "the verified outcome webhook")
+    assert requests.get(receiver, timeout=5).json()["rejected"] == []
+    assert "store.notified" in events_of(db, order_id)

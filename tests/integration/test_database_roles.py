@@ -369,3 +369,69 @@ def test_analytics_counts_a_verification_and_its_duration_under_its_role(as_role
         assert conn.run("SELECT count(*) FROM verify_durations WHERE order_id = :o", o=order) == [[1]]
     finally:
         conn.close()
+
+
+def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role(as_role, cluster, members):
+    # Each function that writes a store action (intake: hold; timer: cancel), performs one
+    # (request-refund), re-drives one (sweep), shows and retries one (console) and reads whether
+    # the store was asked to release (email) does it under its own role.
+    from shared.db import reads, store
+    from shared.domain.messages import StoreAction
+    from shared.handlers import operator, store_actions
+    from shared.stores.base import ActionResult, StoreActionKind, StoreRefused
+    from shared.stores.registry import StoreRegistry
+
+    class Shop:
+        source = "orders"
+        actions = frozenset(StoreActionKind)
+
+        def __init__(self) -> None:
+            self.refuse = False
+
+        def perform(self, kind, order):
+            if self.refuse:
+                raise StoreRefused("NOPE")
+            return ActionResult(detail={"hold_ids": ["h"]} if kind is StoreActionKind.HOLD else {})
+
+    shop = Shop()
+    stores = StoreRegistry(own={"orders": shop})
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    order = f"order-{uuid.uuid4().hex[:10]}"
+
+    intake_db = as_role("webhook-intake")
+    assert intake.place_order(intake_db, settings, OrderPlaced("orders", f"m-{order}", order, "a@example.com",
+                                                               ordered_at=T0, store_ref="gid://x/1"),
+                              now=T0, stores=stores).status == "accepted"
+    refund_db = as_role("request-refund")
+    refund_settings = settings_for(cluster.url(members["request-refund"]))
+    assert store_actions.perform(refund_db, refund_settings, stores, StoreAction(order, "hold", "orders"),
+                                 now=T0).detail == "hold done"
+
+    with as_role("send-customer-email").read() as conn:
+        assert store.release_asked(conn, order) is False
+
+    email_db = as_role("send-customer-email")
+    sent = []
+    provider = type("Provider", (), {"create_session": lambda self, o: ProviderSession("s-9", "https://v/s-9")})()
+    sender = type("Sender", (), {"send": lambda self, message: sent.append(message.to)})()
+    emails.send_email(email_db, settings_for(cluster.url(members["send-customer-email"])), sender, provider,
+                      EmailJob(order, "link"), now=T0)
+    timer_db = as_role("timer-expiry")
+    deadline = TimerPayload(order_id=order, kind="deadline", reminder_index=0, deadline_version=1)
+    assert timers.fire(timer_db, deadline, now=T0 + timedelta(days=4), stores=stores).status == "accepted"
+    shop.refuse = True
+    assert store_actions.perform(refund_db, refund_settings, stores, StoreAction(order, "cancel_and_refund", "orders"),
+                                 now=T0).detail == "cancel_and_refund refused: NOPE"
+
+    sweep_db = as_role("sweep")
+    with sweep_db.transaction() as conn:
+        store.store_actions_to_redrive(conn, 0, 10)
+    redrive.redrive_lost_work(sweep_db, settings_for(cluster.url(members["sweep"])), now=T0 + timedelta(days=4))
+
+    console_db = as_role("operator-console")
+    with console_db.read() as conn:
+        story = reads.order_story(conn, order)
+    assert story["session"]["store_ordered_at"] == T0 and story["session"]["store_ref"] == "gid://x/1"
+    assert {a["action"]: a["state"] for a in story["store_actions"]} == {"hold": "done", "cancel_and_refund": "failed"}
+    assert operator.retry_store_action(console_db, order, "cancel_and_refund:orders", operator="a",
+                                       now=T0).status == "accepted"

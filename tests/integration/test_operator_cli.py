@@ -217,3 +217,20 @@ def test_status_of_an_order_that_opened_no_session_prints_what_was_recorded(cli,
     status, out, _ = cli("status", order_id)
     assert status == 0 and "no verification session" in out and "order.stale" in out
     assert json.loads(cli("--json", "status", order_id)[1])["events"][0]["type"] == "order.stale"
+
+
+def test_status_shows_the_store_times_and_store_actions(cli, db, settings, order_id):
+    from shared.stores.base import ActionResult, StoreActionKind
+    from shared.stores.registry import StoreRegistry
+
+    shop = type("Shop", (), {"source": "orders", "actions": frozenset({StoreActionKind.HOLD}),
+                             "perform": lambda self, kind, order: ActionResult()})()
+    from datetime import timedelta
+
+    placed = (datetime.now(timezone.utc) - timedelta(days=1)).replace(microsecond=0)
+    command = OrderPlaced("orders", f"evt-{order_id}", order_id, "buyer@example.com", ordered_at=placed)
+    intake.place_order(db, settings, command, now=datetime.now(timezone.utc),
+                       stores=StoreRegistry(own={"orders": shop}))
+    status, out, _ = cli("status", order_id)
+    assert status == 0 and f"placed at the store {placed:%Y-%m-%d %H:%M:%S} UTC, received" in out
+    assert "store actions" in out and "hold" in out and "due" in out

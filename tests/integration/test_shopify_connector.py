@@ -18,7 +18,8 @@ from graphql import build_schema, parse, validate
 from devstack.stores.shopify import DEFAULT_TOKEN, SCHEMA_PATH, ShopifyStandIn
 from shared.config import StoreSettings
 from shared.stores import shopify as module
-from shared.stores.base import ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
+from shared.stores.base import ORDER_ACTIONS, ActionResult, StoreActionKind, StoreOrder, StoreRefused, StoreUnavailable
+from shared.errors import ConfigError
 from shared.stores.shopify import DEFAULT_TIMEOUT, HOLD_HANDLE, ShopifyConnector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,7 +253,7 @@ def test_flag_for_review_tags_the_order(shop, connector):
     gid = shop.add_order(4001)
     assert connector.perform(FLAG, order(4001, gid)).detail == {"tag": "age-verification-review"}
     assert shop.orders[gid].tags == ["age-verification-review"]
-    assert connector.actions == frozenset(StoreActionKind)
+    assert connector.actions == ORDER_ACTIONS
 
 
 # ---- refusals are codes, never the store's text ---------------------------------------------------
@@ -394,7 +395,12 @@ def test_the_bucket_learns_from_the_first_answer_and_refunds_the_unused_query_co
 
 def test_from_settings_needs_the_shop_and_the_token_and_defaults_to_the_shops_endpoint():
     assert ShopifyConnector.from_settings(StoreSettings.from_env({})) is None
-    assert ShopifyConnector.from_settings(StoreSettings.from_env({"SHOPIFY_SHOP_DOMAIN": "a.myshopify.com"})) is None
+    # Built without the token (the functions that only decide which actions to write hold none);
+    # performing an action then names the missing variable (ConfigError: the message is retried).
+    tokenless = ShopifyConnector.from_settings(StoreSettings.from_env({"SHOPIFY_SHOP_DOMAIN": "a.myshopify.com"}))
+    with pytest.raises(ConfigError) as missing:
+        tokenless.perform(HOLD, order(1))
+    assert missing.value.variable == "SHOPIFY_ADMIN_TOKEN"
     built = ShopifyConnector.from_settings(StoreSettings.from_env({
         "SHOPIFY_SHOP_DOMAIN": "a.myshopify.com", "SHOPIFY_ADMIN_TOKEN": "shpat_x", "SHOPIFY_NOTIFY_CUSTOMER": "true"}))
     assert repr(built) == "ShopifyConnector(url='https://a.myshopify.com/admin/api/2025-10/graphql.json')"

@@ -13,8 +13,11 @@ import pytest
 
 from shared.db import reads, retention, schema, store
 from shared.domain.messages import TOPICS
+from shared.stores.base import StoreActionKind
 from shared.domain.model import (
     EMAIL_STATES,
+    STORE_ACTION_OPEN,
+    StoreActionState,
     EMAILS,
     LINKED_EMAILS,
     OPEN,
@@ -44,6 +47,8 @@ DOMAIN_SETS = {
     "REFUND_CLOSING_EVENTS": set(REFUND_CLOSING_EVENTS), "RefundStatus": set(RefundStatus),
     "REFUND_OPEN": set(REFUND_OPEN), "REFUND_NEEDS_OPERATOR": set(REFUND_NEEDS_OPERATOR),
     "TimerState": set(TimerState), "EMAIL_STATES": set(EMAIL_STATES),
+    "StoreActionState": set(StoreActionState), "STORE_ACTION_OPEN": set(STORE_ACTION_OPEN),
+    "StoreActionKind": set(StoreActionKind),
 }
 # Lists a migration froze that are no longer a domain set (a migration records what it did then).
 FROZEN = {("migrate.py", frozenset({"orders", "lightspeed"}))}  # v8: the sources of its day
@@ -106,5 +111,6 @@ def test_the_sql_is_built_from_the_sets():
     checks = {c.name: schema.allowed_values(c) for table in schema.metadata.tables.values()
               for c in table.constraints if c.name and c.name.endswith(("_state", "_refund_status"))}
     assert checks == {"verification_sessions_refund_status": set(RefundStatus),
-                      "countdown_timers_state": set(TimerState), "email_sends_state": set(EMAIL_STATES)}
+                      "countdown_timers_state": set(TimerState), "email_sends_state": set(EMAIL_STATES),
+                      "store_actions_state": set(StoreActionState)}
 

@@ -36,4 +36,5 @@ def test_both_writers_insert_exactly_the_fields(row_type):
 
 
 def _json_key(row_type) -> str:
-    return {"EventRow": "events", "OutboxRow": "outbox", "TimerRow": "timers"}[row_type.__name__]
+    return {"EventRow": "events", "OutboxRow": "outbox", "TimerRow": "timers",
+            "StoreActionRow": "store_actions"}[row_type.__name__]
