@@ -14,7 +14,7 @@ import flask
 import functions_framework
 
 from shared import log as logctx
-from shared.config import Runtime
+from shared import trace as tracing
 from shared.errors import (  # noqa: F401 - NotFound, MethodNotAllowed: the entry points' errors
     BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, PermanentError, TransientError, WrongContentType,
 )
@@ -85,8 +85,9 @@ def http_entry(name: str, route_of: Callable[[flask.Request], str] | None = None
         @functools.wraps(handler)
         def entry(request: flask.Request) -> flask.Response:
             request_id = request_id_of(request)
-            trace = logctx.trace_from_headers(request.headers, Runtime.from_env().project)
-            with logctx.bound(trace=trace, request_id=request_id, function=name):
+            # The caller's trace (a Cloud Task carries its order's), or a fresh one at a webhook.
+            with tracing.activated(tracing.continued(request.headers)), \
+                    logctx.bound(request_id=request_id, function=name):
                 try:
                     status, body = handler(request, request_id)
                 except PermanentError as exc:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from shared import trace as tracing
 from shared.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
@@ -238,7 +239,15 @@ def _call_scheduler(row: dict, scheduler: TaskScheduler, timeout: float) -> None
 
 def _timer_task(payload: dict) -> TimerTask:
     return TimerTask(name=payload["name"], schedule_time=datetime.fromisoformat(payload["schedule_time"]),
-                     payload=payload["body"])
+                     payload=payload["body"], headers=_trace_only(payload.get("headers")))
+
+
+def _trace_only(headers: object) -> dict[str, str]:
+    """The stored headers a task may carry: the trace context, nothing else."""
+    if not isinstance(headers, dict):
+        return {}
+    value = headers.get(tracing.HEADER)
+    return {tracing.HEADER: value} if isinstance(value, str) and tracing.parse_traceparent(value) else {}
 
 
 def _message(payload: dict) -> OutgoingMessage:
