@@ -16,6 +16,9 @@ from shared.handlers import health, redrive, retention, timers
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
 log = logging.getLogger("functions.sweep")
+# The every-run line for the alerts: a logger of its own, so the local stack's console
+# (devstack/console.py tells only functions.sweep's INFO lines) stays quiet when idle.
+metrics_log = logging.getLogger("functions.sweep.metrics")
 
 
 @http_entry(NAME)
@@ -38,7 +41,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
         backlog = health_numbers.outbox_backlog(conn)
     # Every run, for the alerts (infra/monitoring/): `sweep_runs` (its absence pages),
     # `outbox_backlog` and `outbox_oldest_age` read the numbers from this line.
-    log.info("sweep done: %d undelivered outbox rows, the oldest %.0f s old, %d parked",
+    metrics_log.info("sweep done: %d undelivered outbox rows, the oldest %.0f s old, %d parked",
              backlog.undelivered, backlog.oldest_seconds, backlog.parked,
              extra={"labels": {"event": "sweep.completed", "outbox_backlog": str(backlog.undelivered),
                                "outbox_oldest_seconds": f"{backlog.oldest_seconds:.1f}",
