@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -43,11 +43,11 @@ _current: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar("
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 def fresh() -> TraceContext:
-    return TraceContext(secrets.token_hex(16), new_span_id())
+    return TraceContext(os.urandom(16).hex(), new_span_id())
 
 
 def parse_traceparent(value: object) -> TraceContext | None:
