@@ -164,7 +164,7 @@ class TaskDispatcher:
         }
         if task.previous_status and task.previous_status.isdigit():
             headers["X-CloudTasks-TaskPreviousResponse"] = task.previous_status
-        return self._send(task, headers)
+        return self._send(task, {**(task.headers or {}), **headers})  # the task's own: its trace context
 
     def _send(self, task: Delivery, headers: dict[str, str]) -> str:
         try:

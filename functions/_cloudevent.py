@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 
 from shared import bootstrap
 from shared import log as logctx
+from shared import trace as tracing
 from shared.domain.jsonsafe import loads_guarded
 from shared.domain.messages import Payload
 from shared.errors import ConfigError, PermanentError, TransientError
@@ -40,34 +41,40 @@ def subscriber(name: str, payload_type: type[Payload]) -> Callable[[CloudEvent],
                 return
             request_id = logctx.identifier(attributes.get("request_id")) or None
             logctx.bind(order_id=logctx.identifier(attributes.get("order_id")), request_id=request_id)
-            settings = bootstrap.settings()
-            if (payload.may_expire and published
-                    and datetime.now(timezone.utc) - published > settings.events.max_message_age):
-                log.warning("message older than MAX_MESSAGE_AGE dropped")
-                return
-            try:
-                outcome = bootstrap.handle(payload, request_id=request_id)
-            except TransientError as exc:
-                log.warning("transient failure, Pub/Sub will retry: %s", exc)
-                raise
-            except ConfigError as exc:
-                # A setting this message needs is wrong (found when its adapter is first built):
-                # the message is fine, so it waits for the fix (or the dead-letter topic).
-                log.error("misconfigured, Pub/Sub will retry: %s", exc)
-                raise
-            except PermanentError as exc:
-                log.error("permanent failure acknowledged: %s", exc)
-                return
-            except Exception:
-                # A message no handler can take (a poison value past the parser): retrying
-                # cannot help. What it should have caused is re-driven by the sweeper.
-                log.exception("message could not be handled; acknowledged")
-                return
-            log.info("handled: %s", outcome)
+            with tracing.activated(tracing.continued(attributes)):  # the order's trace, from its message
+                _handle(payload, published, request_id)
 
     entry.__name__ = entry.__qualname__ = name
     _SUBSCRIBERS.add(name)
     return functions_framework.cloud_event(entry)
+
+
+def _handle(payload: Payload, published: datetime | None, request_id: str | None) -> None:
+    """The message's use case, its outcome logged (and its failures mapped, see `subscriber`)."""
+    settings = bootstrap.settings()
+    if (payload.may_expire and published
+            and datetime.now(timezone.utc) - published > settings.events.max_message_age):
+        log.warning("message older than MAX_MESSAGE_AGE dropped")
+        return
+    try:
+        outcome = bootstrap.handle(payload, request_id=request_id)
+    except TransientError as exc:
+        log.warning("transient failure, Pub/Sub will retry: %s", exc)
+        raise
+    except ConfigError as exc:
+        # A setting this message needs is wrong (found when its adapter is first built):
+        # the message is fine, so it waits for the fix (or the dead-letter topic).
+        log.error("misconfigured, Pub/Sub will retry: %s", exc)
+        raise
+    except PermanentError as exc:
+        log.error("permanent failure acknowledged: %s", exc)
+        return
+    except Exception:
+        # A message no handler can take (a poison value past the parser): retrying
+        # cannot help. What it should have caused is re-driven by the sweeper.
+        log.exception("message could not be handled; acknowledged")
+        return
+    log.info("handled: %s", outcome)
 
 
 _SUBSCRIBERS: set[str] = set()

@@ -14,7 +14,7 @@ import flask
 import functions_framework
 
 from shared import log as logctx
-from shared.config import Runtime
+from shared import trace as tracing
 from shared.errors import (  # noqa: F401 - NotFound, MethodNotAllowed: the entry points' errors
     BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, PermanentError, TransientError, WrongContentType,
 )
@@ -72,9 +72,13 @@ def error_response(exc: Exception, request_id: str) -> flask.Response:
     return json_response(500, {"error": "internal error"}, request_id)
 
 
-def http_entry(name: str) -> Callable:
+def http_entry(name: str, route_of: Callable[[flask.Request], str] | None = None) -> Callable:
     """Wrap an http function: bind log context, map typed errors to statuses, and register it
     with functions-framework as an http function (the signature type lives in the code).
+
+    Every request ends with one `http.answered` line naming its route (`route_of(request)`,
+    from a fixed set: never a raw path, which may carry an id; the function's name when not
+    given), status and status class: the log-based metric `http_answers` counts them.
 
     The wrapped function returns (status, body dict)."""
     logctx.configure()
@@ -83,22 +87,30 @@ def http_entry(name: str) -> Callable:
         @functools.wraps(handler)
         def entry(request: flask.Request) -> flask.Response:
             request_id = request_id_of(request)
-            trace = logctx.trace_from_headers(request.headers, Runtime.from_env().project)
-            with logctx.bound(trace=trace, request_id=request_id, function=name):
+            # The caller's trace (a Cloud Task carries its order's), or a fresh one at a webhook.
+            with tracing.activated(tracing.continued(request.headers)), \
+                    logctx.bound(request_id=request_id, function=name):
                 try:
                     status, body = handler(request, request_id)
                 except PermanentError as exc:
                     log.warning("rejected: %s", exc, extra={"labels": {"status": str(exc.status)}})
-                    return error_response(exc, request_id)
+                    response = error_response(exc, request_id)
                 except (TransientError, ConfigError) as exc:
                     log.error("unavailable: %s", exc)
-                    return error_response(exc, request_id)
+                    response = error_response(exc, request_id)
                 except Exception as exc:
                     log.exception("unhandled error")
-                    return error_response(exc, request_id)
-                log.info("answered %s", status, extra={"labels": {"status": str(status)}})
-                return json_response(status, body, request_id)
+                    response = error_response(exc, request_id)
+                else:
+                    response = json_response(status, body, request_id)
+                _answered(response.status_code, route_of(request) if route_of else name)
+                return response
 
         return functions_framework.http(entry)
 
     return decorate
+
+
+def _answered(status: int, route: str) -> None:
+    log.info("answered %s", status, extra={"labels": {
+        "event": "http.answered", "route": route, "status": str(status), "status_class": f"{status // 100}xx"}})

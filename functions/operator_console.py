@@ -9,7 +9,7 @@ import flask
 from functions._http import request_id_of
 from shared import bootstrap
 from shared import log as logctx
-from shared.config import Runtime
+from shared import trace as tracing
 from shared.console import app, auth
 
 NAME = "operator_console"
@@ -25,8 +25,8 @@ def _keys(url: str) -> auth.PublicKeys:
 
 def operator_console(request: flask.Request) -> flask.Response:
     request_id = request_id_of(request)
-    trace = logctx.trace_from_headers(request.headers, Runtime.from_env().project)
-    with logctx.bound(trace=trace, request_id=request_id, function=NAME):
+    with tracing.activated(tracing.continued(request.headers)), \
+            logctx.bound(request_id=request_id, function=NAME):
         response = app.handle(request, lambda: bootstrap.settings_for(NAME, *REQUIRED), _keys)
         response.headers["X-Request-ID"] = request_id
         return app.secure(response)

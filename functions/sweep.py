@@ -10,11 +10,15 @@ import flask
 
 from functions._http import http_entry
 from shared import bootstrap
+from shared.db import health as health_numbers
 from shared.handlers import health, redrive, retention, timers
 
 NAME = "sweep"
 bootstrap.check_at_start(NAME)
 log = logging.getLogger("functions.sweep")
+# The every-run line for the alerts: a logger of its own, so the local stack's console
+# (devstack/console.py tells only functions.sweep's INFO lines) stays quiet when idle.
+metrics_log = logging.getLogger("functions.sweep.metrics")
 
 
 @http_entry(NAME)
@@ -33,4 +37,13 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if any(counts.values()):
         did = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
         log.info("sweep: %s", did, extra={"labels": {k: str(v) for k, v in counts.items()}})
+    with c.db.read() as conn:
+        backlog = health_numbers.outbox_backlog(conn)
+    # Every run, for the alerts (infra/monitoring/): `sweep_runs` (its absence pages),
+    # `outbox_backlog` and `outbox_oldest_age` read the numbers from this line.
+    metrics_log.info("sweep done: %d undelivered outbox rows, the oldest %.0f s old, %d parked",
+             backlog.undelivered, backlog.oldest_seconds, backlog.parked,
+             extra={"labels": {"event": "sweep.completed", "outbox_backlog": str(backlog.undelivered),
+                               "outbox_oldest_seconds": f"{backlog.oldest_seconds:.1f}",
+                               "outbox_parked": str(backlog.parked)}})
     return 200, {"status": "ok", **counts, "purgedByKind": purged}

@@ -18,7 +18,13 @@ REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 
 
-@http_entry(NAME)
+def route(request: flask.Request) -> str:
+    """The route a request's answer is counted under: a source's path, /healthz, or other."""
+    path = request.path.rstrip("/") or "/"
+    return path if path in inbound.SOURCES or path == "/healthz" else "other"
+
+
+@http_entry(NAME, route_of=route)
 def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     settings = bootstrap.settings_for(NAME, *REQUIRED)
     path = request.path.rstrip("/") or "/"

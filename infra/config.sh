@@ -90,6 +90,13 @@ CONSOLE_ACCESS=${CONSOLE_ACCESS:-}
 # (/projects/NUMBER/locations/REGION/services/operator-console) when unset.
 CONSOLE_IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-}
 
+# --- Monitoring ----------------------------------------------------------------
+# Where the alert policies notify: email addresses, comma-separated
+# (oncall@store.example,ops@store.example). Unset: provision.sh creates the
+# log-based metrics, policies and dashboard without any notification channel,
+# and says so. The files themselves are infra/monitoring/ (docs/RUNBOOK.md).
+ALERT_EMAILS=${ALERT_EMAILS:-}
+
 # --- Service accounts ----------------------------------------------------------
 # One identity per role. Each subscriber has its own, so each reads only its
 # own secrets; the three "invoker" identities only ever call functions.

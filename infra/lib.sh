@@ -116,6 +116,42 @@ ensure() {
     run_retry "$@"
 }
 
+# upsert LABEL DESCRIBE-CMD... -- CREATE-CMD... -- UPDATE-CMD...
+# For resources defined by a file (log-based metrics): create it when the
+# describe fails, else update it to the file. A second run over the same files
+# sets the same configuration again, which changes nothing.
+upsert() {
+    local label=$1
+    shift
+    local -a describe=() create=()
+    while [[ $# -gt 0 && $1 != "--" ]]; do
+        describe+=("$1")
+        shift
+    done
+    [[ $# -gt 0 ]] || die "upsert $label: missing -- before the create command"
+    shift
+    while [[ $# -gt 0 && $1 != "--" ]]; do
+        create+=("$1")
+        shift
+    done
+    [[ $# -gt 0 ]] || die "upsert $label: missing -- before the update command"
+    shift
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '# %s: describe, create if missing, else update to the file\n' "$label"
+        print_command "${describe[@]}"
+        print_command "${create[@]}"
+        print_command "$@"
+        return 0
+    fi
+    if "${describe[@]}" >/dev/null 2>&1; then
+        log "upd  $label"
+        run_retry "$@" >/dev/null
+        return 0
+    fi
+    log "new  $label"
+    run_retry "${create[@]}" >/dev/null
+}
+
 # has_binding ROLE MEMBER GET-POLICY-CMD...: the command must print
 # "role<TAB>member" lines (see iam_policy_flags).
 has_binding() {

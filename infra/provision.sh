@@ -14,8 +14,9 @@ usage() {
 Usage: infra/provision.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry-run]
 
 Creates (or confirms) APIs, service accounts and IAM, Cloud SQL, Pub/Sub
-topics with dead-letter topics, the Cloud Tasks queue, the BigQuery export
-and the Secret Manager secrets. PROJECT_ID and REGION may also come from the
+topics with dead-letter topics, the Cloud Tasks queue, the BigQuery export,
+the Secret Manager secrets, and the monitoring of infra/monitoring/ (log-based
+metrics, alert policies notifying ALERT_EMAILS, a dashboard). PROJECT_ID and REGION may also come from the
 environment or the env file. --dry-run prints the commands and runs none.
 EOF
 }
@@ -42,6 +43,7 @@ REQUIRED_APIS=(
     iamcredentials.googleapis.com
     iap.googleapis.com
     logging.googleapis.com
+    monitoring.googleapis.com
     pubsub.googleapis.com
     run.googleapis.com
     secretmanager.googleapis.com
@@ -276,6 +278,137 @@ grant_roles() {
     # function exists.
 }
 
+MONITORING_DIR="$INFRA_DIR/monitoring"
+# What a dry run shows where a name is only known once the resource exists.
+PLACEHOLDER_ID=ID
+
+# The email notification channels of ALERT_EMAILS, found by address or
+# created; their names go into CHANNELS.
+create_notification_channels() {
+    CHANNELS=()
+    if [[ -z $ALERT_EMAILS ]]; then
+        note "ALERT_EMAILS is not set: no notification channel is created, and the alert policies notify nobody (they still open incidents in the console); set ALERT_EMAILS and run again"
+        return 0
+    fi
+    local email name
+    local -a emails
+    IFS=, read -r -a emails <<<"$ALERT_EMAILS"
+    for email in "${emails[@]}"; do
+        [[ -n $email ]] || continue
+        capture name "projects/$PROJECT_ID/notificationChannels/$PLACEHOLDER_ID" \
+            gcloud beta monitoring channels list \
+            "--filter=type=\"email\" AND labels.email_address=\"$email\"" \
+            '--format=value(name)' --limit=1 "${P[@]}"
+        if [[ $DRY_RUN == 1 ]]; then
+            printf '# only if the list above is empty:\n'
+        fi
+        if [[ $DRY_RUN == 1 || -z $name ]]; then
+            local -a create=(gcloud beta monitoring channels create --type=email
+                "--display-name=Age verification on-call ($email)"
+                "--channel-labels=email_address=$email" '--format=value(name)' "${P[@]}")
+            if [[ $DRY_RUN == 1 ]]; then
+                print_command "${create[@]}"
+            else
+                log "new  notification channel for $email"
+                log "+ $(print_command "${create[@]}")"
+                name=$("${create[@]}") || die "cannot create the notification channel for $email"
+            fi
+        else
+            log "ok   notification channel for $email"
+        fi
+        CHANNELS+=("$name")
+    done
+}
+
+# One log-based metric per file, named after it: created, or updated to the file.
+apply_log_metrics() {
+    local file name
+    for file in "$MONITORING_DIR"/metrics/*.json; do
+        name=$(basename "$file" .json)
+        upsert "log-based metric $name" \
+            gcloud logging metrics describe "$name" "${P[@]}" \
+            -- gcloud logging metrics create "$name" --config-from-file="$file" "${P[@]}" \
+            -- gcloud logging metrics update "$name" --config-from-file="$file" "${P[@]}"
+    done
+}
+
+# upsert_by_list LABEL COLLECTION LIST-CMD... -- CREATE-CMD... -- UPDATE-CMD-BEFORE-NAME... -- UPDATE-CMD-AFTER-NAME...
+# For resources the API names itself (alert policies, dashboards): the list
+# command prints the name of the one already made from this file, if any;
+# then it is replaced by the file, else created.
+upsert_by_list() {
+    local label=$1 collection=$2 name
+    shift 2
+    local -a list=() create=() update=()
+    while [[ $1 != "--" ]]; do list+=("$1"); shift; done
+    shift
+    while [[ $1 != "--" ]]; do create+=("$1"); shift; done
+    shift
+    while [[ $1 != "--" ]]; do update+=("$1"); shift; done
+    shift
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '# %s: find it, create it if missing, else replace it by the file\n' "$label"
+        print_command "${list[@]}"
+        print_command "${create[@]}"
+        print_command "${update[@]}" "projects/$PROJECT_ID/$collection/$PLACEHOLDER_ID" "$@"
+        return 0
+    fi
+    name=$("${list[@]}" 2>/dev/null) || name=""
+    name=${name%%$'\n'*}
+    if [[ -n $name ]]; then
+        log "upd  $label"
+        run_retry "${update[@]}" "$name" "$@" >/dev/null
+    else
+        log "new  $label"
+        run_retry "${create[@]}" >/dev/null
+    fi
+}
+
+# Alert policies carry the label alert=<file name>, by which a later run finds
+# them; each notifies CHANNELS (none when ALERT_EMAILS is unset).
+apply_alert_policies() {
+    local file slug joined=""
+    local -a on_create=() on_update=()
+    if [[ ${#CHANNELS[@]} -gt 0 ]]; then
+        joined=$(IFS=,; printf '%s' "${CHANNELS[*]}")
+        on_create=(--notification-channels="$joined")
+        on_update=(--set-notification-channels="$joined")
+    fi
+    for file in "$MONITORING_DIR"/policies/*.json; do
+        slug=$(basename "$file" .json)
+        upsert_by_list "alert policy $slug" alertPolicies \
+            gcloud alpha monitoring policies list "--filter=userLabels.alert=$slug" \
+            '--format=value(name)' "${P[@]}" \
+            -- gcloud alpha monitoring policies create --policy-from-file="$file" "${on_create[@]}" "${P[@]}" \
+            -- gcloud alpha monitoring policies update \
+            -- --policy-from-file="$file" "${on_update[@]}" "${P[@]}"
+    done
+}
+
+# Dashboards are found by their display name, the first line of each file
+# that names one.
+apply_dashboards() {
+    local file title
+    for file in "$MONITORING_DIR"/dashboards/*.json; do
+        title=$(sed -n 's/^  "displayName": "\(.*\)",\{0,1\}$/\1/p' "$file" | head -n 1)
+        [[ -n $title ]] || die "$file: no top-level displayName"
+        upsert_by_list "dashboard $title" dashboards \
+            gcloud monitoring dashboards list "--filter=displayName=\"$title\"" \
+            '--format=value(name)' "${P[@]}" \
+            -- gcloud monitoring dashboards create --config-from-file="$file" "${P[@]}" \
+            -- gcloud monitoring dashboards update \
+            -- --config-from-file="$file" "${P[@]}"
+    done
+}
+
+create_monitoring() {
+    note "Monitoring: log-based metrics, notification channels, alert policies, dashboards (infra/monitoring/)"
+    apply_log_metrics
+    create_notification_channels
+    apply_alert_policies
+    apply_dashboards
+}
+
 main() {
     log "Provisioning project $PROJECT_ID, region $REGION"
     check_pool_budget
@@ -292,6 +425,7 @@ main() {
     create_database
     create_bigquery_export
     grant_roles
+    create_monitoring
     log "Done. Next: set the secret values (docs/DEPLOY.md), then ./deploy.sh --project $PROJECT_ID --region $REGION"
 }
 

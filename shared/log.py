@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ import traceback
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+from shared import trace as tracing
 from shared.config import Runtime
 
 _labels: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_labels", default={})
@@ -44,11 +46,46 @@ class JsonFormatter(logging.Formatter):
         if labels:
             entry["logging.googleapis.com/labels"] = labels
         trace = _trace.get()
-        if trace:
+        context = tracing.current()
+        if context is not None:
+            entry["logging.googleapis.com/trace"] = trace or tracing.cloud_trace_name(context.trace_id, self.project)
+            entry["logging.googleapis.com/spanId"] = context.span_id
+            entry["logging.googleapis.com/trace_sampled"] = context.sampled
+        elif trace:
             entry["logging.googleapis.com/trace"] = trace
         if record.exc_info and record.exc_info[1] is not None:
             entry["exception"] = describe_exception(record.exc_info[1])
+            if record.levelno >= logging.ERROR:
+                # What Error Reporting groups by: the stack in a Python traceback's shape,
+                # as redacted as `exception` (classes and our own messages only).
+                entry["@type"] = REPORTED_ERROR_EVENT
+                entry["stack_trace"] = error_report_stack(record.exc_info[1])
+                entry["serviceContext"] = {"service": str(labels.get("function") or "verification")}
         return json.dumps(entry, default=str)
+
+    @functools.cached_property
+    def project(self) -> str | None:
+        return Runtime.from_env().project
+
+
+REPORTED_ERROR_EVENT = "type.googleapis.com/google.devtools.clouderrorreporting.v1beta1.ReportedErrorEvent"
+
+
+def error_report_stack(exc: BaseException) -> str:
+    """The exception as Python prints it, for Error Reporting's parser, with the last line
+    redacted as in `describe_exception` (the class, a SQLSTATE, a ServiceError's own text)."""
+    stack = "".join(traceback.format_tb(exc.__traceback__)) if exc.__traceback__ else ""
+    return f"Traceback (most recent call last):\n{stack}{_redacted_name(exc)}"
+
+
+def _redacted_name(exc: BaseException) -> str:
+    from shared.errors import ServiceError, sqlstate
+
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+    if isinstance(exc, ServiceError):
+        return f"{name}: {exc}"
+    code = sqlstate(exc)
+    return f"{name}: SQLSTATE {code}" if code else name
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -119,21 +156,3 @@ def identifier(value: object) -> str | None:
     """`value` when it looks like an id (fit for a log label), else None: labels never echo
     arbitrary input."""
     return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
-
-
-def trace_from_headers(headers: dict[str, str] | object, project: str | None) -> str | None:
-    """Cloud Logging trace name from `traceparent` or `X-Cloud-Trace-Context`."""
-    get = getattr(headers, "get")
-    trace_id = None
-    traceparent = get("traceparent")
-    if traceparent:
-        parts = traceparent.split("-")
-        if len(parts) >= 2 and len(parts[1]) == 32:
-            trace_id = parts[1]
-    if trace_id is None:
-        legacy = get("X-Cloud-Trace-Context")
-        if legacy:
-            trace_id = legacy.split("/")[0] or None
-    if trace_id is None:
-        return None
-    return f"projects/{project}/traces/{trace_id}" if project else trace_id

@@ -9,6 +9,7 @@
     python -m shared.operator refund-done ORDER [--note T]   / refund-failed ORDER
     python -m shared.operator retry OUTBOX-ID | --all-parked
     python -m shared.operator funnel today | 7d | 2026-11-01..2026-11-30
+    python -m shared.operator health                        the numbers the alerts watch (docs/RUNBOOK.md)
 
 ORDER is a session key (`123`, `lightspeed:123`) or a store's own order id: a bare `123` finds
 the generic order 123 and the Lightspeed sale 123; `status` shows every match, an action on an id
@@ -106,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge", help="what retention erases and deletes (the sweeper does it)")
     purge.add_argument("--dry-run", action="store_true", required=True,
                        help="count only (purging itself is the sweeper's, in bounded batches)")
+    commands.add_parser("health", help="outbox backlog and parked rows, reviews by reason, failed refunds, "
+                                       "the local queue's dead letters (docs/RUNBOOK.md)")
     funnel = commands.add_parser("funnel")
     funnel.add_argument("range", nargs="?", default="7d", help="today, 7d, or 2026-11-01..2026-11-30")
     funnel.add_argument("last", nargs="?", help=argparse.SUPPRESS)  # the older `funnel FIRST LAST`
@@ -299,6 +302,26 @@ def _funnel(c, args) -> int:
     return 0
 
 
+def _health(c, args) -> int:
+    from shared.db import health
+
+    with c.db.read() as conn:
+        numbers = health.report(conn, local_queue=health.uses_local_queue(c.settings))
+    if args.json:
+        print(json.dumps(numbers.to_dict()))
+        return 0
+    outbox = numbers.outbox
+    print(f"outbox: {outbox.undelivered} undelivered, the oldest {outbox.oldest_seconds:.0f} s old; "
+          f"{outbox.parked} parked")
+    reviews = ", ".join(f"{reason} {count}" for reason, count in numbers.in_review.items()) or "none"
+    print(f"in review: {reviews}")
+    print(f"refunds failed: {numbers.refunds_failed}")
+    if numbers.local_dead_letters is not None:
+        dead = ", ".join(f"{queue} {count}" for queue, count in numbers.local_dead_letters.items()) or "none"
+        print(f"local deliveries given up: {dead}")
+    return 0
+
+
 def _purge_preview(c, args) -> int:
     from shared.handlers import retention
 
@@ -320,6 +343,7 @@ _COMMANDS = {
     "list": lambda c, args, operator: _list(c, args),
     "retry": _retry,
     "funnel": lambda c, args, operator: _funnel(c, args),
+    "health": lambda c, args, operator: _health(c, args),
     "purge": lambda c, args, operator: _purge_preview(c, args),
 }
 

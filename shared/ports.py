@@ -25,6 +25,8 @@ class TimerTask:
     name: str
     schedule_time: datetime
     payload: dict[str, Any]
+    # Request headers to send with it besides the queue's own (the order's `traceparent`).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class TaskScheduler(Protocol):

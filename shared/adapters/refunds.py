@@ -77,7 +77,10 @@ class HttpRefundGateway:
         else:
             result = RefundResult.FAILED
         level = logging.INFO if result is RefundResult.REFUNDED else logging.WARNING
-        log.log(level, "refund %s", result, extra={"labels": {"order_id": order_id, "http_status": str(status)}})
+        labels = {"order_id": order_id, "http_status": str(status)}
+        if result is RefundResult.FAILED:  # counted by the log-based metric `refund_failures`
+            labels.update(event="refund.failed", code=str(status))
+        log.log(level, "refund %s", result, extra={"labels": labels})
         return result
 
 

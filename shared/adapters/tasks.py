@@ -176,7 +176,7 @@ class CloudTasksScheduler:
         http_request = tasks_v2.HttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
             url=self.timer_url,
-            headers={"Content-Type": "application/json"},
+            headers={**task.headers, "Content-Type": "application/json"},
             body=_body(task.payload),
         )
         if self.service_account:
@@ -355,7 +355,8 @@ class LocalTaskScheduler:
         """CREATED, or ALREADY_EXISTS when a row of that name exists, whatever its state.
         (`timeout` is the database's: one short statement.)"""
         _validate(task)
-        created = self.queue.create_task(task.name, self.timer_url, _body(task.payload), task.schedule_time)
+        created = self.queue.create_task(task.name, self.timer_url, _body(task.payload), task.schedule_time,
+                                         task.headers)
         return Outcome.CREATED if created else Outcome.ALREADY_EXISTS
 
     def create_batch(self, tasks: Sequence[TimerTask], *,
@@ -373,7 +374,7 @@ class LocalTaskScheduler:
         if valid:
             try:
                 created = self.queue.create_tasks([(tasks[i].name, self.timer_url, _body(tasks[i].payload),
-                                                    tasks[i].schedule_time) for i in valid])
+                                                    tasks[i].schedule_time, tasks[i].headers) for i in valid])
             except TransientError as exc:
                 created, failure = set(), exc
             else:

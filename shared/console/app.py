@@ -54,6 +54,7 @@ URLS = Map([
     Rule("/orders/<path:order_id>", endpoint="order", methods=["GET"]),
     Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
+    Rule("/system", endpoint="system", methods=["GET"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
     Rule("/verify/<session_id>", endpoint="provider", methods=["GET", "POST"]),
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
@@ -257,6 +258,15 @@ def funnel(page: Page, request: flask.Request) -> flask.Response:
     return page.render("funnel.html", data=data, chosen=chosen, chart=report.chart_svg(data["days"]))
 
 
+def system(page: Page, request: flask.Request) -> flask.Response:
+    """The numbers the alerts watch (shared/db/health.py, as `operator health`)."""
+    from shared.db import health
+
+    with bootstrap.container().db.read() as conn:
+        numbers = health.report(conn, local_queue=health.uses_local_queue(page.settings))
+    return page.render("system.html", health=numbers)
+
+
 def provider(page: Page, request: flask.Request, session_id: str) -> flask.Response:
     def order_id_of(provider_session_id: str) -> str | None:
         with bootstrap.container().db.read() as conn:
@@ -266,4 +276,4 @@ def provider(page: Page, request: flask.Request, session_id: str) -> flask.Respo
 
 
 VIEWS = {"provider": provider, "home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
-         "funnel": funnel}
+         "funnel": funnel, "system": system}

@@ -32,17 +32,17 @@ TIMERS = "timers"  # the queue of timer deliveries; a message's queue is its top
 
 # The two statements a request's relay runs are prepared (`Database.run_prepared`).
 _CREATE_TASK = """
-    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
-    VALUES ($1::text, $2::text, $3::bytea, $4::timestamptz, $4::timestamptz)
+    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at, headers)
+    VALUES ($1::text, $2::text, $3::bytea, $4::timestamptz, $4::timestamptz, $5::jsonb)
     ON CONFLICT (name) DO NOTHING
     RETURNING name
 """
 
 # Many timers in one round trip: the relay's batch (several orders' timers at once).
 _CREATE_TASKS = """
-    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at)
-    SELECT t.name, t.url, decode(t.body, 'base64'), t.at, t.at
-    FROM jsonb_to_recordset($1::jsonb) AS t(name text, url text, body text, at timestamptz)
+    INSERT INTO local_tasks (name, url, body, schedule_time, next_attempt_at, headers)
+    SELECT t.name, t.url, decode(t.body, 'base64'), t.at, t.at, t.headers
+    FROM jsonb_to_recordset($1::jsonb) AS t(name text, url text, body text, at timestamptz, headers jsonb)
     ON CONFLICT (name) DO NOTHING
     RETURNING name
 """
@@ -109,14 +109,15 @@ class Delivery:
     queue: str
     url: str
     body: bytes
-    headers: dict[str, str] | None  # a message's CloudEvent headers; None for a timer
+    # A message's CloudEvent headers; a timer's extra request headers (its trace context), or None.
+    headers: dict[str, str] | None
     attempt: int  # 1 for the first attempt
     previous_status: str | None
     eta: datetime
 
     @property
     def is_message(self) -> bool:
-        return self.headers is not None
+        return self.queue != TIMERS
 
 
 @dataclass(frozen=True)
@@ -146,16 +147,21 @@ class LocalQueue:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_task(self, name: str, url: str, body: bytes, at: datetime) -> bool:
-        """False when a row of that name exists, whatever its state (names are used once)."""
+    def create_task(self, name: str, url: str, body: bytes, at: datetime,
+                    headers: dict[str, str] | None = None) -> bool:
+        """False when a row of that name exists, whatever its state (names are used once).
+        `headers`: sent with the task's request besides Cloud Tasks' own."""
         with _unavailable():
-            return bool(self.db.run_prepared(_CREATE_TASK, name, url, body, at))
+            return bool(self.db.run_prepared(_CREATE_TASK, name, url, body, at,
+                                             json.dumps(headers) if headers else None))
 
-    def create_tasks(self, tasks: Sequence[tuple[str, str, bytes, datetime]]) -> set[str]:
-        """Add (name, url, body, at) rows in one statement, all or none; the names created
-        (a name that exists, whatever its state, is not)."""
-        rows = [{"name": name, "url": url, "body": base64.b64encode(body).decode("ascii"),
-                 "at": at.isoformat()} for name, url, body, at in tasks]
+    def create_tasks(self, tasks: Sequence[tuple[str, str, bytes, datetime]
+                                          | tuple[str, str, bytes, datetime, dict[str, str]]]) -> set[str]:
+        """Add (name, url, body, at[, headers]) rows in one statement, all or none; the names
+        created (a name that exists, whatever its state, is not)."""
+        rows = [{"name": task[0], "url": task[1], "body": base64.b64encode(task[2]).decode("ascii"),
+                 "at": task[3].isoformat(), "headers": (task[4] or None) if len(task) > 4 else None}
+                for task in tasks]
         with _unavailable():
             return {name for (name,) in self.db.run_prepared(_CREATE_TASKS, json.dumps(rows))}
 

@@ -290,7 +290,7 @@ def load_session(conn: Connection, order_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         text("""
             SELECT order_id, customer_email, status, ordered_at, deadline, veriff_session_id,
-                   veriff_url, refund_status
+                   veriff_url, refund_status, created_at
             FROM verification_sessions WHERE order_id = :o
         """),
         {"o": order_id},

@@ -21,6 +21,7 @@ from shared.domain.messages import (
 )
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
 from shared.domain.rows import EventRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
+from shared import trace as tracing
 
 
 @dataclass
@@ -85,17 +86,30 @@ class Effects:
                                deadline_version=timer.deadline_version)
         self.outbox.append(OutboxRow(OutboxKind.TASK_CREATE, self.order_id, {
             "name": name, "schedule_time": timer.fire_at.isoformat(), "body": payload.to_dict(),
+            **_trace_headers("headers"),
         }))
 
     def unschedule(self, task_name: str) -> None:
         self.outbox.append(OutboxRow(OutboxKind.TASK_DELETE, self.order_id, {"name": task_name}))
 
     def _publish(self, topic: str, body: Payload, *, key: str, type_: str) -> None:
-        # `message_key` is stable across re-publishes: subscribers dedupe on it.
+        # `message_key` is stable across re-publishes: subscribers dedupe on it. The trace
+        # context rides along as an attribute (one trace per order: shared/trace.py).
         self.outbox.append(OutboxRow(OutboxKind.PUBLISH, self.order_id, {
             "topic": topic,
             "ordering_key": self.order_id,
             "attributes": {"type": type_, "order_id": self.order_id,
-                           "request_id": self.request_id or "", "message_key": key},
+                           "request_id": self.request_id or "", "message_key": key,
+                           **_trace_headers()},
             "data": body.to_dict(),
         }))
+
+
+def _trace_headers(under: str | None = None) -> dict[str, Any]:
+    """The current trace context to store with an outbox row: the `traceparent` attribute of
+    a message (or, `under` a key, a task's request headers); nothing outside a trace."""
+    value = tracing.traceparent()
+    if value is None:
+        return {}
+    headers = {tracing.HEADER: value}
+    return {under: headers} if under else headers

@@ -90,9 +90,18 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             store.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
     if refused is not None:  # no retry can help (nor a re-drive of the link): an operator must
-        log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__)
+        log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__,
+                  extra={"labels": {"event": "email.failed", "email_kind": str(kind),
+                                    "error_class": type(refused).__name__}})
         return _finish_email(db, job, now, EmailClaim.SKIPPED, Event.EMAIL_FAILED, reason=type(refused).__name__)
-    return _record_sent(db, job, now, lease=lease)
+    result = _record_sent(db, job, now, lease=lease)
+    if kind == Email.LINK and job.reminder_index == 0 and session.get("created_at") is not None:
+        # The log-based distribution `time_to_link` (infra/monitoring/): from the order's
+        # arrival to its link email, in seconds.
+        waited = max((now - session["created_at"]).total_seconds(), 0.0)
+        log.info("link email sent %.1f s after the order", waited,
+                 extra={"labels": {"event": "email.link_sent", "seconds_since_order": f"{waited:.3f}"}})
+    return result
 
 
 def _release_asked(db: Database, order_id: str) -> bool:

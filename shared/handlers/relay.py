@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from shared import trace as tracing
 from shared.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
 from shared.db import store
 from shared.db.database import Database
@@ -92,15 +93,31 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
         store.record_outbox_outcomes(db, outcomes)
         batch_report = RelayReport(*(sum(o["outcome"] is kind for o in outcomes)
                                      for kind in (Delivery.DELIVERED, Delivery.FAILED, Delivery.DEAD)))
+        kinds = {row["id"]: str(row["kind"]) for row in rows}
         for outcome in outcomes:
-            if outcome["outcome"] is Delivery.DEAD:
-                log.error("outbox row %d can never be delivered, parked: %s", outcome["id"], outcome["error"])
+            _log_failure(outcome, kinds.get(outcome["id"], "unknown"))
         report.add(batch_report)
         if batch_report.failed or len(rows) < batch or len(outcomes) > batch_report.delivered + batch_report.dead:
             break  # what failed waits for its backoff; the sweeper comes back for it
     if report.failed or report.dead:
         log.warning("outbox relay: %d delivered, %d failed, %d dead", report.delivered, report.failed, report.dead)
     return report
+
+
+def _log_failure(outcome: dict, kind: str) -> None:
+    """One structured line per row that failed (the log-based metrics `outbox_rows_parked`
+    and `relay_failures` in infra/monitoring/ count them): the row's id and kind and the
+    error's class, never its payload."""
+    if outcome["outcome"] not in (Delivery.FAILED, Delivery.DEAD):
+        return
+    error_class = str(outcome["error"] or "").split(":", 1)[0] or "unknown"
+    labels = {"outbox_id": str(outcome["id"]), "outbox_kind": kind, "error_class": error_class}
+    if outcome["outcome"] is Delivery.DEAD:
+        log.error("outbox row %d can never be delivered, parked: %s", outcome["id"], outcome["error"],
+                  extra={"labels": {"event": "outbox.parked", **labels}})
+    else:
+        log.warning("outbox row %d failed, retried in %d s", outcome["id"], outcome["retry_in"],
+                    extra={"labels": {"event": "outbox.failed", **labels}})
 
 
 def _outcome(row: dict, error: Exception | None) -> dict:
@@ -222,7 +239,15 @@ def _call_scheduler(row: dict, scheduler: TaskScheduler, timeout: float) -> None
 
 def _timer_task(payload: dict) -> TimerTask:
     return TimerTask(name=payload["name"], schedule_time=datetime.fromisoformat(payload["schedule_time"]),
-                     payload=payload["body"])
+                     payload=payload["body"], headers=_trace_only(payload.get("headers")))
+
+
+def _trace_only(headers: object) -> dict[str, str]:
+    """The stored headers a task may carry: the trace context, nothing else."""
+    if not isinstance(headers, dict):
+        return {}
+    value = headers.get(tracing.HEADER)
+    return {tracing.HEADER: value} if isinstance(value, str) and tracing.parse_traceparent(value) else {}
 
 
 def _message(payload: dict) -> OutgoingMessage:

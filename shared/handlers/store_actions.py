@@ -119,6 +119,8 @@ def _record_refusal(db: Database, stores: StoreRegistry, msg: StoreAction, kind:
                 and store.close_store_refund(uow.conn, msg.order_id, "manual")):
             fx.event(Event.REFUND_MANUAL, reason="store_refused", by=msg.connector)
         uow.commit()
+    # The line the `store_action_failures` metric counts (infra/monitoring): the code only, never the store's text.
     log.warning("the store refused an action: %s %s", kind, code,
-                extra={"labels": {"order_id": msg.order_id, "connector": msg.connector}})
+                extra={"labels": {"event": "store.action_failed", "store": msg.connector, "connector": msg.connector,
+                                  "action": str(kind), "code": code, "order_id": msg.order_id}})
     return Result(ResultStatus.ACCEPTED, msg.order_id, f"{kind} refused: {code}")

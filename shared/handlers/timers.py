@@ -62,7 +62,7 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
         apply_effects(uow, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()}, stores)
         uow.commit()
     log.warning("deadline passed but the link email was never sent: session held for review",
-                extra={"labels": {"order_id": order_id}})
+                extra={"labels": {"order_id": order_id, "event": "session.in_review", "reason": "link_not_sent"}})
     return Result(ResultStatus.ACCEPTED, order_id, "link_not_sent")
 
 

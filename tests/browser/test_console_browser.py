@@ -104,3 +104,39 @@ def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, d
     expect(page.locator("h1 .status")).to_have_text("verified")
     expect(page.locator("table.timeline")).to_contain_text("verification.approved")
     expect(page.locator("table.timeline")).to_contain_text("customer.email_sent")
+
+
+def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page, db):
+    """A row parked by the relay is counted on /system (reached from the nav) and its number
+    leads to the orders needing attention."""
+    from datetime import datetime, timezone
+
+    from shared.adapters.tasks import LocalTaskScheduler
+    from shared.db import health, store
+    from shared.domain.rows import OutboxKind, OutboxRow
+    from shared.handlers import relay
+    from tests.integration.test_timers_and_relay import RecordingPublisher
+
+    order_id = f"parked-{uuid.uuid4().hex[:8]}"
+    with db.transaction() as conn:
+        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
+            "name": "not a valid task name!", "schedule_time": datetime.now(timezone.utc).isoformat(),
+            "body": {"v": 1}})])
+    try:
+        assert relay.relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), RecordingPublisher(),
+                           order_ids=[order_id]).dead == 1
+        with db.read() as conn:
+            parked = health.report(conn, local_queue=True).outbox.parked
+        assert parked >= 1
+
+        page = browser_page
+        page.goto(f"{stack}/sessions")
+        page.get_by_role("link", name="System").click()
+        expect(page.locator("h1")).to_have_text("System")
+        expect(page.locator("dd.outbox-parked")).to_have_text(str(parked))
+        screenshot(page, "console-system")
+        page.locator("dd.outbox-parked a").click()
+        expect(page).to_have_url(f"{stack}/sessions?attention=1")
+    finally:
+        with db.transaction() as conn:
+            conn.execute(text("DELETE FROM outbox WHERE order_id = :o"), {"o": order_id})

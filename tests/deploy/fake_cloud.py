@@ -36,6 +36,8 @@ VERBS = READ_VERBS | {
     "print-access-token",
     "set-password",
 }
+# What `--filter=` of a list may say here: `field=value` or `field="value"`, joined by AND.
+MONITORING_API = "monitoring.googleapis.com"
 # What `gcloud auth print-access-token --impersonate-service-account=SA` prints here.
 TOKEN_PREFIX = "fake-token-for-"
 
@@ -386,6 +388,112 @@ class Cloud:
                 self.need("job", name, location).update(fields)
             return ""
         raise Fail(f"fake gcloud: scheduler jobs {verb}", 3)
+
+    # --- monitoring (infra/monitoring/) -------------------------------------------
+    def need_api(self, api: str) -> None:
+        if api not in self.state["services"]:
+            raise Fail(f"FAILED_PRECONDITION: {api} is not enabled")
+
+    def read_config(self, flags, flag) -> dict:
+        path = str(flags[flag])
+        with open(path) as handle:
+            config = json.load(handle)  # the real CLI reads JSON or YAML; the project writes JSON
+        if not isinstance(config, dict):
+            raise Fail(f"INVALID_ARGUMENT: {path} is not an object")
+        return config
+
+    def listed(self, kind: str, flags) -> str:
+        """The names of `kind` resources whose fields match the list's --filter, one a line."""
+        wanted = []
+        for term in str(flags.get("filter", "")).split(" AND "):
+            if term:
+                field, _, value = term.partition("=")
+                wanted.append((field.strip().split("."), value.strip().strip('"')))
+        if str(flags.get("format", "")) != "value(name)":
+            raise Fail("fake gcloud: monitoring lists are read with --format=value(name)", 3)
+        names = []
+        for key, resource in sorted(self.res.items()):
+            if not key.startswith(kind + ":"):
+                continue
+            def field_of(path, node=resource["config"]):
+                for part in path:
+                    node = node.get(part) if isinstance(node, dict) else None
+                return node
+            if all(field_of(path) == value for path, value in wanted):
+                names.append(resource["resource_name"])
+        return "\n".join(names[: int(flags["limit"])] if "limit" in flags else names)
+
+    def next_name(self, project, collection: str) -> str:
+        self.state["next_id"] = self.state.get("next_id", 1000) + 1
+        return f"projects/{project}/{collection}/{self.state['next_id']}"
+
+    def g_logging_metrics(self, verb, rest, flags):
+        self.need_api("logging.googleapis.com")
+        name = rest[0]
+        if verb == "describe":
+            self.need("logmetric", name)
+            return name
+        if verb in ("create", "update"):
+            config = self.read_config(flags, "config-from-file")
+            if config.get("name", name) != name:
+                raise Fail(f"INVALID_ARGUMENT: the file names metric {config.get('name')}, not {name}")
+            if verb == "create":
+                self.create("logmetric", name, resource_name=name, config=config)
+            else:
+                metric = self.need("logmetric", name)
+                metric["config"] = config
+            return ""
+        raise Fail(f"fake gcloud: logging metrics {verb}", 3)
+
+    def g_beta_monitoring_channels(self, verb, rest, flags):
+        self.need_api(MONITORING_API)
+        if verb == "list":
+            return self.listed("channel", flags)
+        if verb == "create":
+            labels = dict(pair.split("=", 1) for pair in str(flags["channel-labels"]).split(","))
+            name = self.next_name(flags["project"], "notificationChannels")
+            config = {"type": flags["type"], "labels": labels, "displayName": flags.get("display-name")}
+            self.create("channel", name, resource_name=name, config=config)
+            return name
+        raise Fail(f"fake gcloud: beta monitoring channels {verb}", 3)
+
+    def channels_of(self, flags, flag) -> list[str]:
+        names = [n for n in str(flags.get(flag, "")).split(",") if n]
+        for channel in names:
+            self.need("channel", channel)
+        return names
+
+    def g_alpha_monitoring_policies(self, verb, rest, flags):
+        self.need_api(MONITORING_API)
+        if verb == "list":
+            return self.listed("policy", flags)
+        if verb == "create":
+            config = self.read_config(flags, "policy-from-file")
+            name = self.next_name(flags["project"], "alertPolicies")
+            self.create("policy", name, resource_name=name, config=config,
+                        channels=self.channels_of(flags, "notification-channels"))
+            return ""
+        if verb == "update":
+            policy = self.need("policy", rest[0])
+            policy["config"] = self.read_config(flags, "policy-from-file")
+            # The whole policy is replaced: without --set-notification-channels it has none.
+            policy["channels"] = self.channels_of(flags, "set-notification-channels")
+            return ""
+        raise Fail(f"fake gcloud: alpha monitoring policies {verb}", 3)
+
+    def g_monitoring_dashboards(self, verb, rest, flags):
+        self.need_api(MONITORING_API)
+        if verb == "list":
+            return self.listed("dashboard", flags)
+        if verb == "create":
+            name = self.next_name(flags["project"], "dashboards")
+            self.create("dashboard", name, resource_name=name, config=self.read_config(flags, "config-from-file"))
+            return ""
+        if verb == "update":
+            dashboard = self.need("dashboard", rest[0])
+            dashboard["config"] = self.read_config(flags, "config-from-file")
+            return ""
+        raise Fail(f"fake gcloud: monitoring dashboards {verb}", 3)
 
     def iam(self, verb, kind, name, flags, scope=""):
         if kind != "project":

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"parser check s
 VARIANT = {"DB_IAM_AUTH": "false", "REFUND_BACKEND": "http",
            "REFUND_API_URL": "https://shop.example/refunds", "EMAIL_BACKEND": "smtp",
            "EMAIL_FROM": "Acme Store <verify@acme.example>", "REMINDER_OFFSETS": "24h,60h",
-           "LIGHTSPEED_ENABLED": "false"}
+           "LIGHTSPEED_ENABLED": "false", "ALERT_EMAILS": "oncall@store.example,ops@store.example"}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,9 @@ def test_every_command_the_scripts_run_is_accepted_by_the_real_cli(script_comman
     kinds = {tuple(argv[1:4]) for argv in script_commands if argv[0] == "gcloud"}
     for expected in [("functions", "deploy", "webhook-intake"), ("scheduler", "jobs", "create"),
                      ("tasks", "queues", "create"), ("sql", "instances", "create"),
-                     ("pubsub", "subscriptions", "update"), ("eventarc", "triggers", "describe")]:
+                     ("pubsub", "subscriptions", "update"), ("eventarc", "triggers", "describe"),
+                     ("logging", "metrics", "update"), ("alpha", "monitoring", "policies"),
+                     ("beta", "monitoring", "channels"), ("monitoring", "dashboards", "update")]:
         assert expected in kinds, expected
     assert ("sql", "users", "set-password") in kinds  # the password user, password on stdin
     assert any(argv[1:3] == ["auth", "print-access-token"] for argv in script_commands)  # the migrator

@@ -28,6 +28,7 @@ from tests.functions.conftest import client_for, count
 from tests.functions.test_age_rule_and_binding import approve, opened
 from tests.functions.test_subscribers import deliver, smtp  # noqa: F401  (the SMTP inbox fixture)
 from tests.functions.test_operator_console import keys  # noqa: F401  (the IAP keys fixture)
+from tests.functions.test_log_metrics import labels, selected
 from tests.functions.test_timer_and_sweep import fire
 from tests.sessions import mark_link_sent
 
@@ -279,7 +280,8 @@ def test_a_crash_between_the_call_and_its_record_is_re_driven_and_recorded_once(
     assert shop.kinds(order_id) == ["hold", "hold"]
 
 
-def test_a_refusal_is_recorded_with_its_code_and_the_order_needs_attention(intake, pump, shop, db, order_id):
+def test_a_refusal_is_recorded_with_its_code_and_the_order_needs_attention(intake, pump, shop, db, order_id,
+                                                                          captured_logs):
     opened(intake, db, order_id)
     pump(order_id)
     expire(db, order_id)
@@ -296,6 +298,10 @@ def test_a_refusal_is_recorded_with_its_code_and_the_order_needs_attention(intak
     assert [row["order_id"] for row in listed] == [order_id]
     pump(order_id, again=True)
     assert shop.kinds(order_id) == ["hold", "cancel_and_refund"]
+    # the line the store_action_failures metric counts (infra/monitoring), with its labels, never the store's text
+    [line] = selected("store_action_failures", captured_logs)
+    assert {k: labels(line)[k] for k in ("store", "action", "code", "order_id")} == {
+        "store": "orders", "action": "cancel_and_refund", "code": "ORDER_ALREADY_FULFILLED", "order_id": order_id}
 
 
 def test_an_unavailable_store_is_retried_after_its_retry_after(intake, pump, shop, db, order_id):

@@ -21,7 +21,7 @@ from pg8000.exceptions import DatabaseError
 
 from shared.ports import Outcome, ProviderSession, RefundResult
 from shared.config import Settings
-from shared.db import schema
+from shared.db import health, schema
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.grants import GRANTS, OWNER_ONLY, role_name
@@ -222,6 +222,13 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
                              now=T0 + timedelta(days=400))
     assert purged.get("customers erased", 0) >= 1
     assert relay.relay(sweep_db, scheduler, publisher).failed == 0
+    # ... and reads the outbox's backlog for the alerts (functions/sweep.py).
+    with sweep_db.read() as conn:
+        assert health.outbox_backlog(conn).undelivered >= 0
+
+    # operator-console: the System page's numbers (no local queue in the cloud).
+    with as_role("operator-console").read() as conn:
+        assert health.report(conn, local_queue=False).local_dead_letters is None
 
     # request-refund: claims and records the refund.
     refund_db = as_role("request-refund")

@@ -175,6 +175,21 @@ def test_task_is_delivered_not_before_its_schedule_time(backend):
     assert backend.scheduler.create(task) is Outcome.ALREADY_EXISTS
 
 
+def test_a_task_delivers_its_trace_context_header(backend):
+    name = _name()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    task = TimerTask(name=name, schedule_time=datetime.now(timezone.utc) + timedelta(seconds=0.5),
+                     payload={"order_id": "order-1"}, headers={"traceparent": traceparent})
+
+    assert backend.scheduler.create(task) is Outcome.CREATED
+    with backend.delivering():
+        [delivery] = backend.target.wait_for(name, timeout=30)
+
+    assert delivery.header("traceparent") == traceparent
+    assert delivery.header("Content-Type") == "application/json"
+    assert json.loads(delivery.body) == task.payload
+
+
 def test_deleted_task_is_not_delivered(backend):
     deleted, sentinel = _name(), _name()
     backend.scheduler.create(_task(deleted, in_seconds=0.5))

@@ -32,6 +32,8 @@ def test_story_and_sweep_lines_are_told_and_routine_lines_left_out():
     assert render("sweep", entry("sweep: expired 1", logger="functions.sweep")).endswith("  sweep: expired 1")
     assert render("record_analytics", entry("handled: counted")) is None
     assert render("webhook_intake", entry("answered 200")) is None
+    # The sweep's every-run line for the alerts (functions/sweep.py) stays out of the story.
+    assert render("sweep", entry("sweep done: 0 undelivered outbox rows", logger="functions.sweep.metrics")) is None
 
 
 def test_warnings_and_errors_are_one_line_with_the_exception_class():

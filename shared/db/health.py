@@ -1,0 +1,93 @@
+"""Health numbers: what the alerts in infra/monitoring/ watch, read from the database.
+
+The sweep logs `outbox_backlog` once a run (the log-based distributions `outbox_backlog`
+and `outbox_oldest_age` are read from that line); one reading, no writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.config import EventsBackend, Settings, TasksBackend
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    undelivered: int  # neither delivered nor parked
+    oldest_seconds: float  # age of the oldest of them (0 when none)
+    parked: int  # failed for good, waiting for an operator
+
+
+def outbox_backlog(conn: Connection) -> OutboxBacklog:
+    row = conn.execute(text("""
+        SELECT count(*) FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL),
+               COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)
+                                FILTER (WHERE delivered_at IS NULL AND dead_at IS NULL)), 0),
+               count(*) FILTER (WHERE dead_at IS NOT NULL)
+        FROM outbox WHERE delivered_at IS NULL
+    """)).one()
+    return OutboxBacklog(int(row[0]), max(float(row[1]), 0.0), int(row[2]))
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The numbers the alerts watch, as the console's System page and `operator health` show them."""
+
+    outbox: OutboxBacklog
+    in_review: dict[str, int]  # by reason: link_not_sent, or provider_review (Veriff's own review)
+    refunds_failed: int  # sessions whose refund the refund API refused (refund_status failed)
+    # Local stack only (TASKS_BACKEND/EVENTS_BACKEND local): deliveries the local queue gave up,
+    # by queue (timers, or a message's topic); None where Cloud Tasks and Pub/Sub deliver.
+    local_dead_letters: dict[str, int] | None
+
+    def to_dict(self) -> dict:
+        return {"outbox": {"undelivered": self.outbox.undelivered,
+                           "oldest_seconds": round(self.outbox.oldest_seconds, 1),
+                           "parked": self.outbox.parked},
+                "in_review": self.in_review, "refunds_failed": self.refunds_failed,
+                "local_dead_letters": self.local_dead_letters}
+
+
+def in_review_by_reason(conn: Connection) -> dict[str, int]:
+    """Sessions in review, by the reason of their latest `verification.in_review` event (none
+    of ours: Veriff's own review)."""
+    rows = conn.execute(text("""
+        SELECT COALESCE(e.reason, 'provider_review') AS reason, count(*)
+        FROM verification_sessions s
+        LEFT JOIN LATERAL (
+            SELECT data->>'reason' AS reason FROM event_log
+            WHERE order_id = s.order_id AND type = 'verification.in_review'
+            ORDER BY id DESC LIMIT 1
+        ) e ON true
+        WHERE s.status = 'in_review'
+        GROUP BY 1 ORDER BY 1
+    """)).all()
+    return {reason: int(count) for reason, count in rows}
+
+
+def refunds_failed(conn: Connection) -> int:
+    return int(conn.execute(text(
+        "SELECT count(*) FROM verification_sessions WHERE refund_status = 'failed'")).scalar_one())
+
+
+def local_dead_letters(conn: Connection) -> dict[str, int]:
+    """The local queue's given-up deliveries, by queue (the table is the local stack's own)."""
+    rows = conn.execute(text("""
+        SELECT queue, count(*) FROM local_tasks WHERE last_status = 'gave_up' GROUP BY queue ORDER BY queue
+    """)).all()
+    return {queue: int(count) for queue, count in rows}
+
+
+def uses_local_queue(settings: Settings) -> bool:
+    return settings.tasks.backend == TasksBackend.LOCAL or settings.events.backend == EventsBackend.LOCAL
+
+
+def report(conn: Connection, *, local_queue: bool) -> HealthReport:
+    """Every number, in one read. `local_queue`: whether this deployment delivers through the
+    local queue (only then is its table read: no cloud function's role may)."""
+    return HealthReport(outbox=outbox_backlog(conn), in_review=in_review_by_reason(conn),
+                        refunds_failed=refunds_failed(conn),
+                        local_dead_letters=local_dead_letters(conn) if local_queue else None)
