@@ -58,16 +58,20 @@ def json_response(status: int, body: dict[str, Any], request_id: str) -> flask.R
     return response
 
 
+UNAVAILABLE = "temporarily unavailable"
+
+
 def error_response(exc: Exception, request_id: str) -> flask.Response:
+    """The public answer to an error: a caller's mistake is named (a field, a header), but
+    nothing of ours is (no variable, component, schema version or command): that is in
+    the log line only."""
     if isinstance(exc, PermanentError):
-        body = {"error": str(exc), "code": exc.code}
+        body = {"error": exc.public_message or str(exc), "code": exc.code}
         if exc.field:
             body["field"] = exc.field
         return json_response(exc.status, body, request_id)
-    if isinstance(exc, TransientError):
-        return json_response(503, {"error": str(exc), "component": exc.component}, request_id)
-    if isinstance(exc, ConfigError):
-        return json_response(503, {"error": "service misconfigured", "variable": exc.variable}, request_id)
+    if isinstance(exc, (TransientError, ConfigError)):
+        return json_response(503, {"error": UNAVAILABLE}, request_id)
     return json_response(500, {"error": "internal error"}, request_id)
 
 

@@ -156,3 +156,33 @@ def test_malformed_http_is_answered_4xx_or_closed_by_every_function(database_url
     for function, text in logs.items():
         assert "unhandled error" not in text and "Traceback" not in text, function
         assert "malformed request body refused" in text, function
+
+
+def test_unsigned_webhooks_are_401_while_the_database_is_unreachable(tmp_path):
+    """A cold intake with no database: an unsigned delivery is refused on its signature (401),
+    without trying the database; a signed one is 503 with a body that names nothing of ours."""
+    from tests.functions.test_webhook_intake import order_request
+
+    env = function_env(UNREACHABLE_DATABASE)
+    with running_functions(env, tmp_path, entry_points={"webhook_intake"}) as functions:
+        port = functions["webhook_intake"].port
+        answers = {}
+        for path, content_type, body in (("/webhooks/orders", "application/json", b'{"orderId": "1"}'),
+                                         ("/webhooks/veriff", "application/json", b"{}"),
+                                         ("/webhooks/lightspeed", "application/x-www-form-urlencoded", b"a=1")):
+            raw = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+            answers[path] = exchange(port, raw)
+        body, headers = order_request("edge-1")
+        signed = (b"POST /webhooks/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+                  + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        unavailable = exchange(port, signed)
+        log = functions["webhook_intake"].log_text()
+    assert {path: status_of(answer) for path, answer in answers.items()} == dict.fromkeys(answers, 401)
+    assert log.count("unavailable: database unavailable") == 1  # the signed one alone tried the database
+    assert status_of(unavailable) == 503
+    public = unavailable.partition(b"\r\n\r\n")[2].decode()
+    assert '"error": "temporarily unavailable"' in public
+    for secret in ("database", "component", "DATABASE_URL", "version", "upgrade"):
+        assert secret not in public.lower()
