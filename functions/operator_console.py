@@ -15,6 +15,8 @@ from shared.console import app, auth
 NAME = "operator_console"
 REQUIRED = ("CONSOLE_SECRET",)
 bootstrap.check_at_start(NAME, *REQUIRED)
+if NAME in Runtime.from_env().function_targets:  # behind IAP, no list: refuse to start
+    auth.require_allowlist(bootstrap.settings().console)
 logctx.configure()
 
 

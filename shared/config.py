@@ -145,6 +145,27 @@ def _webhook_secret(r: _Reader, variable: str, default) -> bytes | None:
     return r.webhook_secret(variable)
 
 
+_EMAIL = re.compile(r"[^@\s,:]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
+_DOMAIN = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
+
+
+def _people(r: _Reader, variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A console allowlist: `alice@example.com, domain:example.com` (`user:` accepted and
+    dropped), lower-cased. Groups and `allUsers` cannot be checked in an IAP assertion."""
+    value = r.text(variable)
+    if value is None:
+        return default
+    entries = []
+    for raw in (part.strip().lower() for part in value.split(",")):
+        entry = raw.removeprefix("user:")
+        if not entry:
+            continue
+        if not (_EMAIL.fullmatch(entry) or (entry.startswith("domain:") and _DOMAIN.fullmatch(entry[7:]))):
+            raise ConfigError(variable, f"{raw[:60]!r} is neither an email nor domain:<domain>")
+        entries.append(entry)
+    return tuple(entries)
+
+
 class _Section:
     """What every section shares: reading itself from the environment (each field names its
     variable and reader once), its own cross-field rules (`_check`), and `require`."""
@@ -464,6 +485,11 @@ class ConsoleSettings(_Section):
     iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
     secret: str | None = _env("CONSOLE_SECRET", secret=True)
     local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
+    # Who IAP admits and may then read (viewers) or act (operators); the manual verify may be
+    # kept to fewer (verifiers; unset: every operator). Required with CONSOLE_AUTH=iap.
+    operators: tuple[str, ...] = _env("CONSOLE_OPERATORS", (), read=_people)
+    viewers: tuple[str, ...] = _env("CONSOLE_VIEWERS", (), read=_people)
+    verifiers: tuple[str, ...] = _env("CONSOLE_VERIFIERS", (), read=_people)
 
     def _check(self, r: _Reader) -> None:
         if self.auth == ConsoleAuth.DEV and r.text("K_SERVICE"):

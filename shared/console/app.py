@@ -113,6 +113,7 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
             return flask.Response((HERE / "static" / "console.css").read_text(), mimetype="text/css")
         settings = settings_of()
         operator = identify(request, settings, keys_of(settings.console.iap_public_keys_url))
+        auth.authorize(operator, settings.console, _need(endpoint, request.method, args))
         secret = settings.require("CONSOLE_SECRET")
         if request.method == "POST":
             csrf.check(secret, operator, request.form.get("csrf"))
@@ -126,6 +127,15 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
     except (TransientError, ConfigError) as exc:
         log.error("unavailable: %s", exc)
         return _error_page(503, "the console cannot reach what it needs right now; try again shortly")
+
+
+def _need(endpoint: str, method: str, args: dict) -> str:
+    """What a request needs of its operator: the filter form is POSTed but only reads."""
+    if endpoint == "action":
+        return auth.VERIFY if args.get("action") == "verify" else auth.ACT
+    if endpoint == "retry" or (endpoint == "provider" and method == "POST"):
+        return auth.ACT
+    return auth.VIEW
 
 
 def _error_page(status: int, message: str) -> flask.Response:

@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 from google.auth import jwt
 
-from shared.errors import Forbidden, TransientError, Unauthorized
+from shared.config import ConsoleAuth, ConsoleSettings
+from shared.errors import ConfigError, Forbidden, TransientError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,34 @@ def dev_identity(remote_addr: str | None, host: str) -> str:
     if not _loopback(remote_addr) or not (server == "localhost" or _loopback(server)):
         raise Forbidden("the dev identity serves 127.0.0.1 only")
     return DEV_IDENTITY
+
+
+# What a request needs: to read (viewers and operators), to act (operators), to verify an
+# order's age by hand (operators, or only CONSOLE_VERIFIERS when that list is set).
+VIEW, ACT, VERIFY = "view", "act", "verify"
+
+
+def listed(email: str, entries: tuple[str, ...]) -> bool:
+    """`email` is on the list: by itself, or by its exact domain (`domain:example.com`)."""
+    email = email.strip().lower()
+    return any(entry == email or entry == f"domain:{email.rpartition('@')[2]}" for entry in entries)
+
+
+def require_allowlist(console: ConsoleSettings) -> None:
+    """Behind IAP the console needs its own list: IAP admitting someone is not enough."""
+    if console.auth == ConsoleAuth.IAP and not (console.operators or console.viewers):
+        raise ConfigError("CONSOLE_OPERATORS", "is required with CONSOLE_AUTH=iap (CONSOLE_VIEWERS beside it): "
+                          "who may use the console")
+
+
+def authorize(email: str, console: ConsoleSettings, need: str) -> None:
+    """Forbidden unless `email` may do what `need` says. The local dev identity is an operator."""
+    if console.auth == ConsoleAuth.DEV:
+        return
+    require_allowlist(console)
+    operator = listed(email, console.operators)
+    allowed = {VIEW: operator or listed(email, console.viewers), ACT: operator,
+               VERIFY: operator and (not console.verifiers or listed(email, console.verifiers))}[need]
+    if not allowed:
+        what = {VIEW: "use the console", ACT: "act on orders", VERIFY: "verify an order by hand"}[need]
+        raise Forbidden(f"you may not {what}: ask for your address to be added to the console's list")

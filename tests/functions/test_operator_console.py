@@ -23,6 +23,7 @@ from tests.iap_keys import AUDIENCE, IapKeys
 
 ALICE = "alice@example.com"
 SECRET = "console-test-secret"
+OPERATORS = "alice@example.com, bob@example.com"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def keys() -> IapKeys:
 @pytest.fixture
 def console(app_env, keys, tmp_path):
     app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE,
-            IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+            IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path), CONSOLE_OPERATORS=OPERATORS)
     return client_for("operator_console")
 
 
@@ -87,6 +88,78 @@ def test_requests_without_a_valid_iap_assertion_are_refused(console, keys, db, s
         assert order_id not in response.get_data(as_text=True)
         assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+# ---- who may do what: the console's own lists, after IAP ---------------------------
+
+
+@pytest.fixture
+def listed_console(app_env, keys, tmp_path):
+    """Operators: alice and anyone at ops.example.com; viewers: victor; verifiers: alice alone."""
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path),
+            CONSOLE_OPERATORS="Alice@Example.com, domain:ops.example.com", CONSOLE_VIEWERS="user:victor@example.com",
+            CONSOLE_VERIFIERS="alice@example.com")
+    return client_for("operator_console")
+
+
+def test_someone_iap_admits_but_the_console_does_not_list_is_refused(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    for stranger in ("mallory@gmail.com", "eve@example.com", "ann@evil-ops.example.com", "ann@ops.example.com.evil.io"):
+        for path in ("/sessions", f"/orders/{order_id}", "/funnel"):
+            response = listed_console.get(path, headers=as_alice(keys, stranger))
+            assert response.status_code == 403, (stranger, path)
+            assert order_id not in response.get_data(as_text=True)
+        forged = listed_console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys, stranger),
+                                     data={"csrf": csrf.issue(SECRET, stranger)})
+        assert forged.status_code == 403
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_a_viewer_reads_and_searches_but_cannot_act(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    victor = as_alice(keys, "victor@example.com")
+    page = listed_console.get(f"/orders/{order_id}", headers=victor)
+    assert page.status_code == 200 and order_id in page.get_data(as_text=True)
+    token = csrf_of(page.get_data(as_text=True))
+    searched = listed_console.post("/sessions", headers=victor, data={"csrf": token, "q": order_id})
+    assert searched.status_code == 200 and order_id in searched.get_data(as_text=True)
+    for action, form in (("cancel", {}), ("extend", {"duration": "24h"}), ("verify", {"reason": "checked"})):
+        response = listed_console.post(f"/orders/{order_id}/actions/{action}", headers=victor,
+                                       data={"csrf": token, **form})
+        assert response.status_code == 403, action
+    assert listed_console.post("/outbox/retry", headers=victor, data={"csrf": token, "outbox_id": "1"}).status_code == 403
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_operators_by_email_or_domain_act_and_only_verifiers_verify(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    ann = as_alice(keys, "Ann@Ops.Example.com")  # on the list by her domain, in any case
+    token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=ann).get_data(as_text=True))
+    refused = listed_console.post(f"/orders/{order_id}/actions/verify", headers=ann,
+                                  data={"csrf": token, "reason": "ID checked in store"})
+    assert refused.status_code == 403
+    extended = listed_console.post(f"/orders/{order_id}/actions/extend", headers=ann,
+                                   data={"csrf": token, "duration": "100h"})
+    assert extended.status_code == 303
+    alice_token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True))
+    verified = listed_console.post(f"/orders/{order_id}/actions/verify", headers=as_alice(keys),
+                                   data={"csrf": alice_token, "reason": "ID checked in store"})
+    assert verified.status_code == 303
+    assert [e[:2] for e in events_of(db, order_id)][2:] == [
+        ("verification.deadline_extended", "operator:Ann@Ops.Example.com"),
+        ("verification.approved", "operator:alice@example.com")]
+
+
+def test_behind_iap_the_console_refuses_to_serve_without_its_list(app_env, keys, tmp_path, db, settings, order_id):
+    place(db, settings, order_id)
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    response = client_for("operator_console").get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 503 and order_id not in response.get_data(as_text=True)
+    from shared.config import ConsoleSettings
+    from shared.errors import ConfigError
+    for bad in ("allUsers", "allAuthenticatedUsers", "group:ops@example.com", "domain:", "alice"):
+        with pytest.raises(ConfigError, match="CONSOLE_OPERATORS"):
+            ConsoleSettings.from_env({"CONSOLE_OPERATORS": f"alice@example.com, {bad}"})
 
 
 def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, settings, order_id):
