@@ -96,7 +96,7 @@ class Page:
 
 def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
     if settings.console.auth == ConsoleAuth.DEV:
-        return auth.dev_identity(request.remote_addr, request.host)
+        return auth.dev_identity(request.remote_addr, request.host, request.headers)
     return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
                            keys=keys)
 

@@ -90,11 +90,20 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def dev_identity(remote_addr: str | None, host: str) -> str:
-    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only."""
+# What a forwarder on this machine adds (nginx, ngrok, a load balancer, a tunnel's proxy): a
+# request that went through one came from elsewhere, whatever its socket says.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP",
+                      "Via", "CF-Connecting-IP", "True-Client-IP", "X-Client-IP", "X-Original-URL")
+
+
+def dev_identity(remote_addr: str | None, host: str, headers=None) -> str:
+    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only, and not
+    through a forwarder that says so (a plain TCP tunnel is caught by its Host only)."""
     server = host.rsplit(":", 1)[0].strip("[]")
     if not _loopback(remote_addr) or not (server == "localhost" or _loopback(server)):
         raise Forbidden("the dev identity serves 127.0.0.1 only")
+    if headers is not None and any(headers.get(name) is not None for name in FORWARDING_HEADERS):
+        raise Forbidden("the dev identity serves 127.0.0.1 only, not requests forwarded to it")
     return DEV_IDENTITY
 
 

@@ -169,6 +169,12 @@ def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, setti
     assert "signed in as dev@localhost" in client.get("/sessions").get_data(as_text=True)
     assert client.get("/sessions", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 403
     assert client.get("/sessions", headers={"Host": "console.example.com"}).status_code == 403
+    # A forwarder on this machine (nginx, ngrok) connects from 127.0.0.1 with Host 127.0.0.1,
+    # but names who it forwards for: not the dev identity.
+    for header, value in (("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9"),
+                          ("X-Real-IP", "203.0.113.9"), ("Via", "1.1 ngrok"), ("X-Forwarded-Host", "a.ngrok.app")):
+        forwarded = client.get("/sessions", headers={header: value})
+        assert forwarded.status_code == 403 and "dev@localhost" not in forwarded.get_data(as_text=True), header
     app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev", K_SERVICE="operator-console")
     response = client_for("operator_console").get("/sessions")
     assert response.status_code == 503 and "dev@localhost" not in response.get_data(as_text=True)
