@@ -172,6 +172,9 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
     """The list. The filter form is POSTed, so a searched customer email stays out of the URL
     (which Cloud Run, the load balancer and the browser's history record); links filter by GET."""
     source = request.form if request.method == "POST" else request.args
+    if request.method == "GET" and "@" in source.get("q", ""):
+        raise actions.BadAction("search for an email with the search form: it is posted, so the address "
+                                "stays out of URLs and logs")
     chosen = _filter_from(source)
     try:
         with bootstrap.container().db.read() as conn:
