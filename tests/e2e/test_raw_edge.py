@@ -84,7 +84,8 @@ def running_functions(env: dict[str, str], log_dir: Path, entry_points=None):
 
 
 def function_env(database_url: str, **overrides: str) -> dict[str, str]:
-    return {**os.environ, **base_env(database_url, LOCAL_SUBSCRIBER_URLS=SUBSCRIBERS, CONSOLE_SECRET=CONSOLE_SECRET),
+    return {**os.environ, **base_env(database_url, LOCAL_SUBSCRIBER_URLS=SUBSCRIBERS, CONSOLE_SECRET=CONSOLE_SECRET,
+                                     CONSOLE_OPERATORS="ops@example.com"),
             "NO_GCE_CHECK": "true", "LOG_LEVEL": "INFO", **overrides}
 
 
