@@ -49,7 +49,7 @@ def test_one_json_root_handler_under_log_execution_id_and_no_raw_exception_text(
     from shared.log import JsonFormatter
     from tests.functions.conftest import MAIN
 
-    app_env(LOG_EXECUTION_ID="true", CONSOLE_SECRET="c" * 40)
+    app_env(LOG_EXECUTION_ID="true", CONSOLE_SECRET="c" * 40, CONSOLE_OPERATORS="ops@example.com")
     root = logging.getLogger()
     saved = (list(root.handlers), root.level,
              {name: lg.disabled for name, lg in logging.Logger.manager.loggerDict.items()
