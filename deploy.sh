@@ -11,16 +11,27 @@ source "$ROOT/infra/lib.sh"
 
 usage() {
     cat <<'EOF'
-Usage: ./deploy.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry-run] [FUNCTION...]
+Usage: ./deploy.sh --project PROJECT_ID --region REGION [--env-file FILE] [--dry-run]
+                   [--allow-public-console] [FUNCTION...]
 
 Deploys every function (or only the ones named: webhook_intake or
 webhook-intake, timer_expiry, sweep, send_customer_email, record_analytics,
 request_refund, operator_console), then prints the webhook URLs to register with the store,
 Lightspeed and Veriff. --dry-run prints every command and runs none.
+--allow-public-console lets CONSOLE_ACCESS name allUsers, allAuthenticatedUsers
+or a public email domain (domain:gmail.com); without it they are refused.
 EOF
 }
 
-parse_common_args "$@"
+ARGS=()
+for arg in "$@"; do
+    if [[ $arg == --allow-public-console ]]; then
+        export CONSOLE_ALLOW_PUBLIC=true
+    else
+        ARGS+=("$arg")
+    fi
+done
+parse_common_args "${ARGS[@]}"
 load_settings
 # shellcheck source=infra/config.sh
 source "$ROOT/infra/config.sh"
@@ -217,36 +228,109 @@ wire_subscription() {
         "pubsub subscriptions" "$subscription" "${P[@]}"
 }
 
+# Email domains anyone can get an address at: domain:gmail.com admits the world.
+PUBLIC_EMAIL_DOMAINS=(gmail.com googlemail.com outlook.com hotmail.com live.com msn.com yahoo.com ymail.com
+    icloud.com me.com mac.com aol.com proton.me protonmail.com gmx.com gmx.net gmx.de web.de mail.com
+    yandex.com yandex.ru zoho.com fastmail.com hey.com qq.com 163.com)
+IAP_ACCESSOR=roles/iap.httpsResourceAccessor
+
+# split_members LIST: MEMBERS gets LIST's comma-separated members, trimmed;
+# "group:ops@x.example, user:a@x.example" (a space after the comma) is meant
+# as two members, not one whose name starts with a space.
+split_members() {
+    local entry
+    local -a entries=()
+    MEMBERS=()
+    IFS=, read -r -a entries <<<"$1"
+    for entry in "${entries[@]}"; do
+        entry=${entry#"${entry%%[![:space:]]*}"}
+        entry=${entry%"${entry##*[![:space:]]}"}
+        [[ -n $entry ]] && MEMBERS+=("$entry")
+    done
+    return 0
+}
+
+# A member that admits anyone with a Google account or a free mailbox.
+broad_member() {
+    local member=${1,,} domain
+    [[ $member == allusers || $member == allauthenticatedusers ]] && return 0
+    [[ $member == domain:* ]] || return 1
+    for domain in "${PUBLIC_EMAIL_DOMAINS[@]}"; do
+        [[ ${member#domain:} == "$domain" ]] && return 0
+    done
+    return 1
+}
+
+# Before anything is deployed: who may reach the console, and who may use it.
+check_console_access() {
+    local var member
+    for var in CONSOLE_ACCESS CONSOLE_OPERATORS CONSOLE_VIEWERS CONSOLE_VERIFIERS; do
+        split_members "${!var}"
+        for member in "${MEMBERS[@]}"; do
+            broad_member "$member" || continue
+            [[ $CONSOLE_ALLOW_PUBLIC == true ]] ||
+                die "$var names $member, which lets anyone in; name people or your own domain" \
+                    "(or pass --allow-public-console if that is really meant)"
+            log "warning: $var names $member (allowed by --allow-public-console)"
+        done
+    done
+    if [[ -z $CONSOLE_OPERATORS && -z $CONSOLE_VIEWERS ]]; then
+        [[ $DRY_RUN == 1 ]] ||
+            die "CONSOLE_OPERATORS (or CONSOLE_VIEWERS) is not set: the console serves only the people it lists (docs/DEPLOY.md)"
+        log "warning: CONSOLE_OPERATORS is not set; showing ops@store.example"
+        CONSOLE_OPERATORS=ops@store.example
+    fi
+}
+
 # The console is private: Identity-Aware Proxy in front of its Cloud Run
 # service, IAP's service agent its only invoker, and the CONSOLE_ACCESS members
-# the only people IAP lets through (docs/DEPLOY.md, "Operator console").
+# the only people IAP lets through (docs/DEPLOY.md, "Operator console"): the
+# members IAP's policy names beyond them are removed, so taking someone off
+# the list and deploying again revokes them.
 protect_console() {
     local project_number=$1 member
-    local -a members=() entries=()
     run gcloud beta run services update operator-console "${R[@]}" "${P[@]}" --iap
     ensure_binding roles/run.invoker \
         "serviceAccount:service-$project_number@gcp-sa-iap.iam.gserviceaccount.com" \
         "run services" operator-console "${R[@]}" "${P[@]}"
-    local entry
-    # Comma-separated; "group:ops@x.example, user:a@x.example" (a space after the comma) is
-    # meant as two members, not one whose name starts with a space.
-    IFS=, read -r -a entries <<<"$CONSOLE_ACCESS"
-    for entry in "${entries[@]}"; do
-        entry=${entry#"${entry%%[![:space:]]*}"}
-        entry=${entry%"${entry##*[![:space:]]}"}
-        [[ -n $entry ]] && members+=("$entry")
-    done
+    split_members "$CONSOLE_ACCESS"
+    local -a members=("${MEMBERS[@]}")
+    # IAP on a Cloud Run service is a beta resource type of the CLI (`iap web` offers only
+    # app-engine, backend-services and forwarding-rule in gcloud 528).
+    local -a resource=(--resource-type=cloud-run --service=operator-console "${R[@]}" "${P[@]}")
     if [[ ${#members[@]} -eq 0 ]]; then
-        log "CONSOLE_ACCESS is empty: nobody can open the operator console yet (see docs/DEPLOY.md)"
+        log "CONSOLE_ACCESS is empty: nobody can open the operator console (see docs/DEPLOY.md)"
+    else
+        local url
+        function_url url operator-console
+        log "operator console (staff, through IAP): $url"
+    fi
+    for member in "${members[@]}"; do
+        ensure_binding "$IAP_ACCESSOR" "$member" "beta iap web" "${resource[@]}"
+    done
+    local -a get=(gcloud beta iap web get-iam-policy "${resource[@]}" "${iam_policy_flags[@]}")
+    if [[ $DRY_RUN == 1 ]]; then
+        printf '# %s: remove every member not in CONSOLE_ACCESS (%s)\n' "$IAP_ACCESSOR" "${members[*]:-nobody}"
+        print_command "${get[@]}"
+        print_command gcloud beta iap web remove-iam-policy-binding "${resource[@]}" --member=user:not-on-the-list@store.example \
+            --role="$IAP_ACCESSOR"
         return 0
     fi
-    local url
-    function_url url operator-console
-    log "operator console (staff, through IAP): $url"
-    for member in "${members[@]}"; do
-        ensure_binding roles/iap.httpsResourceAccessor "$member" "iap web" \
-            --resource-type=cloud-run --service=operator-console "${R[@]}" "${P[@]}"
-    done
+    local policy role stray kept removed=0
+    policy=$("${get[@]}") || die "cannot read the IAP policy of operator-console"
+    while IFS=$'\t' read -r role stray; do
+        [[ $role == "$IAP_ACCESSOR" && -n $stray ]] || continue
+        kept=0
+        for member in "${members[@]}"; do
+            [[ ${member,,} == "${stray,,}" ]] && kept=1
+        done
+        [[ $kept == 1 ]] && continue
+        log "gone $IAP_ACCESSOR for $stray (not in CONSOLE_ACCESS)"
+        run_retry gcloud beta iap web remove-iam-policy-binding "${resource[@]}" --member="$stray" \
+            --role="$IAP_ACCESSOR" >/dev/null || die "cannot remove $stray from the console's IAP policy"
+        removed=$((removed + 1))
+    done <<<"$policy"
+    log "IAP policy of operator-console: ${#members[@]} member(s) of CONSOLE_ACCESS, $removed removed"
 }
 
 # Before any function: bring the schema to this code's version and the
@@ -312,6 +396,9 @@ main() {
     fi
     if selected request-refund && [[ $REFUND_BACKEND == http ]]; then
         require_setting REFUND_API_URL "https://refunds.example.com/api"
+    fi
+    if selected operator-console; then
+        check_console_access
     fi
     check_secret_values
     migrate_database

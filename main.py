@@ -16,6 +16,10 @@ _ENTRY_POINTS = frozenset(f.entry_point for f in FUNCTIONS)
 
 def __getattr__(name: str):
     if name in _ENTRY_POINTS:
+        # Every function's app answers a body its server cannot parse with 400, not 500, and
+        # logs through our one JSON handler (functions-framework may have installed its own).
+        importlib.import_module("functions._http").guard_current_app()
+        importlib.import_module("shared.log").configure()
         return getattr(importlib.import_module(f"functions.{name}"), name)
     raise AttributeError(f"module 'main' has no attribute {name!r}")
 

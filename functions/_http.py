@@ -12,6 +12,7 @@ from typing import Any
 
 import flask
 import functions_framework
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from shared import log as logctx
 from shared import trace as tracing
@@ -59,16 +60,20 @@ def json_response(status: int, body: dict[str, Any], request_id: str) -> flask.R
     return response
 
 
+UNAVAILABLE = "temporarily unavailable"
+
+
 def error_response(exc: Exception, request_id: str) -> flask.Response:
+    """The public answer to an error: a caller's mistake is named (a field, a header), but
+    nothing of ours is (no variable, component, schema version or command): that is in
+    the log line only."""
     if isinstance(exc, PermanentError):
-        body = {"error": str(exc), "code": exc.code}
+        body = {"error": exc.public_message or str(exc), "code": exc.code}
         if exc.field:
             body["field"] = exc.field
         return json_response(exc.status, body, request_id)
-    if isinstance(exc, TransientError):
-        return json_response(503, {"error": str(exc), "component": exc.component}, request_id)
-    if isinstance(exc, ConfigError):
-        return json_response(503, {"error": "service misconfigured", "variable": exc.variable}, request_id)
+    if isinstance(exc, (TransientError, ConfigError)):
+        return json_response(503, {"error": UNAVAILABLE}, request_id)
     return json_response(500, {"error": "internal error"}, request_id)
 
 
@@ -92,6 +97,8 @@ def http_entry(name: str, route_of: Callable[[flask.Request], str] | None = None
                     logctx.bound(request_id=request_id, function=name):
                 try:
                     status, body = handler(request, request_id)
+                except HTTPException:
+                    raise  # a malformed body (MalformedBody) or another of werkzeug's: Flask answers it
                 except PermanentError as exc:
                     log.warning("rejected: %s", exc, extra={"labels": {"status": str(exc.status)}})
                     response = error_response(exc, request_id)
@@ -114,3 +121,92 @@ def http_entry(name: str, route_of: Callable[[flask.Request], str] | None = None
 def _answered(status: int, route: str) -> None:
     log.info("answered %s", status, extra={"labels": {
         "event": "http.answered", "route": route, "status": str(status), "status_class": f"{status // 100}xx"}})
+
+
+# ---- the edge: a request body the server cannot parse ----------------------------------
+
+try:  # what gunicorn (the server functions-framework runs) raises while reading a broken body
+    from gunicorn.http.errors import ParseException as _ServerParseError
+except ImportError:  # pragma: no cover - another server
+    class _ServerParseError(Exception):
+        pass
+
+_UNREADABLE = (_ServerParseError, OSError)  # werkzeug's dev server: OSError("Invalid chunk header")
+
+
+class MalformedBody(BadRequest):
+    """The server could not read the request body (a chunk size `zz`, a truncated chunk)."""
+
+    description = "malformed request"
+
+
+class _GuardedInput:
+    """`wsgi.input` that turns the server's parse error into MalformedBody once, then reads as
+    empty (functions-framework drains the body after every request: it must not raise again)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.failed = False
+
+    def _guard(self, read, *args):
+        if self.failed:
+            return b""
+        try:
+            return read(*args)
+        except _UNREADABLE:
+            self.failed = True
+            raise MalformedBody() from None
+
+    def read(self, *args):
+        return self._guard(self._stream.read, *args)
+
+    def readline(self, *args):
+        return self._guard(self._stream.readline, *args)
+
+    def readlines(self, *args):
+        return [] if self.failed else self._guard(self._stream.readlines, *args)
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+
+class MalformedRequestGuard:
+    """WSGI middleware on every function's app: a body the server cannot parse is answered 400
+    (a generic JSON body), wherever it was found: in our handler, in Flask's form parsing or in
+    functions-framework's own after-request drain (which Flask answers 500 otherwise)."""
+
+    def __init__(self, app: Callable, name: str) -> None:
+        self.app, self.name = app, name
+
+    def __call__(self, environ: dict, start_response: Callable):
+        guarded = _GuardedInput(environ.get("wsgi.input"))
+        environ["wsgi.input"] = guarded
+        started: list = []
+
+        def hold(status, headers, exc_info=None):
+            started[:] = [status, headers, exc_info]
+            return lambda data: None  # no function of ours writes through write()
+
+        body = self.app(environ, hold)
+        if not guarded.failed:
+            start_response(*started)
+            return body
+        if hasattr(body, "close"):
+            body.close()
+        with logctx.bound(function=self.name):
+            log.warning("malformed request body refused", extra={"labels": {"status": "400"}})
+        payload = json.dumps({"error": "malformed request", "code": "malformed_request"}).encode()
+        start_response("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                                           ("Connection", "close"), *SECURITY_HEADERS.items()])
+        return [payload]
+
+
+def guard_current_app() -> None:
+    """Put MalformedRequestGuard around the app functions-framework is building (it loads the
+    entry point inside that app's context); once per app."""
+    if not flask.has_app_context():
+        return
+    app = flask.current_app._get_current_object()
+    if not isinstance(app.wsgi_app, MalformedRequestGuard):
+        app.wsgi_app = MalformedRequestGuard(app.wsgi_app, app.name)

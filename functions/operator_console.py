@@ -10,11 +10,14 @@ from functions._http import request_id_of
 from shared import bootstrap
 from shared import log as logctx
 from shared import trace as tracing
+from shared.config import Runtime
 from shared.console import app, auth
 
 NAME = "operator_console"
 REQUIRED = ("CONSOLE_SECRET",)
 bootstrap.check_at_start(NAME, *REQUIRED)
+if NAME in Runtime.from_env().function_targets:  # behind IAP, no list: refuse to start
+    auth.require_allowlist(bootstrap.settings().console)
 logctx.configure()
 
 

@@ -8,7 +8,7 @@ import logging
 
 import flask
 
-from functions._http import http_entry
+from functions._http import MethodNotAllowed, NotFound, http_entry
 from shared import bootstrap
 from shared.db import health as health_numbers
 from shared.handlers import health, redrive, retention, timers
@@ -23,8 +23,17 @@ metrics_log = logging.getLogger("functions.sweep.metrics")
 
 @http_entry(NAME)
 def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
-    if request.path.rstrip("/") == "/health":
+    # What Cloud Scheduler sends (POST /) and the deep health check (GET /health); nothing else
+    # runs a sweep (a GET, PUT or HEAD to any path did).
+    path = request.path.rstrip("/") or "/"
+    if path == "/health":
+        if request.method != "GET":
+            raise MethodNotAllowed("use GET")
         return health.check(bootstrap.container, include_queue=True)
+    if path != "/":
+        raise NotFound(f"no route {path}")
+    if request.method != "POST":
+        raise MethodNotAllowed("use POST")
     c = bootstrap.container()
     now = c.clock.now()
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)

@@ -7,7 +7,7 @@ import logging
 
 import flask
 
-from functions._http import http_entry
+from functions._http import MethodNotAllowed, NotFound, http_entry
 from shared import bootstrap
 from shared import log as logctx
 from shared.domain.jsonsafe import loads_guarded
@@ -21,6 +21,10 @@ log = logging.getLogger("functions.timer_expiry")
 
 @http_entry(NAME)
 def timer_expiry(request: flask.Request, request_id: str) -> tuple[int, dict]:
+    if (request.path.rstrip("/") or "/") != "/":  # Cloud Tasks POSTs to TIMER_URL, the function's root
+        raise NotFound("no such route")
+    if request.method != "POST":
+        raise MethodNotAllowed("use POST")
     logctx.bind(task=logctx.identifier(request.headers.get("X-CloudTasks-TaskName")),
                 retry_count=logctx.identifier(request.headers.get("X-CloudTasks-TaskRetryCount", "0")))
     try:

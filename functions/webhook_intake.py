@@ -12,6 +12,7 @@ from functions._http import MethodNotAllowed, NotFound, http_entry, read_body
 from shared import bootstrap, inbound
 from shared import log as logctx
 from shared.config import IntakeRelay
+from shared.ports import SystemClock
 
 NAME = "webhook_intake"
 REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
@@ -36,7 +37,9 @@ def webhook_intake(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if request.method != "POST":
         raise MethodNotAllowed("use POST")
     body = read_body(request, source.content_type, settings.inbound.max_body_bytes)
-    delivery_id = source.verify(request.headers, body, bootstrap.container().clock.now())
+    # The signature first, on the system clock: an unsigned request never builds the pool or
+    # runs the schema check (a stranger cannot make a cold instance touch the database).
+    delivery_id = source.verify(request.headers, body, SystemClock().now())
     command = source.parse(body, delivery_id, request.headers)
     if command is None:
         return 200, {"status": "ignored", "detail": "nothing to do for this delivery"}

@@ -84,8 +84,18 @@ LIGHTSPEED_ENABLED=${LIGHTSPEED_ENABLED:-true}
 # allocated: instance-based billing); in_request: it relays before answering.
 INTAKE_RELAY=${INTAKE_RELAY:-after_response}
 # Who may open the operator console through Identity-Aware Proxy: IAM members,
-# comma-separated (group:ops@store.example,user:alice@store.example).
+# comma-separated (group:ops@store.example,user:alice@store.example). deploy.sh
+# makes IAP's list equal this one (members not on it are removed) and refuses
+# allUsers, allAuthenticatedUsers and public email domains (domain:gmail.com)
+# unless CONSOLE_ALLOW_PUBLIC=true (or --allow-public-console).
 CONSOLE_ACCESS=${CONSOLE_ACCESS:-}
+CONSOLE_ALLOW_PUBLIC=${CONSOLE_ALLOW_PUBLIC:-false}
+# The console's own lists, checked after IAP (emails, domain:store.example):
+# operators act, viewers read, verifiers (optional; else every operator) may
+# verify an order's age by hand. Operators or viewers are required.
+CONSOLE_OPERATORS=${CONSOLE_OPERATORS:-}
+CONSOLE_VIEWERS=${CONSOLE_VIEWERS:-}
+CONSOLE_VERIFIERS=${CONSOLE_VERIFIERS:-}
 # The audience IAP puts in its assertions; deploy.sh derives the Cloud Run one
 # (/projects/NUMBER/locations/REGION/services/operator-console) when unset.
 CONSOLE_IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-}
@@ -246,7 +256,9 @@ function_spec() {
             # actions schedule timers and publish like the intake's, so it relays like it.
             FN_SA=$SA_CONSOLE FN_USES_TASKS=true
             FN_PUBLISHES=("${TOPICS[@]}")
-            FN_ENV=("CONSOLE_AUTH=iap" "IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-set-by-deploy}")
+            FN_ENV=("CONSOLE_AUTH=iap" "IAP_AUDIENCE=${CONSOLE_IAP_AUDIENCE:-set-by-deploy}"
+                "CONSOLE_OPERATORS=$CONSOLE_OPERATORS" "CONSOLE_VIEWERS=$CONSOLE_VIEWERS"
+                "CONSOLE_VERIFIERS=$CONSOLE_VERIFIERS")
             max=2 pool=1 overflow=1 memory=512Mi timeout=60s
             ;;
         *)

@@ -145,6 +145,27 @@ def _webhook_secret(r: _Reader, variable: str, default) -> bytes | None:
     return r.webhook_secret(variable)
 
 
+_EMAIL = re.compile(r"[^@\s,:]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
+_DOMAIN = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
+
+
+def _people(r: _Reader, variable: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A console allowlist: `alice@example.com, domain:example.com` (`user:` accepted and
+    dropped), lower-cased. Groups and `allUsers` cannot be checked in an IAP assertion."""
+    value = r.text(variable)
+    if value is None:
+        return default
+    entries = []
+    for raw in (part.strip().lower() for part in value.split(",")):
+        entry = raw.removeprefix("user:")
+        if not entry:
+            continue
+        if not (_EMAIL.fullmatch(entry) or (entry.startswith("domain:") and _DOMAIN.fullmatch(entry[7:]))):
+            raise ConfigError(variable, f"{raw[:60]!r} is neither an email nor domain:<domain>")
+        entries.append(entry)
+    return tuple(entries)
+
+
 class _Section:
     """What every section shares: reading itself from the environment (each field names its
     variable and reader once), its own cross-field rules (`_check`), and `require`."""
@@ -197,7 +218,7 @@ def _lookup(section, variable: str):
 class DatabaseSettings(_Section):
     """PostgreSQL: a URL, or Cloud SQL through the connector; the per-instance pool."""
 
-    url: str | None = _env("DATABASE_URL")
+    url: str | None = _env("DATABASE_URL", secret=True)  # may hold the password
     instance_connection_name: str | None = _env("INSTANCE_CONNECTION_NAME")
     name: str = _env("DB_NAME", "verification")
     user: str | None = _env("DB_USER")
@@ -275,6 +296,7 @@ class VeriffSettings(_Section):
     shared_secret: str | None = _env("VERIFF_SHARED_SECRET", secret=True)
     base_url: str = _env("VERIFF_BASE_URL", "https://stationapi.veriff.com", read=_url)
     local_verify_url: str = _env("LOCAL_VERIFY_URL", "http://127.0.0.1:8080/verify")
+    on_cloud_run: bool = _env("K_SERVICE", False, read=_present)  # the local stand-in is refused there
 
     def _check(self, r: _Reader) -> None:
         if self.api_key and self.base_url.lower() != "local":
@@ -455,6 +477,9 @@ class RefundSettings(_Section):
             _require_https("REFUND_API_URL", self.api_url)
 
 
+CONSOLE_SECRET_MIN = 32  # it keys the CSRF tokens: as long as a random 32-byte key's base64 at least
+
+
 @dataclass(frozen=True)
 class ConsoleSettings(_Section):
     """The operator console: IAP (`iap`) or the local stack's `dev` sign-in, its CSRF secret,
@@ -465,10 +490,21 @@ class ConsoleSettings(_Section):
     iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
     secret: str | None = _env("CONSOLE_SECRET", secret=True)
     local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
+    # Who IAP admits and may then read (viewers) or act (operators); the manual verify may be
+    # kept to fewer (verifiers; unset: every operator). Required with CONSOLE_AUTH=iap.
+    operators: tuple[str, ...] = _env("CONSOLE_OPERATORS", (), read=_people)
+    viewers: tuple[str, ...] = _env("CONSOLE_VIEWERS", (), read=_people)
+    verifiers: tuple[str, ...] = _env("CONSOLE_VERIFIERS", (), read=_people)
 
     def _check(self, r: _Reader) -> None:
-        if self.auth == ConsoleAuth.DEV and r.text("K_SERVICE"):
+        if not r.text("K_SERVICE"):
+            return
+        if self.auth == ConsoleAuth.DEV:
             raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")
+        if not self.iap_public_keys_url.startswith("https://"):
+            raise ConfigError("IAP_PUBLIC_KEYS_URL", "must be an https:// URL on Cloud Run")
+        if self.secret is not None and len(self.secret) < CONSOLE_SECRET_MIN:
+            raise ConfigError("CONSOLE_SECRET", f"must be at least {CONSOLE_SECRET_MIN} characters on Cloud Run")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ class PermanentError(ServiceError):
 
     status = 400
     code = "bad_request"
+    public_message: str | None = None  # what a caller is told, when the message names our settings
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -65,6 +66,7 @@ class MethodNotAllowed(PermanentError):
 class RouteDisabled(PermanentError):
     status = 404
     code = "route_disabled"
+    public_message = "no such route"
 
 
 class BodyTooLarge(PermanentError):

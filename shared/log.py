@@ -116,14 +116,30 @@ def describe_exception(exc: BaseException) -> str:
 
 
 
+_OURS = ("functions", "shared", "devstack")
+
+
 def configure() -> None:
-    """Install the JSON handler on the root logger once (idempotent)."""
+    """One JSON handler on the root logger, whatever was installed before (idempotent).
+
+    A plain stream handler someone else put there is removed: functions-framework installs
+    one with LOG_EXECUTION_ID=true (by `logging.config.dictConfig`, which also disables the
+    loggers that existed then), and it would print every line a second time, exception
+    messages and all. Handlers of other kinds (a test's capture) are left alone."""
     root = logging.getLogger()
-    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    foreign = [h for h in root.handlers
+               if type(h) is logging.StreamHandler and not isinstance(h.formatter, JsonFormatter)]
+    for handler in foreign:
+        root.removeHandler(handler)
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in _OURS:
+            logger.disabled = False
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) and not foreign:
         return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root.addHandler(handler)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
     root.setLevel(Runtime.from_env().log_level)
 
 

@@ -15,8 +15,8 @@ ORDER is a session key (`123`, `lightspeed:123`) or a store's own order id: a ba
 the generic order 123 and the Lightspeed sale 123; `status` shows every match, an action on an id
 that several sources share needs `--source orders|lightspeed`.
 
-Tables by default, `--json` for scripts. Actions are recorded as `operator:<--by>` (default: your
-user name) and relayed before the command returns. With neither DATABASE_URL nor
+Tables by default, `--json` for scripts. Actions are recorded as `cli:<database user> (<--by>)`
+(default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed before the command returns. With neither DATABASE_URL nor
 INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
 """
 
@@ -348,6 +348,17 @@ _COMMANDS = {
 }
 
 
+def _cli_actor(c, name: str) -> str:
+    """`cli:<database session user> (<name>)`: recorded apart from the console's IAP-verified
+    `operator:<email>`, since `--by` (or $USER) is only what the person typing said."""
+    from shared.db import operator_store
+    from shared.handlers.intake import CLI_ACTOR
+
+    with c.db.read() as conn:
+        user = operator_store.session_user(conn)
+    return f"{CLI_ACTOR}{user} ({name})"
+
+
 def main(argv: list[str]) -> int:
     from shared.errors import ServiceError
 
@@ -357,7 +368,7 @@ def main(argv: list[str]) -> int:
         from shared import bootstrap
 
         c = bootstrap.container()
-        operator = args.by or Runtime.from_env().operator or getpass.getuser()
+        operator = _cli_actor(c, args.by or Runtime.from_env().operator or getpass.getuser())
         return _COMMANDS.get(args.command, _act)(c, args, operator)
     except UsageError as exc:
         print(f"python -m shared.operator: {exc} (see --help)", file=sys.stderr)

@@ -24,7 +24,7 @@ import requests
 from shared.ports import Clock, ProviderSession, SystemClock, VerificationProvider
 from shared.config import VeriffSettings
 from shared.adapters.json_post import post_json
-from shared.errors import PermanentError, TransientError
+from shared.errors import ConfigError, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def make_verification_provider(settings: VeriffSettings) -> VerificationProvider
     base_url = (settings.base_url or "").strip()
     if settings.api_key and base_url and base_url.lower() != LOCAL:
         return VeriffClient(base_url, settings.api_key)
+    if settings.on_cloud_run:  # customers would get http://127.0.0.1 links with predictable ids
+        raise ConfigError("VERIFF_API_KEY", "is required on Cloud Run (the local stand-in serves local stacks only)")
     return LocalVerificationProvider(settings.local_verify_url)
 
 

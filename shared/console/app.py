@@ -110,7 +110,7 @@ class Page:
 
 def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
     if settings.console.auth == ConsoleAuth.DEV:
-        return auth.dev_identity(request.remote_addr, request.host)
+        return auth.dev_identity(request.remote_addr, request.host, request.headers)
     return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
                            keys=keys)
 
@@ -127,6 +127,7 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
             return flask.Response((HERE / "static" / "console.css").read_text(), mimetype="text/css")
         settings = settings_of()
         operator = identify(request, settings, keys_of(settings.console.iap_public_keys_url))
+        auth.authorize(operator, settings.console, _need(endpoint, request.method, args))
         secret = settings.require("CONSOLE_SECRET")
         if request.method == "POST":
             csrf.check(secret, operator, request.form.get("csrf"))
@@ -140,6 +141,15 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
     except (TransientError, ConfigError) as exc:
         log.error("unavailable: %s", exc)
         return _error_page(503, "the console cannot reach what it needs right now; try again shortly")
+
+
+def _need(endpoint: str, method: str, args: dict) -> str:
+    """What a request needs of its operator: the filter form is POSTed but only reads."""
+    if endpoint == "action":
+        return auth.VERIFY if args.get("action") == "verify" else auth.ACT
+    if endpoint == "retry" or (endpoint == "provider" and method == "POST"):
+        return auth.ACT
+    return auth.VIEW
 
 
 def _error_page(status: int, message: str) -> flask.Response:
@@ -176,6 +186,9 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
     """The list. The filter form is POSTed, so a searched customer email stays out of the URL
     (which Cloud Run, the load balancer and the browser's history record); links filter by GET."""
     source = request.form if request.method == "POST" else request.args
+    if request.method == "GET" and "@" in source.get("q", ""):
+        raise actions.BadAction("search for an email with the search form: it is posted, so the address "
+                                "stays out of URLs and logs")
     chosen = _filter_from(source)
     try:
         with bootstrap.container().db.read() as conn:

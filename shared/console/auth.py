@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 from google.auth import jwt
 
-from shared.errors import Forbidden, TransientError, Unauthorized
+from shared.config import ConsoleAuth, ConsoleSettings
+from shared.errors import ConfigError, Forbidden, TransientError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,49 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def dev_identity(remote_addr: str | None, host: str) -> str:
-    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only."""
+# What a forwarder on this machine adds (nginx, ngrok, a load balancer, a tunnel's proxy): a
+# request that went through one came from elsewhere, whatever its socket says.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP",
+                      "Via", "CF-Connecting-IP", "True-Client-IP", "X-Client-IP", "X-Original-URL")
+
+
+def dev_identity(remote_addr: str | None, host: str, headers=None) -> str:
+    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only, and not
+    through a forwarder that says so (a plain TCP tunnel is caught by its Host only)."""
     server = host.rsplit(":", 1)[0].strip("[]")
     if not _loopback(remote_addr) or not (server == "localhost" or _loopback(server)):
         raise Forbidden("the dev identity serves 127.0.0.1 only")
+    if headers is not None and any(headers.get(name) is not None for name in FORWARDING_HEADERS):
+        raise Forbidden("the dev identity serves 127.0.0.1 only, not requests forwarded to it")
     return DEV_IDENTITY
+
+
+# What a request needs: to read (viewers and operators), to act (operators), to verify an
+# order's age by hand (operators, or only CONSOLE_VERIFIERS when that list is set).
+VIEW, ACT, VERIFY = "view", "act", "verify"
+
+
+def listed(email: str, entries: tuple[str, ...]) -> bool:
+    """`email` is on the list: by itself, or by its exact domain (`domain:example.com`)."""
+    email = email.strip().lower()
+    return any(entry == email or entry == f"domain:{email.rpartition('@')[2]}" for entry in entries)
+
+
+def require_allowlist(console: ConsoleSettings) -> None:
+    """Behind IAP the console needs its own list: IAP admitting someone is not enough."""
+    if console.auth == ConsoleAuth.IAP and not (console.operators or console.viewers):
+        raise ConfigError("CONSOLE_OPERATORS", "is required with CONSOLE_AUTH=iap (CONSOLE_VIEWERS beside it): "
+                          "who may use the console")
+
+
+def authorize(email: str, console: ConsoleSettings, need: str) -> None:
+    """Forbidden unless `email` may do what `need` says. The local dev identity is an operator."""
+    if console.auth == ConsoleAuth.DEV:
+        return
+    require_allowlist(console)
+    operator = listed(email, console.operators)
+    allowed = {VIEW: operator or listed(email, console.viewers), ACT: operator,
+               VERIFY: operator and (not console.verifiers or listed(email, console.verifiers))}[need]
+    if not allowed:
+        what = {VIEW: "use the console", ACT: "act on orders", VERIFY: "verify an order by hand"}[need]
+        raise Forbidden(f"you may not {what}: ask for your address to be added to the console's list")

@@ -201,3 +201,24 @@ def apply_grants(conn: Connection, members: Mapping[str, list[str]] | None = Non
                     conn.execute(text(f"GRANT USAGE ON SEQUENCE {sequence} TO {quoted}"))
         for user in (members or {}).get(function, []):
             conn.execute(text(f"GRANT {quoted} TO {_quote(conn, user)}"))
+    _no_ddl_through_public(conn)
+
+
+def _no_ddl_through_public(conn: Connection) -> None:
+    """What every role gets through PUBLIC: CREATE in schema public (before PostgreSQL 15)
+    and TEMP on the database (every version) are revoked, so "no DDL" holds on any version;
+    `place_order` gets a fixed search_path (a role that could create objects earlier in its
+    path could otherwise put its own in front of ours). Run as the owner; `ALTER FUNCTION`
+    keeps the function's body (migrations own it)."""
+    conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+    conn.execute(text("""
+        DO $$ BEGIN
+            EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+        END $$"""))
+    conn.execute(text("""
+        DO $$ DECLARE f regprocedure; BEGIN
+            FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'public' AND p.proname = 'place_order' LOOP
+                EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, public, pg_temp', f);
+            END LOOP;
+        END $$"""))

@@ -120,3 +120,8 @@ def retry_store_action(conn: Connection, order_id: str, action: str, connector: 
         conn.execute(text("UPDATE verification_sessions SET refund_status = NULL "
                           "WHERE order_id = :o AND refund_status = 'manual'"), {"o": order_id})
     return None
+
+
+def session_user(conn: Connection) -> str:
+    """The database user this connection logged in as (what the operator CLI records as its actor)."""
+    return conn.execute(text("SELECT session_user")).scalar_one()

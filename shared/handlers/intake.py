@@ -165,6 +165,15 @@ def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: 
                        record_unknown=True, stores=stores)
 
 
+CLI_ACTOR = "cli:"  # what the operator CLI records: its database session user, then the --by it was given
+
+
+def operator_actor(operator: str) -> str:
+    """The event actor of an operator's action: `operator:<IAP-verified email>` from the console,
+    the CLI's own `cli:<database user> (<--by>)` as it is (a self-declared name, not verified)."""
+    return operator if operator.startswith(CLI_ACTOR) else f"operator:{operator}"
+
+
 def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
                     reason: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded."""
@@ -172,7 +181,7 @@ def operator_action(db: Database, order_id: str, action: str, *, operator: str, 
     details = {"manual": True, **({"reason": reason} if reason else {})}
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
                        details, ignored_event=Event.DECISION_IGNORED, now=now,
-                       request_id=None, actor=f"operator:{operator}", stores=stores)
+                       request_id=None, actor=operator_actor(operator), stores=stores)
 
 
 def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:

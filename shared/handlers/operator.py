@@ -22,7 +22,9 @@ RESEND_GUARD = timedelta(minutes=1)  # a resend within this of the last is a rep
 
 
 def actor(operator: str) -> str:
-    return f"operator:{operator}"
+    from shared.handlers.intake import operator_actor
+
+    return operator_actor(operator)
 
 
 def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) -> Result:

@@ -32,6 +32,7 @@ VERBS = READ_VERBS | {
     "deploy",
     "add",
     "add-iam-policy-binding",
+    "remove-iam-policy-binding",
     "mk",
     "print-access-token",
     "set-password",
@@ -355,7 +356,7 @@ class Cloud:
         self.need("function", rest[0], region)["iap"] = True
         return ""
 
-    def g_iap_web(self, verb, rest, flags):
+    def g_beta_iap_web(self, verb, rest, flags):
         """IAP's own policy on a Cloud Run service (who may pass IAP), apart from run.invoker."""
         if flags.get("resource-type") != "cloud-run":
             raise Fail("fake gcloud: iap web only for --resource-type=cloud-run", 3)
@@ -506,6 +507,12 @@ class Cloud:
             self.need_member(member)
             if [role, member] not in bindings:
                 bindings.append([role, member])
+            return ""
+        if verb == "remove-iam-policy-binding":
+            member, role = str(flags["member"]), str(flags["role"])
+            if [role, member] not in bindings:
+                raise Fail("ERROR: Policy binding with the specified principal, role, and any condition not found!")
+            bindings.remove([role, member])
             return ""
         raise Fail(f"fake gcloud: {kind} {verb}", 3)
 

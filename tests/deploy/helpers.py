@@ -54,7 +54,7 @@ OPERATOR_SECRETS = {
 }
 
 # Settings an operator puts in the env file.
-OPERATOR_SETTINGS = {"EMAIL_FROM": "verify@store.example"}
+OPERATOR_SETTINGS = {"EMAIL_FROM": "verify@store.example", "CONSOLE_OPERATORS": "alice@store.example"}
 
 READ_VERBS = {"describe", "list", "get-iam-policy", "access", "show"}
 

@@ -349,3 +349,22 @@ def test_dry_run_prints_the_webhook_urls(deploy_dry):
 
     for path in ("/webhooks/orders", "/webhooks/lightspeed", "/webhooks/veriff"):
         assert f"https://webhook-intake-dry-run.a.run.app{path}" in run.stdout
+
+
+def test_broad_console_access_is_refused_in_a_dry_run_too(tmp_path):
+    """The issue's reproduction: allAuthenticatedUsers and domain:gmail.com printed a binding."""
+    run = dry_run(DEPLOY, *TARGET, "operator_console", root=tmp_path,
+                  env={"CONSOLE_ACCESS": "allAuthenticatedUsers, domain:gmail.com"})
+    assert run.returncode != 0
+    assert "CONSOLE_ACCESS names allAuthenticatedUsers, which lets anyone in" in run.stderr
+    assert "allAuthenticatedUsers" not in run.stdout and run.calls == []
+
+
+def test_a_dry_run_shows_the_iap_policy_being_made_equal_to_the_list(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, "operator_console", root=tmp_path,
+                  env={"CONSOLE_ACCESS": "group:ops@store.example", "CONSOLE_OPERATORS": "alice@store.example"})
+    assert run.returncode == 0, run.stderr
+    commands = commands_in(run.stdout)
+    assert any(c[:5] == ["gcloud", "beta", "iap", "web", "get-iam-policy"] for c in commands)
+    assert any(c[:5] == ["gcloud", "beta", "iap", "web", "remove-iam-policy-binding"] for c in commands)
+    assert "remove every member not in CONSOLE_ACCESS (group:ops@store.example)" in run.stdout

@@ -4,6 +4,8 @@ Scheduler job and the URLs it prints."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.deploy.helpers import (
     DEPLOY,
     OPERATOR_SECRETS,
@@ -221,7 +223,64 @@ def test_without_console_access_nobody_is_let_through(provisioned):
 
     assert run.returncode == 0, run.stderr
     assert "CONSOLE_ACCESS is empty" in run.stderr
-    assert f"iap:operator-console:{REGION}" not in provisioned.state()["policies"]
+    assert not provisioned.state()["policies"].get(f"iap:operator-console:{REGION}")
+
+
+def test_the_iap_policy_is_made_equal_to_console_access_removing_a_stray_member(provisioned):
+    """Someone taken off CONSOLE_ACCESS (or added by hand) is removed on the next deploy, and
+    the deploy says so; the members on the list stay."""
+    first = provisioned.run(DEPLOY, *TARGET, env={"CONSOLE_ACCESS": "group:ops@store.example,user:bob@store.example"})
+    assert first.returncode == 0, first.stderr
+    added = provisioned.gcloud("beta", "iap", "web", "add-iam-policy-binding", "--resource-type=cloud-run",
+                               "--service=operator-console", f"--region={REGION}", f"--project={PROJECT}",
+                               "--member=user:mallory@store.example", "--role=roles/iap.httpsResourceAccessor")
+    assert added.returncode == 0, added.stderr
+
+    run = provisioned.run(DEPLOY, *TARGET, "operator_console", env={"CONSOLE_ACCESS": "group:ops@store.example"})
+
+    assert run.returncode == 0, run.stderr
+    assert {tuple(b) for b in provisioned.state()["policies"][f"iap:operator-console:{REGION}"]} == {
+        ("roles/iap.httpsResourceAccessor", "group:ops@store.example")}
+    assert "gone roles/iap.httpsResourceAccessor for user:bob@store.example" in run.stderr
+    assert "gone roles/iap.httpsResourceAccessor for user:mallory@store.example" in run.stderr
+    assert "1 member(s) of CONSOLE_ACCESS, 2 removed" in run.stderr
+    removals = [argv for argv in run.calls if "remove-iam-policy-binding" in argv]
+    assert len(removals) == 2
+
+
+@pytest.mark.parametrize("access", ["allUsers", "allAuthenticatedUsers", "domain:gmail.com", "domain:Outlook.com",
+                                    "user:alice@store.example, domain:yahoo.com"])
+def test_broad_console_access_is_refused_before_anything_is_deployed(provisioned, access):
+    run = provisioned.run(DEPLOY, *TARGET, "operator_console", env={"CONSOLE_ACCESS": access})
+
+    assert run.returncode != 0
+    assert "lets anyone in" in run.stderr and "--allow-public-console" in run.stderr
+    assert not [argv for argv in run.calls if argv[1:3] == ["functions", "deploy"]]
+    assert not provisioned.state()["policies"].get(f"iap:operator-console:{REGION}")
+
+
+def test_broad_console_access_is_bound_only_with_the_explicit_flag(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET, "--allow-public-console", env={"CONSOLE_ACCESS": "domain:gmail.com"})
+
+    assert run.returncode == 0, run.stderr
+    assert "warning: CONSOLE_ACCESS names domain:gmail.com" in run.stderr
+    assert {tuple(b) for b in provisioned.state()["policies"][f"iap:operator-console:{REGION}"]} == {
+        ("roles/iap.httpsResourceAccessor", "domain:gmail.com")}
+
+
+def test_the_console_gets_its_own_lists_and_is_not_deployed_without_them(provisioned):
+    assert provisioned.run(DEPLOY, *TARGET, "timer_expiry").returncode == 0
+    run = provisioned.run(DEPLOY, *TARGET, "operator_console",
+                          env={"CONSOLE_OPERATORS": "alice@store.example,domain:store.example",
+                               "CONSOLE_VIEWERS": "audit@store.example"})
+    assert run.returncode == 0, run.stderr
+    [console] = deployed(run.calls)
+    assert env_of(console)["CONSOLE_OPERATORS"] == "alice@store.example,domain:store.example"
+    assert env_of(console)["CONSOLE_VIEWERS"] == "audit@store.example"
+
+    refused = provisioned.run(DEPLOY, *TARGET, "operator_console", env={"CONSOLE_OPERATORS": ""})
+    assert refused.returncode != 0 and "CONSOLE_OPERATORS (or CONSOLE_VIEWERS) is not set" in refused.stderr
+    assert deployed(refused.calls) == []
 
 
 def test_the_schema_step_runs_once_as_the_migrator_before_the_first_function(provisioned):

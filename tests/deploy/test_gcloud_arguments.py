@@ -43,7 +43,8 @@ pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"parser check s
 VARIANT = {"DB_IAM_AUTH": "false", "REFUND_BACKEND": "http",
            "REFUND_API_URL": "https://shop.example/refunds", "EMAIL_BACKEND": "smtp",
            "EMAIL_FROM": "Acme Store <verify@acme.example>", "REMINDER_OFFSETS": "24h,60h",
-           "LIGHTSPEED_ENABLED": "false", "ALERT_EMAILS": "oncall@store.example,ops@store.example"}
+           "LIGHTSPEED_ENABLED": "false", "ALERT_EMAILS": "oncall@store.example,ops@store.example",
+           "CONSOLE_ACCESS": "group:ops@acme.example, user:alice@acme.example"}
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from tests.iap_keys import AUDIENCE, IapKeys
 
 ALICE = "alice@example.com"
 SECRET = "console-test-secret"
+OPERATORS = "alice@example.com, bob@example.com"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def keys() -> IapKeys:
 @pytest.fixture
 def console(app_env, keys, tmp_path):
     app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE,
-            IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+            IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path), CONSOLE_OPERATORS=OPERATORS)
     return client_for("operator_console")
 
 
@@ -89,6 +90,78 @@ def test_requests_without_a_valid_iap_assertion_are_refused(console, keys, db, s
     assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
 
 
+# ---- who may do what: the console's own lists, after IAP ---------------------------
+
+
+@pytest.fixture
+def listed_console(app_env, keys, tmp_path):
+    """Operators: alice and anyone at ops.example.com; viewers: victor; verifiers: alice alone."""
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path),
+            CONSOLE_OPERATORS="Alice@Example.com, domain:ops.example.com", CONSOLE_VIEWERS="user:victor@example.com",
+            CONSOLE_VERIFIERS="alice@example.com")
+    return client_for("operator_console")
+
+
+def test_someone_iap_admits_but_the_console_does_not_list_is_refused(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    for stranger in ("mallory@gmail.com", "eve@example.com", "ann@evil-ops.example.com", "ann@ops.example.com.evil.io"):
+        for path in ("/sessions", f"/orders/{order_id}", "/funnel"):
+            response = listed_console.get(path, headers=as_alice(keys, stranger))
+            assert response.status_code == 403, (stranger, path)
+            assert order_id not in response.get_data(as_text=True)
+        forged = listed_console.post(f"/orders/{order_id}/actions/cancel", headers=as_alice(keys, stranger),
+                                     data={"csrf": csrf.issue(SECRET, stranger)})
+        assert forged.status_code == 403
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_a_viewer_reads_and_searches_but_cannot_act(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    victor = as_alice(keys, "victor@example.com")
+    page = listed_console.get(f"/orders/{order_id}", headers=victor)
+    assert page.status_code == 200 and order_id in page.get_data(as_text=True)
+    token = csrf_of(page.get_data(as_text=True))
+    searched = listed_console.post("/sessions", headers=victor, data={"csrf": token, "q": order_id})
+    assert searched.status_code == 200 and order_id in searched.get_data(as_text=True)
+    for action, form in (("cancel", {}), ("extend", {"duration": "24h"}), ("verify", {"reason": "checked"})):
+        response = listed_console.post(f"/orders/{order_id}/actions/{action}", headers=victor,
+                                       data={"csrf": token, **form})
+        assert response.status_code == 403, action
+    assert listed_console.post("/outbox/retry", headers=victor, data={"csrf": token, "outbox_id": "1"}).status_code == 403
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_operators_by_email_or_domain_act_and_only_verifiers_verify(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    ann = as_alice(keys, "Ann@Ops.Example.com")  # on the list by her domain, in any case
+    token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=ann).get_data(as_text=True))
+    refused = listed_console.post(f"/orders/{order_id}/actions/verify", headers=ann,
+                                  data={"csrf": token, "reason": "ID checked in store"})
+    assert refused.status_code == 403
+    extended = listed_console.post(f"/orders/{order_id}/actions/extend", headers=ann,
+                                   data={"csrf": token, "duration": "100h"})
+    assert extended.status_code == 303
+    alice_token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True))
+    verified = listed_console.post(f"/orders/{order_id}/actions/verify", headers=as_alice(keys),
+                                   data={"csrf": alice_token, "reason": "ID checked in store"})
+    assert verified.status_code == 303
+    assert [e[:2] for e in events_of(db, order_id)][2:] == [
+        ("verification.deadline_extended", "operator:Ann@Ops.Example.com"),
+        ("verification.approved", "operator:alice@example.com")]
+
+
+def test_behind_iap_the_console_refuses_to_serve_without_its_list(app_env, keys, tmp_path, db, settings, order_id):
+    place(db, settings, order_id)
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    response = client_for("operator_console").get(f"/orders/{order_id}", headers=as_alice(keys))
+    assert response.status_code == 503 and order_id not in response.get_data(as_text=True)
+    from shared.config import ConsoleSettings
+    from shared.errors import ConfigError
+    for bad in ("allUsers", "allAuthenticatedUsers", "group:ops@example.com", "domain:", "alice"):
+        with pytest.raises(ConfigError, match="CONSOLE_OPERATORS"):
+            ConsoleSettings.from_env({"CONSOLE_OPERATORS": f"alice@example.com, {bad}"})
+
+
 def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, settings, order_id):
     place(db, settings, order_id)
     app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev")
@@ -96,6 +169,12 @@ def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, setti
     assert "signed in as dev@localhost" in client.get("/sessions").get_data(as_text=True)
     assert client.get("/sessions", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 403
     assert client.get("/sessions", headers={"Host": "console.example.com"}).status_code == 403
+    # A forwarder on this machine (nginx, ngrok) connects from 127.0.0.1 with Host 127.0.0.1,
+    # but names who it forwards for: not the dev identity.
+    for header, value in (("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9"),
+                          ("X-Real-IP", "203.0.113.9"), ("Via", "1.1 ngrok"), ("X-Forwarded-Host", "a.ngrok.app")):
+        forwarded = client.get("/sessions", headers={header: value})
+        assert forwarded.status_code == 403 and "dev@localhost" not in forwarded.get_data(as_text=True), header
     app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev", K_SERVICE="operator-console")
     response = client_for("operator_console").get("/sessions")
     assert response.status_code == 503 and "dev@localhost" not in response.get_data(as_text=True)
@@ -312,8 +391,7 @@ def test_search_by_email_finds_it_in_any_case(console, keys, db, settings):
     place(db, settings, f"lower-{tag}", lower)
 
     def found(term: str) -> list[str]:
-        return order_ids_on(console.get(f"/sessions?{urlencode({'q': term})}", headers=as_alice(keys))
-                            .get_data(as_text=True))
+        return order_ids_on(search(console, keys, q=term).get_data(as_text=True))
 
     assert found(mixed.lower()) == found(mixed.upper()) == found(mixed) == [f"mixed-{tag}"]
     assert found(lower.upper()) == [f"lower-{tag}"]
@@ -346,7 +424,7 @@ def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attenti
         assert intake.record_decision(db, settings, old, now=now).detail == "superseded_session"
     assert intake.operator_action(db, ids["closed"], "verify", operator="alice", now=now).accepted
 
-    html = console.get(f"/sessions?q={email}&attention=1", headers=as_alice(keys)).get_data(as_text=True)
+    html = search(console, keys, q=email, attention="1").get_data(as_text=True)
     assert set(order_ids_on(html)) == {ids["adult"]}
 
 
@@ -395,7 +473,8 @@ def test_filters_status_overdue_due_and_attention(console, keys, db, settings):
                      {"o": ids["review"]})
 
     def listed(query: str) -> set[str]:
-        html = console.get(f"/sessions?q={email}&{query}", headers=as_alice(keys)).get_data(as_text=True)
+        html = search(console, keys, q=email, **dict(part.split("=") for part in query.split("&") if part)).get_data(
+            as_text=True)
         return set(order_ids_on(html))
 
     assert listed("status=in_review") == {ids["review"]}
@@ -460,7 +539,7 @@ def test_provider_page_body_is_a_veriff_decision_for_that_session():
 def test_console_logs_never_carry_a_customer_email(console, keys, db, settings, order_id, captured_logs):
     email = f"private-{uuid.uuid4().hex[:6]}@example.com"
     place(db, settings, order_id, email)
-    assert console.get(f"/sessions?q={email}", headers=as_alice(keys)).status_code == 200
+    assert search(console, keys, q=email).status_code == 200
     assert post_action(console, keys, order_id, "extend", duration="90h").status_code == 303
     assert post_action(console, keys, order_id, "verify", reason=email).status_code == 303
     assert console.get(f"/sessions?q={email}").status_code == 401
@@ -611,3 +690,17 @@ def test_a_double_click_on_resend_link_sends_one_new_link(console, keys, db, set
             "AND payload->>'topic' = 'customer-emails' ORDER BY id"), {"o": order_id}).scalars().all()
     assert links == [f"{order_id}:link:0", f"{order_id}:link:1"]
     assert [e[0] for e in events_of(db, order_id)].count("verification.link_resent") == 1
+
+
+def test_an_email_search_by_get_is_refused_and_no_log_line_names_it(console, keys, db, settings, order_id,
+                                                                     captured_logs):
+    email = f"searched-{uuid.uuid4().hex[:6]}@example.com"
+    place(db, settings, order_id, email)
+    by_get = console.get(f"/sessions?{urlencode({'q': email})}", headers=as_alice(keys))
+    assert by_get.status_code == 400 and order_id not in by_get.get_data(as_text=True)
+    token = csrf_of(console.get("/sessions", headers=as_alice(keys)).get_data(as_text=True))
+    by_post = console.post("/sessions", headers=as_alice(keys), data={"csrf": token, "q": email})
+    assert by_post.status_code == 200 and order_id in by_post.get_data(as_text=True)
+    assert console.get(f"/sessions?{urlencode({'q': order_id})}", headers=as_alice(keys)).status_code == 200
+    assert console.get(f"/orders/{email}", headers=as_alice(keys)).status_code == 404
+    assert email not in captured_logs.getvalue()

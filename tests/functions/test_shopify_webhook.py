@@ -39,7 +39,9 @@ def test_a_signed_paid_order_opens_its_shopify_session(shop_intake, db, number):
     key = f"shopify:{number}"
     assert (response.status_code, response.json["status"], response.json["orderId"]) == (200, "accepted", key)
     assert rows_for_order(db, key) == {"verification_sessions": 1, "webhook_events": 1, "countdown_timers": 2,
-                                       "event_log": 2, "outbox": 5}
+                                       "event_log": 2, "outbox": 6}  # 2 events, 2 tasks, the link, the hold
+    assert count(db, "SELECT count(*) FROM store_actions WHERE order_id = :o AND action = 'hold' "
+                     "AND connector = 'shopify' AND state = 'due'", o=key) == 1
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o AND source = 'shopify' "
                      "AND customer_email = 'buyer@example.com' AND status = 'pending'", o=key) == 1
 

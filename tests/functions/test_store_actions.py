@@ -390,7 +390,9 @@ def test_the_order_page_shows_the_store_times_and_actions_and_a_refused_one_can_
 
     shop = CountingStore("orders")
     monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: shop)
-    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    from tests.functions.test_operator_console import OPERATORS
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path),
+            CONSOLE_OPERATORS=OPERATORS)
     intake, console = client_for("webhook_intake"), client_for("operator_console")
     pump = Pump(db, client_for("request_refund", "cloudevent"))
     from tests.functions.test_webhook_intake import post_order

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sqlalchemy import text
 
 from devstack.postgres import free_port
@@ -64,3 +66,30 @@ def test_sweep_reports_counts(app_env):
     assert response.status_code == 200
     assert set(response.json) >= {"expired", "relayed", "relayFailures", "deadLetters", "requestId"}
     assert all(isinstance(response.json[k], int) for k in ("expired", "relayed", "relayFailures", "deadLetters"))
+
+
+def test_only_what_scheduler_and_tasks_send_reaches_the_sweep_and_the_timers(app_env, monkeypatch):
+    """sweep: POST / (Cloud Scheduler) and GET /health; timer_expiry: POST / (Cloud Tasks).
+    Any other method or path is 404/405 and runs nothing (a GET used to run a full sweep)."""
+    from shared.handlers import timers
+
+    swept = []
+    monkeypatch.setattr(timers, "expire_overdue", lambda *a, **k: swept.append(1) or pytest.fail("swept"))
+    handled = []
+    monkeypatch.setattr(bootstrap, "handle", lambda *a, **k: handled.append(1) or pytest.fail("handled"))
+    sweep, timer = client_for("sweep"), client_for("timer_expiry")
+    body = json.dumps({"v": 1, "order_id": "o", "kind": "deadline", "reminder_index": 0, "deadline_version": 1})
+    for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+        assert sweep.open("/", method=method).status_code == 405, method
+        assert timer.open("/", method=method, data=body, content_type="application/json").status_code == 405, method
+    for method in ("POST", "PUT", "DELETE"):
+        assert sweep.open("/health", method=method).status_code == 405, method
+    for path in ("/anything", "/health/x", "/webhooks/orders"):
+        assert sweep.post(path, json={}).status_code == 404, path
+        assert sweep.get(path).status_code == 404, path
+        assert fire_at(timer, path, body).status_code == 404, path
+    assert swept == [] and handled == []
+
+
+def fire_at(client, path: str, body: str):
+    return client.post(path, data=body, headers=CLOUD_TASKS_HEADERS, content_type="application/json")

@@ -113,3 +113,97 @@ def test_pooled_tcp_connections_send_without_nagle_delay(tiny_db):
         sock = conn.connection.dbapi_connection._usock
         assert sock.family in (socket.AF_INET, socket.AF_INET6)  # the suite's server is on 127.0.0.1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def _self_signed(tmp_path, ip: str):
+    """A certificate for `ip` signed by nobody a client trusts: (cert file, key file)."""
+    import ipaddress
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "db in the middle")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def _tls_server(cert_file, key_file, host: str) -> tuple[int, list]:
+    """Answers PostgreSQL's SSLRequest with 'S', then a TLS handshake; records what it saw."""
+    import ssl
+    import threading
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    listener = socket.create_server((host, 0))
+    seen: list = []
+
+    def serve() -> None:
+        with listener:
+            listener.settimeout(10)
+            for _ in range(2):
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(8)  # SSLRequest
+                    conn.sendall(b"S")
+                    try:
+                        with context.wrap_socket(conn, server_side=True) as tls:
+                            seen.append(("handshake", tls.recv(4096)[:8]))
+                    except (ssl.SSLError, OSError) as exc:
+                        seen.append(("refused", type(exc).__name__))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], seen
+
+
+def _causes(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def test_a_remote_database_url_verifies_the_servers_certificate(tmp_path):
+    """Item 13 of issue 24: a DATABASE_URL that is not the loopback connects with TLS verified.
+    A server whose certificate nobody signed gets no password (the handshake fails on our
+    side); with its CA named by `?sslrootcert=` the handshake completes."""
+    import ssl
+
+    host = "127.0.0.2"  # not "local" to the engine, still this machine
+    cert_file, key_file = _self_signed(tmp_path, host)
+    port, seen = _tls_server(cert_file, key_file, host)
+    engine = make_engine(DatabaseSettings.from_env({"DATABASE_URL": f"postgresql+pg8000://u:pw@{host}:{port}/db"}))
+    try:
+        with pytest.raises(Exception) as refused:
+            engine.connect()
+    finally:
+        engine.dispose()
+    assert any(isinstance(e, ssl.SSLCertVerificationError) for e in _causes(refused.value))
+
+    trusted = make_engine(DatabaseSettings.from_env(
+        {"DATABASE_URL": f"postgresql+pg8000://u:pw@{host}:{port}/db?sslrootcert={cert_file}"}))
+    try:
+        with pytest.raises(Exception) as later:  # the stand-in speaks no PostgreSQL after the handshake
+            trusted.connect()
+    finally:
+        trusted.dispose()
+    assert not any(isinstance(e, ssl.SSLCertVerificationError) for e in _causes(later.value))
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen[0][0] == "refused" and seen[1][0] == "handshake"

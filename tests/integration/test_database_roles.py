@@ -270,6 +270,28 @@ def test_no_function_may_change_the_schema(function, members, cluster):
         assert refused(cluster, members[function], statement), statement
 
 
+def test_no_function_creates_objects_through_public_and_place_order_has_a_fixed_search_path(cluster, owner):
+    """Before PostgreSQL 15 every role may CREATE in schema public (simulated here), and on every
+    version TEMP on the database: the upgrade revokes both from PUBLIC (issue 24, item 14)."""
+    conn = cluster.admin()
+    try:
+        conn.run("GRANT CREATE ON SCHEMA public TO PUBLIC")  # PostgreSQL 14's default
+    finally:
+        conn.close()
+    users = {fn: cluster.login_user(fn.replace("-", "_")) for fn in GRANTS}
+    upgrade(settings_for(cluster.url(owner)).database, {fn: [user] for fn, user in users.items()})
+    for function, user in users.items():
+        for statement in ("CREATE TABLE t_intruder (a int)", "CREATE TEMP TABLE t_shadow (a int)",
+                          "CREATE FUNCTION now_shadow() RETURNS int LANGUAGE sql AS 'SELECT 1'"):
+            assert refused(cluster, user, statement), (function, statement)
+    conn = cluster.admin()
+    try:
+        [[config]] = conn.run("SELECT proconfig FROM pg_proc WHERE proname = 'place_order'")
+    finally:
+        conn.close()
+    assert config == ["search_path=pg_catalog, public, pg_temp"]
+
+
 READS_EMAIL = "SELECT customer_email FROM verification_sessions LIMIT 1"
 READS_CUSTOMER_ID = "SELECT customer_id FROM verification_sessions LIMIT 1"
 

@@ -77,12 +77,18 @@ def test_list_filters_like_the_console(cli, db, settings):
     assert cli("list", "--q", email, "--status", "verified")[1] == "no session matches\n"
 
 
+def session_user(db) -> str:
+    with db.read() as conn:
+        return conn.execute(text("SELECT session_user")).scalar_one()
+
+
 def test_actions_record_the_operator(cli, db, settings, order_id):
     expire_with_manual_refund(db, settings, order_id)
     status, out, _ = cli("--by", "carol", "refund-done", order_id, "--note", "till refund")
     assert status == 0 and out.strip() == f"refund-done {order_id}: accepted"
     assert cli("--by", "carol", "refund-failed", order_id)[0] == 1
-    assert ("refund.completed", "operator:carol") in [e[:2] for e in events_of(db, order_id)]
+    # From the CLI: its database user, then the self-declared name; never an operator:<email>.
+    assert ("refund.completed", f"cli:{session_user(db)} (carol)") in [e[:2] for e in events_of(db, order_id)]
 
 
 def test_retry_all_parked_shows_progress_and_unparks(cli, db, settings, order_id):
@@ -93,7 +99,7 @@ def test_retry_all_parked_shows_progress_and_unparks(cli, db, settings, order_id
     assert status == 0 and out.startswith("retried ") and "] " in err
     with db.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")).scalar() == 0
-    assert ("outbox.retried", "operator:dave") in [e[:2] for e in events_of(db, order_id)]
+    assert ("outbox.retried", f"cli:{session_user(db)} (dave)") in [e[:2] for e in events_of(db, order_id)]
 
 
 def test_funnel_ranges(cli, db):
@@ -191,7 +197,7 @@ def test_an_action_on_a_shared_id_needs_its_source(cli, db, settings, order_id):
     status, out, _ = cli("--by", "erin", "cancel", order_id, "--source", "lightspeed")
     assert status == 0 and out.strip() == f"cancel {sale}: accepted"
     assert statuses(db, order_id, sale) == ["pending", "cancelled"]
-    assert ("order.cancelled", "operator:erin") in [e[:2] for e in events_of(db, sale)]
+    assert ("order.cancelled", f"cli:{session_user(db)} (erin)") in [e[:2] for e in events_of(db, sale)]
     assert events_of(db, order_id)[-1][0] == "verification.requested"
 
 

@@ -177,3 +177,34 @@ def test_backends_and_console_auth_are_read_as_their_enums_whatever_the_case():
     with pytest.raises(ConfigError) as error:
         Settings.from_env({**BASE, "EMAIL_BACKEND": "carrier-pigeon"})
     assert error.value.variable == "EMAIL_BACKEND" and "sendgrid, smtp, console" in str(error.value)
+
+
+def test_the_database_url_and_its_password_stay_out_of_repr():
+    settings = Settings.from_env({**BASE, "DATABASE_URL": "postgresql+pg8000://verifier:hunter2-pw@db.internal/v"})
+    assert "hunter2-pw" not in repr(settings) and "hunter2-pw" not in repr(settings.database)
+    assert settings.database.url.endswith("@db.internal/v")  # still there to connect with
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"IAP_PUBLIC_KEYS_URL": "http://keys.example/iap"}, "IAP_PUBLIC_KEYS_URL"),
+    ({"IAP_PUBLIC_KEYS_URL": "file:/tmp/keys.json"}, "IAP_PUBLIC_KEYS_URL"),
+    ({"CONSOLE_SECRET": "x"}, "CONSOLE_SECRET"),
+    ({"CONSOLE_SECRET": "y" * 31}, "CONSOLE_SECRET"),
+])
+def test_console_settings_are_checked_on_cloud_run(env, variable):
+    with pytest.raises(ConfigError) as error:
+        ConsoleSettings.from_env({"K_SERVICE": "operator-console", **env})
+    assert error.value.variable == variable
+    ConsoleSettings.from_env(env)  # a local stack and the tests may use them
+    ConsoleSettings.from_env({"K_SERVICE": "operator-console", "CONSOLE_SECRET": "z" * 32})
+
+
+def test_the_local_veriff_stand_in_is_refused_on_cloud_run():
+    from shared.adapters.veriff import LocalVerificationProvider, make_verification_provider
+    from shared.config import VeriffSettings
+
+    for env in ({}, {"VERIFF_BASE_URL": "local", "VERIFF_API_KEY": "k"}):
+        with pytest.raises(ConfigError) as error:
+            make_verification_provider(VeriffSettings.from_env({"K_SERVICE": "webhook-intake", **env}))
+        assert error.value.variable == "VERIFF_API_KEY"
+        assert isinstance(make_verification_provider(VeriffSettings.from_env(env)), LocalVerificationProvider)
