@@ -57,8 +57,13 @@ def _dev_secrets() -> dict[str, str]:
     """Development secrets, made once and kept in .local/dev-secrets.json (git-ignored)."""
     path = LOCAL / "dev-secrets.json"
     if path.exists():
-        return json.loads(path.read_text())
+        values = json.loads(path.read_text())
+        if "CUSTOMER_KEY_SECRET" not in values:  # made before verify once: add its pepper, kept from now on
+            values["CUSTOMER_KEY_SECRET"] = secrets.token_hex(32)
+            path.write_text(json.dumps(values, indent=2))
+        return values
     values = {
+        "CUSTOMER_KEY_SECRET": secrets.token_hex(32),
         "ORDER_WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
         "VERIFF_SHARED_SECRET": secrets.token_hex(16),
         "VERIFF_API_KEY": secrets.token_hex(8),

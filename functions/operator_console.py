@@ -13,7 +13,7 @@ from shared.config import Runtime
 from shared.console import app, auth
 
 NAME = "operator_console"
-REQUIRED = ("CONSOLE_SECRET",)
+REQUIRED = ("CONSOLE_SECRET", "CUSTOMER_KEY_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 logctx.configure()
 

@@ -14,7 +14,7 @@ from shared import log as logctx
 from shared.config import IntakeRelay
 
 NAME = "webhook_intake"
-REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
+REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET", "CUSTOMER_KEY_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 
 

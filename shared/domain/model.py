@@ -68,6 +68,10 @@ class Event(StrEnum):
     ORDER_STALE = "order.stale"
     LINK_RESENT = "verification.link_resent"
     OUTBOX_RETRIED = "outbox.retried"
+    # Verify once (DESIGN.md 3b).
+    REUSED = "verification.reused"  # a returning customer's order opened verified
+    CUSTOMER_REVOKED = "customer.verification_revoked"  # a verified-customer record removed
+    CUSTOMER_ERASED = "customer.erased"  # an operator's forget: who and how many, never what
 
 
 class TimerKind(StrEnum):
@@ -248,6 +252,14 @@ APPROVAL_RULES: dict[AgeCheck, Transition] = {
 
 
 STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True)
+
+# An operator's forget closes the customer's open sessions (their store actions still run).
+ERASED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True, reason="erased")
+
+# A returning customer's order (DESIGN.md 3b): opened verified, from no status (the session is
+# inserted so); no link, no timers. Its effects go through `apply_effects` like any transition
+# that reaches `verified`.
+RETURNING_CUSTOMER = Transition((), Status.VERIFIED, Event.REUSED, reason="returning_customer")
 
 DEADLINE = Transition(
     (Status.PENDING,), Status.EXPIRED, Event.EXPIRED, cancel_timers=True, refund=True, email=Email.EXPIRED
