@@ -253,8 +253,10 @@ APPROVAL_RULES: dict[AgeCheck, Transition] = {
 
 STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True)
 
-# An operator's forget closes the customer's open sessions (their store actions still run).
-ERASED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True, reason="erased")
+# An operator's forget closes the customer's open sessions; their store actions still run: the
+# order was never verified, so it is cancelled and refunded (reason `erased`), never shipped.
+ERASED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True, refund=True,
+                    reason="erased")
 
 # A returning customer's order (DESIGN.md 3b): opened verified, from no status (the session is
 # inserted so); no link, no timers. Its effects go through `apply_effects` like any transition
