@@ -6,6 +6,7 @@ is peppered."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -363,3 +364,77 @@ def test_the_record_is_held_while_an_order_uses_it(db, verified_customer):
             with pytest.raises(DBAPIError):
                 other.execute(text("DELETE FROM verified_customers WHERE customer_key = :k"), {"k": key})
             other.rollback()
+
+
+# ---- retention ---------------------------------------------------------------------------------
+
+
+def test_the_sweep_deletes_expired_records_and_purge_dry_run_counts_them(app_env, db, verified_customer, capsys):
+    from shared import bootstrap
+    from shared.operator import main as cli
+    customer, email, _ = verified_customer
+    key = key_of("orders", customer, email)
+    with db.transaction() as conn:  # the record ran out a minute ago
+        conn.execute(text("UPDATE verified_customers SET expires_at = now() - interval '1 minute' "
+                          "WHERE customer_key = :k"), {"k": key})
+
+    assert cli(["--json", "purge", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["verified customers expired"] >= 1
+    assert record_count(db, key) == 1  # a dry run changes nothing
+    bootstrap.reset()
+
+    response = client_for("sweep").post("/", json={})
+    assert response.status_code == 200
+    assert response.json["purgedByKind"].get("verified customers expired", 0) >= 1
+    assert record_count(db, key) == 0
+
+
+# ---- visible -------------------------------------------------------------------------------------
+
+
+def test_the_console_order_page_names_the_original_order_and_offers_a_revocation(app_env, db, verified_customer,
+                                                                                  tmp_path):
+    from tests.functions.test_operator_console import SECRET, as_alice, csrf_of
+    from tests.iap_keys import AUDIENCE, IapKeys
+    customer, email, first = verified_customer
+    reused = f"order-{uuid.uuid4().hex[:10]}"
+    assert post_order(client_for("webhook_intake"), reused, customerEmail=email, customerId=customer).json["status"] \
+        == "accepted"
+    keys = IapKeys.generate()
+    app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path))
+    console = client_for("operator_console")
+    page = console.get(f"/orders/{reused}", headers=as_alice(keys)).get_data(as_text=True)
+    day = (datetime.now(timezone.utc) + timedelta(days=365)).date().isoformat()
+    assert (f'verified: returning customer (first verified on order <a href="/orders/{first}">{first}</a>, '
+            f'until {day})') in page
+    assert f"/orders/{reused}/actions/revoke" in page
+
+    done = console.post(f"/orders/{reused}/actions/revoke", data={"csrf": csrf_of(page), "reason": "chargeback"},
+                        headers=as_alice(keys))
+    assert done.status_code == 303
+    assert record_count(db, key_of("orders", customer, email)) == 0
+    assert events(db, reused, "customer.verification_revoked")[0]["reason"] == "chargeback"
+    after = console.get(done.headers["Location"], headers=as_alice(keys)).get_data(as_text=True)
+    assert "revoke: accepted" in after and f"/orders/{reused}/actions/revoke" not in after
+
+
+def test_the_funnel_counts_returning_customers_apart_from_conversion(db):
+    from datetime import date
+    from shared.domain.messages import EventMessage
+    from shared.handlers import analytics
+    day = date(2031, 3, 4)  # a day of its own in the session's database
+    at = datetime(2031, 3, 4, 12, tzinfo=timezone.utc).isoformat()
+
+    def event(type_: str, **data) -> None:
+        message = EventMessage(id=str(uuid.uuid4()), type=type_, order_id=f"o-{uuid.uuid4().hex[:8]}",
+                               occurred_at=at, data=data)
+        assert analytics.record_event(db, message).status == "accepted"
+
+    for _ in range(4):
+        event("order.received")
+    event("verification.approved", seconds_to_verify=60)  # one of two asked verified
+    event("verification.reused", reason="returning_customer", original_session="o-1")
+    event("verification.reused", reason="returning_customer", original_session="o-1")
+    report = analytics.funnel(db, day, day)
+    assert report["counts"]["returning_customers"] == 2 and report["counts"]["verified"] == 1
+    assert report["conversion_percent"] == 50.0  # 1 of the 2 orders that asked, not 3 of 4
