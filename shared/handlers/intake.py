@@ -65,7 +65,8 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         "duplicate_event_id": str(uuid.uuid4()),
         "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
     }
-    customer = customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
+    customer = (customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
+                if cmd.customer_id else None)  # a guest never has a key
     if cmd.provider in keys.NAMESPACED or customer is not None:
         # Only a namespaced source sends cancellations, and a void may overtake the paid
         # delivery (retried for 48 h) or race it: under the order's lock, which the void takes
