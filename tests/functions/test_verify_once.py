@@ -438,3 +438,12 @@ def test_the_funnel_counts_returning_customers_apart_from_conversion(db):
     report = analytics.funnel(db, day, day)
     assert report["counts"]["returning_customers"] == 2 and report["counts"]["verified"] == 1
     assert report["conversion_percent"] == 50.0  # 1 of the 2 orders that asked, not 3 of 4
+
+
+def test_a_store_cancellation_of_the_verified_order_does_not_revoke_the_record(db, settings, verified_customer):
+    from shared.domain.messages import StoreCancelled
+    customer, email, first = verified_customer
+    result = intake_handler.cancel_order(db, settings, StoreCancelled("orders", f"c-{first}", first),
+                                         now=datetime.now(timezone.utc))
+    assert result.status == "ignored"  # the age was proven: the record stays
+    assert record_count(db, key_of("orders", customer, email)) == 1
