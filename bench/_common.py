@@ -35,7 +35,8 @@ def database(**env: str) -> Iterator[tuple[Database, Settings]]:
         settings = Settings.from_env({
             "DATABASE_URL": server.url, "TASKS_BACKEND": "local", "TIMER_URL": "http://127.0.0.1:9/",
             "EVENTS_BACKEND": "local", "DB_POOL_SIZE": "10", "DB_MAX_OVERFLOW": "10",
-            "ORDER_WEBHOOK_SECRET": "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", **env,
+            "ORDER_WEBHOOK_SECRET": "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            "CUSTOMER_KEY_SECRET": "bench-customer-key-pepper", **env,
         })
         db = Database(make_engine(settings.database))
         ensure_schema(db)
@@ -114,7 +115,8 @@ def function_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {**os.environ, "NO_GCE_CHECK": "true", "DATABASE_URL": settings.database.url,
             "TASKS_BACKEND": "local", "EVENTS_BACKEND": "local", "TIMER_URL": _NOWHERE,
             "LOCAL_SUBSCRIBER_URLS": subscribers, "ORDER_WEBHOOK_SECRET": SECRET,
-            "VERIFF_SHARED_SECRET": "bench-veriff-secret", "LOG_LEVEL": "WARNING", **extra}
+            "VERIFF_SHARED_SECRET": "bench-veriff-secret", "CUSTOMER_KEY_SECRET": "bench-customer-key-pepper",
+            "LOG_LEVEL": "WARNING", **extra}
 
 
 def spawn_function(target: str, port: int, env: dict[str, str], source: str = "main.py") -> subprocess.Popen:

@@ -76,6 +76,8 @@ def _dev_secrets() -> dict[str, str]:
         "WOOCOMMERCE_CONSUMER_SECRET": lambda: "cs_" + secrets.token_hex(20),
         # the local outcome webhook receiver's Standard Webhooks secret
         "OUTCOME_WEBHOOK_SECRET": lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        # verify once: the pepper of the customer keys (DESIGN.md 3b)
+        "CUSTOMER_KEY_SECRET": lambda: secrets.token_hex(32),
     }
     missing = {key: make() for key, make in made.items() if key not in kept}
     if missing:  # a file from before a source was added gains that source's secrets

@@ -92,16 +92,19 @@ def veriff_event_body(order_id: str, code: int, *, verification_id: str | None =
 
 def lightspeed_sale(sale_id: str, status: str = "CLOSED", *, email: str | None = "buyer@example.com",
                     total: str = "877.40000", return_for: str | None = None,
-                    sale_date: str | None = None, version: int | None = None) -> dict:
+                    sale_date: str | None = None, version: int | None = None,
+                    customer_id: str | None = None) -> dict:
     """A `sale.update` payload shaped like X-Series sends it (prices as 5-decimal strings,
-    dates as `2019-07-26 17:31:40`; the sale date is now unless given)."""
+    dates as `2019-07-26 17:31:40`; the sale date is now unless given). Each sale is a new
+    customer account unless `customer_id` names one (verify once matches account and email)."""
     sale_date = sale_date or f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    customer_id = customer_id or str(uuid.uuid4())
     return {
         "id": sale_id, "status": status, "return_for": return_for, "sale_date": sale_date,
         "created_at": sale_date, "updated_at": sale_date.replace(" ", "T") + "+00:00",
         "version": version if version is not None else uuid.uuid4().int % 10**9,
-        "customer_id": "0af7b240-abf0-11e9-fb5b-af18c1b19c1a", "invoice_number": "12",
-        "customer": {"id": "0af7b240-abf0-11e9-fb5b-af18c1b19c1a", "email": email,
+        "customer_id": customer_id, "invoice_number": "12",
+        "customer": {"id": customer_id, "email": email,
                      "customer_code": "WALKIN" if email is None else "Buyer-1", "date_of_birth": None},
         "register_sale_products": [{"price": "69.90000", "quantity": 1, "is_return": return_for is not None}],
         "totals": {"total_price": total, "total_tax": "0.00000", "total_payment": total,

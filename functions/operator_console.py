@@ -14,7 +14,7 @@ from shared.config import Runtime
 from shared.console import app, auth
 
 NAME = "operator_console"
-REQUIRED = ("CONSOLE_SECRET",)
+REQUIRED = ("CONSOLE_SECRET", "CUSTOMER_KEY_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 if NAME in Runtime.from_env().function_targets:  # behind IAP, no list: refuse to start
     auth.require_allowlist(bootstrap.settings().console)

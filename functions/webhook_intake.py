@@ -15,7 +15,7 @@ from shared.config import IntakeRelay
 from shared.ports import SystemClock
 
 NAME = "webhook_intake"
-REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET")
+REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET", "CUSTOMER_KEY_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 
 

@@ -287,6 +287,40 @@ class RetentionSettings(_Section):
     replay: timedelta = _env("REPLAY_RETENTION", timedelta(days=8), read=_duration)
 
 
+def _reverify_after(r: _Reader, variable: str, default: timedelta | None) -> timedelta | None:
+    """A duration, or `0`: verify once is off (every order asks again)."""
+    value = r.text(variable)
+    if value is None:
+        return default
+    if value.strip() == "0":
+        return None
+    return parse_duration(value, variable)
+
+
+@dataclass(frozen=True)
+class ReuseSettings(_Section):
+    """Verify once (DESIGN.md 3b): how long a returning customer's verification is reused
+    (`REVERIFY_AFTER`, `0` turns it off) and the pepper of the customer key
+    (`CUSTOMER_KEY_SECRET`), which the functions that compute a key require while reuse is on
+    (`pepper()`); it never reaches the database."""
+
+    reverify_after: timedelta | None = _env("REVERIFY_AFTER", timedelta(days=365), read=_reverify_after)
+    key_secret: str | None = _env("CUSTOMER_KEY_SECRET", secret=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.reverify_after is not None
+
+    def pepper(self) -> bytes | None:
+        """The pepper while reuse is on (ConfigError naming CUSTOMER_KEY_SECRET when unset);
+        None when it is off."""
+        if not self.enabled:
+            return None
+        if not self.key_secret:
+            raise ConfigError("CUSTOMER_KEY_SECRET", "is required while REVERIFY_AFTER is not 0 (verify once)")
+        return self.key_secret.encode()
+
+
 @dataclass(frozen=True)
 class VeriffSettings(_Section):
     """Veriff: the API (sessions) and the shared secret its webhooks are signed with.
@@ -516,6 +550,7 @@ class Settings(_Section):
     database: DatabaseSettings = _section(DatabaseSettings)
     lifecycle: LifecycleSettings = _section(LifecycleSettings)
     retention: RetentionSettings = _section(RetentionSettings)
+    reuse: ReuseSettings = _section(ReuseSettings)
     inbound: InboundSettings = _section(InboundSettings)
     tasks: TasksSettings = _section(TasksSettings)
     events: EventsSettings = _section(EventsSettings)

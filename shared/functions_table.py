@@ -76,6 +76,7 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
             Secret("VERIFF_SHARED_SECRET"),  # X-HMAC-SIGNATURE of Veriff's webhooks
             Secret("VERIFF_API_KEY"),  # checked against X-AUTH-CLIENT
             Secret("LIGHTSPEED_CLIENT_SECRET", when=("LIGHTSPEED_ENABLED", "true")),
+            Secret("CUSTOMER_KEY_SECRET"),  # the pepper of verify once's customer keys
         ),
     ),
     DeployedFunction("timer-expiry", "timer_expiry", "http", None, public=False, secrets=()),
@@ -94,7 +95,7 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
         secrets=(Secret("REFUND_API_TOKEN", when=("REFUND_BACKEND", "http")),),
     ),
     DeployedFunction("operator-console", "operator_console", "http", None, public=False,
-                     secrets=(Secret("CONSOLE_SECRET"),), behind_iap=True),
+                     secrets=(Secret("CONSOLE_SECRET"), Secret("CUSTOMER_KEY_SECRET")), behind_iap=True),
 )
 
 BY_NAME = {f.name: f for f in FUNCTIONS}

@@ -37,7 +37,7 @@ from shared.domain import keys
 
 STACK_ENV = Path(Runtime.from_env().local_state_dir or Path(__file__).resolve().parents[1] / ".local") / "stack.env"
 SOURCES = (keys.GENERIC, *keys.NAMESPACED)
-ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed")
+ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed", "revoke")
 
 
 class UsageError(Exception):
@@ -99,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--source", choices=SOURCES, help="the order's source, when its id is shared")
         if name == "extend":
             action.add_argument("duration", help="new deadline from now, e.g. 48h")
-        action.add_argument("--reason", "--note", dest="reason", help="why (required for verify)")
+        if name == "verify":
+            action.add_argument("--age-checked", action="store_true",
+                                help="you checked the customer is of age: their next orders need no verification")
+        action.add_argument("--reason", "--note", dest="reason", help="why (required for verify, and revoke's reason code)")
+    forget = commands.add_parser("forget", help="erase a customer's email everywhere, on request")
+    forget.add_argument("email")
     retry = commands.add_parser("retry", help="retry a parked outbox row")
     target = retry.add_mutually_exclusive_group(required=True)
     target.add_argument("outbox_id", nargs="?", type=int)
@@ -203,6 +208,12 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
           f"refund {s['refund_status'] or 'none'}")
     print(f"placed at the store {_plain(s['store_ordered_at']) + ' UTC' if s.get('store_ordered_at') else '(not given)'}, "
           f"received {_plain(s['ordered_at'])} UTC")
+    if story.get("returning"):
+        print(story["returning"]["text"])
+    if story.get("record"):
+        r = story["record"]
+        print(f"verify once: this customer's record comes from order {r['session_id']}, "
+              f"verified {_plain(r['verified_at'])} UTC, until {_plain(r['expires_at'])} UTC (revoke ORDER --reason CODE)")
     for title, rows, columns in (
         ("timeline", story["events"], ("occurred_at", "type", "actor", "data")),
         ("timers", story["timers"], ("kind", "reminder_index", "deadline_version", "fire_at", "state")),
@@ -256,10 +267,23 @@ def _act(c, args, operator: str) -> int:
     # No match: the action itself answers (unknown order), as for any key.
     order_id = found[0]["order_id"] if found else args.order
     result = actions.run(c, args.command, actions.Request(order_id=order_id, operator=operator,
-                                                          reason=args.reason, duration=getattr(args, "duration", None)))
+                                                          reason=args.reason, duration=getattr(args, "duration", None),
+                                                          age_checked=getattr(args, "age_checked", False)))
     print(json.dumps(result.to_dict()) if args.json else
           f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
     return 0 if result.accepted else 1
+
+
+def _forget(c, args, operator: str) -> int:
+    """Forget a customer by email: counts only, never the email, in what it prints."""
+    from shared.console import actions
+
+    erasure = actions.forget(c, args.email, operator)
+    counts = {"sessions": erasure.sessions, "cancelled": len(erasure.cancelled), "records": erasure.records}
+    print(json.dumps(counts) if args.json else
+          f"forget: {counts['sessions']} session(s) erased, {counts['cancelled']} open session(s) cancelled, "
+          f"{counts['records']} verified-customer record(s) removed")
+    return 0
 
 
 def _retry(c, args, operator: str) -> int:
@@ -342,6 +366,7 @@ _COMMANDS = {
     "status": lambda c, args, operator: _status(c, args),
     "list": lambda c, args, operator: _list(c, args),
     "retry": _retry,
+    "forget": _forget,
     "funnel": lambda c, args, operator: _funnel(c, args),
     "health": lambda c, args, operator: _health(c, args),
     "purge": lambda c, args, operator: _purge_preview(c, args),

@@ -29,6 +29,7 @@ ORDER_SECRET = "whsec_" + base64.b64encode(ORDER_SECRET_KEY).decode()
 VERIFF_SECRET = "veriff-shared-secret"
 VERIFF_API_KEY = "veriff-api-key"
 LIGHTSPEED_SECRET = "lightspeed-client-secret"
+CUSTOMER_KEY_SECRET = "customer-key-pepper-for-tests-only"
 
 
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
@@ -92,6 +93,7 @@ def base_env(database_url: str, **overrides: str) -> dict[str, str]:
         "VERIFF_SHARED_SECRET": VERIFF_SECRET,
         "VERIFF_API_KEY": VERIFF_API_KEY,
         "LIGHTSPEED_CLIENT_SECRET": LIGHTSPEED_SECRET,
+        "CUSTOMER_KEY_SECRET": CUSTOMER_KEY_SECRET,
         "TASKS_BACKEND": "local",
         "TIMER_URL": "http://127.0.0.1:9/timer",
         "EVENTS_BACKEND": "local",

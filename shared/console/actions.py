@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from shared.bootstrap import Container
 from shared.config import TIMER_HORIZON, parse_duration
+from shared.domain import fields
 from shared.errors import ConfigError, PermanentError
-from shared.handlers import intake, operator, timers
+from shared.handlers import customers, intake, operator, timers
 from shared.handlers.result import Result
 
 
@@ -25,13 +26,21 @@ class Request:
     reason: str | None = None
     duration: str | None = None
     store_action: str | None = None  # `action:connector`, for retry-store-action
+    age_checked: bool = False  # a verify: the operator checked the customer's age (verify once records it)
 
 
 def _verify(c: Container, r: Request) -> Result:
     if not r.reason:
         raise BadAction("a manual verification needs a reason", field="reason")
     return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason, stores=c.stores)
+                                  reason=r.reason, age_checked=r.age_checked,
+                                  reverify_after=c.settings.reuse.reverify_after, stores=c.stores)
+
+
+def _revoke(c: Container, r: Request) -> Result:
+    if not r.reason:
+        raise BadAction("a revocation needs a reason code", field="reason")
+    return customers.revoke(c.db, r.order_id, operator=r.operator, reason=r.reason, now=c.clock.now())
 
 
 def _cancel(c: Container, r: Request) -> Result:
@@ -72,6 +81,7 @@ ACTIONS: dict[str, Callable[[Container, Request], Result]] = {
     "cancel": _cancel,
     "extend": _extend,
     "resend-link": _resend,
+    "revoke": _revoke,
     "refund-done": _refund("refunded"),
     "refund-failed": _refund("failed"),
     "retry-store-action": _retry_store_action,
@@ -95,3 +105,16 @@ def retry(c: Container, outbox_id: int | None, operator_name: str) -> list[str]:
     if order_ids:
         c.relay(order_ids)
     return order_ids
+
+
+def forget(c: Container, email: str, operator_name: str) -> customers.Erasure:
+    """Forget a customer by email (erasure on request); relay the cancelled sessions' effects."""
+    try:
+        address = fields.email(email.strip(), "email")
+    except PermanentError:
+        raise BadAction("forget needs the customer's email address", field="email") from None
+    erasure = customers.forget(c.db, c.settings, address, operator=operator_name, now=c.clock.now(),
+                               stores=c.stores)
+    if erasure.cancelled:
+        c.relay(erasure.cancelled)
+    return erasure

@@ -55,6 +55,7 @@ URLS = Map([
     Rule("/outbox/retry", endpoint="retry", methods=["POST"]),
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
     Rule("/system", endpoint="system", methods=["GET"]),
+    Rule("/forget", endpoint="forget", methods=["GET", "POST"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
     Rule("/verify/<session_id>", endpoint="provider", methods=["GET", "POST"]),
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
@@ -237,7 +238,8 @@ def action(page: Page, request: flask.Request, order_id: str, action: str) -> fl
     result = actions.run(bootstrap.container(), action, actions.Request(
         order_id=order_id, operator=page.operator, reason=request.form.get("reason", "").strip() or None,
         duration=request.form.get("duration", "").strip() or None,
-        store_action=request.form.get("store_action", "").strip() or None))
+        store_action=request.form.get("store_action", "").strip() or None,
+        age_checked=request.form.get("age_checked") == "1"))
     log.info("operator action %s: %s", action, result.status,
              extra={"labels": {"order_id": order_id, "operator": page.operator}})
     return _back_to(page, order_id, action, result.status, result.detail)
@@ -252,6 +254,17 @@ def retry(page: Page, request: flask.Request) -> flask.Response:
     order_id = request.form.get("order_id") or (touched[0] if touched else "")
     return _back_to(page, order_id, "retry", "accepted" if touched else "ignored",
                     None if touched else "that row is not parked")
+
+
+def forget(page: Page, request: flask.Request) -> flask.Response:
+    """Forget a customer by email (erasure on request). GET shows the form; the email is POSTed,
+    never in a URL, and never logged: the log and the page say how many, not whom."""
+    if request.method == "GET":
+        return page.render("forget.html", erasure=None)
+    erasure = actions.forget(bootstrap.container(), request.form.get("email", ""), page.operator)
+    log.info("operator forgot a customer", extra={"labels": {
+        "operator": page.operator, "sessions": str(erasure.sessions), "records": str(erasure.records)}})
+    return page.render("forget.html", erasure=erasure)
 
 
 def _back_to(page: Page, order_id: str, done: str, outcome: str, detail: str | None) -> flask.Response:
@@ -289,4 +302,4 @@ def provider(page: Page, request: flask.Request, session_id: str) -> flask.Respo
 
 
 VIEWS = {"provider": provider, "home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
-         "funnel": funnel, "system": system}
+         "funnel": funnel, "system": system, "forget": forget}

@@ -64,6 +64,14 @@ _TRANSITIONS = {
 # The store action's claim, outcome and re-drive (shared.db.store.claim_store_action and after).
 _STORE_ACTION_CLAIM = ("state", "attempts", "lease_until", "finished_at", "detail", "error_code")
 
+# Verify once (DESIGN.md 3b): the intake reads a record with the order (FOR SHARE needs an
+# UPDATE privilege), records one at an approval and removes it at an underage decline; the
+# console the same, and revokes and forgets. Only these two and the sweep (expired records)
+# touch the table.
+_RECORD_COLUMNS = ("email_key", "source", "session_id", "verified_at", "expires_at")
+_VERIFIED_CUSTOMERS = TableGrant(select=ALL, insert=True, update=_RECORD_COLUMNS, delete=True)
+_SESSION_KEYS = ("customer_key", "email_key")
+
 GRANTS: dict[str, dict[str, TableGrant]] = {
     "webhook-intake": {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
@@ -71,10 +79,12 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # A Lightspeed sale opens nothing when its void came first (order.cancel_ignored in the log).
         "event_log": TableGrant(select=("order_id", "type"), insert=True),
         # Opens sessions (writes the email) but never reads an email back.
-        "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, insert=True, update=_TRANSITION_COLUMNS),
+        "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, insert=True,
+                                            update=(*_TRANSITION_COLUMNS, *_SESSION_KEYS)),
         "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),
         # A decision binds only to a provider session the service created.
         "provider_sessions": TableGrant(select=ALL),
+        "verified_customers": _VERIFIED_CUSTOMERS,
     },
     "timer-expiry": {**_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS},
     # The sweep also re-drives lost work (it reads email claims and refunds owed) and purges
@@ -83,7 +93,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
     "sweep": {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
         "verification_sessions": TableGrant(
-            select=SESSION_NON_PERSONAL, update=(*_TRANSITION_COLUMNS, *PERSONAL, "erased_at")),
+            select=SESSION_NON_PERSONAL, update=(*_TRANSITION_COLUMNS, *PERSONAL, *_SESSION_KEYS, "erased_at")),
+        # Retention deletes expired verified-customer records (it reads no key's owner).
+        "verified_customers": TableGrant(select=("customer_key", "expires_at"), delete=True),
         "outbox": TableGrant(select=ALL, insert=True, delete=True,
                              update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
         "processed_messages": TableGrant(select=ALL, delete=True),
@@ -126,7 +138,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "webhook_events": TableGrant(select=ALL, insert=True, update=("deliveries", "last_received_at")),
         "verification_sessions": TableGrant(
             select=ALL,
-            update=(*_TRANSITION_COLUMNS, "deadline", "deadline_version", "refund_status")),
+            update=(*_TRANSITION_COLUMNS, "deadline", "deadline_version", "refund_status",
+                    *PERSONAL, *_SESSION_KEYS, "erased_at")),  # forget erases a customer
+        "verified_customers": _VERIFIED_CUSTOMERS,
         "countdown_timers": TableGrant(select=ALL, insert=True, update=("state", "fired_at")),
         "email_sends": TableGrant(select=ALL),
         "provider_sessions": TableGrant(select=ALL),

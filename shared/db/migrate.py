@@ -289,6 +289,25 @@ def _store_actions_and_store_facts(conn: Connection) -> None:
     conn.exec_driver_sql(functions.PLACE_ORDER)
 
 
+def _verified_customers(conn: Connection) -> None:
+    """v14, verify once (DESIGN.md 3b): the verified-customer records, and each session's keyed
+    customer hashes (set for orders with a customer id). Self-contained SQL (idempotent: a new
+    database got them from v1)."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS customer_key text")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS email_key text")
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS verified_customers (
+            customer_key text PRIMARY KEY,
+            email_key text NOT NULL,
+            source text NOT NULL,
+            session_id text NOT NULL,
+            verified_at timestamptz NOT NULL,
+            expires_at timestamptz NOT NULL
+        )""")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS verified_customers_email ON verified_customers (email_key)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS verified_customers_expires ON verified_customers (expires_at)")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -301,7 +320,7 @@ KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
-    _attention_from_events, _store_sources, _store_actions_and_store_facts,
+    _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -29,6 +29,7 @@ from shared.db.schema import (
     outbox,
     store_actions,
     verification_sessions as sessions,
+    verified_customers,
 )
 
 # Constant predicates are written as literals so PostgreSQL can match the partial indexes.
@@ -176,9 +177,41 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
                store_actions.c.error_code)
         .where(store_actions.c.order_id == order_id).order_by(store_actions.c.requested_at,
                                                               store_actions.c.action)).mappings()
-    return {"session": dict(session), "events": [dict(r) for r in events], "timers": [dict(r) for r in timers],
+    events = [dict(r) for r in events]
+    return {"session": dict(session), "events": events, "timers": [dict(r) for r in timers],
             "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries],
-            "store_actions": [dict(r) for r in actions]}
+            "store_actions": [dict(r) for r in actions],
+            "returning": returning_customer(events), "record": customer_record(conn, session["customer_key"])}
+
+
+def returning_customer(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How a returning customer's order was verified (DESIGN.md 3b): the order first verified on
+    and the date its record ran until, from the `verification.reused` event; else None."""
+    for event in events:
+        if event["type"] == "verification.reused":
+            data = event["data"]
+            until = data.get("expires_at")
+            return {"original_session": data.get("original_session"),
+                    "until": datetime.fromisoformat(until) if until else None,
+                    "text": returning_text(data)}
+    return None
+
+
+def returning_text(data: dict[str, Any]) -> str:
+    """"verified: returning customer (first verified on order X, until DATE)"."""
+    until = data.get("expires_at")
+    day = datetime.fromisoformat(until).date().isoformat() if until else "?"
+    return f"verified: returning customer (first verified on order {data.get('original_session')}, until {day})"
+
+
+def customer_record(conn: Connection, customer_key: str | None) -> dict[str, Any] | None:
+    """The verified-customer record this session's customer has now (None: none, or a guest)."""
+    if not customer_key:
+        return None
+    row = conn.execute(
+        select(verified_customers.c.session_id, verified_customers.c.verified_at, verified_customers.c.expires_at)
+        .where(verified_customers.c.customer_key == customer_key)).mappings().first()
+    return dict(row) if row else None
 
 
 def unopened_order_events(conn: Connection, text: str, limit: int = 200) -> list[dict[str, Any]]:
@@ -219,10 +252,13 @@ def order_of_provider_session(conn: Connection, provider_session_id: str) -> str
 
 
 def funnel(conn: Connection, start: date, end: date) -> dict[str, Any]:
-    """The funnel for days [start, end]: counts per metric, conversion % (verified of received),
+    """The funnel for days [start, end]: counts per metric, conversion % (verified of received,
+    returning customers apart),
     time-to-verify buckets and the median."""
     report = _funnel_totals(conn, start, end)
-    received = report["counts"].get("orders_received", 0)
+    # A returning customer's order (verified at once, DESIGN.md 3b) is counted apart
+    # (`returning_customers`) and left out of both sides: it asked nobody to verify.
+    received = report["counts"].get("orders_received", 0) - report["counts"].get("returning_customers", 0)
     verified = report["counts"].get("verified", 0)
     report["conversion_percent"] = round(100.0 * verified / received, 1) if received else None
     return report

@@ -41,7 +41,11 @@ _CLOSED = sql_in("status", TERMINAL)
 ERASE_CUSTOMERS = _purge(
     "customers erased", "verification_sessions", "order_id",
     f"{_CLOSED} AND erased_at IS NULL AND coalesce(decided_at, updated_at) < :cutoff",
-    "UPDATE {table} SET customer_email = NULL, customer_id = NULL, erased_at = now()")
+    "UPDATE {table} SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL, "
+    "erased_at = now()")
+# Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
+EXPIRED_CUSTOMERS = _purge("verified customers expired", "verified_customers", "customer_key",
+                           "expires_at <= :cutoff", "DELETE FROM {table}")
 DELIVERED_OUTBOX = _purge("delivered outbox rows", "outbox", "id", "delivered_at < :cutoff",
                           "DELETE FROM {table}")
 PROCESSED_MESSAGES = _purge("processed message ids", "processed_messages", "subscriber, message_id",
@@ -66,7 +70,8 @@ def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_rete
             *, local: bool) -> list[tuple[Purge, object]]:
     """Each purge with the time before which its rows go."""
     plan = [(ERASE_CUSTOMERS, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
-            (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention)]
+            (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention),
+            (EXPIRED_CUSTOMERS, now)]
     if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves
         plan.append((LOCAL_DELIVERIES, now - replay_retention))
     return plan

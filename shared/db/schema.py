@@ -103,6 +103,11 @@ verification_sessions = Table(
     # Set when the customer submitted before the deadline: expiry waits for the decision until then.
     _tstz("decision_hold_until"),
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
+    # v14, verify once (shared.domain.customers): the order's keyed customer hashes, set only for
+    # an order with a customer id while verify once is on; an approval records them, an underage
+    # decline revokes by them. Erased with the email.
+    Column("customer_key", Text),
+    Column("email_key", Text),
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("updated_at", nullable=False, server_default=NOW),
     # v13: the store's own facts: when the order was placed at the store (its own clock), and
@@ -141,6 +146,21 @@ Index(
     postgresql_where=text(f"{sql_in('status', REFUNDABLE)} "
                           f"AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"),
 )
+
+# v14, verify once (DESIGN.md 3b): one row per verified customer key, no email in clear, no date
+# of birth, no provider data. `session_id` is the order whose verification it reuses.
+verified_customers = Table(
+    "verified_customers",
+    metadata,
+    Column("customer_key", Text, primary_key=True),
+    Column("email_key", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("session_id", Text, nullable=False),
+    _tstz("verified_at", nullable=False),
+    _tstz("expires_at", nullable=False),
+)
+Index("verified_customers_email", verified_customers.c.email_key)
+Index("verified_customers_expires", verified_customers.c.expires_at)
 
 # Every provider session the service created for an order: a decision binds only to these.
 provider_sessions = Table(

@@ -46,6 +46,13 @@ class Effects:
                                occurred_at=occurred_at, data=data)
         self._publish(TOPIC_EVENTS, message, key=event_id, type_=str(type_))
 
+    def note(self, type_: Event, **data: Any) -> None:
+        """An event-log row only, not published (an operator's record of an erasure: it names
+        no order, so it has no ordering key, and nothing downstream counts it)."""
+        self.events.append(EventRow(event_id=str(uuid.uuid4()), order_id=self.order_id, type=str(type_),
+                                    occurred_at=self.now.isoformat(), request_id=self.request_id,
+                                    actor=self.actor, data=data))
+
     def email(self, kind: Email | str, reminder_index: int = 0) -> None:
         """A customer email (a kind in `EMAILS`) on `customer-emails`."""
         job = EmailJob(order_id=self.order_id, kind=str(kind), reminder_index=reminder_index)

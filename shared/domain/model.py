@@ -89,6 +89,10 @@ class Event(StrEnum):
     STORE_NOTIFIED = "store.notified"  # the outcome webhook took the notification
     STORE_ACTION_FAILED = "store.action_failed"  # the store refused: its error code only
     STORE_ACTION_RETRIED = "store.action_retried"  # an operator asked the store again
+    # Verify once (DESIGN.md 3b).
+    REUSED = "verification.reused"  # a returning customer's order opened verified
+    CUSTOMER_REVOKED = "customer.verification_revoked"  # a verified-customer record removed
+    CUSTOMER_ERASED = "customer.erased"  # an operator's forget: who and how many, never what
 
 
 class TimerKind(StrEnum):
@@ -233,6 +237,8 @@ class Transition:
         """The store action this transition asks for (`STORE_ACTION_AT`), None for none."""
         if self.to_status in self.from_statuses:  # pending -> pending (a fresh link) asks nothing
             return None
+        if self.refund:  # a refund is owed (an erased customer's open order too): the store cancels and refunds
+            return "cancel_and_refund"
         return STORE_ACTION_AT.get(self.to_status)
 
 
@@ -313,6 +319,16 @@ APPROVAL_RULES: dict[AgeCheck, Transition] = {
 
 
 STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True)
+
+# An operator's forget closes the customer's open sessions; their store actions still run: the
+# order was never verified, so it is cancelled and refunded (reason `erased`), never shipped.
+ERASED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True, refund=True,
+                    reason="erased")
+
+# A returning customer's order (DESIGN.md 3b): opened verified, from no status (the session is
+# inserted so); no link, no timers. Its effects go through `apply_effects` like any transition
+# that reaches `verified`.
+RETURNING_CUSTOMER = Transition((), Status.VERIFIED, Event.REUSED, reason="returning_customer")
 
 DEADLINE = Transition(
     (Status.PENDING,), Status.EXPIRED, Event.EXPIRED, cancel_timers=True, refund=True, email=Email.EXPIRED

@@ -22,6 +22,7 @@ METRICS = {
     Event.STARTED: "opened",
     Event.SUBMITTED: "submitted",
     Event.APPROVED: "verified",
+    Event.REUSED: "returning_customers",  # verified at once (DESIGN.md 3b): apart from `verified`
     Event.DECLINED: "declined",
     Event.IN_REVIEW: "in_review",
     Event.EXPIRED: "expired",
@@ -87,6 +88,8 @@ STORY = {
     Event.STARTED: "customer opened the verification",
     Event.SUBMITTED: "customer submitted the verification",
     Event.APPROVED: "verified",
+    Event.REUSED: "verified: returning customer",
+    Event.CUSTOMER_REVOKED: "verified-customer record revoked",
     Event.DECLINED: "declined",
     Event.IN_REVIEW: "in review at the provider",
     Event.RESUBMISSION_REQUESTED: "provider asked for a resubmission",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import customer_store, store
 from shared.db.database import Database
-from shared.domain import keys
+from shared.domain import customers, keys
 from shared.domain.messages import (
     IgnoredDelivery,
     OrderPlaced,
@@ -18,8 +19,10 @@ from shared.domain.messages import (
 )
 from shared.domain.model import (
     APPROVAL_RULES,
+    AgeCheck,
     DECISION_RULES,
     PROVIDER_EVENTS,
+    RETURNING_CUSTOMER,
     STORE_CANCEL,
     Decision,
     Email,
@@ -67,20 +70,25 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
         "store_actions": as_records(fx.store_actions),
     }
-    if cmd.provider in keys.NAMESPACED:
-        # Only a namespaced source (Lightspeed) sends cancellations, and a void may overtake the
-        # paid delivery (retried for 48 h) or race it: under the order's lock, which the void
-        # takes too, a void recorded first opens nothing.
-        with db.transaction() as conn:
-            store.lock_order(conn, cmd.order_id)
-            cancelled = store.cancelled_without_session(conn, cmd.order_id)
+    customer = (customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
+                if cmd.customer_id else None)  # a guest never has a key
+    if cmd.provider in keys.NAMESPACED or customer is not None:
+        # Only a namespaced source sends cancellations, and a void may overtake the paid
+        # delivery (retried for 48 h) or race it: under the order's lock, which the void takes
+        # too, a void recorded first opens nothing. A customer with a key may be a returning one
+        # (DESIGN.md 3b): the record is read and used in this same transaction.
+        with UnitOfWork(db, now=now, request_id=request_id) as uow:
+            if cmd.provider in keys.NAMESPACED:
+                store.lock_order(uow.conn, cmd.order_id)
+            cancelled = cmd.provider in keys.NAMESPACED and store.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
-                claimed, opened = store.place_order_in(conn, params)
+                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores)
+            uow.commit()
         if cancelled:
             return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
                                                                 reason="cancelled_by_store"),
                                   now=now, request_id=request_id)
-    else:  # the fast path: one prepared statement, its own transaction
+    else:  # the fast path (a guest, or verify once off): one prepared statement, its own transaction
         claimed, opened = store.place_order(db, params)
     if opened:
         report_committed([cmd.order_id])
@@ -88,6 +96,32 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     if claimed:
         return Result(ResultStatus.DUPLICATE, cmd.order_id, "order already has a verification session")
     return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
+
+
+def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
+                          customer: customers.CustomerKeys | None, now: datetime,
+                          stores: StoreRegistry) -> tuple[bool, bool]:
+    """`place_order` in the unit of work's transaction, or, for a returning customer whose
+    record is unexpired (held against revocation until commit), the session opened `verified`:
+    no provider session, link, reminders or deadline timer, and no hold: the store is told to
+    release at once (its `release` store action, written here with the session)."""
+    record = customer and customer_store.reusable_record(uow.conn, customer.customer_key, now)
+    if not record:
+        claimed, opened = store.place_order_in(uow.conn, params)
+        if opened and customer is not None:
+            customer_store.set_session_keys(uow.conn, cmd.order_id, customer.customer_key, customer.email_key)
+        return claimed, opened
+    claimed, opened = customer_store.open_reused_session(
+        uow.conn, {**params, "customer_key": customer.customer_key, "email_key": customer.email_key})
+    fx = uow.effects(cmd.order_id, actor=cmd.provider)
+    if opened:
+        fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
+        apply_effects(uow, fx, RETURNING_CUSTOMER, {
+            "original_session": record["session_id"], "verified_at": record["verified_at"].isoformat(),
+            "expires_at": record["expires_at"].isoformat()}, stores)
+    elif claimed:
+        fx.event(Event.ORDER_DUPLICATE, provider=cmd.provider, event_id=cmd.event_id)
+    return claimed, opened
 
 
 def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
@@ -117,9 +151,33 @@ def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, 
         details["age_check"] = str(outcome)
     if rule.reason:
         details["reason"] = rule.reason
+    after = None
+    if cmd.decision is Decision.APPROVED:
+        after = (_remember(settings.reuse.reverify_after, now) if outcome is AgeCheck.PASSED
+                 else _revoke_underage if outcome is AgeCheck.UNDERAGE else None)
     return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, rule, details,
                        ignored_event=Event.DECISION_IGNORED, now=now, request_id=request_id,
-                       session_id=cmd.verification_id, decided_at=cmd.decided_at, stores=stores)
+                       session_id=cmd.verification_id, decided_at=cmd.decided_at, stores=stores,
+                       after=after)
+
+
+AfterTransition = Callable[[UnitOfWork, Effects], None]
+
+
+def _remember(reverify_after: timedelta | None, now: datetime) -> AfterTransition | None:
+    """A session verified with the age check passed records its customer key (verify once on)."""
+    if reverify_after is None:
+        return None
+
+    def remember(uow: UnitOfWork, fx: Effects) -> None:
+        customer_store.remember_customer(uow.conn, fx.order_id, now, now + reverify_after)
+    return remember
+
+
+def _revoke_underage(uow: UnitOfWork, fx: Effects) -> None:
+    """An underage decline removes the record of the same customer key, recorded on this session."""
+    for original in customer_store.revoke_for_session(uow.conn, fx.order_id):
+        fx.event(Event.CUSTOMER_REVOKED, reason="underage", original_session=original)
 
 
 def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, *, now: datetime,
@@ -175,13 +233,20 @@ def operator_actor(operator: str) -> str:
 
 
 def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
-                    reason: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
-    """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded."""
+                    reason: str | None = None, age_checked: bool = False,
+                    reverify_after: timedelta | None = None, stores: StoreRegistry = NO_STORES) -> Result:
+    """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded.
+    A verify records the customer for verify once only when the operator says they checked the
+    age (`age_checked`, recorded as `age_check: passed`) and verify once is on (`reverify_after`)."""
     rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
     details = {"manual": True, **({"reason": reason} if reason else {})}
+    after = None
+    if action == "verify" and age_checked:
+        details["age_check"] = str(AgeCheck.PASSED)
+        after = _remember(reverify_after, now)
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
                        details, ignored_event=Event.DECISION_IGNORED, now=now,
-                       request_id=None, actor=operator_actor(operator), stores=stores)
+                       request_id=None, actor=operator_actor(operator), stores=stores, after=after)
 
 
 def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
@@ -218,7 +283,7 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                 details: dict, *, ignored_event: Event, now: datetime,
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
                 decided_at: datetime | None = None, record_unknown: bool = False,
-                stores: StoreRegistry = NO_STORES) -> Result:
+                stores: StoreRegistry = NO_STORES, after: AfterTransition | None = None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if session_id is not None:
             order_id = _session_of(uow, order_id, session_id)
@@ -245,6 +310,8 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
         if rule.to_status is Status.VERIFIED:
             details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
         apply_effects(uow, fx, rule, details, stores)
+        if after is not None:
+            after(uow, fx)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
 

@@ -9,7 +9,7 @@ from shared.db import store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.messages import OrderAction
-from shared.domain.model import REFUNDABLE, Event, RefundClaim
+from shared.domain.model import ERASED, REFUNDABLE, Event, RefundClaim, Status
 from shared.errors import TransientError
 from shared.handlers.result import Result, ResultStatus
 from shared.ports import RefundGateway, RefundResult
@@ -32,7 +32,9 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
         status = store.session_status(conn, action.order_id)
     if status is None:
         return Result(ResultStatus.IGNORED, action.order_id, "unknown order")
-    if status not in REFUNDABLE:  # closed for good: a refund is owed only for these
+    # A session closed because its customer was forgotten (`erased`) was never verified: its
+    # order is refunded too (a store's own cancellation asks for none).
+    if status not in REFUNDABLE and not (status == Status.CANCELLED and action.reason == ERASED.reason):
         return Result(ResultStatus.IGNORED, action.order_id, f"not refunded: session is {status}")
     claim = store.claim_refund(db, action.order_id, settings.lifecycle.email_lease.total_seconds())
     if claim is RefundClaim.REQUESTED:

@@ -156,6 +156,7 @@ class ChaosRun:
             "VERIFF_SHARED_SECRET": "".join(secrets.choice(_LETTERS) for _ in range(32)),
             "VERIFF_API_KEY": "".join(secrets.choice(_LETTERS) for _ in range(20)),
             "LIGHTSPEED_CLIENT_SECRET": "".join(secrets.choice(_LETTERS) for _ in range(32)),
+            "CUSTOMER_KEY_SECRET": "".join(secrets.choice(_LETTERS) for _ in range(32)),
         }
         state_dir = world.work_dir / self.database
         state_dir.mkdir()

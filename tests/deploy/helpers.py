@@ -51,6 +51,7 @@ OPERATOR_SECRETS = {
     "sendgrid-api-key": "SG.leak-canary-sendgrid-0f3a",
     "refund-api-token": "leak-canary-refund-token-44c0",
     "console-secret": "leak-canary-console-csrf-3b9d",
+    "customer-key-secret": "leak-canary-customer-pepper-8e61",
 }
 
 # Settings an operator puts in the env file.

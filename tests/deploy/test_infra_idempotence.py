@@ -129,6 +129,7 @@ def test_each_identity_gets_exactly_its_grants(provisioned_template):
         "refund-api-token": set(),
         "db-password": set(),  # IAM database authentication by default
         "console-secret": {"vs-console"},
+        "customer-key-secret": {"vs-intake", "vs-console"},
     }
     for secret, accounts in readers.items():
         assert bindings(state, "secret", secret) == {

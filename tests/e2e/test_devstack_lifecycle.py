@@ -46,6 +46,7 @@ def stack_env(state_dir: Path, base: int, **overrides: str) -> dict[str, str]:
         "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": str(state_dir), "PYTHONPATH": str(ROOT),
         "NO_GCE_CHECK": "true", "ORDER_WEBHOOK_SECRET": ORDER_SECRET, "VERIFF_SHARED_SECRET": VERIFF_SECRET,
         "VERIFF_API_KEY": VERIFF_API_KEY, "LIGHTSPEED_CLIENT_SECRET": LIGHTSPEED_SECRET,
+        "CUSTOMER_KEY_SECRET": "e2e-customer-key-pepper",
         "EMAIL_BACKEND": "console", "REFUND_BACKEND": "manual", "LOCAL_SWEEP_SECONDS": "3600",
     })
     env.update(overrides)

@@ -10,7 +10,8 @@ from sqlalchemy import event
 from shared.db.migrate import LATEST, ensure_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"ORDER_WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "VERIFF_SHARED_SECRET": "v"}
+SECRETS = {"ORDER_WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "VERIFF_SHARED_SECRET": "v",
+           "CUSTOMER_KEY_SECRET": "pepper"}
 BASE = {"NO_GCE_CHECK": "true", "DATABASE_URL": "postgresql+pg8000://u@127.0.0.1:1/x", "TIMER_URL": "http://127.0.0.1:1/",
         "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GOOGLE_CLOUD_PROJECT": "p", **SECRETS}
 # What functions-framework does at start: load main.py, then ask it for FUNCTION_TARGET.

@@ -488,3 +488,45 @@ def test_a_store_action_failing_five_times_running_needs_attention(intake, pump,
         listed, _ = reads.list_sessions(conn, reads.SessionFilter(attention=True, query=order_id),
                                         bootstrap.container().clock.now())
     assert [row["order_id"] for row in listed] == [order_id]
+
+
+def test_forgetting_a_customer_cancels_and_refunds_their_held_order_in_the_store(intake, pump, shop, receiver, db,
+                                                                                  order_id):
+    """Forget (issue 23): an open session closes `cancelled`, reason `erased`, and its store
+    action still runs: the held order is cancelled and refunded by the store, never shipped."""
+    opened(intake, db, order_id)
+    pump(order_id)
+    with db.read() as conn:
+        email = store.load_session(conn, order_id)["customer_email"]
+
+    erasure = console_actions.forget(bootstrap.container(), email, "alice@example.com")
+
+    assert order_id in erasure.cancelled
+    assert pump(order_id) == [200, 200]  # the store's cancel and refund, and the outcome webhook
+    assert shop.kinds(order_id) == ["hold", "cancel_and_refund"]
+    assert [reason for kind, key, _, reason in shop.calls if kind == "cancel_and_refund"] == ["erased"]
+    assert refund_requests(db, order_id) == 0  # the store refunds: nothing goes to REFUND_BACKEND
+    with db.read() as conn:
+        session = store.load_session(conn, order_id)
+    assert (session["status"], session["customer_email"]) == ("cancelled", None)
+
+
+def test_a_returning_customers_order_is_released_at_once_and_never_held(intake, pump, shop, receiver, db):
+    """Verify once (issue 23) meets the store (issue 21): a returning customer's order opens
+    `verified` with no hold; the store is told to release it at once (and the outcome webhook
+    says `order.verified`)."""
+    from tests.functions.test_verify_once import approve as approve_reuse
+    from tests.functions.test_webhook_intake import post_order
+
+    customer, email = f"c-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}@example.com"
+    first, second = f"o-{uuid.uuid4().hex[:10]}", f"o-{uuid.uuid4().hex[:10]}"
+    assert post_order(intake, first, customerEmail=email, customerId=customer).json["status"] == "accepted"
+    approve_reuse(intake, db, first)
+    pump(first)
+    assert shop.kinds(first) == ["hold", "release"]
+
+    assert post_order(intake, second, customerEmail=email, customerId=customer).json["status"] == "accepted"
+    assert action_states(db, second) == {("release", "orders"): "due", ("release", "outcome_webhook"): "due"}
+    assert pump(second) == [200, 200]
+    assert shop.kinds(second) == ["release"]
+    assert receiver.types(second) == ["order.verified"]

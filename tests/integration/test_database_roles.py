@@ -324,11 +324,51 @@ FORBIDDEN = {
     "request-refund": ["UPDATE verification_sessions SET status = 'verified'",
                        "SELECT deadline FROM verification_sessions", "SELECT * FROM countdown_timers",
                        "SELECT * FROM funnel_daily"],
-    "operator-console": ["UPDATE verification_sessions SET customer_email = 'x@example.com'",
+    # The console may erase a customer's email (forget), so the column is writable to it; it
+    # still writes no other identity of the session.
+    "operator-console": ["UPDATE verification_sessions SET source = 'x', order_id = 'y'",
                          "DELETE FROM event_log", "UPDATE event_log SET actor = 'x'",
                          "INSERT INTO funnel_daily VALUES (now(), 'x', 1)", "SELECT * FROM processed_messages",
                          "SELECT * FROM local_tasks", "DELETE FROM verification_sessions"],
 }
+
+
+# Verify once's records: only the functions that need them (DESIGN.md 3b).
+READS_RECORDS = "SELECT * FROM verified_customers LIMIT 1"
+RECORD_FUNCTIONS = ("webhook-intake", "operator-console")
+
+
+def test_only_the_intake_and_the_console_read_the_verified_customer_records(members, cluster):
+    for function, user in members.items():
+        assert refused(cluster, user, READS_RECORDS) == (function not in RECORD_FUNCTIONS), function
+    # The sweep deletes expired records without reading whose they are.
+    assert refused(cluster, members["sweep"], "SELECT email_key, session_id FROM verified_customers")
+    assert not refused(cluster, members["sweep"], "DELETE FROM verified_customers WHERE expires_at < now()")
+
+
+def test_verify_once_runs_under_the_intake_the_console_and_the_sweep(as_role):
+    from shared.handlers import customers as customer_actions
+
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    intake_db, console_db, sweep_db = as_role("webhook-intake"), as_role("operator-console"), as_role("sweep")
+    first, second, third = (f"order-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    order = lambda key: OrderPlaced("orders", f"m-{key}", key, "Buyer@Example.com", customer_id="c-1")  # noqa: E731
+    assert intake.place_order(intake_db, settings, order(first), now=T0).status == "accepted"
+    assert intake.operator_action(console_db, first, "verify", operator="op", now=T0, reason="ID seen",
+                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    assert intake.place_order(intake_db, settings, order(second), now=T0).status == "accepted"
+    assert customer_actions.revoke(console_db, second, operator="op", reason="doubt", now=T0).status == "accepted"
+    assert intake.place_order(intake_db, settings, order(third), now=T0).status == "accepted"
+    assert intake.operator_action(console_db, third, "verify", operator="op", now=T0, reason="ID seen",
+                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    erasure = customer_actions.forget(console_db, settings, "buyer@example.com", operator="op", now=T0)
+    assert erasure.sessions == 3 and erasure.records == 1
+    in_cloud = dataclasses.replace(settings, tasks=dataclasses.replace(settings.tasks, backend="cloud"))
+    fourth = f"order-{uuid.uuid4().hex[:10]}"
+    assert intake.place_order(intake_db, settings, order(fourth), now=T0).status == "accepted"
+    assert intake.operator_action(console_db, fourth, "verify", operator="op", now=T0, reason="ID seen",
+                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("verified customers expired") == 1
 
 
 @pytest.mark.parametrize("function", sorted(GRANTS))
