@@ -34,7 +34,7 @@ import requests
 from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
-from tests.chaos.scenarios import Report, _email_figures, _once_each
+from tests.chaos.scenarios import Report, _once_each
 from tests.stack import ROOT, wait_for
 
 HOLD = "fulfillmentOrderHold"
