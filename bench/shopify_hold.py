@@ -45,6 +45,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(cuts[49] * 1000), "p99": round(cuts[98] * 1000), "max": round(ordered[-1] * 1000)}
 
 
+def _rate(times: list[float]) -> float | None:
+    return round((len(times) - 1) / (max(times) - min(times)), 2) if len(times) > 1 and max(times) > min(times) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=20.0, help="orders a second (default 20)")
@@ -118,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 "store bucket": counts["bucket"], "THROTTLED answers": counts["throttled"],
                 "webhook -> hold at the store, ms": percentiles(hold_latency),
                 "webhook -> link email accepted by SMTP, ms": percentiles(link_latency),
+                # what the stack delivered downstream: below the webhook rate, a queue grows
+                "holds placed per second (first to last)": _rate(list(holds.values())),
+                "link emails accepted per second (first to last)": _rate(list(links.values())),
                 "orders without a hold": count - len(hold_latency),
                 "orders without a link email": count - len(link_latency),
                 "pool timeouts in logs": run.pool_timeouts(),
