@@ -40,13 +40,20 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages = []
+        self.accepted_at = []  # wall-clock time each message was accepted, beside `messages`
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.messages.append((tuple(envelope.rcpt_tos), message))
+            self.accepted_at.append(time.time())
         return "250 OK"
+
+    def arrivals(self) -> list[tuple[tuple[str, ...], str, float]]:
+        """(recipients, kind, accepted at) of every message, in arrival order (for latency benches)."""
+        with self._lock:
+            return [(rcpts, m[KIND_HEADER], at) for (rcpts, m), at in zip(self.messages, self.accepted_at)]
 
     def kinds_for(self, order_id):
         return [m[KIND_HEADER] for _, m in self._snapshot() if order_id in m.get_body(("plain",)).get_content()]

@@ -85,11 +85,13 @@ class Order:
 
 @dataclass(frozen=True)
 class Mutation:
-    """One mutation the stand-in executed: its root field, the order it touched, its variables."""
+    """One mutation the stand-in executed: its root field, the order it touched, its variables,
+    and when it was received (wall clock, so a harness in another process can time it)."""
 
     name: str
     order: str | None
     variables: dict[str, Any]
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -124,6 +126,7 @@ class ShopifyStandIn:
         self.invalid = 0  # documents or variables refused by the schema
         self.unauthorized = 0
         self.max_cost_seen = 0.0
+        self.charged = 0.0  # points the bucket paid for answered requests (mutations and queries)
         self.lowest_available = float(max_available)
         self._scripted: list[_Scripted] = []
         self._user_errors: dict[str, list[str]] = {}
@@ -204,11 +207,14 @@ class ShopifyStandIn:
 
     def counts(self) -> dict[str, Any]:
         """What a harness in another process reads (`GET /_standin/counts`): every mutation by
-        name and order, and the THROTTLED, invalid and unauthorized answers."""
+        name and order with its receive time (`at`, epoch seconds), and the THROTTLED, invalid and
+        unauthorized answers."""
         with self._lock:
-            return {"mutations": [{"name": m.name, "order": m.order} for m in self.mutations],
+            return {"mutations": [{"name": m.name, "order": m.order, "at": m.at} for m in self.mutations],
                     "throttled": self.throttled, "invalid": self.invalid, "unauthorized": self.unauthorized,
-                    "requests": self.requests}
+                    "requests": self.requests, "charged": self.charged,
+                    "bucket": {"max_available": self.max_available, "restore_rate": self.restore_rate,
+                               "mutation_cost": self.mutation_cost}}
 
     def script(self, status: int, *, retry_after: float | None = None, times: int = 1) -> None:
         """Answer the next `times` requests with `status` (429 with `Retry-After`, 500, ...)."""
@@ -303,6 +309,7 @@ class ShopifyStandIn:
                 if pending:
                     late.append(pending.pop(0))
             actual = self._cost(operation, result.data, variables)
+            self.charged += actual
             self.available = min(self.max_available, self.available + max(requested - actual, 0.0))
             answer: dict[str, Any] = {"data": result.data}
             if result.errors:
@@ -579,11 +586,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-version", default=DEFAULT_VERSION)
     parser.add_argument("--max-available", type=float, default=1000.0)
     parser.add_argument("--restore-rate", type=float, default=100.0)
+    parser.add_argument("--mutation-cost", type=float, default=10.0)
+    parser.add_argument("--quiet", action="store_true", help="no line per mutation (a harness reads the counts)")
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args(argv)
     shop = ShopifyStandIn(token=args.token, api_version=args.api_version, max_available=args.max_available,
-                          restore_rate=args.restore_rate, delay=args.delay, auto_create=True, port=args.port,
-                          on_mutation=_story)
+                          restore_rate=args.restore_rate, mutation_cost=args.mutation_cost, delay=args.delay,
+                          auto_create=True, port=args.port, on_mutation=None if args.quiet else _story)
     shop.start()
     print(f"shopify stand-in: listening on {shop.url}", flush=True)
     try:

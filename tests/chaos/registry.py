@@ -9,6 +9,7 @@ from tests.chaos.scenarios import (
     sigkill_mid_burst,
     surrogate_then_valid,
 )
+from tests.chaos.store_scenarios import shopify_sigkill, shopify_throttle
 
 SCENARIOS = {
     "duplicate_storm": duplicate_storm,
@@ -20,4 +21,6 @@ SCENARIOS = {
     "hostile_input": hostile_input,
     "surrogate_then_valid": surrogate_then_valid,
     "poisoned_sweep": poisoned_sweep,
+    "shopify_sigkill": shopify_sigkill,
+    "shopify_throttle": shopify_throttle,
 }

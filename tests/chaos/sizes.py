@@ -11,6 +11,10 @@ SIZES = {  # scenario: (CI size, full size)
     "hostile_input": ({"per_family": 60, "schema_examples": 15}, {"per_family": 1700, "schema_examples": 100}),
     "surrogate_then_valid": ({"valid": 200}, {"valid": 200}),
     "poisoned_sweep": ({"orders": 10}, {"orders": 50}),
+    # issue 21: the CI sizes stay under about a minute each on a 2-core machine
+    "shopify_sigkill": ({"orders": 24, "window": 60, "second_kill": False}, {"orders": 300, "window": 150}),
+    "shopify_throttle": ({"orders": 40, "max_available": 200, "restore_rate": 50, "max_ratio": 2.0},
+                         {"orders": 1000}),
 }
 CI = {name: ci for name, (ci, _) in SIZES.items()}
 FULL = {name: full for name, (_, full) in SIZES.items()}

@@ -425,6 +425,31 @@ def test_the_stand_in_as_a_process_prints_one_line_per_mutation():
             "fulfillmentOrderHold", "tagsAdd", "fulfillmentOrderReleaseHold", "tagsAdd"]
         assert {m["order"] for m in counts["mutations"]} == {"gid://shopify/Order/8001"}
         assert counts["throttled"] == 0 and counts["invalid"] == 0
+        # each mutation's receive time, in order (a harness times the store's side with it), and
+        # every point charged: 4 mutations at 10, and the two reads' actual cost (6 each, one
+        # fulfillment order)
+        times = [m["at"] for m in counts["mutations"]]
+        assert times == sorted(times) and abs(times[-1] - time.time()) < 30
+        assert counts["charged"] == 4 * 10 + 2 * 6
+        assert counts["bucket"] == {"max_available": 1000.0, "restore_rate": 100.0, "mutation_cost": 10.0}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_stand_in_process_takes_its_bucket_and_mutation_cost_from_flags():
+    process = subprocess.Popen([sys.executable, "-m", "devstack.stores.shopify", "--port", "0", "--quiet",
+                                "--max-available", "30", "--restore-rate", "5", "--mutation-cost", "15"],
+                               stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        connector = ShopifyConnector(url, DEFAULT_TOKEN)
+        connector.perform(CANCEL, order(8002))  # a read of cancelledAt (1 point), one orderCancel (15)
+        counts = requests.get(url.split("/admin/")[0] + "/_standin/counts", timeout=5).json()
+        assert counts["bucket"] == {"max_available": 30.0, "restore_rate": 5.0, "mutation_cost": 15.0}
+        assert [m["name"] for m in counts["mutations"]] == ["orderCancel"] and counts["charged"] == 16.0
+        process.terminate()
+        assert process.stdout.read() == ""  # --quiet: no line per mutation
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -1,0 +1,305 @@
+"""Store scenarios of the chaos suite (issue 21): Shopify orders through the real local stack.
+
+Each run starts its own Shopify stand-in as a process (`python -m devstack.stores.shopify`,
+orders created when first named, a configurable cost bucket), outside the stack, so a SIGKILL
+of every stack process leaves the store's record intact; the stack is pointed at it with
+`SHOPIFY_ADMIN_URL`. What the store received is read from the stand-in (`GET
+/_standin/counts`: every mutation by name, order and receive time), and counted per order:
+
+- `shopify_sigkill`: every stack process SIGKILLed in the middle of N orders (and once more in
+  the middle of the approvals), half approved by Veriff, half left to expire: every order held
+  once per fulfillment order (no second hold of ours), every approved order released once and
+  never cancelled, every expired order cancelled once and never released; link emails once.
+- `shopify_throttle`: a 100-point/s bucket (10 points per mutation) and a burst of N orders:
+  every order held once, none lost or doubled, and the time from the first webhook to the last
+  hold against the bucket's theoretical minimum (every point the store charged, reads included,
+  less the full bucket at the start, over the restore rate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import requests
+
+from devstack.postgres import free_port
+from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
+from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
+from tests.chaos.scenarios import Report, _once_each
+from tests.stack import ROOT, wait_for
+
+HOLD = "fulfillmentOrderHold"
+RELEASE = "fulfillmentOrderReleaseHold"
+CANCEL = "orderCancel"
+TAGS = "tagsAdd"
+
+
+class ShopifyProcess:
+    """`python -m devstack.stores.shopify` on a free port, as its own process; a context manager."""
+
+    def __init__(self, *, max_available: float = 1000.0, restore_rate: float = 100.0,
+                 mutation_cost: float = 10.0) -> None:
+        self.token = "shpat_" + secrets.token_hex(16)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/admin/api/2025-10/graphql.json"
+        self._args = [sys.executable, "-m", "devstack.stores.shopify", "--port", str(self.port), "--quiet",
+                      "--token", self.token, "--max-available", f"{max_available:g}",
+                      "--restore-rate", f"{restore_rate:g}", "--mutation-cost", f"{mutation_cost:g}"]
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ShopifyProcess:
+        self.process = subprocess.Popen(self._args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(self._up, "the Shopify stand-in to listen", timeout=30, every=0.1)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def _up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"the Shopify stand-in exited with {self.process.returncode}")
+        try:
+            return requests.get(self.base + "/_standin/counts", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def counts(self) -> dict[str, Any]:
+        return requests.get(self.base + "/_standin/counts", timeout=30).json()
+
+    def settings(self, client_secret: str) -> dict[str, str]:
+        """The stack's environment for this shop (the webhooks' secret is the run's own)."""
+        return {"SHOPIFY_SHOP_DOMAIN": SHOPIFY_SHOP_DOMAIN, "SHOPIFY_CLIENT_SECRET": client_secret,
+                "SHOPIFY_ADMIN_URL": self.url, "SHOPIFY_ADMIN_TOKEN": self.token}
+
+
+def shopify_run(world: ChaosWorld, scenario: str, shop: ShopifyProcess, **settings: str) -> ChaosRun:
+    """A chaos run whose stack acts on `shop` (the outcome webhook left out: the store is counted)."""
+    secret = "shpss_" + secrets.token_hex(16)
+    run = world.run(scenario, **shop.settings(secret), LOCAL_OUTCOME_WEBHOOK="off", **settings)
+    run.secrets["SHOPIFY_CLIENT_SECRET"] = secret
+    return run
+
+
+def order_ids(count: int) -> list[int]:
+    """Shopify's numeric order ids, from a random base (one run's ids never meet another's)."""
+    base = random.SystemRandom().randrange(10**11, 9 * 10**11)
+    return [base + i for i in range(count)]
+
+
+def key(order_id: int) -> str:
+    return f"shopify:{order_id}"
+
+
+def gid(order_id: int) -> str:
+    return f"gid://shopify/Order/{order_id}"
+
+
+def order_request(run: ChaosRun, order_id: int) -> Request:
+    """An `orders/paid` webhook, signed as Shopify signs it; the same webhook id on every re-send."""
+    body = json.dumps(shopify_order(order_id, customer_email(key(order_id)))).encode()
+    headers = shopify_headers(run.secrets["SHOPIFY_CLIENT_SECRET"], body, webhook_id=str(uuid.uuid4()))
+    return Request(run.url + "/webhooks/shopify", body, headers, key(order_id))
+
+
+def sessions(run: ChaosRun) -> dict[str, list]:
+    """session key -> [status, Veriff session id] of every Shopify order (the run's database is its own)."""
+    return {k: [s, v] for k, s, v in run.query(
+        "SELECT order_id, status, veriff_session_id FROM verification_sessions WHERE order_id LIKE 'shopify:%'")}
+
+
+def open_store_actions(run: ChaosRun) -> int:
+    return run.scalar("SELECT count(*) FROM store_actions WHERE state IN ('due', 'leased')")
+
+
+def store_action_states(run: ChaosRun) -> dict[str, int]:
+    return {f"{a} {s}": n for a, s, n in run.query(
+        "SELECT action, state, count(*) FROM store_actions GROUP BY action, state ORDER BY 1, 2")}
+
+
+def by_order(mutations: list[dict], name: str) -> Counter:
+    return Counter(m["order"] for m in mutations if m["name"] == name)
+
+
+def emails_by_order(run: ChaosRun, keys: list[str]) -> Counter:
+    """(session key, kind) -> emails its customer received."""
+    owner = {customer_email(k): k for k in keys}
+    received = run.world.inbox.by_recipient_and_kind()
+    return Counter({(owner[rcpt], kind): n for (rcpt, kind), n in received.items() if rcpt in owner})
+
+
+def _held_once(report: Report, mutations: list[dict], ids: list[int]) -> None:
+    _once_each(report, by_order(mutations, HOLD), [gid(i) for i in ids], "hold")
+
+
+# ---- SIGKILL of every stack process, Shopify orders half approved, half expiring ----------------
+
+
+def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, second_kill: bool = True) -> Report:
+    """N Shopify orders, 16 at once, every stack process SIGKILLed a third into them (and, with
+    `second_kill`, half-way through the approvals), the same start command each time; half the
+    orders approved by Veriff once their link exists, the rest left to expire after `window` s."""
+    report = Report("shopify_sigkill")
+    # A generous bucket (Shopify Plus's restore rate): the bucket is shopify_throttle's subject.
+    with ShopifyProcess(max_available=2000, restore_rate=1000) as shop, \
+            shopify_run(world, "shopkill", shop, VERIFICATION_WINDOW=f"{window}s",
+                        REMINDER_OFFSETS=f"{window // 2}s") as run:
+        ids = order_ids(orders)
+        keys = [key(i) for i in ids]
+        approved = set(keys[::2])
+        kills: list[int] = []
+        restarts: list[float] = []
+
+        def fault() -> None:
+            began = time.monotonic()
+            kills.append(run.kill_everything())
+            run.restart()
+            restarts.append(round(time.monotonic() - began, 1))
+
+        tally = Clients().run([order_request(run, i) for i in ids], retry_until=time.monotonic() + 180,
+                              fault=(orders // 3, fault))
+        report.figures["order webhooks"] = dict(tally.count(final=False))
+        report.check(len(tally.accepted_keys) == orders,
+                     f"only {len(tally.accepted_keys)} of {orders} orders were ever answered 2xx")
+        report.settle(run, lambda: sum(1 for s, v in sessions(run).values() if v) >= orders,
+                      "a Veriff session (link) for every order", timeout=window)
+        links = {k: v for k, (s, v) in sessions(run).items() if v}
+        approvals = [run.approval_request(k, links[k]) for k in sorted(approved) if k in links]
+        decided = Clients().run(approvals, retry_until=time.monotonic() + window,
+                                fault=(len(approvals) // 2, fault) if second_kill else None)
+        report.figures["approval attempts"] = dict(decided.count(final=False))
+        report.check(decided.share_2xx() == 1.0, f"approvals finally answered {dict(decided.count())}")
+        report.figures["processes killed"] = kills
+        report.figures["seconds from kill to up again"] = restarts
+        report.check(len(kills) == 1 + second_kill, f"{len(kills)} kills fired")
+        report.settle(run, lambda: not any(s in ("pending", "in_review") for s, _ in sessions(run).values())
+                      and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0,
+                      "every session closed, every store action finished, outbox and messages drained",
+                      timeout=window + 150)
+        _sigkill_figures(report, run, shop, ids, approved)
+        report.figures["seconds"] = run.seconds()
+    return report
+
+
+def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str]) -> None:
+    states = sessions(run)
+    report.figures["sessions"] = dict(Counter(s for s, _ in states.values()))
+    report.figures["store actions"] = store_action_states(run)
+    wrong = [k for k in map(key, ids) if states.get(k, [None])[0] != ("verified" if k in approved else "expired")]
+    report.check(not wrong, f"{len(wrong)} sessions not verified (approved) or expired (the rest), e.g. "
+                            f"{[(k, states.get(k, [None])[0]) for k in wrong[:3]]}")
+    counts = shop.counts()
+    mutations = counts["mutations"]
+    report.figures["mutations"] = dict(Counter(m["name"] for m in mutations))
+    report.figures["THROTTLED answers"] = counts["throttled"]
+    report.check(counts["invalid"] == 0 and counts["unauthorized"] == 0,
+                 f"{counts['invalid']} invalid and {counts['unauthorized']} unauthorized requests at the store")
+    _held_once(report, mutations, ids)
+    releases, cancels = by_order(mutations, RELEASE), by_order(mutations, CANCEL)
+    verified = [gid(i) for i in ids if key(i) in approved]
+    expired = [gid(i) for i in ids if key(i) not in approved]
+    _once_each(report, releases, verified, "release of an approved order")
+    _once_each(report, cancels, expired, "cancel of an expired order")
+    both = [g for g in map(gid, ids) if releases[g] and cancels[g]]
+    crossed = [g for g in verified if cancels[g]] + [g for g in expired if releases[g]]
+    report.figures["orders released and cancelled"] = len(both)
+    report.figures["orders given the other outcome"] = len(crossed)
+    report.check(not both and not crossed, f"{len(both)} orders released and cancelled, {len(crossed)} given the "
+                                           f"wrong outcome (e.g. {(both + crossed)[:3]})")
+    unknown = set(m["order"] for m in mutations) - set(map(gid, ids))
+    report.check(not unknown, f"mutations on {len(unknown)} orders never placed")
+    tags = Counter((m["order"]) for m in mutations if m["name"] == TAGS)
+    report.figures["tagsAdd per order (idempotent, a re-drive may repeat it)"] = dict(Counter(tags.values()))
+    emails = emails_by_order(run, [key(i) for i in ids])
+    report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
+    twice = sorted(k for k, n in emails.items() if n > 1)
+    report.figures["emails twice"] = len(twice)
+    report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
+    links = Counter({k: n for (k, kind), n in emails.items() if kind == "link"})
+    _once_each(report, links, [key(i) for i in ids], "link email")
+    report.figures["undelivered outbox rows"] = run.undelivered()
+    report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
+    report.check(run.stack_alive(), "the stack exited on its own")
+
+
+# ---- a throttling store and a burst of orders ---------------------------------------------------
+
+
+def shopify_throttle(world: ChaosWorld, *, orders: int = 1000, max_available: float = 1000.0,
+                     restore_rate: float = 100.0, mutation_cost: float = 10.0,
+                     max_ratio: float = 1.3) -> Report:
+    """A burst of N Shopify orders, 16 at once, against a store whose cost bucket holds
+    `max_available` points and restores `restore_rate` a second, `mutation_cost` per mutation.
+    Every order must be held once (none lost, none doubled), and the last hold must come within
+    `max_ratio` times the bucket's theoretical minimum from the first webhook."""
+    report = Report("shopify_throttle")
+    with ShopifyProcess(max_available=max_available, restore_rate=restore_rate,
+                        mutation_cost=mutation_cost) as shop, \
+            shopify_run(world, "shopthrottle", shop, VERIFICATION_WINDOW="2h", REMINDER_OFFSETS="1h") as run:
+        ids = order_ids(orders)
+        began = time.time()
+        tally = Clients().run([order_request(run, i) for i in ids], retry_until=time.monotonic() + 300)
+        report.figures["order webhooks"] = dict(tally.count(final=False))
+        report.figures["seconds to send the burst"] = round(time.time() - began, 1)
+        report.check(len(tally.accepted_keys) == orders,
+                     f"only {len(tally.accepted_keys)} of {orders} orders were ever answered 2xx")
+        # Bounded: three times the minimum the bucket allows, and two minutes more.
+        bound = 120 + 3 * orders * (3 * mutation_cost) / restore_rate
+        report.settle(run, lambda: run.scalar("SELECT count(*) FROM store_actions WHERE action = 'hold' "
+                                              "AND state IN ('done', 'failed', 'skipped')") >= orders
+                      and open_store_actions(run) == 0,
+                      "every order's hold finished", timeout=bound)
+        counts = shop.counts()
+        mutations = counts["mutations"]
+        report.figures["store actions"] = store_action_states(run)
+        report.figures["mutations"] = dict(Counter(m["name"] for m in mutations))
+        report.figures["THROTTLED answers"] = counts["throttled"]
+        report.check(counts["invalid"] == 0 and counts["unauthorized"] == 0,
+                     f"{counts['invalid']} invalid and {counts['unauthorized']} unauthorized requests at the store")
+        _held_once(report, mutations, ids)
+        tagged = by_order(mutations, TAGS)
+        lost_tags = [g for g in map(gid, ids) if not tagged[g]]
+        report.figures["orders without their tag"] = len(lost_tags)
+        report.check(not lost_tags, f"{len(lost_tags)} held orders never tagged")
+        report.figures["tagsAdd per order"] = dict(Counter(tagged.values()))
+        held = run.scalar("SELECT count(*) FROM event_log WHERE type = 'store.held'")
+        report.figures["store.held events"] = held
+        report.check(held == orders, f"{held} store.held events for {orders} orders")
+        if mutations:
+            finished = max(m["at"] for m in mutations if m["name"] in (HOLD, TAGS))
+            took = finished - began
+            mutation_points = len(mutations) * mutation_cost
+            minimum = max(counts["charged"] - max_available, 0.0) / restore_rate
+            report.figures["points charged (mutations, reads)"] = [mutation_points,
+                                                                   round(counts["charged"] - mutation_points, 1)]
+            report.figures["theoretical minimum s (every point charged)"] = round(minimum, 1)
+            report.figures["theoretical minimum s (mutations only)"] = round(
+                max(mutation_points - max_available, 0.0) / restore_rate, 1)
+            report.figures["seconds from first webhook to last hold"] = round(took, 1)
+            ratio = took / minimum if minimum else float("inf")
+            report.figures["ratio to the minimum"] = round(ratio, 3)
+            report.check(ratio <= max_ratio, f"finished in {took:.1f} s, {ratio:.2f}x the bucket's minimum "
+                                             f"{minimum:.1f} s (at most {max_ratio}x)")
+        report.figures["seconds"] = run.seconds()
+    return report
