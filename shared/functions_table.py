@@ -40,6 +40,10 @@ DEPLOYMENT_DEFAULTS = {
     "EMAIL_BACKEND": "sendgrid",
     "REFUND_BACKEND": "manual",
     "LIGHTSPEED_ENABLED": "true",
+    # The stores (shared/stores): each one's secrets only when it is on.
+    "SHOPIFY_ENABLED": "false",
+    "WOOCOMMERCE_ENABLED": "false",
+    "OUTCOME_WEBHOOK_ENABLED": "false",
 }
 
 # Every function connects to the database; only password authentication
@@ -56,6 +60,9 @@ class DeployedFunction:
     public: bool  # reachable from the internet (--ingress-settings=all, unauthenticated)
     secrets: tuple[Secret, ...]
     behind_iap: bool = False  # staff reach it from the internet, through Identity-Aware Proxy
+    # It moves sessions, so it decides which store actions a transition writes
+    # (shared/stores/registry.py): it gets the stores' non-secret settings.
+    moves_sessions: bool = False
 
     @property
     def ingress(self) -> str:
@@ -76,10 +83,14 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
             Secret("VERIFF_SHARED_SECRET"),  # X-HMAC-SIGNATURE of Veriff's webhooks
             Secret("VERIFF_API_KEY"),  # checked against X-AUTH-CLIENT
             Secret("LIGHTSPEED_CLIENT_SECRET", when=("LIGHTSPEED_ENABLED", "true")),
+            Secret("SHOPIFY_CLIENT_SECRET", when=("SHOPIFY_ENABLED", "true")),  # X-Shopify-Hmac-Sha256
+            Secret("WOOCOMMERCE_WEBHOOK_SECRET", when=("WOOCOMMERCE_ENABLED", "true")),  # X-WC-Webhook-Signature
         ),
+        moves_sessions=True,
     ),
-    DeployedFunction("timer-expiry", "timer_expiry", "http", None, public=False, secrets=()),
-    DeployedFunction("sweep", "sweep", "http", None, public=False, secrets=()),
+    DeployedFunction("timer-expiry", "timer_expiry", "http", None, public=False, secrets=(),
+                     moves_sessions=True),
+    DeployedFunction("sweep", "sweep", "http", None, public=False, secrets=(), moves_sessions=True),
     DeployedFunction(
         "send-customer-email", "send_customer_email", "cloudevent", "customer-emails", public=False,
         secrets=(
@@ -91,10 +102,18 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
                      public=False, secrets=()),
     DeployedFunction(
         "request-refund", "request_refund", "cloudevent", "order-actions", public=False,
-        secrets=(Secret("REFUND_API_TOKEN", when=("REFUND_BACKEND", "http")),),
+        # It performs the store actions (shared/handlers/store_actions.py): the stores' credentials.
+        secrets=(
+            Secret("REFUND_API_TOKEN", when=("REFUND_BACKEND", "http")),
+            Secret("SHOPIFY_ADMIN_TOKEN", when=("SHOPIFY_ENABLED", "true")),
+            Secret("WOOCOMMERCE_CONSUMER_KEY", when=("WOOCOMMERCE_ENABLED", "true")),
+            Secret("WOOCOMMERCE_CONSUMER_SECRET", when=("WOOCOMMERCE_ENABLED", "true")),
+            Secret("OUTCOME_WEBHOOK_SECRET", when=("OUTCOME_WEBHOOK_ENABLED", "true")),
+        ),
+        moves_sessions=True,
     ),
     DeployedFunction("operator-console", "operator_console", "http", None, public=False,
-                     secrets=(Secret("CONSOLE_SECRET"),), behind_iap=True),
+                     secrets=(Secret("CONSOLE_SECRET"),), behind_iap=True, moves_sessions=True),
 )
 
 BY_NAME = {f.name: f for f in FUNCTIONS}
@@ -104,7 +123,8 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
     """The table as bash declarations for infra/config.sh (which reads it through
     `python -m shared.functions_table shell`, so the list is written once): FUNCTIONS in
     deploy order (`first`, then the table's), and per function its entry point, trigger
-    (`http` or a topic), exposure, ingress and the secrets it reads under `deployment`;
+    (`http` or a topic), exposure, ingress, whether it moves sessions (and so gets the
+    stores' settings) and the secrets it reads under `deployment`;
     SECRET_ENVS is every secret any function may read."""
     unknown = set(deployment) - set(DEPLOYMENT_DEFAULTS)
     if unknown or set(first) - set(BY_NAME):
@@ -122,6 +142,7 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
         table("FN_TABLE_TRIGGER", lambda f: f.trigger or "http"),
         table("FN_TABLE_PUBLIC", lambda f: "true" if f.public else "false"),
         table("FN_TABLE_INGRESS", lambda f: f.ingress),
+        table("FN_TABLE_MOVES_SESSIONS", lambda f: "true" if f.moves_sessions else "false"),
         # In the table's order, each once (a secret both a row and the database list name).
         table("FN_TABLE_SECRETS", lambda f: " ".join(dict.fromkeys(
             s.variable for s in (*f.secrets, *_DATABASE) if s.applies(deployment)))),

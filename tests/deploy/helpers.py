@@ -51,6 +51,12 @@ OPERATOR_SECRETS = {
     "sendgrid-api-key": "SG.leak-canary-sendgrid-0f3a",
     "refund-api-token": "leak-canary-refund-token-44c0",
     "console-secret": "leak-canary-console-csrf-3b9d",
+    "shopify-client-secret": "leak-canary-shopify-client-8e21",
+    "shopify-admin-token": "shpat_leak-canary-shopify-admin-6a07",
+    "woocommerce-webhook-secret": "leak-canary-woo-webhook-19bd",
+    "woocommerce-consumer-key": "ck_leak-canary-woo-key-52fe",
+    "woocommerce-consumer-secret": "cs_leak-canary-woo-secret-0c4a",
+    "outcome-webhook-secret": "whsec_" + base64.b64encode(b"leak-canary-outcome-key-32bytes!").decode(),
 }
 
 # Settings an operator puts in the env file.

@@ -25,14 +25,19 @@ def bash_reads(declarations: str, script: str) -> str:
                           capture_output=True, text=True, check=True, timeout=30).stdout
 
 
+STORES_ON = {"SHOPIFY_ENABLED": "true", "WOOCOMMERCE_ENABLED": "true", "OUTCOME_WEBHOOK_ENABLED": "true"}
+
+
 @pytest.mark.parametrize("deployment", [{}, {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "smtp",
-                                             "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "false"}])
+                                             "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "false"},
+                                        STORES_ON])
 def test_bash_reads_back_the_table(deployment):
     out = bash_reads(shell(deployment, first=["timer-expiry"]), """
         printf '%s\\n' "${FUNCTIONS[*]}"
         for fn in "${FUNCTIONS[@]}"; do
-            printf '%s|%s|%s|%s|%s|%s\\n' "$fn" "${FN_TABLE_ENTRY[$fn]}" "${FN_TABLE_TRIGGER[$fn]}" \\
-                "${FN_TABLE_PUBLIC[$fn]}" "${FN_TABLE_INGRESS[$fn]}" "${FN_TABLE_SECRETS[$fn]}"
+            printf '%s|%s|%s|%s|%s|%s|%s\\n' "$fn" "${FN_TABLE_ENTRY[$fn]}" "${FN_TABLE_TRIGGER[$fn]}" \\
+                "${FN_TABLE_PUBLIC[$fn]}" "${FN_TABLE_INGRESS[$fn]}" "${FN_TABLE_MOVES_SESSIONS[$fn]}" \\
+                "${FN_TABLE_SECRETS[$fn]}"
         done
         printf '%s\\n' "${SECRET_ENVS[*]}"
     """).splitlines()
@@ -40,12 +45,29 @@ def test_bash_reads_back_the_table(deployment):
     assert order[0] == "timer-expiry" and sorted(order) == sorted(BY_NAME)
     rows = {line.split("|")[0]: line.split("|")[1:] for line in out[1:-1]}
     for fn in FUNCTIONS:
-        entry, trigger, public, ingress, secrets = rows[fn.name]
-        assert (entry, trigger, public, ingress) == (fn.entry_point, fn.trigger or "http",
-                                                     str(fn.public).lower(), fn.ingress)
+        entry, trigger, public, ingress, moves, secrets = rows[fn.name]
+        assert (entry, trigger, public, ingress, moves) == (fn.entry_point, fn.trigger or "http",
+                                                            str(fn.public).lower(), fn.ingress,
+                                                            str(fn.moves_sessions).lower())
         assert sorted(secrets.split()) == sorted(fn.secret_variables(deployment))
     assert set(out[-1].split()) == {s for fn in FUNCTIONS for s in fn.secret_variables(
-        {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "sendgrid", "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "true"})}
+        {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "sendgrid", "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "true",
+         **STORES_ON})}
+
+
+def test_the_store_secrets_go_to_the_intake_and_the_order_actions_subscriber_only_when_on():
+    intake, actions = BY_NAME["webhook-intake"], BY_NAME["request-refund"]
+    store_secrets = {"SHOPIFY_CLIENT_SECRET", "WOOCOMMERCE_WEBHOOK_SECRET", "SHOPIFY_ADMIN_TOKEN",
+                     "WOOCOMMERCE_CONSUMER_KEY", "WOOCOMMERCE_CONSUMER_SECRET", "OUTCOME_WEBHOOK_SECRET"}
+    assert not store_secrets & {s for fn in FUNCTIONS for s in fn.secret_variables({})}
+    assert intake.secret_variables(STORES_ON) & store_secrets == {"SHOPIFY_CLIENT_SECRET", "WOOCOMMERCE_WEBHOOK_SECRET"}
+    assert actions.secret_variables(STORES_ON) & store_secrets == {
+        "SHOPIFY_ADMIN_TOKEN", "WOOCOMMERCE_CONSUMER_KEY", "WOOCOMMERCE_CONSUMER_SECRET", "OUTCOME_WEBHOOK_SECRET"}
+    assert actions.secret_variables({"SHOPIFY_ENABLED": "true"}) & store_secrets == {"SHOPIFY_ADMIN_TOKEN"}
+    others = [fn for fn in FUNCTIONS if fn not in (intake, actions)]
+    assert not store_secrets & {s for fn in others for s in fn.secret_variables(STORES_ON)}
+    assert {fn.name for fn in FUNCTIONS if fn.moves_sessions} == {
+        "webhook-intake", "timer-expiry", "sweep", "request-refund", "operator-console"}
 
 
 def test_the_command_refuses_what_it_does_not_know(capsys):
