@@ -25,6 +25,7 @@ from shared.db import store
 from tests.functions.conftest import client_for
 from tests.functions.test_age_rule_and_binding import approve
 from tests.functions.test_store_actions import ADULT, MINOR, Pump, action_states, events, expire, refund_requests
+from tests.functions.test_subscribers import smtp  # noqa: F401  (the SMTP inbox fixture)
 from tests.sessions import bind_provider_session
 
 SHOPIFY_CLIENT_SECRET = "shpss_lifecycle_test_secret"
@@ -259,3 +260,21 @@ def test_an_operator_verify_after_the_hold_releases_it(shop, intake, pump, db, n
 
     assert shop.releases(number) == 1 and shop.cancels(number) == 0 and shop.refunds(number) == 0
     assert len(events(db, key, "store.released")) == 1
+
+
+def test_the_verified_email_promises_shipping_once_the_store_was_told(shop, app_env, smtp, intake, pump, db,
+                                                                      number):
+    from tests.functions.test_subscribers import deliver, email_job
+
+    inbox, port = smtp
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")  # the store's settings stay
+    key, session = placed(shop, intake, pump, db, number)
+    assert approve(intake, key, session, ADULT).json["status"] == "accepted"
+    pump(key)
+    assert shop.releases(number) == 1
+
+    email = client_for("send_customer_email", "cloudevent")
+    assert deliver(email, "customer-emails", email_job(key, "verified"), key="v", order_id=key).status_code == 200
+    body = inbox.messages[-1].get_body(("plain",)).get_content()
+    assert "prepared for shipping" in body
+    assert str(number) in body and key not in body  # the store's own order number, never our key
