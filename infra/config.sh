@@ -175,7 +175,8 @@ secret_name() { printf '%s' "$1" | tr 'A-Z_' 'a-z-'; }
 # FUNCTIONS (deploy order: timer-expiry first, because the others need its URL)
 # and, per function, FN_TABLE_ENTRY, FN_TABLE_TRIGGER (http or a topic),
 # FN_TABLE_PUBLIC, FN_TABLE_INGRESS, FN_TABLE_MOVES_SESSIONS and FN_TABLE_SECRETS
-# (the secrets it reads under these settings), and SECRET_ENVS. Standard library only: any python3.
+# (the secrets it reads under these settings), SECRET_ENVS, and STORE_ENVS (the
+# settings of the stores that are on). Standard library only: any python3.
 FUNCTION_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m shared.functions_table shell \
     --first timer-expiry DB_IAM_AUTH="$DB_IAM_AUTH" EMAIL_BACKEND="$EMAIL_BACKEND" \
     REFUND_BACKEND="$REFUND_BACKEND" LIGHTSPEED_ENABLED="$LIGHTSPEED_ENABLED" \
@@ -183,22 +184,6 @@ FUNCTION_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m s
     OUTCOME_WEBHOOK_ENABLED="$OUTCOME_WEBHOOK_ENABLED") ||
     die "could not read the function table: $DEPLOY_PYTHON -m shared.functions_table failed"
 eval "$FUNCTION_TABLE"
-
-# store_env: the stores' settings (no secrets), for each function that moves a
-# session; a store that is off gets none, so its connector stays disabled.
-store_env() {
-    STORE_ENV=()
-    if [[ $SHOPIFY_ENABLED == true ]]; then
-        STORE_ENV+=("SHOPIFY_SHOP_DOMAIN=$SHOPIFY_SHOP_DOMAIN" "SHOPIFY_API_VERSION=$SHOPIFY_API_VERSION"
-            "SHOPIFY_NOTIFY_CUSTOMER=$SHOPIFY_NOTIFY_CUSTOMER")
-    fi
-    if [[ $WOOCOMMERCE_ENABLED == true ]]; then
-        STORE_ENV+=("WOOCOMMERCE_URL=$WOOCOMMERCE_URL")
-    fi
-    if [[ $OUTCOME_WEBHOOK_ENABLED == true ]]; then
-        STORE_ENV+=("OUTCOME_WEBHOOK_URL=$OUTCOME_WEBHOOK_URL")
-    fi
-}
 
 # fn_setting FUNCTION KEY DEFAULT: e.g. WEBHOOK_INTAKE_MAX_INSTANCES=20
 # overrides the intake's max instances.
@@ -296,9 +281,14 @@ function_spec() {
             return 1
             ;;
     esac
+    # The settings (no secrets) of the stores that are on, the table's STORE_ENVS, to
+    # each function that moves a session; a store that is off gets none, so its
+    # connector stays disabled.
+    local var
     if [[ ${FN_TABLE_MOVES_SESSIONS[$1]} == true ]]; then
-        store_env
-        FN_ENV+=("${STORE_ENV[@]}")
+        for var in "${STORE_ENVS[@]}"; do
+            FN_ENV+=("$var=${!var}")
+        done
     fi
     FN_MAX_INSTANCES=$(fn_setting "$1" MAX_INSTANCES "$max")
     FN_POOL_SIZE=$(fn_setting "$1" DB_POOL_SIZE "$pool")

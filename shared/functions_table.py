@@ -46,6 +46,21 @@ DEPLOYMENT_DEFAULTS = {
     "OUTCOME_WEBHOOK_ENABLED": "false",
 }
 
+# Each store's non-secret settings, by the setting that turns it on: they go to every function
+# that moves a session (`moves_sessions`) while the store is on, and to none while it is off.
+STORE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "SHOPIFY_ENABLED": ("SHOPIFY_SHOP_DOMAIN", "SHOPIFY_API_VERSION", "SHOPIFY_NOTIFY_CUSTOMER"),
+    "WOOCOMMERCE_ENABLED": ("WOOCOMMERCE_URL",),
+    "OUTCOME_WEBHOOK_ENABLED": ("OUTCOME_WEBHOOK_URL",),
+}
+
+
+def store_settings(deployment: Mapping[str, str]) -> list[str]:
+    """The non-secret settings of the stores that are on under `deployment`."""
+    return [name for switch, names in STORE_SETTINGS.items()
+            if deployment.get(switch, DEPLOYMENT_DEFAULTS[switch]) == "true" for name in names]
+
+
 # Every function connects to the database; only password authentication
 # needs a secret for it.
 _DATABASE = (Secret("DB_PASSWORD", when=("DB_IAM_AUTH", "false")),)
@@ -125,7 +140,8 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
     deploy order (`first`, then the table's), and per function its entry point, trigger
     (`http` or a topic), exposure, ingress, whether it moves sessions (and so gets the
     stores' settings) and the secrets it reads under `deployment`;
-    SECRET_ENVS is every secret any function may read."""
+    SECRET_ENVS is every secret any function may read; STORE_ENVS the settings of the stores
+    that are on, for every function that moves a session."""
     unknown = set(deployment) - set(DEPLOYMENT_DEFAULTS)
     if unknown or set(first) - set(BY_NAME):
         raise ValueError(f"unknown deployment setting or function: {sorted(unknown | (set(first) - set(BY_NAME)))}")
@@ -147,6 +163,7 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
         table("FN_TABLE_SECRETS", lambda f: " ".join(dict.fromkeys(
             s.variable for s in (*f.secrets, *_DATABASE) if s.applies(deployment)))),
         f"SECRET_ENVS=({' '.join(every)})",
+        f"STORE_ENVS=({' '.join(store_settings(deployment))})",
     ]) + "\n"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.db.grants import GRANTS
-from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, main, shell
+from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, STORE_SETTINGS, main, shell
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "infra" / "config.sh").read_text()
@@ -111,3 +111,15 @@ def test_every_entry_point_is_a_row_of_the_table_and_requires_only_its_secrets()
         assert _module_constant(module, "NAME") == fn.entry_point, module.name
         always = {s.variable for s in fn.secrets if s.when is None}
         assert set(_module_constant(module, "REQUIRED") or ()) <= always, module.name
+
+
+
+def test_the_store_settings_come_from_the_table_and_each_has_its_default_in_infra_config():
+    on = bash_reads(shell(STORES_ON), 'printf "%s\\n" "${STORE_ENVS[*]}"').split()
+    assert on == [name for names in STORE_SETTINGS.values() for name in names]
+    assert bash_reads(shell({}), 'printf "%s\\n" "${STORE_ENVS[*]:-}"').split() == []
+    assert bash_reads(shell({"WOOCOMMERCE_ENABLED": "true"}), 'printf "%s\\n" "${STORE_ENVS[*]}"').split() == [
+        "WOOCOMMERCE_URL"]
+    assert set(STORE_SETTINGS) <= set(DEPLOYMENT_DEFAULTS)
+    for name in (n for names in STORE_SETTINGS.values() for n in names):
+        assert re.search(rf"^{name}=\$\{{{name}:-", CONFIG, re.M), name  # set -u: each has a default
