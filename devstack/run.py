@@ -46,8 +46,12 @@ SUBSCRIBERS = {f.trigger: f.entry_point for f in DEPLOYED if f.trigger}  # topic
 START_TIMEOUT = 60  # seconds every function may take to answer its first request
 # The store stand-ins listen past the functions: the outcome webhook receiver at base + 9
 # (`devstack.outcome_receiver`; LOCAL_OUTCOME_WEBHOOK=off, or an OUTCOME_WEBHOOK_URL of your own,
-# leaves it out).
+# leaves it out), then the Shopify Admin GraphQL stand-in at base + 10 and the WooCommerce REST
+# stand-in at base + 11 (`devstack.stores`; each left out when SHOPIFY_ADMIN_URL / WOOCOMMERCE_URL
+# is set already, e.g. to a stand-in a bench started).
 OUTCOME_RECEIVER_OFFSET = 9
+SHOPIFY_STANDIN_OFFSET = 10
+WOOCOMMERCE_STANDIN_OFFSET = 11
 
 
 class StartFailure(Exception):
@@ -70,6 +74,8 @@ def _dev_secrets() -> dict[str, str]:
         # Shopify's webhooks (devstack.send shopify ...): the app's client secret and the shop
         "SHOPIFY_CLIENT_SECRET": lambda: "shpss_" + secrets.token_hex(16),
         "SHOPIFY_SHOP_DOMAIN": lambda: SHOPIFY_SHOP_DOMAIN,
+        # the Admin API access token the local Shopify stand-in accepts
+        "SHOPIFY_ADMIN_TOKEN": lambda: "shpat_" + secrets.token_hex(16),
         # WooCommerce: the webhook's secret, and the REST API keys the local stand-in accepts
         "WOOCOMMERCE_WEBHOOK_SECRET": lambda: secrets.token_hex(16),
         "WOOCOMMERCE_CONSUMER_KEY": lambda: "ck_" + secrets.token_hex(20),
@@ -352,6 +358,7 @@ def _print_banner(base_port: int, env: dict[str, str], database_url: str, sweep_
 Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   database          {database_url}
   webhook_intake    http://127.0.0.1:{base_port}/webhooks/orders | /webhooks/lightspeed | /webhooks/shopify | /webhooks/woocommerce | /webhooks/veriff | /healthz
+  shopify           {env.get('SHOPIFY_ADMIN_URL', '(none)')}   (Admin GraphQL; a stand-in unless SHOPIFY_ADMIN_URL was set)
   woocommerce       {env.get('WOOCOMMERCE_URL', '(none)')}   (the store's REST API; a stand-in unless WOOCOMMERCE_URL was set)
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
@@ -406,7 +413,7 @@ def _run(cleanup: contextlib.ExitStack) -> int:
     _check_ports_free(base_port)
     database_url = _start_database(cleanup)
     env = _environment(base_port, database_url)
-    _start_store_standins(env, cleanup)
+    _start_store_standins(base_port, env, cleanup)
     os.environ.update(env)
 
     from shared import bootstrap
@@ -443,22 +450,46 @@ def _run(cleanup: contextlib.ExitStack) -> int:
         time.sleep(0.5)
 
 
-def _start_store_standins(env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
-    """A WooCommerce stand-in (`devstack.stores.woocommerce`) on a free port of 127.0.0.1, unless
-    WOOCOMMERCE_URL names a store already; what the connector writes to it is one line each."""
-    if os.environ.get("WOOCOMMERCE_URL"):
-        return
+def _start_store_standins(base_port: int, env: dict[str, str], cleanup: contextlib.ExitStack) -> None:
+    """The Shopify (`devstack.stores.shopify`) and WooCommerce (`devstack.stores.woocommerce`)
+    stand-ins, at base + 10 and + 11, each unless SHOPIFY_ADMIN_URL / WOOCOMMERCE_URL names a store
+    already. They make an order they do not know on its first call (the stack's orders come from
+    `devstack.send`); each write the connector makes is one line (the story line of its outcome,
+    `order shopify:1001: hold placed`, follows from the `store.*` event)."""
+    from devstack.stores.shopify import ShopifyStandIn
     from devstack.stores.woocommerce import WooCommerceStandIn, story_line
 
-    def tell(call) -> None:
-        line = story_line(call, reads=False)
-        if line:
-            print(line, flush=True)
+    def port_taken(port: int, what: str, variable: str) -> StartFailure:
+        return StartFailure(f"port {port} ({what}) is already in use by another program; free it, move the "
+                            f"stack's ports with LOCAL_BASE_PORT, or point {variable} at a store of your own")
 
-    standin = WooCommerceStandIn(env["WOOCOMMERCE_CONSUMER_KEY"], env["WOOCOMMERCE_CONSUMER_SECRET"],
-                                 autocreate=True, on_call=tell).start()
-    cleanup.callback(standin.stop)
-    env["WOOCOMMERCE_URL"] = standin.url
+    if not os.environ.get("SHOPIFY_ADMIN_URL"):
+        def told(mutation) -> None:
+            order = (mutation.order or "?").rsplit("/", 1)[-1]
+            print(f"{time.strftime('%H:%M:%S')}  shopify stand-in: order shopify:{order}: {mutation.name}", flush=True)
+
+        port = base_port + SHOPIFY_STANDIN_OFFSET
+        try:
+            shop = ShopifyStandIn(token=env["SHOPIFY_ADMIN_TOKEN"], api_version=env.get("SHOPIFY_API_VERSION", "2025-10"),
+                                  auto_create=True, port=port, on_mutation=told).start()
+        except OSError:
+            raise port_taken(port, "Shopify stand-in", "SHOPIFY_ADMIN_URL") from None
+        cleanup.callback(shop.stop)
+        env["SHOPIFY_ADMIN_URL"] = shop.url
+    if not os.environ.get("WOOCOMMERCE_URL"):
+        def tell(call) -> None:
+            line = story_line(call, reads=False)
+            if line:
+                print(line, flush=True)
+
+        port = base_port + WOOCOMMERCE_STANDIN_OFFSET
+        try:
+            standin = WooCommerceStandIn(env["WOOCOMMERCE_CONSUMER_KEY"], env["WOOCOMMERCE_CONSUMER_SECRET"],
+                                         port=port, autocreate=True, on_call=tell).start()
+        except OSError:
+            raise port_taken(port, "WooCommerce stand-in", "WOOCOMMERCE_URL") from None
+        cleanup.callback(standin.stop)
+        env["WOOCOMMERCE_URL"] = standin.url
 
 
 def _stop_all(functions: list[Function]) -> None:

@@ -80,6 +80,19 @@ EMAIL_FROM=${EMAIL_FROM:-}
 REFUND_BACKEND=${REFUND_BACKEND:-manual}
 REFUND_API_URL=${REFUND_API_URL:-}
 LIGHTSPEED_ENABLED=${LIGHTSPEED_ENABLED:-true}
+# The stores told of each outcome (shared/stores; docs/DEPLOY.md). Each one on
+# (true) makes its secrets required: the intake reads its webhook secret, the
+# order-actions subscriber (request-refund) its API credentials. Its settings
+# go to every function that moves a session: each decides which store actions
+# a transition writes, without the credentials.
+SHOPIFY_ENABLED=${SHOPIFY_ENABLED:-false}
+SHOPIFY_SHOP_DOMAIN=${SHOPIFY_SHOP_DOMAIN:-}
+SHOPIFY_API_VERSION=${SHOPIFY_API_VERSION:-2025-10}
+SHOPIFY_NOTIFY_CUSTOMER=${SHOPIFY_NOTIFY_CUSTOMER:-false}
+WOOCOMMERCE_ENABLED=${WOOCOMMERCE_ENABLED:-false}
+WOOCOMMERCE_URL=${WOOCOMMERCE_URL:-}
+OUTCOME_WEBHOOK_ENABLED=${OUTCOME_WEBHOOK_ENABLED:-false}
+OUTCOME_WEBHOOK_URL=${OUTCOME_WEBHOOK_URL:-}
 # after_response: the intake answers, then relays on a thread (its CPU stays
 # allocated: instance-based billing); in_request: it relays before answering.
 INTAKE_RELAY=${INTAKE_RELAY:-after_response}
@@ -161,11 +174,14 @@ secret_name() { printf '%s' "$1" | tr 'A-Z_' 'a-z-'; }
 # The one list of functions is shared/functions_table.py. Its command prints
 # FUNCTIONS (deploy order: timer-expiry first, because the others need its URL)
 # and, per function, FN_TABLE_ENTRY, FN_TABLE_TRIGGER (http or a topic),
-# FN_TABLE_PUBLIC, FN_TABLE_INGRESS and FN_TABLE_SECRETS (the secrets it reads
-# under these settings), and SECRET_ENVS. Standard library only: any python3.
+# FN_TABLE_PUBLIC, FN_TABLE_INGRESS, FN_TABLE_MOVES_SESSIONS and FN_TABLE_SECRETS
+# (the secrets it reads under these settings), SECRET_ENVS, and STORE_ENVS (the
+# settings of the stores that are on). Standard library only: any python3.
 FUNCTION_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m shared.functions_table shell \
     --first timer-expiry DB_IAM_AUTH="$DB_IAM_AUTH" EMAIL_BACKEND="$EMAIL_BACKEND" \
-    REFUND_BACKEND="$REFUND_BACKEND" LIGHTSPEED_ENABLED="$LIGHTSPEED_ENABLED") ||
+    REFUND_BACKEND="$REFUND_BACKEND" LIGHTSPEED_ENABLED="$LIGHTSPEED_ENABLED" \
+    SHOPIFY_ENABLED="$SHOPIFY_ENABLED" WOOCOMMERCE_ENABLED="$WOOCOMMERCE_ENABLED" \
+    OUTCOME_WEBHOOK_ENABLED="$OUTCOME_WEBHOOK_ENABLED") ||
     die "could not read the function table: $DEPLOY_PYTHON -m shared.functions_table failed"
 eval "$FUNCTION_TABLE"
 
@@ -265,6 +281,15 @@ function_spec() {
             return 1
             ;;
     esac
+    # The settings (no secrets) of the stores that are on, the table's STORE_ENVS, to
+    # each function that moves a session; a store that is off gets none, so its
+    # connector stays disabled.
+    local var
+    if [[ ${FN_TABLE_MOVES_SESSIONS[$1]} == true ]]; then
+        for var in "${STORE_ENVS[@]}"; do
+            FN_ENV+=("$var=${!var}")
+        done
+    fi
     FN_MAX_INSTANCES=$(fn_setting "$1" MAX_INSTANCES "$max")
     FN_POOL_SIZE=$(fn_setting "$1" DB_POOL_SIZE "$pool")
     FN_MAX_OVERFLOW=$(fn_setting "$1" DB_MAX_OVERFLOW "$overflow")

@@ -40,7 +40,26 @@ DEPLOYMENT_DEFAULTS = {
     "EMAIL_BACKEND": "sendgrid",
     "REFUND_BACKEND": "manual",
     "LIGHTSPEED_ENABLED": "true",
+    # The stores (shared/stores): each one's secrets only when it is on.
+    "SHOPIFY_ENABLED": "false",
+    "WOOCOMMERCE_ENABLED": "false",
+    "OUTCOME_WEBHOOK_ENABLED": "false",
 }
+
+# Each store's non-secret settings, by the setting that turns it on: they go to every function
+# that moves a session (`moves_sessions`) while the store is on, and to none while it is off.
+STORE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "SHOPIFY_ENABLED": ("SHOPIFY_SHOP_DOMAIN", "SHOPIFY_API_VERSION", "SHOPIFY_NOTIFY_CUSTOMER"),
+    "WOOCOMMERCE_ENABLED": ("WOOCOMMERCE_URL",),
+    "OUTCOME_WEBHOOK_ENABLED": ("OUTCOME_WEBHOOK_URL",),
+}
+
+
+def store_settings(deployment: Mapping[str, str]) -> list[str]:
+    """The non-secret settings of the stores that are on under `deployment`."""
+    return [name for switch, names in STORE_SETTINGS.items()
+            if deployment.get(switch, DEPLOYMENT_DEFAULTS[switch]) == "true" for name in names]
+
 
 # Every function connects to the database; only password authentication
 # needs a secret for it.
@@ -56,6 +75,9 @@ class DeployedFunction:
     public: bool  # reachable from the internet (--ingress-settings=all, unauthenticated)
     secrets: tuple[Secret, ...]
     behind_iap: bool = False  # staff reach it from the internet, through Identity-Aware Proxy
+    # It moves sessions, so it decides which store actions a transition writes
+    # (shared/stores/registry.py): it gets the stores' non-secret settings.
+    moves_sessions: bool = False
 
     @property
     def ingress(self) -> str:
@@ -77,10 +99,14 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
             Secret("VERIFF_API_KEY"),  # checked against X-AUTH-CLIENT
             Secret("LIGHTSPEED_CLIENT_SECRET", when=("LIGHTSPEED_ENABLED", "true")),
             Secret("CUSTOMER_KEY_SECRET"),  # the pepper of verify once's customer keys
+            Secret("SHOPIFY_CLIENT_SECRET", when=("SHOPIFY_ENABLED", "true")),  # X-Shopify-Hmac-Sha256
+            Secret("WOOCOMMERCE_WEBHOOK_SECRET", when=("WOOCOMMERCE_ENABLED", "true")),  # X-WC-Webhook-Signature
         ),
+        moves_sessions=True,
     ),
-    DeployedFunction("timer-expiry", "timer_expiry", "http", None, public=False, secrets=()),
-    DeployedFunction("sweep", "sweep", "http", None, public=False, secrets=()),
+    DeployedFunction("timer-expiry", "timer_expiry", "http", None, public=False, secrets=(),
+                     moves_sessions=True),
+    DeployedFunction("sweep", "sweep", "http", None, public=False, secrets=(), moves_sessions=True),
     DeployedFunction(
         "send-customer-email", "send_customer_email", "cloudevent", "customer-emails", public=False,
         secrets=(
@@ -92,10 +118,19 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
                      public=False, secrets=()),
     DeployedFunction(
         "request-refund", "request_refund", "cloudevent", "order-actions", public=False,
-        secrets=(Secret("REFUND_API_TOKEN", when=("REFUND_BACKEND", "http")),),
+        # It performs the store actions (shared/handlers/store_actions.py): the stores' credentials.
+        secrets=(
+            Secret("REFUND_API_TOKEN", when=("REFUND_BACKEND", "http")),
+            Secret("SHOPIFY_ADMIN_TOKEN", when=("SHOPIFY_ENABLED", "true")),
+            Secret("WOOCOMMERCE_CONSUMER_KEY", when=("WOOCOMMERCE_ENABLED", "true")),
+            Secret("WOOCOMMERCE_CONSUMER_SECRET", when=("WOOCOMMERCE_ENABLED", "true")),
+            Secret("OUTCOME_WEBHOOK_SECRET", when=("OUTCOME_WEBHOOK_ENABLED", "true")),
+        ),
+        moves_sessions=True,
     ),
     DeployedFunction("operator-console", "operator_console", "http", None, public=False,
-                     secrets=(Secret("CONSOLE_SECRET"), Secret("CUSTOMER_KEY_SECRET")), behind_iap=True),
+                     secrets=(Secret("CONSOLE_SECRET"), Secret("CUSTOMER_KEY_SECRET")), behind_iap=True,
+                     moves_sessions=True),
 )
 
 BY_NAME = {f.name: f for f in FUNCTIONS}
@@ -105,8 +140,10 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
     """The table as bash declarations for infra/config.sh (which reads it through
     `python -m shared.functions_table shell`, so the list is written once): FUNCTIONS in
     deploy order (`first`, then the table's), and per function its entry point, trigger
-    (`http` or a topic), exposure, ingress and the secrets it reads under `deployment`;
-    SECRET_ENVS is every secret any function may read."""
+    (`http` or a topic), exposure, ingress, whether it moves sessions (and so gets the
+    stores' settings) and the secrets it reads under `deployment`;
+    SECRET_ENVS is every secret any function may read; STORE_ENVS the settings of the stores
+    that are on, for every function that moves a session."""
     unknown = set(deployment) - set(DEPLOYMENT_DEFAULTS)
     if unknown or set(first) - set(BY_NAME):
         raise ValueError(f"unknown deployment setting or function: {sorted(unknown | (set(first) - set(BY_NAME)))}")
@@ -123,10 +160,12 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
         table("FN_TABLE_TRIGGER", lambda f: f.trigger or "http"),
         table("FN_TABLE_PUBLIC", lambda f: "true" if f.public else "false"),
         table("FN_TABLE_INGRESS", lambda f: f.ingress),
+        table("FN_TABLE_MOVES_SESSIONS", lambda f: "true" if f.moves_sessions else "false"),
         # In the table's order, each once (a secret both a row and the database list name).
         table("FN_TABLE_SECRETS", lambda f: " ".join(dict.fromkeys(
             s.variable for s in (*f.secrets, *_DATABASE) if s.applies(deployment)))),
         f"SECRET_ENVS=({' '.join(every)})",
+        f"STORE_ENVS=({' '.join(store_settings(deployment))})",
     ]) + "\n"
 
 

@@ -26,11 +26,11 @@ import requests
 from aiosmtpd.controller import Controller
 
 from devstack.postgres import free_port
-from devstack.run import FUNCTIONS, OUTCOME_RECEIVER_OFFSET
+from devstack.run import FUNCTIONS, WOOCOMMERCE_STANDIN_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_COUNT = len(FUNCTIONS)  # ports LOCAL_BASE_PORT onwards, one per function
-STACK_PORTS = OUTCOME_RECEIVER_OFFSET + 1  # ... and the store stand-ins after them (devstack.run)
+STACK_PORTS = WOOCOMMERCE_STANDIN_OFFSET + 1  # ... and the outcome receiver and store stand-ins after them (devstack.run)
 KIND_HEADER = "X-Verification-Email"
 READY_LINE = "Local stack is up"  # what devstack.run prints once every function answered
 

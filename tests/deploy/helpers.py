@@ -52,6 +52,12 @@ OPERATOR_SECRETS = {
     "refund-api-token": "leak-canary-refund-token-44c0",
     "console-secret": "leak-canary-console-csrf-3b9d",
     "customer-key-secret": "leak-canary-customer-pepper-8e61",
+    "shopify-client-secret": "leak-canary-shopify-client-8e21",
+    "shopify-admin-token": "shpat_leak-canary-shopify-admin-6a07",
+    "woocommerce-webhook-secret": "leak-canary-woo-webhook-19bd",
+    "woocommerce-consumer-key": "ck_leak-canary-woo-key-52fe",
+    "woocommerce-consumer-secret": "cs_leak-canary-woo-secret-0c4a",
+    "outcome-webhook-secret": "whsec_" + base64.b64encode(b"leak-canary-outcome-key-32bytes!").decode(),
 }
 
 # Settings an operator puts in the env file.

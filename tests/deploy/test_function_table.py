@@ -17,9 +17,17 @@ VARIANTS = [
     {"EMAIL_BACKEND": "smtp"},
     {"REFUND_BACKEND": "http", "REFUND_API_URL": "https://refunds.example.com/api"},
     {"LIGHTSPEED_ENABLED": "false"},
+    {"SHOPIFY_ENABLED": "true", "SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com"},
     {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "smtp", "REFUND_BACKEND": "http",
-     "REFUND_API_URL": "https://refunds.example.com/api", "LIGHTSPEED_ENABLED": "false"},
+     "REFUND_API_URL": "https://refunds.example.com/api", "LIGHTSPEED_ENABLED": "false",
+     "SHOPIFY_ENABLED": "true", "SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com",
+     "WOOCOMMERCE_ENABLED": "true", "WOOCOMMERCE_URL": "https://shop.acme.example",
+     "OUTCOME_WEBHOOK_ENABLED": "true", "OUTCOME_WEBHOOK_URL": "https://shop.acme.example/outcome"},
 ]
+STORES = VARIANTS[-1]
+STORE_SETTINGS = {"SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com", "SHOPIFY_API_VERSION": "2025-10",
+                  "SHOPIFY_NOTIFY_CUSTOMER": "false", "WOOCOMMERCE_URL": "https://shop.acme.example",
+                  "OUTCOME_WEBHOOK_URL": "https://shop.acme.example/outcome"}
 
 
 def secret_name(variable: str) -> str:
@@ -120,3 +128,35 @@ def test_only_the_public_function_takes_traffic_from_outside_the_project(tmp_pat
         assert [w for w in argv if w.startswith("--ingress-settings")] == [
             f"--ingress-settings={fn.ingress}"], fn.name
         assert ("--no-allow-unauthenticated" in argv) == (not fn.public), fn.name
+
+
+def env_vars(argv: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in flag(argv, "set-env-vars")[3:].split("|"))
+
+
+def test_the_store_settings_reach_every_function_that_moves_a_session_and_no_other(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env=STORES, root=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+    found = deploys(run.stdout)
+    for fn in FUNCTIONS:
+        env = env_vars(found[fn.name])
+        got = {k: v for k, v in env.items() if k in STORE_SETTINGS}
+        assert got == (STORE_SETTINGS if fn.moves_sessions else {}), fn.name
+    assert {fn.name for fn in FUNCTIONS if fn.moves_sessions} == {
+        "webhook-intake", "timer-expiry", "sweep", "request-refund", "operator-console"}
+
+
+def test_stores_that_are_off_send_no_settings_and_no_secrets(tmp_path):
+    run = dry_run(DEPLOY, *TARGET, env={"SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com"}, root=tmp_path)
+    assert run.returncode == 0, run.stderr
+
+    for argv in deploys(run.stdout).values():
+        assert not set(env_vars(argv)) & set(STORE_SETTINGS)
+        assert not {v for v in set_secrets(argv) if v.startswith(("SHOPIFY", "WOOCOMMERCE", "OUTCOME"))}
+
+
+def test_a_store_that_is_on_needs_its_address_to_deploy(provisioned):
+    run = provisioned.run(DEPLOY, *TARGET, env={"SHOPIFY_ENABLED": "true"})
+    assert run.returncode != 0 and "SHOPIFY_SHOP_DOMAIN is not set" in run.stderr
+    assert not [c for c in run.calls if c[1:3] == ["functions", "deploy"]]

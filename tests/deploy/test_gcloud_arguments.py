@@ -44,7 +44,10 @@ VARIANT = {"DB_IAM_AUTH": "false", "REFUND_BACKEND": "http",
            "REFUND_API_URL": "https://shop.example/refunds", "EMAIL_BACKEND": "smtp",
            "EMAIL_FROM": "Acme Store <verify@acme.example>", "REMINDER_OFFSETS": "24h,60h",
            "LIGHTSPEED_ENABLED": "false", "ALERT_EMAILS": "oncall@store.example,ops@store.example",
-           "CONSOLE_ACCESS": "group:ops@acme.example, user:alice@acme.example"}
+           "CONSOLE_ACCESS": "group:ops@acme.example, user:alice@acme.example",
+           "SHOPIFY_ENABLED": "true", "SHOPIFY_SHOP_DOMAIN": "acme.myshopify.com",
+           "WOOCOMMERCE_ENABLED": "true", "WOOCOMMERCE_URL": "https://shop.acme.example",
+           "OUTCOME_WEBHOOK_ENABLED": "true", "OUTCOME_WEBHOOK_URL": "https://shop.acme.example/outcome"}
 
 
 @pytest.fixture(scope="module")

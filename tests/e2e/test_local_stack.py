@@ -37,6 +37,7 @@ from tests.stack import ROOT, StackProcess, consecutive_free_ports, smtp_inbox
 from tests.stack import wait_for as wait_until
 
 WAIT = 45  # seconds any one lifecycle may take at most, before the test gives up
+RUNNING: dict[str, StackProcess] = {}  # url -> the running stack (its output and state folder)
 
 
 @contextlib.contextmanager
@@ -50,9 +51,11 @@ def running_stack(database_url, smtp_port, state_dir, base, **overrides):
     for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
         env.pop(name)
     stack = StackProcess(env, state_dir, base).start(timeout=60)
+    RUNNING[stack.url] = stack
     try:
         yield stack.url
     finally:
+        RUNNING.pop(stack.url, None)
         stack.stop()
 
 
@@ -278,3 +281,41 @@ def test_the_local_stack_tells_its_outcome_webhook_receiver(stack, db):
              == ["order.held", "order.verified"], "the verified outcome webhook")
     assert requests.get(receiver, timeout=5).json()["rejected"] == []
     assert "store.notified" in events_of(db, order_id)
+
+
+def test_the_local_stack_holds_releases_and_cancels_at_its_store_stand_ins(stack, db):
+    """By default the stack runs the Shopify and WooCommerce stand-ins (base + 10, + 11) and points
+    the connectors at them; each store call is a story line in the terminal."""
+    import json
+
+    from devstack.run import SHOPIFY_STANDIN_OFFSET
+    from devstack.signing import shopify_headers, shopify_order, woocommerce_body, woocommerce_headers, woocommerce_order
+
+    url, _ = stack
+    running = RUNNING[url]
+    dev = json.loads((running.state_dir / "dev-secrets.json").read_text())
+    shop_number, woo_number = (5_000_000_000_000 + uuid.uuid4().int % 10**12 for _ in range(2))
+    body = json.dumps(shopify_order(shop_number, "buyer@example.com")).encode()
+    assert requests.post(url + "/webhooks/shopify", data=body, timeout=10,
+                         headers=shopify_headers(dev["SHOPIFY_CLIENT_SECRET"], body)).status_code == 200
+    body = woocommerce_body(woocommerce_order(woo_number, "processing"))
+    headers = woocommerce_headers(dev["WOOCOMMERCE_WEBHOOK_SECRET"], body, "order.created")
+    assert requests.post(url + "/webhooks/woocommerce", data=body, headers=headers, timeout=10).status_code == 200
+    shop_key, woo_key = f"shopify:{shop_number}", f"woocommerce:{woo_number}"
+
+    counts = f"http://127.0.0.1:{running.base_port + SHOPIFY_STANDIN_OFFSET}/_standin/counts"
+
+    def mutations(name):
+        return [m for m in requests.get(counts, timeout=5).json()["mutations"]
+                if m["name"] == name and m["order"] == f"gid://shopify/Order/{shop_number}"]
+
+    wait_for(lambda: mutations("fulfillmentOrderHold"), "the Shopify hold at the stand-in")
+    wait_for(lambda: f"order {shop_key}: hold placed" in running.log_text(), "the Shopify hold's story line")
+    wait_for(lambda: f"order {woo_key}: hold placed" in running.log_text(), "the WooCommerce hold's story line")
+    decide(url, shop_key, 9001)
+    wait_for(lambda: mutations("fulfillmentOrderReleaseHold"), "the Shopify release at the stand-in")
+    wait_for(lambda: f"order {shop_key}: released" in running.log_text(), "the release's story line")
+    # The WooCommerce order is left to expire (a 6 s window): cancelled and refunded at the store.
+    wait_for(lambda: f"order {woo_key}: cancelled and refunded" in running.log_text(), "the cancel's story line")
+    assert f"woocommerce stand-in: order {woo_key}: create_refund" in running.log_text()
+    assert mutations("orderCancel") == []

@@ -90,7 +90,8 @@ def test_the_stack_gives_each_function_every_secret_the_table_says_it_reads(tmp_
         monkeypatch.delenv(variable, raising=False)
     env = run._environment(8080, "postgresql+pg8000://postgres@127.0.0.1:1/verification")
     local = {"DB_IAM_AUTH": "true", "EMAIL_BACKEND": env["EMAIL_BACKEND"], "REFUND_BACKEND": env["REFUND_BACKEND"],
-             "LIGHTSPEED_ENABLED": "true"}
+             "LIGHTSPEED_ENABLED": "true",  # and every store: the stack runs their stand-ins by default
+             "SHOPIFY_ENABLED": "true", "WOOCOMMERCE_ENABLED": "true", "OUTCOME_WEBHOOK_ENABLED": "true"}
     for function in DEPLOYED:
         missing = {v for v in function.secret_variables(local) if not env.get(v)}
         assert not missing, f"{function.entry_point} would not start locally without {missing}"

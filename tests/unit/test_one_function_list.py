@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.db.grants import GRANTS
-from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, main, shell
+from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, STORE_SETTINGS, main, shell
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "infra" / "config.sh").read_text()
@@ -25,14 +25,19 @@ def bash_reads(declarations: str, script: str) -> str:
                           capture_output=True, text=True, check=True, timeout=30).stdout
 
 
+STORES_ON = {"SHOPIFY_ENABLED": "true", "WOOCOMMERCE_ENABLED": "true", "OUTCOME_WEBHOOK_ENABLED": "true"}
+
+
 @pytest.mark.parametrize("deployment", [{}, {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "smtp",
-                                             "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "false"}])
+                                             "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "false"},
+                                        STORES_ON])
 def test_bash_reads_back_the_table(deployment):
     out = bash_reads(shell(deployment, first=["timer-expiry"]), """
         printf '%s\\n' "${FUNCTIONS[*]}"
         for fn in "${FUNCTIONS[@]}"; do
-            printf '%s|%s|%s|%s|%s|%s\\n' "$fn" "${FN_TABLE_ENTRY[$fn]}" "${FN_TABLE_TRIGGER[$fn]}" \\
-                "${FN_TABLE_PUBLIC[$fn]}" "${FN_TABLE_INGRESS[$fn]}" "${FN_TABLE_SECRETS[$fn]}"
+            printf '%s|%s|%s|%s|%s|%s|%s\\n' "$fn" "${FN_TABLE_ENTRY[$fn]}" "${FN_TABLE_TRIGGER[$fn]}" \\
+                "${FN_TABLE_PUBLIC[$fn]}" "${FN_TABLE_INGRESS[$fn]}" "${FN_TABLE_MOVES_SESSIONS[$fn]}" \\
+                "${FN_TABLE_SECRETS[$fn]}"
         done
         printf '%s\\n' "${SECRET_ENVS[*]}"
     """).splitlines()
@@ -40,12 +45,29 @@ def test_bash_reads_back_the_table(deployment):
     assert order[0] == "timer-expiry" and sorted(order) == sorted(BY_NAME)
     rows = {line.split("|")[0]: line.split("|")[1:] for line in out[1:-1]}
     for fn in FUNCTIONS:
-        entry, trigger, public, ingress, secrets = rows[fn.name]
-        assert (entry, trigger, public, ingress) == (fn.entry_point, fn.trigger or "http",
-                                                     str(fn.public).lower(), fn.ingress)
+        entry, trigger, public, ingress, moves, secrets = rows[fn.name]
+        assert (entry, trigger, public, ingress, moves) == (fn.entry_point, fn.trigger or "http",
+                                                            str(fn.public).lower(), fn.ingress,
+                                                            str(fn.moves_sessions).lower())
         assert sorted(secrets.split()) == sorted(fn.secret_variables(deployment))
     assert set(out[-1].split()) == {s for fn in FUNCTIONS for s in fn.secret_variables(
-        {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "sendgrid", "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "true"})}
+        {"DB_IAM_AUTH": "false", "EMAIL_BACKEND": "sendgrid", "REFUND_BACKEND": "http", "LIGHTSPEED_ENABLED": "true",
+         **STORES_ON})}
+
+
+def test_the_store_secrets_go_to_the_intake_and_the_order_actions_subscriber_only_when_on():
+    intake, actions = BY_NAME["webhook-intake"], BY_NAME["request-refund"]
+    store_secrets = {"SHOPIFY_CLIENT_SECRET", "WOOCOMMERCE_WEBHOOK_SECRET", "SHOPIFY_ADMIN_TOKEN",
+                     "WOOCOMMERCE_CONSUMER_KEY", "WOOCOMMERCE_CONSUMER_SECRET", "OUTCOME_WEBHOOK_SECRET"}
+    assert not store_secrets & {s for fn in FUNCTIONS for s in fn.secret_variables({})}
+    assert intake.secret_variables(STORES_ON) & store_secrets == {"SHOPIFY_CLIENT_SECRET", "WOOCOMMERCE_WEBHOOK_SECRET"}
+    assert actions.secret_variables(STORES_ON) & store_secrets == {
+        "SHOPIFY_ADMIN_TOKEN", "WOOCOMMERCE_CONSUMER_KEY", "WOOCOMMERCE_CONSUMER_SECRET", "OUTCOME_WEBHOOK_SECRET"}
+    assert actions.secret_variables({"SHOPIFY_ENABLED": "true"}) & store_secrets == {"SHOPIFY_ADMIN_TOKEN"}
+    others = [fn for fn in FUNCTIONS if fn not in (intake, actions)]
+    assert not store_secrets & {s for fn in others for s in fn.secret_variables(STORES_ON)}
+    assert {fn.name for fn in FUNCTIONS if fn.moves_sessions} == {
+        "webhook-intake", "timer-expiry", "sweep", "request-refund", "operator-console"}
 
 
 def test_the_command_refuses_what_it_does_not_know(capsys):
@@ -89,3 +111,15 @@ def test_every_entry_point_is_a_row_of_the_table_and_requires_only_its_secrets()
         assert _module_constant(module, "NAME") == fn.entry_point, module.name
         always = {s.variable for s in fn.secrets if s.when is None}
         assert set(_module_constant(module, "REQUIRED") or ()) <= always, module.name
+
+
+
+def test_the_store_settings_come_from_the_table_and_each_has_its_default_in_infra_config():
+    on = bash_reads(shell(STORES_ON), 'printf "%s\\n" "${STORE_ENVS[*]}"').split()
+    assert on == [name for names in STORE_SETTINGS.values() for name in names]
+    assert bash_reads(shell({}), 'printf "%s\\n" "${STORE_ENVS[*]:-}"').split() == []
+    assert bash_reads(shell({"WOOCOMMERCE_ENABLED": "true"}), 'printf "%s\\n" "${STORE_ENVS[*]}"').split() == [
+        "WOOCOMMERCE_URL"]
+    assert set(STORE_SETTINGS) <= set(DEPLOYMENT_DEFAULTS)
+    for name in (n for names in STORE_SETTINGS.values() for n in names):
+        assert re.search(rf"^{name}=\$\{{{name}:-", CONFIG, re.M), name  # set -u: each has a default
