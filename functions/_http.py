@@ -210,3 +210,11 @@ def guard_current_app() -> None:
     app = flask.current_app._get_current_object()
     if not isinstance(app.wsgi_app, MalformedRequestGuard):
         app.wsgi_app = MalformedRequestGuard(app.wsgi_app, app.name)
+        # Flask logs what functions-framework's after-request drain raises as "Exception on ..."
+        # at ERROR, with its stack (an Error Reporting event): a malformed body is the sender's
+        # fault, answered 400 and logged once as a warning by the guard.
+        app.logger.addFilter(_not_a_malformed_body)
+
+
+def _not_a_malformed_body(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], MalformedBody))
