@@ -248,11 +248,12 @@ def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: l
 
 def shopify_throttle(world: ChaosWorld, *, orders: int = 1000, max_available: float = 1000.0,
                      restore_rate: float = 100.0, mutation_cost: float = 10.0,
-                     max_ratio: float = 1.3) -> Report:
+                     max_ratio: float | None = 1.3) -> Report:
     """A burst of N Shopify orders, 16 at once, against a store whose cost bucket holds
     `max_available` points and restores `restore_rate` a second, `mutation_cost` per mutation.
     Every order must be held once (none lost, none doubled), and the last hold must come within
-    `max_ratio` times the bucket's theoretical minimum from the first webhook."""
+    `max_ratio` times the bucket's theoretical minimum from the first webhook (None: the ratio is
+    reported, not checked: the test suite's small run, where a shared machine's load decides it)."""
     report = Report("shopify_throttle")
     with ShopifyProcess(max_available=max_available, restore_rate=restore_rate,
                         mutation_cost=mutation_cost) as shop, \
@@ -299,7 +300,8 @@ def shopify_throttle(world: ChaosWorld, *, orders: int = 1000, max_available: fl
             report.figures["seconds from first webhook to last hold"] = round(took, 1)
             ratio = took / minimum if minimum else float("inf")
             report.figures["ratio to the minimum"] = round(ratio, 3)
-            report.check(ratio <= max_ratio, f"finished in {took:.1f} s, {ratio:.2f}x the bucket's minimum "
-                                             f"{minimum:.1f} s (at most {max_ratio}x)")
+            if max_ratio is not None:
+                report.check(ratio <= max_ratio, f"finished in {took:.1f} s, {ratio:.2f}x the bucket's minimum "
+                                                 f"{minimum:.1f} s (at most {max_ratio}x)")
         report.figures["seconds"] = run.seconds()
     return report
