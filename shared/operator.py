@@ -340,6 +340,8 @@ def _health(c, args) -> int:
     reviews = ", ".join(f"{reason} {count}" for reason, count in numbers.in_review.items()) or "none"
     print(f"in review: {reviews}")
     print(f"refunds failed: {numbers.refunds_failed}")
+    refused = ", ".join(f"{store} {count}" for store, count in numbers.store_actions_failed.items()) or "none"
+    print(f"store actions failed: {refused}")
     if numbers.local_dead_letters is not None:
         dead = ", ".join(f"{queue} {count}" for queue, count in numbers.local_dead_letters.items()) or "none"
         print(f"local deliveries given up: {dead}")

@@ -39,6 +39,7 @@ class HealthReport:
     outbox: OutboxBacklog
     in_review: dict[str, int]  # by reason: link_not_sent, or provider_review (Veriff's own review)
     refunds_failed: int  # sessions whose refund the refund API refused (refund_status failed)
+    store_actions_failed: dict[str, int]  # store actions a store refused (its code recorded), by connector
     # Local stack only (TASKS_BACKEND/EVENTS_BACKEND local): deliveries the local queue gave up,
     # by queue (timers, or a message's topic); None where Cloud Tasks and Pub/Sub deliver.
     local_dead_letters: dict[str, int] | None
@@ -48,6 +49,7 @@ class HealthReport:
                            "oldest_seconds": round(self.outbox.oldest_seconds, 1),
                            "parked": self.outbox.parked},
                 "in_review": self.in_review, "refunds_failed": self.refunds_failed,
+                "store_actions_failed": self.store_actions_failed,
                 "local_dead_letters": self.local_dead_letters}
 
 
@@ -73,6 +75,14 @@ def refunds_failed(conn: Connection) -> int:
         "SELECT count(*) FROM verification_sessions WHERE refund_status = 'failed'")).scalar_one())
 
 
+def store_actions_failed(conn: Connection) -> dict[str, int]:
+    """Store actions the store refused for good, by connector (each is in "needs attention")."""
+    rows = conn.execute(text(
+        "SELECT connector, count(*) FROM store_actions WHERE state = 'failed' GROUP BY connector ORDER BY connector"
+    )).all()
+    return {connector: int(count) for connector, count in rows}
+
+
 def local_dead_letters(conn: Connection) -> dict[str, int]:
     """The local queue's given-up deliveries, by queue (the table is the local stack's own)."""
     rows = conn.execute(text("""
@@ -89,5 +99,5 @@ def report(conn: Connection, *, local_queue: bool) -> HealthReport:
     """Every number, in one read. `local_queue`: whether this deployment delivers through the
     local queue (only then is its table read: no cloud function's role may)."""
     return HealthReport(outbox=outbox_backlog(conn), in_review=in_review_by_reason(conn),
-                        refunds_failed=refunds_failed(conn),
+                        refunds_failed=refunds_failed(conn), store_actions_failed=store_actions_failed(conn),
                         local_dead_letters=local_dead_letters(conn) if local_queue else None)

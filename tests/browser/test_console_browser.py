@@ -107,8 +107,8 @@ def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, d
 
 
 def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page, db):
-    """A row parked by the relay is counted on /system (reached from the nav) and its number
-    leads to the orders needing attention."""
+    """A row parked by the relay and a store action the store refused are counted on /system
+    (reached from the nav), and the parked count leads to the orders needing attention."""
     from datetime import datetime, timezone
 
     from shared.adapters.tasks import LocalTaskScheduler
@@ -118,25 +118,32 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page,
     from tests.integration.test_timers_and_relay import RecordingPublisher
 
     order_id = f"parked-{uuid.uuid4().hex[:8]}"
+    refused = f"woocommerce:9{uuid.uuid4().int % 10**9}"
     with db.transaction() as conn:
         store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
             "name": "not a valid task name!", "schedule_time": datetime.now(timezone.utc).isoformat(),
             "body": {"v": 1}})])
+        conn.execute(text("INSERT INTO store_actions (order_id, action, connector, requested_at, state, error_code, "
+                          "finished_at) VALUES (:o, 'cancel_and_refund', 'woocommerce', now(), 'failed', "
+                          "'order_status_completed', now())"), {"o": refused})
     try:
         assert relay.relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), RecordingPublisher(),
                            order_ids=[order_id]).dead == 1
         with db.read() as conn:
-            parked = health.report(conn, local_queue=True).outbox.parked
-        assert parked >= 1
+            numbers = health.report(conn, local_queue=True)
+        parked, refusals = numbers.outbox.parked, numbers.store_actions_failed["woocommerce"]
+        assert parked >= 1 and refusals >= 1
 
         page = browser_page
         page.goto(f"{stack}/sessions")
         page.get_by_role("link", name="System").click()
         expect(page.locator("h1")).to_have_text("System")
         expect(page.locator("dd.outbox-parked")).to_have_text(str(parked))
+        expect(page.locator("td.failed-woocommerce")).to_have_text(str(refusals))
         screenshot(page, "console-system")
         page.locator("dd.outbox-parked a").click()
         expect(page).to_have_url(f"{stack}/sessions?attention=1")
     finally:
         with db.transaction() as conn:
             conn.execute(text("DELETE FROM outbox WHERE order_id = :o"), {"o": order_id})
+            conn.execute(text("DELETE FROM store_actions WHERE order_id = :o"), {"o": refused})

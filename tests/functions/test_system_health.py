@@ -34,7 +34,7 @@ def make_trouble(app_env, db, settings, scheduler) -> dict[str, str]:
     API refused, a local delivery given up; the ids to clean up."""
     tag = uuid.uuid4().hex[:8]
     ids = {"parked": f"parked-{tag}", "old": f"old-{tag}", "review": f"review-{tag}",
-           "refund": f"refund-{tag}", "task": f"gave-up-{tag}"}
+           "refund": f"refund-{tag}", "task": f"gave-up-{tag}", "store": f"shopify:9{int(tag, 16)}"}
     with db.transaction() as conn:
         store.write_effects(conn, [], [
             OutboxRow(OutboxKind.TASK_CREATE, ids["parked"], {
@@ -46,6 +46,10 @@ def make_trouble(app_env, db, settings, scheduler) -> dict[str, str]:
                           "next_attempt_at, attempts, done_at, last_status) VALUES (:n, 'customer-emails', "
                           "'http://127.0.0.1:9/', '\\x7b7d', '{}', now(), now(), 5, now(), 'gave_up')"),
                      {"n": ids["task"]})
+        # a hold the store refused (its code recorded)
+        conn.execute(text("INSERT INTO store_actions (order_id, action, connector, requested_at, state, error_code, "
+                          "finished_at) VALUES (:o, 'hold', 'shopify', now(), 'failed', 'HOLD_NOT_ALLOWED', now())"),
+                     {"o": ids["store"]})
     assert relay.relay(db, scheduler, RecordingPublisher(), order_ids=[ids["parked"]]).dead == 1
     place_at(db, settings, ids["review"], at=NOW - timedelta(days=30), link_sent=False)
     assert timers.fire(db, deadline_timer(ids["review"]), now=NOW).detail == "link_not_sent"
@@ -62,6 +66,7 @@ def clean_up(db, ids) -> None:
     with db.transaction() as conn:
         conn.execute(text("DELETE FROM outbox WHERE order_id IN (:a, :b)"), {"a": ids["parked"], "b": ids["old"]})
         conn.execute(text("DELETE FROM local_tasks WHERE name = :n"), {"n": ids["task"]})
+        conn.execute(text("DELETE FROM store_actions WHERE order_id = :o"), {"o": ids["store"]})
 
 
 def test_the_numbers_count_each_kind_of_trouble(app_env, db, settings):
@@ -76,6 +81,7 @@ def test_the_numbers_count_each_kind_of_trouble(app_env, db, settings):
         assert after.outbox.oldest_seconds >= 3600
         assert after.in_review.get("link_not_sent", 0) == before.in_review.get("link_not_sent", 0) + 1
         assert after.refunds_failed == before.refunds_failed + 1
+        assert after.store_actions_failed.get("shopify", 0) == before.store_actions_failed.get("shopify", 0) + 1
         assert after.local_dead_letters.get("customer-emails", 0) == \
             before.local_dead_letters.get("customer-emails", 0) + 1
     finally:
@@ -97,6 +103,7 @@ def test_the_cli_and_the_system_page_show_the_same_numbers(app_env, db, settings
         assert f"{expected.outbox.parked} parked" in out
         assert f"link_not_sent {expected.in_review['link_not_sent']}" in out
         assert f"refunds failed: {expected.refunds_failed}" in out
+        assert f"shopify {expected.store_actions_failed['shopify']}" in out.split("store actions failed:")[1]
         assert f"customer-emails {expected.local_dead_letters['customer-emails']}" in out
 
         page = console.get("/system", headers=as_alice(keys))
@@ -111,6 +118,7 @@ def test_the_cli_and_the_system_page_show_the_same_numbers(app_env, db, settings
         assert cell("outbox-parked") == str(expected.outbox.parked)
         assert cell("outbox-undelivered") == str(expected.outbox.undelivered)
         assert cell("refunds-failed") == str(expected.refunds_failed)
+        assert cell("failed-shopify") == str(expected.store_actions_failed["shopify"])
         assert cell("review-link_not_sent") == str(expected.in_review["link_not_sent"])
         assert cell("dead-customer-emails") == str(expected.local_dead_letters["customer-emails"])
         assert '<a href="/system">System</a>' in html
