@@ -5,6 +5,7 @@ intake answers only `/healthz`, which does no I/O."""
 from __future__ import annotations
 
 import logging
+import time
 
 import flask
 
@@ -35,6 +36,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     if request.method != "POST":
         raise MethodNotAllowed("use POST")
     c = bootstrap.container()
+    started = time.monotonic()
     now = c.clock.now()
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
     redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
@@ -55,4 +57,18 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
              extra={"labels": {"event": "sweep.completed", "outbox_backlog": str(backlog.undelivered),
                                "outbox_oldest_seconds": f"{backlog.oldest_seconds:.1f}",
                                "outbox_parked": str(backlog.parked)}})
+    _record(c, seconds=time.monotonic() - started,
+            report={**counts, "outboxBacklog": backlog.undelivered,
+                    "outboxOldestSeconds": round(backlog.oldest_seconds, 1), "outboxParked": backlog.parked})
     return 200, {"status": "ok", **counts, "purgedByKind": purged}
+
+
+def _record(c, *, seconds: float, report: dict[str, int | float]) -> None:
+    """The run, for the System page's "last sweep" (`sweep_runs`). Never fails the sweep: its work
+    is done; a failure to record it is logged (its class only) and the sweep answers as before."""
+    try:
+        with c.db.transaction() as conn:
+            health_numbers.record_sweep(conn, finished_at=c.clock.now(), seconds=seconds, report=report)
+    except Exception as error:  # noqa: BLE001 - recording is best effort by design
+        log.warning("sweep: its run was not recorded (%s)", type(error).__name__,
+                    extra={"labels": {"event": "sweep.record_failed", "error_class": type(error).__name__}})

@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--dry-run", action="store_true", required=True,
                        help="count only (purging itself is the sweeper's, in bounded batches)")
     commands.add_parser("health", help="outbox backlog and parked rows, reviews by reason, failed refunds, "
-                                       "the local queue's dead letters (docs/RUNBOOK.md)")
+                                       "the local queue's dead letters, the last sweep (docs/RUNBOOK.md)")
     funnel = commands.add_parser("funnel")
     funnel.add_argument("range", nargs="?", default="7d", help="today, 7d, or 2026-11-01..2026-11-30")
     funnel.add_argument("last", nargs="?", help=argparse.SUPPRESS)  # the older `funnel FIRST LAST`
@@ -345,6 +345,13 @@ def _health(c, args) -> int:
     if numbers.local_dead_letters is not None:
         dead = ", ".join(f"{queue} {count}" for queue, count in numbers.local_dead_letters.items()) or "none"
         print(f"local deliveries given up: {dead}")
+    last = numbers.last_sweep
+    if last is None:
+        print("last sweep: none recorded")
+    else:
+        did = ", ".join(f"{name} {value}" for name, value in last.report.items())
+        print(f"last sweep: {last.finished_at.isoformat(timespec='seconds')}, {last.seconds_ago:.0f} s ago, "
+              f"took {last.seconds:.1f} s; {did}")
     return 0
 
 

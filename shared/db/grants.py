@@ -104,6 +104,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
         # A re-driven refund gives the reason its closing event recorded (`underage`).
         "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
+        # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
+        # the sweep may read its row (its own numbers, no customer data); it deletes nothing.
+        "sweep_runs": TableGrant(select=ALL, insert=True, update=("finished_at", "seconds", "report")),
     },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,
@@ -148,6 +151,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "verify_durations": TableGrant(select=ALL),
         # The order page shows each store action; staff retry a failed one.
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
+        # The System page shows the last sweep and its report.
+        "sweep_runs": TableGrant(select=ALL),
     },
 }
 

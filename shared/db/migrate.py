@@ -308,6 +308,19 @@ def _verified_customers(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS verified_customers_expires ON verified_customers (expires_at)")
 
 
+def _sweep_runs(conn: Connection) -> None:
+    """v15: the last run of each sweep kind (`sweep_runs`, one row a kind, upserted by the sweep),
+    for the console's System page and `operator health`. Self-contained SQL (idempotent: a new
+    database got it from v1)."""
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS sweep_runs (
+            name text PRIMARY KEY,
+            finished_at timestamptz NOT NULL,
+            seconds numeric NOT NULL,
+            report jsonb NOT NULL DEFAULT '{}'::jsonb
+        )""")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -321,6 +334,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
+    _sweep_runs,
 ]
 LATEST = len(MIGRATIONS)
 

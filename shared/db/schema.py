@@ -338,6 +338,18 @@ Index("store_actions_open", store_actions.c.created_at,
       postgresql_where=text(sql_in("state", STORE_ACTION_OPEN)))
 Index("store_actions_failed", store_actions.c.order_id, postgresql_where=store_actions.c.state == "failed")
 
+# v15: the last run of each sweep kind, one row a kind (`name`, e.g. "sweep"), upserted at the end
+# of a run: when it finished, how long it took, and its report's counts (the numbers of its
+# `sweep done` line; no customer data). The console's System page and `operator health` show it.
+sweep_runs = Table(
+    "sweep_runs",
+    metadata,
+    Column("name", Text, primary_key=True),
+    _tstz("finished_at", nullable=False),
+    Column("seconds", Numeric, nullable=False),
+    Column("report", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
 # EVENTS_BACKEND=local messages): see shared.db.local_queue.
 local_tasks = Table(

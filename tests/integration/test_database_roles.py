@@ -371,6 +371,27 @@ def test_verify_once_runs_under_the_intake_the_console_and_the_sweep(as_role):
     assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("verified customers expired") == 1
 
 
+def test_the_sweep_records_its_run_and_only_the_console_shows_it(as_role, members, cluster):
+    from shared.db import health
+
+    finished = datetime.now(timezone.utc)
+    for run in range(2):  # the second run upserts the same row
+        with as_role("sweep").transaction() as conn:
+            health.record_sweep(conn, finished_at=finished + timedelta(seconds=run), seconds=0.25,
+                                report={"expired": run, "relayed": 2})
+    with as_role("operator-console").read() as conn:
+        last = health.report(conn, local_queue=False).last_sweep
+    assert last.finished_at == finished + timedelta(seconds=1) and last.seconds == 0.25
+    assert last.report == {"expired": 1, "relayed": 2}
+    for function, user in members.items():
+        assert refused(cluster, user, "SELECT finished_at, report FROM sweep_runs") == \
+            (function not in ("sweep", "operator-console")), function  # the upsert reads its own row
+        if function != "sweep":
+            assert refused(cluster, user, "INSERT INTO sweep_runs (name, finished_at, seconds) VALUES ('x', now(), 1)"), \
+                function
+    assert refused(cluster, members["sweep"], "DELETE FROM sweep_runs")
+
+
 @pytest.mark.parametrize("function", sorted(GRANTS))
 def test_no_function_reaches_what_it_does_not_use(function, members, cluster):
     assert FORBIDDEN.keys() == GRANTS.keys()
