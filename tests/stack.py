@@ -12,6 +12,7 @@ import contextlib
 import email
 import email.policy
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -87,9 +88,22 @@ def smtp_inbox():
         controller.stop()
 
 
+def _below_ephemeral_ports() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def consecutive_free_ports(count: int = STACK_PORTS) -> int:
+    """A run of `count` free ports below the ephemeral range: a stack killed and restarted on
+    the same ports (the chaos suite) must find them free again, and an outgoing connection made
+    meanwhile (to PostgreSQL, the SMTP server, a store stand-in) may take any ephemeral port."""
+    low = 20000
+    high = max(low + 1000, _below_ephemeral_ports()) - count
     for _ in range(50):
-        base = free_port()
+        base = random.randrange(low, high)
         sockets = []
         try:
             for offset in range(count):
