@@ -45,6 +45,20 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": round(cuts[49] * 1000), "p99": round(cuts[98] * 1000), "max": round(ordered[-1] * 1000)}
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot, from /proc/stat's `cpu` line."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The machine's CPU use between two `cpu_times()` readings, 0..1 of every core."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else float("nan")
+
+
 def _rate(times: list[float]) -> float | None:
     return round((len(times) - 1) / (max(times) - min(times)), 2) if len(times) > 1 and max(times) > min(times) else None
 
@@ -85,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                     statuses[ids[index]] = type(exc).__name__
                     local.session = None
 
+            cpu_start = cpu_times()
             with ThreadPoolExecutor(64, thread_name_prefix="sender") as pool:
                 list(pool.map(send, range(count)))
+            cpu_sending = busy_share(cpu_start, cpu_times())
             first, last = min(sent_at.values()), max(sent_at.values())
             late = sum(1 for i, oid in enumerate(ids) if sent_at[oid] - (first + i / args.rate) > 0.25)
             achieved = (count - 1) / (last - first) if last > first else float("nan")
@@ -128,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 "orders without a hold": count - len(hold_latency),
                 "orders without a link email": count - len(link_latency),
                 "pool timeouts in logs": run.pool_timeouts(),
+                # whether the machine itself is the limit: every process (the stack, PostgreSQL,
+                # the stand-ins and this sender) shares these cores
+                "cores": os.cpu_count(),
+                "machine CPU busy while sending (share of all cores)": cpu_sending,
             }
     print(f"\n== shopify_hold: {count} Shopify orders at {args.rate:g}/s for {args.seconds:g} s")
     for name, value in figures.items():
