@@ -2,11 +2,12 @@
 
     python -m shared.operator status ORDER                  the order, its timeline, timers, emails, deliveries
     python -m shared.operator list [--status S] [--due H] [--overdue] [--attention] [--q ORDER|EMAIL]
-    python -m shared.operator verify ORDER --reason "ID checked in store"
-    python -m shared.operator cancel ORDER
+    python -m shared.operator verify ORDER --reason id_checked_in_store [--note TEXT]
+    python -m shared.operator cancel ORDER --reason customer_request
     python -m shared.operator extend ORDER 48h               (new deadline = now + 48h)
     python -m shared.operator resend-link ORDER              (a fresh provider session, a new link email)
-    python -m shared.operator refund-done ORDER [--note T]   / refund-failed ORDER
+    python -m shared.operator refund-done ORDER [--reason CODE] [--note T]   / refund-failed ORDER
+    python -m shared.operator revoke ORDER --reason document_doubt
     python -m shared.operator retry OUTBOX-ID | --all-parked
     python -m shared.operator funnel today | 7d | 2026-11-01..2026-11-30
     python -m shared.operator health                        the numbers the alerts watch (docs/RUNBOOK.md)
@@ -14,6 +15,10 @@
 ORDER is a session key (`123`, `lightspeed:123`) or a store's own order id: a bare `123` finds
 the generic order 123 and the Lightspeed sale 123; `status` shows every match, an action on an id
 that several sources share needs `--source orders|lightspeed`.
+
+A reason is a code from the action's fixed list (`--help` on the action lists them), never free
+text: events are kept forever and published. `--note TEXT` (at most 200 characters) is kept in
+the database only, shown by `status`, and erased with the customer.
 
 Tables by default, `--json` for scripts. Actions are recorded as `cli:<database user> (<--by>)`
 (default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed before the command returns. With neither DATABASE_URL nor
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Runtime
-from shared.domain import keys
+from shared.domain import keys, reasons
 
 STACK_ENV = Path(Runtime.from_env().local_state_dir or Path(__file__).resolve().parents[1] / ".local") / "stack.env"
 SOURCES = (keys.GENERIC, *keys.NAMESPACED)
@@ -102,7 +107,16 @@ def _parser() -> argparse.ArgumentParser:
         if name == "verify":
             action.add_argument("--age-checked", action="store_true",
                                 help="you checked the customer is of age: their next orders need no verification")
-        action.add_argument("--reason", "--note", dest="reason", help="why (required for verify, and revoke's reason code)")
+        if name in reasons.REASONS:
+            allowed = reasons.codes(name)
+            action.add_argument("--reason", choices=allowed, metavar="CODE",
+                                required=name in reasons.REQUIRED,
+                                help=f"why, one of: {', '.join(allowed)}"
+                                     + ("" if name in reasons.REQUIRED else " (optional)"))
+            action.add_argument("--note", type=_note, metavar="TEXT",
+                                help=f"optional, at most {reasons.NOTE_MAX} characters: kept in the database only "
+                                     "(never published or exported), erased with the customer; required with "
+                                     "--reason other. No names, dates of birth or document numbers")
     forget = commands.add_parser("forget", help="erase a customer's email everywhere, on request")
     forget.add_argument("email")
     retry = commands.add_parser("retry", help="retry a parked outbox row")
@@ -118,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     funnel.add_argument("range", nargs="?", default="7d", help="today, 7d, or 2026-11-01..2026-11-30")
     funnel.add_argument("last", nargs="?", help=argparse.SUPPRESS)  # the older `funnel FIRST LAST`
     return parser
+
+
+def _note(value: str) -> str:
+    """`--note`: at most NOTE_MAX characters (argparse reports it as a usage error)."""
+    if len(value.strip()) > reasons.NOTE_MAX:
+        raise argparse.ArgumentTypeError(f"at most {reasons.NOTE_MAX} characters, this is {len(value.strip())}")
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -215,7 +236,7 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
         print(f"verify once: this customer's record comes from order {r['session_id']}, "
               f"verified {_plain(r['verified_at'])} UTC, until {_plain(r['expires_at'])} UTC (revoke ORDER --reason CODE)")
     for title, rows, columns in (
-        ("timeline", story["events"], ("occurred_at", "type", "actor", "data")),
+        ("timeline", _noted(story), ("occurred_at", "type", "actor", "data", "note")),
         ("timers", story["timers"], ("kind", "reminder_index", "deadline_version", "fire_at", "state")),
         ("emails", story["emails"], ("kind", "reminder_index", "state", "attempts", "sent_at")),
         ("deliveries", story["outbox"], ("id", "kind", "topic", "message_type", "attempts", "delivered_at",
@@ -224,6 +245,12 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
                                                            "error_code", "finished_at")),
     ):
         print(f"\n{title}\n{table(rows, columns) if rows else '(none)'}")
+
+
+def _noted(story: dict[str, Any]) -> list[dict[str, Any]]:
+    """The timeline with each operator's note beside its event (staff only: never in the event)."""
+    notes = story.get("notes", {})
+    return [{**e, "note": notes.get(str(e.get("event_id")), "")} for e in story["events"]]
 
 
 def _list(c, args) -> int:
@@ -267,7 +294,9 @@ def _act(c, args, operator: str) -> int:
     # No match: the action itself answers (unknown order), as for any key.
     order_id = found[0]["order_id"] if found else args.order
     result = actions.run(c, args.command, actions.Request(order_id=order_id, operator=operator,
-                                                          reason=args.reason, duration=getattr(args, "duration", None),
+                                                          reason=getattr(args, "reason", None),
+                                                          note=getattr(args, "note", None),
+                                                          duration=getattr(args, "duration", None),
                                                           age_checked=getattr(args, "age_checked", False)))
     print(json.dumps(result.to_dict()) if args.json else
           f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")

@@ -1,5 +1,6 @@
 """Every operator action by name, for the console and the CLI alike: the shared transitions,
-recorded with the operator, then relayed."""
+recorded with the operator, then relayed. A reason is a code from the action's fixed list
+(`shared.domain.reasons`: 400 for any other); a note stays in the database only."""
 
 from __future__ import annotations
 
@@ -23,29 +24,27 @@ class BadAction(PermanentError):
 class Request:
     order_id: str
     operator: str
-    reason: str | None = None
+    reason: str | None = None  # a code of the action's list (`shared.domain.reasons`), never free text
+    note: str | None = None  # at most 200 characters, kept in the database only (never published)
     duration: str | None = None
     store_action: str | None = None  # `action:connector`, for retry-store-action
     age_checked: bool = False  # a verify: the operator checked the customer's age (verify once records it)
 
 
 def _verify(c: Container, r: Request) -> Result:
-    if not r.reason:
-        raise BadAction("a manual verification needs a reason", field="reason")
     return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason, age_checked=r.age_checked,
+                                  reason=r.reason, note=r.note, age_checked=r.age_checked,
                                   reverify_after=c.settings.reuse.reverify_after, stores=c.stores)
 
 
 def _revoke(c: Container, r: Request) -> Result:
-    if not r.reason:
-        raise BadAction("a revocation needs a reason code", field="reason")
-    return customers.revoke(c.db, r.order_id, operator=r.operator, reason=r.reason, now=c.clock.now())
+    return customers.revoke(c.db, r.order_id, operator=r.operator, reason=r.reason or "", note=r.note,
+                            now=c.clock.now())
 
 
 def _cancel(c: Container, r: Request) -> Result:
     return intake.operator_action(c.db, r.order_id, "cancel", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason, stores=c.stores)
+                                  reason=r.reason, note=r.note, stores=c.stores)
 
 
 def _extend(c: Container, r: Request) -> Result:
@@ -72,7 +71,7 @@ def _retry_store_action(c: Container, r: Request) -> Result:
 def _refund(outcome: str) -> Callable[[Container, Request], Result]:
     def close(c: Container, r: Request) -> Result:
         return operator.close_refund(c.db, r.order_id, outcome, operator=r.operator, now=c.clock.now(),
-                                     note=r.reason)
+                                     reason=r.reason, note=r.note)
     return close
 
 

@@ -23,7 +23,7 @@ from shared import bootstrap
 from shared.config import ConsoleAuth, Settings
 from shared.console import actions, auth, csrf, provider_page, report
 from shared.db import reads
-from shared.domain import keys
+from shared.domain import keys, reasons
 from shared.domain.model import Status
 from shared.errors import ConfigError, PermanentError, TransientError
 
@@ -230,13 +230,15 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
     if not csrf.sealed(page.secret, page.operator, request.args.get("seal"), order_id, *notice):
         notice = ["", "", ""]  # not the console's own redirect: no "verify: accepted" from a crafted link
     done, outcome, detail = notice
-    return page.render("order.html", story=story, s=story["session"], others=others,
+    return page.render("order.html", story=story, s=story["session"], others=others, reasons=reasons.REASONS,
+                       note_max=reasons.NOTE_MAX,
                        store_order_id=keys.ref(order_id).order_id, done=done, outcome=outcome, detail=detail)
 
 
 def action(page: Page, request: flask.Request, order_id: str, action: str) -> flask.Response:
     result = actions.run(bootstrap.container(), action, actions.Request(
         order_id=order_id, operator=page.operator, reason=request.form.get("reason", "").strip() or None,
+        note=request.form.get("note") or None,
         duration=request.form.get("duration", "").strip() or None,
         store_action=request.form.get("store_action", "").strip() or None,
         age_checked=request.form.get("age_checked") == "1"))

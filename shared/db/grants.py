@@ -5,7 +5,7 @@ The schema's owner (the `python -m shared.db.upgrade` deploy step) creates
 the roles (NOLOGIN) and makes each function's login user (its IAM database
 user, or the password user) a member. No role may run DDL or own anything;
 only the email function and the operator console (staff search by it) read
-`customer_email`. `GRANTS` is the one table;
+`customer_email`, and only the operator console reads an operator's note (`operator_notes`). `GRANTS` is the one table;
 `apply_grants` makes the database match it exactly (everything else revoked).
 """
 
@@ -107,6 +107,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
         # the sweep may read its row (its own numbers, no customer data); it deletes nothing.
         "sweep_runs": TableGrant(select=ALL, insert=True, update=("finished_at", "seconds", "report")),
+        # Retention deletes a closed session's operator notes with its customer: by their keys,
+        # never reading a note.
+        "operator_notes": TableGrant(select=("event_id", "order_id"), delete=True),
     },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,
@@ -153,6 +156,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
         # The System page shows the last sweep and its report.
         "sweep_runs": TableGrant(select=ALL),
+        # Operators' notes (v19): the one role that reads them (the order page, the CLI's
+        # `status`); written with the action, deleted by forget.
+        "operator_notes": TableGrant(select=ALL, insert=True, delete=True),
     },
 }
 

@@ -321,6 +321,24 @@ def _sweep_runs(conn: Connection) -> None:
         )""")
 
 
+def _operator_notes(conn: Connection) -> None:
+    """v19: operators' notes (`operator_notes`), kept apart from the event log and the events
+    topic: an operator action's event carries a reason code only (issue 24). Self-contained SQL
+    (idempotent: a new database got the table from v1). Free-text reasons in events recorded
+    before this version stay as they are (see docs/RUNBOOK.md, "Reason codes")."""
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS operator_notes (
+            event_id uuid NOT NULL,
+            order_id text NOT NULL,
+            note text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT operator_notes_pkey PRIMARY KEY (event_id),
+            CONSTRAINT operator_notes_event_id_fkey FOREIGN KEY (event_id) REFERENCES event_log (event_id),
+            CONSTRAINT operator_notes_note_length CHECK (char_length(note) BETWEEN 1 AND 200)
+        )""")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS operator_notes_order ON operator_notes (order_id)")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -334,7 +352,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs,
+    _sweep_runs, _operator_notes,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -1,4 +1,5 @@
-"""The operator's own writes (resend a link, close a manual refund, retry a parked outbox row).
+"""The operator's own writes (resend a link, close a manual refund, retry a parked outbox row,
+an operator's note on the event of their action).
 
 Each is a conditional UPDATE that reports whether it applied; the caller writes its
 event-log and outbox rows in the same transaction (`store.write_effects`).
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
-from shared.db.schema import sql_in
+from shared.db.schema import operator_notes, sql_in
 from shared.domain.messages import TOPIC_EMAILS
 from shared.domain.model import OPEN, Email, Event
 
@@ -125,3 +126,24 @@ def retry_store_action(conn: Connection, order_id: str, action: str, connector: 
 def session_user(conn: Connection) -> str:
     """The database user this connection logged in as (what the operator CLI records as its actor)."""
     return conn.execute(text("SELECT session_user")).scalar_one()
+
+
+def write_notes(conn: Connection, notes) -> None:
+    """Operators' notes (`NoteRow`s), each on the event its action recorded (v19). The table is
+    the one place a note is kept: never the event log, an outbox row or a message."""
+    conn.execute(operator_notes.insert(), [{"event_id": n.event_id, "order_id": n.order_id, "note": n.note}
+                                           for n in notes])
+
+
+def notes_of(conn: Connection, order_id: str) -> dict[str, str]:
+    """An order's operator notes by the event id they explain (the order page and `status`)."""
+    rows = conn.execute(select(operator_notes.c.event_id, operator_notes.c.note)
+                        .where(operator_notes.c.order_id == order_id))
+    return {str(event_id): note for event_id, note in rows}
+
+
+def erase_notes(conn: Connection, order_ids: list[str]) -> int:
+    """Delete the operator notes of these sessions (forget erases them with the customer)."""
+    if not order_ids:
+        return 0
+    return conn.execute(operator_notes.delete().where(operator_notes.c.order_id.in_(order_ids))).rowcount

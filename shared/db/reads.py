@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, and_, any_, func, select, text, tuple_, union
 from sqlalchemy.engine import Connection
 
+from shared.db import operator_store
 from shared.domain import keys
 from shared.domain import model
 from shared.domain.model import STORE_ACTION_OPEN, EmailClaim, Status
@@ -153,7 +154,8 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
     if session is None:
         return None
     events = conn.execute(
-        select(event_log.c.id, event_log.c.type, event_log.c.occurred_at, event_log.c.actor, event_log.c.data)
+        select(event_log.c.id, event_log.c.event_id, event_log.c.type, event_log.c.occurred_at, event_log.c.actor,
+               event_log.c.data)
         .where(event_log.c.order_id == order_id).order_by(event_log.c.id)).mappings()
     timers = conn.execute(
         select(countdown_timers.c.kind, countdown_timers.c.reminder_index, countdown_timers.c.deadline_version,
@@ -181,6 +183,7 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
     return {"session": dict(session), "events": events, "timers": [dict(r) for r in timers],
             "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries],
             "store_actions": [dict(r) for r in actions],
+            "notes": operator_store.notes_of(conn, order_id),  # staff only: never in the events
             "returning": returning_customer(events), "record": customer_record(conn, session["customer_key"])}
 
 

@@ -43,6 +43,13 @@ ERASE_CUSTOMERS = _purge(
     f"{_CLOSED} AND erased_at IS NULL AND coalesce(decided_at, updated_at) < :cutoff",
     "UPDATE {table} SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL, "
     "erased_at = now()")
+# Operators' notes (v19) go with the customer: the notes of a session closed longer ago than
+# RETENTION (the same sessions as above; a note may name the customer).
+ERASE_OPERATOR_NOTES = _purge(
+    "operator notes erased", "operator_notes", "event_id",
+    f"order_id IN (SELECT order_id FROM verification_sessions WHERE {_CLOSED} "
+    "AND coalesce(decided_at, updated_at) < :cutoff)",
+    "DELETE FROM {table}")
 # Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
 EXPIRED_CUSTOMERS = _purge("verified customers expired", "verified_customers", "customer_key",
                            "expires_at <= :cutoff", "DELETE FROM {table}")
@@ -69,7 +76,7 @@ def eligible(db: Database, purge: Purge, cutoff) -> int:
 def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_retention: timedelta,
             *, local: bool) -> list[tuple[Purge, object]]:
     """Each purge with the time before which its rows go."""
-    plan = [(ERASE_CUSTOMERS, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
+    plan = [(ERASE_CUSTOMERS, now - retention), (ERASE_OPERATOR_NOTES, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
             (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention),
             (EXPIRED_CUSTOMERS, now)]
     if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves

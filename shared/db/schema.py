@@ -42,6 +42,7 @@ from shared.domain.model import (
     TimerKind,
     TimerState,
 )
+from shared.domain.reasons import NOTE_MAX
 from shared.domain.rows import OutboxKind
 from shared.stores.base import StoreActionKind
 
@@ -349,6 +350,22 @@ sweep_runs = Table(
     Column("seconds", Numeric, nullable=False),
     Column("report", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
+
+# v19: an operator's note on the event that records their action (issue 24). The event and its
+# message carry only the reason code; the note (at most NOTE_MAX characters) is kept here alone:
+# never published or exported, read only by the console's role, deleted with the customer
+# (forget, and retention once the session closed longer ago than RETENTION).
+operator_notes = Table(
+    "operator_notes",
+    metadata,
+    Column("event_id", UUID(as_uuid=False), ForeignKey("event_log.event_id", name="operator_notes_event_id_fkey"),
+           primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    CheckConstraint(f"char_length(note) BETWEEN 1 AND {NOTE_MAX}", name="operator_notes_note_length"),
+)
+Index("operator_notes_order", operator_notes.c.order_id)
 
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
 # EVENTS_BACKEND=local messages): see shared.db.local_queue.

@@ -22,7 +22,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from shared.db import store
+from shared.db import operator_store, store
 from shared.db.database import Database
 from shared.domain.effects import Effects
 
@@ -89,6 +89,9 @@ class UnitOfWork:
         timers = [row for fx in self._effects for row in fx.timers]
         actions = [row for fx in self._effects for row in fx.store_actions]
         store.write_effects(self.conn, events, outbox, timers, actions)
+        notes = [row for fx in self._effects for row in fx.notes]
+        if notes:  # an operator's notes (v19): only the console's role writes them
+            operator_store.write_notes(self.conn, notes)
         self._transaction.commit()
         self.committed = True
         report_committed([row.order_id for row in outbox])

@@ -20,7 +20,7 @@ from shared.domain.messages import (
     TimerPayload,
 )
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
-from shared.domain.rows import EventRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
+from shared.domain.rows import EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 from shared import trace as tracing
 
 
@@ -34,6 +34,14 @@ class Effects:
     outbox: list[OutboxRow] = field(default_factory=list)
     timers: list[TimerRow] = field(default_factory=list)
     store_actions: list[StoreActionRow] = field(default_factory=list)
+    notes: list[NoteRow] = field(default_factory=list)
+    _pending_note: str | None = field(default=None, repr=False)
+
+    def explain(self, note: str | None) -> None:
+        """An operator's note for the next event recorded (the one that says what their action
+        did, or that it was ignored): written to `operator_notes` by its event id, never into the
+        event's data or its message (issue 24). Nothing is written when no event follows."""
+        self._pending_note = note or None
 
     def event(self, type_: Event, **data: Any) -> None:
         """An event-log row, also published on `verification-events`."""
@@ -42,6 +50,9 @@ class Effects:
         self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=str(type_),
                                     occurred_at=occurred_at, request_id=self.request_id,
                                     actor=self.actor, data=data))
+        if self._pending_note:
+            self.notes.append(NoteRow(event_id=event_id, order_id=self.order_id, note=self._pending_note))
+            self._pending_note = None
         message = EventMessage(id=event_id, type=str(type_), order_id=self.order_id,
                                occurred_at=occurred_at, data=data)
         self._publish(TOPIC_EVENTS, message, key=event_id, type_=str(type_))

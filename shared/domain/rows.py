@@ -65,6 +65,18 @@ class StoreActionRow:
 ROW_TYPES = (EventRow, OutboxRow, TimerRow, StoreActionRow)
 
 
+@dataclass(frozen=True)
+class NoteRow:
+    """A row of `operator_notes` (v19): an operator's note on the event that records their
+    action, kept in the database only (never in the event, its message or an export). Written by
+    its own statement (`operator_store.write_notes`), only for operator actions: not one of the
+    recordset rows above, which every writer and PL/pgSQL `place_order` take."""
+
+    event_id: str
+    order_id: str
+    note: str
+
+
 def as_records(rows) -> list[dict[str, Any]]:
     """JSON-ready dicts, for a `jsonb_to_recordset` insert: each row's fields as they are (a
     shallow copy; `dataclasses.asdict` would deep-copy every payload only to serialise it)."""

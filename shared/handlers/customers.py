@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import customer_store, store
+from shared.db import customer_store, operator_store, store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
-from shared.domain import customers
+from shared.domain import customers, reasons
 from shared.domain.model import ERASED, OPEN, Event
 from shared.handlers.intake import apply_effects
 from shared.stores.registry import NO_STORES, StoreRegistry
@@ -19,16 +19,21 @@ from shared.handlers.operator import actor
 from shared.handlers.result import Result, ResultStatus
 
 
-def revoke(db: Database, order_id: str, *, operator: str, reason: str, now: datetime) -> Result:
+def revoke(db: Database, order_id: str, *, operator: str, reason: str, now: datetime,
+           note: str | None = None) -> Result:
     """Remove the verified-customer record of this order's customer (the order that created it,
     or one that reused it): their next order asks again. Recorded on this order with the
-    operator and the reason code."""
+    operator and the reason code (a `RevokeReason`; BadReason for any other); the note, if any,
+    in the database only (`operator_notes`)."""
+    note = reasons.clean_note(note)
+    code = reasons.reason("revoke", reason, note)
     with UnitOfWork(db, now=now) as uow:
         originals = customer_store.revoke_for_session(uow.conn, order_id)
         if not originals:
             return Result(ResultStatus.IGNORED, order_id, "this order's customer has no verified-customer record")
-        uow.effects(order_id, actor=actor(operator)).event(
-            Event.CUSTOMER_REVOKED, reason=reason, original_session=originals[0], manual=True)
+        fx = uow.effects(order_id, actor=actor(operator))
+        fx.explain(note)
+        fx.event(Event.CUSTOMER_REVOKED, reason=code, original_session=originals[0], manual=True)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
 
@@ -44,8 +49,8 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
            stores: StoreRegistry = NO_STORES) -> Erasure:
     """Erase `email` from every session of any status, close its open sessions as `cancelled`
     (reason `erased`: the normal transition, so their store actions are written), remove every
-    verified-customer record for it, and record that an erasure happened (operator, time,
-    counts): never what was erased. Emails still queued for those sessions then go nowhere
+    verified-customer record for it, delete the operators' notes on those sessions, and record
+    that an erasure happened (operator, time, counts): never what was erased. Emails still queued for those sessions then go nowhere
     (the email function ignores an erased session)."""
     normalised = customers.normalise_email(email)
     pepper = settings.reuse.key_secret.encode() if settings.reuse.key_secret else None
@@ -62,6 +67,7 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
                               stores)
                 cancelled.append(session["order_id"])
         erased = customer_store.erase_sessions(uow.conn, [s["order_id"] for s in found])
+        operator_store.erase_notes(uow.conn, [s["order_id"] for s in found])  # a note may name them
         records = customer_store.forget_records(uow.conn, email_key) if email_key else 0
         uow.effects(None, actor=actor(operator)).note(  # type: ignore[arg-type]  (names no order)
             Event.CUSTOMER_ERASED, sessions=erased, cancelled=len(cancelled), records=records)

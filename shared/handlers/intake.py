@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from shared.config import Settings
 from shared.db import customer_store, store
 from shared.db.database import Database
-from shared.domain import customers, keys
+from shared.domain import customers, keys, reasons
 from shared.domain.messages import (
     IgnoredDelivery,
     OrderPlaced,
@@ -233,20 +233,24 @@ def operator_actor(operator: str) -> str:
 
 
 def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
-                    reason: str | None = None, age_checked: bool = False,
+                    reason: str | None = None, note: str | None = None, age_checked: bool = False,
                     reverify_after: timedelta | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded.
     A verify records the customer for verify once only when the operator says they checked the
-    age (`age_checked`, recorded as `age_check: passed`) and verify once is on (`reverify_after`)."""
+    age (`age_checked`, recorded as `age_check: passed`) and verify once is on (`reverify_after`).
+    `reason` is one of the action's codes (`shared.domain.reasons`; BadReason for any other): the
+    event carries it; the optional note is kept in `operator_notes` only, never published."""
     rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
-    details = {"manual": True, **({"reason": reason} if reason else {})}
+    note = reasons.clean_note(note)
+    code = reasons.reason(action, reason, note)
+    details = {"manual": True, "reason": code}
     after = None
     if action == "verify" and age_checked:
         details["age_check"] = str(AgeCheck.PASSED)
         after = _remember(reverify_after, now)
     return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
                        details, ignored_event=Event.DECISION_IGNORED, now=now,
-                       request_id=None, actor=operator_actor(operator), stores=stores, after=after)
+                       request_id=None, actor=operator_actor(operator), stores=stores, after=after, note=note)
 
 
 def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
@@ -283,11 +287,13 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                 details: dict, *, ignored_event: Event, now: datetime,
                 request_id: str | None, actor: str | None = None, session_id: str | None = None,
                 decided_at: datetime | None = None, record_unknown: bool = False,
-                stores: StoreRegistry = NO_STORES, after: AfterTransition | None = None) -> Result:
+                stores: StoreRegistry = NO_STORES, after: AfterTransition | None = None,
+                note: str | None = None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if session_id is not None:
             order_id = _session_of(uow, order_id, session_id)
         fx = uow.effects(order_id, actor=actor or provider)
+        fx.explain(note)  # an operator's: on the event that says what the action did (or that it was ignored)
         if session_id is not None:
             stopped = _claim_and_bind(uow, fx, provider, event_id, order_id, session_id,
                                       ignored_event, details)

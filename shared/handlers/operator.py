@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from shared.db import operator_store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
+from shared.domain import reasons
 from shared.domain.model import Email, Event
 from shared.handlers.result import Result, ResultStatus
 from shared.handlers.refunds import REFUND_EVENTS
@@ -49,15 +50,24 @@ def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) ->
     return Result(ResultStatus.ACCEPTED, order_id)
 
 
+# The reason codes of closing a refund by hand, by its outcome (`shared.domain.reasons`).
+REFUND_REASON_ACTION = {"refunded": "refund-done", "failed": "refund-failed"}
+
+
 def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, now: datetime,
-                 note: str | None = None) -> Result:
-    """A refund done by hand: `refunded` (from manual or failed) or `failed` (from manual)."""
+                 reason: str | None = None, note: str | None = None) -> Result:
+    """A refund done by hand: `refunded` (from manual or failed) or `failed` (from manual).
+    An optional reason code (how it was refunded, why it failed) goes on the event; the note,
+    if any, in the database only (`operator_notes`)."""
+    note = reasons.clean_note(note)
+    code = reasons.reason(REFUND_REASON_ACTION[outcome], reason, note)
     with UnitOfWork(db, now=now) as uow:
         before = operator_store.close_refund(uow.conn, order_id, outcome)
         if before is None:
             return Result(ResultStatus.IGNORED, order_id, "no manual refund open for this order")
-        uow.effects(order_id, actor=actor(operator)).event(
-            REFUND_EVENTS[outcome], manual=True, previous=before, **({"note": note} if note else {}))
+        fx = uow.effects(order_id, actor=actor(operator))
+        fx.explain(note)
+        fx.event(REFUND_EVENTS[outcome], manual=True, previous=before, **({"reason": code} if code else {}))
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
 

@@ -66,11 +66,14 @@ def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, browser_page,
     page.goto(f"{stack}/sessions?q={order_id}")
     page.click(f"a:has-text('{order_id}')")
     expect(page.locator("dd.refund")).to_have_text("manual")
-    page.fill("form[action$='refund-done'] input[name=reason]", "refunded at the till")
+    page.select_option("form[action$='refund-done'] select[name=reason]", "refunded_at_till")
+    page.fill("form[action$='refund-done'] textarea[name=note]", "till 2, receipt 881")
     page.click("button:has-text('Refund done')")
     expect(page.locator(".notice")).to_have_text("refund-done: accepted")
     expect(page.locator("dd.refund")).to_have_text("refunded")
     expect(page.locator("table.timeline")).to_contain_text("refund.completed")
+    expect(page.locator("table.timeline")).to_contain_text("reason=refunded_at_till")
+    expect(page.locator(".operator-note")).to_contain_text("till 2, receipt 881")  # staff see the note
 
     assert wait_for_funnel(page, stack, "refunds_completed", before + 1) == before + 1
     expect(page.locator("svg.chart")).to_be_visible()

@@ -119,3 +119,26 @@ def test_forget_from_the_cli_prints_counts_never_the_email(intake, db, capsys):
     assert cli(["forget", "not an email"]) == 1
     assert "email" in capsys.readouterr().err
     bootstrap.reset()
+
+
+def test_forget_erases_the_operators_notes_on_the_customers_sessions(intake, db, capsys):
+    """Issue 24: an operator's note may name the customer; it goes with them. Another
+    customer's note stays."""
+    from shared import bootstrap
+    from shared.handlers.intake import operator_action
+    from shared.operator import main as cli
+
+    now = datetime.now(timezone.utc)
+    email, other_email = (f"note-{uuid.uuid4().hex[:8]}@example.com" for _ in range(2))
+    order, other = (f"order-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    for key, address in ((order, email), (other, other_email)):
+        assert post_order(intake, key, customerEmail=address).json["status"] == "accepted"
+        assert operator_action(db, key, "cancel", operator="alice", now=now, reason="other",
+                               note=f"{address} asked on the phone").accepted
+    assert set(everywhere(db, email)) == {"operator_notes", "verification_sessions"}
+    assert cli(["--by", "bob", "forget", email]) == 0
+    capsys.readouterr()
+    assert everywhere(db, email) == []
+    assert count(db, "SELECT count(*) FROM operator_notes WHERE order_id = :o", o=order) == 0
+    assert count(db, "SELECT count(*) FROM operator_notes WHERE order_id = :o", o=other) == 1
+    bootstrap.reset()

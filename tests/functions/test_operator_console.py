@@ -123,7 +123,8 @@ def test_a_viewer_reads_and_searches_but_cannot_act(listed_console, keys, db, se
     token = csrf_of(page.get_data(as_text=True))
     searched = listed_console.post("/sessions", headers=victor, data={"csrf": token, "q": order_id})
     assert searched.status_code == 200 and order_id in searched.get_data(as_text=True)
-    for action, form in (("cancel", {}), ("extend", {"duration": "24h"}), ("verify", {"reason": "checked"})):
+    for action, form in (("cancel", {"reason": "customer_request"}), ("extend", {"duration": "24h"}),
+                         ("verify", {"reason": "id_checked_in_store"})):
         response = listed_console.post(f"/orders/{order_id}/actions/{action}", headers=victor,
                                        data={"csrf": token, **form})
         assert response.status_code == 403, action
@@ -136,14 +137,14 @@ def test_operators_by_email_or_domain_act_and_only_verifiers_verify(listed_conso
     ann = as_alice(keys, "Ann@Ops.Example.com")  # on the list by her domain, in any case
     token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=ann).get_data(as_text=True))
     refused = listed_console.post(f"/orders/{order_id}/actions/verify", headers=ann,
-                                  data={"csrf": token, "reason": "ID checked in store"})
+                                  data={"csrf": token, "reason": "id_checked_in_store"})
     assert refused.status_code == 403
     extended = listed_console.post(f"/orders/{order_id}/actions/extend", headers=ann,
                                    data={"csrf": token, "duration": "100h"})
     assert extended.status_code == 303
     alice_token = csrf_of(listed_console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True))
     verified = listed_console.post(f"/orders/{order_id}/actions/verify", headers=as_alice(keys),
-                                   data={"csrf": alice_token, "reason": "ID checked in store"})
+                                   data={"csrf": alice_token, "reason": "id_checked_in_store"})
     assert verified.status_code == 303
     assert [e[:2] for e in events_of(db, order_id)][2:] == [
         ("verification.deadline_extended", "operator:Ann@Ops.Example.com"),
@@ -213,14 +214,78 @@ def post_action(console, keys, order_id: str, action: str, **form):
                         data={"csrf": token, **form})
 
 
-def test_verify_with_a_reason_records_the_operator(console, keys, db, settings, order_id):
+def test_verify_with_a_reason_code_records_the_operator(console, keys, db, settings, order_id):
     place(db, settings, order_id)
     assert post_action(console, keys, order_id, "verify").status_code == 400  # a reason is required
-    response = post_action(console, keys, order_id, "verify", reason="ID checked at pickup")
+    response = post_action(console, keys, order_id, "verify", reason="id_checked_in_store")
     assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
     approved = [e for e in events_of(db, order_id) if e[0] == "verification.approved"]
     assert approved == [("verification.approved", "operator:alice@example.com",
-                         {**approved[0][2], "manual": True, "reason": "ID checked at pickup"})]
+                         {**approved[0][2], "manual": True, "reason": "id_checked_in_store"})]
+
+
+def published_events(db, order_id: str) -> list[dict]:
+    """The event messages this order's outbox publishes on verification-events (what the relay
+    sends, and what is exported from there)."""
+    with db.read() as conn:
+        return [r[0] for r in conn.execute(text(
+            "SELECT payload FROM outbox WHERE order_id = :o AND payload->>'topic' = 'verification-events' "
+            "ORDER BY id"), {"o": order_id})]
+
+
+def notes_of(db, order_id: str) -> list[tuple]:
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT e.type, n.note FROM operator_notes n JOIN event_log e USING (event_id) "
+            "WHERE n.order_id = :o ORDER BY e.id"), {"o": order_id})]
+
+
+def test_a_free_text_reason_is_refused_and_nothing_is_recorded(console, keys, db, settings, order_id):
+    """Issue 24: the reason is a code from a fixed list; free text (which invited names, dates
+    of birth, licence numbers into an event kept forever and published) is a 400."""
+    place(db, settings, order_id)
+    for reason in ("ID checked in store", "Jane Doe, born 2001-02-03, licence D123", "ID_CHECKED_IN_STORE"):
+        response = post_action(console, keys, order_id, "verify", reason=reason)
+        assert response.status_code == 400, reason
+        body = response.get_data(as_text=True)
+        assert "unknown reason code" in body and "id_checked_in_store" in body and reason not in body
+    assert post_action(console, keys, order_id, "cancel", reason="because").status_code == 400
+    assert post_action(console, keys, order_id, "cancel").status_code == 400  # a cancel needs one too
+    # `other` says nothing on its own: it needs a note.
+    assert post_action(console, keys, order_id, "verify", reason="other").status_code == 400
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+    assert notes_of(db, order_id) == []
+
+
+def test_the_note_stays_in_the_database_never_in_the_event_or_its_message(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    note = "Customer showed a passport at the Leeds shop; Jane Doe 1990-04-01"
+    assert post_action(console, keys, order_id, "verify", reason="id_checked_in_store",
+                       note="x" * 201).status_code == 400  # at most 200 characters
+    response = post_action(console, keys, order_id, "verify", reason="id_checked_in_store", note=note)
+    assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
+    assert notes_of(db, order_id) == [("verification.approved", note)]
+    with db.read() as conn:
+        logged = conn.execute(text("SELECT count(*) FROM event_log WHERE data::text LIKE '%Leeds%'")).scalar()
+        queued = conn.execute(text("SELECT count(*) FROM outbox WHERE payload::text LIKE '%Leeds%'")).scalar()
+    assert logged == 0 and queued == 0
+    approved = [m for m in published_events(db, order_id) if m["attributes"]["type"] == "verification.approved"]
+    assert len(approved) == 1 and approved[0]["data"]["data"]["reason"] == "id_checked_in_store"
+    assert "note" not in approved[0]["data"]["data"] and "Leeds" not in json.dumps(approved)
+    # Staff see it on the order page, beside the event; the form offers codes, not free text.
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    assert html.escape(note) in page and 'class="operator-note"' in page
+
+
+def test_the_order_page_offers_reason_codes_and_a_short_note(console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    verify = re.search(r'actions/verify">(.*?)</form>', page, re.S).group(1)
+    assert '<select name="reason" required>' in verify and 'value="id_checked_in_store"' in verify
+    assert '<textarea name="note"' in verify and 'maxlength="200"' in verify
+    assert 'input name="reason"' not in page  # no free-text reason anywhere
+    cancel = re.search(r'actions/cancel">(.*?)</form>', page, re.S).group(1)
+    assert 'value="duplicate_order"' in cancel and 'value="id_checked_in_store"' not in cancel
 
 
 def test_extend_shows_the_new_timeline_entry(console, keys, db, settings, order_id):
@@ -266,7 +331,8 @@ def test_only_the_consoles_own_redirect_shows_an_outcome_notice(console, keys, d
 
 def test_cancel_then_a_second_action_is_ignored_not_applied(console, keys, db, settings, order_id):
     place(db, settings, order_id)
-    assert "outcome=accepted" in post_action(console, keys, order_id, "cancel").headers["Location"]
+    assert "outcome=accepted" in post_action(console, keys, order_id, "cancel",
+                                             reason="duplicate_order").headers["Location"]
     assert "outcome=ignored" in post_action(console, keys, order_id, "resend-link").headers["Location"]
     assert [e[:2] for e in events_of(db, order_id)][-1] == ("order.cancelled", "operator:alice@example.com")
 
@@ -322,12 +388,14 @@ def test_refund_done_closes_a_manual_refund_once(console, keys, db, settings, or
     expire_with_manual_refund(db, settings, order_id)
     page = console.get(f"/orders/{order_id}", headers=as_alice(keys)).get_data(as_text=True)
     assert "Refund done" in page
-    assert "outcome=accepted" in post_action(console, keys, order_id, "refund-done",
-                                             reason="refunded in POS").headers["Location"]
+    assert post_action(console, keys, order_id, "refund-done", reason="refunded in POS").status_code == 400
+    assert "outcome=accepted" in post_action(console, keys, order_id, "refund-done", reason="refunded_at_till",
+                                             note="till 3, receipt 1142").headers["Location"]
     assert "outcome=ignored" in post_action(console, keys, order_id, "refund-failed").headers["Location"]
     completed = [e for e in events_of(db, order_id) if e[0] == "refund.completed"]
     assert [e[1] for e in completed] == ["operator:alice@example.com"]
-    assert completed[0][2] == {"manual": True, "previous": "manual", "note": "refunded in POS"}
+    assert completed[0][2] == {"manual": True, "previous": "manual", "reason": "refunded_at_till"}
+    assert notes_of(db, order_id) == [("refund.completed", "till 3, receipt 1142")]
     with db.read() as conn:
         refund, published = conn.execute(text(
             "SELECT s.refund_status, count(o.id) FROM verification_sessions s LEFT JOIN outbox o "
@@ -422,7 +490,8 @@ def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attenti
         old = ProviderDecision("veriff", f"a-{ids[name]}", ids[name], Decision.APPROVED, f"old-{ids[name]}", 9001,
                                birth_date=born, decided_at=now)
         assert intake.record_decision(db, settings, old, now=now).detail == "superseded_session"
-    assert intake.operator_action(db, ids["closed"], "verify", operator="alice", now=now).accepted
+    assert intake.operator_action(db, ids["closed"], "verify", operator="alice", now=now,
+                                  reason="id_checked_in_store").accepted
 
     html = search(console, keys, q=email, attention="1").get_data(as_text=True)
     assert set(order_ids_on(html)) == {ids["adult"]}
@@ -541,7 +610,8 @@ def test_console_logs_never_carry_a_customer_email(console, keys, db, settings, 
     place(db, settings, order_id, email)
     assert search(console, keys, q=email).status_code == 200
     assert post_action(console, keys, order_id, "extend", duration="90h").status_code == 303
-    assert post_action(console, keys, order_id, "verify", reason=email).status_code == 303
+    assert post_action(console, keys, order_id, "verify", reason=email).status_code == 400  # not a code
+    assert post_action(console, keys, order_id, "verify", reason="other", note=email).status_code == 303
     assert console.get(f"/sessions?q={email}").status_code == 401
     stream = captured_logs
     logged = stream.getvalue()
@@ -586,7 +656,7 @@ def test_a_bare_sale_id_leads_to_the_sale(console, keys, db, settings, order_id)
 def test_a_console_action_on_the_sale_leaves_the_generic_order_alone(console, keys, db, settings, order_id):
     place(db, settings, order_id)
     sale = place_sale(db, settings, order_id)
-    response = post_action(console, keys, sale.replace(":", "%3A"), "cancel")
+    response = post_action(console, keys, sale.replace(":", "%3A"), "cancel", reason="test_order")
     assert response.status_code == 303
     with db.read() as conn:
         rows = dict(conn.execute(text("SELECT order_id, status FROM verification_sessions "
@@ -603,7 +673,7 @@ def test_an_order_id_with_a_slash_opens_and_takes_actions(console, keys, db, set
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     form = re.search(r'action="([^"]+/actions/cancel)"', html).group(1)
-    response = console.post(form, headers=as_alice(keys), data={"csrf": csrf_of(html)})
+    response = console.post(form, headers=as_alice(keys), data={"csrf": csrf_of(html), "reason": "customer_request"})
     assert response.status_code == 303 and "outcome=accepted" in response.headers["Location"]
     assert console.get(response.headers["Location"], headers=as_alice(keys)).status_code == 200
     with db.read() as conn:

@@ -232,7 +232,7 @@ def test_an_operator_verify_after_the_hold_releases_it(intake, pump, shop, recei
     opened(intake, db, order_id)
     pump(order_id)
     result = console_actions.run(bootstrap.container(), "verify",
-                                 console_actions.Request(order_id, "staff@example.com", reason="id seen in shop"))
+                                 console_actions.Request(order_id, "staff@example.com", reason="id_checked_in_store"))
     assert result.accepted
     pump(order_id)
     assert shop.kinds(order_id) == ["hold", "release"]

@@ -254,7 +254,7 @@ def test_an_operator_verify_after_the_hold_releases_it(shop, intake, pump, db, n
     key, _ = placed(shop, intake, pump, db, number)
 
     result = console_actions.run(bootstrap.container(), "verify",
-                                 console_actions.Request(key, "staff@example.com", reason="id seen in the shop"))
+                                 console_actions.Request(key, "staff@example.com", reason="id_checked_in_store"))
     assert result.accepted
     pump(key)
 

@@ -284,7 +284,7 @@ def test_an_operator_revokes_from_the_cli_recorded_with_operator_and_reason(inta
     day = (datetime.now(timezone.utc) + timedelta(days=365)).date().isoformat()
     assert f"verified: returning customer (first verified on order {first}, until {day})" in out
 
-    assert cli(["revoke", reused]) == 1  # a reason code is required
+    assert cli(["revoke", reused]) == 2  # a reason code is required (a usage error)
     assert "reason" in capsys.readouterr().err
     assert cli(["--by", "alice", "revoke", reused, "--reason", "document_doubt"]) == 0
     assert record_count(db, key_of("orders", customer, email)) == 0
@@ -294,7 +294,9 @@ def test_an_operator_revokes_from_the_cli_recorded_with_operator_and_reason(inta
     # the CLI records its database session user beside the self-declared --by (issue 24)
     assert actor.startswith("cli:") and actor.endswith(" (alice)")
     assert data["reason"] == "document_doubt" and data["original_session"] == first
-    assert cli(["revoke", reused, "--reason", "again"]) == 1  # nothing left to revoke
+    assert cli(["revoke", reused, "--reason", "again"]) == 2  # not a code: the usage error lists them
+    assert "document_doubt" in capsys.readouterr().err
+    assert cli(["revoke", reused, "--reason", "document_doubt"]) == 1  # nothing left to revoke
     bootstrap.reset()
 
     again = f"order-{uuid.uuid4().hex[:10]}"
@@ -309,10 +311,10 @@ def test_an_operator_verify_counts_only_when_the_age_was_checked(intake, db, set
     unchecked, checked = f"order-{uuid.uuid4().hex[:10]}", f"order-{uuid.uuid4().hex[:10]}"
     for key in (unchecked, checked):
         assert post_order(intake, key, customerEmail=email, customerId=customer).json["status"] == "accepted"
-    assert operator_action(db, unchecked, "verify", operator="bob", now=now, reason="phone call",
+    assert operator_action(db, unchecked, "verify", operator="bob", now=now, reason="provider_review_confirmed",
                            reverify_after=settings.reuse.reverify_after).status == "accepted"
     assert record_count(db, key_of("orders", customer, email)) == 0
-    assert operator_action(db, checked, "verify", operator="bob", now=now, reason="ID seen in store",
+    assert operator_action(db, checked, "verify", operator="bob", now=now, reason="id_checked_in_store",
                            age_checked=True, reverify_after=settings.reuse.reverify_after).status == "accepted"
     assert record_count(db, key_of("orders", customer, email)) == 1
     assert events(db, checked, "verification.approved")[0]["age_check"] == "passed"

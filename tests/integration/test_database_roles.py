@@ -354,21 +354,44 @@ def test_verify_once_runs_under_the_intake_the_console_and_the_sweep(as_role):
     first, second, third = (f"order-{uuid.uuid4().hex[:10]}" for _ in range(3))
     order = lambda key: OrderPlaced("orders", f"m-{key}", key, "Buyer@Example.com", customer_id="c-1")  # noqa: E731
     assert intake.place_order(intake_db, settings, order(first), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, first, "verify", operator="op", now=T0, reason="ID seen",
+    assert intake.operator_action(console_db, first, "verify", operator="op", now=T0, reason="id_checked_in_store",
                                   age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
     assert intake.place_order(intake_db, settings, order(second), now=T0).status == "accepted"
-    assert customer_actions.revoke(console_db, second, operator="op", reason="doubt", now=T0).status == "accepted"
+    assert customer_actions.revoke(console_db, second, operator="op", reason="document_doubt", now=T0).status == "accepted"
     assert intake.place_order(intake_db, settings, order(third), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, third, "verify", operator="op", now=T0, reason="ID seen",
+    assert intake.operator_action(console_db, third, "verify", operator="op", now=T0, reason="id_checked_in_store",
                                   age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
     erasure = customer_actions.forget(console_db, settings, "buyer@example.com", operator="op", now=T0)
     assert erasure.sessions == 3 and erasure.records == 1
     in_cloud = dataclasses.replace(settings, tasks=dataclasses.replace(settings.tasks, backend="cloud"))
     fourth = f"order-{uuid.uuid4().hex[:10]}"
     assert intake.place_order(intake_db, settings, order(fourth), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, fourth, "verify", operator="op", now=T0, reason="ID seen",
+    assert intake.operator_action(console_db, fourth, "verify", operator="op", now=T0, reason="id_checked_in_store",
                                   age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
     assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("verified customers expired") == 1
+
+
+def test_only_the_console_reads_an_operators_note_and_the_sweep_deletes_it(as_role, members, cluster):
+    """Issue 24: the note is written with the console's action, read by the console alone, and
+    deleted by retention with the customer (the sweep never reads it)."""
+    from shared.db import reads
+
+    settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
+    intake_db, console_db, sweep_db = as_role("webhook-intake"), as_role("operator-console"), as_role("sweep")
+    key = f"order-{uuid.uuid4().hex[:10]}"
+    assert intake.place_order(intake_db, settings, OrderPlaced("orders", f"m-{key}", key, "n@example.com"),
+                              now=T0).status == "accepted"
+    assert intake.operator_action(console_db, key, "verify", operator="op", now=T0, reason="other",
+                                  note="seen at the till").status == "accepted"
+    with console_db.read() as conn:
+        assert list(reads.order_story(conn, key)["notes"].values()) == ["seen at the till"]
+    for function, user in members.items():
+        assert refused(cluster, user, "SELECT note FROM operator_notes LIMIT 1") == (function != "operator-console"), \
+            function
+    in_cloud = dataclasses.replace(settings, tasks=dataclasses.replace(settings.tasks, backend="cloud"))
+    assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("operator notes erased", 0) >= 1
+    with console_db.read() as conn:
+        assert reads.order_story(conn, key)["notes"] == {}
 
 
 def test_the_sweep_records_its_run_and_only_the_console_shows_it(as_role, members, cluster):

@@ -12,8 +12,10 @@ NOW = datetime.now(timezone.utc)
 
 def test_manual_verify_and_cancel_record_the_operator(db, settings, order_id):
     intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
-    assert intake.operator_action(db, order_id, "verify", operator="alice", now=NOW).status == "accepted"
-    assert intake.operator_action(db, order_id, "cancel", operator="bob", now=NOW).status == "ignored"
+    assert intake.operator_action(db, order_id, "verify", operator="alice", now=NOW,
+                                  reason="id_checked_in_store").status == "accepted"
+    assert intake.operator_action(db, order_id, "cancel", operator="bob", now=NOW,
+                                  reason="customer_request").status == "ignored"
     with db.read() as conn:
         status = conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                               {"o": order_id}).scalar()

@@ -86,9 +86,38 @@ def test_actions_record_the_operator(cli, db, settings, order_id):
     expire_with_manual_refund(db, settings, order_id)
     status, out, _ = cli("--by", "carol", "refund-done", order_id, "--note", "till refund")
     assert status == 0 and out.strip() == f"refund-done {order_id}: accepted"
+    completed = [e for e in events_of(db, order_id) if e[0] == "refund.completed"]
+    assert completed[0][2] == {"manual": True, "previous": "manual"}  # the note is not in the event
     assert cli("--by", "carol", "refund-failed", order_id)[0] == 1
     # From the CLI: its database user, then the self-declared name; never an operator:<email>.
     assert ("refund.completed", f"cli:{session_user(db)} (carol)") in [e[:2] for e in events_of(db, order_id)]
+
+
+def test_verify_takes_a_reason_code_and_keeps_the_note_out_of_the_events(cli, db, settings, order_id):
+    """Issue 24: `--reason` is a code of the action's list (a usage error lists them); the note
+    (at most 200 characters) is kept in the database only and shown by `status`."""
+    place(db, settings, order_id)
+    status, out, err = cli("--by", "erin", "verify", order_id, "--reason", "ID checked in store")
+    assert status == 2 and out == "" and "invalid choice" in err and "id_checked_in_store" in err
+    status, _, err = cli("verify", order_id, "--reason", "id_checked_in_store", "--note", "n" * 201)
+    assert status == 2 and "at most 200 characters" in err
+    status, _, err = cli("verify", order_id)
+    assert status == 2 and "--reason" in err
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+    note = "licence seen at the counter by Sam"
+    status, out, _ = cli("--by", "erin", "verify", order_id, "--reason", "id_checked_in_store", "--note", note)
+    assert status == 0 and out.strip() == f"verify {order_id}: accepted"
+    approved = [e for e in events_of(db, order_id) if e[0] == "verification.approved"]
+    assert approved[0][1] == f"cli:{session_user(db)} (erin)"
+    assert approved[0][2]["reason"] == "id_checked_in_store" and "note" not in approved[0][2]
+    with db.read() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE order_id = :o AND payload::text LIKE :n"),
+                            {"o": order_id, "n": "%counter by Sam%"}).scalar() == 0
+    _, out, _ = cli("status", order_id)
+    assert note in out and "NOTE" in out
+    story = json.loads(cli("--json", "status", order_id)[1])
+    assert list(story["notes"].values()) == [note]
 
 
 def test_retry_all_parked_shows_progress_and_unparks(cli, db, settings, order_id):
@@ -191,10 +220,11 @@ def test_status_of_an_id_two_sources_share_shows_both(cli, db, settings, order_i
 def test_an_action_on_a_shared_id_needs_its_source(cli, db, settings, order_id):
     place(db, settings, order_id)
     sale = place_sale(db, settings, order_id)
-    status, out, err = cli("cancel", order_id)
+    status, out, err = cli("cancel", order_id, "--reason", "customer_request")
     assert status == 2 and out == "" and "--source" in err and sale in err
     assert [s for s in statuses(db, order_id, sale)] == ["pending", "pending"]
-    status, out, _ = cli("--by", "erin", "cancel", order_id, "--source", "lightspeed")
+    status, out, _ = cli("--by", "erin", "cancel", order_id, "--source", "lightspeed",
+                          "--reason", "customer_request")
     assert status == 0 and out.strip() == f"cancel {sale}: accepted"
     assert statuses(db, order_id, sale) == ["pending", "cancelled"]
     assert ("order.cancelled", f"cli:{session_user(db)} (erin)") in [e[:2] for e in events_of(db, sale)]
@@ -203,7 +233,7 @@ def test_an_action_on_a_shared_id_needs_its_source(cli, db, settings, order_id):
 
 def test_an_action_on_a_bare_sale_id_alone_finds_the_sale(cli, db, settings, order_id):
     sale = place_sale(db, settings, order_id)
-    status, out, _ = cli("--by", "erin", "verify", order_id, "--reason", "ID seen at the till")
+    status, out, _ = cli("--by", "erin", "verify", order_id, "--reason", "id_checked_in_store")
     assert status == 0 and out.strip() == f"verify {sale}: accepted"
     assert statuses(db, sale) == ["verified"]
 

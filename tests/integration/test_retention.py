@@ -45,6 +45,31 @@ def test_a_session_closed_past_retention_loses_its_customer_and_keeps_its_story(
     assert retention.preview(db, settings, now=NOW)["customers erased"] == 0
 
 
+def test_operator_notes_go_with_the_customer_and_the_reason_code_stays(db, settings, order_id):
+    """Issue 24: a note on a session closed longer ago than RETENTION is deleted with its customer
+    (it may name them); the event and its reason code stay. A recent session's note stays."""
+    old, recent = f"{order_id}-old", f"{order_id}-recent"
+    for key, days in ((old, 91), (recent, 89)):
+        order = OrderPlaced("orders", f"m-{key}", key, f"{key}@buyer.example")
+        assert intake.place_order(db, settings, order, now=NOW - timedelta(days=days)).status == "accepted"
+        assert intake.operator_action(db, key, "cancel", operator="alice", now=NOW - timedelta(days=days),
+                                      reason="other", note=f"{key}@buyer.example rang to cancel").accepted
+        with db.transaction() as conn:
+            conn.execute(text("UPDATE verification_sessions SET updated_at = :t, decided_at = :t WHERE order_id = :o"),
+                         {"o": key, "t": NOW - timedelta(days=days)})
+    assert retention.preview(db, settings, now=NOW)["operator notes erased"] >= 1
+
+    done = retention.purge(db, settings, now=NOW)
+
+    assert done.get("operator notes erased", 0) >= 1
+    assert rows(db, "SELECT count(*) FROM operator_notes WHERE order_id = :o", o=old) == [(0,)]
+    assert rows(db, "SELECT note FROM operator_notes WHERE order_id = :o", o=recent) == [
+        (f"{recent}@buyer.example rang to cancel",)]
+    assert rows(db, "SELECT data->>'reason' FROM event_log WHERE order_id = :o AND type = 'order.cancelled'",
+                o=old) == [("other",)]
+    assert retention.preview(db, settings, now=NOW)["operator notes erased"] == 0
+
+
 def test_an_open_session_is_never_erased(db, settings, order_id):
     assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
                               now=NOW - timedelta(days=200)).status == "accepted"
