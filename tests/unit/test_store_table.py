@@ -50,3 +50,10 @@ def test_no_module_lists_the_stores_again():
     listing = re.compile(r"\(\s*keys\.LIGHTSPEED\s*,\s*keys\.SHOPIFY")
     for path in (ROOT / "shared").rglob("*.py"):
         assert not listing.search(path.read_text(encoding="utf-8")), path
+
+
+def test_the_readme_counts_a_store_as_the_table_does():
+    where = (ROOT / "README.md").read_text(encoding="utf-8").split("### Where to add", 1)[1].split("## ", 1)[0]
+    assert "Its one line in `STORES`" in where and "tests/functions/test_new_store.py" in where
+    for gone in ("keys.NAMESPACED", "`CONNECTORS`", "`SOURCES`", "rebuilds the"):
+        assert gone not in where, gone
