@@ -22,7 +22,7 @@ bootstrap.check_at_start(NAME, *REQUIRED)
 def route(request: flask.Request) -> str:
     """The route a request's answer is counted under: a source's path, /healthz, or other."""
     path = request.path.rstrip("/") or "/"
-    return path if path in inbound.SOURCES or path == "/healthz" else "other"
+    return path if path in inbound.sources() or path == "/healthz" else "other"
 
 
 @http_entry(NAME, route_of=route)

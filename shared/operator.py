@@ -41,7 +41,7 @@ from shared.config import Runtime
 from shared.domain import keys, reasons
 
 STACK_ENV = Path(Runtime.from_env().local_state_dir or Path(__file__).resolve().parents[1] / ".local") / "stack.env"
-SOURCES = (keys.GENERIC, *keys.NAMESPACED)
+SOURCES = (keys.GENERIC, *keys.namespaced())
 ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed", "revoke")
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from shared.db import functions
 from shared.db.database import Database
-from shared.db.schema import KEY_MATCHES_SOURCE, event_log, metadata, schema_version
+from shared.db.schema import event_log, metadata, schema_version
 from shared.errors import TransientError, sqlstate
 
 log = logging.getLogger(__name__)
@@ -246,13 +246,19 @@ def _attention_from_events(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+# v12's key rule, as it was (it named every namespaced source; v16 replaced it with one that names none).
+_V12_KEY_RULE = (
+    "(source IN ('lightspeed', 'shopify', 'woocommerce')) = (order_id ~ '^(lightspeed|shopify|woocommerce):') "
+    "AND (source NOT IN ('lightspeed', 'shopify', 'woocommerce') OR order_id LIKE source || ':%')")
+
+
 def _store_sources(conn: Connection) -> None:
     """v12: Shopify and WooCommerce orders are keyed `shopify:<id>` / `woocommerce:<id>` like a
     Lightspeed sale: the key CHECK names every namespaced source. NOT VALID, as v8's: a generic
     order stored earlier with such an id is no reason to stop the deploy; new rows are checked."""
     conn.exec_driver_sql("ALTER TABLE verification_sessions DROP CONSTRAINT IF EXISTS verification_sessions_key_source")
     conn.exec_driver_sql("ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
-                         f"CHECK ({KEY_MATCHES_SOURCE}) NOT VALID")
+                         f"CHECK ({_V12_KEY_RULE}) NOT VALID")
 
 
 def _store_actions_and_store_facts(conn: Connection) -> None:
@@ -321,8 +327,40 @@ def _sweep_runs(conn: Connection) -> None:
         )""")
 
 
+# v16's key rule (`shared.db.schema.KEY_MATCHES_SOURCE` then; a unit test holds them equal): a
+# generic key does not begin like a namespaced one, any other source's key begins with its name.
+_V16_KEY_RULE = ("CASE WHEN source = 'orders' THEN order_id !~ '^[a-z][a-z0-9_]*:' "
+                 "ELSE source ~ '^[a-z][a-z0-9_]*$' AND starts_with(order_id, source || ':') END")
+
+
+def _v16_key_rule(legacy_until) -> str:
+    """v16's CHECK text: the rule, and, when generic orders stored earlier begin with `<word>:`
+    (accepted before v16 unless the word was a source then), those rows by their creation time."""
+    if legacy_until is None:
+        return _V16_KEY_RULE
+    return f"({_V16_KEY_RULE}) OR (source = 'orders' AND created_at <= '{legacy_until.isoformat()}'::timestamptz)"
+
+
+def _keys_name_no_source(conn: Connection) -> None:
+    """v16: the key CHECK names no source, so a new namespaced store needs no migration: a generic
+    key may not begin with any lower-case word and `:` (not only a known source's prefix), any
+    other source's key is `<source>:<id>`. NOT VALID, as v8's and v12's.
+
+    A CHECK is evaluated again on every UPDATE of a row, NOT VALID or not, so a generic order
+    stored before with such an id (`inv:5`, accepted then) would have every later change of its
+    session refused. The rule therefore keeps the generic rows created up to the newest such one
+    valid, by `created_at` (which no writer sets and nothing updates); a database without any
+    gets the plain rule, the one `schema.py` creates."""
+    legacy_until = conn.exec_driver_sql(
+        "SELECT max(created_at) FROM verification_sessions "
+        "WHERE source = 'orders' AND order_id ~ '^[a-z][a-z0-9_]*:'").scalar()
+    conn.exec_driver_sql("ALTER TABLE verification_sessions DROP CONSTRAINT IF EXISTS verification_sessions_key_source")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD CONSTRAINT verification_sessions_key_source "
+                         f"CHECK ({_v16_key_rule(legacy_until)}) NOT VALID")
+
+
 def _operator_notes(conn: Connection) -> None:
-    """v19: operators' notes (`operator_notes`), kept apart from the event log and the events
+    """v17: operators' notes (`operator_notes`), kept apart from the event log and the events
     topic: an operator action's event carries a reason code only (issue 24). Self-contained SQL
     (idempotent: a new database got the table from v1). Free-text reasons in events recorded
     before this version stay as they are (see docs/RUNBOOK.md, "Reason codes")."""
@@ -352,7 +390,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs, _operator_notes,
+    _sweep_runs, _keys_name_no_source, _operator_notes,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -49,10 +49,11 @@ from shared.stores.base import StoreActionKind
 metadata = MetaData()
 
 NOW = text("now()")
-# A namespaced source's key is `<source>:<id>`; any other (generic) key begins with no reserved prefix.
-_NAMESPACED_SQL = ", ".join(f"'{source}'" for source in keys.NAMESPACED)
-KEY_MATCHES_SOURCE = (f"(source IN ({_NAMESPACED_SQL})) = (order_id ~ '^({'|'.join(keys.NAMESPACED)}):') "
-                      f"AND (source NOT IN ({_NAMESPACED_SQL}) OR order_id LIKE source || ':%')")
+# The key rule (shared.domain.keys), naming no source, so a new store needs no migration: a
+# generic key does not begin like a namespaced one (`<word>:`); any other source's key is
+# `<source>:<id>`, for a source named in lower-case words. Migration v16 spells the same text.
+KEY_MATCHES_SOURCE = (f"CASE WHEN source = '{keys.GENERIC}' THEN order_id !~ '^{keys.PREFIX.pattern}' "
+                      f"ELSE source ~ '^{keys.SOURCE_NAME}$' AND starts_with(order_id, source || '{keys.SEPARATOR}') END")
 _KIND = re.compile(r"[a-z_.]+")
 
 
@@ -117,8 +118,9 @@ verification_sessions = Table(
     Column("store_ref", Text),
     one_of("status", Status, "verification_sessions_status"),
     one_of("refund_status", RefundStatus, "verification_sessions_refund_status"),
-    # The key encodes the source (shared.domain.keys): a Lightspeed sale's key and only it is
-    # `lightspeed:<sale id>`, whichever writer (the PL/pgSQL fast path included) inserts it.
+    # The key encodes the source (shared.domain.keys): a Lightspeed sale's key is
+    # `lightspeed:<sale id>` and no generic key looks like one, whichever writer (the PL/pgSQL
+    # fast path included) inserts it.
     CheckConstraint(KEY_MATCHES_SOURCE, name="verification_sessions_key_source"),
 )
 # The deadline sweeper reads only pending sessions by deadline: keep that tiny.

@@ -72,15 +72,15 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     }
     customer = (customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
                 if cmd.customer_id else None)  # a guest never has a key
-    if cmd.provider in keys.NAMESPACED or customer is not None:
+    if keys.is_namespaced(cmd.provider) or customer is not None:
         # Only a namespaced source sends cancellations, and a void may overtake the paid
         # delivery (retried for 48 h) or race it: under the order's lock, which the void takes
         # too, a void recorded first opens nothing. A customer with a key may be a returning one
         # (DESIGN.md 3b): the record is read and used in this same transaction.
         with UnitOfWork(db, now=now, request_id=request_id) as uow:
-            if cmd.provider in keys.NAMESPACED:
+            if keys.is_namespaced(cmd.provider):
                 store.lock_order(uow.conn, cmd.order_id)
-            cancelled = cmd.provider in keys.NAMESPACED and store.cancelled_without_session(uow.conn, cmd.order_id)
+            cancelled = keys.is_namespaced(cmd.provider) and store.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
                 claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores)
             uow.commit()

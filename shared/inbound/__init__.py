@@ -1,7 +1,8 @@
 """Inbound webhooks (DESIGN.md section 4): one module per sender behind one protocol, found by path.
 
-Every signature check runs on the exact bytes received, before anything is parsed.
-Adding a store is one module with a source class and one line in `SOURCES`.
+Every signature check runs on the exact bytes received, before anything is parsed. The
+stores' senders are the stores table's (`shared.stores.registry.STORES`: a new store is its
+line there, not one here); Veriff's is the one sender that is not a store.
 """
 
 from __future__ import annotations
@@ -19,29 +20,29 @@ from shared.inbound.orders import (
 )
 from shared.inbound.source import InboundCommand, InboundSource
 from shared.inbound.veriff import VeriffSource, parse_veriff, parse_veriff_decision, verify_veriff
+from shared.stores import registry  # the module, read when used (it imports the senders above)
 from shared.stores.shopify import ShopifySource
-from shared.stores.woocommerce import WooCommerceSource
 
-SOURCES: dict[str, Callable[[InboundSettings], InboundSource]] = {
-    OrdersSource.path: OrdersSource.from_settings,
-    LightspeedSource.path: LightspeedSource.from_settings,
-    VeriffSource.path: VeriffSource.from_settings,
-    ShopifySource.path: ShopifySource.from_settings,
-    WooCommerceSource.path: WooCommerceSource.from_settings,
-}
+NOT_STORES = (VeriffSource,)  # senders whose deliveries are not a store's orders
+
+
+def sources() -> dict[str, Callable[[InboundSettings], InboundSource]]:
+    """path -> the factory of the source posting there: each store's, then Veriff's."""
+    senders = [store.source for store in registry.STORES.values()] + list(NOT_STORES)
+    return {sender.path: sender.from_settings for sender in senders}
 
 
 def source_for(path: str, settings: InboundSettings) -> InboundSource | None:
     """The source posting to `path`, bound to its secret; None for no such route.
 
     Raises RouteDisabled when the route's secret is not configured."""
-    factory = SOURCES.get(path)
+    factory = sources().get(path)
     return factory(settings) if factory else None
 
 
 __all__ = [
-    "LIGHTSPEED_PAID", "SOURCES", "TIMESTAMP_TOLERANCE_SECONDS", "InboundCommand", "InboundSource",
+    "LIGHTSPEED_PAID", "NOT_STORES", "TIMESTAMP_TOLERANCE_SECONDS", "InboundCommand", "InboundSource",
     "LightspeedSource", "OrdersSource", "ShopifySource", "StoreCancelled", "VeriffSource", "parse_lightspeed",
-    "parse_order_webhook", "parse_veriff", "parse_veriff_decision", "source_for", "verify_lightspeed",
+    "parse_order_webhook", "parse_veriff", "parse_veriff_decision", "source_for", "sources", "verify_lightspeed",
     "verify_standard_webhook", "verify_veriff",
 ]

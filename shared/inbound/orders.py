@@ -68,8 +68,8 @@ def parse_order_webhook(event_id: str, body: bytes) -> OrderPlaced | None:
         return None
     order_id = check.identifier(data.get("orderId"), "orderId")
     if keys.is_reserved(order_id):  # it would read as another source's order (shared.domain.keys)
-        raise InvalidField(f"orderId may not begin with {' or '.join(keys.RESERVED_PREFIXES)}",
-                           field="orderId")
+        raise InvalidField("orderId may not begin with a lower-case word and ':' (the sources' key prefixes, "
+                           "such as lightspeed:)", field="orderId")
     return OrderPlaced(
         provider=keys.GENERIC,
         event_id=check.identifier(event_id, "webhook-id"),

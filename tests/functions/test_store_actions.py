@@ -31,6 +31,7 @@ from tests.functions.test_operator_console import keys  # noqa: F401  (the IAP k
 from tests.functions.test_log_metrics import labels, selected
 from tests.functions.test_timer_and_sweep import fire
 from tests.sessions import mark_link_sent
+from tests.stores import use_connector
 
 HOOK_SECRET = "whsec_" + base64.b64encode(b"outcome-webhook-test-secret-32by").decode()
 ADULT, MINOR = "1990-01-01", "2015-01-01"
@@ -73,7 +74,7 @@ def receiver():
 def shop(app_env, monkeypatch, receiver):
     """The generic source's store connector, and the outcome webhook to the receiver."""
     connector = CountingStore("orders")
-    monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: connector)
+    use_connector(monkeypatch, "orders", lambda stores: connector)
     app_env(OUTCOME_WEBHOOK_URL=receiver.url, OUTCOME_WEBHOOK_SECRET=HOOK_SECRET)
     return connector
 
@@ -208,7 +209,7 @@ def test_an_underage_decline_is_cancelled_and_refunded(intake, pump, shop, recei
 def test_the_store_cancels_first_the_session_is_cancelled_and_no_cancel_or_refund_is_asked(
         app_env, monkeypatch, receiver, db, pump):
     sales = CountingStore("lightspeed")
-    monkeypatch.setitem(registry.CONNECTORS, "lightspeed", lambda stores: sales)
+    use_connector(monkeypatch, "lightspeed", lambda stores: sales)
     app_env(OUTCOME_WEBHOOK_URL=receiver.url, OUTCOME_WEBHOOK_SECRET=HOOK_SECRET)
     intake = client_for("webhook_intake")
     sale_id = str(uuid.uuid4())
@@ -255,7 +256,7 @@ def test_in_review_flags_the_order(intake, pump, shop, receiver, db, order_id):
 def test_a_crash_between_the_call_and_its_record_is_re_driven_and_recorded_once(app_env, monkeypatch, receiver,
                                                                                  db, order_id):
     shop = CountingStore("orders")
-    monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: shop)
+    use_connector(monkeypatch, "orders", lambda stores: shop)
     app_env(EMAIL_LEASE="1s")
     intake = client_for("webhook_intake")
     pump = Pump(db, client_for("request_refund", "cloudevent"))
@@ -389,7 +390,7 @@ def test_the_order_page_shows_the_store_times_and_actions_and_a_refused_one_can_
     from tests.iap_keys import AUDIENCE
 
     shop = CountingStore("orders")
-    monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: shop)
+    use_connector(monkeypatch, "orders", lambda stores: shop)
     from tests.functions.test_operator_console import OPERATORS
     app_env(CONSOLE_SECRET=SECRET, IAP_AUDIENCE=AUDIENCE, IAP_PUBLIC_KEYS_URL=keys.write_public(tmp_path),
             CONSOLE_OPERATORS=OPERATORS)
@@ -427,7 +428,7 @@ def test_the_verified_email_promises_shipping_only_when_the_store_was_told_to_re
 
     inbox, port = smtp
     if with_store:
-        monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: CountingStore("orders"))
+        use_connector(monkeypatch, "orders", lambda stores: CountingStore("orders"))
     app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")
     intake = client_for("webhook_intake")
     session = opened(intake, db, order_id)

@@ -9,7 +9,8 @@ import pytest
 from shared.domain import keys
 from shared.domain.keys import OrderRef
 
-IDS = ["123", "A-1001", "a:b", ":", "x:lightspeed:1", "lightspeed", "Lightspeed:1", "0af7b240-abf0-11e9"]
+# Generic ids: none begins like a namespaced key (`<lower-case word>:`).
+IDS = ["123", "A-1001", ":", "X:lightspeed:1", "lightspeed", "Lightspeed:1", "0af7b240-abf0-11e9", "1:a", "a b:1"]
 
 
 def test_generic_orders_keep_their_id_and_lightspeed_sales_are_prefixed():
@@ -29,7 +30,9 @@ def test_no_two_orders_share_a_key():
     assert len(set(made)) == len(pairs)
 
 
-@pytest.mark.parametrize("store_id", ["lightspeed:123", "lightspeed:", "shopify:1", "woocommerce:1"])
+@pytest.mark.parametrize("store_id", ["lightspeed:123", "lightspeed:", "shopify:1", "woocommerce:1",
+                                      # v16: any lower-case word, a store's or not (the database's rule names none)
+                                      "a:b", "x:lightspeed:1", "inv_2:5", "newstore:1"])
 def test_a_generic_id_with_a_reserved_prefix_has_no_key(store_id):
     assert keys.is_reserved(store_id)
     with pytest.raises(ValueError):
@@ -40,3 +43,26 @@ def test_candidate_keys_for_a_bare_id_and_for_a_key():
     assert keys.candidate_keys("123") == ["123", "lightspeed:123", "shopify:123", "woocommerce:123"]
     assert keys.candidate_keys("lightspeed:123") == ["lightspeed:123"]
     assert keys.candidate_keys("shopify:123") == ["shopify:123"]
+
+
+def test_a_source_not_in_the_stores_table_has_no_key():
+    with pytest.raises(ValueError):
+        keys.session_key("veriff", "1")
+
+
+def test_a_legacy_generic_key_that_begins_with_a_word_no_store_has_reads_as_generic():
+    # Stored before v16 (then accepted): no store is named `inv`, so it is a generic order's key.
+    assert keys.ref("inv:5") == OrderRef("orders", "inv:5")
+    assert keys.candidate_keys("inv:5") == ["inv:5"]
+
+
+def test_a_store_added_to_the_table_is_namespaced_with_no_other_change(monkeypatch):
+    from shared.stores import registry
+    from shared.stores.registry import Store
+
+    class AcmeSource:
+        path = "/webhooks/acme"
+
+    monkeypatch.setitem(registry.STORES, "acme", Store(AcmeSource))
+    assert keys.session_key("acme", "5") == "acme:5" and keys.ref("acme:5") == OrderRef("acme", "5")
+    assert keys.is_namespaced("acme") and "acme:5" in keys.candidate_keys("5")

@@ -93,6 +93,17 @@ def test_infra_config_reads_the_table_and_does_not_write_it_again():
         assert re.search(rf"^\s*{re.escape(fn.name)}\)$", CONFIG, re.M), fn.name
 
 
+def test_infra_names_no_function_secret_but_takes_them_from_the_table():
+    """A store's secrets are its row in the table: no script spells a secret's name again (so
+    none can give a function a secret the table does not, or forget one it does)."""
+    scripts = {p.name: p.read_text() for p in [*(ROOT / "infra").glob("*.sh"), ROOT / "deploy.sh"]}
+    secrets = {s.variable for fn in FUNCTIONS for s in fn.secrets}
+    for name, script in scripts.items():
+        code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+        assert not {s for s in secrets if re.search(rf"\b{s}\b", code)}, name
+    assert "FN_TABLE_SECRETS" in CONFIG and all("FN_SECRET_ENVS" in scripts[n] for n in ("provision.sh", "deploy.sh"))
+
+
 def test_every_function_has_its_database_role_and_no_other():
     assert set(GRANTS) == set(BY_NAME)
 

@@ -21,6 +21,7 @@ from shared.errors import InvalidField
 from shared.stores import registry
 from shared.stores.base import ActionResult, StoreActionKind
 from shared.stores.registry import NO_STORES, StoreRegistry
+from tests.stores import use_connector
 
 HOOK = {"OUTCOME_WEBHOOK_URL": "https://hooks.example.com/outcomes", "OUTCOME_WEBHOOK_SECRET": "whsec_" + "a" * 44}
 
@@ -57,8 +58,8 @@ def test_each_transition_asks_for_its_store_action(rule, action):
 
 
 def test_the_registry_decides_per_source_and_action(monkeypatch):
-    monkeypatch.setitem(registry.CONNECTORS, "shopify", lambda stores: Holder())
-    monkeypatch.setitem(registry.CONNECTORS, "woocommerce", lambda stores: None)  # not configured
+    use_connector(monkeypatch, "shopify", lambda stores: Holder())
+    use_connector(monkeypatch, "woocommerce", lambda stores: None)  # not configured
     stores = StoreRegistry.from_settings(StoreSettings.from_env(HOOK))
     assert stores.connectors_for("shopify", "hold") == ("shopify", "outcome_webhook")
     assert stores.connectors_for("shopify", "flag_for_review") == ("outcome_webhook",)  # Holder does not flag
