@@ -107,6 +107,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
         # the sweep may read its row (its own numbers, no customer data); it deletes nothing.
         "sweep_runs": TableGrant(select=ALL, insert=True, update=("finished_at", "seconds", "report")),
+        # Retention deletes read-audit entries older than RETENTION (it reads no actor or target).
+        "read_audit": TableGrant(select=("id", "at"), delete=True),
     },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,
@@ -153,6 +155,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
         # The System page shows the last sweep and its report.
         "sweep_runs": TableGrant(select=ALL),
+        # Every read of customer data is recorded (the CLI's too: it logs in with this role), and
+        # the Audit page lists them; no role updates an entry.
+        "read_audit": TableGrant(select=ALL, insert=True),
     },
 }
 

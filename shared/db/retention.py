@@ -52,6 +52,8 @@ PROCESSED_MESSAGES = _purge("processed message ids", "processed_messages", "subs
                             "processed_at < :cutoff", "DELETE FROM {table}")
 WEBHOOK_EVENTS = _purge("webhook deliveries", "webhook_events", "id", "last_received_at < :cutoff",
                         "DELETE FROM {table}")
+# The audit trail of reads (who viewed or searched what), kept RETENTION like the customer data it is about.
+READ_AUDIT = _purge("read audit entries", "read_audit", "id", "at < :cutoff", "DELETE FROM {table}")
 LOCAL_DELIVERIES = _purge("finished local deliveries", "local_tasks", "name",
                           "coalesce(done_at, deleted_at) < :cutoff", "DELETE FROM {table}")
 
@@ -71,7 +73,7 @@ def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_rete
     """Each purge with the time before which its rows go."""
     plan = [(ERASE_CUSTOMERS, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
             (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention),
-            (EXPIRED_CUSTOMERS, now)]
+            (EXPIRED_CUSTOMERS, now), (READ_AUDIT, now - retention)]
     if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves
         plan.append((LOCAL_DELIVERIES, now - replay_retention))
     return plan

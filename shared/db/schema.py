@@ -350,6 +350,28 @@ sweep_runs = Table(
     Column("report", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
+# v20: who read customer data (issue 24): each console page and CLI read that shows an order, a
+# list or a search, written before the data is returned. `actor` is `operator:<IAP-verified email>`
+# or `cli:<database user> (<--by>)`; `order_id` the order viewed or the order id searched for;
+# `email_key` the keyed hash (`customers.email_key`, pepper CUSTOMER_KEY_SECRET) of an email
+# searched for, never the email; `detail` the non-personal rest (filters, page, `json`). Kept
+# RETENTION (the sweep deletes older rows); the console inserts and reads, nobody updates.
+read_audit = Table(
+    "read_audit",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    _tstz("at", nullable=False, server_default=NOW),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("order_id", Text),
+    Column("email_key", Text),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+Index("read_audit_at", read_audit.c.at)
+Index("read_audit_order", read_audit.c.order_id, read_audit.c.id, postgresql_where=read_audit.c.order_id.isnot(None))
+Index("read_audit_email", read_audit.c.email_key, read_audit.c.id,
+      postgresql_where=read_audit.c.email_key.isnot(None))
+
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
 # EVENTS_BACKEND=local messages): see shared.db.local_queue.
 local_tasks = Table(
