@@ -15,8 +15,10 @@ ORDER is a session key (`123`, `lightspeed:123`) or a store's own order id: a ba
 the generic order 123 and the Lightspeed sale 123; `status` shows every match, an action on an id
 that several sources share needs `--source orders|lightspeed`.
 
-Tables by default, `--json` for scripts. `status` and `list` are recorded in the audit trail of
-reads (the console's Audit page; a searched email as its keyed hash) before they print. Actions are recorded as `cli:<database user> (<--by>)`
+`status` and `list` are recorded in the audit trail of reads (the console's Audit page; a searched
+email as its keyed hash) before they print.
+
+Tables by default, `--json` for scripts. Actions are recorded as `cli:<database user> (<--by>)`
 (default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed before the command returns. With neither DATABASE_URL nor
 INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
 """

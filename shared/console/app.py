@@ -350,7 +350,8 @@ def audit_trail(page: Page, request: flask.Request) -> flask.Response:
     with bootstrap.container().db.read() as conn:
         entries, next_before = audit_store.recent(conn, order=order_id, email_key=email_key,
                                                   before=int(before) if before else None)
-        audit_store.record(conn, ReadEntry(page.actor, ReadAction.VIEW_AUDIT, order_id=order_id and order_id[:audit.TERM_MAX],
+        audit_store.record(conn, ReadEntry(page.actor, ReadAction.VIEW_AUDIT,
+                                           order_id=order_id[:audit.TERM_MAX] if order_id else None,
                                            email_key=email_key, detail="next page" if before else ""))
     return page.render("audit.html", entries=entries, next_before=next_before, order=order_id or "", email=email,
                        retention_days=page.settings.retention.sessions.days)
