@@ -20,6 +20,9 @@ A reason is a code from the action's fixed list (`--help` on the action lists th
 text: events are kept forever and published. `--note TEXT` (at most 200 characters) is kept in
 the database only, shown by `status`, and erased with the customer.
 
+`status` and `list` are recorded in the audit trail of reads (the console's Audit page; a searched
+email as its keyed hash) before they print.
+
 Tables by default, `--json` for scripts. Actions are recorded as `cli:<database user> (<--by>)`
 (default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed before the command returns. With neither DATABASE_URL nor
 INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
@@ -182,14 +185,23 @@ def _matches(c, args) -> list[dict[str, str]]:
         return [m for m in reads.matching_orders(conn, key) if m["order_id"] == key]
 
 
-def _status(c, args) -> int:
-    from shared.db import reads
+def _read(args, detail: str = "") -> str:
+    """The audit trail's detail of a CLI read: where it came from, and in which form."""
+    return ", ".join(p for p in ("cli", "json" if args.json else "", detail) if p)
+
+
+def _status(c, args, operator: str) -> int:
+    from shared.db import audit_store, reads
+    from shared.domain.audit import ReadAction, ReadEntry
 
     found = _matches(c, args)
     if not found:
-        return _unopened(c, args)
+        return _unopened(c, args, operator)
     with c.db.read() as conn:
         stories = [reads.order_story(conn, m["order_id"]) for m in found]
+        for m in found:
+            audit_store.record(conn, ReadEntry(operator, ReadAction.VIEW_ORDER, order_id=m["order_id"],
+                                               detail=_read(args)))
     if args.json:
         print(json.dumps(stories[0] if len(stories) == 1 else {"matches": stories}, default=str, indent=2))
         return 0
@@ -200,13 +212,17 @@ def _status(c, args) -> int:
     return 0
 
 
-def _unopened(c, args) -> int:
+def _unopened(c, args, operator: str) -> int:
     """An order that opened no session (stale, a sale without an email): what was recorded."""
-    from shared.db import reads
+    from shared.db import audit_store, reads
+    from shared.domain.audit import TERM_MAX, ReadAction, ReadEntry
 
+    order_id = keys.session_key(args.source, args.order) if args.source else args.order
     with c.db.read() as conn:
-        events = reads.unopened_order_events(conn, keys.session_key(args.source, args.order) if args.source
-                                             else args.order)
+        events = reads.unopened_order_events(conn, order_id)
+        if events:
+            audit_store.record(conn, ReadEntry(operator, ReadAction.VIEW_ORDER, order_id=order_id[:TERM_MAX],
+                                               detail=_read(args, "no session")))
     if not events:
         raise UsageError(f"no order {args.order}")
     if args.json:
@@ -253,20 +269,24 @@ def _noted(story: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**e, "note": notes.get(str(e.get("event_id")), "")} for e in story["events"]]
 
 
-def _list(c, args) -> int:
-    from shared.db import reads
+def _list(c, args, operator: str) -> int:
+    from shared.db import audit_store, reads
+    from shared.domain import audit
 
     if args.due is not None and not 0 < args.due <= 24 * 365:  # as the console's "due within"
         raise UsageError("--due: a whole number of hours, at most a year")
     chosen = reads.SessionFilter(status=args.status, due_within=timedelta(hours=args.due) if args.due else None,
                                  overdue=args.overdue, attention=args.attention, query=args.q, after=args.after,
                                  limit=max(1, min(args.limit, 500)))
+    read = audit.of_term(operator, audit.ReadAction.SEARCH if args.q else audit.ReadAction.LIST_SESSIONS, args.q,
+                         audit.pepper_of(c.settings.reuse.key_secret), _read(args, chosen.described()))
     try:
         with c.db.read() as conn:
             rows, cursor = reads.list_sessions(conn, chosen, c.clock.now())
             # As the console: orders that opened no session, beside the first page of --attention.
             unopened = (reads.sessionless_orders(conn, c.clock.now())
                         if args.attention and not args.after and not args.q else [])
+            audit_store.record(conn, read)
     except ValueError:
         raise UsageError("--after is not a cursor this command printed") from None
     if args.json:
@@ -401,8 +421,8 @@ def _purge_preview(c, args) -> int:
 
 # The subcommands that are not an order action (those go to `_act`).
 _COMMANDS = {
-    "status": lambda c, args, operator: _status(c, args),
-    "list": lambda c, args, operator: _list(c, args),
+    "status": _status,
+    "list": _list,
     "retry": _retry,
     "forget": _forget,
     "funnel": lambda c, args, operator: _funnel(c, args),

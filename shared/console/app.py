@@ -1,7 +1,9 @@
 """The console's request handling: who is asking, which page, which action; HTML out.
 
 Every response carries the security headers; every POST carries a CSRF token tied to
-the operator; log lines carry order ids and the operator, never a customer's email.
+the operator; log lines carry order ids and the operator, never a customer's email. Every page
+that shows customer data (an order, a list, a search) records the read in the audit trail
+(`shared.db.audit_store`) before it answers; if it cannot, it does not answer (503).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from werkzeug.routing import Map, Rule
 from shared import bootstrap
 from shared.config import ConsoleAuth, Settings
 from shared.console import actions, auth, csrf, provider_page, report
-from shared.db import reads
-from shared.domain import keys, reasons
+from shared.db import audit_store, reads
+from shared.domain import audit, fields, keys, reasons
+from shared.domain.audit import ReadAction, ReadEntry
 from shared.domain.model import Status
 from shared.errors import ConfigError, PermanentError, TransientError
 
@@ -56,6 +59,7 @@ URLS = Map([
     Rule("/funnel", endpoint="funnel", methods=["GET"]),
     Rule("/system", endpoint="system", methods=["GET"]),
     Rule("/forget", endpoint="forget", methods=["GET", "POST"]),
+    Rule("/audit", endpoint="audit_trail", methods=["GET", "POST"]),
     Rule("/assets/console.css", endpoint="css", methods=["GET"]),
     Rule("/verify/<session_id>", endpoint="provider", methods=["GET", "POST"]),
     Rule("/healthz", endpoint="healthz", methods=["GET"]),
@@ -101,6 +105,18 @@ class Page:
     token: str
     now: datetime
     secret: str = field(repr=False)  # CONSOLE_SECRET: CSRF tokens and outcome notices
+
+    @property
+    def actor(self) -> str:
+        """Who the audit trail of reads names: `operator:<IAP-verified email>`, as the event log."""
+        from shared.handlers.intake import operator_actor
+
+        return operator_actor(self.operator)
+
+    @property
+    def pepper(self) -> bytes | None:
+        """The key of a searched email's hash in the audit trail (CUSTOMER_KEY_SECRET)."""
+        return audit.pepper_of(self.settings.reuse.key_secret)
 
     def render(self, template: str, status: int = 200, **values) -> flask.Response:
         html = _templates.get_template(template).render(
@@ -191,12 +207,15 @@ def sessions(page: Page, request: flask.Request) -> flask.Response:
         raise actions.BadAction("search for an email with the search form: it is posted, so the address "
                                 "stays out of URLs and logs")
     chosen = _filter_from(source)
+    read = audit.of_term(page.actor, ReadAction.SEARCH if chosen.query else ReadAction.LIST_SESSIONS,
+                         chosen.query, page.pepper, chosen.described())
     try:
         with bootstrap.container().db.read() as conn:
             rows, next_cursor = reads.list_sessions(conn, chosen, page.now)
             # Orders that opened no session have no row above: listed beside it, first page only.
             unopened = (reads.sessionless_orders(conn, page.now)
                         if chosen.attention and not chosen.after and not chosen.query else [])
+            audit_store.record(conn, read)
     except ValueError:
         raise actions.BadAction("that page link is not valid any more; start from the first page") from None
     query = {k: v for k, v in source.items() if k not in ("after", "csrf") and v}
@@ -216,6 +235,9 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
             recorded = [] if found else reads.unopened_order_events(conn, order_id)
         else:
             found = reads.matching_orders(conn, keys.ref(order_id).order_id)
+        if story is not None or (not found and recorded):  # what is shown, not a redirect or a 404
+            audit_store.record(conn, ReadEntry(page.actor, ReadAction.VIEW_ORDER, order_id=order_id[:audit.TERM_MAX],
+                                               detail="" if story else "no session"))
     if story is None:
         if len(found) == 1:
             return flask.redirect(f"/orders/{quote(found[0]['order_id'], safe='')}", code=302)
@@ -303,5 +325,39 @@ def provider(page: Page, request: flask.Request, session_id: str) -> flask.Respo
     return provider_page.view(page, request, session_id, order_id_of)
 
 
+def audit_trail(page: Page, request: flask.Request) -> flask.Response:
+    """Who read what, newest first (viewers and operators alike). By order id (GET, `?order=`),
+    or by a customer's email (POSTed, hashed here as the reads were, never stored or logged).
+    Looking is itself recorded."""
+    source = request.form if request.method == "POST" else request.args
+    order_id = source.get("order", "").strip() or None
+    email = source.get("email", "").strip()
+    before = source.get("before", "").strip()
+    if before and not _NUMBER.fullmatch(before):
+        raise actions.BadAction("before: the number of an entry")
+    if email and request.method == "GET":
+        raise actions.BadAction("look up an email with the form: it is posted, so the address stays out of URLs")
+    if order_id and audit.is_email(order_id):
+        raise actions.BadAction("order: an order id (look up an email in the email field)")
+    email_key = None
+    if email:
+        try:
+            fields.email(email, "email")
+        except PermanentError:
+            raise actions.BadAction("email: a customer's email address", field="email") from None
+        email_key = audit.email_target(page.pepper, email)
+        if email_key is None:
+            raise actions.BadAction("email: looking up by email needs CUSTOMER_KEY_SECRET (searches were recorded "
+                                    "without a key)", field="email")
+    with bootstrap.container().db.read() as conn:
+        entries, next_before = audit_store.recent(conn, order=order_id, email_key=email_key,
+                                                  before=int(before) if before else None)
+        audit_store.record(conn, ReadEntry(page.actor, ReadAction.VIEW_AUDIT,
+                                           order_id=order_id[:audit.TERM_MAX] if order_id else None,
+                                           email_key=email_key, detail="next page" if before else ""))
+    return page.render("audit.html", entries=entries, next_before=next_before, order=order_id or "", email=email,
+                       retention_days=page.settings.retention.sessions.days)
+
+
 VIEWS = {"provider": provider, "home": home, "sessions": sessions, "order": order, "action": action, "retry": retry,
-         "funnel": funnel, "system": system, "forget": forget}
+         "funnel": funnel, "system": system, "forget": forget, "audit_trail": audit_trail}

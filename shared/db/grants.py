@@ -110,6 +110,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # Retention deletes a closed session's operator notes with its customer: by their keys,
         # never reading a note.
         "operator_notes": TableGrant(select=("event_id", "order_id"), delete=True),
+        # Retention deletes read-audit entries older than RETENTION (it reads no actor or target).
+        "read_audit": TableGrant(select=("id", "at"), delete=True),
     },
     "send-customer-email": {
         **_VERSION, **_EFFECTS_AND_RELAY,
@@ -156,9 +158,12 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
         # The System page shows the last sweep and its report.
         "sweep_runs": TableGrant(select=ALL),
-        # Operators' notes (v19): the one role that reads them (the order page, the CLI's
+        # Operators' notes (v17): the one role that reads them (the order page, the CLI's
         # `status`); written with the action, deleted by forget.
         "operator_notes": TableGrant(select=ALL, insert=True, delete=True),
+        # Every read of customer data is recorded (the CLI's too: it logs in with this role), and
+        # the Audit page lists them; no role updates an entry.
+        "read_audit": TableGrant(select=ALL, insert=True),
     },
 }
 

@@ -377,6 +377,27 @@ def _operator_notes(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS operator_notes_order ON operator_notes (order_id)")
 
 
+def _read_audit(conn: Connection) -> None:
+    """v18: the audit trail of reads (`read_audit`, issue 24): who viewed, listed or searched
+    which customer data, kept RETENTION. Self-contained SQL (idempotent: a new database got it
+    from v1)."""
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS read_audit (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            actor text NOT NULL,
+            action text NOT NULL,
+            order_id text,
+            email_key text,
+            detail text NOT NULL DEFAULT ''
+        )""")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS read_audit_at ON read_audit (at)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS read_audit_order ON read_audit (order_id, id) "
+                         "WHERE order_id IS NOT NULL")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS read_audit_email ON read_audit (email_key, id) "
+                         "WHERE email_key IS NOT NULL")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -390,7 +411,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs, _keys_name_no_source, _operator_notes,
+    _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit,
 ]
 LATEST = len(MIGRATIONS)
 

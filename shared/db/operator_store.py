@@ -129,7 +129,7 @@ def session_user(conn: Connection) -> str:
 
 
 def write_notes(conn: Connection, notes) -> None:
-    """Operators' notes (`NoteRow`s), each on the event its action recorded (v19). The table is
+    """Operators' notes (`NoteRow`s), each on the event its action recorded (v17). The table is
     the one place a note is kept: never the event log, an outbox row or a message."""
     conn.execute(operator_notes.insert(), [{"event_id": n.event_id, "order_id": n.order_id, "note": n.note}
                                            for n in notes])

@@ -58,6 +58,15 @@ class SessionFilter:
     def by_deadline(self) -> bool:
         return self.overdue or self.due_within is not None
 
+    def described(self) -> str:
+        """The filters, for the audit trail of reads (no search term: that is recorded apart, an
+        email only as its keyed hash)."""
+        parts = [f"status={self.status}" if self.status else "",
+                 f"due={int(self.due_within.total_seconds() // 3600)}h" if self.due_within is not None else "",
+                 "overdue" if self.overdue else "", "attention" if self.attention else "",
+                 "next page" if self.after else ""]
+        return ", ".join(p for p in parts if p)
+
 
 def _cursor(row: dict[str, Any], by_deadline: bool) -> str:
     key = row["deadline"] if by_deadline else row["created_at"]

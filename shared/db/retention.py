@@ -43,7 +43,7 @@ ERASE_CUSTOMERS = _purge(
     f"{_CLOSED} AND erased_at IS NULL AND coalesce(decided_at, updated_at) < :cutoff",
     "UPDATE {table} SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL, "
     "erased_at = now()")
-# Operators' notes (v19) go with the customer: the notes of a session closed longer ago than
+# Operators' notes (v17) go with the customer: the notes of a session closed longer ago than
 # RETENTION (the same sessions as above; a note may name the customer).
 ERASE_OPERATOR_NOTES = _purge(
     "operator notes erased", "operator_notes", "event_id",
@@ -59,6 +59,8 @@ PROCESSED_MESSAGES = _purge("processed message ids", "processed_messages", "subs
                             "processed_at < :cutoff", "DELETE FROM {table}")
 WEBHOOK_EVENTS = _purge("webhook deliveries", "webhook_events", "id", "last_received_at < :cutoff",
                         "DELETE FROM {table}")
+# The audit trail of reads (who viewed or searched what), kept RETENTION like the customer data it is about.
+READ_AUDIT = _purge("read audit entries", "read_audit", "id", "at < :cutoff", "DELETE FROM {table}")
 LOCAL_DELIVERIES = _purge("finished local deliveries", "local_tasks", "name",
                           "coalesce(done_at, deleted_at) < :cutoff", "DELETE FROM {table}")
 
@@ -78,7 +80,7 @@ def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_rete
     """Each purge with the time before which its rows go."""
     plan = [(ERASE_CUSTOMERS, now - retention), (ERASE_OPERATOR_NOTES, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
             (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention),
-            (EXPIRED_CUSTOMERS, now)]
+            (EXPIRED_CUSTOMERS, now), (READ_AUDIT, now - retention)]
     if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves
         plan.append((LOCAL_DELIVERIES, now - replay_retention))
     return plan

@@ -353,7 +353,7 @@ sweep_runs = Table(
     Column("report", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
-# v19: an operator's note on the event that records their action (issue 24). The event and its
+# v17: an operator's note on the event that records their action (issue 24). The event and its
 # message carry only the reason code; the note (at most NOTE_MAX characters) is kept here alone:
 # never published or exported, read only by the console's role, deleted with the customer
 # (forget, and retention once the session closed longer ago than RETENTION).
@@ -368,6 +368,29 @@ operator_notes = Table(
     CheckConstraint(f"char_length(note) BETWEEN 1 AND {NOTE_MAX}", name="operator_notes_note_length"),
 )
 Index("operator_notes_order", operator_notes.c.order_id)
+
+
+# v18: who read customer data (issue 24): each console page and CLI read that shows an order, a
+# list or a search, written before the data is returned. `actor` is `operator:<IAP-verified email>`
+# or `cli:<database user> (<--by>)`; `order_id` the order viewed or the order id searched for;
+# `email_key` the keyed hash (`customers.email_key`, pepper CUSTOMER_KEY_SECRET) of an email
+# searched for, never the email; `detail` the non-personal rest (filters, page, `json`). Kept
+# RETENTION (the sweep deletes older rows); the console inserts and reads, nobody updates.
+read_audit = Table(
+    "read_audit",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    _tstz("at", nullable=False, server_default=NOW),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("order_id", Text),
+    Column("email_key", Text),
+    Column("detail", Text, nullable=False, server_default=""),
+)
+Index("read_audit_at", read_audit.c.at)
+Index("read_audit_order", read_audit.c.order_id, read_audit.c.id, postgresql_where=read_audit.c.order_id.isnot(None))
+Index("read_audit_email", read_audit.c.email_key, read_audit.c.id,
+      postgresql_where=read_audit.c.email_key.isnot(None))
 
 # The local stack's durable queue of HTTP deliveries (TASKS_BACKEND=local timers and
 # EVENTS_BACKEND=local messages): see shared.db.local_queue.

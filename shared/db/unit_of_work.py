@@ -90,7 +90,7 @@ class UnitOfWork:
         actions = [row for fx in self._effects for row in fx.store_actions]
         store.write_effects(self.conn, events, outbox, timers, actions)
         notes = [row for fx in self._effects for row in fx.notes]
-        if notes:  # an operator's notes (v19): only the console's role writes them
+        if notes:  # an operator's notes (v17): only the console's role writes them
             operator_store.write_notes(self.conn, notes)
         self._transaction.commit()
         self.committed = True

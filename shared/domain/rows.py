@@ -67,7 +67,7 @@ ROW_TYPES = (EventRow, OutboxRow, TimerRow, StoreActionRow)
 
 @dataclass(frozen=True)
 class NoteRow:
-    """A row of `operator_notes` (v19): an operator's note on the event that records their
+    """A row of `operator_notes` (v17): an operator's note on the event that records their
     action, kept in the database only (never in the event, its message or an export). Written by
     its own statement (`operator_store.write_notes`), only for operator actions: not one of the
     recordset rows above, which every writer and PL/pgSQL `place_order` take."""

@@ -150,3 +150,33 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page,
         with db.transaction() as conn:
             conn.execute(text("DELETE FROM outbox WHERE order_id = :o"), {"o": order_id})
             conn.execute(text("DELETE FROM store_actions WHERE order_id = :o"), {"o": refused})
+
+
+def test_the_audit_page_shows_who_opened_and_who_searched(stack, browser_page, db, settings):
+    """Open an order and search its customer's email, then find both reads on /audit (from the
+    nav): by the order id, and by the email (posted, hashed as the search was recorded)."""
+    page, tag = browser_page, uuid.uuid4().hex[:8]
+    email, order_id = f"audited-{tag}@example.com", f"audit-{tag}"
+    place(db, settings, order_id, email)
+    page.goto(f"{stack}/orders/{order_id}")
+    expect(page.locator("h1")).to_contain_text(order_id)
+    page.goto(f"{stack}/sessions")
+    page.fill("input[name=q]", email)
+    page.click("button:has-text('Filter')")
+    expect(page.locator("table.list")).to_contain_text(order_id)
+
+    page.get_by_role("link", name="Audit", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Audit of reads")
+    page.fill("form.audit-by-order input[name=order]", order_id)
+    page.click("form.audit-by-order button")
+    expect(page.locator("table.audit tr.entry")).to_have_count(1)
+    expect(page.locator("table.audit tr.entry td.actor")).to_have_text("operator:dev@localhost")
+    expect(page.locator("table.audit tr.entry td.action")).to_have_text("view_order")
+
+    page.fill("form.audit-by-email input[name=email]", email.upper())
+    page.click("form.audit-by-email button")
+    expect(page.locator("table.audit tr.entry")).to_have_count(1)
+    expect(page.locator("table.audit tr.entry td.action")).to_have_text("search")
+    expect(page.locator("table.audit")).not_to_contain_text(email)
+    assert email not in page.url
+    screenshot(page, "audit-by-email")

@@ -774,3 +774,115 @@ def test_an_email_search_by_get_is_refused_and_no_log_line_names_it(console, key
     assert console.get(f"/sessions?{urlencode({'q': order_id})}", headers=as_alice(keys)).status_code == 200
     assert console.get(f"/orders/{email}", headers=as_alice(keys)).status_code == 404
     assert email not in captured_logs.getvalue()
+
+
+# ---- the audit trail of reads (issue 24) -------------------------------------------
+
+
+def reads_of(db, *, order_id: str | None = None, email_key: str | None = None) -> list[tuple]:
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT actor, action, order_id, email_key, detail FROM read_audit "
+            "WHERE order_id = :o OR email_key = :e ORDER BY id"), {"o": order_id, "e": email_key})]
+
+
+def test_opening_an_order_page_records_one_read_with_the_operator_and_the_order(console, keys, db, settings,
+                                                                                order_id):
+    place(db, settings, order_id)
+    assert reads_of(db, order_id=order_id) == []
+    assert console.get(f"/orders/{order_id}", headers=as_alice(keys)).status_code == 200
+    assert reads_of(db, order_id=order_id) == [("operator:alice@example.com", "view_order", order_id, None, "")]
+    # A page that shows nothing (an unknown order) records nothing.
+    assert console.get(f"/orders/nothing-{order_id}", headers=as_alice(keys)).status_code == 404
+    assert reads_of(db, order_id=f"nothing-{order_id}") == []
+
+
+def test_an_email_search_records_the_keyed_hash_never_the_email(console, keys, db, settings, order_id):
+    from shared.domain.customers import email_key
+    from tests.conftest import CUSTOMER_KEY_SECRET
+
+    email = f"Looked.Up-{uuid.uuid4().hex[:6]}@Example.com"
+    place(db, settings, order_id, email)
+    assert search(console, keys, q=email.upper(), status="pending").status_code == 200
+    keyed = email_key(CUSTOMER_KEY_SECRET.encode(), email)  # the hash verify once and forget use, any case
+    assert reads_of(db, email_key=keyed) == [("operator:alice@example.com", "search", None, keyed,
+                                              "by email, status=pending")]
+    with db.read() as conn:
+        dumped = " ".join(conn.execute(text("SELECT read_audit::text FROM read_audit")).scalars())
+    assert email.lower() not in dumped.lower() and email.split("@")[0].lower() not in dumped.lower()
+    # An order id searched for, and a plain list, are recorded too.
+    assert search(console, keys, q=order_id).status_code == 200
+    assert reads_of(db, order_id=order_id)[-1][:3] == ("operator:alice@example.com", "search", order_id)
+    assert console.get("/sessions?attention=1", headers=as_alice(keys)).status_code == 200
+    with db.read() as conn:
+        last = conn.execute(text("SELECT actor, action, order_id, email_key, detail FROM read_audit "
+                                 "ORDER BY id DESC LIMIT 1")).one()
+    assert tuple(last) == ("operator:alice@example.com", "list_sessions", None, None, "attention")
+
+
+def test_a_viewers_reads_are_recorded_too(listed_console, keys, db, settings, order_id):
+    place(db, settings, order_id)
+    victor = as_alice(keys, "victor@example.com")
+    assert listed_console.get(f"/orders/{order_id}", headers=victor).status_code == 200
+    assert reads_of(db, order_id=order_id) == [("operator:victor@example.com", "view_order", order_id, None, "")]
+    # ... and a viewer may read the audit trail (an auditor is a viewer).
+    page = listed_console.get(f"/audit?order={order_id}", headers=victor)
+    assert page.status_code == 200 and "operator:victor@example.com" in page.get_data(as_text=True)
+
+
+def test_a_read_the_trail_cannot_record_is_not_served(console, keys, db, settings, order_id, monkeypatch):
+    from shared.db import audit_store
+    from shared.errors import TransientError
+
+    email = f"unrecorded-{uuid.uuid4().hex[:6]}@example.com"
+    place(db, settings, order_id, email)
+
+    def down(conn, entry):
+        raise TransientError("database unavailable", component="database")
+
+    monkeypatch.setattr(audit_store, "record", down)
+    for response in (console.get(f"/orders/{order_id}", headers=as_alice(keys)), search(console, keys, q=email)):
+        assert response.status_code == 503
+        body = response.get_data(as_text=True)
+        assert email not in body and order_id not in body
+
+
+def test_the_audit_page_lists_reads_by_order_and_by_email(console, keys, db, settings, order_id, captured_logs):
+    email = f"audited-{uuid.uuid4().hex[:6]}@example.com"
+    place(db, settings, order_id, email)
+    console.get(f"/orders/{order_id}", headers=as_alice(keys, "bob@example.com"))
+    search(console, keys, q=email)
+    by_order = console.get(f"/audit?order={order_id}", headers=as_alice(keys)).get_data(as_text=True)
+    rows = re.findall(r'<tr class="entry">(.*?)</tr>', by_order, re.S)
+    assert len(rows) == 1 and "operator:bob@example.com" in rows[0] and "view_order" in rows[0]
+    by_email = console.post("/audit", headers=as_alice(keys),
+                            data={"csrf": csrf.issue(SECRET, ALICE), "email": email.upper()})
+    assert by_email.status_code == 200
+    rows = re.findall(r'<tr class="entry">(.*?)</tr>', by_email.get_data(as_text=True), re.S)
+    assert len(rows) == 1 and "operator:alice@example.com" in rows[0] and "search" in rows[0]
+    # Looking is recorded (as the hash again), the email goes in no URL, no log line, no row.
+    assert console.get(f"/audit?{urlencode({'email': email})}", headers=as_alice(keys)).status_code == 400
+    assert console.post("/audit", headers=as_alice(keys), data={"csrf": csrf.issue(SECRET, ALICE),
+                                                                "email": "not-an-email"}).status_code == 400
+    with db.read() as conn:
+        actions = conn.execute(text("SELECT action FROM read_audit WHERE actor = 'operator:alice@example.com' "
+                                    "ORDER BY id DESC LIMIT 2")).scalars().all()
+        dumped = " ".join(conn.execute(text("SELECT read_audit::text FROM read_audit")).scalars())
+    assert actions == ["view_audit", "view_audit"] and email not in dumped
+    assert email not in captured_logs.getvalue()
+
+
+def test_retention_deletes_reads_older_than_retention(app_env, db, settings):
+    from shared.handlers import retention
+
+    now = datetime.now(timezone.utc)
+    tag = uuid.uuid4().hex[:8]
+    with db.transaction() as conn:
+        for name, age in (("old", settings.retention.sessions + timedelta(days=1)),
+                          ("kept", settings.retention.sessions - timedelta(days=1))):
+            conn.execute(text("INSERT INTO read_audit (at, actor, action, order_id) "
+                              "VALUES (:at, 'operator:alice@example.com', 'view_order', :o)"),
+                         {"at": now - age, "o": f"{name}-{tag}"})
+    assert retention.preview(db, settings, now=now)["read audit entries"] >= 1  # purge --dry-run counts them
+    assert retention.purge(db, settings, now=now).get("read audit entries", 0) >= 1
+    assert reads_of(db, order_id=f"old-{tag}") == [] and len(reads_of(db, order_id=f"kept-{tag}")) == 1

@@ -415,6 +415,32 @@ def test_the_sweep_records_its_run_and_only_the_console_shows_it(as_role, member
     assert refused(cluster, members["sweep"], "DELETE FROM sweep_runs")
 
 
+def test_the_console_records_and_reads_the_audit_of_reads_nobody_rewrites_it_and_the_sweep_deletes_it(
+        as_role, members, cluster):
+    """Issue 24: the console (and the CLI, which logs in with its role) writes an entry for each
+    read and lists them; no role updates one; only the sweep deletes, past RETENTION, without
+    reading who looked at what."""
+    from shared.db import audit_store
+    from shared.db import retention as purges
+    from shared.domain.audit import ReadAction, ReadEntry
+
+    order = f"order-{uuid.uuid4().hex[:10]}"
+    with as_role("operator-console").read() as conn:
+        audit_store.record(conn, ReadEntry("operator:alice@example.com", ReadAction.VIEW_ORDER, order_id=order))
+        entries, _ = audit_store.recent(conn, order=order)
+    assert [(e["actor"], e["action"], e["order_id"]) for e in entries] == [
+        ("operator:alice@example.com", "view_order", order)]
+    for function, user in members.items():
+        assert refused(cluster, user, "SELECT actor, order_id, email_key FROM read_audit") == \
+            (function != "operator-console"), function
+        if function != "operator-console":
+            assert refused(cluster, user, "INSERT INTO read_audit (actor, action) VALUES ('x', 'search')"), function
+        assert refused(cluster, user, "UPDATE read_audit SET actor = 'x'"), function
+    assert refused(cluster, members["operator-console"], "DELETE FROM read_audit")
+    sweep_db = as_role("sweep")
+    assert purges.purge_batch(sweep_db, purges.READ_AUDIT, datetime.now(timezone.utc) + timedelta(days=1), 100) >= 1
+
+
 @pytest.mark.parametrize("function", sorted(GRANTS))
 def test_no_function_reaches_what_it_does_not_use(function, members, cluster):
     assert FORBIDDEN.keys() == GRANTS.keys()

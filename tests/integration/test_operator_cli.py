@@ -120,6 +120,27 @@ def test_verify_takes_a_reason_code_and_keeps_the_note_out_of_the_events(cli, db
     assert list(story["notes"].values()) == [note]
 
 
+def test_status_and_list_are_recorded_in_the_audit_of_reads(cli, db, settings, order_id):
+    """Issue 24: the CLI's reads are recorded as its actions are (`cli:<database user> (<--by>)`),
+    a searched email as its keyed hash."""
+    from shared.domain.customers import email_key
+    from tests.conftest import CUSTOMER_KEY_SECRET
+
+    email = f"cli-read-{uuid.uuid4().hex[:8]}@example.com"
+    place(db, settings, order_id, email)
+    assert cli("--by", "carol", "--json", "status", order_id)[0] == 0
+    assert cli("--by", "carol", "list", "--q", email)[0] == 0
+    assert cli("--by", "carol", "status", f"unknown-{order_id}")[0] == 2  # nothing shown, nothing recorded
+    actor = f"cli:{session_user(db)} (carol)"
+    with db.read() as conn:
+        rows = [tuple(r) for r in conn.execute(text(
+            "SELECT actor, action, order_id, email_key, detail FROM read_audit WHERE actor = :a "
+            "AND (order_id LIKE :o OR email_key = :e) ORDER BY id"),
+            {"a": actor, "o": f"%{order_id}", "e": email_key(CUSTOMER_KEY_SECRET.encode(), email)})]
+    assert rows == [(actor, "view_order", order_id, None, "cli, json"),
+                    (actor, "search", None, email_key(CUSTOMER_KEY_SECRET.encode(), email), "by email, cli")]
+
+
 def test_retry_all_parked_shows_progress_and_unparks(cli, db, settings, order_id):
     place(db, settings, order_id)
     with db.transaction() as conn:
