@@ -276,8 +276,9 @@ class LifecycleSettings(_Section):
 
 @dataclass(frozen=True)
 class RetentionSettings(_Section):
-    """How long data is kept: a closed session's customer email and id are erased `sessions`
-    after it closed; webhook idempotency rows are kept `webhooks` (longer than any sender
+    """How long data is kept: a closed session's customer email, id and provider link are
+    erased `sessions` after it closed (our own close time), and an open one is closed and
+    erased `sessions` after its deadline (shared.handlers.retention); webhook idempotency rows are kept `webhooks` (longer than any sender
     retries: they are the only replay guard of the senders that sign no timestamp); delivered
     outbox rows, processed message ids and finished local deliveries `replay` (Pub/Sub keeps
     a message for 7 days at most)."""
