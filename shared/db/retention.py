@@ -80,6 +80,8 @@ def refund_to_a_person(conn: Connection, order_id: str) -> bool:
 def open_past_retention_count(db: Database, cutoff) -> int:
     with db.read() as conn:
         return conn.execute(_COUNT_OPEN_PAST_RETENTION, {"cutoff": cutoff}).scalar_one()
+
+
 # Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
 EXPIRED_CUSTOMERS = _purge("verified customers expired", "verified_customers", "customer_key",
                            "expires_at <= :cutoff", "DELETE FROM {table}")

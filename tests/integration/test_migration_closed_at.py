@@ -33,7 +33,8 @@ def test_a_database_before_closed_at_gains_it_from_its_decision_times(fresh_data
                               "(coalesce(decided_at, updated_at)) WHERE erased_at IS NULL "
                               "AND status IN ('verified', 'declined', 'expired', 'cancelled')"))
             for key, status, decided, updated in (
-                    ("future", "declined", NOW + timedelta(days=300), NOW - timedelta(days=95)),  # a future decisionTime
+                    # a decisionTime in the future
+                    ("future", "declined", NOW + timedelta(days=300), NOW - timedelta(days=95)),
                     ("past", "verified", NOW - timedelta(days=100), NOW - timedelta(days=91)),
                     ("recent", "verified", NOW - timedelta(days=200), NOW - timedelta(days=10)),
                     ("open", "in_review", None, NOW - timedelta(days=95))):
@@ -52,7 +53,8 @@ def test_a_database_before_closed_at_gains_it_from_its_decision_times(fresh_data
 
         retention.purge(db, settings, now=NOW)
         with db.read() as conn:
-            erased = dict(conn.execute(text("SELECT order_id, customer_email IS NULL FROM verification_sessions")).all())
+            erased = dict(conn.execute(text("SELECT order_id, customer_email IS NULL "
+                                            "FROM verification_sessions")).all())
         # `recent` was decided 200 days ago by the provider's clock but updated 10 days ago: its
         # close is taken as the earlier time, never later than it happened.
         assert erased == {"future": True, "past": True, "recent": True, "open": True}
