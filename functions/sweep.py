@@ -41,7 +41,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
     redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
     report = c.relay(budget_seconds=20.0)
-    purged = retention.purge(c.db, c.settings, now=now)
+    purged = retention.purge(c.db, c.settings, now=now, stores=c.stores)
     counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,
               "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead,
               "purged": sum(purged.values())}

@@ -46,9 +46,9 @@ def open_reused_session(conn: Connection, params: dict[str, Any]) -> tuple[bool,
         text("""
             INSERT INTO verification_sessions (order_id, source, customer_email, customer_id, order_total,
                                                currency, ordered_at, deadline, status, decided_at,
-                                               customer_key, email_key, store_ordered_at, store_ref)
+                                               closed_at, customer_key, email_key, store_ordered_at, store_ref)
             VALUES (:order_id, :provider, :customer_email, :customer_id, :order_total, :currency,
-                    :ordered_at, :ordered_at, 'verified', :now, :customer_key, :email_key,
+                    :ordered_at, :ordered_at, 'verified', :now, :now, :customer_key, :email_key,
                     :store_ordered_at, :store_ref)
             ON CONFLICT (order_id) DO NOTHING
             RETURNING true
@@ -118,11 +118,13 @@ def sessions_of_email(conn: Connection, email: str, email_key: str | None) -> li
 
 
 def erase_sessions(conn: Connection, order_ids: list[str]) -> int:
-    """The customer's email, id and keys erased from these sessions (as retention does)."""
+    """The customer's email, id, keys and provider link (a bearer link to their provider
+    session) erased from these sessions (as retention does)."""
     return len(conn.execute(
         text("""
             UPDATE verification_sessions
             SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL,
+                veriff_url = NULL,
                 erased_at = coalesce(erased_at, now()), updated_at = now()
             WHERE order_id = ANY(:ids)
             RETURNING 1

@@ -51,7 +51,7 @@ _EFFECTS_AND_RELAY = {
     "outbox": TableGrant(select=ALL, insert=True,
                          update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
 }
-_TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "veriff_session_id", "veriff_url",
+_TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "closed_at", "veriff_session_id", "veriff_url",
                        "decision_hold_until")
 # A status transition: the conditional UPDATE (whose expiry form asks whether the link
 # email was sent), its timers, its idempotency claim, the store action it asks for.
@@ -90,10 +90,13 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
     # The sweep also re-drives lost work (it reads email claims and refunds owed) and purges
     # what is past its retention: it erases a closed session's customer email and id (writes
     # them, never reads them) and deletes old delivered outbox rows, message ids and deliveries.
+    # An open session RETENTION past its deadline is closed first, its refund left to a person
+    # (`refund_status` manual).
     "sweep": {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
         "verification_sessions": TableGrant(
-            select=SESSION_NON_PERSONAL, update=(*_TRANSITION_COLUMNS, *PERSONAL, *_SESSION_KEYS, "erased_at")),
+            select=SESSION_NON_PERSONAL,
+            update=(*_TRANSITION_COLUMNS, *PERSONAL, *_SESSION_KEYS, "erased_at", "refund_status")),
         # Retention deletes expired verified-customer records (it reads no key's owner).
         "verified_customers": TableGrant(select=("customer_key", "expires_at"), delete=True),
         "outbox": TableGrant(select=ALL, insert=True, delete=True,

@@ -398,6 +398,23 @@ def _read_audit(conn: Connection) -> None:
                          "WHERE email_key IS NOT NULL")
 
 
+def _closed_at(conn: Connection) -> None:
+    """v19: a session's close time by our own clock (`closed_at`, set by every closing
+    transition); retention counts from it, no longer from the provider's `decisionTime`, which
+    may lie in the future. A closed row gets its decision time capped at its last update (never
+    later than now: the close happened before any later change to the row). The erasure's index
+    follows. Self-contained SQL (idempotent: a new database got the column and index from v1)."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS closed_at timestamptz")
+    conn.exec_driver_sql("""
+        UPDATE verification_sessions
+        SET closed_at = least(coalesce(decided_at, updated_at), updated_at, now())
+        WHERE closed_at IS NULL AND status IN ('verified', 'declined', 'expired', 'cancelled')""")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS verification_sessions_to_erase")
+    conn.exec_driver_sql(
+        "CREATE INDEX verification_sessions_to_erase ON verification_sessions (coalesce(closed_at, updated_at)) "
+        "WHERE erased_at IS NULL AND status IN ('verified', 'declined', 'expired', 'cancelled')")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -411,7 +428,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit,
+    _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -3,6 +3,13 @@ bounded batches. Every batch is one autocommit statement (no long transaction, n
 between batches), so a purge never stands in the way of the traffic it runs beside.
 
 `eligible` counts what a purge would touch (the operator's `purge --dry-run`).
+
+A closed session's personal data (the customer's email, id and keys, and `veriff_url`, a bearer
+link to their provider session) is erased RETENTION after it closed, counted from `closed_at`:
+our own clock at the closing transition, never the provider's `decisionTime` (which may lie in
+the future). An open session is closed first when RETENTION has passed since its deadline
+(`open_past_retention`; the transition and its erasure are `shared.handlers.retention`'s), so
+no session keeps a customer's data longer than RETENTION past its deadline, whatever its status.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import TextClause
 
 from shared.db.database import Database
 from shared.db.schema import sql_in
-from shared.domain.model import TERMINAL
+from shared.domain.model import OPEN, TERMINAL, RefundStatus
 
 
 @dataclass(frozen=True)
@@ -36,20 +44,52 @@ def _purge(name: str, table: str, key: str, where: str, action: str) -> Purge:
 
 _CLOSED = sql_in("status", TERMINAL)
 
-# The customer's email and id, once a session closed longer ago than RETENTION (analytics,
-# events and the session's story stay; they carry no personal data).
+# The customer's email, id and provider link, once a session closed longer ago than RETENTION
+# (analytics, events and the session's story stay; they carry no personal data). `updated_at`
+# stands in for a closed row without `closed_at` (none: every closing transition sets it).
 ERASE_CUSTOMERS = _purge(
     "customers erased", "verification_sessions", "order_id",
-    f"{_CLOSED} AND erased_at IS NULL AND coalesce(decided_at, updated_at) < :cutoff",
+    f"{_CLOSED} AND erased_at IS NULL AND coalesce(closed_at, updated_at) < :cutoff",
     "UPDATE {table} SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL, "
-    "erased_at = now()")
-# Operators' notes (v17) go with the customer: the notes of a session closed longer ago than
-# RETENTION (the same sessions as above; a note may name the customer).
+    "veriff_url = NULL, erased_at = now()")
+
+_OPEN_PAST = f"{sql_in('status', OPEN)} AND deadline < :cutoff"
+_OPEN_PAST_RETENTION = text(f"""
+    SELECT order_id FROM verification_sessions WHERE {_OPEN_PAST}
+    ORDER BY deadline LIMIT :n FOR UPDATE SKIP LOCKED
+""")
+_COUNT_OPEN_PAST_RETENTION = text(f"SELECT count(*) FROM verification_sessions WHERE {_OPEN_PAST}")
+OPEN_CLOSED = "open sessions closed and erased"  # the preview's and the report's name for them
+
+
+def open_past_retention(conn: Connection, cutoff, limit: int) -> list[str]:
+    """Up to `limit` open sessions whose deadline is before `cutoff` (now - RETENTION), locked
+    until the caller's transaction ends (another sweep skips them)."""
+    return list(conn.execute(_OPEN_PAST_RETENTION, {"cutoff": cutoff, "n": limit}).scalars())
+
+
+def refund_to_a_person(conn: Connection, order_id: str) -> bool:
+    """A session retention closed owes its refund, made by a person (`manual`: the console's
+    "needs attention"), never by a request of ours. True when this call recorded it."""
+    return conn.execute(
+        text(f"UPDATE verification_sessions SET refund_status = '{RefundStatus.MANUAL}', updated_at = now() "
+             "WHERE order_id = :o AND refund_status IS NULL RETURNING 1"),
+        {"o": order_id}).first() is not None
+
+
+def open_past_retention_count(db: Database, cutoff) -> int:
+    with db.read() as conn:
+        return conn.execute(_COUNT_OPEN_PAST_RETENTION, {"cutoff": cutoff}).scalar_one()
+
+
+# Operators' notes (v17) go with the customer: the notes of a session whose customer was erased
+# (by the pass above, or when retention closed it; forget deletes its own at once). A note may name
+# the customer.
 ERASE_OPERATOR_NOTES = _purge(
     "operator notes erased", "operator_notes", "event_id",
-    f"order_id IN (SELECT order_id FROM verification_sessions WHERE {_CLOSED} "
-    "AND coalesce(decided_at, updated_at) < :cutoff)",
+    "order_id IN (SELECT order_id FROM verification_sessions WHERE erased_at IS NOT NULL)",
     "DELETE FROM {table}")
+
 # Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
 EXPIRED_CUSTOMERS = _purge("verified customers expired", "verified_customers", "customer_key",
                            "expires_at <= :cutoff", "DELETE FROM {table}")

@@ -39,6 +39,7 @@ from shared.domain.model import (
     EmailClaim,
     RefundStatus,
     Status,
+    TERMINAL,
     TimerKind,
     TimerState,
 )
@@ -105,6 +106,9 @@ verification_sessions = Table(
     # Set when the customer submitted before the deadline: expiry waits for the decision until then.
     _tstz("decision_hold_until"),
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
+    # v19: when the session reached a terminal status, by our own clock (never the provider's
+    # `decisionTime`, which may lie in the future): retention counts from it.
+    _tstz("closed_at"),
     # v14, verify once (shared.domain.customers): the order's keyed customer hashes, set only for
     # an order with a customer id while verify once is on; an approval records them, an underage
     # decline revokes by them. Erased with the email.
@@ -148,6 +152,14 @@ Index(
     verification_sessions.c.updated_at,
     postgresql_where=text(f"{sql_in('status', REFUNDABLE)} "
                           f"AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"),
+)
+
+# v19: closed sessions not yet erased, by the time they closed (the retention pass reads only
+# these; `updated_at` stands in for a closed row without a close time, which none should be).
+Index(
+    "verification_sessions_to_erase",
+    func.coalesce(verification_sessions.c.closed_at, verification_sessions.c.updated_at),
+    postgresql_where=text(f"erased_at IS NULL AND {sql_in('status', TERMINAL)}"),
 )
 
 # v14, verify once (DESIGN.md 3b): one row per verified customer key, no email in clear, no date

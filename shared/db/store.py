@@ -61,7 +61,8 @@ def move_status(
 
     `due_by` adds `deadline <= due_by` (the deadline timer's re-check), and the decision
     hold of a submitted session; `link_sent` adds whether the verification link email was
-    sent (an expiry needs it); `decided_at` is the provider's decision time."""
+    sent (an expiry needs it); `decided_at` is the provider's decision time. A move to a
+    terminal status records `closed_at` by our own clock: retention counts from it."""
     terminal = Status(to_status) in TERMINAL
     row = conn.execute(
         text(f"""
@@ -70,6 +71,7 @@ def move_status(
                 updated_at = now(),
                 decided_at = CASE WHEN :terminal THEN coalesce(CAST(:decided_at AS timestamptz), now())
                                   ELSE decided_at END,
+                closed_at = CASE WHEN :terminal THEN now() ELSE closed_at END,
                 veriff_session_id = CASE WHEN :fresh_link THEN NULL ELSE veriff_session_id END,
                 veriff_url = CASE WHEN :fresh_link THEN NULL ELSE veriff_url END,
                 decision_hold_until = CASE WHEN :fresh_link THEN NULL ELSE decision_hold_until END
@@ -384,11 +386,12 @@ def finish_email(conn: Connection, order_id: str, kind: str, reminder_index: int
 
 
 def set_provider_session(conn: Connection, order_id: str, session_id: str, url: str) -> tuple[str, str]:
-    """Store the provider session unless one is already stored; the one in force."""
+    """Store the provider session unless one is already stored (or the customer was erased
+    meanwhile: the provider link goes with the email); the one in force."""
     row = conn.execute(
         text("""
             UPDATE verification_sessions SET veriff_session_id = :sid, veriff_url = :url, updated_at = now()
-            WHERE order_id = :o AND veriff_session_id IS NULL
+            WHERE order_id = :o AND veriff_session_id IS NULL AND erased_at IS NULL
             RETURNING veriff_session_id, veriff_url
         """),
         {"o": order_id, "sid": session_id, "url": url},

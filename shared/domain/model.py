@@ -325,6 +325,16 @@ STORE_CANCEL = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_
 ERASED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True, refund=True,
                     reason="erased")
 
+# Retention (`shared.handlers.retention`): an open session still open RETENTION after its
+# deadline (a review nobody finished, an approval without a date of birth, a link never sent)
+# is closed so its customer can be erased. Never verified, so the store's hold stays (the order
+# never ships: the store is told it was cancelled, nothing is released) and no refund is made
+# automatically: an in-review session is a person's to decide, never refunded by a timer. The
+# refund is left `manual` for a person (the console's "needs attention"), so it is made once,
+# by hand, whatever happened to the order outside the service meanwhile.
+RETENTION_CLOSED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, cancel_timers=True,
+                              reason="retention")
+
 # A returning customer's order (DESIGN.md 3b): opened verified, from no status (the session is
 # inserted so); no link, no timers. Its effects go through `apply_effects` like any transition
 # that reaches `verified`.

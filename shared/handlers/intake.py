@@ -140,13 +140,15 @@ def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, 
                     request_id: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """Apply the provider's decision to the session it was made for, if its status allows; else record it.
 
-    An approval is checked against MINIMUM_AGE on the decision's date (UTC); only the
-    outcome (`age_check`) is kept, never the date of birth."""
+    An approval is checked against MINIMUM_AGE on the decision's date (UTC), never later than
+    today: a `decisionTime` in the future would make the customer older than they are (an
+    underage customer would pass). Only the outcome (`age_check`) is kept, never the date of birth."""
     rule = DECISION_RULES[cmd.decision]
     details: dict = {"decision": str(cmd.decision), "code": cmd.code,
                      "verification_id": cmd.verification_id, "reason_code": cmd.reason_code}
     if cmd.decision is Decision.APPROVED:
-        outcome = age_check(cmd.birth_date, (cmd.decided_at or now).date(), settings.lifecycle.minimum_age)
+        decided_on = min(cmd.decided_at or now, now).date()
+        outcome = age_check(cmd.birth_date, decided_on, settings.lifecycle.minimum_age)
         rule = APPROVAL_RULES[outcome]
         details["age_check"] = str(outcome)
     if rule.reason:

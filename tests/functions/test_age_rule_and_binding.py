@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -216,3 +216,18 @@ def test_malformed_event_webhooks_are_4xx_naming_the_field(intake, db, order_id,
     response = post_signed(intake, json.dumps(body).encode())
     assert response.status_code == status and response.json["field"] == field
     assert count(db, "SELECT count(*) FROM webhook_events WHERE order_id = :o", o=order_id) == 0
+
+
+def test_a_decision_time_in_the_future_does_not_make_an_underage_customer_pass(intake, db, order_id):
+    """The age is checked on the decision's date but never later than today (issue 24 item 12):
+    a `decisionTime` a year ahead would make a customer who turns 21 next month pass today."""
+    now = datetime.now(timezone.utc)
+    turns_21 = (now + timedelta(days=30)).date()
+    born = turns_21.replace(year=turns_21.year - 21, day=min(turns_21.day, 28))
+    session_id = opened(intake, db, order_id)
+    future = (now + timedelta(days=365)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert approve(intake, order_id, session_id, born.isoformat(), decision_time=future).status_code == 200
+    assert status_of(db, order_id) == "declined"
+    [declined] = events(db, order_id, "verification.declined")
+    assert (declined["reason"], declined["age_check"]) == ("underage", "underage")
+    assert events(db, order_id, "verification.approved") == []

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 import pg8000.native
 import pytest
 from pg8000.exceptions import DatabaseError
+from sqlalchemy import text
 
 from shared.ports import Outcome, ProviderSession, RefundResult
 from shared.config import Settings
@@ -217,10 +218,17 @@ def test_each_function_runs_its_own_statements_under_its_role(as_role, cluster, 
     assert timers.expire_overdue(sweep_db, now=T0 + timedelta(days=4), grace=timedelta(minutes=5)).expired >= 1
     sweep_settings = settings_for(cluster.url(members["sweep"]))
     redrive.redrive_lost_work(sweep_db, sweep_settings, now=T0 + timedelta(days=4))
-    # ... and purges what is past its retention (here: far in the future, so everything closed).
+    # ... and purges what is past its retention (here: far in the future, so everything closed),
+    # closing first a session still open RETENTION past its deadline (its refund left to a person).
+    still_open = f"order-{uuid.uuid4().hex[:10]}"
+    assert place(intake_db, still_open) == "accepted"
     purged = retention.purge(sweep_db, dataclasses.replace(sweep_settings, tasks=dataclasses.replace(sweep_settings.tasks, backend="cloud")),
                              now=T0 + timedelta(days=400))
     assert purged.get("customers erased", 0) >= 1
+    assert purged.get("open sessions closed and erased", 0) >= 1
+    with as_role("operator-console").read() as conn:
+        assert conn.execute(text("SELECT status, refund_status, customer_email FROM verification_sessions "
+                                 "WHERE order_id = :o"), {"o": still_open}).one() == ("cancelled", "manual", None)
     assert relay.relay(sweep_db, scheduler, publisher).failed == 0
     # ... and reads the outbox's backlog for the alerts (functions/sweep.py).
     with sweep_db.read() as conn:

@@ -192,7 +192,7 @@ def test_purge_dry_run_counts_and_changes_nothing(cli, db, settings, order_id):
     place(db, settings, order_id)
     with db.transaction() as conn:
         conn.execute(text("UPDATE verification_sessions SET status = 'expired', "
-                          "decided_at = now() - interval '120 days' WHERE order_id = :o"), {"o": order_id})
+                          "closed_at = now() - interval '120 days' WHERE order_id = :o"), {"o": order_id})
     status, out, _ = cli("--json", "purge", "--dry-run")
     assert status == 0 and json.loads(out)["customers erased"] >= 1
     status, out, _ = cli("purge", "--dry-run")

@@ -6,12 +6,15 @@ import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import text
 
 from shared.db import retention as retention_sql
-from shared.domain.messages import EmailJob, OrderPlaced
+from shared.domain.messages import EmailJob, OrderPlaced, ProviderDecision
+from shared.domain.model import Decision
 from shared.handlers import emails, intake, operator, retention
 from shared.ports import ProviderSession
+from tests.sessions import bind_provider_session
 
 NOW = datetime.now(timezone.utc)
 
@@ -25,7 +28,7 @@ def closed_session(db, settings, order_id, *, closed_days_ago: float) -> None:
     order = OrderPlaced("orders", f"m-{order_id}", order_id, f"{order_id}@buyer.example", customer_id=f"c-{order_id}")
     assert intake.place_order(db, settings, order, now=NOW).status == "accepted"
     with db.transaction() as conn:
-        conn.execute(text("UPDATE verification_sessions SET status = 'verified', decided_at = :t "
+        conn.execute(text("UPDATE verification_sessions SET status = 'verified', decided_at = :t, closed_at = :t "
                           "WHERE order_id = :o"), {"o": order_id, "t": NOW - timedelta(days=closed_days_ago)})
 
 
@@ -55,7 +58,7 @@ def test_operator_notes_go_with_the_customer_and_the_reason_code_stays(db, setti
         assert intake.operator_action(db, key, "cancel", operator="alice", now=NOW - timedelta(days=days),
                                       reason="other", note=f"{key}@buyer.example rang to cancel").accepted
         with db.transaction() as conn:
-            conn.execute(text("UPDATE verification_sessions SET updated_at = :t, decided_at = :t WHERE order_id = :o"),
+            conn.execute(text("UPDATE verification_sessions SET updated_at = :t, closed_at = :t WHERE order_id = :o"),
                          {"o": key, "t": NOW - timedelta(days=days)})
     assert retention.preview(db, settings, now=NOW)["operator notes erased"] >= 1
 
@@ -70,12 +73,83 @@ def test_operator_notes_go_with_the_customer_and_the_reason_code_stays(db, setti
     assert retention.preview(db, settings, now=NOW)["operator notes erased"] == 0
 
 
-def test_an_open_session_is_never_erased(db, settings, order_id):
+def test_an_open_session_inside_retention_after_its_deadline_is_kept(db, settings, order_id):
+    """Open RETENTION (90d) less a day after its deadline (72h after the order): kept as it is."""
     assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
-                              now=NOW - timedelta(days=200)).status == "accepted"
+                              now=NOW - timedelta(days=92)).status == "accepted"
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"), {"o": order_id})
     retention.purge(db, settings, now=NOW)
-    assert rows(db, "SELECT customer_email FROM verification_sessions WHERE order_id = :o",
-                o=order_id) == [("a@example.com",)]
+    assert rows(db, "SELECT customer_email, status, erased_at FROM verification_sessions WHERE order_id = :o",
+                o=order_id) == [("a@example.com", "in_review", None)]
+
+
+@pytest.mark.parametrize("status", ["in_review", "pending"])
+def test_an_open_session_retention_past_its_deadline_is_closed_and_erased(db, settings, order_id, status):
+    """Whatever keeps it open (a review nobody finished, a link never sent, an expiry that never
+    ran), RETENTION after its deadline the session is `cancelled`, reason `retention`, its
+    email, id and provider link erased; the held order is released nowhere and not refunded
+    automatically: its refund is left to a person (`manual`)."""
+    placed = NOW - timedelta(days=94)  # deadline 91 days ago
+    order = OrderPlaced("orders", f"m-{order_id}", order_id, f"{order_id}@buyer.example", customer_id="c-1")
+    assert intake.place_order(db, settings, order, now=placed).status == "accepted"
+    link = f"https://veriff.example/v/{uuid.uuid4().hex}"
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET status = :s, veriff_session_id = 'vs-1', veriff_url = :u "
+                          "WHERE order_id = :o"), {"o": order_id, "s": status, "u": link})
+    assert retention.preview(db, settings, now=NOW)[retention_sql.OPEN_CLOSED] >= 1
+
+    done = retention.purge(db, settings, now=NOW)
+
+    assert done[retention_sql.OPEN_CLOSED] >= 1
+    assert rows(db, "SELECT status, customer_email, customer_id, veriff_url, erased_at IS NOT NULL, refund_status, "
+                    "closed_at IS NOT NULL FROM verification_sessions WHERE order_id = :o",
+                o=order_id) == [("cancelled", None, None, None, True, "manual", True)]
+    assert rows(db, "SELECT type, data->>'reason' FROM event_log WHERE order_id = :o "
+                    "AND type IN ('order.cancelled', 'refund.manual', 'refund.requested') ORDER BY id",
+                o=order_id) == [("order.cancelled", "retention"), ("refund.manual", "retention")]
+    assert rows(db, "SELECT count(*) FROM countdown_timers WHERE order_id = :o AND state = 'scheduled'",
+                o=order_id) == [(0,)]
+    # No refund request, no release: nothing moves money or ships the order by itself.
+    assert rows(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND payload->'data'->>'kind' = 'refund'",
+                o=order_id) == [(0,)]
+    assert rows(db, "SELECT count(*) FROM store_actions WHERE order_id = :o AND action IN "
+                    "('release', 'cancel_and_refund')", o=order_id) == [(0,)]
+    assert retention.preview(db, settings, now=NOW)[retention_sql.OPEN_CLOSED] == 0
+
+
+def test_a_decision_time_in_the_future_does_not_delay_the_erasure(db, settings, order_id):
+    """Erasure counts from our own close time, not the provider's `decisionTime` (here a year
+    ahead): RETENTION after the close, the customer is gone."""
+    closed_on = NOW - timedelta(days=91)
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=closed_on).status == "accepted"
+    bind_provider_session(db, order_id, f"v-{order_id}")
+    decision = ProviderDecision("veriff", f"d-{order_id}", order_id, Decision.DECLINED, f"v-{order_id}", 9102,
+                                decided_at=NOW + timedelta(days=365))
+    assert intake.record_decision(db, settings, decision, now=closed_on).status == "accepted"
+    with db.transaction() as conn:  # the decision was applied 91 days ago, by our clock
+        conn.execute(text("UPDATE verification_sessions SET closed_at = :t WHERE order_id = :o"),
+                     {"o": order_id, "t": closed_on})
+
+    retention.purge(db, settings, now=NOW)
+
+    assert rows(db, "SELECT status, customer_email, erased_at IS NOT NULL FROM verification_sessions "
+                    "WHERE order_id = :o", o=order_id) == [("declined", None, True)]
+
+
+def test_every_closing_transition_records_our_close_time(db, settings, order_id):
+    assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),
+                              now=NOW).status == "accepted"
+    bind_provider_session(db, order_id, f"v-{order_id}")
+    assert rows(db, "SELECT closed_at FROM verification_sessions WHERE order_id = :o", o=order_id) == [(None,)]
+    decision = ProviderDecision("veriff", f"d-{order_id}", order_id, Decision.DECLINED, f"v-{order_id}", 9102,
+                                decided_at=NOW + timedelta(days=365))
+    assert intake.record_decision(db, settings, decision, now=NOW).status == "accepted"
+    [(closed_at, decided_at, now)] = rows(db, "SELECT closed_at, decided_at, now() FROM verification_sessions "
+                                              "WHERE order_id = :o", o=order_id)
+    assert decided_at == NOW + timedelta(days=365)  # the provider's, kept as it said
+    assert closed_at <= now and closed_at < decided_at  # ours
 
 
 def test_a_webhook_replayed_inside_its_window_is_still_a_duplicate(db, settings, order_id):
