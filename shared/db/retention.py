@@ -82,12 +82,13 @@ def open_past_retention_count(db: Database, cutoff) -> int:
         return conn.execute(_COUNT_OPEN_PAST_RETENTION, {"cutoff": cutoff}).scalar_one()
 
 
-# Operators' notes (v17) go with the customer: the notes of a session whose customer was erased
-# (by the pass above, or when retention closed it; forget deletes its own at once). A note may name
-# the customer.
+# Operators' notes (v17) go with the customer: the notes of a session the pass above erases, or
+# whose customer was erased already (when retention closed it open; forget deletes its own at
+# once). A note may name the customer.
 ERASE_OPERATOR_NOTES = _purge(
     "operator notes erased", "operator_notes", "event_id",
-    "order_id IN (SELECT order_id FROM verification_sessions WHERE erased_at IS NOT NULL)",
+    "order_id IN (SELECT order_id FROM verification_sessions WHERE erased_at IS NOT NULL "
+    f"OR ({_CLOSED} AND coalesce(closed_at, updated_at) < :cutoff))",
     "DELETE FROM {table}")
 
 # Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
