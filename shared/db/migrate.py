@@ -324,7 +324,7 @@ def _sweep_runs(conn: Connection) -> None:
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
-KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
+KIND_CHECKS_AT = {9: "1302f4b4f8ab", 16: "eaa47d2bf992"}  # 16: the `returning` email (verify once)
 
 
 # Index i holds the step that brings the schema to version i + 1. Append only: a
@@ -334,7 +334,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs,
+    _sweep_runs, kind_checks,
 ]
 LATEST = len(MIGRATIONS)
 

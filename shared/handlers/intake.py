@@ -23,6 +23,7 @@ from shared.domain.model import (
     DECISION_RULES,
     PROVIDER_EVENTS,
     RETURNING_CUSTOMER,
+    RETURNING_CUSTOMER_TOLD,
     STORE_CANCEL,
     Decision,
     Email,
@@ -82,7 +83,8 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
                 store.lock_order(uow.conn, cmd.order_id)
             cancelled = cmd.provider in keys.NAMESPACED and store.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
-                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores)
+                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores,
+                                                        tell_returning=settings.reuse.returning_email)
             uow.commit()
         if cancelled:
             return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
@@ -100,11 +102,13 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
 
 def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
                           customer: customers.CustomerKeys | None, now: datetime,
-                          stores: StoreRegistry) -> tuple[bool, bool]:
+                          stores: StoreRegistry, *, tell_returning: bool = False) -> tuple[bool, bool]:
     """`place_order` in the unit of work's transaction, or, for a returning customer whose
     record is unexpired (held against revocation until commit), the session opened `verified`:
     no provider session, link, reminders or deadline timer, and no hold: the store is told to
-    release at once (its `release` store action, written here with the session)."""
+    release at once (its `release` store action, written here with the session). With
+    `tell_returning` (RETURNING_CUSTOMER_EMAIL) the customer's short "no action needed" email
+    is queued in the same transaction, once: a repeat of the order opens nothing."""
     record = customer and customer_store.reusable_record(uow.conn, customer.customer_key, now)
     if not record:
         claimed, opened = store.place_order_in(uow.conn, params)
@@ -116,7 +120,8 @@ def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
     fx = uow.effects(cmd.order_id, actor=cmd.provider)
     if opened:
         fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
-        apply_effects(uow, fx, RETURNING_CUSTOMER, {
+        rule = RETURNING_CUSTOMER_TOLD if tell_returning else RETURNING_CUSTOMER
+        apply_effects(uow, fx, rule, {
             "original_session": record["session_id"], "verified_at": record["verified_at"].isoformat(),
             "expires_at": record["expires_at"].isoformat()}, stores)
     elif claimed:
