@@ -394,8 +394,10 @@ def task_name(order_id: str, kind: str, reminder_index: int, deadline_version: i
 # and STORE_CANCEL). The sets below are read from them: SQL is built from the sets
 # (`shared.db.schema.sql_in`), never written again as literals (tests/unit/test_domain_sets.py).
 TRANSITIONS = (*DECISION_RULES.values(), *APPROVAL_RULES.values(), STORE_CANCEL, DEADLINE, LINK_NOT_SENT)
-# Owed a refund: the statuses a refunding transition closes a session in, and the events it records.
+# The statuses a refunding transition of TRANSITIONS closes a session in (every move into them owes
+# a refund). An erasure (ERASED) owes one too, though it closes `cancelled` like STORE_CANCEL, which
+# owes none: so which sessions are owed a refund is recorded by the rule that owes it
+# (`apply_effects`, `refund_requested_at`), never read back from the status (the sweep's re-drive).
 REFUNDABLE = frozenset(t.to_status for t in TRANSITIONS if t.refund)
-REFUND_CLOSING_EVENTS = frozenset(t.event for t in TRANSITIONS if t.refund)
 # The email kinds whose body links to the provider's page.
 LINKED_EMAILS = frozenset(Email(kind) for kind, spec in EMAILS.items() if spec.needs_link)

@@ -327,7 +327,10 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
 
     Its store action goes to each connector of the order's source that implements it, and to
     the outcome webhook (`stores.connectors_for`); where the store's own connector cancels and
-    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND."""
+    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND.
+    A request to REFUND_BACKEND is recorded on the session (`refund_requested_at`) by every rule
+    that owes a refund, whatever status it closes in: that, not the status, is what the sweep's
+    re-drive of a lost request reads."""
     if rule.reason:
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
@@ -337,7 +340,8 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
     source = keys.ref(fx.order_id).source
     if rule.refund and stores.refunds(source):
         fx.event(Event.REFUND_REQUESTED, reason=rule.refund_reason, by=source)
-    elif rule.refund:
+    elif rule.refund:  # owed (ERASED too): recorded on the session, so the sweep re-drives a lost request
+        store.record_refund_request(uow.conn, fx.order_id)
         fx.refund(reason=rule.refund_reason)
     action = rule.store_action
     if action:
