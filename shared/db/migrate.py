@@ -322,12 +322,12 @@ def _sweep_runs(conn: Connection) -> None:
 
 
 def _refund_requested_at(conn: Connection) -> None:
-    """v17: which sessions are owed a refund is what their transition
-    recorded (`refund_requested_at`), not their status, so an erased customer's cancelled order is
-    re-driven like a declined one, and a store's own cancellation never is. A session whose refund
-    was asked of REFUND_BACKEND before (its `refund.requested` event names no store) and is not
-    settled gets the time of that request. Self-contained SQL, idempotent (a new database got the
-    column and the index from v1)."""
+    """v17: which sessions are owed a refund is what their transition recorded
+    (`refund_requested_at`), not their status, so an erased customer's cancelled order is
+    re-driven like a declined one, and a store's own cancellation never is. A session whose
+    refund was asked of REFUND_BACKEND before (its `refund.requested` event names no store) and
+    is not settled gets the time of that request. Self-contained SQL, idempotent (a new database
+    got the column and the index from v1)."""
     conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS refund_requested_at timestamptz")
     conn.exec_driver_sql("""
         UPDATE verification_sessions s SET refund_requested_at = r.requested_at
