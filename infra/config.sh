@@ -96,6 +96,9 @@ OUTCOME_WEBHOOK_URL=${OUTCOME_WEBHOOK_URL:-}
 # after_response: the intake answers, then relays on a thread (its CPU stays
 # allocated: instance-based billing); in_request: it relays before answering.
 INTAKE_RELAY=${INTAKE_RELAY:-after_response}
+# Verify once: true sends a returning customer's order (opened verified at once)
+# one short "no action needed" email; false (the default) sends it none.
+RETURNING_CUSTOMER_EMAIL=${RETURNING_CUSTOMER_EMAIL:-false}
 # Who may open the operator console through Identity-Aware Proxy: IAM members,
 # comma-separated (group:ops@store.example,user:alice@store.example). deploy.sh
 # makes IAP's list equal this one (members not on it are removed) and refuses
@@ -231,7 +234,7 @@ function_spec() {
             # committed and relays on a thread after the response
             # (shared/handlers/relay_after.py): its CPU must stay allocated
             # between requests (instance-based billing).
-            FN_ENV=("INTAKE_RELAY=$INTAKE_RELAY")
+            FN_ENV=("INTAKE_RELAY=$INTAKE_RELAY" "RETURNING_CUSTOMER_EMAIL=$RETURNING_CUSTOMER_EMAIL")
             if [[ $INTAKE_RELAY == after_response ]]; then
                 FN_CPU_ALWAYS=true
             fi

@@ -303,10 +303,12 @@ class ReuseSettings(_Section):
     """Verify once (DESIGN.md 3b): how long a returning customer's verification is reused
     (`REVERIFY_AFTER`, `0` turns it off) and the pepper of the customer key
     (`CUSTOMER_KEY_SECRET`), which the functions that compute a key require while reuse is on
-    (`pepper()`); it never reaches the database."""
+    (`pepper()`); it never reaches the database. `returning_email` (`RETURNING_CUSTOMER_EMAIL`,
+    off by default) sends a returning customer a short "no action needed" email."""
 
     reverify_after: timedelta | None = _env("REVERIFY_AFTER", timedelta(days=365), read=_reverify_after)
     key_secret: str | None = _env("CUSTOMER_KEY_SECRET", secret=True)
+    returning_email: bool = _env("RETURNING_CUSTOMER_EMAIL", False, read=_flag)
 
     @property
     def enabled(self) -> bool:

@@ -52,9 +52,11 @@ _EFFECTS_AND_RELAY = {
                          update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
 }
 _TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "closed_at", "veriff_session_id", "veriff_url",
-                       "decision_hold_until")
+                       "decision_hold_until", "refund_requested_at")
 # A status transition: the conditional UPDATE (whose expiry form asks whether the link
-# email was sent), its timers, its idempotency claim, the store action it asks for.
+# email was sent), its timers, its idempotency claim, the store action it asks for, and the
+# refund it asks for (`refund_requested_at`, which the sweep's re-drive also moves on; the
+# refund's outcome, `refund_status`, stays the refund function's and the console's).
 _TRANSITIONS = {
     "verification_sessions": TableGrant(select=SESSION_NON_PERSONAL, update=_TRANSITION_COLUMNS),
     "countdown_timers": TableGrant(select=ALL, update=("state", "fired_at")),
@@ -105,7 +107,7 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
         # Unfinished store actions are re-driven once a lease.
         "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
-        # A re-driven refund gives the reason its closing event recorded (`underage`).
+        # A re-driven refund gives the reason its request recorded (`underage`, `erased`).
         "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
         # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
         # the sweep may read its row (its own numbers, no customer data); it deletes nothing.

@@ -415,10 +415,31 @@ def _closed_at(conn: Connection) -> None:
         "WHERE erased_at IS NULL AND status IN ('verified', 'declined', 'expired', 'cancelled')")
 
 
+def _refund_requested_at(conn: Connection) -> None:
+    """v21: which sessions are owed a refund is what their transition recorded
+    (`refund_requested_at`), not their status, so an erased customer's cancelled order is
+    re-driven like a declined one, and a store's own cancellation never is. A session whose
+    refund was asked of REFUND_BACKEND before (its `refund.requested` event names no store) and
+    is not settled gets the time of that request. Self-contained SQL, idempotent (a new database
+    got the column and the index from v1)."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS refund_requested_at timestamptz")
+    conn.exec_driver_sql("""
+        UPDATE verification_sessions s SET refund_requested_at = r.requested_at
+        FROM (SELECT order_id, max(occurred_at) AS requested_at FROM event_log
+              WHERE type = 'refund.requested' AND data->>'by' IS NULL
+              GROUP BY order_id) r
+        WHERE s.order_id = r.order_id AND s.refund_requested_at IS NULL
+          AND (s.refund_status IS NULL OR s.refund_status = 'requested')""")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS verification_sessions_refund_owed")
+    conn.exec_driver_sql("CREATE INDEX verification_sessions_refund_owed ON verification_sessions (refund_requested_at) "
+                         "WHERE refund_requested_at IS NOT NULL "
+                         "AND (refund_status IS NULL OR refund_status = 'requested')")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
-KIND_CHECKS_AT = {9: "1302f4b4f8ab"}
+KIND_CHECKS_AT = {9: "1302f4b4f8ab", 20: "eaa47d2bf992"}  # v20: the `returning` email (verify once)
 
 
 # Index i holds the step that brings the schema to version i + 1. Append only: a
@@ -428,7 +449,8 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_all, _outbox_dead_letters, _provider_sessions_and_decision_hold, _leases_and_flat_outbox,
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
-    _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at,
+    _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at, kind_checks,
+    _refund_requested_at,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -34,7 +34,6 @@ from shared.domain.model import (
     StoreActionState,
     OPEN,
     REFUND_OPEN,
-    REFUNDABLE,
     Email,
     EmailClaim,
     RefundStatus,
@@ -103,6 +102,10 @@ verification_sessions = Table(
     Column("veriff_url", Text),
     Column("refund_status", Text),
     _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
+    # v21: when a refund was last asked of REFUND_BACKEND for this session: set by the transition
+    # that owes one (`Transition.refund`, in `apply_effects`), moved on by each re-drive of a lost
+    # request. NULL: none was asked (none owed, or the store's own connector refunds).
+    _tstz("refund_requested_at"),
     # Set when the customer submitted before the deadline: expiry waits for the decision until then.
     _tstz("decision_hold_until"),
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)
@@ -146,12 +149,14 @@ Index("verification_sessions_email_lower", func.lower(verification_sessions.c.cu
 Index("verification_sessions_refund_open", verification_sessions.c.order_id,
       postgresql_where=verification_sessions.c.refund_status.in_(REFUND_OPEN))
 
-# Closed sessions still owed a refund: the sweeper's re-drive reads only these.
+# Sessions whose refund was asked for and is not settled: the sweeper's re-drive reads only these
+# (v17: by the request a refunding transition recorded, not by status, so an erased customer's
+# cancelled order is among them and a store's cancellation never is).
+REFUND_OWED = f"refund_requested_at IS NOT NULL AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"
 Index(
     "verification_sessions_refund_owed",
-    verification_sessions.c.updated_at,
-    postgresql_where=text(f"{sql_in('status', REFUNDABLE)} "
-                          f"AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"),
+    verification_sessions.c.refund_requested_at,
+    postgresql_where=text(REFUND_OWED),
 )
 
 # v19: closed sessions not yet erased, by the time they closed (the retention pass reads only

@@ -16,10 +16,10 @@ from sqlalchemy.engine import Connection
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
 from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow, as_records
-from shared.db.schema import sql_in
+from shared.db.schema import REFUND_OWED, sql_in
 from shared.domain.messages import TOPIC_EMAILS
 from shared.domain.model import (
-    EMAILS, OPEN, REFUND_CLOSING_EVENTS, REFUNDABLE, STORE_ACTION_OPEN, STORE_ACTION_UNDONE, TERMINAL, Email, EmailClaim, Event,
+    EMAILS, OPEN, STORE_ACTION_OPEN, STORE_ACTION_UNDONE, TERMINAL, Email, EmailClaim, Event,
     RefundClaim, Status,
 )
 
@@ -507,31 +507,39 @@ def release_refund(db: Database, order_id: str) -> None:
                    "WHERE order_id = :o AND refund_status = 'requested'"), {"o": order_id})
 
 
+def record_refund_request(conn: Connection, order_id: str) -> None:
+    """A transition that owes a refund asked REFUND_BACKEND for it (its message is in the same
+    outbox): the session is owed that refund until it is settled (`refunds_to_redrive`)."""
+    conn.execute(text("UPDATE verification_sessions SET refund_requested_at = now() WHERE order_id = :o"),
+                 {"o": order_id})
+
+
 _REFUNDS_TO_REDRIVE = text(f"""
-    SELECT s.order_id, coalesce(
-               (SELECT e.data->>'reason' FROM event_log e
-                WHERE e.order_id = s.order_id AND {sql_in("e.type", REFUND_CLOSING_EVENTS)}
-                ORDER BY e.id DESC LIMIT 1),
-               s.status)
-    FROM verification_sessions s
-    WHERE {sql_in("status", REFUNDABLE)}
-      AND (refund_status IS NULL
-           OR (refund_status = 'requested'
-               AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))))
-      AND updated_at < now() - make_interval(secs => :lease)
-      -- the store's own connector cancels and refunds this one (a store action, not a request)
-      AND NOT EXISTS (SELECT 1 FROM store_actions a WHERE a.order_id = s.order_id
-                        AND a.action = 'cancel_and_refund' AND a.connector = s.source)
-    LIMIT :n
+    UPDATE verification_sessions s SET refund_requested_at = now()
+    FROM (SELECT order_id FROM verification_sessions
+          WHERE {REFUND_OWED}
+            AND refund_requested_at < now() - make_interval(secs => :lease)
+            AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))
+          ORDER BY refund_requested_at LIMIT :n
+          FOR UPDATE SKIP LOCKED) due
+    WHERE s.order_id = due.order_id
+    RETURNING s.order_id, coalesce(
+        (SELECT e.data->>'reason' FROM event_log e WHERE e.order_id = s.order_id AND e.type = :requested
+         ORDER BY e.id DESC LIMIT 1),
+        s.status)
 """)
 
 
 def refunds_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str]]:
-    """(order id, reason) of sessions closed over a lease ago and still owed a refund whose
-    request was lost: never claimed, given back by a failed call, or claimed by an attempt
-    that died (its lease passed). The reason is the one the closing event recorded (an
-    underage approval's `underage`), as the first request gave it, else the status."""
-    return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
+    """(order id, reason) of sessions whose refund was asked for over a lease ago and whose
+    request was lost: never claimed, given back by a failed call, or claimed by an attempt that
+    died (its lease passed). Which sessions are owed one is what their transitions recorded
+    (`record_refund_request`: an erased customer's cancelled order too, never a store's own
+    cancellation), not their status. Each is re-driven at most once a lease (the request's time
+    moves on). The reason is the one the first request gave (an underage approval's `underage`,
+    an erasure's `erased`), else the status."""
+    return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit,
+                                                                 "requested": str(Event.REFUND_REQUESTED)})]
 
 
 def set_refund_status(conn: Connection, order_id: str, status: str) -> bool:

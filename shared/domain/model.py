@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
@@ -143,6 +143,7 @@ class Email(StrEnum):
     VERIFIED = "verified"
     DECLINED = "declined"
     EXPIRED = "expired"
+    RETURNING = "returning"  # a returning customer's "no action needed" (RETURNING_CUSTOMER_EMAIL)
 
 
 class EmailClaim(StrEnum):
@@ -182,6 +183,7 @@ class EmailSpec:
     needs_link: bool = False  # its body links to the provider's page (opened on demand)
     metric: str | None = None  # the funnel count one sent adds to
     may_expire: bool = False  # pointless once late: dropped past MAX_MESSAGE_AGE
+    tells_shipping: bool = False  # its `$shipping` promises shipping only when the store was told to release
 
     def sendable(self, status: Status | str) -> bool:
         return status in self.sendable_in
@@ -199,11 +201,15 @@ EMAILS: dict[str, EmailSpec] = {
                               frozenset({Status.PENDING}), needs_link=True, metric="reminders_sent",
                               may_expire=True),
     Email.VERIFIED: EmailSpec("verified", "Thank you: your age is verified for order $order_id",
-                              frozenset({Status.VERIFIED})),
+                              frozenset({Status.VERIFIED}), tells_shipping=True),
     Email.DECLINED: EmailSpec("declined", "We could not verify your age for order $order_id",
                               frozenset({Status.DECLINED})),
     Email.EXPIRED: EmailSpec("expired", "Your order $order_id has been cancelled and will be refunded",
                              frozenset({Status.EXPIRED})),
+    # A returning customer's order (DESIGN.md 3b), only with RETURNING_CUSTOMER_EMAIL on: no link,
+    # no funnel count (the order is counted as `returning_customers` by its `verification.reused`).
+    Email.RETURNING: EmailSpec("returning", "No action needed: your age is already verified for order $order_id",
+                               frozenset({Status.VERIFIED}), tells_shipping=True),
 }
 
 
@@ -339,6 +345,8 @@ RETENTION_CLOSED = Transition(OPEN, Status.CANCELLED, Event.ORDER_CANCELLED, can
 # inserted so); no link, no timers. Its effects go through `apply_effects` like any transition
 # that reaches `verified`.
 RETURNING_CUSTOMER = Transition((), Status.VERIFIED, Event.REUSED, reason="returning_customer")
+# The same with its short "no action needed" email (RETURNING_CUSTOMER_EMAIL=true; off by default).
+RETURNING_CUSTOMER_TOLD = replace(RETURNING_CUSTOMER, email=Email.RETURNING)
 
 DEADLINE = Transition(
     (Status.PENDING,), Status.EXPIRED, Event.EXPIRED, cancel_timers=True, refund=True, email=Email.EXPIRED
@@ -396,8 +404,10 @@ def task_name(order_id: str, kind: str, reminder_index: int, deadline_version: i
 # and STORE_CANCEL). The sets below are read from them: SQL is built from the sets
 # (`shared.db.schema.sql_in`), never written again as literals (tests/unit/test_domain_sets.py).
 TRANSITIONS = (*DECISION_RULES.values(), *APPROVAL_RULES.values(), STORE_CANCEL, DEADLINE, LINK_NOT_SENT)
-# Owed a refund: the statuses a refunding transition closes a session in, and the events it records.
+# The statuses a refunding transition of TRANSITIONS closes a session in (every move into them owes
+# a refund). An erasure (ERASED) owes one too, though it closes `cancelled` like STORE_CANCEL, which
+# owes none: so which sessions are owed a refund is recorded by the rule that owes it
+# (`apply_effects`, `refund_requested_at`), never read back from the status (the sweep's re-drive).
 REFUNDABLE = frozenset(t.to_status for t in TRANSITIONS if t.refund)
-REFUND_CLOSING_EVENTS = frozenset(t.event for t in TRANSITIONS if t.refund)
 # The email kinds whose body links to the provider's page.
 LINKED_EMAILS = frozenset(Email(kind) for kind, spec in EMAILS.items() if spec.needs_link)

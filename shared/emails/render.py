@@ -6,8 +6,9 @@ A kind's subject is in its spec (`shared.domain.model.EMAILS`); its body is two 
 
     $order_id  $store_name  $verification_url  $deadline  $reminder_number  $shipping
 
-`$shipping` (the verified email) promises shipping only when the store was told to release the
-order (`store_told`: its store connector was asked to); otherwise it promises nothing.
+`$shipping` (the kinds whose spec `tells_shipping`: verified, returning) promises shipping only
+when the store was told to release the order (`store_told`: its store connector was asked to);
+otherwise it promises nothing.
 
 Every value is HTML-escaped before it is put into the HTML part; the text part
 and the subject get the raw value (they are not HTML). The deadline is shown in
@@ -74,7 +75,7 @@ def render(
 ) -> tuple[str, str, str]:
     """Render one email: `(subject, text, html)`.
 
-    `kind` is a kind in `EMAILS` (link, reminder, verified, declined, expired).
+    `kind` is a kind in `EMAILS` (link, reminder, verified, declined, expired, returning).
     `verification_url` is required for a kind that needs a link and must be
     http(s); it may be None for the others. `reminder_index` is 0-based (shown as
     "reminder 1"). Raises ValueError for an unknown kind or a bad argument.

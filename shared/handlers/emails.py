@@ -78,7 +78,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             store_timezone=settings.email.store_timezone,
             reminder_index=job.reminder_index,
             store_name=settings.email.store_name,
-            store_told=kind == Email.VERIFIED and _release_asked(db, job.order_id),
+            store_told=spec.tells_shipping and _release_asked(db, job.order_id),
         )
         sender.send(message)
     # The message itself is at fault, the server refused this email for good (its recipient, its

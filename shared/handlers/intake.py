@@ -23,6 +23,7 @@ from shared.domain.model import (
     DECISION_RULES,
     PROVIDER_EVENTS,
     RETURNING_CUSTOMER,
+    RETURNING_CUSTOMER_TOLD,
     STORE_CANCEL,
     Decision,
     Email,
@@ -82,7 +83,8 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
                 store.lock_order(uow.conn, cmd.order_id)
             cancelled = keys.is_namespaced(cmd.provider) and store.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
-                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores)
+                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores,
+                                                        tell_returning=settings.reuse.returning_email)
             uow.commit()
         if cancelled:
             return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
@@ -100,11 +102,13 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
 
 def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
                           customer: customers.CustomerKeys | None, now: datetime,
-                          stores: StoreRegistry) -> tuple[bool, bool]:
+                          stores: StoreRegistry, *, tell_returning: bool = False) -> tuple[bool, bool]:
     """`place_order` in the unit of work's transaction, or, for a returning customer whose
     record is unexpired (held against revocation until commit), the session opened `verified`:
     no provider session, link, reminders or deadline timer, and no hold: the store is told to
-    release at once (its `release` store action, written here with the session)."""
+    release at once (its `release` store action, written here with the session). With
+    `tell_returning` (RETURNING_CUSTOMER_EMAIL) the customer's short "no action needed" email
+    is queued in the same transaction, once: a repeat of the order opens nothing."""
     record = customer and customer_store.reusable_record(uow.conn, customer.customer_key, now)
     if not record:
         claimed, opened = store.place_order_in(uow.conn, params)
@@ -116,7 +120,8 @@ def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
     fx = uow.effects(cmd.order_id, actor=cmd.provider)
     if opened:
         fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
-        apply_effects(uow, fx, RETURNING_CUSTOMER, {
+        rule = RETURNING_CUSTOMER_TOLD if tell_returning else RETURNING_CUSTOMER
+        apply_effects(uow, fx, rule, {
             "original_session": record["session_id"], "verified_at": record["verified_at"].isoformat(),
             "expires_at": record["expires_at"].isoformat()}, stores)
     elif claimed:
@@ -330,7 +335,10 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
 
     Its store action goes to each connector of the order's source that implements it, and to
     the outcome webhook (`stores.connectors_for`); where the store's own connector cancels and
-    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND."""
+    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND.
+    A request to REFUND_BACKEND is recorded on the session (`refund_requested_at`) by every rule
+    that owes a refund, whatever status it closes in: that, not the status, is what the sweep's
+    re-drive of a lost request reads."""
     if rule.reason:
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
@@ -340,7 +348,8 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
     source = keys.ref(fx.order_id).source
     if rule.refund and stores.refunds(source):
         fx.event(Event.REFUND_REQUESTED, reason=rule.refund_reason, by=source)
-    elif rule.refund:
+    elif rule.refund:  # owed (ERASED too): recorded on the session, so the sweep re-drives a lost request
+        store.record_refund_request(uow.conn, fx.order_id)
         fx.refund(reason=rule.refund_reason)
     action = rule.store_action
     if action:

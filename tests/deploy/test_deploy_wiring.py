@@ -339,3 +339,12 @@ def test_an_intake_that_relays_in_its_requests_keeps_request_based_billing(provi
     assert env_of(intake)["INTAKE_RELAY"] == "in_request"
     assert not [argv for argv in run.calls if argv[1:4] == ["run", "services", "update"]]
     assert "cpu_throttling" not in provisioned.state()["resources"][f"function:webhook-intake:{REGION}"]
+
+
+@pytest.mark.parametrize("setting", [None, "true"])
+def test_the_intake_gets_the_returning_customer_email_setting(provisioned, setting):
+    run = provisioned.run(DEPLOY, *TARGET, env={"RETURNING_CUSTOMER_EMAIL": setting} if setting else {})
+
+    assert run.returncode == 0, run.stderr
+    intake = next(argv for argv in deployed(run.calls) if argv[3] == "webhook-intake")
+    assert env_of(intake)["RETURNING_CUSTOMER_EMAIL"] == (setting or "false")  # off unless the settings say so

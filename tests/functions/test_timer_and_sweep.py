@@ -93,3 +93,109 @@ def test_only_what_scheduler_and_tasks_send_reaches_the_sweep_and_the_timers(app
 
 def fire_at(client, path: str, body: str):
     return client.post(path, data=body, headers=CLOUD_TASKS_HEADERS, content_type="application/json")
+
+
+# ---- the sweep's re-drive of a lost refund request, by what the transition owed -------------------
+
+
+def refund_requests(db, order_id: str, after: int = 0) -> list[dict]:
+    """The refund request messages written for the order (outbox rows past id `after`)."""
+    with db.read() as conn:
+        return [r[0] for r in conn.execute(text(
+            "SELECT payload->'data' FROM outbox WHERE order_id = :o AND id > :after "
+            "AND payload->>'topic' = 'order-actions' AND payload->'data'->>'action' = 'refund' ORDER BY id"),
+            {"o": order_id, "after": after})]
+
+
+def last_outbox_id(db) -> int:
+    with db.read() as conn:
+        return conn.execute(text("SELECT coalesce(max(id), 0) FROM outbox")).scalar_one()
+
+
+def open_order(intake, source: str, email: str) -> str:
+    """A paid order at a source with no store connector that refunds: its session key."""
+    import uuid
+
+    from devstack.signing import lightspeed_body, lightspeed_sale
+    from tests.functions.test_inbound_edges import post_lightspeed
+
+    if source == "lightspeed":
+        sale = uuid.uuid4().hex[:10]
+        assert post_lightspeed(intake, lightspeed_body(lightspeed_sale(sale, "CLOSED", email=email))
+                               ).json["status"] == "accepted"
+        return f"lightspeed:{sale}"
+    order = f"order-{uuid.uuid4().hex[:10]}"
+    assert post_order(intake, order, customerEmail=email).json["status"] == "accepted"
+    return order
+
+
+@pytest.mark.parametrize("source", ["orders", "lightspeed"])
+def test_a_lost_refund_request_of_an_erased_customers_order_is_re_driven_once_and_refunded_once(
+        app_env, db, source):
+    import uuid
+
+    from shared.operator import main as cli
+    from tests.fakes.http_server import FakeHttpServer, Reply
+    from tests.functions.test_subscribers import deliver
+
+    email = f"erased-{uuid.uuid4().hex[:8]}@example.com"
+    key = open_order(client_for("webhook_intake"), source, email)
+    assert cli(["--by", "bob", "forget", email]) == 0  # open: cancelled, reason `erased`, refund owed
+    bootstrap.reset()
+    [lost] = refund_requests(db, key)
+    assert lost["reason"] == "erased"
+    with db.transaction() as conn:  # its message was lost (relayed, never arrived), over a lease ago
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": key})
+        conn.execute(text("UPDATE verification_sessions SET refund_requested_at = refund_requested_at - "
+                          "interval '1 hour', updated_at = updated_at - interval '1 hour' WHERE order_id = :o"),
+                     {"o": key})
+
+    sweep, before = client_for("sweep"), last_outbox_id(db)
+    assert sweep.post("/", json={}).status_code == 200
+    assert [(r["order_id"], r["reason"]) for r in refund_requests(db, key, before)] == [(key, "erased")]
+    again = last_outbox_id(db)
+    assert sweep.post("/", json={}).status_code == 200  # within the lease: not asked again
+    assert refund_requests(db, key, again) == []
+
+    # The re-driven request refunds the order once; the lost one arriving late asks nothing more.
+    [redriven] = refund_requests(db, key, before)
+    with FakeHttpServer(Reply(200, {"status": "refunded"})) as api:
+        app_env(REFUND_BACKEND="http", REFUND_API_URL=api.url + "/refunds", REFUND_API_TOKEN="tok")
+        refunds = client_for("request_refund", "cloudevent")
+        for message in (redriven, lost, redriven):
+            assert deliver(refunds, "order-actions", message, key=f"{key}:refund:{uuid.uuid4().hex[:6]}",
+                           order_id=key).status_code == 200
+    from shared.domain import keys
+    [call] = api.requests
+    assert json.loads(call.body) == {"orderId": keys.ref(key).order_id, "source": source, "reason": "erased"}
+    with db.transaction() as conn:  # settled: a later sweep has nothing to re-drive, however late
+        conn.execute(text("UPDATE verification_sessions SET refund_requested_at = refund_requested_at - "
+                          "interval '1 day' WHERE order_id = :o"), {"o": key})
+    later = last_outbox_id(db)
+    assert client_for("sweep").post("/", json={}).status_code == 200
+    assert refund_requests(db, key, later) == []
+    with db.read() as conn:
+        assert conn.execute(text("SELECT status, refund_status FROM verification_sessions WHERE order_id = :o"),
+                            {"o": key}).one() == ("cancelled", "refunded")
+
+
+def test_an_order_the_store_cancelled_is_never_re_driven_for_a_refund(app_env, db):
+    import uuid
+
+    from devstack.signing import lightspeed_body, lightspeed_sale
+    from tests.functions.test_inbound_edges import post_lightspeed
+
+    intake, sale = client_for("webhook_intake"), uuid.uuid4().hex[:10]
+    for status in ("CLOSED", "VOIDED"):  # paid, then voided at the till: the store cancelled first
+        body = lightspeed_body(lightspeed_sale(sale, status, email=f"void-{sale}@example.com"))
+        assert post_lightspeed(intake, body).json["status"] == "accepted"
+    key = f"lightspeed:{sale}"
+    with db.transaction() as conn:  # long closed
+        conn.execute(text("UPDATE verification_sessions SET updated_at = now() - interval '1 day', "
+                          "decided_at = now() - interval '1 day' WHERE order_id = :o"), {"o": key})
+    before = last_outbox_id(db)
+    assert client_for("sweep").post("/", json={}).status_code == 200
+    with db.read() as conn:
+        assert conn.execute(text("SELECT status, refund_status, refund_requested_at FROM verification_sessions "
+                                 "WHERE order_id = :o"), {"o": key}).one() == ("cancelled", None, None)
+    assert refund_requests(db, key) == [] and refund_requests(db, key, before) == []

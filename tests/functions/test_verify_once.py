@@ -175,6 +175,102 @@ def test_a_store_connectors_returning_customer_is_verified_at_once(db, settings,
     assert record_count(db, key_of(source, customer_id, email)) == 1
 
 
+# ---- the optional "no action needed" email (RETURNING_CUSTOMER_EMAIL) ---------------------------
+
+
+def returning_order(intake, db, emails) -> tuple[str, str, str, str]:
+    """A first order verified (its link email sent), then the same customer's second order,
+    placed and reused: (customer id, email, first key, second key)."""
+    email, customer = unique_email(), unique_customer()
+    first, second = f"order-{uuid.uuid4().hex[:10]}", f"order-{uuid.uuid4().hex[:10]}"
+    assert post_order(intake, first, customerEmail=email, customerId=customer).json["status"] == "accepted"
+    send_emails(db, emails, first)
+    approve(intake, db, first)
+    placed = post_order(intake, second, customerEmail=email, customerId=customer, msg_id=f"msg-{second}")
+    assert placed.status_code == 200 and placed.json["status"] == "accepted"
+    assert status_of(db, second) == "verified" and len(events(db, second, "verification.reused")) == 1
+    return customer, email, first, second
+
+
+def customer_emails(db, key: str) -> list[str]:
+    """The kinds of the customer emails the order's outbox holds."""
+    with db.read() as conn:
+        return [r[0] for r in conn.execute(text(
+            "SELECT payload->'data'->>'kind' FROM outbox WHERE order_id = :o "
+            "AND payload->>'topic' = 'customer-emails' ORDER BY id"), {"o": key})]
+
+
+def test_a_returning_customer_gets_no_email_by_default(app_env, db, smtp):  # noqa: F811
+    inbox, port = smtp
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false")  # RETURNING_CUSTOMER_EMAIL unset
+    emails = client_for("send_customer_email", "cloudevent")
+    _, _, first, second = returning_order(client_for("webhook_intake"), db, emails)
+    assert [m["X-Verification-Email"] for m in inbox.messages] == ["link"]  # the first order's only
+    assert customer_emails(db, second) == []
+    send_emails(db, emails, second)
+    assert len(inbox.messages) == 1
+    assert_reused(db, second, first)
+
+
+@pytest.mark.parametrize("with_store", [False, True], ids=["no store connector", "store released"])
+def test_with_returning_customer_email_on_the_customer_is_told_once_that_no_action_is_needed(
+        app_env, monkeypatch, db, smtp, with_store):  # noqa: F811
+    from shared.handlers.analytics import funnel
+    from shared.stores import registry
+    from tests.functions.test_store_actions import CountingStore
+
+    inbox, port = smtp
+    if with_store:  # the order's own store connector releases it: the email may promise shipping
+        monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: CountingStore("orders"))
+    app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false", RETURNING_CUSTOMER_EMAIL="true")
+    intake, emails = client_for("webhook_intake"), client_for("send_customer_email", "cloudevent")
+    customer, email, first, second = returning_order(intake, db, emails)
+    day = datetime.now(timezone.utc).date()
+    counts_before = funnel(db, day, day)["counts"]
+
+    # Written with the order, in its transaction: one email job, no link, no timers.
+    assert customer_emails(db, second) == ["returning"]
+    assert count(db, "SELECT count(*) FROM countdown_timers WHERE order_id = :o", o=second) == 0
+    assert count(db, "SELECT count(*) FROM provider_sessions WHERE order_id = :o", o=second) == 0
+    # Repeats of the webhook (the same delivery, another delivery for the order) queue nothing more.
+    assert post_order(intake, second, customerEmail=email, customerId=customer,
+                      msg_id=f"msg-{second}").json["status"] == "duplicate"
+    assert post_order(intake, second, customerEmail=email, customerId=customer).json["status"] == "duplicate"
+    assert customer_emails(db, second) == ["returning"]
+
+    sent_before = len(inbox.messages)
+    send_emails(db, emails, second)
+    send_emails(db, emails, second)  # the job delivered twice: the claim sends it once
+    [told] = inbox.messages[sent_before:]
+    assert told["To"] == email and told["X-Verification-Email"] == "returning"
+    assert " ".join(told["Subject"].split()) == f"No action needed: your age is already verified for order {second}"
+    body = told.get_body(("plain",)).get_content()
+    page = told.get_body(("html",)).get_content()
+    assert "no action is needed" in body.lower() and second in body
+    assert "http" not in body and "href" not in page  # no link
+    assert ("prepared for shipping" in body) is with_store  # a promise only when the store was told
+    with db.read() as conn:
+        sent = conn.execute(text("SELECT kind, state FROM email_sends WHERE order_id = :o"), {"o": second}).all()
+    assert [tuple(row) for row in sent] == [("returning", "sent")]
+    assert count(db, "SELECT count(*) FROM email_sends WHERE order_id = :o AND kind = 'link'", o=second) == 0
+
+    # The funnel: the order counts as received and returning, the email counts nowhere (no
+    # `links_sent`, no `verified`, no conversion change).
+    analytics = client_for("record_analytics", "cloudevent")
+    with db.read() as conn:
+        published = [r[0] for r in conn.execute(text(
+            "SELECT payload FROM outbox WHERE order_id = :o AND payload->>'topic' = 'verification-events' "
+            "ORDER BY id"), {"o": second})]
+    assert "customer.email_sent" in [p["data"]["type"] for p in published]
+    for payload in published:
+        assert deliver(analytics, "verification-events", payload["data"], key=payload["attributes"]["message_key"],
+                       order_id=second).status_code == 200
+    counts_after = funnel(db, day, day)["counts"]
+    grown = {metric: counts_after.get(metric, 0) - counts_before.get(metric, 0)
+             for metric in {*counts_before, *counts_after}}
+    assert {metric: n for metric, n in grown.items() if n} == {"orders_received": 1, "returning_customers": 1}
+
+
 # ---- no match ----------------------------------------------------------------------------
 
 

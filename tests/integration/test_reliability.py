@@ -292,9 +292,10 @@ class Gateway:
 
 
 def expire_now(db, order_id):
+    """As the deadline's transition a day ago: expired, its refund asked for then."""
     with db.transaction() as conn:
-        conn.execute(text("UPDATE verification_sessions SET status = 'expired', "
-                          "updated_at = now() - interval '1 day' WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET status = 'expired', updated_at = now() - interval '1 day', "
+                          "refund_requested_at = now() - interval '1 day' WHERE order_id = :o"), {"o": order_id})
 
 
 def test_a_refund_in_flight_is_retried_later_and_a_crashed_one_taken_over(db, settings, order_id):
@@ -352,8 +353,8 @@ def test_a_re_driven_refund_gives_the_reason_the_first_request_gave(db, settings
     assert (first[0]["action"], first[0]["reason"]) == ("refund", "underage")
     with db.transaction() as conn:  # the request was lost; the session closed a while ago
         conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
-        conn.execute(text("UPDATE verification_sessions SET updated_at = now() - interval '1 day' "
-                          "WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET updated_at = now() - interval '1 day', "
+                          "refund_requested_at = now() - interval '1 day' WHERE order_id = :o"), {"o": order_id})
     assert redrive.redrive_lost_work(db, settings, now=NOW + timedelta(days=1)) >= 1
     again = query(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
                       "AND payload->>'topic' = 'order-actions'", o=order_id)

@@ -83,6 +83,19 @@ def test_verified_email_does_not_mention_a_refund():
     assert "refund" not in html.lower()
 
 
+@pytest.mark.parametrize("store_told, promise", [(True, "will be prepared for shipping"),
+                                                  (False, "will let you know about the next steps")])
+def test_the_returning_email_says_no_action_is_needed_without_a_link(store_told, promise):
+    subject, text, html = _render(Email.RETURNING, verification_url=None, store_told=store_told)
+
+    assert subject.startswith("No action needed") and "no action is needed" in text.lower()
+    for part in (text, html):
+        assert "http" not in part and "verify it again" in part
+        assert promise in part and "refund" not in part.lower()
+        if not store_told:
+            assert "shipping" not in part  # nothing is promised the store was not told
+
+
 @pytest.mark.parametrize("kind", list(Email))
 def test_every_interpolated_value_is_escaped_in_html_and_verbatim_in_text(kind):
     url = 'https://verify.example.test/v/x?a=1&b="><img src=x onerror=alert(2)>'
