@@ -216,12 +216,12 @@ def test_a_returning_customer_gets_no_email_by_default(app_env, db, smtp):  # no
 def test_with_returning_customer_email_on_the_customer_is_told_once_that_no_action_is_needed(
         app_env, monkeypatch, db, smtp, with_store):  # noqa: F811
     from shared.handlers.analytics import funnel
-    from shared.stores import registry
     from tests.functions.test_store_actions import CountingStore
+    from tests.stores import use_connector
 
     inbox, port = smtp
     if with_store:  # the order's own store connector releases it: the email may promise shipping
-        monkeypatch.setitem(registry.CONNECTORS, "orders", lambda stores: CountingStore("orders"))
+        use_connector(monkeypatch, "orders", lambda stores: CountingStore("orders"))
     app_env(EMAIL_BACKEND="smtp", SMTP_PORT=str(port), SMTP_STARTTLS="false", RETURNING_CUSTOMER_EMAIL="true")
     intake, emails = client_for("webhook_intake"), client_for("send_customer_email", "cloudevent")
     customer, email, first, second = returning_order(intake, db, emails)
