@@ -397,15 +397,13 @@ main() {
     if selected request-refund && [[ $REFUND_BACKEND == http ]]; then
         require_setting REFUND_API_URL "https://refunds.example.com/api"
     fi
-    if [[ $SHOPIFY_ENABLED == true ]]; then
-        require_setting SHOPIFY_SHOP_DOMAIN "your-shop.myshopify.com"
-    fi
-    if [[ $WOOCOMMERCE_ENABLED == true ]]; then
-        require_setting WOOCOMMERCE_URL "https://shop.example"
-    fi
-    if [[ $OUTCOME_WEBHOOK_ENABLED == true ]]; then
-        require_setting OUTCOME_WEBHOOK_URL "https://shop.example/age-verification/outcome"
-    fi
+    local required switch setting example
+    for required in "${STORE_REQUIRED[@]}"; do  # each store's own, from the function table
+        read -r switch setting example <<<"$required"
+        if [[ ${!switch} == true ]]; then
+            require_setting "$setting" "$example"
+        fi
+    done
     if selected operator-console; then
         check_console_access
     fi

@@ -80,19 +80,17 @@ EMAIL_FROM=${EMAIL_FROM:-}
 REFUND_BACKEND=${REFUND_BACKEND:-manual}
 REFUND_API_URL=${REFUND_API_URL:-}
 LIGHTSPEED_ENABLED=${LIGHTSPEED_ENABLED:-true}
-# The stores told of each outcome (shared/stores; docs/DEPLOY.md). Each one on
-# (true) makes its secrets required: the intake reads its webhook secret, the
-# order-actions subscriber (request-refund) its API credentials. Its settings
-# go to every function that moves a session: each decides which store actions
-# a transition writes, without the credentials.
-SHOPIFY_ENABLED=${SHOPIFY_ENABLED:-false}
-SHOPIFY_SHOP_DOMAIN=${SHOPIFY_SHOP_DOMAIN:-}
-SHOPIFY_API_VERSION=${SHOPIFY_API_VERSION:-2025-10}
-SHOPIFY_NOTIFY_CUSTOMER=${SHOPIFY_NOTIFY_CUSTOMER:-false}
-WOOCOMMERCE_ENABLED=${WOOCOMMERCE_ENABLED:-false}
-WOOCOMMERCE_URL=${WOOCOMMERCE_URL:-}
-OUTCOME_WEBHOOK_ENABLED=${OUTCOME_WEBHOOK_ENABLED:-false}
-OUTCOME_WEBHOOK_URL=${OUTCOME_WEBHOOK_URL:-}
+# The stores told of each outcome (shared/stores; docs/DEPLOY.md): each one's switch
+# (<STORE>_ENABLED, default false) and settings, with their defaults, come from the
+# function table (shared/functions_table.py STORE_SETTINGS), so no store is named
+# here. A store on (true) makes its secrets required: the intake reads its webhook
+# secret, the order-actions subscriber (request-refund) its API credentials. Its
+# settings go to every function that moves a session: each decides which store
+# actions a transition writes, without the credentials. STORE_SWITCHES lists the
+# switches; STORE_REQUIRED the settings deploy.sh requires while their store is on.
+STORE_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m shared.functions_table stores) ||
+    die "could not read the stores' settings: $DEPLOY_PYTHON -m shared.functions_table stores failed"
+eval "$STORE_TABLE"
 # after_response: the intake answers, then relays on a thread (its CPU stays
 # allocated: instance-based billing); in_request: it relays before answering.
 INTAKE_RELAY=${INTAKE_RELAY:-after_response}
@@ -180,11 +178,14 @@ secret_name() { printf '%s' "$1" | tr 'A-Z_' 'a-z-'; }
 # FN_TABLE_PUBLIC, FN_TABLE_INGRESS, FN_TABLE_MOVES_SESSIONS and FN_TABLE_SECRETS
 # (the secrets it reads under these settings), SECRET_ENVS, and STORE_ENVS (the
 # settings of the stores that are on). Standard library only: any python3.
+STORE_SWITCH_VALUES=()
+for switch in "${STORE_SWITCHES[@]}"; do
+    STORE_SWITCH_VALUES+=("$switch=${!switch}")
+done
 FUNCTION_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m shared.functions_table shell \
     --first timer-expiry DB_IAM_AUTH="$DB_IAM_AUTH" EMAIL_BACKEND="$EMAIL_BACKEND" \
     REFUND_BACKEND="$REFUND_BACKEND" LIGHTSPEED_ENABLED="$LIGHTSPEED_ENABLED" \
-    SHOPIFY_ENABLED="$SHOPIFY_ENABLED" WOOCOMMERCE_ENABLED="$WOOCOMMERCE_ENABLED" \
-    OUTCOME_WEBHOOK_ENABLED="$OUTCOME_WEBHOOK_ENABLED") ||
+    "${STORE_SWITCH_VALUES[@]}") ||
     die "could not read the function table: $DEPLOY_PYTHON -m shared.functions_table failed"
 eval "$FUNCTION_TABLE"
 

@@ -33,32 +33,61 @@ class Secret:
         return deployment.get(setting, DEPLOYMENT_DEFAULTS[setting]) == value
 
 
+@dataclass(frozen=True)
+class StoreSetting:
+    """A store's non-secret setting, with the default infra/config.sh gives it. `example` set:
+    the store cannot run without it, so deploy.sh refuses to deploy with it empty (a dry run
+    shows the example instead)."""
+
+    name: str
+    default: str = ""
+    example: str = ""
+
+
+# Each store's switch (`<STORE>_ENABLED`, default false) and its non-secret settings: they go to
+# every function that moves a session (`moves_sessions`) while the store is on, and to none while
+# it is off. infra/config.sh and deploy.sh read both from here (`python -m shared.functions_table
+# stores`) and name no store: a store is its rows here, not a line in a script.
+STORE_SETTINGS: dict[str, tuple[StoreSetting, ...]] = {
+    "SHOPIFY_ENABLED": (StoreSetting("SHOPIFY_SHOP_DOMAIN", example="your-shop.myshopify.com"),
+                        StoreSetting("SHOPIFY_API_VERSION", "2025-10"),
+                        StoreSetting("SHOPIFY_NOTIFY_CUSTOMER", "false")),
+    "WOOCOMMERCE_ENABLED": (StoreSetting("WOOCOMMERCE_URL", example="https://shop.example"),),
+    "OUTCOME_WEBHOOK_ENABLED": (StoreSetting("OUTCOME_WEBHOOK_URL",
+                                             example="https://shop.example/age-verification/outcome"),),
+}
+
 # The deployment settings that decide which secrets are read, with the
-# defaults infra/config.sh gives them.
+# defaults infra/config.sh gives them (the stores' switches: false).
 DEPLOYMENT_DEFAULTS = {
     "DB_IAM_AUTH": "true",
     "EMAIL_BACKEND": "sendgrid",
     "REFUND_BACKEND": "manual",
     "LIGHTSPEED_ENABLED": "true",
-    # The stores (shared/stores): each one's secrets only when it is on.
-    "SHOPIFY_ENABLED": "false",
-    "WOOCOMMERCE_ENABLED": "false",
-    "OUTCOME_WEBHOOK_ENABLED": "false",
-}
-
-# Each store's non-secret settings, by the setting that turns it on: they go to every function
-# that moves a session (`moves_sessions`) while the store is on, and to none while it is off.
-STORE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "SHOPIFY_ENABLED": ("SHOPIFY_SHOP_DOMAIN", "SHOPIFY_API_VERSION", "SHOPIFY_NOTIFY_CUSTOMER"),
-    "WOOCOMMERCE_ENABLED": ("WOOCOMMERCE_URL",),
-    "OUTCOME_WEBHOOK_ENABLED": ("OUTCOME_WEBHOOK_URL",),
+    **{switch: "false" for switch in STORE_SETTINGS},
 }
 
 
 def store_settings(deployment: Mapping[str, str]) -> list[str]:
     """The non-secret settings of the stores that are on under `deployment`."""
-    return [name for switch, names in STORE_SETTINGS.items()
-            if deployment.get(switch, DEPLOYMENT_DEFAULTS[switch]) == "true" for name in names]
+    return [setting.name for switch, settings in STORE_SETTINGS.items()
+            if deployment.get(switch, DEPLOYMENT_DEFAULTS[switch]) == "true" for setting in settings]
+
+
+def stores_shell() -> str:
+    """The stores' switches and settings for infra/config.sh, before it reads the table: each
+    one's default (`: "${NAME:=default}"`, kept when the environment or the --env-file set it),
+    STORE_SWITCHES (passed on to `shell`), and STORE_REQUIRED, one "SWITCH SETTING EXAMPLE" a
+    setting deploy.sh requires while its store is on."""
+    lines = []
+    for switch, settings in STORE_SETTINGS.items():
+        lines.append(f": \"${{{switch}:=false}}\"")
+        lines += [f": \"${{{s.name}:={s.default}}}\"" if s.default else f": \"${{{s.name}:=}}\"" for s in settings]
+    required = [quote(f"{switch} {s.name} {s.example}") for switch, settings in STORE_SETTINGS.items()
+                for s in settings if s.example]
+    lines.append(f"STORE_SWITCHES=({' '.join(STORE_SETTINGS)})")
+    lines.append(f"STORE_REQUIRED=({' '.join(required)})")
+    return "\n".join(lines) + "\n"
 
 
 # Every function connects to the database; only password authentication
@@ -170,9 +199,14 @@ def shell(deployment: Mapping[str, str], first: Sequence[str] = ()) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...`"""
+    """`python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...`, or
+    `python -m shared.functions_table stores`."""
+    if list(argv) == ["stores"]:
+        sys.stdout.write(stores_shell())
+        return 0
     if not argv or argv[0] != "shell":
-        print("usage: python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...", file=sys.stderr)
+        print("usage: python -m shared.functions_table shell [--first NAME]... [SETTING=VALUE]...\n"
+              "       python -m shared.functions_table stores", file=sys.stderr)
         return 2
     first: list[str] = []
     deployment: dict[str, str] = {}

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS
+from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, stores_shell
+from shared.functions_table import STORE_SETTINGS as TABLE_STORE_SETTINGS
 from tests.deploy.helpers import DEPLOY, PROJECT, PROVISION, TARGET, commands_in, dry_run, flag
 
 # Each deployment setting that changes which secrets are read, away from
@@ -114,7 +115,10 @@ def test_the_email_function_cannot_read_the_veriff_signing_secret():
 def test_the_defaults_are_those_of_infra_config():
     text = (DEPLOY.parent / "infra" / "config.sh").read_text()
     for setting, default in DEPLOYMENT_DEFAULTS.items():
-        assert f"{setting}=${{{setting}:-{default}}}" in text, setting
+        if setting in TABLE_STORE_SETTINGS:  # a store's switch: its default comes from the table itself
+            assert f': "${{{setting}:={default}}}"' in stores_shell(), setting
+        else:
+            assert f"{setting}=${{{setting}:-{default}}}" in text, setting
 
 
 def test_only_the_public_function_takes_traffic_from_outside_the_project(tmp_path):

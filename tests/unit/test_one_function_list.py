@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.db.grants import GRANTS
-from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, STORE_SETTINGS, main, shell
+from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, STORE_SETTINGS, main, shell, stores_shell
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "infra" / "config.sh").read_text()
@@ -85,7 +85,9 @@ def test_the_module_runs_as_a_command_on_the_standard_library_alone():
 def test_infra_config_reads_the_table_and_does_not_write_it_again():
     call = re.search(r'"\$DEPLOY_PYTHON" -m shared\.functions_table shell(.*?)\)', CONFIG, re.S)
     assert call, "infra/config.sh must read the function table"
-    assert set(re.findall(r"([A-Z_]+)=\"\$\1\"", call.group(1))) == set(DEPLOYMENT_DEFAULTS)
+    passed = set(re.findall(r"([A-Z_]+)=\"\$\1\"", call.group(1)))
+    assert passed == set(DEPLOYMENT_DEFAULTS) - set(STORE_SETTINGS)  # the stores' switches: below
+    assert '"${STORE_SWITCH_VALUES[@]}"' in call.group(1)
     for written in (r"^\s*FUNCTIONS=\(", r"^\s*SECRET_ENVS=\(", r"FN_ENTRY=(?!\$\{FN_TABLE)",
                     r"FN_TRIGGER=(?!\$\{FN_TABLE)", r"FN_SECRET_ENVS(\+?=)", r"FN_PUBLIC=(?!\$\{FN_TABLE)"):
         assert not re.search(written, CONFIG, re.M), written
@@ -127,10 +129,33 @@ def test_every_entry_point_is_a_row_of_the_table_and_requires_only_its_secrets()
 
 def test_the_store_settings_come_from_the_table_and_each_has_its_default_in_infra_config():
     on = bash_reads(shell(STORES_ON), 'printf "%s\\n" "${STORE_ENVS[*]}"').split()
-    assert on == [name for names in STORE_SETTINGS.values() for name in names]
+    assert on == [s.name for settings in STORE_SETTINGS.values() for s in settings]
     assert bash_reads(shell({}), 'printf "%s\\n" "${STORE_ENVS[*]:-}"').split() == []
     assert bash_reads(shell({"WOOCOMMERCE_ENABLED": "true"}), 'printf "%s\\n" "${STORE_ENVS[*]}"').split() == [
         "WOOCOMMERCE_URL"]
     assert set(STORE_SETTINGS) <= set(DEPLOYMENT_DEFAULTS)
-    for name in (n for names in STORE_SETTINGS.values() for n in names):
-        assert re.search(rf"^{name}=\$\{{{name}:-", CONFIG, re.M), name  # set -u: each has a default
+    # set -u: each switch and setting has its default, read from the table (config.sh evals it)
+    names = [n for switch, settings in STORE_SETTINGS.items() for n in (switch, *(s.name for s in settings))]
+    defaults = bash_reads(stores_shell(), 'for v in ' + " ".join(names) + '; do printf "%s=%s\\n" "$v" "${!v}"; done')
+    assert defaults.splitlines() == [f"{switch}=false" if switch == n else f"{n}={d}"
+                                     for switch, settings in STORE_SETTINGS.items()
+                                     for n, d in ((switch, "false"), *((s.name, s.default) for s in settings))]
+    assert '-m shared.functions_table stores)' in CONFIG and 'eval "$STORE_TABLE"' in CONFIG
+
+
+def test_no_script_names_a_store_they_read_the_stores_from_the_table():
+    """A new store is its rows in the table: infra/ and deploy.sh spell no store's switch or
+    setting (deploy.sh requires a store's settings from STORE_REQUIRED)."""
+    scripts = {p.name: p.read_text() for p in [*(ROOT / "infra").glob("*.sh"), ROOT / "deploy.sh"]}
+    names = {n for switch, settings in STORE_SETTINGS.items() for n in (switch, *(s.name for s in settings))}
+    for name, script in scripts.items():
+        code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+        assert not {n for n in names if re.search(rf"\b{n}\b", code)}, name
+
+
+def test_deploy_requires_a_stores_settings_it_cannot_run_without_from_the_table():
+    out = bash_reads(stores_shell(), 'for r in "${STORE_REQUIRED[@]}"; do read -r a b c <<<"$r"; echo "$a|$b|$c"; done')
+    assert out.splitlines() == [f"{switch}|{s.name}|{s.example}" for switch, settings in STORE_SETTINGS.items()
+                                for s in settings if s.example]
+    for settings in STORE_SETTINGS.values():  # what bash gets as a default is one plain word
+        assert all(re.fullmatch(r"[A-Za-z0-9._:/-]*", s.default + s.example) for s in settings)
