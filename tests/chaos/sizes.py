@@ -17,6 +17,8 @@ SIZES = {  # scenario: (CI size, full size)
     "shopify_sigkill": ({"orders": 24, "window": 60, "second_kill": False}, {"orders": 300, "window": 150}),
     "shopify_throttle": ({"orders": 40, "max_available": 200, "restore_rate": 50, "max_ratio": None},
                          {"orders": 1000}),
+    # issue 24: SIGTERM to every function mid-burst, half Shopify orders (CI: about a minute)
+    "sigterm": ({"orders": 40}, {"orders": 300}),
 }
 CI = {name: ci for name, (ci, _) in SIZES.items()}
 FULL = {name: full for name, (_, full) in SIZES.items()}
