@@ -18,7 +18,7 @@ SIZES = {  # scenario: (CI size, full size)
     "shopify_throttle": ({"orders": 40, "max_available": 200, "restore_rate": 50, "max_ratio": None},
                          {"orders": 1000}),
     # issue 24: SIGTERM to every function mid-burst, half Shopify orders (CI: about a minute)
-    "sigterm": ({"orders": 60}, {"orders": 300}),
+    "sigterm": ({"orders": 60}, {"orders": 300, "window": 150}),
 }
 CI = {name: ci for name, (ci, _) in SIZES.items()}
 FULL = {name: full for name, (_, full) in SIZES.items()}

@@ -40,7 +40,7 @@ import requests
 from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
-from tests.chaos.scenarios import Report, _once_each
+from tests.chaos.scenarios import Report, _once_each, _refund_figures
 from tests.stack import ROOT, process_alive, wait_for
 
 HOLD = "fulfillmentOrderHold"
@@ -344,13 +344,18 @@ def terminate_functions(run: ChaosRun) -> dict[str, float | None]:
     return exited
 
 
-def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300) -> Report:
+def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300, window: int | None = None) -> Report:
     """N orders, half Shopify (`orders/paid`, held at the stand-in) and half generic, 16 at once; a
     third in, SIGTERM to every function of the stack; each must exit within 8 s. The same start
     command and ports again, clients re-sending what got no answer or a 5xx; then every order has
-    its session and timers, one link email, and each Shopify order one hold: none lost, none twice."""
+    its session and timers, one link email, and each Shopify order one hold: none lost, none twice.
+    With `window` (seconds) the orders then expire, the timers made before the SIGTERM firing after
+    it: one reminder and one expiry email each, one refund call per generic order, one cancel per
+    Shopify order (the store refunds those)."""
     report = Report("sigterm")
-    with ShopifyProcess(max_available=2000, restore_rate=1000) as shop, shopify_run(world, "term", shop) as run:
+    lifetime = {"VERIFICATION_WINDOW": f"{window}s", "REMINDER_OFFSETS": f"{window // 2}s"} if window else {}
+    with ShopifyProcess(max_available=2000, restore_rate=1000) as shop, \
+            shopify_run(world, "term", shop, **lifetime) as run:
         shop_ids = order_ids(orders // 2)
         generic = [f"{run.prefix}-{i}" for i in range(orders - len(shop_ids))]
         keys = [key(i) for i in shop_ids] + generic
@@ -394,7 +399,14 @@ def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300) -> Report:
                       and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0
                       and sum(1 for (_, kind) in emails_by_order(run, keys).elements() if kind == "link") >= orders,
                       "a link for every order, every hold finished, outbox and messages drained", timeout=120)
-        _sigterm_figures(report, run, shop, shop_ids, keys)
+        if window:
+            report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions "
+                                                  "WHERE status = 'expired'") >= orders
+                          and open_store_actions(run) == 0 and run.undelivered() == 0
+                          and run.messages_in_flight() == 0 and len(run.refund_calls()) >= len(generic),
+                          "every order expired, refunded or cancelled, outbox and messages drained",
+                          timeout=window + 120)
+        _sigterm_figures(report, run, shop, shop_ids, generic, expired=bool(window))
         report.figures["seconds"] = run.seconds()
     return report
 
@@ -408,9 +420,13 @@ def _timed(request: Request, sent: list[float]) -> Request:
 
 
 def _sigterm_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, shop_ids: list[int],
-                     keys: list[str]) -> None:
+                     generic: list[str], *, expired: bool) -> None:
+    keys = [key(i) for i in shop_ids] + generic
     states = dict(run.query("SELECT order_id, status FROM verification_sessions"))  # the run's own database
     report.figures["sessions"] = dict(Counter(states.values()))
+    end = "expired" if expired else "pending"
+    wrong = [k for k in keys if states.get(k) != end]
+    report.check(not wrong, f"{len(wrong)} sessions not {end} (e.g. {[(k, states.get(k)) for k in wrong[:3]]})")
     report.check(sorted(states) == sorted(keys), f"{len(states)} sessions for {len(keys)} orders "
                                                  f"({len(set(keys) - set(states))} missing)")
     timers = Counter(dict(run.query("SELECT t.order_id, count(*) FROM countdown_timers t JOIN local_tasks q "
@@ -425,17 +441,21 @@ def _sigterm_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, shop_i
     report.check(counts["invalid"] == 0 and counts["unauthorized"] == 0,
                  f"{counts['invalid']} invalid and {counts['unauthorized']} unauthorized requests at the store")
     _held_once(report, mutations, shop_ids)
-    undue = [m for m in mutations if m["name"] not in (HOLD, TAGS)]
-    report.check(not undue, f"{len(undue)} releases or cancels, none due (e.g. {undue[:3]})")
-    refunds = run.refund_calls()
-    report.figures["refund calls"] = len(refunds)
-    report.check(not refunds, f"{len(refunds)} refund calls, none due")
+    due = (HOLD, TAGS, CANCEL) if expired else (HOLD, TAGS)
+    undue = [m for m in mutations if m["name"] not in due]
+    report.check(not undue, f"{len(undue)} store mutations none due (e.g. {undue[:3]})")
+    if expired:
+        _once_each(report, by_order(mutations, CANCEL), [gid(i) for i in shop_ids], "cancel of an expired order")
+    _refund_figures(report, run, set(generic) if expired else set())
+    shop_refunds = run.world.refunds.calls("shopify:")
+    report.figures["refund API calls for Shopify orders (the store refunds them)"] = len(shop_refunds)
     emails = emails_by_order(run, keys)
     report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
     twice = sorted(k for k, n in emails.items() if n > 1)
     report.figures["emails twice"] = len(twice)
     report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
-    _once_each(report, Counter({k: n for (k, kind), n in emails.items() if kind == "link"}), keys, "link email")
+    for kind in ("link", "reminder", "expired") if expired else ("link",):
+        _once_each(report, Counter({k: n for (k, e), n in emails.items() if e == kind}), keys, f"{kind} email")
     report.figures["undelivered outbox rows"] = run.undelivered()
     report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
     report.check(run.stack_alive(), "the stack exited on its own")
