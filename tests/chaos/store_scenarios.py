@@ -41,7 +41,7 @@ from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
 from tests.chaos.scenarios import Report, _once_each, _refund_figures
-from tests.stack import ROOT, process_alive, wait_for
+from tests.stack import FUNCTION_COUNT, ROOT, process_alive, wait_for
 
 HOLD = "fulfillmentOrderHold"
 RELEASE = "fulfillmentOrderReleaseHold"
@@ -389,7 +389,7 @@ def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300, window: int | Non
         after = sum(1 for at in sent if terminated and at > terminated[0])
         report.figures["attempts sent after SIGTERM (of all)"] = [after, len(sent)]
         report.check(after > 0, "no order was sent after SIGTERM: the burst was over before it came")
-        report.check(len(exits) == len(function_pids(run)), f"SIGTERM reached {len(exits)} functions")
+        report.check(len(exits) == FUNCTION_COUNT, f"SIGTERM reached {len(exits)} of {FUNCTION_COUNT} functions")
         slow = {name: s for name, s in exits.items() if s is None or s >= EXIT_LIMIT}
         report.check(not slow, f"functions not gone within {EXIT_LIMIT:g} s of SIGTERM: {slow}")
         report.check(len(tally.accepted_keys) == orders,
