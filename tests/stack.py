@@ -206,14 +206,14 @@ class StackProcess:
         self.process.wait()
         self.process = None
         # Gone means gone: no process of the old stack may still hold a port when it starts again.
-        wait_for(lambda: not any(_alive(pid) for pid in pids), "the killed processes to exit", timeout=30, every=0.05)
+        wait_for(lambda: not any(process_alive(pid) for pid in pids), "the killed processes to exit", timeout=30, every=0.05)
         return len(pids)
 
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.log_paths if path.exists())
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Running (a zombie holds no port and counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -21,9 +24,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from devstack.run import FUNCTIONS
 from devstack.signing import lightspeed_headers, standard_webhook_headers, veriff_headers
+from shared.inbound import SOURCES
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
 from tests.chaos.scenarios import Report
+from tests.raw_http import PATHS, exchange, garbage_requests, is_unknown_coding, malformed_requests, status_of
 from tests.stack import ROOT
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"
@@ -251,7 +257,8 @@ def leaked_lines(text: str, needles: list[str], fragment: int = 8) -> list[str]:
     return [line for line in text.splitlines() if any(p in line for p in pieces)]
 
 
-def hostile_input(world: ChaosWorld, *, per_family: int = 1700, schema_examples: int = 100) -> Report:
+def hostile_input(world: ChaosWorld, *, per_family: int = 1700, schema_examples: int = 100,
+                  raw_per_function: int = 300) -> Report:
     report = Report("hostile_input")
     with world.run("hostile") as run:
         emails = [customer_email(f"{run.prefix}-customer-{i}") for i in range(20)]
@@ -290,6 +297,8 @@ def hostile_input(world: ChaosWorld, *, per_family: int = 1700, schema_examples:
             if family == "signed orders":
                 _rejected_left_nothing(report, run, items, tally)
         report.figures["requests"] = len(schema_seen) + sum(len(v) for v in generated.families.values())
+        raw_http(report, run, raw_per_function)
+        unsigned_while_postgres_is_down(report, world, run)
 
         secrets = [v.removeprefix("whsec_") for v in run.secrets.values()] + [world.refund_token]
         leaks = leaked_lines(run.log_text(), emails + [e.split("@")[0] for e in emails] + secrets)
@@ -319,3 +328,132 @@ def _rejected_left_nothing(report: Report, run: ChaosRun, items, tally) -> None:
     sessions = run.scalar("SELECT count(*) FROM verification_sessions WHERE order_id = ANY(:ids)", ids=rejected_orders)
     report.figures["rows for rejected signed orders"] = rows + sessions
     report.check(rows + sessions == 0, f"{rows} idempotency rows and {sessions} sessions for rejected orders")
+
+
+# ---- raw HTTP, and unsigned requests with PostgreSQL stopped (issue 24, items 5 and 6) -----------
+
+# What a public error body must not name: a setting (shared/config's variable names), a schema or
+# software version, the database or its driver, a traceback.
+SETTING_NAMES = sorted(set(re.findall(r'"([A-Z][A-Z0-9_]{5,})"', (ROOT / "shared" / "config.py").read_text())))
+SETTING = re.compile(r"\b(?:%s)\b" % "|".join(SETTING_NAMES))  # as written: `operator` in a page is no setting
+# (gunicorn's 400 for a request line it cannot read repeats the client's own: "Invalid HTTP Version: (9, 9)".)
+INTERNALS = re.compile("|".join([r"schema", r"migrat", r"(?<!HTTP )\bversion\W{0,3}v?\d", r"database", r"postgres",
+                                 r"pg8000", r"sqlalchemy", r"psycopg", r"traceback", r"gunicorn/\d", r"werkzeug/\d"]),
+                       re.IGNORECASE)
+RAW_TIMEOUT = 5.0  # seconds a raw exchange may wait for the server to answer or close
+
+
+def _function_ports(run: ChaosRun) -> dict[str, int]:
+    return {name: run.stack.base_port + offset for name, (_, offset) in FUNCTIONS.items()}
+
+
+def _send_raw(cases: list[tuple[str, str, int, bytes, bool]]) -> list[tuple[str, str, bytes]]:
+    """(function, what, answer) for each (function, what, port, bytes, close the write side), 8 at once."""
+    def one(case):
+        function, what, port, raw, close = case
+        try:
+            return function, what, exchange(port, raw, close_write=close, timeout=RAW_TIMEOUT)
+        except OSError as exc:  # refused or reset before anything came back: a closed connection
+            return function, what, type(exc).__name__.encode()
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, cases))
+
+
+def _internal(body: str):
+    return SETTING.search(body) or INTERNALS.search(body)
+
+
+def _answers_figures(report: Report, label: str, answers: list[tuple[str, str, bytes]]) -> None:
+    """Statuses by function, 5xx (gunicorn's 501 for an unknown transfer coding apart) and bodies naming
+    an internal; every figure under `label`."""
+    statuses = {}
+    for function, _, answer in answers:
+        status = status_of(answer) if answer[:5] == b"HTTP/" else None
+        statuses.setdefault(function, Counter())[str(status) if status else "closed"] += 1
+    unknown_coding = sum(1 for _, _, a in answers if is_unknown_coding(a))
+    server_errors = [(f, what, a[:120]) for f, what, a in answers
+                     if a[:5] == b"HTTP/" and (status_of(a) or 0) >= 500 and not is_unknown_coding(a)]
+    named = [(f, what, match.group(0)) for f, what, a in answers
+             if (match := _internal(a.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")))]
+    report.figures[f"{label}: requests"] = len(answers)
+    report.figures[f"{label}: statuses by function"] = {f: dict(c) for f, c in statuses.items()}
+    report.figures[f"{label}: gunicorn 501 (unknown transfer coding)"] = unknown_coding
+    report.figures[f"{label}: 5xx"] = len(server_errors)
+    report.figures[f"{label}: bodies naming an internal"] = len(named)
+    report.check(not server_errors, f"{label}: {len(server_errors)} answers 5xx (e.g. {server_errors[:3]})")
+    report.check(not named, f"{label}: {len(named)} bodies name a setting, version or the database "
+                            f"(e.g. {named[:3]})")
+
+
+def raw_http(report: Report, run: ChaosRun, per_function: int) -> None:
+    """Item 5's malformed shapes and `per_function` seeded mangled requests to every function's port."""
+    cases = []
+    for index, (function, port) in enumerate(_function_ports(run).items()):
+        path = PATHS.get(function, "/")
+        made = malformed_requests(path) + garbage_requests(path, per_function, seed=2400 + index)
+        cases += [(function, what, port, raw, close) for what, raw, close in made]
+    answers = _send_raw(cases)
+    _answers_figures(report, "raw HTTP", answers)
+    report.check(len(answers) >= 500 or per_function < 70, f"only {len(answers)} raw requests")
+
+
+def _http(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _unsigned_requests(run: ChaosRun) -> list[tuple[str, str, int, bytes, bool]]:
+    """Every webhook route without its signature (and with a garbage one), the console's POSTs
+    without a CSRF token, and to every other function a delivery it cannot parse."""
+    ports = _function_ports(run)
+    order = json.dumps({"event": "order.created", "orderId": f"{run.prefix}-down", "id": 1,
+                        "customerEmail": customer_email(f"{run.prefix}-down"), "status": "processing"}).encode()
+    form = urlencode({"type": "sale.update", "payload": json.dumps({"id": f"{run.prefix}-down"})}).encode()
+    garbage_signatures = {"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())),
+                          "webhook-signature": "v1,AAAA", "X-HMAC-SIGNATURE": "00" * 32, "X-AUTH-CLIENT": "x",
+                          "X-Signature": "signature=abc, algorithm=HMAC-SHA256", "X-Shopify-Hmac-Sha256": "AAAA",
+                          "X-Shopify-Shop-Domain": "x.myshopify.com", "X-Shopify-Topic": "orders/paid",
+                          "X-WC-Webhook-Signature": "AAAA", "X-WC-Webhook-Topic": "order.updated"}
+    cases = []
+    for path in sorted(SOURCES):
+        content = "application/x-www-form-urlencoded" if "lightspeed" in path else "application/json"
+        body = form if "lightspeed" in path else order
+        for what, extra in (("unsigned", {}), ("garbage signature", garbage_signatures)):
+            raw = _http("POST", path, {"Content-Type": content, **extra}, body)
+            cases.append(("webhook_intake", f"{what} {path}", ports["webhook_intake"], raw, False))
+    csrf_form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for path in (f"/orders/{run.prefix}-down/actions/cancel", "/outbox/retry", "/forget", "/sessions"):
+        raw = _http("POST", path, csrf_form, b"order_id=x&reason=y")
+        cases.append(("operator_console", f"no CSRF token {path}", ports["operator_console"], raw, False))
+    event = {"Content-Type": "application/json", "ce-id": "down", "ce-specversion": "1.0", "ce-type": PUBSUB_TYPE,
+             "ce-source": "//pubsub.googleapis.com/projects/local/topics/x"}
+    # (method, path, headers, body) each function cannot take: any POST / is Cloud Scheduler's call to
+    # `sweep` (503 while the database is down, as its /health), so the sweep gets a wrong method and path
+    unparseable = {"timer_expiry": [("POST", "/", JSON, b"{}"), ("POST", "/", JSON, b'{"v": 1, "kind": "deadline"}'),
+                                    ("POST", "/", JSON, b"[")],
+                   "sweep": [("PUT", "/", JSON, b"["), ("POST", "/nowhere", JSON, b"{}"), ("POST", "/health", JSON, b"")]}
+    for subscriber in SUBSCRIBER_OFFSETS:
+        unparseable[subscriber] = [("POST", "/", event, b'{"message": {"data": "!!not base64!!"}}'),
+                                   ("POST", "/", event, b"{}"), ("POST", "/", event, b'{"message": {"data": "e30="}}'),
+                                   ("POST", "/", JSON, b"{")]
+    for function, requests_ in unparseable.items():
+        for n, (method, path, headers, body) in enumerate(requests_):
+            cases.append((function, f"unparseable {n}", ports[function], _http(method, path, headers, body), False))
+    for function, port in ports.items():  # item 5's shapes once more, with nothing behind them
+        cases += [(function, what, port, raw, close) for what, raw, close in malformed_requests(PATHS.get(function, "/"))]
+    return cases
+
+
+def unsigned_while_postgres_is_down(report: Report, world: ChaosWorld, run: ChaosRun) -> None:
+    """PostgreSQL stopped: unsigned and unparseable requests to every function are refused on what
+    they are (401, 403, 400, acknowledged), never 5xx, since none of them needs the database."""
+    world.postgres.stop("fast")
+    try:
+        answers = _send_raw(_unsigned_requests(run))
+    finally:
+        world.postgres.start()
+    _answers_figures(report, "PostgreSQL down", answers)
+    webhooks = Counter(str(status_of(a)) for f, what, a in answers if what.startswith(("unsigned", "garbage sig")))
+    report.figures["PostgreSQL down: unsigned webhooks"] = dict(webhooks)
+    report.check(set(webhooks) == {"401"}, f"unsigned webhooks with PostgreSQL down answered {dict(webhooks)}")

@@ -9,7 +9,7 @@ from tests.chaos.scenarios import (
     sigkill_mid_burst,
     surrogate_then_valid,
 )
-from tests.chaos.store_scenarios import shopify_sigkill, shopify_throttle
+from tests.chaos.store_scenarios import shopify_sigkill, shopify_throttle, sigterm_mid_burst
 
 SCENARIOS = {
     "duplicate_storm": duplicate_storm,
@@ -23,4 +23,5 @@ SCENARIOS = {
     "poisoned_sweep": poisoned_sweep,
     "shopify_sigkill": shopify_sigkill,
     "shopify_throttle": shopify_throttle,
+    "sigterm": sigterm_mid_burst,
 }

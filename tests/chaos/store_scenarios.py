@@ -14,14 +14,20 @@ of every stack process leaves the store's record intact; the stack is pointed at
   every order held once, none lost or doubled, and the time from the first webhook to the last
   hold against the bucket's theoretical minimum (every point the store charged, reads included,
   less the full bucket at the start, over the restore rate).
+- `sigterm` (issue 24): SIGTERM to every function's process a third into N orders, half Shopify and
+  half generic: each process gone within 8 s, the stack started again on the same ports, and every
+  order with its session and timers, one link email and (Shopify) one hold; nothing refunded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -34,8 +40,8 @@ import requests
 from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
-from tests.chaos.scenarios import Report, _once_each
-from tests.stack import ROOT, wait_for
+from tests.chaos.scenarios import Report, _once_each, _refund_figures
+from tests.stack import FUNCTION_COUNT, ROOT, process_alive, wait_for
 
 HOLD = "fulfillmentOrderHold"
 RELEASE = "fulfillmentOrderReleaseHold"
@@ -305,3 +311,151 @@ def shopify_throttle(world: ChaosWorld, *, orders: int = 1000, max_available: fl
                                                  f"{minimum:.1f} s (at most {max_ratio}x)")
         report.figures["seconds"] = run.seconds()
     return report
+
+
+# ---- SIGTERM to every function mid-burst, Shopify and generic orders (issue 24) ----------------
+
+EXIT_LIMIT = 8.0  # seconds: Cloud Run kills a container 10 s after its SIGTERM
+
+
+def function_pids(run: ChaosRun) -> dict[str, int]:
+    """Each function's functions-framework process (gunicorn's arbiter), from devstack.run's pid file."""
+    lines = (run.stack.state_dir / "run" / "functions.pids").read_text().splitlines()
+    return {name: int(pid) for pid, _, name in (line.partition(" ") for line in lines)}
+
+
+def terminate_functions(run: ChaosRun) -> dict[str, float | None]:
+    """SIGTERM to every function's process at once (as Cloud Run sends it to each instance): name ->
+    seconds until it exited (None: still running after twice the limit). devstack.run sees the first
+    exit and stops the rest its own way (SIGTERM to each group, SIGKILL after 10 s), as Ctrl-C does."""
+    pids = function_pids(run)
+    sent = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        sent[name] = time.monotonic()
+    exited: dict[str, float | None] = dict.fromkeys(pids)
+    deadline = time.monotonic() + 2 * EXIT_LIMIT
+    while any(v is None for v in exited.values()) and time.monotonic() < deadline:
+        for name, pid in pids.items():
+            if exited[name] is None and not process_alive(pid):
+                exited[name] = round(time.monotonic() - sent[name], 2)
+        time.sleep(0.02)
+    return exited
+
+
+def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300, window: int | None = None) -> Report:
+    """N orders, half Shopify (`orders/paid`, held at the stand-in) and half generic, 16 at once; a
+    third in, SIGTERM to every function of the stack; each must exit within 8 s. The same start
+    command and ports again, clients re-sending what got no answer or a 5xx; then every order has
+    its session and timers, one link email, and each Shopify order one hold: none lost, none twice.
+    With `window` (seconds) the orders then expire, the timers made before the SIGTERM firing after
+    it: one reminder and one expiry email each, one refund call per generic order, one cancel per
+    Shopify order (the store refunds those)."""
+    report = Report("sigterm")
+    lifetime = {"VERIFICATION_WINDOW": f"{window}s", "REMINDER_OFFSETS": f"{window // 2}s"} if window else {}
+    with ShopifyProcess(max_available=2000, restore_rate=1000) as shop, \
+            shopify_run(world, "term", shop, **lifetime) as run:
+        shop_ids = order_ids(orders // 2)
+        generic = [f"{run.prefix}-{i}" for i in range(orders - len(shop_ids))]
+        keys = [key(i) for i in shop_ids] + generic
+        sent: list[float] = []  # when each attempt was signed (sent), to show the SIGTERM came mid-burst
+        burst = [_timed(r, sent) for r in [order_request(run, i) for i in shop_ids]
+                 + [run.order_request(o) for o in generic]]
+        random.Random(orders).shuffle(burst)
+        exits: dict[str, float | None] = {}
+        terminated: list[float] = []
+
+        def fault() -> None:
+            began = time.monotonic()
+            terminated.append(began)
+            exits.update(terminate_functions(run))
+            stack = run.stack.process
+            try:
+                stack.wait(30)  # devstack.run stops what is left and exits (a function exited)
+                report.figures["devstack.run exit status"] = stack.returncode
+            except subprocess.TimeoutExpired:
+                report.problems.append("devstack.run still running 30 s after SIGTERM to its functions")
+                run.stack.kill()
+            report.figures["seconds from SIGTERM to the old stack gone"] = round(time.monotonic() - began, 1)
+            run.restart()
+            report.figures["seconds from SIGTERM to up again"] = round(time.monotonic() - began, 1)
+
+        tally = Clients().run(burst, retry_until=time.monotonic() + 180, fault=(orders // 3, fault))
+        report.figures["order webhooks"] = dict(tally.count(final=False))
+        report.figures["5xx other than 503"] = tally.five_hundreds()
+        report.check(tally.five_hundreds() == 0, f"{tally.five_hundreds()} answers were 5xx other than 503")
+        report.figures["seconds from SIGTERM to exit"] = exits
+        after = sum(1 for at in sent if terminated and at > terminated[0])
+        report.figures["attempts sent after SIGTERM (of all)"] = [after, len(sent)]
+        report.check(after > 0, "no order was sent after SIGTERM: the burst was over before it came")
+        report.check(len(exits) == FUNCTION_COUNT, f"SIGTERM reached {len(exits)} of {FUNCTION_COUNT} functions")
+        slow = {name: s for name, s in exits.items() if s is None or s >= EXIT_LIMIT}
+        report.check(not slow, f"functions not gone within {EXIT_LIMIT:g} s of SIGTERM: {slow}")
+        report.check(len(tally.accepted_keys) == orders,
+                     f"only {len(tally.accepted_keys)} of {orders} orders were ever answered 2xx")
+        report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions "
+                                              "WHERE veriff_session_id IS NOT NULL") >= orders
+                      and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0
+                      and sum(1 for (_, kind) in emails_by_order(run, keys).elements() if kind == "link") >= orders,
+                      "a link for every order, every hold finished, outbox and messages drained", timeout=120)
+        if window:
+            report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions "
+                                                  "WHERE status = 'expired'") >= orders
+                          and open_store_actions(run) == 0 and run.undelivered() == 0
+                          and run.messages_in_flight() == 0 and len(run.refund_calls()) >= len(generic),
+                          "every order expired, refunded or cancelled, outbox and messages drained",
+                          timeout=window + 120)
+        _sigterm_figures(report, run, shop, shop_ids, generic, expired=bool(window))
+        report.figures["seconds"] = run.seconds()
+    return report
+
+
+def _timed(request: Request, sent: list[float]) -> Request:
+    """`request`, noting the time of each attempt in `sent` (its headers signed afresh if it signs)."""
+    def sign(body: bytes) -> dict[str, str]:
+        sent.append(time.monotonic())
+        return request.sign(body) if request.sign else request.headers
+    return dataclasses.replace(request, sign=sign)
+
+
+def _sigterm_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, shop_ids: list[int],
+                     generic: list[str], *, expired: bool) -> None:
+    keys = [key(i) for i in shop_ids] + generic
+    states = dict(run.query("SELECT order_id, status FROM verification_sessions"))  # the run's own database
+    report.figures["sessions"] = dict(Counter(states.values()))
+    end = "expired" if expired else "pending"
+    wrong = [k for k in keys if states.get(k) != end]
+    report.check(not wrong, f"{len(wrong)} sessions not {end} (e.g. {[(k, states.get(k)) for k in wrong[:3]]})")
+    report.check(sorted(states) == sorted(keys), f"{len(states)} sessions for {len(keys)} orders "
+                                                 f"({len(set(keys) - set(states))} missing)")
+    timers = Counter(dict(run.query("SELECT t.order_id, count(*) FROM countdown_timers t JOIN local_tasks q "
+                                    "ON q.name LIKE '%' || t.task_name GROUP BY t.order_id")))
+    no_timers = [k for k in keys if timers.get(k) != 2]  # the reminder and the deadline, each with its task
+    report.figures["orders without exactly their two timers"] = len(no_timers)
+    report.check(not no_timers, f"{len(no_timers)} orders without exactly one reminder and one deadline timer")
+    counts = shop.counts()
+    mutations = counts["mutations"]
+    report.figures["store actions"] = store_action_states(run)
+    report.figures["mutations"] = dict(Counter(m["name"] for m in mutations))
+    report.check(counts["invalid"] == 0 and counts["unauthorized"] == 0,
+                 f"{counts['invalid']} invalid and {counts['unauthorized']} unauthorized requests at the store")
+    _held_once(report, mutations, shop_ids)
+    due = (HOLD, TAGS, CANCEL) if expired else (HOLD, TAGS)
+    undue = [m for m in mutations if m["name"] not in due]
+    report.check(not undue, f"{len(undue)} store mutations none due (e.g. {undue[:3]})")
+    if expired:
+        _once_each(report, by_order(mutations, CANCEL), [gid(i) for i in shop_ids], "cancel of an expired order")
+    _refund_figures(report, run, set(generic) if expired else set())
+    shop_refunds = run.world.refunds.calls("shopify:")
+    report.figures["refund API calls for Shopify orders (the store refunds them)"] = len(shop_refunds)
+    emails = emails_by_order(run, keys)
+    report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
+    twice = sorted(k for k, n in emails.items() if n > 1)
+    report.figures["emails twice"] = len(twice)
+    report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
+    for kind in ("link", "reminder", "expired") if expired else ("link",):
+        _once_each(report, Counter({k: n for (k, e), n in emails.items() if e == kind}), keys, f"{kind} email")
+    report.figures["undelivered outbox rows"] = run.undelivered()
+    report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
+    report.check(run.stack_alive(), "the stack exited on its own")

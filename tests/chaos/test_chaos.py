@@ -7,6 +7,8 @@ figures are in the failure message.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.chaos.registry import SCENARIOS
@@ -18,4 +20,5 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(CI))
 def test_scenario(world, name):
     report = SCENARIOS[name](world, **CI[name])
+    print(f"\n{name} {CI[name]}: " + json.dumps(report.figures, default=str))  # `-s` shows the figures
     assert report.problems == [], f"{name}: {report.problems}\nfigures: {report.figures}"

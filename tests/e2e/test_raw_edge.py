@@ -19,14 +19,13 @@ import pytest
 
 from shared.functions_table import FUNCTIONS
 from tests.conftest import base_env
+from tests.raw_http import PATHS, exchange, garbage_requests, is_unknown_coding, malformed_requests, status_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("functions-framework")
 SUBSCRIBERS = ("verification-events=http://127.0.0.1:9/e,customer-emails=http://127.0.0.1:9/m,"
                "order-actions=http://127.0.0.1:9/a")
 CONSOLE_SECRET = "c" * 40
-# A path each function serves (the intake's order webhook, the console's list, else `/`).
-PATHS = {"webhook_intake": "/webhooks/orders", "operator_console": "/sessions"}
 UNREACHABLE_DATABASE = "postgresql+pg8000://verifier:pw@127.0.0.1:9/verification"
 
 
@@ -87,58 +86,6 @@ def function_env(database_url: str, **overrides: str) -> dict[str, str]:
     return {**os.environ, **base_env(database_url, LOCAL_SUBSCRIBER_URLS=SUBSCRIBERS, CONSOLE_SECRET=CONSOLE_SECRET,
                                      CONSOLE_OPERATORS="ops@example.com", IAP_AUDIENCE="/projects/1/apps/edge"),
             "NO_GCE_CHECK": "true", "LOG_LEVEL": "INFO", **overrides}
-
-
-def exchange(port: int, raw: bytes, *, close_write: bool = False, timeout: float = 10) -> bytes:
-    """Send `raw` as is; what came back until the server closed (or `timeout` passed)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(raw)
-        if close_write:
-            sock.shutdown(socket.SHUT_WR)
-        received = b""
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := sock.recv(65536):
-                received += chunk
-                if b"\r\n\r\n" in received and _complete(received):
-                    break
-        return received
-
-
-def _complete(received: bytes) -> bool:
-    head, _, body = received.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(body) >= int(value)
-    return False
-
-
-def status_of(answer: bytes) -> int | None:
-    """The status code of the first response, None for a closed connection without one."""
-    if not answer:
-        return None
-    parts = answer.split(b"\r\n", 1)[0].split()
-    return int(parts[1])
-
-
-# The shapes of issue 24, item 5: (name, bytes, close the write side after sending).
-def malformed_requests(path: str) -> list[tuple[str, bytes, bool]]:
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    chunked = head + "Content-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    return [
-        ("chunk size zz", (chunked.format("application/json") + "zz\r\nabc\r\n0\r\n\r\n").encode(), False),
-        ("chunk size zz, form", (chunked.format("application/x-www-form-urlencoded") + "zz\r\n").encode(), True),
-        ("chunk size zz, text", (chunked.format("text/plain") + "zz\r\nabc\r\n0\r\n\r\n").encode(), False),
-        ("chunk cut short", (chunked.format("application/json") + "5\r\nab").encode(), True),
-        ("chunk without terminator", (chunked.format("application/json") + "2\r\nabcd\r\n0\r\n\r\n").encode(), False),
-        ("duplicate Content-Length", (head + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}").encode(), False),
-        ("negative Content-Length", (head + "Content-Length: -1\r\n\r\n{}").encode(), False),
-        ("HTTP/9.9", f"POST {path} HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n".encode(), False),
-        ("header without colon", (head + "NoColonHere\r\n\r\n").encode(), False),
-        ("20 kB header", (head + "X-Padding: " + "a" * 20_000 + "\r\n\r\n").encode(), False),
-        ("TLS ClientHello", bytes.fromhex("16030100a5010000a10303") + b"\x17" * 32 + b"\x00\x00\x02\x00\x2f\x01\x00",
-         True),
-    ]
 
 
 def test_malformed_http_is_answered_4xx_or_closed_by_every_function(database_url, db, tmp_path):
@@ -240,9 +187,8 @@ def test_500_random_malformed_requests_get_no_5xx_from_any_function(database_url
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda c: (c[0], c[1], exchange(c[2], c[3], close_write=c[4], timeout=5)), cases))
     assert len(answers) >= 500
-    # One 5xx is the server's own, on purpose: gunicorn answers a transfer coding it does not
-    # implement (`chunkfd`) with 501, as RFC 9112 6.1 says, before any code of ours runs.
-    unknown_coding = [a for _, _, a in answers if status_of(a) == 501 and b"Unsupported transfer coding" in a]
+    # One 5xx is the server's own, on purpose (tests.raw_http.is_unknown_coding): gunicorn's 501.
+    unknown_coding = [a for _, _, a in answers if is_unknown_coding(a)]
     server_errors = [(function, shape, answer[:200]) for function, shape, answer in answers
                      if (status_of(answer) or 0) >= 500 and answer not in unknown_coding]
     statuses = sorted({str(status_of(a)) for _, _, a in answers})
