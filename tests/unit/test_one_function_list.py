@@ -159,3 +159,20 @@ def test_deploy_requires_a_stores_settings_it_cannot_run_without_from_the_table(
                                 for s in settings if s.example]
     for settings in STORE_SETTINGS.values():  # what bash gets as a default is one plain word
         assert all(re.fullmatch(r"[A-Za-z0-9._:/-]*", s.default + s.example) for s in settings)
+
+
+def test_a_new_store_reaches_infra_through_its_table_rows_alone(monkeypatch):
+    """A store added as rows of the table (its switch and settings) is defaulted, passed on and
+    required by what infra/config.sh and deploy.sh read, with no script edited."""
+    from shared import functions_table as table
+
+    monkeypatch.setitem(table.STORE_SETTINGS, "ACME_ENABLED", (table.StoreSetting("ACME_URL", example="https://acme.example"),
+                                                               table.StoreSetting("ACME_MODE", "strict")))
+    monkeypatch.setitem(table.DEPLOYMENT_DEFAULTS, "ACME_ENABLED", "false")
+    got = bash_reads(table.stores_shell(), 'echo "$ACME_ENABLED|$ACME_URL|$ACME_MODE|${STORE_SWITCHES[*]}"; '
+                                           'printf "%s\\n" "${STORE_REQUIRED[@]}"').splitlines()
+    assert got[0] == "false||strict|SHOPIFY_ENABLED WOOCOMMERCE_ENABLED OUTCOME_WEBHOOK_ENABLED ACME_ENABLED"
+    assert "ACME_ENABLED ACME_URL https://acme.example" in got[1:]
+    on = bash_reads(shell({"ACME_ENABLED": "true"}), 'printf "%s\\n" "${STORE_ENVS[*]}"').split()
+    assert on == ["ACME_URL", "ACME_MODE"]
+    assert bash_reads(shell({}), 'printf "%s\\n" "${STORE_ENVS[*]:-}"').split() == []
