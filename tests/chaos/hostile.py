@@ -26,7 +26,7 @@ from hypothesis.errors import Unsatisfiable
 
 from devstack.run import FUNCTIONS
 from devstack.signing import lightspeed_headers, standard_webhook_headers, veriff_headers
-from shared.inbound import SOURCES
+from shared.inbound import sources
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
 from tests.chaos.scenarios import Report
 from tests.raw_http import PATHS, exchange, garbage_requests, is_unknown_coding, malformed_requests, status_of
@@ -416,7 +416,7 @@ def _unsigned_requests(run: ChaosRun) -> list[tuple[str, str, int, bytes, bool]]
                           "X-Shopify-Shop-Domain": "x.myshopify.com", "X-Shopify-Topic": "orders/paid",
                           "X-WC-Webhook-Signature": "AAAA", "X-WC-Webhook-Topic": "order.updated"}
     cases = []
-    for path in sorted(SOURCES):
+    for path in sorted(sources()):
         content = "application/x-www-form-urlencoded" if "lightspeed" in path else "application/json"
         body = form if "lightspeed" in path else order
         for what, extra in (("unsigned", {}), ("garbage signature", garbage_signatures)):
