@@ -368,7 +368,7 @@ Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
   operator console  {console_url(base_port, env)}
-                    (open this URL to sign in as dev@localhost; it is this run's alone)
+                    (opening this URL signs the browser in as dev@localhost; keep it to yourself)
                     or in a shell: .venv/bin/python -m shared.operator list --attention
   outcome webhooks  {env.get('OUTCOME_WEBHOOK_URL') or 'off'}{'   (the local receiver: GET /calls lists what it got)' if env.get('LOCAL_OUTCOME_RECEIVER') == 'on' else ''}
   window            VERIFICATION_WINDOW={env.get('VERIFICATION_WINDOW', '72h')} REMINDER_OFFSETS={env.get('REMINDER_OFFSETS', '24h')}
