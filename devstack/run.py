@@ -32,6 +32,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 from devstack.signing import SHOPIFY_SHOP_DOMAIN
 from shared.errors import ServiceError
@@ -125,6 +126,9 @@ def _environment(base_port: int, database_url: str) -> dict[str, str]:
     env.setdefault("LOCAL_INTAKE_URL", url["webhook_intake"])
     env.setdefault("CONSOLE_AUTH", "dev")
     env.setdefault("CONSOLE_SECRET", secrets.token_hex(16))
+    # The console's sign-in for this run: only the URL printed below carries it (a tunnel to
+    # 127.0.0.1 passes the console's other checks).
+    env.setdefault("CONSOLE_DEV_TOKEN", secrets.token_urlsafe(32))
     env.setdefault("SWEEP_GRACE", "5s")
     if env.get("LOCAL_OUTCOME_WEBHOOK", "on") != "off" and not env.get("OUTCOME_WEBHOOK_URL"):
         env["OUTCOME_WEBHOOK_URL"] = f"http://127.0.0.1:{base_port + OUTCOME_RECEIVER_OFFSET}/outcomes"
@@ -363,7 +367,8 @@ Local stack is up (Ctrl-C stops it; data in {LOCAL}).
   timer_expiry      http://127.0.0.1:{base_port + 1}/   (called by the local task dispatcher)
   sweep             http://127.0.0.1:{base_port + 2}/   (called every {sweep_every:g} s; GET /health checks the database and queue)
   subscribers       {env['LOCAL_SUBSCRIBER_URLS']}
-  operator console  http://127.0.0.1:{base_port + FUNCTIONS['operator_console'][1]}/sessions   (signed in as dev@localhost)
+  operator console  {console_url(base_port, env)}
+                    (opening this URL signs the browser in as dev@localhost; keep it to yourself)
                     or in a shell: .venv/bin/python -m shared.operator list --attention
   outcome webhooks  {env.get('OUTCOME_WEBHOOK_URL') or 'off'}{'   (the local receiver: GET /calls lists what it got)' if env.get('LOCAL_OUTCOME_RECEIVER') == 'on' else ''}
   window            VERIFICATION_WINDOW={env.get('VERIFICATION_WINDOW', '72h')} REMINDER_OFFSETS={env.get('REMINDER_OFFSETS', '24h')}
@@ -375,6 +380,12 @@ or, any time:  .venv/bin/python -m devstack.send order ORDER-ID customer@example
                .venv/bin/python -m devstack.send veriff ORDER-ID approved
 Each step of an order's life is one line below (LOCAL_LOG=json shows every log line as it is).
 """, flush=True)
+
+
+def console_url(base_port: int, env: dict[str, str]) -> str:
+    """The console's list with this run's sign-in token: opening it signs the browser in."""
+    port = base_port + FUNCTIONS["operator_console"][1]
+    return f"http://127.0.0.1:{port}/sessions?dev_token={quote(env['CONSOLE_DEV_TOKEN'], safe='')}"
 
 
 def _example(base_port: int, env: dict[str, str]) -> str:

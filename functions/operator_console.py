@@ -1,4 +1,5 @@
-"""`operator_console`: staff pages behind Identity-Aware Proxy (CONSOLE_AUTH=dev: 127.0.0.1 only)."""
+"""`operator_console`: staff pages behind Identity-Aware Proxy (CONSOLE_AUTH=dev: 127.0.0.1 only, signed in with
+the local run's CONSOLE_DEV_TOKEN)."""
 
 from __future__ import annotations
 

@@ -515,17 +515,21 @@ class RefundSettings(_Section):
 
 
 CONSOLE_SECRET_MIN = 32  # it keys the CSRF tokens: as long as a random 32-byte key's base64 at least
+CONSOLE_DEV_TOKEN_MIN = 32  # the local sign-in's secret: devstack.run makes one of 43 (token_urlsafe(32))
 
 
 @dataclass(frozen=True)
 class ConsoleSettings(_Section):
-    """The operator console: IAP (`iap`) or the local stack's `dev` sign-in, its CSRF secret,
-    and the local intake the provider page posts to."""
+    """The operator console: IAP (`iap`) or the local stack's `dev` sign-in (with the token only
+    the local user has), its CSRF secret, and the local intake the provider page posts to."""
 
     auth: ConsoleAuth = _env("CONSOLE_AUTH", ConsoleAuth.IAP, read=_choice(ConsoleAuth))
     iap_audience: str | None = _env("IAP_AUDIENCE")
     iap_public_keys_url: str = _env("IAP_PUBLIC_KEYS_URL", "https://www.gstatic.com/iap/verify/public_key")
     secret: str | None = _env("CONSOLE_SECRET", secret=True)
+    # CONSOLE_AUTH=dev: the secret of the URL the local stack prints (`/sessions?dev_token=...`);
+    # a tunnel to 127.0.0.1 (`ssh -R`, ngrok TCP) passes every other check, not this one.
+    dev_token: str | None = _env("CONSOLE_DEV_TOKEN", secret=True)
     local_intake_url: str | None = _env("LOCAL_INTAKE_URL")
     # Who IAP admits and may then read (viewers) or act (operators); the manual verify may be
     # kept to fewer (verifiers; unset: every operator). Required with CONSOLE_AUTH=iap.
@@ -535,6 +539,9 @@ class ConsoleSettings(_Section):
 
     def _check(self, r: _Reader) -> None:
         if not r.text("K_SERVICE"):
+            if self.auth == ConsoleAuth.DEV and len(self.dev_token or "") < CONSOLE_DEV_TOKEN_MIN:
+                raise ConfigError("CONSOLE_DEV_TOKEN", f"is required with CONSOLE_AUTH=dev, at least "
+                                  f"{CONSOLE_DEV_TOKEN_MIN} random characters (devstack.run makes one per run)")
             return
         if self.auth == ConsoleAuth.DEV:
             raise ConfigError("CONSOLE_AUTH", "dev is refused on Cloud Run (K_SERVICE is set)")

@@ -125,9 +125,11 @@ class Page:
         return flask.Response(html, status=status, mimetype="text/html")
 
 
-def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys) -> str:
+def identify(request: flask.Request, settings: Settings, keys: auth.PublicKeys, *, customer_page: bool = False) -> str:
     if settings.console.auth == ConsoleAuth.DEV:
-        return auth.dev_identity(request.remote_addr, request.host, request.headers)
+        return auth.dev_identity(request.remote_addr, request.host, request.headers,
+                                 request.cookies.get(auth.DEV_COOKIE), settings.console.dev_token,
+                                 customer_page=customer_page)
     return auth.verify_iap(request.headers.get(auth.IAP_HEADER), audience=settings.require("IAP_AUDIENCE"),
                            keys=keys)
 
@@ -143,7 +145,11 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
         if endpoint == "css":
             return flask.Response((HERE / "static" / "console.css").read_text(), mimetype="text/css")
         settings = settings_of()
-        operator = identify(request, settings, keys_of(settings.console.iap_public_keys_url))
+        if (settings.console.auth == ConsoleAuth.DEV and request.method == "GET"
+                and auth.DEV_TOKEN_PARAMETER in request.args):
+            return _dev_sign_in(request, settings, adapter.build(endpoint, args))
+        operator = identify(request, settings, keys_of(settings.console.iap_public_keys_url),
+                            customer_page=endpoint == "provider")
         auth.authorize(operator, settings.console, _need(endpoint, request.method, args))
         secret = settings.require("CONSOLE_SECRET")
         if request.method == "POST":
@@ -158,6 +164,17 @@ def handle(request: flask.Request, settings_of: Callable[[], Settings],
     except (TransientError, ConfigError) as exc:
         log.error("unavailable: %s", exc)
         return _error_page(503, "the console cannot reach what it needs right now; try again shortly")
+
+
+def _dev_sign_in(request: flask.Request, settings: Settings, path: str) -> flask.Response:
+    """`?dev_token=` (CONSOLE_AUTH=dev): the sign-in cookie, and 303 to the same page without the
+    token, so it stays out of the address bar and the history."""
+    cookie = auth.dev_sign_in(request.remote_addr, request.host, request.headers,
+                              request.args.get(auth.DEV_TOKEN_PARAMETER, ""), settings.require("CONSOLE_DEV_TOKEN"))
+    rest = [(k, v) for k, v in request.args.items(multi=True) if k != auth.DEV_TOKEN_PARAMETER]
+    response = flask.redirect(path + (f"?{urlencode(rest)}" if rest else ""), code=303)
+    response.set_cookie(auth.DEV_COOKIE, cookie, httponly=True, samesite="Strict", path="/")
+    return response
 
 
 def _need(endpoint: str, method: str, args: dict) -> str:

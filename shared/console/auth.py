@@ -2,10 +2,17 @@
 
 IAP signs `X-Goog-IAP-JWT-Assertion` with ES256; its public keys (a JSON object of key id →
 PEM) are fetched on first use and cached. Nothing else lets a request in.
+
+The dev identity needs what only the local user has: the token in the URL the local stack
+printed (`?dev_token=`), exchanged once for a cookie. A tunnel to 127.0.0.1 (`ssh -R`, ngrok
+TCP) adds no header and lets its client choose the Host, so the checks of where a request came
+from cannot catch it; the token does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -25,6 +32,8 @@ log = logging.getLogger(__name__)
 IAP_HEADER = "X-Goog-IAP-JWT-Assertion"
 IAP_ISSUER = "https://cloud.google.com/iap"
 DEV_IDENTITY = "dev@localhost"
+DEV_TOKEN_PARAMETER = "dev_token"  # in the URL devstack.run prints: `/sessions?dev_token=...`
+DEV_COOKIE = "console_dev"
 KEYS_TTL_SECONDS = 3600
 REFETCH_AFTER_SECONDS = 60  # an unknown key id refetches at most this often
 CLOCK_SKEW_SECONDS = 30
@@ -96,14 +105,43 @@ FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-For
                       "Via", "CF-Connecting-IP", "True-Client-IP", "X-Client-IP", "X-Original-URL")
 
 
-def dev_identity(remote_addr: str | None, host: str, headers=None) -> str:
-    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine only, and not
-    through a forwarder that says so (a plain TCP tunnel is caught by its Host only)."""
+def _from_this_machine(remote_addr: str | None, host: str, headers) -> None:
+    """Forbidden unless the request came from and to this machine, not through a forwarder that
+    says so (a plain TCP tunnel passes: the token catches it)."""
     server = host.rsplit(":", 1)[0].strip("[]")
     if not _loopback(remote_addr) or not (server == "localhost" or _loopback(server)):
         raise Forbidden("the dev identity serves 127.0.0.1 only")
     if headers is not None and any(headers.get(name) is not None for name in FORWARDING_HEADERS):
         raise Forbidden("the dev identity serves 127.0.0.1 only, not requests forwarded to it")
+
+
+_SIGN_IN = "Open the console URL the local stack printed when it started (it signs this browser in)."
+
+
+def dev_cookie_of(token: str) -> str:
+    """What the sign-in cookie holds: a keyed hash of the token, so the cookie jar never holds
+    the token itself."""
+    return hmac.new(token.encode(), b"operator console dev sign-in", hashlib.sha256).hexdigest()
+
+
+def dev_sign_in(remote_addr: str | None, host: str, headers, given: str, token: str) -> str:
+    """`?dev_token=` on a GET: the cookie's value when `given` is the token (compared in constant
+    time); Forbidden otherwise, saying where the right URL is and never what was given."""
+    _from_this_machine(remote_addr, host, headers)
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise Forbidden(f"this sign-in link is not the local stack's. {_SIGN_IN}")
+    return dev_cookie_of(token)
+
+
+def dev_identity(remote_addr: str | None, host: str, headers, cookie: str | None, token: str | None, *,
+                 customer_page: bool = False) -> str:
+    """CONSOLE_AUTH=dev: a fixed identity for requests from and to this machine that carry the
+    sign-in cookie; `customer_page`, the provider stand-in page a customer's emailed link opens
+    (in a browser never signed in), asks no cookie."""
+    _from_this_machine(remote_addr, host, headers)
+    if not customer_page and not (token and hmac.compare_digest((cookie or "").encode(),
+                                                                dev_cookie_of(token).encode())):
+        raise Forbidden(f"this browser is not signed in to the local console. {_SIGN_IN}")
     return DEV_IDENTITY
 
 

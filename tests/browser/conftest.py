@@ -20,6 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".local" / "screenshots"
+DEV_TOKEN = "browser-test-dev-token-0123456789abcdef"  # CONSOLE_DEV_TOKEN: the URL devstack.run prints carries it
 
 
 class Served:
@@ -44,7 +45,7 @@ def stack(monkeypatch, database_url):
     ports = {name: free_port() for name in ("console", "intake", "analytics", "emails")}
     url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     for key, value in base_env(
-        database_url, CONSOLE_AUTH="dev", CONSOLE_SECRET="browser-test-secret",
+        database_url, CONSOLE_AUTH="dev", CONSOLE_SECRET="browser-test-secret", CONSOLE_DEV_TOKEN=DEV_TOKEN,
         LOCAL_SUBSCRIBER_URLS=f"verification-events={url['analytics']}/,customer-emails={url['emails']}/",
         LOCAL_INTAKE_URL=url["intake"], LOCAL_VERIFY_URL=f"{url['console']}/verify",
     ).items():
@@ -89,6 +90,15 @@ def browser_page():
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def console_page(stack, browser_page):
+    """`browser_page` signed in to the console as a person is: by opening the URL the local stack
+    printed, which leaves it on the same page without the token."""
+    browser_page.goto(f"{stack}/sessions?dev_token={DEV_TOKEN}")
+    assert browser_page.url == f"{stack}/sessions"
+    return browser_page
 
 
 def screenshot(page, name: str) -> Path:

@@ -7,7 +7,7 @@ import uuid
 from playwright.sync_api import expect
 from sqlalchemy import text
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import DEV_TOKEN, screenshot
 from tests.functions.test_operator_console import expire_with_manual_refund, place
 
 
@@ -27,8 +27,8 @@ def wait_for_funnel(page, base: str, metric: str, expected: int) -> int:
     return count
 
 
-def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settings):
-    page, tag = browser_page, uuid.uuid4().hex[:8]
+def test_filter_open_extend_and_see_the_timeline(stack, console_page, db, settings):
+    page, tag = console_page, uuid.uuid4().hex[:8]
     email = f"browser-{tag}@example.com"
     pending, other = f"web-{tag}-a", f"web-{tag}-b"
     place(db, settings, pending, email)
@@ -36,6 +36,12 @@ def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settin
     with db.transaction() as conn:
         conn.execute(text("UPDATE verification_sessions SET status = 'in_review' WHERE order_id = :o"), {"o": other})
 
+    # Signed in by the printed URL: a cookie scripts cannot read, sent to this site's own pages only,
+    # holding no token.
+    [cookie] = page.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (
+        "console_dev", True, "Strict", "/")
+    assert DEV_TOKEN not in cookie["value"] and DEV_TOKEN not in page.content()
     page.goto(f"{stack}/sessions")
     expect(page.locator("h1")).to_have_text("Sessions")
     page.fill("input[name=q]", email)
@@ -58,8 +64,8 @@ def test_filter_open_extend_and_see_the_timeline(stack, browser_page, db, settin
     screenshot(page, "order-extended")
 
 
-def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, browser_page, db, settings, order_id):
-    page = browser_page
+def test_mark_a_manual_refund_done_and_the_funnel_counts_it(stack, console_page, db, settings, order_id):
+    page = console_page
     expire_with_manual_refund(db, settings, order_id)
     before = funnel_count(page, stack, "refunds_completed")
 
@@ -103,13 +109,18 @@ def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, d
     screenshot(page, "provider-page")
     page.click("button:has-text('Send the decision')")
     expect(page.locator(".notice")).to_contain_text("answered 200 accepted")
+    # The customer's browser is not signed in to the console: its link asks for the printed URL.
     page.click("a:has-text('See the order in the console')")
+    expect(page.locator("body")).to_contain_text("Open the console URL the local stack printed")
+    expect(page.locator("body")).not_to_contain_text(order_id)
+    page.goto(f"{page.url}?dev_token={DEV_TOKEN}")
+    assert page.url == f"{stack}/orders/{order_id}"
     expect(page.locator("h1 .status")).to_have_text("verified")
     expect(page.locator("table.timeline")).to_contain_text("verification.approved")
     expect(page.locator("table.timeline")).to_contain_text("customer.email_sent")
 
 
-def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page, db):
+def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, console_page, db):
     """A row parked by the relay and a store action the store refused are counted on /system
     (reached from the nav), and the parked count leads to the orders needing attention."""
     from datetime import datetime, timezone
@@ -137,7 +148,7 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page,
         parked, refusals = numbers.outbox.parked, numbers.store_actions_failed["woocommerce"]
         assert parked >= 1 and refusals >= 1
 
-        page = browser_page
+        page = console_page
         page.goto(f"{stack}/sessions")
         page.get_by_role("link", name="System").click()
         expect(page.locator("h1")).to_have_text("System")
@@ -152,10 +163,10 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, browser_page,
             conn.execute(text("DELETE FROM store_actions WHERE order_id = :o"), {"o": refused})
 
 
-def test_the_audit_page_shows_who_opened_and_who_searched(stack, browser_page, db, settings):
+def test_the_audit_page_shows_who_opened_and_who_searched(stack, console_page, db, settings):
     """Open an order and search its customer's email, then find both reads on /audit (from the
     nav): by the order id, and by the email (posted, hashed as the search was recorded)."""
-    page, tag = browser_page, uuid.uuid4().hex[:8]
+    page, tag = console_page, uuid.uuid4().hex[:8]
     email, order_id = f"audited-{tag}@example.com", f"audit-{tag}"
     place(db, settings, order_id, email)
     page.goto(f"{stack}/orders/{order_id}")

@@ -118,6 +118,17 @@ def test_a_function_that_cannot_start_stops_the_stack_with_its_reason(state_dir)
             assert probe.connect_ex(("127.0.0.1", base + offset)) != 0
 
 
+def test_a_console_sign_in_token_too_short_stops_the_stack_naming_it(state_dir):
+    base = consecutive_free_ports()
+    done, _ = run_once(stack_env(state_dir, base, CONSOLE_DEV_TOKEN="guessable"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (  # the stack reads its settings before starting anything
+        "devstack: CONSOLE_DEV_TOKEN: is required with CONSOLE_AUTH=dev, at least 32 random characters "
+        "(devstack.run makes one per run); stopped")
+    assert "guessable" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert postgres_pids(state_dir) == []
+
+
 def test_a_second_copy_refuses_and_sigterm_stops_everything(state_dir):
     base = consecutive_free_ports()
     env = stack_env(state_dir, base)

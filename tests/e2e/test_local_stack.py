@@ -37,6 +37,7 @@ from tests.stack import ROOT, StackProcess, consecutive_free_ports, smtp_inbox
 from tests.stack import wait_for as wait_until
 
 WAIT = 45  # seconds any one lifecycle may take at most, before the test gives up
+DEV_TOKEN = "e2e-console-dev-token-0123456789abcdef"  # CONSOLE_DEV_TOKEN, given (else devstack.run makes one)
 RUNNING: dict[str, StackProcess] = {}  # url -> the running stack (its output and state folder)
 
 
@@ -47,7 +48,7 @@ def running_stack(database_url, smtp_port, state_dir, base, **overrides):
            "LOCAL_BASE_PORT": str(base), "LOCAL_STATE_DIR": state_dir,
            "VERIFICATION_WINDOW": "6s", "REMINDER_OFFSETS": "2s", "SWEEP_GRACE": "2s", "LOCAL_SWEEP_SECONDS": "2",
            "EMAIL_BACKEND": "smtp", "SMTP_PORT": str(smtp_port), "SMTP_STARTTLS": "false",
-           "REFUND_BACKEND": "manual", "PYTHONPATH": str(ROOT), **overrides}
+           "REFUND_BACKEND": "manual", "CONSOLE_DEV_TOKEN": DEV_TOKEN, "PYTHONPATH": str(ROOT), **overrides}
     for name in ("TASKS_BACKEND", "TIMER_URL", "EVENTS_BACKEND"):
         env.pop(name)
     stack = StackProcess(env, state_dir, base).start(timeout=60)
@@ -260,9 +261,19 @@ def test_the_emailed_link_opens_the_local_provider_page_and_the_console_shows_it
     assert "answered 200 accepted" in sent.text
     wait_for(lambda: session_of(db, order_id) == ("verified", None), "the provider page's decision")
     console = f"http://127.0.0.1:{int(url.rsplit(':', 1)[1]) + FUNCTIONS['operator_console'][1]}"
+    # The customer's browser went through the provider page without the console's sign-in: the
+    # console itself asks for the URL the stack printed, which signs the browser in.
+    refused = browser.get(f"{console}/orders/{order_id}", timeout=10)
+    assert refused.status_code == 403 and order_id not in refused.text
+    printed = re.search(r"operator console\s+(\S+)", RUNNING[url].log_text()).group(1)
+    assert printed == f"{console}/sessions?dev_token={DEV_TOKEN}"
+    signed_in = browser.get(printed, timeout=10, allow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/sessions"
+    assert DEV_TOKEN not in signed_in.headers["Set-Cookie"] and browser.cookies.get("console_dev")
     story = browser.get(f"{console}/orders/{order_id}", timeout=10)
     assert story.status_code == 200 and "verification.approved" in story.text
     assert "signed in as dev@localhost" in story.text
+    assert DEV_TOKEN not in RUNNING[url].log_text().replace(printed, "")  # the banner alone shows it
 
 
 def test_the_local_stack_tells_its_outcome_webhook_receiver(stack, db):

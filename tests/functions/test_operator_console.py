@@ -163,22 +163,132 @@ def test_behind_iap_the_console_refuses_to_serve_without_its_list(app_env, keys,
             ConsoleSettings.from_env({"CONSOLE_OPERATORS": f"alice@example.com, {bad}"})
 
 
-def test_dev_identity_only_on_loopback_and_never_on_cloud_run(app_env, db, settings, order_id):
+DEV_TOKEN = "dev-token-for-the-console-tests-0123456789"  # as CONSOLE_DEV_TOKEN; devstack.run makes a random one
+
+
+@pytest.fixture
+def dev_console(app_env):
+    """CONSOLE_AUTH=dev, as the local stack runs it; the test client is 127.0.0.1 with Host localhost."""
+    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", CONSOLE_DEV_TOKEN=DEV_TOKEN)
+    return client_for("operator_console")
+
+
+def signed_in(client):
+    """Open the URL the local stack printed; the client keeps the cookie."""
+    response = client.get(f"/sessions?dev_token={DEV_TOKEN}")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return client
+
+
+def test_a_tunnel_to_127_0_0_1_without_the_sign_in_is_not_the_dev_identity(dev_console, db, settings, order_id):
+    # `ssh -R` or ngrok TCP: the socket is 127.0.0.1, the Host says localhost, no forwarding
+    # header; only the token the local stack printed is missing.
     place(db, settings, order_id)
-    app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev")
-    client = client_for("operator_console")
+    for path in ("/sessions", f"/orders/{order_id}", "/funnel", "/audit"):
+        response = dev_console.get(path, headers={"Host": "localhost:8086"})
+        body = response.get_data(as_text=True)
+        assert response.status_code == 403, path
+        assert "dev@localhost" not in body and order_id not in body
+        assert "Open the console URL the local stack printed" in body
+    forged = dev_console.post(f"/orders/{order_id}/actions/cancel",
+                              data={"csrf": csrf.issue(SECRET, "dev@localhost"), "reason": "other"})
+    assert forged.status_code == 403
+    # Neither the token itself as the cookie, nor the cookie another token makes, signs in.
+    from shared.console.auth import DEV_COOKIE, dev_cookie_of
+    for cookie in (DEV_TOKEN, dev_cookie_of("another-token-of-another-run-0123456789"), "ü"):
+        dev_console.set_cookie(DEV_COOKIE, cookie)
+        assert dev_console.get("/sessions").status_code == 403, cookie
+    assert [e[0] for e in events_of(db, order_id)] == ["order.received", "verification.requested"]
+
+
+def test_the_printed_url_signs_the_browser_in_with_a_cookie_and_leaves_the_address(dev_console, db, settings,
+                                                                                   order_id):
+    place(db, settings, order_id)
+    response = dev_console.get(f"/sessions?status=pending&dev_token={DEV_TOKEN}&due=")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/sessions?status=pending&due="
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("console_dev=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Path=/" in cookie and DEV_TOKEN not in cookie and DEV_TOKEN not in response.get_data(as_text=True)
+    page = dev_console.get("/sessions?status=pending")
+    assert page.status_code == 200 and "signed in as dev@localhost" in page.get_data(as_text=True)
+    assert order_id in page.get_data(as_text=True)
+    story = dev_console.get(f"/orders/{order_id}")
+    assert story.status_code == 200 and order_id in story.get_data(as_text=True)
+    done = dev_console.post(f"/orders/{order_id}/actions/extend",
+                            data={"csrf": csrf_of(story.get_data(as_text=True)), "duration": "90h"})
+    assert done.status_code == 303
+    assert ("verification.deadline_extended", "operator:dev@localhost") in [e[:2] for e in events_of(db, order_id)]
+    # Any page's URL with the token leads back to that page without it.
+    again = dev_console.get(f"/orders/{order_id}?dev_token={DEV_TOKEN}")
+    assert again.status_code == 303 and again.headers["Location"] == f"/orders/{order_id}"
+
+
+def test_a_wrong_token_is_refused_and_sets_no_cookie(dev_console, db, settings, order_id):
+    place(db, settings, order_id)
+    for wrong in ("nope", DEV_TOKEN[:-1], DEV_TOKEN + "x", "", "ü" * 40):
+        response = dev_console.get("/sessions", query_string={"dev_token": wrong})
+        body = response.get_data(as_text=True)
+        assert response.status_code == 403 and "Set-Cookie" not in response.headers, wrong
+        assert "dev@localhost" not in body and order_id not in body and (not wrong or wrong not in body)
+        assert "Open the console URL the local stack printed" in body
+    assert dev_console.get("/sessions").status_code == 403
+
+
+def test_the_dev_identity_serves_127_0_0_1_only_even_signed_in(dev_console, db, settings, order_id):
+    place(db, settings, order_id)
+    client = signed_in(dev_console)
     assert "signed in as dev@localhost" in client.get("/sessions").get_data(as_text=True)
     assert client.get("/sessions", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 403
     assert client.get("/sessions", headers={"Host": "console.example.com"}).status_code == 403
     # A forwarder on this machine (nginx, ngrok) connects from 127.0.0.1 with Host 127.0.0.1,
-    # but names who it forwards for: not the dev identity.
+    # but names who it forwards for: not the dev identity, and no sign-in through it either.
     for header, value in (("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9"),
                           ("X-Real-IP", "203.0.113.9"), ("Via", "1.1 ngrok"), ("X-Forwarded-Host", "a.ngrok.app")):
         forwarded = client.get("/sessions", headers={header: value})
         assert forwarded.status_code == 403 and "dev@localhost" not in forwarded.get_data(as_text=True), header
-    app_env(CONSOLE_SECRET="s", CONSOLE_AUTH="dev", K_SERVICE="operator-console")
+        sign_in = client.get(f"/sessions?dev_token={DEV_TOKEN}", headers={header: value})
+        assert sign_in.status_code == 403 and "Set-Cookie" not in sign_in.headers, header
+    remote = client.get(f"/sessions?dev_token={DEV_TOKEN}", environ_overrides={"REMOTE_ADDR": "10.1.2.3"})
+    assert remote.status_code == 403 and "Set-Cookie" not in remote.headers
+
+
+def test_the_dev_token_is_never_logged_nor_shown(dev_console, db, settings, order_id, captured_logs):
+    place(db, settings, order_id)
+    bodies = [dev_console.get(f"/sessions?dev_token={DEV_TOKEN}-wrong"), dev_console.get("/sessions"),
+              dev_console.get(f"/sessions?dev_token={DEV_TOKEN}"), dev_console.get("/sessions"),
+              dev_console.get(f"/orders/{order_id}")]
+    assert [r.status_code for r in bodies] == [403, 403, 303, 200, 200]
+    for response in bodies:
+        assert DEV_TOKEN not in response.get_data(as_text=True)
+        assert DEV_TOKEN not in str(response.headers)
+    assert captured_logs.getvalue() and DEV_TOKEN not in captured_logs.getvalue()
+
+
+def test_the_dev_console_does_not_start_without_its_token_and_never_on_cloud_run(app_env, monkeypatch, db,
+                                                                                 settings, order_id):
+    from shared import bootstrap
+    from shared.errors import ConfigError
+
+    place(db, settings, order_id)
+    for token in (None, "", "too-short-0123456789"):
+        app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", FUNCTION_TARGET="operator_console")
+        if token is None:
+            monkeypatch.delenv("CONSOLE_DEV_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("CONSOLE_DEV_TOKEN", token)
+        with pytest.raises(ConfigError) as error:
+            bootstrap.check_at_start("operator_console", "CONSOLE_SECRET")
+        assert error.value.variable == "CONSOLE_DEV_TOKEN" and "CONSOLE_AUTH=dev" in str(error.value)
+        monkeypatch.delenv("FUNCTION_TARGET")
+        bootstrap.reset()
+        response = client_for("operator_console").get("/sessions")
+        assert response.status_code == 503 and order_id not in response.get_data(as_text=True)
+    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", CONSOLE_DEV_TOKEN=DEV_TOKEN, K_SERVICE="operator-console")
     response = client_for("operator_console").get("/sessions")
     assert response.status_code == 503 and "dev@localhost" not in response.get_data(as_text=True)
+    response = client_for("operator_console").get(f"/sessions?dev_token={DEV_TOKEN}")
+    assert response.status_code == 503 and "Set-Cookie" not in response.headers
 
 
 def test_every_page_carries_the_security_headers(console, keys, db, settings, order_id):
@@ -587,12 +697,21 @@ def test_the_provider_page_exists_only_on_local_stacks(console, keys, app_env, d
         conn.execute(text("UPDATE verification_sessions SET veriff_session_id = :s WHERE order_id = :o"),
                      {"s": f"sess-{order_id}", "o": order_id})
     assert console.get(f"/verify/sess-{order_id}", headers=as_alice(keys)).status_code == 404  # IAP: cloud
-    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", LOCAL_INTAKE_URL="http://127.0.0.1:9")
+    app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", CONSOLE_DEV_TOKEN=DEV_TOKEN,
+            LOCAL_INTAKE_URL="http://127.0.0.1:9")
     local = client_for("operator_console")
+    # The customer's browser opens the emailed link without the console's sign-in cookie.
     page = local.get(f"/verify/sess-{order_id}")
     assert page.status_code == 200 and order_id in page.get_data(as_text=True)
     assert local.get("/verify/sess-unknown").status_code == 404
     assert local.post(f"/verify/sess-{order_id}", data={"decision": "approved"}).status_code == 403
+    sent = local.post(f"/verify/sess-{order_id}", data={"decision": "approved", "dob": "1990-01-01",
+                                                        "csrf": csrf_of(page.get_data(as_text=True))})
+    assert sent.status_code == 503  # it tried the (closed) local intake: past the identity and CSRF
+    assert local.get("/sessions").status_code == 403  # and the stand-in opens no console page
+    # ... from this machine only, as the console.
+    assert local.get(f"/verify/sess-{order_id}", environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 403
+    assert local.get(f"/verify/sess-{order_id}", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 403
 
 
 def test_provider_page_body_is_a_veriff_decision_for_that_session():

@@ -100,9 +100,10 @@ def test_iam_auth_needs_no_password():
 
 def test_secrets_stay_out_of_repr():
     settings = Settings.from_env({**BASE, "VERIFF_SHARED_SECRET": "s3cr3t-value",
-                                  "DB_PASSWORD": "pw-value", "REFUND_API_TOKEN": "tok-value"})
+                                  "DB_PASSWORD": "pw-value", "REFUND_API_TOKEN": "tok-value",
+                                  "CONSOLE_AUTH": "dev", "CONSOLE_DEV_TOKEN": "dev-token-value-" + "d" * 20})
     shown = repr(settings)
-    for secret in ("s3cr3t-value", "pw-value", "tok-value"):
+    for secret in ("s3cr3t-value", "pw-value", "tok-value", "dev-token-value-"):
         assert secret not in shown
 
 
@@ -122,6 +123,11 @@ def test_require_names_missing_variable():
     (RefundSettings, {"REFUND_BACKEND": "http", "REFUND_API_URL": "http://x"}, "REFUND_API_TOKEN"),
     (InboundSettings, {"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
     (ConsoleSettings, {"CONSOLE_AUTH": "dev", "K_SERVICE": "operator-console"}, "CONSOLE_AUTH"),
+    (ConsoleSettings, {"CONSOLE_AUTH": "dev", "CONSOLE_DEV_TOKEN": "x" * 40, "K_SERVICE": "operator-console"},
+     "CONSOLE_AUTH"),
+    (ConsoleSettings, {"CONSOLE_AUTH": "dev"}, "CONSOLE_DEV_TOKEN"),
+    (ConsoleSettings, {"CONSOLE_AUTH": "dev", "CONSOLE_DEV_TOKEN": "  "}, "CONSOLE_DEV_TOKEN"),
+    (ConsoleSettings, {"CONSOLE_AUTH": "dev", "CONSOLE_DEV_TOKEN": "x" * 31}, "CONSOLE_DEV_TOKEN"),
 ])
 def test_each_section_validates_itself_naming_the_variable(section, env, variable):
     with pytest.raises(ConfigError) as error:
@@ -168,7 +174,7 @@ def test_backends_and_console_auth_are_read_as_their_enums_whatever_the_case():
     from shared.config import ConsoleAuth, EmailBackend, EventsBackend, RefundBackend, TasksBackend
 
     settings = Settings.from_env({**BASE, "TASKS_BACKEND": "LOCAL", "EMAIL_BACKEND": "Smtp",
-                                  "REFUND_BACKEND": "manual", "CONSOLE_AUTH": "dev"})
+                                  "REFUND_BACKEND": "manual", "CONSOLE_AUTH": "dev", "CONSOLE_DEV_TOKEN": "t" * 32})
     assert settings.tasks.backend is TasksBackend.LOCAL
     assert settings.events.backend is EventsBackend.LOCAL
     assert settings.email.backend is EmailBackend.SMTP

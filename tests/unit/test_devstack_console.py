@@ -95,3 +95,20 @@ def test_the_stack_gives_each_function_every_secret_the_table_says_it_reads(tmp_
     for function in DEPLOYED:
         missing = {v for v in function.secret_variables(local) if not env.get(v)}
         assert not missing, f"{function.entry_point} would not start locally without {missing}"
+
+
+def test_each_run_makes_its_own_console_sign_in_token_and_prints_the_url_with_it(tmp_path, monkeypatch, capsys):
+    import devstack.run as run
+    from shared.config import ConsoleSettings
+
+    monkeypatch.setattr(run, "LOCAL", tmp_path)
+    monkeypatch.delenv("CONSOLE_DEV_TOKEN", raising=False)
+    database = "postgresql+pg8000://postgres@127.0.0.1:1/verification"
+    first, second = run._environment(8080, database), run._environment(8080, database)
+    token = first["CONSOLE_DEV_TOKEN"]
+    assert len(token) >= 43 and token != second["CONSOLE_DEV_TOKEN"]  # secrets.token_urlsafe(32), per run
+    assert ConsoleSettings.from_env(first).dev_token == token  # what the console then requires
+    run._print_banner(8080, first, database, 10)
+    assert f"http://127.0.0.1:8086/sessions?dev_token={token}" in capsys.readouterr().out
+    monkeypatch.setenv("CONSOLE_DEV_TOKEN", "given-" + "g" * 40)
+    assert run._environment(8080, database)["CONSOLE_DEV_TOKEN"] == "given-" + "g" * 40
