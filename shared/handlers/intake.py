@@ -312,7 +312,7 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
         if record_unknown:  # a cancellation: serialised with the paid delivery it may race
             sessions.lock_order(uow.conn, order_id)
         moved = sessions.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
-                                  fresh_link=rule.fresh_link, decided_at=decided_at)
+                                     fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
             status = sessions.session_status(uow.conn, order_id)
             if status is not None or record_unknown:

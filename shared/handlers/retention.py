@@ -43,7 +43,7 @@ def close_open(db: Database, settings: Settings, *, now: datetime, stores: Store
         closed = []
         for order_id in due:
             if sessions.move_status(uow.conn, order_id, tuple(RETENTION_CLOSED.from_statuses),
-                                 RETENTION_CLOSED.to_status) is None:
+                                    RETENTION_CLOSED.to_status) is None:
                 continue
             fx = uow.effects(order_id, actor=ACTOR)
             apply_effects(uow, fx, RETENTION_CLOSED, {}, stores)

@@ -59,7 +59,7 @@ def perform(db: Database, settings: Settings, stores: StoreRegistry, msg: StoreA
         store_actions.skip_store_action(db, msg.order_id, msg.action, msg.connector, "not_configured")
         return Result(ResultStatus.IGNORED, msg.order_id, f"connector {msg.connector} does not {kind}")
     claim = store_actions.claim_store_action(db, msg.order_id, msg.action, msg.connector,
-                                     settings.lifecycle.email_lease.total_seconds())
+                                             settings.lifecycle.email_lease.total_seconds())
     outcome = claim["outcome"]
     if outcome == "busy":
         raise TransientError("this store action is in flight, or waits for the order's hold", component="store")
@@ -93,7 +93,8 @@ def _own_id(key: str) -> str:
 def _record_done(db: Database, stores: StoreRegistry, msg: StoreAction, kind: StoreActionKind,
                  result: ActionResult, *, reason: str | None, now: datetime) -> Result:
     with UnitOfWork(db, now=now) as uow:
-        if not store_actions.finish_store_action(uow.conn, msg.order_id, msg.action, msg.connector, dict(result.detail)):
+        if not store_actions.finish_store_action(uow.conn, msg.order_id, msg.action, msg.connector,
+                                                 dict(result.detail)):
             return Result(ResultStatus.DUPLICATE, msg.order_id, f"store action {kind} recorded by another attempt")
         fx = uow.effects(msg.order_id, actor=f"store:{msg.connector}")
         if not stores.acts(msg.connector):
@@ -102,7 +103,7 @@ def _record_done(db: Database, stores: StoreRegistry, msg: StoreAction, kind: St
         else:
             fx.event(DONE_EVENTS[kind], action=str(kind), connector=msg.connector, already=result.already)
             if kind is StoreActionKind.CANCEL_AND_REFUND and claims.close_store_refund(uow.conn, msg.order_id,
-                                                                                      "refunded"):
+                                                                                       "refunded"):
                 fx.event(Event.REFUND_COMPLETED, reason=reason or "", by=msg.connector)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, msg.order_id, f"{kind} done")

@@ -48,14 +48,14 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         fx = uow.effects(order_id, actor=actor)
         moved = sessions.move_status(uow.conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status,
-                                  due_by=now, link_sent=True)
+                                     due_by=now, link_sent=True)
         if moved is not None:
             countdowns.mark_deadline_fired(uow.conn, order_id)
             apply_effects(uow, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()}, stores)
             uow.commit()
             return Result(ResultStatus.ACCEPTED, order_id)
         held = sessions.move_status(uow.conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
-                                 due_by=now, link_sent=False)
+                                    due_by=now, link_sent=False)
         if held is None:
             return Result(ResultStatus.IGNORED, order_id, "not pending, or the deadline is later")
         countdowns.mark_deadline_fired(uow.conn, order_id)
