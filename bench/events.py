@@ -132,7 +132,7 @@ def print_publisher(figures: PublisherFigures) -> None:
 def relay_throughput(db, project: str, *, orders: int = 1000) -> tuple[int, float]:
     """Outbox rows (3 messages per order, as an order webhook writes) relayed to the emulator."""
     from shared.adapters.tasks import LocalTaskScheduler
-    from shared.db import store
+    from shared.db import outbox
     from shared.domain.model import Email, Event
     from shared.domain.effects import Effects
     from shared.handlers.relay import relay
@@ -149,7 +149,7 @@ def relay_throughput(db, project: str, *, orders: int = 1000) -> tuple[int, floa
             fx.event(Event.VERIFICATION_REQUESTED)
             fx.email(Email.LINK)
             rows.extend(fx.outbox)
-        store.write_effects(conn, [], rows)
+        outbox.write_effects(conn, [], rows)
     started = time.perf_counter()
     report = relay(db, LocalTaskScheduler(db, "http://127.0.0.1:9/"), publisher, budget_seconds=600)
     elapsed = time.perf_counter() - started

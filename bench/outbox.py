@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from bench._common import database
 from shared.ports import Outcome
-from shared.db import store
+from shared.db import outbox
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import ensure_schema
@@ -131,7 +131,7 @@ def explain(db: Database, sql: str, params: dict) -> str:
 def drain(db: Database) -> tuple[int, float, list[float]]:
     """Rows delivered, seconds, and each batch claim's milliseconds."""
     claims: list[float] = []
-    real_claim = store.claim_outbox
+    real_claim = outbox.claim_outbox
 
     def timed_claim(*args, **kwargs):
         started = time.perf_counter()
@@ -139,7 +139,7 @@ def drain(db: Database) -> tuple[int, float, list[float]]:
         claims.append((time.perf_counter() - started) * 1000)
         return rows
 
-    store.claim_outbox = timed_claim
+    outbox.claim_outbox = timed_claim
     try:
         delivered = 0
         started = time.perf_counter()
@@ -150,7 +150,7 @@ def drain(db: Database) -> tuple[int, float, list[float]]:
                 break
         elapsed = time.perf_counter() - started
     finally:
-        store.claim_outbox = real_claim
+        outbox.claim_outbox = real_claim
     return delivered, elapsed, claims
 
 
@@ -170,8 +170,8 @@ def main() -> None:
             try:
                 built = fill(db, HISTORY if history else [], orders=args.orders, delivered=args.delivered)
                 fill(db, [BACKLOG], orders=backlog_orders)
-                plan_due = explain(db, store._CLAIM_ALL, {"n": relay.BATCH, "lease": 60})
-                plan_order = explain(db, store._CLAIM_ORDERS, {"n": relay.BATCH, "lease": 60,
+                plan_due = explain(db, outbox._CLAIM_ALL, {"n": relay.BATCH, "lease": 60})
+                plan_order = explain(db, outbox._CLAIM_ORDERS, {"n": relay.BATCH, "lease": 60,
                                                                "orders": [f"backlog-{backlog_orders // 2}"]})
                 delivered, seconds, claims = drain(db)
                 with db.read() as conn:

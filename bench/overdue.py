@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 
 from bench._common import database
-from shared.db import store
+from shared.db import redrive
 
 INDEX = "verification_sessions_pending_deadline"
 
@@ -48,7 +48,7 @@ def overdue_query_cost(db, runs: int = 200) -> dict:
     for _ in range(runs):
         started = time.perf_counter()
         with db.read() as conn:
-            found = store.overdue_sessions(conn, cutoff, 500)
+            found = redrive.overdue_sessions(conn, cutoff, 500)
         timings.append((time.perf_counter() - started) * 1000)
     timings.sort()
     execution = [line for line in plan.splitlines() if "Execution Time" in line]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from shared.db import store
+from shared.db import claims, sessions
 
 
 def bind_provider_session(db, order_id: str, session_id: str) -> None:
     """The provider session the link email created (decisions refer to it)."""
     with db.transaction() as conn:
-        store.set_provider_session(conn, order_id, session_id, f"https://veriff.example/{session_id}")
+        sessions.set_provider_session(conn, order_id, session_id, f"https://veriff.example/{session_id}")
 
 
 def mark_link_sent(db, order_id: str) -> None:
     """The link email went out (only then may the deadline expire the session)."""
-    assert store.claim_email(db, order_id, "link", 0, lease_seconds=300) in ("claimed", "sent")
+    assert claims.claim_email(db, order_id, "link", 0, lease_seconds=300) in ("claimed", "sent")
     with db.transaction() as conn:
-        store.finish_email(conn, order_id, "link", 0, "sent")
+        claims.finish_email(conn, order_id, "link", 0, "sent")

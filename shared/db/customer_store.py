@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from shared.db import store
+from shared.db import claims
 
 
 def reusable_record(conn: Connection, customer_key: str, now: datetime) -> dict[str, Any] | None:
@@ -40,7 +40,7 @@ def open_reused_session(conn: Connection, params: dict[str, Any]) -> tuple[bool,
     """(new delivery, new session): the delivery claimed and the session inserted `verified`,
     as `place_order` does for a pending one (a repeat of the delivery or a known order opens
     nothing; the caller records the duplicate)."""
-    if not store.claim_delivery(conn, params["provider"], params["event_id"], params["order_id"]):
+    if not claims.claim_delivery(conn, params["provider"], params["event_id"], params["order_id"]):
         return False, False
     opened = conn.execute(
         text("""

@@ -63,7 +63,7 @@ _TRANSITIONS = {
     "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at")),
     "store_actions": TableGrant(insert=True),
 }
-# The store action's claim, outcome and re-drive (shared.db.store.claim_store_action and after).
+# The store action's claim, outcome and re-drive (shared.db.store_actions and shared.db.redrive).
 _STORE_ACTION_CLAIM = ("state", "attempts", "lease_until", "finished_at", "detail", "error_code")
 
 # Verify once (DESIGN.md 3b): the intake reads a record with the order (FOR SHARE needs an

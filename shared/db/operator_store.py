@@ -2,7 +2,7 @@
 an operator's note on the event of their action).
 
 Each is a conditional UPDATE that reports whether it applied; the caller writes its
-event-log and outbox rows in the same transaction (`store.write_effects`).
+event-log and outbox rows in the same transaction (`outbox.write_effects`).
 """
 
 from __future__ import annotations

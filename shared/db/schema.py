@@ -101,7 +101,7 @@ verification_sessions = Table(
     Column("veriff_session_id", Text),
     Column("veriff_url", Text),
     Column("refund_status", Text),
-    _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see store.claim_refund)
+    _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see claims.claim_refund)
     # v21: when a refund was last asked of REFUND_BACKEND for this session: set by the transition
     # that owes one (`Transition.refund`, in `apply_effects`), moved on by each re-drive of a lost
     # request. NULL: none was asked (none owed, or the store's own connector refunds).

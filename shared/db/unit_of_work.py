@@ -22,7 +22,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from shared.db import operator_store, store
+from shared.db import operator_store, outbox
 from shared.db.database import Database
 from shared.domain.effects import Effects
 
@@ -85,13 +85,13 @@ class UnitOfWork:
     def commit(self) -> None:
         """Write the collected rows (one statement) and commit."""
         events = [row for fx in self._effects for row in fx.events]
-        outbox = [row for fx in self._effects for row in fx.outbox]
+        outbox_rows = [row for fx in self._effects for row in fx.outbox]
         timers = [row for fx in self._effects for row in fx.timers]
         actions = [row for fx in self._effects for row in fx.store_actions]
-        store.write_effects(self.conn, events, outbox, timers, actions)
+        outbox.write_effects(self.conn, events, outbox_rows, timers, actions)
         notes = [row for fx in self._effects for row in fx.notes]
         if notes:  # an operator's notes (v17): only the console's role writes them
             operator_store.write_notes(self.conn, notes)
         self._transaction.commit()
         self.committed = True
-        report_committed([row.order_id for row in outbox])
+        report_committed([row.order_id for row in outbox_rows])

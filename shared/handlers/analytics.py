@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from shared import log as logctx
-from shared.db import reads, store
+from shared.db import analytics_store, claims, reads
 from shared.db.database import Database
 from shared.domain.messages import EventMessage
 from shared.domain.model import EMAILS, Email, Event
@@ -70,13 +70,13 @@ def record_event(db: Database, event: EventMessage) -> Result:
     metrics = metrics_of(event)
     metric = metrics[0] if metrics else None
     with db.transaction() as conn:
-        if not store.claim_message(conn, "record_analytics", event.id):
+        if not claims.claim_message(conn, "record_analytics", event.id):
             return Result(ResultStatus.DUPLICATE, event.order_id, "event already counted")
         for each in metrics:
-            store.bump_funnel(conn, day, each)
+            analytics_store.bump_funnel(conn, day, each)
         seconds = event.data.get("seconds_to_verify")
         if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
-            store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
+            analytics_store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
     tell(event)  # once per event, as it is counted
     return Result(ResultStatus.ACCEPTED, event.order_id, metric)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import customer_store, operator_store, store
+from shared.db import customer_store, operator_store, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain import customers, reasons
@@ -61,7 +61,7 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
         for session in found:
             if session["status"] not in OPEN:
                 continue
-            moved = store.move_status(uow.conn, session["order_id"], tuple(ERASED.from_statuses), ERASED.to_status)
+            moved = sessions.move_status(uow.conn, session["order_id"], tuple(ERASED.from_statuses), ERASED.to_status)
             if moved is not None:
                 apply_effects(uow, uow.effects(session["order_id"], actor=actor(operator)), ERASED, {"manual": True},
                               stores)

@@ -13,7 +13,7 @@ from email.errors import MessageError
 from typing import Any
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import claims, sessions, store_actions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain import keys
@@ -43,7 +43,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     kind = job.kind
     spec = email_spec(kind)
     with db.read() as conn:
-        session = store.load_session(conn, job.order_id)
+        session = sessions.load_session(conn, job.order_id)
     if session is None:
         return Result(ResultStatus.IGNORED, job.order_id, "unknown order")
     if not spec.sendable(session["status"]):
@@ -51,7 +51,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     if session["customer_email"] is None:
         return Result(ResultStatus.IGNORED, job.order_id, "customer erased (past RETENTION)")
     lease = settings.lifecycle.email_lease.total_seconds()
-    claim = store.claim_email(db, job.order_id, kind, job.reminder_index, lease)
+    claim = claims.claim_email(db, job.order_id, kind, job.reminder_index, lease)
     if claim is EmailClaim.SENDING:
         raise TransientError("this email is being sent by another attempt", component="email")
     if claim is not EmailClaim.CLAIMED:
@@ -64,7 +64,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             if not url:
                 created = provider.create_session(job.order_id)
                 with db.transaction() as conn:
-                    _, url = store.set_provider_session(conn, job.order_id, created.session_id, created.url)
+                    _, url = sessions.set_provider_session(conn, job.order_id, created.session_id, created.url)
         # The customer is told the store's own order id, never our session key. Every send of
         # this claim's email (a retry after a crash lost its record) has one Message-ID; a new
         # link (the operator's resend) makes a new email.
@@ -87,7 +87,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
         refused = exc
     except BaseException:
         with db.transaction() as conn:
-            store.release_email(conn, job.order_id, kind, job.reminder_index)
+            claims.release_email(conn, job.order_id, kind, job.reminder_index)
         raise
     if refused is not None:  # no retry can help (nor a re-drive of the link): an operator must
         log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__,
@@ -107,7 +107,7 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
 def _release_asked(db: Database, order_id: str) -> bool:
     """Whether the order's own store connector was asked to release it (and did not refuse)."""
     with db.read() as conn:
-        return store.release_asked(conn, order_id)
+        return store_actions.release_asked(conn, order_id)
 
 
 def _record_sent(db: Database, job: EmailJob, now: datetime, *, lease: float) -> Result:
@@ -134,7 +134,7 @@ _FINISHED = {EmailClaim.SENT: ResultStatus.SENT, EmailClaim.SKIPPED: ResultStatu
 def _finish_email(db: Database, job: EmailJob, now: datetime, state: EmailClaim, event: Event,
                   **details: Any) -> Result:
     with UnitOfWork(db, now=now) as uow:
-        store.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, str(state))
+        claims.finish_email(uow.conn, job.order_id, job.kind, job.reminder_index, str(state))
         uow.effects(job.order_id, actor="send_customer_email").event(
             event, kind=job.kind, reminder_index=job.reminder_index, **details)
         uow.commit()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from shared.config import Settings
-from shared.db import customer_store, store
+from shared.db import claims, countdowns, customer_store, sessions
 from shared.db.database import Database
 from shared.domain import customers, keys, reasons
 from shared.domain.messages import (
@@ -80,8 +80,8 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         # (DESIGN.md 3b): the record is read and used in this same transaction.
         with UnitOfWork(db, now=now, request_id=request_id) as uow:
             if keys.is_namespaced(cmd.provider):
-                store.lock_order(uow.conn, cmd.order_id)
-            cancelled = keys.is_namespaced(cmd.provider) and store.cancelled_without_session(uow.conn, cmd.order_id)
+                sessions.lock_order(uow.conn, cmd.order_id)
+            cancelled = keys.is_namespaced(cmd.provider) and sessions.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
                 claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores,
                                                         tell_returning=settings.reuse.returning_email)
@@ -91,7 +91,7 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
                                                                 reason="cancelled_by_store"),
                                   now=now, request_id=request_id)
     else:  # the fast path (a guest, or verify once off): one prepared statement, its own transaction
-        claimed, opened = store.place_order(db, params)
+        claimed, opened = sessions.place_order(db, params)
     if opened:
         report_committed([cmd.order_id])
         return Result(ResultStatus.ACCEPTED, cmd.order_id)
@@ -111,7 +111,7 @@ def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
     is queued in the same transaction, once: a repeat of the order opens nothing."""
     record = customer and customer_store.reusable_record(uow.conn, customer.customer_key, now)
     if not record:
-        claimed, opened = store.place_order_in(uow.conn, params)
+        claimed, opened = sessions.place_order_in(uow.conn, params)
         if opened and customer is not None:
             customer_store.set_session_keys(uow.conn, cmd.order_id, customer.customer_key, customer.email_key)
         return claimed, opened
@@ -131,7 +131,7 @@ def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
 
 def _record_stale(db: Database, cmd: OrderPlaced, *, now: datetime, request_id: str | None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
+        if not claims.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
             uow.commit()  # the repeat is counted
             return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
         uow.effects(cmd.order_id, actor=cmd.provider).event(
@@ -200,7 +200,7 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
         if stopped:
             return stopped
         if cmd.kind is ProviderEventKind.SUBMITTED:
-            hold = store.hold_for_decision(uow.conn, order_id, now, settings.lifecycle.decision_grace)
+            hold = sessions.hold_for_decision(uow.conn, order_id, now, settings.lifecycle.decision_grace)
             if hold is not None:
                 details["decision_due_by"] = hold.isoformat()
         fx.event(PROVIDER_EVENTS[cmd.kind], **details)
@@ -212,7 +212,7 @@ def record_ignored(db: Database, settings: Settings, cmd: IgnoredDelivery, *, no
                    request_id: str | None = None) -> Result:
     """A delivery the service does not act on (a walk-in sale, a return): recorded once, answered 200."""
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        if not store.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
+        if not claims.claim_delivery(uow.conn, cmd.provider, cmd.event_id, cmd.order_id):
             uow.commit()  # the repeat is counted
             return Result(ResultStatus.DUPLICATE, cmd.order_id, "event already received")
         uow.effects(cmd.order_id, actor=cmd.provider).event(
@@ -264,7 +264,7 @@ def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
     """The session key a provider delivery is for. `vendorData` is the key, except on a provider
     session opened before keys had a source (schema v8), whose vendorData is a Lightspeed sale's
     bare id: the provider session we recorded for it tells which session it is."""
-    owner = store.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), session_id)
+    owner = sessions.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), session_id)
     return owner or vendor_data
 
 
@@ -274,14 +274,14 @@ def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, 
 
     A Result when the input stops here (duplicate, unknown order, unknown or superseded
     session: recorded and committed, nothing changed); None to go on."""
-    if not store.claim_delivery(uow.conn, provider, event_id, order_id):
+    if not claims.claim_delivery(uow.conn, provider, event_id, order_id):
         uow.commit()  # the repeat is counted
         return Result(ResultStatus.DUPLICATE, order_id, "event already received")
-    status = store.session_status(uow.conn, order_id)
+    status = sessions.session_status(uow.conn, order_id)
     if status is None:
         uow.commit()
         return Result(ResultStatus.IGNORED, order_id, "unknown order")
-    binding = SessionBinding(store.provider_session_state(uow.conn, order_id, session_id))
+    binding = SessionBinding(sessions.provider_session_state(uow.conn, order_id, session_id))
     if binding is SessionBinding.CURRENT:
         return None
     reason = f"{binding}_session"
@@ -306,15 +306,15 @@ def _transition(db: Database, provider: str, event_id: str, order_id: str, rule:
                                       ignored_event, details)
             if stopped:
                 return stopped
-        elif not store.claim_delivery(uow.conn, provider, event_id, order_id):
+        elif not claims.claim_delivery(uow.conn, provider, event_id, order_id):
             uow.commit()  # the repeat is counted
             return Result(ResultStatus.DUPLICATE, order_id, "event already received")
         if record_unknown:  # a cancellation: serialised with the paid delivery it may race
-            store.lock_order(uow.conn, order_id)
-        moved = store.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
-                                  fresh_link=rule.fresh_link, decided_at=decided_at)
+            sessions.lock_order(uow.conn, order_id)
+        moved = sessions.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
+                                     fresh_link=rule.fresh_link, decided_at=decided_at)
         if moved is None:
-            status = store.session_status(uow.conn, order_id)
+            status = sessions.session_status(uow.conn, order_id)
             if status is not None or record_unknown:
                 fx.event(ignored_event, status=status or "unknown", **details)
             uow.commit()
@@ -343,13 +343,13 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
     if rule.cancel_timers:
-        for name in store.cancel_timers(uow.conn, fx.order_id):
+        for name in countdowns.cancel_timers(uow.conn, fx.order_id):
             fx.unschedule(name)
     source = keys.ref(fx.order_id).source
     if rule.refund and stores.refunds(source):
         fx.event(Event.REFUND_REQUESTED, reason=rule.refund_reason, by=source)
     elif rule.refund:  # owed (ERASED too): recorded on the session, so the sweep re-drives a lost request
-        store.record_refund_request(uow.conn, fx.order_id)
+        claims.record_refund_request(uow.conn, fx.order_id)
         fx.refund(reason=rule.refund_reason)
     action = rule.store_action
     if action:

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import redrive
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 
@@ -20,9 +20,9 @@ def redrive_lost_work(db: Database, settings: Settings, *, now: datetime, limit:
     again (the claims make a repeat harmless). Returns how many were enqueued."""
     lease = settings.lifecycle.email_lease.total_seconds()
     with UnitOfWork(db, now=now) as uow:
-        emails = store.emails_to_redrive(uow.conn, lease, limit)
-        refunds = store.refunds_to_redrive(uow.conn, lease, limit)
-        actions = store.store_actions_to_redrive(uow.conn, lease, limit)
+        emails = redrive.emails_to_redrive(uow.conn, lease, limit)
+        refunds = redrive.refunds_to_redrive(uow.conn, lease, limit)
+        actions = redrive.store_actions_to_redrive(uow.conn, lease, limit)
         for order_id, kind, reminder_index in emails:
             uow.effects(order_id, actor="sweeper").email(kind, reminder_index)
         for order_id, reason in refunds:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import claims, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.messages import OrderAction
@@ -29,14 +29,14 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
     that finds the lease passed (a crash) takes it over and calls again with the same
     Idempotency-Key, so the store's API sees one refund whatever happens here."""
     with db.read() as conn:
-        status = store.session_status(conn, action.order_id)
+        status = sessions.session_status(conn, action.order_id)
     if status is None:
         return Result(ResultStatus.IGNORED, action.order_id, "unknown order")
     # A session closed because its customer was forgotten (`erased`) was never verified: its
     # order is refunded too (a store's own cancellation asks for none).
     if status not in REFUNDABLE and not (status == Status.CANCELLED and action.reason == ERASED.reason):
         return Result(ResultStatus.IGNORED, action.order_id, f"not refunded: session is {status}")
-    claim = store.claim_refund(db, action.order_id, settings.lifecycle.email_lease.total_seconds())
+    claim = claims.claim_refund(db, action.order_id, settings.lifecycle.email_lease.total_seconds())
     if claim is RefundClaim.REQUESTED:
         raise TransientError("this refund is being requested by another attempt", component="refund")
     if claim is not RefundClaim.CLAIMED:
@@ -45,10 +45,10 @@ def request_refund(db: Database, settings: Settings, gateway: RefundGateway, act
         result = gateway.refund(action.order_id, idempotency_key=f"refund-{action.order_id}",
                                 reason=action.reason)
     except BaseException:
-        store.release_refund(db, action.order_id)
+        claims.release_refund(db, action.order_id)
         raise
     with UnitOfWork(db, now=now) as uow:
-        if store.set_refund_status(uow.conn, action.order_id, str(result)):
+        if claims.set_refund_status(uow.conn, action.order_id, str(result)):
             uow.effects(action.order_id, actor="request_refund").event(REFUND_EVENTS[result], reason=action.reason)
             uow.commit()
     return Result(ResultStatus.ACCEPTED, action.order_id, str(result))

@@ -36,7 +36,7 @@ from enum import StrEnum
 
 from shared import trace as tracing
 from shared.ports import EventPublisher, OutgoingMessage, TaskScheduler, TimerTask
-from shared.db import store
+from shared.db import outbox
 from shared.db.database import Database
 from shared.domain.rows import OutboxKind
 from shared.errors import ConfigError, ServiceError, TransientError
@@ -54,7 +54,7 @@ CALL_THREADS = 8
 
 
 class Delivery(StrEnum):
-    """A leased row's outcome, as `store.record_outbox_outcomes` records it."""
+    """A leased row's outcome, as `outbox.record_outbox_outcomes` records it."""
 
     DELIVERED = "delivered"
     FAILED = "failed"  # retried after a backoff
@@ -86,11 +86,11 @@ def relay(db: Database, scheduler: TaskScheduler, publisher: EventPublisher, *,
     report = RelayReport()
     stop_at = time.monotonic() + budget_seconds
     while time.monotonic() < stop_at:
-        rows = store.claim_outbox(db, batch, LEASE_SECONDS, order_ids)
+        rows = outbox.claim_outbox(db, batch, LEASE_SECONDS, order_ids)
         if not rows:
             break
         outcomes = _deliver(rows, scheduler, publisher, stop_at)
-        store.record_outbox_outcomes(db, outcomes)
+        outbox.record_outbox_outcomes(db, outcomes)
         batch_report = RelayReport(*(sum(o["outcome"] is kind for o in outcomes)
                                      for kind in (Delivery.DELIVERED, Delivery.FAILED, Delivery.DEAD)))
         kinds = {row["id"]: str(row["kind"]) for row in rows}

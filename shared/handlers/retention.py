@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 
 from shared.config import Settings, TasksBackend
-from shared.db import customer_store, retention, store
+from shared.db import customer_store, retention, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.model import RETENTION_CLOSED, Event
@@ -42,8 +42,8 @@ def close_open(db: Database, settings: Settings, *, now: datetime, stores: Store
         due = retention.open_past_retention(uow.conn, now - settings.retention.sessions, limit)
         closed = []
         for order_id in due:
-            if store.move_status(uow.conn, order_id, tuple(RETENTION_CLOSED.from_statuses),
-                                 RETENTION_CLOSED.to_status) is None:
+            if sessions.move_status(uow.conn, order_id, tuple(RETENTION_CLOSED.from_statuses),
+                                    RETENTION_CLOSED.to_status) is None:
                 continue
             fx = uow.effects(order_id, actor=ACTOR)
             apply_effects(uow, fx, RETENTION_CLOSED, {}, stores)

@@ -2,7 +2,7 @@
 connector, once (DESIGN.md 4b).
 
 The transition that asks for the action wrote its claim row (`store_actions`, due) and its
-message in one transaction. Here the claim is leased before the call (`store.claim_store_action`:
+message in one transaction. Here the claim is leased before the call (`store_actions.claim_store_action`:
 a release or cancel waits for the order's hold, and never runs after the opposite one), the
 connector is called with no transaction open, and its outcome is recorded with its event:
 
@@ -24,7 +24,7 @@ import logging
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import claims, store_actions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.messages import StoreAction
@@ -56,10 +56,10 @@ def perform(db: Database, settings: Settings, stores: StoreRegistry, msg: StoreA
     kind = StoreActionKind(msg.action)
     connector = stores.connector(msg.connector)
     if connector is None or kind not in connector.actions:
-        store.skip_store_action(db, msg.order_id, msg.action, msg.connector, "not_configured")
+        store_actions.skip_store_action(db, msg.order_id, msg.action, msg.connector, "not_configured")
         return Result(ResultStatus.IGNORED, msg.order_id, f"connector {msg.connector} does not {kind}")
-    claim = store.claim_store_action(db, msg.order_id, msg.action, msg.connector,
-                                     settings.lifecycle.email_lease.total_seconds())
+    claim = store_actions.claim_store_action(db, msg.order_id, msg.action, msg.connector,
+                                             settings.lifecycle.email_lease.total_seconds())
     outcome = claim["outcome"]
     if outcome == "busy":
         raise TransientError("this store action is in flight, or waits for the order's hold", component="store")
@@ -76,10 +76,10 @@ def perform(db: Database, settings: Settings, stores: StoreRegistry, msg: StoreA
         return _record_refusal(db, stores, msg, kind, exc.store_code, now=now)
     except StoreUnavailable as exc:
         wait = max(exc.retry_after or 0.0, backoff_seconds(attempts))
-        store.postpone_store_action(db, msg.order_id, msg.action, msg.connector, attempts, wait)
+        store_actions.postpone_store_action(db, msg.order_id, msg.action, msg.connector, attempts, wait)
         raise
     except BaseException:
-        store.postpone_store_action(db, msg.order_id, msg.action, msg.connector, attempts, 0)
+        store_actions.postpone_store_action(db, msg.order_id, msg.action, msg.connector, attempts, 0)
         raise
     return _record_done(db, stores, msg, kind, result, reason=claim["reason"], now=now)
 
@@ -93,7 +93,8 @@ def _own_id(key: str) -> str:
 def _record_done(db: Database, stores: StoreRegistry, msg: StoreAction, kind: StoreActionKind,
                  result: ActionResult, *, reason: str | None, now: datetime) -> Result:
     with UnitOfWork(db, now=now) as uow:
-        if not store.finish_store_action(uow.conn, msg.order_id, msg.action, msg.connector, dict(result.detail)):
+        if not store_actions.finish_store_action(uow.conn, msg.order_id, msg.action, msg.connector,
+                                                 dict(result.detail)):
             return Result(ResultStatus.DUPLICATE, msg.order_id, f"store action {kind} recorded by another attempt")
         fx = uow.effects(msg.order_id, actor=f"store:{msg.connector}")
         if not stores.acts(msg.connector):
@@ -101,8 +102,8 @@ def _record_done(db: Database, stores: StoreRegistry, msg: StoreAction, kind: St
                      **({"type": result.detail["type"]} if "type" in result.detail else {}))
         else:
             fx.event(DONE_EVENTS[kind], action=str(kind), connector=msg.connector, already=result.already)
-            if kind is StoreActionKind.CANCEL_AND_REFUND and store.close_store_refund(uow.conn, msg.order_id,
-                                                                                      "refunded"):
+            if kind is StoreActionKind.CANCEL_AND_REFUND and claims.close_store_refund(uow.conn, msg.order_id,
+                                                                                       "refunded"):
                 fx.event(Event.REFUND_COMPLETED, reason=reason or "", by=msg.connector)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, msg.order_id, f"{kind} done")
@@ -111,12 +112,12 @@ def _record_done(db: Database, stores: StoreRegistry, msg: StoreAction, kind: St
 def _record_refusal(db: Database, stores: StoreRegistry, msg: StoreAction, kind: StoreActionKind, code: str, *,
                     now: datetime) -> Result:
     with UnitOfWork(db, now=now) as uow:
-        if not store.fail_store_action(uow.conn, msg.order_id, msg.action, msg.connector, code):
+        if not store_actions.fail_store_action(uow.conn, msg.order_id, msg.action, msg.connector, code):
             return Result(ResultStatus.DUPLICATE, msg.order_id, f"store action {kind} recorded by another attempt")
         fx = uow.effects(msg.order_id, actor=f"store:{msg.connector}")
         fx.event(Event.STORE_ACTION_FAILED, action=str(kind), connector=msg.connector, code=code)
         if (kind is StoreActionKind.CANCEL_AND_REFUND and stores.acts(msg.connector)
-                and store.close_store_refund(uow.conn, msg.order_id, "manual")):
+                and claims.close_store_refund(uow.conn, msg.order_id, "manual")):
             fx.event(Event.REFUND_MANUAL, reason="store_refused", by=msg.connector)
         uow.commit()
     # The line the `store_action_failures` metric counts (infra/monitoring): the code only, never the store's text.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.config import Settings
-from shared.db import store
+from shared.db import countdowns, redrive, sessions
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
 from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, Status, TimerKind, timers_for
@@ -30,7 +30,7 @@ def fire(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | 
 def send_reminder(db: Database, timer: TimerPayload, *, now: datetime, request_id: str | None,
                   stores: StoreRegistry = NO_STORES) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        if not store.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
+        if not countdowns.fire_reminder(uow.conn, timer.order_id, timer.reminder_index, timer.deadline_version):
             return Result(ResultStatus.IGNORED, timer.order_id,
                           "reminder already sent, cancelled, or session not pending or submitted")
         fx = uow.effects(timer.order_id, actor="timer")
@@ -47,18 +47,18 @@ def expire(db: Database, order_id: str, *, now: datetime, request_id: str | None
     machine: the session goes to a person (`in_review`, reason `link_not_sent`)."""
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         fx = uow.effects(order_id, actor=actor)
-        moved = store.move_status(uow.conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status,
-                                  due_by=now, link_sent=True)
+        moved = sessions.move_status(uow.conn, order_id, DEADLINE.from_statuses, DEADLINE.to_status,
+                                     due_by=now, link_sent=True)
         if moved is not None:
-            store.mark_deadline_fired(uow.conn, order_id)
+            countdowns.mark_deadline_fired(uow.conn, order_id)
             apply_effects(uow, fx, DEADLINE, {"deadline": moved["deadline"].isoformat()}, stores)
             uow.commit()
             return Result(ResultStatus.ACCEPTED, order_id)
-        held = store.move_status(uow.conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
-                                 due_by=now, link_sent=False)
+        held = sessions.move_status(uow.conn, order_id, LINK_NOT_SENT.from_statuses, LINK_NOT_SENT.to_status,
+                                    due_by=now, link_sent=False)
         if held is None:
             return Result(ResultStatus.IGNORED, order_id, "not pending, or the deadline is later")
-        store.mark_deadline_fired(uow.conn, order_id)
+        countdowns.mark_deadline_fired(uow.conn, order_id)
         apply_effects(uow, fx, LINK_NOT_SENT, {"deadline": held["deadline"].isoformat()}, stores)
         uow.commit()
     log.warning("deadline passed but the link email was never sent: session held for review",
@@ -91,7 +91,7 @@ def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500,
     Each session on its own: one that fails (bad data, a lost connection) is counted and
     logged, and the others are still expired."""
     with db.read() as conn:
-        overdue = store.overdue_sessions(conn, now - grace, limit)
+        overdue = redrive.overdue_sessions(conn, now - grace, limit)
     report = ExpiryReport()
     for order_id in overdue:
         try:
@@ -108,11 +108,11 @@ def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: d
                     now: datetime, actor: str) -> Result:
     """Operator action: a later deadline, a new deadline timer; the old timer becomes a no-op."""
     with UnitOfWork(db, now=now) as uow:
-        row = store.extend_deadline(uow.conn, order_id, deadline)
+        row = sessions.extend_deadline(uow.conn, order_id, deadline)
         if row is None:
             return Result(ResultStatus.IGNORED, order_id, "session closed, or the deadline is not later")
         fx = uow.effects(order_id, actor=actor)
-        for name in store.cancel_timers(uow.conn, order_id, kind=TimerKind.DEADLINE):
+        for name in countdowns.cancel_timers(uow.conn, order_id, kind=TimerKind.DEADLINE):
             fx.unschedule(name)
         fx.schedule(timers_for(now, deadline, (), version=row["deadline_version"])[-1])
         fx.event(Event.DEADLINE_EXTENDED, deadline=deadline.isoformat())

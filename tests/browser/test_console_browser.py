@@ -126,7 +126,7 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, console_page,
     from datetime import datetime, timezone
 
     from shared.adapters.tasks import LocalTaskScheduler
-    from shared.db import health, store
+    from shared.db import health, outbox
     from shared.domain.rows import OutboxKind, OutboxRow
     from shared.handlers import relay
     from tests.integration.test_timers_and_relay import RecordingPublisher
@@ -134,7 +134,7 @@ def test_the_system_page_shows_a_parked_row_and_leads_to_it(stack, console_page,
     order_id = f"parked-{uuid.uuid4().hex[:8]}"
     refused = f"woocommerce:9{uuid.uuid4().int % 10**9}"
     with db.transaction() as conn:
-        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
+        outbox.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
             "name": "not a valid task name!", "schedule_time": datetime.now(timezone.utc).isoformat(),
             "body": {"v": 1}})])
         conn.execute(text("INSERT INTO store_actions (order_id, action, connector, requested_at, state, error_code, "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.adapters.veriff import LocalVerificationProvider
-from shared.db import store
+from shared.db import outbox
 from shared.domain.messages import EmailJob
 from shared.domain.rows import OutboxKind, OutboxRow
 from shared.errors import TransientError
@@ -86,7 +86,7 @@ def test_every_metric_file_has_a_test_here():
 def test_a_parked_row_is_counted_by_kind_and_error_class(db, scheduler, captured_logs):  # noqa: F811
     order_id = f"dead-{uuid.uuid4().hex[:8]}"
     with db.transaction() as conn:
-        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
+        outbox.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
             "name": "not a valid task name!", "schedule_time": NOW.isoformat(), "body": {"v": 1}})])
 
     try:
@@ -219,7 +219,7 @@ def test_a_5xx_is_counted_as_such(app_env, captured_logs):
 def test_each_sweep_reports_the_outbox_backlog_and_its_oldest_row(app_env, db, captured_logs):
     order_id = f"old-{uuid.uuid4().hex[:8]}"
     with db.transaction() as conn:  # an undelivered row waiting since an hour (its retry far off)
-        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_DELETE, order_id, {"name": "t-" + order_id})])
+        outbox.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_DELETE, order_id, {"name": "t-" + order_id})])
         conn.exec_driver_sql("UPDATE outbox SET created_at = now() - interval '1 hour', "
                              "available_at = now() + interval '1 hour' WHERE order_id = %s", (order_id,))
 

@@ -20,7 +20,7 @@ from devstack.outcome_receiver import OutcomeReceiver
 from devstack.signing import lightspeed_body, lightspeed_headers, lightspeed_sale
 from shared import bootstrap
 from shared.console import actions as console_actions
-from shared.db import operator_store, reads, store
+from shared.db import operator_store, reads, sessions, store_actions
 from shared.stores import registry
 from shared.stores.base import ActionResult, StoreActionKind, StoreRefused, StoreUnavailable
 from tests.conftest import LIGHTSPEED_SECRET
@@ -191,7 +191,7 @@ def test_expired_is_cancelled_and_refunded_by_the_store_exactly_once(intake, pum
     assert [e["by"] for e in events(db, order_id, "refund.completed")] == ["orders"]
     assert refund_requests(db, order_id) == 0  # the store refunds: REFUND_BACKEND is not asked
     with db.read() as conn:
-        assert store.load_session(conn, order_id)["refund_status"] == "refunded"
+        assert sessions.load_session(conn, order_id)["refund_status"] == "refunded"
 
 
 def test_an_underage_decline_is_cancelled_and_refunded(intake, pump, shop, receiver, db, order_id):
@@ -222,7 +222,7 @@ def test_the_store_cancels_first_the_session_is_cancelled_and_no_cancel_or_refun
         pump(key)
 
     with db.read() as conn:
-        assert store.session_status(conn, key) == "cancelled"
+        assert sessions.session_status(conn, key) == "cancelled"
     assert sales.kinds(key) == ["hold"]  # no cancel, no refund
     assert receiver.types(sale_id) == ["order.held", "order.cancelled"]  # the store's own id
     assert {call["source"] for call in receiver.calls[sale_id]} == {"lightspeed"}
@@ -262,7 +262,7 @@ def test_a_crash_between_the_call_and_its_record_is_re_driven_and_recorded_once(
     pump = Pump(db, client_for("request_refund", "cloudevent"))
     opened(intake, db, order_id)
     # An attempt claimed the hold, the store placed it, and the attempt died before recording it.
-    claim = store.claim_store_action(db, order_id, "hold", "orders", lease_seconds=1)
+    claim = store_actions.claim_store_action(db, order_id, "hold", "orders", lease_seconds=1)
     assert claim["outcome"] == "claimed"
     shop.perform(StoreActionKind.HOLD, type("Order", (), {"key": order_id, "state": {}, "reason": None})())
     pump.seen.update(row_id for row_id, _ in pump.messages(order_id))  # its message was taken
@@ -293,7 +293,7 @@ def test_a_refusal_is_recorded_with_its_code_and_the_order_needs_attention(intak
     assert failed == [{"action": "cancel_and_refund", "connector": "orders", "code": "ORDER_ALREADY_FULFILLED"}]
     assert action_states(db, order_id)[("cancel_and_refund", "orders")] == "failed"
     with db.read() as conn:
-        assert store.load_session(conn, order_id)["refund_status"] == "manual"  # a person refunds
+        assert sessions.load_session(conn, order_id)["refund_status"] == "manual"  # a person refunds
         listed, _ = reads.list_sessions(conn, reads.SessionFilter(attention=True, query=order_id),
                                         bootstrap.container().clock.now())
     assert [row["order_id"] for row in listed] == [order_id]
@@ -357,27 +357,27 @@ def _ask(db, order_id, *actions):
 
 def test_a_release_never_runs_after_a_cancel_nor_a_cancel_after_a_release(db, order_id):
     _ask(db, order_id, "cancel_and_refund", "release")
-    assert store.claim_store_action(db, order_id, "cancel_and_refund", "orders", 300)["outcome"] == "claimed"
-    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "superseded"
-    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "skipped"
+    assert store_actions.claim_store_action(db, order_id, "cancel_and_refund", "orders", 300)["outcome"] == "claimed"
+    assert store_actions.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "superseded"
+    assert store_actions.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "skipped"
 
     other = f"{order_id}-b"
     _ask(db, other, "release", "cancel_and_refund")
-    claim = store.claim_store_action(db, other, "release", "orders", 300)
+    claim = store_actions.claim_store_action(db, other, "release", "orders", 300)
     with db.transaction() as conn:
-        assert store.finish_store_action(conn, other, "release", "orders", {})
+        assert store_actions.finish_store_action(conn, other, "release", "orders", {})
     assert claim["outcome"] == "claimed"
-    assert store.claim_store_action(db, other, "cancel_and_refund", "orders", 300)["outcome"] == "superseded"
+    assert store_actions.claim_store_action(db, other, "cancel_and_refund", "orders", 300)["outcome"] == "superseded"
 
 
 def test_a_release_or_cancel_waits_for_the_hold_it_undoes(db, order_id):
     _ask(db, order_id, "hold", "release")
-    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "busy"  # hold due
-    assert store.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "claimed"
-    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "busy"  # in flight
+    assert store_actions.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "busy"  # hold due
+    assert store_actions.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "claimed"
+    assert store_actions.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "busy"  # in flight
     with db.transaction() as conn:
-        assert store.finish_store_action(conn, order_id, "hold", "orders", {"hold_ids": ["h1"]})
-    claim = store.claim_store_action(db, order_id, "release", "orders", 300)
+        assert store_actions.finish_store_action(conn, order_id, "hold", "orders", {"hold_ids": ["h1"]})
+    claim = store_actions.claim_store_action(db, order_id, "release", "orders", 300)
     assert claim["outcome"] == "claimed" and claim["state"] == {"hold_ids": ["h1"]}
 
 
@@ -468,13 +468,13 @@ def test_the_funnel_counts_refunds_the_store_made(intake, pump, shop, db, order_
 def test_a_hold_never_runs_once_the_orders_outcome_action_ran(db, order_id):
     # e.g. an operator retries a refused hold after the order was released: it would hold it for good.
     _ask(db, order_id, "hold", "release")
-    assert store.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "claimed"
+    assert store_actions.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "claimed"
     with db.transaction() as conn:
-        assert store.fail_store_action(conn, order_id, "hold", "orders", "HOLD_NOT_ALLOWED")
-    assert store.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "claimed"
+        assert store_actions.fail_store_action(conn, order_id, "hold", "orders", "HOLD_NOT_ALLOWED")
+    assert store_actions.claim_store_action(db, order_id, "release", "orders", 300)["outcome"] == "claimed"
     with db.transaction() as conn:
         operator_store.retry_store_action(conn, order_id, "hold", "orders")
-    assert store.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "superseded"
+    assert store_actions.claim_store_action(db, order_id, "hold", "orders", 300)["outcome"] == "superseded"
 
 
 def test_a_store_action_failing_five_times_running_needs_attention(intake, pump, shop, db, order_id):
@@ -498,7 +498,7 @@ def test_forgetting_a_customer_cancels_and_refunds_their_held_order_in_the_store
     opened(intake, db, order_id)
     pump(order_id)
     with db.read() as conn:
-        email = store.load_session(conn, order_id)["customer_email"]
+        email = sessions.load_session(conn, order_id)["customer_email"]
 
     erasure = console_actions.forget(bootstrap.container(), email, "alice@example.com")
 
@@ -508,7 +508,7 @@ def test_forgetting_a_customer_cancels_and_refunds_their_held_order_in_the_store
     assert [reason for kind, key, _, reason in shop.calls if kind == "cancel_and_refund"] == ["erased"]
     assert refund_requests(db, order_id) == 0  # the store refunds: nothing goes to REFUND_BACKEND
     with db.read() as conn:
-        session = store.load_session(conn, order_id)
+        session = sessions.load_session(conn, order_id)
     assert (session["status"], session["customer_email"]) == ("cancelled", None)
 
 

@@ -21,7 +21,7 @@ from devstack.stores.shopify import ShopifyStandIn
 from devstack.stores.woocommerce import WooCommerceStandIn
 from shared import bootstrap
 from shared.console import actions as console_actions
-from shared.db import store
+from shared.db import sessions
 from tests.functions.conftest import client_for
 from tests.functions.test_age_rule_and_binding import approve
 from tests.functions.test_store_actions import ADULT, MINOR, Pump, action_states, events, expire, refund_requests
@@ -210,7 +210,7 @@ def test_expired_is_cancelled_and_refunded_once_even_delivered_twice_and_re_driv
     assert action_states(db, key)[("cancel_and_refund", shop.name)] == "done"
     assert refund_requests(db, key) == 0  # the store refunded: REFUND_BACKEND is not asked
     with db.read() as conn:
-        session = store.load_session(conn, key)
+        session = sessions.load_session(conn, key)
     assert (session["status"], session["refund_status"]) == ("expired", "refunded")
     if shop.name == "woocommerce":
         assert shop.standin.refund_count(number) == 1 and shop.standin.order(number)["status"] == "cancelled"
@@ -228,7 +228,7 @@ def test_declined_as_underage_is_cancelled_and_refunded(shop, intake, pump, db, 
     assert shop.cancels(number) == 1 and shop.refunds(number) == 1 and shop.releases(number) == 0
     assert len(events(db, key, "store.cancelled")) == 1
     with db.read() as conn:
-        assert store.session_status(conn, key) == "declined"
+        assert sessions.session_status(conn, key) == "declined"
 
 
 def test_the_store_cancels_first_and_is_asked_for_no_cancel_or_refund(shop, intake, pump, db, number):
@@ -240,7 +240,7 @@ def test_the_store_cancels_first_and_is_asked_for_no_cancel_or_refund(shop, inta
     pump(key)
 
     with db.read() as conn:
-        assert store.session_status(conn, key) == "cancelled"
+        assert sessions.session_status(conn, key) == "cancelled"
     assert shop.holds_placed(number) >= 1  # the hold went; then nothing more
     assert shop.cancels(number) == 0 and shop.refunds(number) == 0 and shop.releases(number) == 0
     if shop.name == "woocommerce":

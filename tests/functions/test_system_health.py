@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 
-from shared.db import health, store
+from shared.db import health, outbox
 from shared.domain.rows import OutboxKind, OutboxRow
 from shared.handlers import relay, timers
 from tests.fakes.http_server import FakeHttpServer, Reply
@@ -47,7 +47,7 @@ def make_trouble(app_env, db, settings, scheduler) -> dict[str, str]:
     ids = {"parked": f"parked-{tag}", "old": f"old-{tag}", "review": f"review-{tag}",
            "refund": f"refund-{tag}", "task": f"gave-up-{tag}", "store": f"shopify:9{int(tag, 16)}"}
     with db.transaction() as conn:
-        store.write_effects(conn, [], [
+        outbox.write_effects(conn, [], [
             OutboxRow(OutboxKind.TASK_CREATE, ids["parked"], {
                 "name": "not a valid task name!", "schedule_time": NOW.isoformat(), "body": {"v": 1}}),
             OutboxRow(OutboxKind.TASK_DELETE, ids["old"], {"name": "t-" + tag})])

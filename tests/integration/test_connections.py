@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.config import DatabaseSettings
-from shared.db import store
+from shared.db import sessions
 from shared.db.database import Database
 from shared.db.engine import _ssl_context_for, make_engine
 from shared.domain.messages import OrderPlaced
@@ -86,7 +86,7 @@ def query_pid(db, pid) -> bool:
 
 def test_a_value_the_prepared_statement_cannot_store_is_typed_and_the_pool_goes_on(tiny_db, settings, order_id):
     with pytest.raises(InvalidField):
-        store.place_order(tiny_db, {"provider": "orders", "event_id": f"m-{order_id}", "order_id": order_id,
+        sessions.place_order(tiny_db, {"provider": "orders", "event_id": f"m-{order_id}", "order_id": order_id,
                                     "customer_email": "a@example.com", "ordered_at": "not a time",
                                     "deadline": "not a time", "events": [], "timers": [], "outbox": []})
     assert place(tiny_db, settings, order_id) == "accepted"

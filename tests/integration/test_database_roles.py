@@ -522,7 +522,9 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
     # Each function that writes a store action (intake: hold; timer: cancel), performs one
     # (request-refund), re-drives one (sweep), shows and retries one (console) and reads whether
     # the store was asked to release (email) does it under its own role.
-    from shared.db import reads, store
+    from shared.db import reads
+    from shared.db.redrive import store_actions_to_redrive
+    from shared.db.store_actions import release_asked
     from shared.domain.messages import StoreAction
     from shared.handlers import operator, store_actions
     from shared.stores.base import ActionResult, StoreActionKind, StoreRefused
@@ -555,7 +557,7 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
                                  now=T0).detail == "hold done"
 
     with as_role("send-customer-email").read() as conn:
-        assert store.release_asked(conn, order) is False
+        assert release_asked(conn, order) is False
 
     email_db = as_role("send-customer-email")
     sent = []
@@ -572,7 +574,7 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
 
     sweep_db = as_role("sweep")
     with sweep_db.transaction() as conn:
-        store.store_actions_to_redrive(conn, 0, 10)
+        store_actions_to_redrive(conn, 0, 10)
     redrive.redrive_lost_work(sweep_db, settings_for(cluster.url(members["sweep"])), now=T0 + timedelta(days=4))
 
     console_db = as_role("operator-console")

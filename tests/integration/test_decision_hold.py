@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import text
 
-from shared.db import store
+from shared.db import redrive
 from shared.domain.messages import OrderPlaced, ProviderDecision, ProviderEvent, TimerPayload
 from shared.domain.model import Decision, ProviderEventKind
 from shared.handlers import intake, timers
@@ -38,7 +38,7 @@ def fire_deadline(db, order_id, at):
 
 def overdue(db, order_id, now, sweep_grace=timedelta(minutes=5)) -> bool:
     with db.read() as conn:
-        return order_id in store.overdue_sessions(conn, now - sweep_grace, 1_000_000)
+        return order_id in redrive.overdue_sessions(conn, now - sweep_grace, 1_000_000)
 
 
 def status_of(db, order_id):

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from shared.domain.messages import OrderPlaced, ProviderDecision, StoreCancelled
 from shared.domain.model import Decision
-from shared.db import store
+from shared.db import sessions
 from shared.handlers import intake
 from tests.sessions import bind_provider_session
 
@@ -122,7 +122,7 @@ def test_a_void_racing_the_paid_sale_it_cancels_opens_nothing(db, settings, orde
     key = f"lightspeed:{order_id}"
     now = datetime.now(timezone.utc)
     checked, placed = threading.Event(), threading.Event()
-    real_status = store.session_status
+    real_status = sessions.session_status
 
     def held_status(conn, oid):
         status = real_status(conn, oid)
@@ -131,7 +131,7 @@ def test_a_void_racing_the_paid_sale_it_cancels_opens_nothing(db, settings, orde
             placed.wait(2)  # the CLOSED runs now, unless the void's lock holds it back
         return status
 
-    monkeypatch.setattr(store, "session_status", held_status)
+    monkeypatch.setattr(sessions, "session_status", held_status)
     voided = []
     void = threading.Thread(name="void", target=lambda: voided.append(intake.cancel_order(
         db, settings, StoreCancelled("lightspeed", f"{order_id}:VOIDED:2", key), now=now)))

@@ -11,7 +11,7 @@ import uuid
 from sqlalchemy import text
 
 from shared.config import Settings
-from shared.db import migrate, store
+from shared.db import migrate, redrive
 from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import LATEST, ensure_schema
@@ -60,10 +60,10 @@ def test_a_database_before_v21_learns_which_sessions_are_owed_a_refund(fresh_dat
                         "settled-1": False, "shopify:9": False}
 
         with db.transaction() as conn:
-            redriven = sorted(store.refunds_to_redrive(conn, 300.0, 100))
+            redriven = sorted(redrive.refunds_to_redrive(conn, 300.0, 100))
         assert redriven == [("declined-1", "underage"), ("erased-1", "erased"), ("lightspeed:erased-2", "erased")]
         with db.transaction() as conn:  # once a lease
-            assert store.refunds_to_redrive(conn, 300.0, 100) == []
+            assert redrive.refunds_to_redrive(conn, 300.0, 100) == []
         with db.transaction() as conn:  # the step again changes nothing (a new database runs it after v1)
             migrate._refund_requested_at(conn)
         assert ensure_schema(db) == LATEST

@@ -31,12 +31,12 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
     longer (extended, in review); the email claims stay, so a reused index is never sent."""
     from datetime import timedelta
 
-    from shared.db import retention, store
+    from shared.db import claims, retention
     from shared.handlers import operator
 
     placed = NOW - timedelta(days=10)
     intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=placed)
-    assert store.claim_email(db, order_id, "link", 0, 60) == "claimed"  # the first link email was sent
+    assert claims.claim_email(db, order_id, "link", 0, 60) == "claimed"  # the first link email was sent
     with db.transaction() as conn:
         conn.execute(text("UPDATE email_sends SET state = 'sent', sent_at = :t WHERE order_id = :o"),
                      {"o": order_id, "t": placed})
@@ -48,7 +48,7 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
         keys = conn.execute(text("SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
                                  "AND payload->>'topic' = 'customer-emails'"), {"o": order_id}).scalars().all()
     assert keys == [f"{order_id}:link:1"]
-    assert store.claim_email(db, order_id, "link", 1, 60) == "claimed"  # a new email, not "already sent"
+    assert claims.claim_email(db, order_id, "link", 1, 60) == "claimed"  # a new email, not "already sent"
 
 
 def test_two_operators_resending_at_once_send_one_new_link(db, settings, order_id):

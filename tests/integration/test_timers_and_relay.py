@@ -19,7 +19,7 @@ from sqlalchemy import text
 from shared.ports import Outcome, TimerTask
 from shared.adapters.tasks import LocalTaskScheduler
 from shared.domain.rows import OutboxKind, OutboxRow
-from shared.db import store
+from shared.db import outbox
 from shared.domain.messages import OrderPlaced, ProviderDecision, TimerPayload
 from shared.domain.model import Decision
 from shared.handlers import intake, relay, timers
@@ -233,16 +233,16 @@ def test_crash_between_create_and_mark_then_relay_again_makes_one_task(db, setti
                                                                        monkeypatch):
     place(db, settings, order_id)
     counting = CountingScheduler(scheduler)
-    real_mark = store.record_outbox_outcomes
+    real_mark = outbox.record_outbox_outcomes
 
     def crash(*args, **kwargs):
         raise RuntimeError("instance killed after delivering, before marking")
 
-    monkeypatch.setattr(store, "record_outbox_outcomes", crash)
+    monkeypatch.setattr(outbox, "record_outbox_outcomes", crash)
     with pytest.raises(RuntimeError):
         relay.relay(db, counting, RecordingPublisher(), order_ids=[order_id])
     assert outbox_left(db, [order_id]) == 5  # nothing marked delivered
-    monkeypatch.setattr(store, "record_outbox_outcomes", real_mark)
+    monkeypatch.setattr(outbox, "record_outbox_outcomes", real_mark)
     # The dead relay's rows stay leased (no other relay takes them) until the lease ends.
     assert relay.relay(db, counting, RecordingPublisher(), order_ids=[order_id]).delivered == 0
     with db.transaction() as conn:
@@ -265,7 +265,7 @@ def test_two_concurrent_relays_deliver_500_rows_once_each(db, settings, schedule
             "name": f"{tag}-{o}-{k}", "schedule_time": (T0 + timedelta(days=1)).isoformat(),
             "body": {"v": 1, "order_id": o, "kind": "deadline", "reminder_index": 0, "deadline_version": 1}})
             for o in orders for k in ("a", "b")]
-        store.write_effects(conn, [], rows)
+        outbox.write_effects(conn, [], rows)
     counting = CountingScheduler(scheduler)
     barrier = threading.Barrier(2)
 
@@ -413,7 +413,7 @@ def test_sweeper_respects_the_grace_period(db, settings, order_id):
 def test_a_row_that_can_never_be_delivered_is_parked_not_retried(db, scheduler):
     order_id = f"dead-{uuid.uuid4().hex[:8]}"
     with db.transaction() as conn:
-        store.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
+        outbox.write_effects(conn, [], [OutboxRow(OutboxKind.TASK_CREATE, order_id, {
             "name": "not a valid task name!", "schedule_time": T0.isoformat(), "body": {"v": 1}})])
     report = relay.relay(db, scheduler, RecordingPublisher(), order_ids=[order_id])
     assert (report.delivered, report.failed, report.dead) == (0, 0, 1)

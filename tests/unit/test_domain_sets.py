@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.db import reads, retention, schema, store
+from shared.db import reads, redrive, retention, schema
 from shared.domain.messages import TOPICS
 from shared.stores.base import StoreActionKind
 from shared.domain.model import (
@@ -111,8 +111,8 @@ def test_the_sql_is_built_from_the_sets():
                 if i.name == "verification_sessions_refund_owed")
     # Owed a refund: what the refunding transition recorded, not a list of statuses (an erasure
     # closes `cancelled` and owes one; a store's cancellation closes `cancelled` and owes none).
-    assert owed == schema.REFUND_OWED and schema.REFUND_OWED in store._REFUNDS_TO_REDRIVE.text
-    assert "status IN" not in store._REFUNDS_TO_REDRIVE.text
+    assert owed == schema.REFUND_OWED and schema.REFUND_OWED in redrive._REFUNDS_TO_REDRIVE.text
+    assert "status IN" not in redrive._REFUNDS_TO_REDRIVE.text
     assert retention._CLOSED == schema.sql_in("status", TERMINAL)
     assert reads.OPEN.text == schema.sql_in("verification_sessions.status", OPEN)
     checks = {c.name: schema.allowed_values(c) for table in schema.metadata.tables.values()

@@ -9,7 +9,7 @@ from dataclasses import fields
 
 import pytest
 
-from shared.db import store
+from shared.db import outbox
 from shared.db.functions import PLACE_ORDER
 from shared.db.recordsets import TABLES, insert_from_json
 from shared.domain.rows import ROW_TYPES
@@ -31,7 +31,7 @@ def test_both_writers_insert_exactly_the_fields(row_type):
     statement = insert_from_json(row_type, "SOURCE")
     inserted = re.search(r"INSERT INTO \w+ \(([^)]*)\)", statement).group(1).split(", ")
     assert inserted == [f.name for f in fields(row_type)]
-    assert statement.split("SOURCE")[0] in str(store._write_effects_statement((row_type,)))
+    assert statement.split("SOURCE")[0] in str(outbox._write_effects_statement((row_type,)))
     assert statement.replace("SOURCE", f"p->'{_json_key(row_type)}'") in PLACE_ORDER
 
 

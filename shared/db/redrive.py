@@ -1,0 +1,109 @@
+"""The sweeper's queries for work a crash or a lost message left behind: pending sessions past
+their deadline (a lost timer), emails never sent or left `sending`, refunds asked for and never
+settled, store actions unfinished. Each finds a bounded batch; the ones that mark a row re-driven
+do so in the same statement, so a row comes back at most once a lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shared.db.schema import REFUND_OWED, sql_in
+from shared.domain.messages import TOPIC_EMAILS
+from shared.domain.model import EMAILS, STORE_ACTION_OPEN, Email, Event
+
+
+def overdue_sessions(conn: Connection, cutoff: datetime, limit: int) -> list[str]:
+    """Pending sessions whose deadline is before `cutoff` (served by the partial index)."""
+    return list(conn.execute(
+        text("""
+            SELECT order_id FROM verification_sessions
+            WHERE status = 'pending' AND deadline <= :cutoff
+              AND coalesce(decision_hold_until, deadline) <= :cutoff
+            ORDER BY deadline LIMIT :n
+        """),
+        {"cutoff": cutoff, "n": limit},
+    ).scalars())
+
+
+_EMAILS_TO_REDRIVE = text(f"""
+    SELECT s.order_id, '{Email.LINK}' AS kind, 0 AS reminder_index
+    FROM verification_sessions s
+    WHERE s.status = 'pending' AND s.created_at < now() - make_interval(secs => :lease)
+      AND NOT EXISTS (SELECT 1 FROM email_sends e
+                      WHERE e.order_id = s.order_id AND e.kind = '{Email.LINK}'
+                        AND (e.state <> 'sending' OR e.claimed_at >= now() - make_interval(secs => :lease)))
+      AND NOT EXISTS (SELECT 1 FROM outbox o
+                      WHERE o.order_id = s.order_id AND o.delivered_at IS NULL AND o.dead_at IS NULL
+                        AND o.kind = 'publish' AND o.payload->>'topic' = '{TOPIC_EMAILS}')
+    UNION
+    SELECT e.order_id, e.kind, e.reminder_index
+    FROM email_sends e JOIN verification_sessions s ON s.order_id = e.order_id
+    WHERE e.state = 'sending' AND e.kind <> '{Email.LINK}' AND e.claimed_at < now() - make_interval(secs => :lease)
+      AND s.erased_at IS NULL AND e.kind || ':' || s.status = ANY(:sendable)
+    LIMIT :n
+""")
+
+# Each email kind with each status it may still go out in (`EmailSpec.sendable_in`), as
+# `kind:status`: a claim left `sending` for a session that can no longer take its email (a
+# reminder of a session since verified, a customer erased) is not re-driven, since its job would
+# be ignored and the claim stay `sending`, enqueued again by every sweep.
+_SENDABLE = sorted(f"{kind}:{status}" for kind, spec in EMAILS.items() for status in spec.sendable_in)
+
+
+def emails_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, int]]:
+    """Emails a crash may have lost: pending sessions whose link was never sent (and is not on
+    its way in the outbox), and claims left `sending` past their lease that their session can
+    still take."""
+    return [tuple(r) for r in conn.execute(_EMAILS_TO_REDRIVE,
+                                           {"lease": lease_seconds, "n": limit, "sendable": _SENDABLE})]
+
+
+_REFUNDS_TO_REDRIVE = text(f"""
+    UPDATE verification_sessions s SET refund_requested_at = now()
+    FROM (SELECT order_id FROM verification_sessions
+          WHERE {REFUND_OWED}
+            AND refund_requested_at < now() - make_interval(secs => :lease)
+            AND (refund_claimed_at IS NULL OR refund_claimed_at < now() - make_interval(secs => :lease))
+          ORDER BY refund_requested_at LIMIT :n
+          FOR UPDATE SKIP LOCKED) due
+    WHERE s.order_id = due.order_id
+    RETURNING s.order_id, coalesce(
+        (SELECT e.data->>'reason' FROM event_log e WHERE e.order_id = s.order_id AND e.type = :requested
+         ORDER BY e.id DESC LIMIT 1),
+        s.status)
+""")
+
+
+def refunds_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str]]:
+    """(order id, reason) of sessions whose refund was asked for over a lease ago and whose
+    request was lost: never claimed, given back by a failed call, or claimed by an attempt that
+    died (its lease passed). Which sessions are owed one is what their transitions recorded
+    (`claims.record_refund_request`: an erased customer's cancelled order too, never a store's own
+    cancellation), not their status. Each is re-driven at most once a lease (the request's time
+    moves on). The reason is the one the first request gave (an underage approval's `underage`,
+    an erasure's `erased`), else the status."""
+    return [tuple(r) for r in conn.execute(_REFUNDS_TO_REDRIVE, {"lease": lease_seconds, "n": limit,
+                                                                 "requested": str(Event.REFUND_REQUESTED)})]
+
+
+_STORE_ACTIONS_TO_REDRIVE = text(f"""
+    UPDATE store_actions s SET redriven_at = now()
+    FROM (SELECT order_id, action, connector FROM store_actions
+          WHERE {sql_in("state", STORE_ACTION_OPEN)}
+            AND coalesce(lease_until, created_at + make_interval(secs => :lease)) < now()
+            AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => :lease))
+          ORDER BY created_at LIMIT :n
+          FOR UPDATE SKIP LOCKED) due
+    WHERE s.order_id = due.order_id AND s.action = due.action AND s.connector = due.connector
+    RETURNING s.order_id, s.action, s.connector
+""")
+
+
+def store_actions_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, str]]:
+    """(order, action, connector) of store actions a crash or a lost message left unfinished:
+    due a lease after they were asked for, or leased past their lease (an attempt that died, or
+    a store's Retry-After that passed). Each is re-driven at most once a lease."""
+    return [tuple(r) for r in conn.execute(_STORE_ACTIONS_TO_REDRIVE, {"lease": lease_seconds, "n": limit})]
