@@ -53,6 +53,30 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def cpu_by_process() -> dict[str, int]:
+    """CPU jiffies (user + system) used so far by each process of this machine, summed by a short
+    name: the function a functions-framework process serves, else its program's name."""
+    used: dict[str, int] = {}
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{stat}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if words and words[0].startswith("postgres"):  # the server and its backends
+            words = ["postgres"]
+        name = words[words.index("--target") + 1] if "--target" in words else (
+            next((w for w in words if w.startswith(("devstack.", "bench.", "tests."))), None)
+            or os.path.basename(words[0]) if words else "?")
+        used[name] = used.get(name, 0) + int(fields[11]) + int(fields[12])
+    return used
+
+
 def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     """The machine's CPU use between two `cpu_times()` readings, 0..1 of every core."""
     total = after[1] - before[1]
@@ -99,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
                     statuses[ids[index]] = type(exc).__name__
                     local.session = None
 
-            cpu_start = cpu_times()
+            cpu_start, by_process_start = cpu_times(), cpu_by_process()
             with ThreadPoolExecutor(64, thread_name_prefix="sender") as pool:
                 list(pool.map(send, range(count)))
             cpu_sending = busy_share(cpu_start, cpu_times())
+            elapsed = cpu_times()[1] - cpu_start[1]
+            by_process = {name: round((jiffies - by_process_start.get(name, 0)) / elapsed, 3)
+                          for name, jiffies in cpu_by_process().items() if elapsed}
+            by_process = dict(sorted(((n, v) for n, v in by_process.items() if v >= 0.005),
+                                     key=lambda item: -item[1]))
             first, last = min(sent_at.values()), max(sent_at.values())
             late = sum(1 for i, oid in enumerate(ids) if sent_at[oid] - (first + i / args.rate) > 0.25)
             achieved = (count - 1) / (last - first) if last > first else float("nan")
@@ -148,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 # the stand-ins and this sender) shares these cores
                 "cores": os.cpu_count(),
                 "machine CPU busy while sending (share of all cores)": cpu_sending,
+                "CPU share by process while sending": by_process,
             }
     print(f"\n== shopify_hold: {count} Shopify orders at {args.rate:g}/s for {args.seconds:g} s")
     for name, value in figures.items():

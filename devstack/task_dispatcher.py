@@ -44,8 +44,12 @@ class TaskDispatcher:
     ends and is redelivered -- at least once, as Cloud Tasks promises, never
     lost. Finishing (done, or retry later) is fenced by the attempt number.
 
-    Deliveries of one claimed batch go out concurrently on a small thread
-    pool, since timer lateness is what the local stack is judged by.
+    Deliveries go out concurrently on a small thread pool, since timer lateness
+    is what the local stack is judged by. `run_forever` keeps that pool busy: it
+    claims as many rows as there are free delivery threads and claims again as
+    soon as one frees, so one slow target (a store's 5 s timeout, a slow SMTP
+    server) holds one thread, never the deliveries claimed beside it.
+    `run_once` (for tests) claims a batch and waits for all of it.
     """
 
     def __init__(
@@ -75,9 +79,12 @@ class TaskDispatcher:
         if self.lease <= request_timeout:
             raise ValueError("lease must be longer than request_timeout, or a slow "
                              "delivery could be claimed again while still in flight")
-        self.attempts_made = 0  # deliveries attempted by run_once, for tests and benches
+        self.attempts_made = 0  # deliveries attempted, for tests and benches
         self._counter_lock = threading.Lock()
+        self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task-dispatch")
+        self._in_flight = 0  # claimed by run_forever and not yet finished
+        self._freed = threading.Condition()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
 
@@ -93,18 +100,42 @@ class TaskDispatcher:
         return len(claimed)
 
     def run_forever(self, stop_event: threading.Event) -> None:
-        """Deliver until `stop_event` is set; a failing database is logged and retried."""
+        """Deliver until `stop_event` is set, a delivery on every free thread; a failing
+        database is logged and retried."""
         while not stop_event.is_set():
+            with self._freed:
+                while self._in_flight >= self.workers and not stop_event.is_set():
+                    self._freed.wait(self.poll_interval)
+                free = self.workers - self._in_flight
+            if free <= 0:
+                continue
+            wanted = min(free, self.batch_size)
             try:
-                count = self.run_once()
+                claimed = self.queue.claim(wanted, timedelta(seconds=self.lease))
             except ServiceError as exc:
                 log.warning("task dispatcher: %s", exc)
-                count = 0
+                claimed = []
             except Exception:
                 log.exception("task dispatcher: unexpected failure")
-                count = 0
-            if count < self.batch_size:  # a full batch means more may be due right now
+                claimed = []
+            for task in claimed:
+                with self._freed:
+                    self._in_flight += 1
+                self._pool.submit(self._deliver_and_free, task)
+            if len(claimed) < wanted:  # nothing more is due right now
                 stop_event.wait(self.poll_interval)
+
+    def _deliver_and_free(self, task: Delivery) -> None:
+        try:
+            self._deliver(task)
+        except Exception:  # a bug must not leak the slot; the row's lease brings it back
+            log.exception("task dispatcher: unexpected failure delivering %s", task.name)
+        finally:
+            with self._counter_lock:
+                self.attempts_made += 1
+            with self._freed:
+                self._in_flight -= 1
+                self._freed.notify()
 
     def close(self) -> None:
         """Wait for deliveries in flight, then release threads and HTTP connections.
