@@ -136,48 +136,6 @@ def test_unsigned_webhooks_are_401_while_the_database_is_unreachable(tmp_path):
         assert secret not in public.lower()
 
 
-def garbage_requests(path: str, count: int, seed: int) -> list[tuple[str, bytes, bool]]:
-    """`count` raw requests mangled at random (seeded): the issue's shapes with a mangled byte,
-    random chunk sizes, random header lines and methods, binary noise, cut-off requests."""
-    import random
-
-    rng = random.Random(seed)
-    base = malformed_requests(path)
-    methods = ["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "CONNECT", "BREW", "P\x00ST", ""]
-    made = []
-    for n in range(count):
-        kind = n % 6
-        if kind == 0:
-            name, raw, close = rng.choice(base)
-            raw = bytearray(raw)
-            raw[rng.randrange(len(raw))] = rng.randrange(256)
-            made.append((f"mangled {name}", bytes(raw), True))
-        elif kind == 1:
-            size = rng.choice(["-1", "0x10", "fffffffffffffffff", "1;ext=\"x", " 5", "5 ", "\t3", "1e3", "g"])
-            made.append((f"chunk size {size!r}", (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                                                  f"application/json\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n"
-                                                  f"abc\r\n0\r\n\r\n").encode(), True))
-        elif kind == 2:
-            header = rng.choice(["X: \x00", ": empty-name", "X-A:\r\n b", "Content-Length: 5, 5", "Content-Length: +5",
-                                 "Transfer-Encoding: gzip, chunked", "Transfer-Encoding: chunked\r\nContent-Length: 3",
-                                 "Host: a\r\nHost: b", "X-\u00e9: 1", "Expect: 100-continue"])
-            made.append((f"header {header[:20]!r}", (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\n"
-                                                     f"Content-Length: 2\r\n\r\n{{}}").encode("utf-8"), True))
-        elif kind == 3:
-            method = rng.choice(methods)
-            version = rng.choice(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 extra", "http/1.1", "HTTP/01.1", ""])
-            made.append((f"request line {method!r} {version!r}",
-                         f"{method} {path} {version}\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode("utf-8",
-                                                                                                             "replace"),
-                         True))
-        elif kind == 4:
-            made.append(("binary noise", bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))), True))
-        else:
-            name, raw, _ = rng.choice(base)
-            made.append((f"cut {name}", raw[: rng.randrange(1, len(raw))], True))
-    return made
-
-
 def test_500_random_malformed_requests_get_no_5xx_from_any_function(database_url, db, tmp_path):
     """At least 500 raw mangled requests across the seven functions: 4xx or a closed connection,
     and no error body naming a variable, a version or the database."""
