@@ -11,8 +11,10 @@ from shared.config import Settings
 from shared.db import customer_store, operator_store, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
-from shared.domain import customers, reasons
+from shared.domain import customers, fields, reasons
 from shared.domain.model import ERASED, OPEN, Event
+from shared.domain.operator_commands import BadAction, ForgetCustomer, RevokeCustomer
+from shared.errors import PermanentError
 from shared.handlers.intake import apply_effects
 from shared.stores.registry import NO_STORES, StoreRegistry
 from shared.handlers.operator import actor
@@ -36,6 +38,10 @@ def revoke(db: Database, order_id: str, *, operator: str, reason: str, now: date
         fx.event(Event.CUSTOMER_REVOKED, reason=code, original_session=originals[0], manual=True)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
+
+
+def revoke_customer(db: Database, cmd: RevokeCustomer, *, now: datetime) -> Result:
+    return revoke(db, cmd.order_id, operator=cmd.operator, reason=cmd.reason or "", note=cmd.note, now=now)
 
 
 @dataclass(frozen=True)
@@ -73,3 +79,13 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
             Event.CUSTOMER_ERASED, sessions=erased, cancelled=len(cancelled), records=records)
         uow.commit()
     return Erasure(erased, cancelled, records)
+
+
+def forget_customer(db: Database, settings: Settings, cmd: ForgetCustomer, *, now: datetime,
+                    stores: StoreRegistry = NO_STORES) -> Erasure:
+    """`forget` for an email as typed (BadAction naming the field when it is none)."""
+    try:
+        address = fields.email(cmd.email.strip(), "email")
+    except PermanentError:
+        raise BadAction("forget needs the customer's email address", field="email") from None
+    return forget(db, settings, address, operator=cmd.operator, now=now, stores=stores)

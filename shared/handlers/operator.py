@@ -1,31 +1,90 @@
-"""Operator actions that webhooks and timers never take: resend the link, close a manual refund,
-retry a parked outbox row. Each is a conditional update whose event-log and outbox rows commit
-with it, recorded with the operator as actor; the caller relays afterwards.
+"""The operator's commands (`shared.domain.operator_commands`), from the console and the CLI
+alike through `shared.bootstrap.handle`, which relays what they committed.
 
 Verify, cancel and extend are the shared transitions (`intake.operator_action`,
-`timers.extend_deadline`); `actor` gives the one spelling of an operator for all of them.
+`timers.extend_deadline`), recorded with the operator; the actions webhooks and timers never
+take are here: resend the link, close a manual refund, retry a store action or a parked outbox
+row. Each is a conditional update whose event-log and outbox rows commit with it, recorded with
+the operator as actor; `actor` gives the one spelling of an operator for all of them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from shared.config import TIMER_HORIZON, Settings, parse_duration
 from shared.db import operator_store
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain import reasons
 from shared.domain.model import Email, Event
+from shared.domain.operator_commands import (
+    BadAction,
+    CancelOrder,
+    ExtendDeadline,
+    RecordRefund,
+    ResendLink,
+    RetryParked,
+    RetryStoreAction,
+    VerifyOrder,
+)
+from shared.errors import ConfigError
+from shared.handlers import intake, timers
 from shared.handlers.result import Result, ResultStatus
 from shared.handlers.refunds import REFUND_EVENTS
+from shared.stores.registry import NO_STORES, StoreRegistry
 
 
 RESEND_GUARD = timedelta(minutes=1)  # a resend within this of the last is a repeat, not a new link
 
 
 def actor(operator: str) -> str:
-    from shared.handlers.intake import operator_actor
+    return intake.operator_actor(operator)
 
-    return operator_actor(operator)
+
+def verify(db: Database, settings: Settings, cmd: VerifyOrder, *, now: datetime,
+           stores: StoreRegistry = NO_STORES) -> Result:
+    """The approval transition, by hand; with `age_checked`, the customer is remembered for
+    verify once (when it is on)."""
+    return intake.operator_action(db, cmd.order_id, "verify", operator=cmd.operator, now=now, reason=cmd.reason,
+                                  note=cmd.note, age_checked=cmd.age_checked,
+                                  reverify_after=settings.reuse.reverify_after, stores=stores)
+
+
+def cancel(db: Database, cmd: CancelOrder, *, now: datetime, stores: StoreRegistry = NO_STORES) -> Result:
+    """The store cancellation's transition, by hand."""
+    return intake.operator_action(db, cmd.order_id, "cancel", operator=cmd.operator, now=now, reason=cmd.reason,
+                                  note=cmd.note, stores=stores)
+
+
+def extend(db: Database, settings: Settings, cmd: ExtendDeadline, *, now: datetime) -> Result:
+    """A later deadline, `duration` from now: at most TIMER_HORIZON ahead (Cloud Tasks sets no
+    timer further), BadAction naming the field otherwise."""
+    try:
+        deadline = now + parse_duration(cmd.duration or "", "duration")
+    except (ConfigError, OverflowError):  # OverflowError: past the year 9999
+        raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
+    if deadline - now > TIMER_HORIZON:
+        raise BadAction("the new deadline must be at most 720h (30 days) from now: Cloud Tasks sets no "
+                        "timer further ahead", field="duration")
+    return timers.extend_deadline(db, settings, cmd.order_id, deadline, now=now, actor=actor(cmd.operator))
+
+
+def resend(db: Database, cmd: ResendLink, *, now: datetime) -> Result:
+    return resend_link(db, cmd.order_id, operator=cmd.operator, now=now)
+
+
+def record_refund(db: Database, cmd: RecordRefund, *, now: datetime) -> Result:
+    return close_refund(db, cmd.order_id, cmd.outcome, operator=cmd.operator, now=now, reason=cmd.reason,
+                        note=cmd.note)
+
+
+def retry_store(db: Database, cmd: RetryStoreAction, *, now: datetime) -> Result:
+    return retry_store_action(db, cmd.order_id, cmd.store_action, operator=cmd.operator, now=now)
+
+
+def retry(db: Database, cmd: RetryParked, *, now: datetime) -> list[str]:
+    return retry_parked(db, cmd.outbox_id, operator=cmd.operator, now=now)
 
 
 def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) -> Result:
