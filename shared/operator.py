@@ -435,7 +435,7 @@ def _cli_actor(c, name: str) -> str:
     """`cli:<database session user> (<name>)`: recorded apart from the console's IAP-verified
     `operator:<email>`, since `--by` (or $USER) is only what the person typing said."""
     from shared.db import operator_store
-    from shared.handlers.intake import CLI_ACTOR
+    from shared.handlers.transitions import CLI_ACTOR
 
     with c.db.read() as conn:
         user = operator_store.session_user(conn)

@@ -109,7 +109,7 @@ class Page:
     @property
     def actor(self) -> str:
         """Who the audit trail of reads names: `operator:<IAP-verified email>`, as the event log."""
-        from shared.handlers.intake import operator_actor
+        from shared.handlers.transitions import operator_actor
 
         return operator_actor(self.operator)
 

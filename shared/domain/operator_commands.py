@@ -3,7 +3,7 @@ every other command (`shared.bootstrap.handle`, `shared.handlers.registry.HANDLE
 use case, its unit of work and the relay of what it committed are the same from both.
 
 `operator` is who acts: the console's IAP-verified email, or the CLI's `cli:<database user>
-(<--by>)` (`shared.handlers.intake.operator_actor` spells the event's actor). A `reason` is a
+(<--by>)` (`shared.handlers.transitions.operator_actor` spells the event's actor). A `reason` is a
 code from the action's fixed list (`shared.domain.reasons`: BadReason for any other); a `note`
 stays in the database only."""
 

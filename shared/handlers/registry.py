@@ -30,7 +30,7 @@ from shared.domain.operator_commands import (
     RevokeCustomer,
     VerifyOrder,
 )
-from shared.handlers import analytics, customers, emails, intake, operator, refunds, store_actions, timers
+from shared.handlers import analytics, emails, intake, refunds, store_actions, timers, transitions
 from shared.handlers.result import Result
 
 # (container, command, request id) -> the use case's result
@@ -65,14 +65,14 @@ HANDLERS: dict[type, Handler] = {
     StoreAction: lambda c, cmd, rid: store_actions.perform(c.db, c.settings, c.stores, cmd, now=c.clock.now()),
     EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
     # The operator's, from the console and the CLI.
-    VerifyOrder: lambda c, cmd, rid: operator.verify(c.db, c.settings, cmd, now=c.clock.now(), stores=c.stores),
-    CancelOrder: lambda c, cmd, rid: operator.cancel(c.db, cmd, now=c.clock.now(), stores=c.stores),
-    ExtendDeadline: lambda c, cmd, rid: operator.extend(c.db, c.settings, cmd, now=c.clock.now()),
-    ResendLink: lambda c, cmd, rid: operator.resend(c.db, cmd, now=c.clock.now()),
-    RecordRefund: lambda c, cmd, rid: operator.record_refund(c.db, cmd, now=c.clock.now()),
-    RetryStoreAction: lambda c, cmd, rid: operator.retry_store(c.db, cmd, now=c.clock.now()),
-    RetryParked: lambda c, cmd, rid: operator.retry(c.db, cmd, now=c.clock.now()),
-    RevokeCustomer: lambda c, cmd, rid: customers.revoke_customer(c.db, cmd, now=c.clock.now()),
-    ForgetCustomer: lambda c, cmd, rid: customers.forget_customer(c.db, c.settings, cmd, now=c.clock.now(),
-                                                                  stores=c.stores),
+    VerifyOrder: lambda c, cmd, rid: transitions.verify(c.db, c.settings, cmd, now=c.clock.now(), stores=c.stores),
+    CancelOrder: lambda c, cmd, rid: transitions.cancel(c.db, cmd, now=c.clock.now(), stores=c.stores),
+    ExtendDeadline: lambda c, cmd, rid: transitions.extend(c.db, c.settings, cmd, now=c.clock.now()),
+    ResendLink: lambda c, cmd, rid: transitions.resend(c.db, cmd, now=c.clock.now()),
+    RecordRefund: lambda c, cmd, rid: transitions.record_refund(c.db, cmd, now=c.clock.now()),
+    RetryStoreAction: lambda c, cmd, rid: transitions.retry_store(c.db, cmd, now=c.clock.now()),
+    RetryParked: lambda c, cmd, rid: transitions.retry(c.db, cmd, now=c.clock.now()),
+    RevokeCustomer: lambda c, cmd, rid: transitions.revoke_customer(c.db, cmd, now=c.clock.now()),
+    ForgetCustomer: lambda c, cmd, rid: transitions.forget_customer(c.db, c.settings, cmd, now=c.clock.now(),
+                                                                    stores=c.stores),
 }

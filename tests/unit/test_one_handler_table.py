@@ -68,7 +68,8 @@ def test_the_console_and_the_cli_run_their_commands_through_bootstrap_handle(mon
 # What the console and the CLI may import from `shared.handlers`: reads that change nothing
 # (the funnel's counts, retention's dry run), a result's type, and the actor's one spelling.
 READS_AND_NAMES = {"shared.handlers.analytics", "shared.handlers.retention", "shared.handlers.result.Result",
-                   "shared.handlers.intake.operator_actor", "shared.handlers.intake.CLI_ACTOR"}
+                   "shared.handlers.transitions.operator_actor",
+                   "shared.handlers.transitions.CLI_ACTOR"}
 
 
 def _imported_handlers(path: Path) -> list[str]:
@@ -94,3 +95,24 @@ def test_the_console_and_the_cli_import_no_use_case_and_relay_nothing():
     assert len(modules) >= 8
     found = [hit for path in modules for hit in _imported_handlers(path)]
     assert found == [], found
+
+
+# The transition and the operator's use cases (issue 22 item 2): defined in one module.
+TRANSITION_CODE = {"apply_effects", "transition", "claim_and_bind", "operator_action", "operator_actor",
+                   "extend_deadline", "resend_link", "close_refund", "retry_store_action", "retry_parked",
+                   "revoke", "forget"}
+
+
+def test_the_transition_code_lives_in_one_module():
+    defined = {}
+    for path in sorted((ROOT / "shared" / "handlers").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            name = getattr(node, "name", "").lstrip("_")
+            if isinstance(node, ast.FunctionDef) and name in TRANSITION_CODE:
+                defined.setdefault(name, set()).add(path.name)
+    assert defined == {name: {"transitions.py"} for name in TRANSITION_CODE}
+
+
+def test_every_operator_command_is_handled_by_the_transitions_module():
+    for command in OPERATOR_COMMANDS:
+        assert "transitions." in inspect.getsource(HANDLERS[command]), command
