@@ -213,24 +213,19 @@ def operator_action(db: Database, order_id: str, action: str, *, operator: str, 
 RESEND_GUARD = timedelta(minutes=1)  # a resend within this of the last is a repeat, not a new link
 
 
-def actor(operator: str) -> str:
-    """`operator_actor`, as the operator's use cases spell it."""
-    return operator_actor(operator)
-
-
 def verify(db: Database, settings: Settings, cmd: VerifyOrder, *, now: datetime,
            stores: StoreRegistry = NO_STORES) -> Result:
     """The approval transition, by hand; with `age_checked`, the customer is remembered for
     verify once (when it is on)."""
     return operator_action(db, cmd.order_id, "verify", operator=cmd.operator, now=now, reason=cmd.reason,
-                                  note=cmd.note, age_checked=cmd.age_checked,
-                                  reverify_after=settings.reuse.reverify_after, stores=stores)
+                           note=cmd.note, age_checked=cmd.age_checked,
+                           reverify_after=settings.reuse.reverify_after, stores=stores)
 
 
 def cancel(db: Database, cmd: CancelOrder, *, now: datetime, stores: StoreRegistry = NO_STORES) -> Result:
     """The store cancellation's transition, by hand."""
     return operator_action(db, cmd.order_id, "cancel", operator=cmd.operator, now=now, reason=cmd.reason,
-                                  note=cmd.note, stores=stores)
+                           note=cmd.note, stores=stores)
 
 
 def extend(db: Database, settings: Settings, cmd: ExtendDeadline, *, now: datetime) -> Result:
@@ -243,7 +238,7 @@ def extend(db: Database, settings: Settings, cmd: ExtendDeadline, *, now: dateti
     if deadline - now > TIMER_HORIZON:
         raise BadAction("the new deadline must be at most 720h (30 days) from now: Cloud Tasks sets no "
                         "timer further ahead", field="duration")
-    return extend_deadline(db, settings, cmd.order_id, deadline, now=now, actor=actor(cmd.operator))
+    return extend_deadline(db, settings, cmd.order_id, deadline, now=now, actor=operator_actor(cmd.operator))
 
 
 def resend(db: Database, cmd: ResendLink, *, now: datetime) -> Result:
@@ -278,7 +273,7 @@ def resend_link(db: Database, order_id: str, *, operator: str, now: datetime) ->
         if last is not None and now - last < RESEND_GUARD:
             return Result(ResultStatus.IGNORED, order_id, "the link was resent less than a minute ago")
         index = operator_store.next_link_index(uow.conn, order_id)
-        fx = uow.effects(order_id, actor=actor(operator))
+        fx = uow.effects(order_id, actor=operator_actor(operator))
         fx.event(Event.LINK_RESENT, link_index=index)
         fx.email(Email.LINK, index)
         uow.commit()
@@ -300,7 +295,7 @@ def close_refund(db: Database, order_id: str, outcome: str, *, operator: str, no
         before = operator_store.close_refund(uow.conn, order_id, outcome)
         if before is None:
             return Result(ResultStatus.IGNORED, order_id, "no manual refund open for this order")
-        fx = uow.effects(order_id, actor=actor(operator))
+        fx = uow.effects(order_id, actor=operator_actor(operator))
         fx.explain(note)
         fx.event(REFUND_EVENTS[outcome], manual=True, previous=before, **({"reason": code} if code else {}))
         uow.commit()
@@ -318,7 +313,7 @@ def retry_store_action(db: Database, order_id: str, store_action: str | None, *,
         refused = operator_store.retry_store_action(uow.conn, order_id, action, connector)
         if refused:
             return Result(ResultStatus.IGNORED, order_id, refused)
-        fx = uow.effects(order_id, actor=actor(operator))
+        fx = uow.effects(order_id, actor=operator_actor(operator))
         fx.event(Event.STORE_ACTION_RETRIED, action=action, connector=connector)
         fx.store_action_message(action, connector)
         uow.commit()
@@ -330,7 +325,7 @@ def retry_parked(db: Database, outbox_id: int | None, *, operator: str, now: dat
     with UnitOfWork(db, now=now) as uow:
         rows = operator_store.unpark_outbox(uow.conn, outbox_id)
         for row_id, order_id in rows:
-            uow.effects(order_id, actor=actor(operator)).event(Event.OUTBOX_RETRIED, outbox_id=row_id)
+            uow.effects(order_id, actor=operator_actor(operator)).event(Event.OUTBOX_RETRIED, outbox_id=row_id)
         uow.commit()
     return sorted({order_id for _, order_id in rows if order_id})
 
@@ -366,7 +361,7 @@ def revoke(db: Database, order_id: str, *, operator: str, reason: str, now: date
         originals = customer_store.revoke_for_session(uow.conn, order_id)
         if not originals:
             return Result(ResultStatus.IGNORED, order_id, "this order's customer has no verified-customer record")
-        fx = uow.effects(order_id, actor=actor(operator))
+        fx = uow.effects(order_id, actor=operator_actor(operator))
         fx.explain(note)
         fx.event(Event.CUSTOMER_REVOKED, reason=code, original_session=originals[0], manual=True)
         uow.commit()
@@ -380,7 +375,7 @@ def revoke_customer(db: Database, cmd: RevokeCustomer, *, now: datetime) -> Resu
 @dataclass(frozen=True)
 class Erasure:
     sessions: int  # sessions whose email was erased
-    cancelled: list[str]  # open sessions closed `cancelled`, reason `erased` (relay these)
+    cancelled: list[str]  # open sessions closed `cancelled`, reason `erased` (`bootstrap.handle` relays them)
     records: int  # verified-customer records removed
 
 
@@ -389,8 +384,8 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
     """Erase `email` from every session of any status, close its open sessions as `cancelled`
     (reason `erased`: the normal transition, so their store actions are written), remove every
     verified-customer record for it, delete the operators' notes on those sessions, and record
-    that an erasure happened (operator, time, counts): never what was erased. Emails still queued for those sessions then go nowhere
-    (the email function ignores an erased session)."""
+    that an erasure happened (operator, time, counts): never what was erased. Emails still queued
+    for those sessions then go nowhere (the email function ignores an erased session)."""
     normalised = customers.normalise_email(email)
     pepper = settings.reuse.key_secret.encode() if settings.reuse.key_secret else None
     email_key = customers.email_key(pepper, normalised) if pepper else None
@@ -402,13 +397,13 @@ def forget(db: Database, settings: Settings, email: str, *, operator: str, now: 
                 continue
             moved = sessions.move_status(uow.conn, session["order_id"], tuple(ERASED.from_statuses), ERASED.to_status)
             if moved is not None:
-                apply_effects(uow, uow.effects(session["order_id"], actor=actor(operator)), ERASED, {"manual": True},
-                              stores)
+                fx = uow.effects(session["order_id"], actor=operator_actor(operator))
+                apply_effects(uow, fx, ERASED, {"manual": True}, stores)
                 cancelled.append(session["order_id"])
         erased = customer_store.erase_sessions(uow.conn, [s["order_id"] for s in found])
         operator_store.erase_notes(uow.conn, [s["order_id"] for s in found])  # a note may name them
         records = customer_store.forget_records(uow.conn, email_key) if email_key else 0
-        uow.effects(None, actor=actor(operator)).note(  # type: ignore[arg-type]  (names no order)
+        uow.effects(None, actor=operator_actor(operator)).note(  # type: ignore[arg-type]  (names no order)
             Event.CUSTOMER_ERASED, sessions=erased, cancelled=len(cancelled), records=records)
         uow.commit()
     return Erasure(erased, cancelled, records)
