@@ -29,7 +29,7 @@ from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, StoreCancelled, TimerPayload
-from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers
+from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers, transitions
 from tests.conftest import base_env
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -355,7 +355,6 @@ def test_only_the_intake_and_the_console_read_the_verified_customer_records(memb
 
 
 def test_verify_once_runs_under_the_intake_the_console_and_the_sweep(as_role):
-    from shared.handlers import transitions
 
     settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
     intake_db, console_db, sweep_db = as_role("webhook-intake"), as_role("operator-console"), as_role("sweep")
@@ -526,7 +525,7 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
     from shared.db.redrive import store_actions_to_redrive
     from shared.db.store_actions import release_asked
     from shared.domain.messages import StoreAction
-    from shared.handlers import store_actions, transitions
+    from shared.handlers import store_actions
     from shared.stores.base import ActionResult, StoreActionKind, StoreRefused
     from shared.stores.registry import StoreRegistry
 
