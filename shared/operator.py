@@ -313,11 +313,11 @@ def _act(c, args, operator: str) -> int:
         raise UsageError(f"{args.order} matches {len(found)} sessions: {_named(found)}; say which with --source")
     # No match: the action itself answers (unknown order), as for any key.
     order_id = found[0]["order_id"] if found else args.order
-    result = actions.run(c, args.command, actions.Request(order_id=order_id, operator=operator,
-                                                          reason=getattr(args, "reason", None),
-                                                          note=getattr(args, "note", None),
-                                                          duration=getattr(args, "duration", None),
-                                                          age_checked=getattr(args, "age_checked", False)))
+    result = actions.run(args.command, actions.Request(order_id=order_id, operator=operator,
+                                                       reason=getattr(args, "reason", None),
+                                                       note=getattr(args, "note", None),
+                                                       duration=getattr(args, "duration", None),
+                                                       age_checked=getattr(args, "age_checked", False)))
     print(json.dumps(result.to_dict()) if args.json else
           f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
     return 0 if result.accepted else 1
@@ -327,7 +327,7 @@ def _forget(c, args, operator: str) -> int:
     """Forget a customer by email: counts only, never the email, in what it prints."""
     from shared.console import actions
 
-    erasure = actions.forget(c, args.email, operator)
+    erasure = actions.forget(args.email, operator)
     counts = {"sessions": erasure.sessions, "cancelled": len(erasure.cancelled), "records": erasure.records}
     print(json.dumps(counts) if args.json else
           f"forget: {counts['sessions']} session(s) erased, {counts['cancelled']} open session(s) cancelled, "
@@ -346,7 +346,7 @@ def _retry(c, args, operator: str) -> int:
         ids = [args.outbox_id]
     retried = 0
     for done, outbox_id in enumerate(ids, 1):
-        retried += bool(actions.retry(c, outbox_id, operator))
+        retried += bool(actions.retry(outbox_id, operator))
         if args.all_parked:
             _progress(done, len(ids))
     print(json.dumps({"retried": retried, "of": len(ids)}) if args.json else f"retried {retried} of {len(ids)}")
@@ -435,7 +435,7 @@ def _cli_actor(c, name: str) -> str:
     """`cli:<database session user> (<name>)`: recorded apart from the console's IAP-verified
     `operator:<email>`, since `--by` (or $USER) is only what the person typing said."""
     from shared.db import operator_store
-    from shared.handlers.intake import CLI_ACTOR
+    from shared.handlers.transitions import CLI_ACTOR
 
     with c.db.read() as conn:
         user = operator_store.session_user(conn)

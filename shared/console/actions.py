@@ -1,27 +1,26 @@
-"""Every operator action by name, for the console and the CLI alike: the shared transitions,
-recorded with the operator, then relayed. A reason is a code from the action's fixed list
-(`shared.domain.reasons`: 400 for any other); a note stays in the database only."""
+"""Every operator action by name, for the console and the CLI alike: each name builds its
+command (`shared.domain.operator_commands`), and `shared.bootstrap.handle` runs it, as it runs
+every other command, and relays what it committed. Nothing here decides a transition or a relay.
+A reason is a code from the action's fixed list (`shared.domain.reasons`: 400 for any other);
+a note stays in the database only."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.bootstrap import Container
-from shared.config import TIMER_HORIZON, parse_duration
-from shared.domain import fields
-from shared.errors import ConfigError, PermanentError
-from shared.handlers import customers, intake, operator, timers
+from shared import bootstrap
+from shared.domain import operator_commands as commands
+from shared.domain.operator_commands import BadAction, RefundOutcome
 from shared.handlers.result import Result
 
-
-class BadAction(PermanentError):
-    status = 400
-    code = "bad_action"
+__all__ = ["ACTIONS", "BadAction", "Request", "command", "forget", "retry", "run"]
 
 
 @dataclass(frozen=True)
 class Request:
+    """An action on one order as the console's form or the CLI's arguments give it."""
+
     order_id: str
     operator: str
     reason: str | None = None  # a code of the action's list (`shared.domain.reasons`), never free text
@@ -31,89 +30,41 @@ class Request:
     age_checked: bool = False  # a verify: the operator checked the customer's age (verify once records it)
 
 
-def _verify(c: Container, r: Request) -> Result:
-    return intake.operator_action(c.db, r.order_id, "verify", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason, note=r.note, age_checked=r.age_checked,
-                                  reverify_after=c.settings.reuse.reverify_after, stores=c.stores)
-
-
-def _revoke(c: Container, r: Request) -> Result:
-    return customers.revoke(c.db, r.order_id, operator=r.operator, reason=r.reason or "", note=r.note,
-                            now=c.clock.now())
-
-
-def _cancel(c: Container, r: Request) -> Result:
-    return intake.operator_action(c.db, r.order_id, "cancel", operator=r.operator, now=c.clock.now(),
-                                  reason=r.reason, note=r.note, stores=c.stores)
-
-
-def _extend(c: Container, r: Request) -> Result:
-    now = c.clock.now()
-    try:
-        deadline = now + parse_duration(r.duration or "", "duration")
-    except (ConfigError, OverflowError):  # OverflowError: past the year 9999
-        raise BadAction("the new deadline needs a duration from now, like 48h", field="duration") from None
-    if deadline - now > TIMER_HORIZON:
-        raise BadAction("the new deadline must be at most 720h (30 days) from now: Cloud Tasks sets no "
-                        "timer further ahead", field="duration")
-    return timers.extend_deadline(c.db, c.settings, r.order_id, deadline, now=now,
-                                  actor=operator.actor(r.operator))
-
-
-def _resend(c: Container, r: Request) -> Result:
-    return operator.resend_link(c.db, r.order_id, operator=r.operator, now=c.clock.now())
-
-
-def _retry_store_action(c: Container, r: Request) -> Result:
-    return operator.retry_store_action(c.db, r.order_id, r.store_action, operator=r.operator, now=c.clock.now())
-
-
-def _refund(outcome: str) -> Callable[[Container, Request], Result]:
-    def close(c: Container, r: Request) -> Result:
-        return operator.close_refund(c.db, r.order_id, outcome, operator=r.operator, now=c.clock.now(),
-                                     reason=r.reason, note=r.note)
-    return close
-
-
-ACTIONS: dict[str, Callable[[Container, Request], Result]] = {
-    "verify": _verify,
-    "cancel": _cancel,
-    "extend": _extend,
-    "resend-link": _resend,
-    "revoke": _revoke,
-    "refund-done": _refund("refunded"),
-    "refund-failed": _refund("failed"),
-    "retry-store-action": _retry_store_action,
+# Each action's name (the console's URL, the CLI's subcommand) and the command it asks for.
+ACTIONS: dict[str, Callable[[Request], object]] = {
+    "verify": lambda r: commands.VerifyOrder(r.order_id, r.operator, reason=r.reason, note=r.note,
+                                             age_checked=r.age_checked),
+    "cancel": lambda r: commands.CancelOrder(r.order_id, r.operator, reason=r.reason, note=r.note),
+    "extend": lambda r: commands.ExtendDeadline(r.order_id, r.operator, duration=r.duration),
+    "resend-link": lambda r: commands.ResendLink(r.order_id, r.operator),
+    "revoke": lambda r: commands.RevokeCustomer(r.order_id, r.operator, reason=r.reason, note=r.note),
+    "refund-done": lambda r: commands.RecordRefund(r.order_id, r.operator, RefundOutcome.REFUNDED,
+                                                   reason=r.reason, note=r.note),
+    "refund-failed": lambda r: commands.RecordRefund(r.order_id, r.operator, RefundOutcome.FAILED,
+                                                     reason=r.reason, note=r.note),
+    "retry-store-action": lambda r: commands.RetryStoreAction(r.order_id, r.operator, store_action=r.store_action),
 }
 
 
-def run(c: Container, action: str, request: Request) -> Result:
-    """Apply one named action; relay its side effects when it applied."""
-    handler = ACTIONS.get(action)
-    if handler is None:
+def command(action: str, request: Request):
+    """The command a named action asks for (BadAction for a name no action has)."""
+    build = ACTIONS.get(action)
+    if build is None:
         raise BadAction(f"unknown action {action!r}")
-    result = handler(c, request)
-    if result.accepted:
-        c.relay([request.order_id])
-    return result
+    return build(request)
 
 
-def retry(c: Container, outbox_id: int | None, operator_name: str) -> list[str]:
-    """Retry one parked outbox row (or all); relay them now. The order ids touched."""
-    order_ids = operator.retry_parked(c.db, outbox_id, operator=operator_name, now=c.clock.now())
-    if order_ids:
-        c.relay(order_ids)
-    return order_ids
+def run(action: str, request: Request) -> Result:
+    """Apply one named action (its committed side effects relayed by `bootstrap.handle`)."""
+    return bootstrap.handle(command(action, request))
 
 
-def forget(c: Container, email: str, operator_name: str) -> customers.Erasure:
-    """Forget a customer by email (erasure on request); relay the cancelled sessions' effects."""
-    try:
-        address = fields.email(email.strip(), "email")
-    except PermanentError:
-        raise BadAction("forget needs the customer's email address", field="email") from None
-    erasure = customers.forget(c.db, c.settings, address, operator=operator_name, now=c.clock.now(),
-                               stores=c.stores)
-    if erasure.cancelled:
-        c.relay(erasure.cancelled)
-    return erasure
+def retry(outbox_id: int | None, operator_name: str) -> list[str]:
+    """Retry one parked outbox row (or all); relayed now. The order ids touched."""
+    return bootstrap.handle(commands.RetryParked(outbox_id, operator_name))
+
+
+def forget(email: str, operator_name: str):
+    """Forget a customer by email (erasure on request): an `Erasure`; the cancelled sessions'
+    effects relayed now."""
+    return bootstrap.handle(commands.ForgetCustomer(email, operator_name))

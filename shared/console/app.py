@@ -109,7 +109,7 @@ class Page:
     @property
     def actor(self) -> str:
         """Who the audit trail of reads names: `operator:<IAP-verified email>`, as the event log."""
-        from shared.handlers.intake import operator_actor
+        from shared.handlers.transitions import operator_actor
 
         return operator_actor(self.operator)
 
@@ -275,7 +275,7 @@ def order(page: Page, request: flask.Request, order_id: str) -> flask.Response:
 
 
 def action(page: Page, request: flask.Request, order_id: str, action: str) -> flask.Response:
-    result = actions.run(bootstrap.container(), action, actions.Request(
+    result = actions.run(action, actions.Request(
         order_id=order_id, operator=page.operator, reason=request.form.get("reason", "").strip() or None,
         note=request.form.get("note") or None,
         duration=request.form.get("duration", "").strip() or None,
@@ -290,7 +290,7 @@ def retry(page: Page, request: flask.Request) -> flask.Response:
     row = request.form.get("outbox_id", "")
     if not _NUMBER.fullmatch(row):
         raise actions.BadAction("which outbox row? (its number)")
-    touched = actions.retry(bootstrap.container(), int(row), page.operator)
+    touched = actions.retry(int(row), page.operator)
     log.info("operator retried outbox row %s", row, extra={"labels": {"operator": page.operator}})
     order_id = request.form.get("order_id") or (touched[0] if touched else "")
     return _back_to(page, order_id, "retry", "accepted" if touched else "ignored",
@@ -302,7 +302,7 @@ def forget(page: Page, request: flask.Request) -> flask.Response:
     never in a URL, and never logged: the log and the page say how many, not whom."""
     if request.method == "GET":
         return page.render("forget.html", erasure=None)
-    erasure = actions.forget(bootstrap.container(), request.form.get("email", ""), page.operator)
+    erasure = actions.forget(request.form.get("email", ""), page.operator)
     log.info("operator forgot a customer", extra={"labels": {
         "operator": page.operator, "sessions": str(erasure.sessions), "records": str(erasure.records)}})
     return page.render("forget.html", erasure=erasure)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from shared.config import Settings
-from shared.db import claims, countdowns, customer_store, sessions
+from shared.db import claims, customer_store, sessions
 from shared.db.database import Database
-from shared.domain import customers, keys, reasons
+from shared.domain import customers, keys
 from shared.domain.messages import (
     IgnoredDelivery,
     OrderPlaced,
@@ -29,9 +29,6 @@ from shared.domain.model import (
     Email,
     Event,
     ProviderEventKind,
-    SessionBinding,
-    Status,
-    Transition,
     age_check,
     deadline_for,
     is_stale,
@@ -43,6 +40,14 @@ from shared.domain.effects import Effects
 from shared.handlers.result import Result, ResultStatus
 from shared.stores.base import StoreActionKind
 from shared.stores.registry import NO_STORES, StoreRegistry
+from shared.handlers.transitions import (
+    apply_effects,
+    claim_and_bind,
+    remember,
+    revoke_underage,
+    session_of,
+    transition,
+)
 
 
 def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: datetime,
@@ -160,31 +165,12 @@ def record_decision(db: Database, settings: Settings, cmd: ProviderDecision, *, 
         details["reason"] = rule.reason
     after = None
     if cmd.decision is Decision.APPROVED:
-        after = (_remember(settings.reuse.reverify_after, now) if outcome is AgeCheck.PASSED
-                 else _revoke_underage if outcome is AgeCheck.UNDERAGE else None)
-    return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, rule, details,
+        after = (remember(settings.reuse.reverify_after, now) if outcome is AgeCheck.PASSED
+                 else revoke_underage if outcome is AgeCheck.UNDERAGE else None)
+    return transition(db, cmd.provider, cmd.event_id, cmd.order_id, rule, details,
                        ignored_event=Event.DECISION_IGNORED, now=now, request_id=request_id,
                        session_id=cmd.verification_id, decided_at=cmd.decided_at, stores=stores,
                        after=after)
-
-
-AfterTransition = Callable[[UnitOfWork, Effects], None]
-
-
-def _remember(reverify_after: timedelta | None, now: datetime) -> AfterTransition | None:
-    """A session verified with the age check passed records its customer key (verify once on)."""
-    if reverify_after is None:
-        return None
-
-    def remember(uow: UnitOfWork, fx: Effects) -> None:
-        customer_store.remember_customer(uow.conn, fx.order_id, now, now + reverify_after)
-    return remember
-
-
-def _revoke_underage(uow: UnitOfWork, fx: Effects) -> None:
-    """An underage decline removes the record of the same customer key, recorded on this session."""
-    for original in customer_store.revoke_for_session(uow.conn, fx.order_id):
-        fx.event(Event.CUSTOMER_REVOKED, reason="underage", original_session=original)
 
 
 def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, *, now: datetime,
@@ -193,9 +179,9 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
     for the decision until deadline + DECISION_GRACE."""
     details: dict = {"verification_id": cmd.verification_id}
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        order_id = _session_of(uow, cmd.order_id, cmd.verification_id)
+        order_id = session_of(uow, cmd.order_id, cmd.verification_id)
         fx = uow.effects(order_id, actor=cmd.provider)
-        stopped = _claim_and_bind(uow, fx, cmd.provider, cmd.event_id, order_id,
+        stopped = claim_and_bind(uow, fx, cmd.provider, cmd.event_id, order_id,
                                   cmd.verification_id, Event.DECISION_IGNORED, details)
         if stopped:
             return stopped
@@ -225,135 +211,6 @@ def cancel_order(db: Database, settings: Settings, cmd: StoreCancelled, *, now: 
                  request_id: str | None = None, stores: StoreRegistry = NO_STORES) -> Result:
     """The store voided the order: close the session and its timers. A void that comes before
     any session is recorded (`order.cancel_ignored`), so the paid delivery it overtook opens none."""
-    return _transition(db, cmd.provider, cmd.event_id, cmd.order_id, STORE_CANCEL, {},
+    return transition(db, cmd.provider, cmd.event_id, cmd.order_id, STORE_CANCEL, {},
                        ignored_event=Event.CANCEL_IGNORED, now=now, request_id=request_id,
                        record_unknown=True, stores=stores)
-
-
-CLI_ACTOR = "cli:"  # what the operator CLI records: its database session user, then the --by it was given
-
-
-def operator_actor(operator: str) -> str:
-    """The event actor of an operator's action: `operator:<IAP-verified email>` from the console,
-    the CLI's own `cli:<database user> (<--by>)` as it is (a self-declared name, not verified)."""
-    return operator if operator.startswith(CLI_ACTOR) else f"operator:{operator}"
-
-
-def operator_action(db: Database, order_id: str, action: str, *, operator: str, now: datetime,
-                    reason: str | None = None, note: str | None = None, age_checked: bool = False,
-                    reverify_after: timedelta | None = None, stores: StoreRegistry = NO_STORES) -> Result:
-    """An operator's manual `verify` or `cancel`: the same transitions, with the operator recorded.
-    A verify records the customer for verify once only when the operator says they checked the
-    age (`age_checked`, recorded as `age_check: passed`) and verify once is on (`reverify_after`).
-    `reason` is one of the action's codes (`shared.domain.reasons`; BadReason for any other): the
-    event carries it; the optional note is kept in `operator_notes` only, never published."""
-    rules = {"verify": DECISION_RULES[Decision.APPROVED], "cancel": STORE_CANCEL}
-    note = reasons.clean_note(note)
-    code = reasons.reason(action, reason, note)
-    details = {"manual": True, "reason": code}
-    after = None
-    if action == "verify" and age_checked:
-        details["age_check"] = str(AgeCheck.PASSED)
-        after = _remember(reverify_after, now)
-    return _transition(db, "operator", f"{action}:{order_id}:{uuid.uuid4()}", order_id, rules[action],
-                       details, ignored_event=Event.DECISION_IGNORED, now=now,
-                       request_id=None, actor=operator_actor(operator), stores=stores, after=after, note=note)
-
-
-def _session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
-    """The session key a provider delivery is for. `vendorData` is the key, except on a provider
-    session opened before keys had a source (schema v8), whose vendorData is a Lightspeed sale's
-    bare id: the provider session we recorded for it tells which session it is."""
-    owner = sessions.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), session_id)
-    return owner or vendor_data
-
-
-def _claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, order_id: str, session_id: str,
-                    ignored_event: Event, details: dict) -> Result | None:
-    """Claim the delivery and check the provider session is this order's current one.
-
-    A Result when the input stops here (duplicate, unknown order, unknown or superseded
-    session: recorded and committed, nothing changed); None to go on."""
-    if not claims.claim_delivery(uow.conn, provider, event_id, order_id):
-        uow.commit()  # the repeat is counted
-        return Result(ResultStatus.DUPLICATE, order_id, "event already received")
-    status = sessions.session_status(uow.conn, order_id)
-    if status is None:
-        uow.commit()
-        return Result(ResultStatus.IGNORED, order_id, "unknown order")
-    binding = SessionBinding(sessions.provider_session_state(uow.conn, order_id, session_id))
-    if binding is SessionBinding.CURRENT:
-        return None
-    reason = f"{binding}_session"
-    fx.event(ignored_event, status=status, **{**details, "reason": reason})
-    uow.commit()
-    return Result(ResultStatus.IGNORED, order_id, reason)
-
-
-def _transition(db: Database, provider: str, event_id: str, order_id: str, rule: Transition,
-                details: dict, *, ignored_event: Event, now: datetime,
-                request_id: str | None, actor: str | None = None, session_id: str | None = None,
-                decided_at: datetime | None = None, record_unknown: bool = False,
-                stores: StoreRegistry = NO_STORES, after: AfterTransition | None = None,
-                note: str | None = None) -> Result:
-    with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        if session_id is not None:
-            order_id = _session_of(uow, order_id, session_id)
-        fx = uow.effects(order_id, actor=actor or provider)
-        fx.explain(note)  # an operator's: on the event that says what the action did (or that it was ignored)
-        if session_id is not None:
-            stopped = _claim_and_bind(uow, fx, provider, event_id, order_id, session_id,
-                                      ignored_event, details)
-            if stopped:
-                return stopped
-        elif not claims.claim_delivery(uow.conn, provider, event_id, order_id):
-            uow.commit()  # the repeat is counted
-            return Result(ResultStatus.DUPLICATE, order_id, "event already received")
-        if record_unknown:  # a cancellation: serialised with the paid delivery it may race
-            sessions.lock_order(uow.conn, order_id)
-        moved = sessions.move_status(uow.conn, order_id, tuple(rule.from_statuses), rule.to_status,
-                                     fresh_link=rule.fresh_link, decided_at=decided_at)
-        if moved is None:
-            status = sessions.session_status(uow.conn, order_id)
-            if status is not None or record_unknown:
-                fx.event(ignored_event, status=status or "unknown", **details)
-            uow.commit()
-            return Result(ResultStatus.IGNORED, order_id,
-                          f"session is {status}" if status else "unknown order")
-        if rule.to_status is Status.VERIFIED:
-            details["seconds_to_verify"] = max(0, int((now - moved["ordered_at"]).total_seconds()))
-        apply_effects(uow, fx, rule, details, stores)
-        if after is not None:
-            after(uow, fx)
-        uow.commit()
-    return Result(ResultStatus.ACCEPTED, order_id)
-
-
-def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
-                  stores: StoreRegistry = NO_STORES) -> None:
-    """Collect the side effects of a transition that applied (the unit of work writes them).
-
-    Its store action goes to each connector of the order's source that implements it, and to
-    the outcome webhook (`stores.connectors_for`); where the store's own connector cancels and
-    refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND.
-    A request to REFUND_BACKEND is recorded on the session (`refund_requested_at`) by every rule
-    that owes a refund, whatever status it closes in: that, not the status, is what the sweep's
-    re-drive of a lost request reads."""
-    if rule.reason:
-        details = {"reason": rule.reason, **details}
-    fx.event(rule.event, **details)
-    if rule.cancel_timers:
-        for name in countdowns.cancel_timers(uow.conn, fx.order_id):
-            fx.unschedule(name)
-    source = keys.ref(fx.order_id).source
-    if rule.refund and stores.refunds(source):
-        fx.event(Event.REFUND_REQUESTED, reason=rule.refund_reason, by=source)
-    elif rule.refund:  # owed (ERASED too): recorded on the session, so the sweep re-drives a lost request
-        claims.record_refund_request(uow.conn, fx.order_id)
-        fx.refund(reason=rule.refund_reason)
-    action = rule.store_action
-    if action:
-        reason = rule.refund_reason if rule.refund else rule.reason
-        fx.store_action(action, stores.connectors_for(source, action), reason=reason)
-    if rule.email:
-        fx.email(rule.email)

@@ -21,7 +21,7 @@ from shared.db import customer_store, retention, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain.model import RETENTION_CLOSED, Event
-from shared.handlers.intake import apply_effects
+from shared.handlers.transitions import apply_effects
 from shared.stores.registry import NO_STORES, StoreRegistry
 
 BATCH = 1000

@@ -1,4 +1,5 @@
-"""Timer deliveries (reminder, deadline), the sweeper's expiry of lost timers, deadline extension."""
+"""Timer deliveries (reminder, deadline) and the sweeper's expiry of lost timers (an operator's
+deadline extension is `transitions.extend_deadline`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.config import Settings
 from shared.db import countdowns, redrive, sessions
 from shared.db.database import Database
 from shared.domain.messages import TimerPayload
-from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, Status, TimerKind, timers_for
+from shared.domain.model import DEADLINE, LINK_NOT_SENT, Email, Event, TimerKind
 from shared.errors import TransientError
 from shared.db.unit_of_work import UnitOfWork
-from shared.handlers.intake import apply_effects
 from shared.handlers.result import Result, ResultStatus
+from shared.handlers.transitions import apply_effects
 from shared.stores.registry import NO_STORES, StoreRegistry
 
 log = logging.getLogger(__name__)
@@ -102,22 +102,3 @@ def expire_overdue(db: Database, *, now: datetime, grace, limit: int = 500,
             report.failed += 1
             log.exception("sweeper could not expire a session", extra={"labels": {"order_id": order_id}})
     return report
-
-
-def extend_deadline(db: Database, settings: Settings, order_id: str, deadline: datetime, *,
-                    now: datetime, actor: str) -> Result:
-    """Operator action: a later deadline, a new deadline timer; the old timer becomes a no-op."""
-    with UnitOfWork(db, now=now) as uow:
-        row = sessions.extend_deadline(uow.conn, order_id, deadline)
-        if row is None:
-            return Result(ResultStatus.IGNORED, order_id, "session closed, or the deadline is not later")
-        fx = uow.effects(order_id, actor=actor)
-        for name in countdowns.cancel_timers(uow.conn, order_id, kind=TimerKind.DEADLINE):
-            fx.unschedule(name)
-        fx.schedule(timers_for(now, deadline, (), version=row["deadline_version"])[-1])
-        fx.event(Event.DEADLINE_EXTENDED, deadline=deadline.isoformat())
-        uow.commit()
-    if row["status"] == Status.IN_REVIEW:  # staff would otherwise see nothing change
-        return Result(ResultStatus.ACCEPTED, order_id, "in review, the session does not expire; "
-                                                       "the new deadline counts if it goes back to pending")
-    return Result(ResultStatus.ACCEPTED, order_id)

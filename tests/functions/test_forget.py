@@ -125,7 +125,7 @@ def test_forget_erases_the_operators_notes_on_the_customers_sessions(intake, db,
     """Issue 24: an operator's note may name the customer; it goes with them. Another
     customer's note stays."""
     from shared import bootstrap
-    from shared.handlers.intake import operator_action
+    from shared.handlers.transitions import operator_action
     from shared.operator import main as cli
 
     now = datetime.now(timezone.utc)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from shared.adapters.refunds import ManualRefundGateway
 from shared.console import csrf
 from shared.domain.messages import OrderAction, OrderPlaced
-from shared.handlers import intake, refunds, timers
+from shared.handlers import intake, refunds, timers, transitions
 from tests.functions.conftest import client_for
 from tests.iap_keys import AUDIENCE, IapKeys
 
@@ -583,7 +583,6 @@ def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attenti
 
     from shared.domain.messages import ProviderDecision
     from shared.domain.model import Decision
-    from shared.handlers import operator
     from tests.sessions import bind_provider_session
 
     tag = uuid.uuid4().hex[:8]
@@ -593,15 +592,15 @@ def test_an_approval_on_a_superseded_link_puts_the_open_session_in_needs_attenti
     for order_id in ids.values():
         place(db, settings, order_id, email, now=now - timedelta(hours=2))
         bind_provider_session(db, order_id, f"old-{order_id}")
-        assert operator.resend_link(db, order_id, operator="alice", now=now - timedelta(hours=2)).accepted
+        assert transitions.resend_link(db, order_id, operator="alice", now=now - timedelta(hours=2)).accepted
         bind_provider_session(db, order_id, f"new-{order_id}")
     for name, born in (("adult", date(1990, 1, 1)), ("minor", date(now.year - 17, 1, 1)),
                        ("closed", date(1990, 1, 1))):
         old = ProviderDecision("veriff", f"a-{ids[name]}", ids[name], Decision.APPROVED, f"old-{ids[name]}", 9001,
                                birth_date=born, decided_at=now)
         assert intake.record_decision(db, settings, old, now=now).detail == "superseded_session"
-    assert intake.operator_action(db, ids["closed"], "verify", operator="alice", now=now,
-                                  reason="id_checked_in_store").accepted
+    assert transitions.operator_action(db, ids["closed"], "verify", operator="alice", now=now,
+                                       reason="id_checked_in_store").accepted
 
     html = search(console, keys, q=email, attention="1").get_data(as_text=True)
     assert set(order_ids_on(html)) == {ids["adult"]}

@@ -232,8 +232,8 @@ def test_the_store_cancels_first_the_session_is_cancelled_and_no_cancel_or_refun
 def test_an_operator_verify_after_the_hold_releases_it(intake, pump, shop, receiver, db, order_id):
     opened(intake, db, order_id)
     pump(order_id)
-    result = console_actions.run(bootstrap.container(), "verify",
-                                 console_actions.Request(order_id, "staff@example.com", reason="id_checked_in_store"))
+    result = console_actions.run("verify", console_actions.Request(order_id, "staff@example.com",
+                                                                   reason="id_checked_in_store"))
     assert result.accepted
     pump(order_id)
     assert shop.kinds(order_id) == ["hold", "release"]
@@ -500,7 +500,7 @@ def test_forgetting_a_customer_cancels_and_refunds_their_held_order_in_the_store
     with db.read() as conn:
         email = sessions.load_session(conn, order_id)["customer_email"]
 
-    erasure = console_actions.forget(bootstrap.container(), email, "alice@example.com")
+    erasure = console_actions.forget(email, "alice@example.com")
 
     assert order_id in erasure.cancelled
     assert pump(order_id) == [200, 200]  # the store's cancel and refund, and the outcome webhook

@@ -19,7 +19,6 @@ from devstack.signing import (SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_orde
                               woocommerce_headers, woocommerce_order)
 from devstack.stores.shopify import ShopifyStandIn
 from devstack.stores.woocommerce import WooCommerceStandIn
-from shared import bootstrap
 from shared.console import actions as console_actions
 from shared.db import sessions
 from tests.functions.conftest import client_for
@@ -253,8 +252,8 @@ def test_the_store_cancels_first_and_is_asked_for_no_cancel_or_refund(shop, inta
 def test_an_operator_verify_after_the_hold_releases_it(shop, intake, pump, db, number):
     key, _ = placed(shop, intake, pump, db, number)
 
-    result = console_actions.run(bootstrap.container(), "verify",
-                                 console_actions.Request(key, "staff@example.com", reason="id_checked_in_store"))
+    result = console_actions.run("verify", console_actions.Request(key, "staff@example.com",
+                                                                   reason="id_checked_in_store"))
     assert result.accepted
     pump(key)
 

@@ -20,7 +20,7 @@ from devstack.postgres import free_port
 from shared.adapters.events import LocalPublisher
 from shared.ports import OutgoingMessage
 from shared.domain.messages import OrderPlaced
-from shared.handlers import intake, operator
+from shared.handlers import intake, transitions
 from shared.ports import KIND_HEADER
 from tests.fakes.http_server import FakeHttpServer, Reply
 from tests.functions.conftest import client_for
@@ -137,7 +137,7 @@ def test_an_email_sent_again_after_its_record_was_lost_keeps_its_message_id(app_
     assert deliver(client, "customer-emails", email_job(order_id), key="k2", order_id=order_id).status_code == 200
     assert deliver(client, "customer-emails", email_job(order_id, "reminder"), key="k3",
                    order_id=order_id).status_code == 200
-    operator.resend_link(db, order_id, operator="ops@example.com", now=NOW)
+    transitions.resend_link(db, order_id, operator="ops@example.com", now=NOW)
     with db.read() as conn:
         resent = conn.execute(text("SELECT payload->'data' FROM outbox WHERE order_id = :o AND kind = 'publish' "
                                    "AND payload->>'topic' = 'customer-emails' ORDER BY id DESC LIMIT 1"),

@@ -401,7 +401,7 @@ def test_an_operator_revokes_from_the_cli_recorded_with_operator_and_reason(inta
 
 
 def test_an_operator_verify_counts_only_when_the_age_was_checked(intake, db, settings):
-    from shared.handlers.intake import operator_action
+    from shared.handlers.transitions import operator_action
     now = datetime.now(timezone.utc)
     email, customer = unique_email(), unique_customer()
     unchecked, checked = f"order-{uuid.uuid4().hex[:10]}", f"order-{uuid.uuid4().hex[:10]}"

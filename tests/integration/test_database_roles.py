@@ -29,7 +29,7 @@ from shared.db.grants import GRANTS, OWNER_ONLY, role_name
 from shared.db.upgrade import main as upgrade_main
 from shared.db.upgrade import upgrade
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced, StoreCancelled, TimerPayload
-from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers
+from shared.handlers import analytics, emails, intake, redrive, refunds, relay, retention, timers, transitions
 from tests.conftest import base_env
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -355,27 +355,26 @@ def test_only_the_intake_and_the_console_read_the_verified_customer_records(memb
 
 
 def test_verify_once_runs_under_the_intake_the_console_and_the_sweep(as_role):
-    from shared.handlers import customers as customer_actions
 
     settings = settings_for("postgresql+pg8000://unused@127.0.0.1/unused")
     intake_db, console_db, sweep_db = as_role("webhook-intake"), as_role("operator-console"), as_role("sweep")
     first, second, third = (f"order-{uuid.uuid4().hex[:10]}" for _ in range(3))
     order = lambda key: OrderPlaced("orders", f"m-{key}", key, "Buyer@Example.com", customer_id="c-1")  # noqa: E731
     assert intake.place_order(intake_db, settings, order(first), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, first, "verify", operator="op", now=T0, reason="id_checked_in_store",
-                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    assert transitions.operator_action(console_db, first, "verify", operator="op", now=T0, reason="id_checked_in_store",
+                                       age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
     assert intake.place_order(intake_db, settings, order(second), now=T0).status == "accepted"
-    assert customer_actions.revoke(console_db, second, operator="op", reason="document_doubt", now=T0).status == "accepted"
+    assert transitions.revoke(console_db, second, operator="op", reason="document_doubt", now=T0).status == "accepted"
     assert intake.place_order(intake_db, settings, order(third), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, third, "verify", operator="op", now=T0, reason="id_checked_in_store",
-                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
-    erasure = customer_actions.forget(console_db, settings, "buyer@example.com", operator="op", now=T0)
+    assert transitions.operator_action(console_db, third, "verify", operator="op", now=T0, reason="id_checked_in_store",
+                                       age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    erasure = transitions.forget(console_db, settings, "buyer@example.com", operator="op", now=T0)
     assert erasure.sessions == 3 and erasure.records == 1
     in_cloud = dataclasses.replace(settings, tasks=dataclasses.replace(settings.tasks, backend="cloud"))
     fourth = f"order-{uuid.uuid4().hex[:10]}"
     assert intake.place_order(intake_db, settings, order(fourth), now=T0).status == "accepted"
-    assert intake.operator_action(console_db, fourth, "verify", operator="op", now=T0, reason="id_checked_in_store",
-                                  age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
+    assert transitions.operator_action(console_db, fourth, "verify", operator="op", now=T0, reason="id_checked_in_store",
+                                       age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
     assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("verified customers expired") == 1
 
 
@@ -389,8 +388,8 @@ def test_only_the_console_reads_an_operators_note_and_the_sweep_deletes_it(as_ro
     key = f"order-{uuid.uuid4().hex[:10]}"
     assert intake.place_order(intake_db, settings, OrderPlaced("orders", f"m-{key}", key, "n@example.com"),
                               now=T0).status == "accepted"
-    assert intake.operator_action(console_db, key, "verify", operator="op", now=T0, reason="other",
-                                  note="seen at the till").status == "accepted"
+    assert transitions.operator_action(console_db, key, "verify", operator="op", now=T0, reason="other",
+                                       note="seen at the till").status == "accepted"
     with console_db.read() as conn:
         assert list(reads.order_story(conn, key)["notes"].values()) == ["seen at the till"]
     for function, user in members.items():
@@ -526,7 +525,7 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
     from shared.db.redrive import store_actions_to_redrive
     from shared.db.store_actions import release_asked
     from shared.domain.messages import StoreAction
-    from shared.handlers import operator, store_actions
+    from shared.handlers import store_actions
     from shared.stores.base import ActionResult, StoreActionKind, StoreRefused
     from shared.stores.registry import StoreRegistry
 
@@ -582,5 +581,5 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
         story = reads.order_story(conn, order)
     assert story["session"]["store_ordered_at"] == T0 and story["session"]["store_ref"] == "gid://x/1"
     assert {a["action"]: a["state"] for a in story["store_actions"]} == {"hold": "done", "cancel_and_refund": "failed"}
-    assert operator.retry_store_action(console_db, order, "cancel_and_refund:orders", operator="a",
-                                       now=T0).status == "accepted"
+    assert transitions.retry_store_action(console_db, order, "cancel_and_refund:orders", operator="a",
+                                          now=T0).status == "accepted"

@@ -12,7 +12,7 @@ from shared.db.database import Database
 from shared.db.engine import make_engine
 from shared.db.migrate import LATEST, ensure_schema
 from shared.domain.messages import OrderPlaced
-from shared.handlers import intake
+from shared.handlers import intake, transitions
 from tests.conftest import CUSTOMER_KEY_SECRET
 
 NOW = datetime.now(timezone.utc)
@@ -40,8 +40,8 @@ def test_a_database_at_v12_gains_the_records_and_keeps_its_sessions(fresh_databa
         # An order before v14 had no key: its customer verifies once more, then is remembered.
         order = lambda key: OrderPlaced("orders", f"m-{key}", key, "old@example.com", customer_id="c-1")  # noqa: E731
         assert intake.place_order(db, settings, order("new-1"), now=NOW).status == "accepted"
-        assert intake.operator_action(db, "new-1", "verify", operator="op", now=NOW, reason="id_checked_in_store", age_checked=True,
-                                      reverify_after=timedelta(days=365)).status == "accepted"
+        assert transitions.operator_action(db, "new-1", "verify", operator="op", now=NOW, reason="id_checked_in_store",
+                                           age_checked=True, reverify_after=timedelta(days=365)).status == "accepted"
         assert intake.place_order(db, settings, order("new-2"), now=NOW).status == "accepted"
         with db.read() as conn:
             assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = 'new-2'")

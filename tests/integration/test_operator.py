@@ -5,17 +5,17 @@ from datetime import datetime, timezone
 from sqlalchemy import text
 
 from shared.domain.messages import OrderPlaced
-from shared.handlers import intake
+from shared.handlers import intake, transitions
 
 NOW = datetime.now(timezone.utc)
 
 
 def test_manual_verify_and_cancel_record_the_operator(db, settings, order_id):
     intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
-    assert intake.operator_action(db, order_id, "verify", operator="alice", now=NOW,
-                                  reason="id_checked_in_store").status == "accepted"
-    assert intake.operator_action(db, order_id, "cancel", operator="bob", now=NOW,
-                                  reason="customer_request").status == "ignored"
+    assert transitions.operator_action(db, order_id, "verify", operator="alice", now=NOW,
+                                       reason="id_checked_in_store").status == "accepted"
+    assert transitions.operator_action(db, order_id, "cancel", operator="bob", now=NOW,
+                                       reason="customer_request").status == "ignored"
     with db.read() as conn:
         status = conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                               {"o": order_id}).scalar()
@@ -32,7 +32,6 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
     from datetime import timedelta
 
     from shared.db import claims, retention
-    from shared.handlers import operator
 
     placed = NOW - timedelta(days=10)
     intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=placed)
@@ -43,7 +42,7 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
         conn.execute(text("UPDATE outbox SET delivered_at = :t WHERE order_id = :o"), {"o": order_id, "t": placed})
     while retention.purge_batch(db, retention.DELIVERED_OUTBOX, NOW - settings.retention.replay, 1000):
         pass
-    assert operator.resend_link(db, order_id, operator="alice", now=NOW).status == "accepted"
+    assert transitions.resend_link(db, order_id, operator="alice", now=NOW).status == "accepted"
     with db.read() as conn:
         keys = conn.execute(text("SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
                                  "AND payload->>'topic' = 'customer-emails'"), {"o": order_id}).scalars().all()
@@ -54,14 +53,13 @@ def test_a_resent_link_is_a_new_email_after_the_first_link_row_was_purged(db, se
 def test_two_operators_resending_at_once_send_one_new_link(db, settings, order_id):
     import threading
 
-    from shared.handlers import operator
 
     intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"), now=NOW)
     start, results = threading.Barrier(2), []
 
     def resend(name: str) -> None:
         start.wait()
-        results.append(operator.resend_link(db, order_id, operator=name, now=datetime.now(timezone.utc)).status)
+        results.append(transitions.resend_link(db, order_id, operator=name, now=datetime.now(timezone.utc)).status)
 
     threads = [threading.Thread(target=resend, args=(name,)) for name in ("alice", "bob")]
     for thread in threads:
@@ -103,13 +101,12 @@ def test_no_new_link_while_the_provider_reviews_and_its_approval_then_counts(db,
 
     from shared.domain.messages import ProviderDecision
     from shared.domain.model import Decision
-    from shared.handlers import operator
 
     _placed_with_a_link(db, settings, order_id, NOW - timedelta(hours=2))
     review = ProviderDecision("veriff", f"r-{order_id}", order_id, Decision.REVIEW, f"vs-{order_id}", 9121)
     assert intake.record_decision(db, settings, review, now=NOW - timedelta(hours=1)).status == "accepted"
 
-    result = operator.resend_link(db, order_id, operator="alice", now=NOW)
+    result = transitions.resend_link(db, order_id, operator="alice", now=NOW)
     assert (result.status, result.detail) == (
         "ignored", "the provider is deciding on the customer's submission; a new link would void it")
     assert _provider_session(db, order_id) == f"vs-{order_id}"
@@ -128,13 +125,12 @@ def test_no_new_link_while_a_submission_awaits_its_decision(db, settings, order_
 
     from shared.domain.messages import ProviderEvent
     from shared.domain.model import ProviderEventKind
-    from shared.handlers import operator
 
     _placed_with_a_link(db, settings, order_id, NOW - timedelta(hours=2))
     submitted = ProviderEvent("veriff", f"s-{order_id}", order_id, ProviderEventKind.SUBMITTED, f"vs-{order_id}")
     assert intake.record_provider_event(db, settings, submitted, now=NOW - timedelta(hours=1)).status == "accepted"
 
-    assert operator.resend_link(db, order_id, operator="alice", now=NOW).status == "ignored"
+    assert transitions.resend_link(db, order_id, operator="alice", now=NOW).status == "ignored"
     assert _provider_session(db, order_id) == f"vs-{order_id}"
     assert _link_jobs(db, order_id) == 1
 
@@ -146,7 +142,6 @@ def test_a_new_link_once_the_provider_asks_for_a_resubmission_or_we_hold_the_rev
 
     from shared.domain.messages import ProviderDecision, ProviderEvent
     from shared.domain.model import Decision, ProviderEventKind
-    from shared.handlers import operator
 
     _placed_with_a_link(db, settings, order_id, NOW - timedelta(hours=3))
     submitted = ProviderEvent("veriff", f"s-{order_id}", order_id, ProviderEventKind.SUBMITTED, f"vs-{order_id}")
@@ -154,7 +149,7 @@ def test_a_new_link_once_the_provider_asks_for_a_resubmission_or_we_hold_the_rev
     resubmit = ProviderDecision("veriff", f"r-{order_id}", order_id, Decision.RESUBMISSION_REQUESTED,
                                 f"vs-{order_id}", 9103)
     assert intake.record_decision(db, settings, resubmit, now=NOW - timedelta(hours=1)).status == "accepted"
-    assert operator.resend_link(db, order_id, operator="alice", now=NOW).status == "accepted"
+    assert transitions.resend_link(db, order_id, operator="alice", now=NOW).status == "accepted"
 
     other = f"{order_id}-nodob"
     _placed_with_a_link(db, settings, other, NOW - timedelta(hours=2))
@@ -164,5 +159,5 @@ def test_a_new_link_once_the_provider_asks_for_a_resubmission_or_we_hold_the_rev
     with db.read() as conn:
         assert conn.execute(text("SELECT status FROM verification_sessions WHERE order_id = :o"),
                             {"o": other}).scalar_one() == "in_review"
-    assert operator.resend_link(db, other, operator="alice", now=NOW).status == "accepted"
+    assert transitions.resend_link(db, other, operator="alice", now=NOW).status == "accepted"
     assert _link_jobs(db, other) == 2

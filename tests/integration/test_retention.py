@@ -12,7 +12,7 @@ from sqlalchemy import text
 from shared.db import retention as retention_sql
 from shared.domain.messages import EmailJob, OrderPlaced, ProviderDecision
 from shared.domain.model import Decision
-from shared.handlers import emails, intake, operator, retention
+from shared.handlers import emails, intake, retention, transitions
 from shared.ports import ProviderSession
 from tests.sessions import bind_provider_session
 
@@ -55,8 +55,8 @@ def test_operator_notes_go_with_the_customer_and_the_reason_code_stays(db, setti
     for key, days in ((old, 91), (recent, 89)):
         order = OrderPlaced("orders", f"m-{key}", key, f"{key}@buyer.example")
         assert intake.place_order(db, settings, order, now=NOW - timedelta(days=days)).status == "accepted"
-        assert intake.operator_action(db, key, "cancel", operator="alice", now=NOW - timedelta(days=days),
-                                      reason="other", note=f"{key}@buyer.example rang to cancel").accepted
+        assert transitions.operator_action(db, key, "cancel", operator="alice", now=NOW - timedelta(days=days),
+                                           reason="other", note=f"{key}@buyer.example rang to cancel").accepted
         with db.transaction() as conn:
             conn.execute(text("UPDATE verification_sessions SET updated_at = :t, closed_at = :t WHERE order_id = :o"),
                          {"o": key, "t": NOW - timedelta(days=days)})
@@ -232,7 +232,7 @@ def test_a_link_resent_after_the_first_one_was_purged_is_a_new_email(db, setting
                      {"o": order_id})
     retention.purge(db, settings, now=NOW)
 
-    assert operator.resend_link(db, order_id, operator="ops@example.com", now=NOW).status == "accepted"
+    assert transitions.resend_link(db, order_id, operator="ops@example.com", now=NOW).status == "accepted"
     (job,) = rows(db, "SELECT payload->'data' FROM outbox WHERE order_id = :o AND delivered_at IS NULL "
                       "AND payload->>'topic' = 'customer-emails'", o=order_id)
     assert emails.send_email(db, settings, sender, _Provider(), EmailJob.from_dict(job[0]), now=NOW).status == "sent"

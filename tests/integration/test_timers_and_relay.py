@@ -22,7 +22,7 @@ from shared.domain.rows import OutboxKind, OutboxRow
 from shared.db import outbox
 from shared.domain.messages import OrderPlaced, ProviderDecision, TimerPayload
 from shared.domain.model import Decision
-from shared.handlers import intake, relay, timers
+from shared.handlers import intake, relay, timers, transitions
 from tests.sessions import bind_provider_session, mark_link_sent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -134,8 +134,8 @@ def test_deadline_after_approval_is_a_no_op(db, settings, order_id):
 def test_extended_deadline_ignores_the_old_timer(db, settings, order_id):
     place(db, settings, order_id)
     new_deadline = T0 + timedelta(hours=96)
-    extended = timers.extend_deadline(db, settings, order_id, new_deadline, now=T0 + timedelta(hours=1),
-                                      actor="operator:alice")
+    extended = transitions.extend_deadline(db, settings, order_id, new_deadline, now=T0 + timedelta(hours=1),
+                                           actor="operator:alice")
     assert extended.status == "accepted"
     old = timers.fire(db, deadline_timer(order_id, version=1), now=T0 + timedelta(hours=72, minutes=1))
     assert old.status == "ignored" and status_of(db, order_id) == "pending"

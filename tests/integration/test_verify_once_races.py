@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 
 from shared.domain.messages import OrderPlaced
-from shared.handlers import customers, intake
+from shared.handlers import intake, transitions
 
 ORDERS = 16
 
@@ -29,8 +29,8 @@ def test_sixteen_orders_racing_a_revocation_are_each_reused_or_opened_normally(d
     first = f"race-{tag}-first"
     assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{first}", first, email, customer_id=customer),
                               now=now).status == "accepted"
-    assert intake.operator_action(db, first, "verify", operator="op", now=now, reason="id_checked_in_store", age_checked=True,
-                                  reverify_after=settings.reuse.reverify_after).status == "accepted"
+    assert transitions.operator_action(db, first, "verify", operator="op", now=now, reason="id_checked_in_store",
+                                       age_checked=True, reverify_after=settings.reuse.reverify_after).status == "accepted"
     keys = [f"race-{tag}-{i}" for i in range(ORDERS)]
     barrier = threading.Barrier(ORDERS + 1)
     revoked_now = threading.Event()
@@ -52,7 +52,7 @@ def test_sixteen_orders_racing_a_revocation_are_each_reused_or_opened_normally(d
                and time.monotonic() < deadline):
             time.sleep(0.001)
         try:
-            return customers.revoke(db, first, operator="op", reason="document_doubt", now=now).status
+            return transitions.revoke(db, first, operator="op", reason="document_doubt", now=now).status
         finally:
             revoked_now.set()
 
