@@ -67,8 +67,7 @@ def _record(c, *, seconds: float, report: dict[str, int | float]) -> None:
     """The run, for the System page's "last sweep" (`sweep_runs`). Never fails the sweep: its work
     is done; a failure to record it is logged (its class only) and the sweep answers as before."""
     try:
-        with c.db.transaction() as conn:
-            health_numbers.record_sweep(conn, finished_at=c.clock.now(), seconds=seconds, report=report)
+        health.record_sweep(c.db, finished_at=c.clock.now(), seconds=seconds, report=report)
     except Exception as error:  # noqa: BLE001 - recording is best effort by design
         log.warning("sweep: its run was not recorded (%s)", type(error).__name__,
                     extra={"labels": {"event": "sweep.record_failed", "error_class": type(error).__name__}})
