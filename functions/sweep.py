@@ -1,5 +1,6 @@
 """`sweep`: every minute from Cloud Scheduler — expire sessions whose timer was lost, re-drive lost
-work, relay what is due, and erase or delete what is past its retention (bounded batches). Also the deep `/health` (database and queue), behind IAM: the public
+work, erase or delete what is past its retention (bounded batches), and relay what is due (the
+dispatcher decides: `bootstrap.sweep`). Also the deep `/health` (database and queue), behind IAM: the public
 intake answers only `/healthz`, which does no I/O."""
 
 from __future__ import annotations
@@ -38,10 +39,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     c = bootstrap.container()
     started = time.monotonic()
     now = c.clock.now()
-    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
-    redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
-    report = c.relay(budget_seconds=20.0)
-    purged = retention.purge(c.db, c.settings, now=now, stores=c.stores)
+    (expiry, redriven, purged), report = bootstrap.sweep(lambda c: _work(c, now))
     counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,
               "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead,
               "purged": sum(purged.values())}
@@ -61,6 +59,15 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
             report={**counts, "outboxBacklog": backlog.undelivered,
                     "outboxOldestSeconds": round(backlog.oldest_seconds, 1), "outboxParked": backlog.parked})
     return 200, {"status": "ok", **counts, "purgedByKind": purged}
+
+
+def _work(c, now):
+    """Expire what is overdue, re-drive lost work, erase or delete what is past its retention;
+    the dispatcher (`bootstrap.sweep`) then relays what is due."""
+    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
+    redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
+    purged = retention.purge(c.db, c.settings, now=now, stores=c.stores)
+    return expiry, redriven, purged
 
 
 def _record(c, *, seconds: float, report: dict[str, int | float]) -> None:

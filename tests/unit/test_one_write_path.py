@@ -28,10 +28,9 @@ REPORTS = {"report_committed", "_report_committed", "place_order_in"}  # the uni
 # The relay itself and its caller, the dispatcher (`Container.relay`, `relay_after_response`).
 RELAYERS = {ROOT / "shared" / "bootstrap.py", ROOT / "shared" / "handlers" / "relay.py",
             ROOT / "shared" / "handlers" / "relay_after.py"}
-# Not yet through the dispatcher (issue 22 item 1, left): the console's actions relay what they
-# applied (the operator-commands branch makes them commands for `bootstrap.handle`), and the
-# sweep relays the whole due backlog (what a dispatch's relay left behind).
-NOT_YET = {ROOT / "shared" / "console" / "actions.py", ROOT / "functions" / "sweep.py"}
+# Not yet through the dispatcher: the console's actions relay what they applied (the
+# operator-commands branch makes them commands for `bootstrap.handle`).
+NOT_YET = {ROOT / "shared" / "console" / "actions.py"}
 
 
 def _rel(path: Path) -> str:
