@@ -65,11 +65,12 @@ class UnitOfWork:
         self.committed = False
         self._effects: list[Effects] = []
         self._placed: list[str] = []  # orders whose outbox rows `place_order` wrote in the transaction
-        self._stack = contextlib.ExitStack()
+        self._stack: contextlib.ExitStack | None = None  # made on entering (the fast path needs none)
         self._conn: Connection | None = None
         self._transaction = None
 
     def __enter__(self) -> UnitOfWork:
+        self._stack = contextlib.ExitStack()
         self._conn = self._stack.enter_context(self.db.connection())
         self._conn.execution_options(isolation_level="READ COMMITTED")
         self._transaction = self._conn.begin()
@@ -118,7 +119,8 @@ class UnitOfWork:
         In a `with` block it runs in the block's transaction (after `sessions.lock_order`, say)
         and `commit()` reports the order. Outside one it is the whole unit of work: one prepared
         statement, its own transaction, reported here (the fast path: a guest's order)."""
-        self._effects = [each for each in self._effects if each is not fx]
+        if self._effects:
+            self._effects = [each for each in self._effects if each is not fx]
         params = {**params, "events": as_records(fx.events), "timers": as_records(fx.timers),
                   "outbox": as_records(fx.outbox), "store_actions": as_records(fx.store_actions)}
         written = [row.order_id for row in fx.outbox]
