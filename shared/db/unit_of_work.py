@@ -1,5 +1,6 @@
-"""The unit of work: one transaction and the side effects it causes, written together. The
-only way code outside `shared.db` writes (tests/unit/test_one_write_path.py holds it to that).
+"""The unit of work: one transaction and the side effects it causes, written together. Code
+outside `shared.db` never runs a statement or a transaction itself: it writes through a unit of
+work (tests/unit/test_one_write_path.py holds it to that), or calls one of the few leases below.
 
     with UnitOfWork(db, now=now, request_id=rid) as uow:
         fx = uow.effects(order_id, actor="timer")
@@ -13,6 +14,11 @@ rolls everything back (an early return included). No handler writes effects by h
 The order webhook's write is `place_order`: in a block, part of its transaction; outside
 one, the whole unit of work as one prepared statement (the intake's fast path: no
 BEGIN/COMMIT round trips).
+
+Inside `shared.db` only, a few single statements commit on their own (`Database.atomic`,
+`run_prepared`), because they must commit before the caller calls out, and write no effects
+(nothing to relay): the leases of claims (an email, a refund, a store action, the outbox's rows) and their
+outcomes, the local queue, retention's bounded batch purges.
 
 The orders whose outbox rows a unit of work committed are reported to the dispatcher
 (`committed_orders()`), which relays exactly those after the handler returns: reported
