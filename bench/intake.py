@@ -80,7 +80,7 @@ def seed(db, settings):
         now = datetime.now(timezone.utc)
         event_id = inbound.verify_standard_webhook(settings.inbound.order_webhook_secret, headers, body, now)
         command = inbound.parse_order_webhook(event_id, body)
-        params = {"p": "seed", "e": event_id, "o": "seed-" + command.order_id, "email": command.customer_email,
+        params = {"p": "seed", "e": event_id, "o": "seed:" + command.order_id, "email": command.customer_email,
                   "now": now, "deadline": now + timedelta(hours=72), "task": uuid.uuid4().hex,
                   "uuid": str(uuid.uuid4())}
         with db.engine.connect() as conn:  # autocommit connections: each statement commits alone

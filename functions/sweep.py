@@ -1,5 +1,6 @@
 """`sweep`: every minute from Cloud Scheduler — expire sessions whose timer was lost, re-drive lost
-work, relay what is due, and erase or delete what is past its retention (bounded batches). Also the deep `/health` (database and queue), behind IAM: the public
+work, erase or delete what is past its retention (bounded batches), and relay what is due (the
+dispatcher decides: `bootstrap.sweep`). Also the deep `/health` (database and queue), behind IAM: the public
 intake answers only `/healthz`, which does no I/O."""
 
 from __future__ import annotations
@@ -38,10 +39,7 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     c = bootstrap.container()
     started = time.monotonic()
     now = c.clock.now()
-    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
-    redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
-    report = c.relay(budget_seconds=20.0)
-    purged = retention.purge(c.db, c.settings, now=now, stores=c.stores)
+    (expiry, redriven, purged), report = bootstrap.sweep(lambda c: _work(c, now))
     counts = {"expired": expiry.expired, "expiryFailures": expiry.failed, "redriven": redriven,
               "relayed": report.delivered, "relayFailures": report.failed, "deadLetters": report.dead,
               "purged": sum(purged.values())}
@@ -63,12 +61,20 @@ def sweep(request: flask.Request, request_id: str) -> tuple[int, dict]:
     return 200, {"status": "ok", **counts, "purgedByKind": purged}
 
 
+def _work(c, now):
+    """Expire what is overdue, re-drive lost work, erase or delete what is past its retention;
+    the dispatcher (`bootstrap.sweep`) then relays what is due."""
+    expiry = timers.expire_overdue(c.db, now=now, grace=c.settings.lifecycle.sweep_grace, stores=c.stores)
+    redriven = redrive.redrive_lost_work(c.db, c.settings, now=now)
+    purged = retention.purge(c.db, c.settings, now=now, stores=c.stores)
+    return expiry, redriven, purged
+
+
 def _record(c, *, seconds: float, report: dict[str, int | float]) -> None:
     """The run, for the System page's "last sweep" (`sweep_runs`). Never fails the sweep: its work
     is done; a failure to record it is logged (its class only) and the sweep answers as before."""
     try:
-        with c.db.transaction() as conn:
-            health_numbers.record_sweep(conn, finished_at=c.clock.now(), seconds=seconds, report=report)
+        health.record_sweep(c.db, finished_at=c.clock.now(), seconds=seconds, report=report)
     except Exception as error:  # noqa: BLE001 - recording is best effort by design
         log.warning("sweep: its run was not recorded (%s)", type(error).__name__,
                     extra={"labels": {"event": "sweep.record_failed", "error_class": type(error).__name__}})

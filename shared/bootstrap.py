@@ -161,6 +161,20 @@ def handle(command, *, request_id: str | None = None, relay_after_response: bool
     return outcome
 
 
+# How long a sweep spends relaying the due backlog (it runs every minute).
+SWEEP_RELAY_SECONDS = 20.0
+
+
+def sweep(work):
+    """Run the sweep's `work(container)`, then relay every due outbox row: what its own units of
+    work committed and what any dispatch's relay left (it failed, or its instance died), within
+    SWEEP_RELAY_SECONDS. (work's outcome, the relay's report). The dispatcher's other form:
+    `handle` relays a command's own orders; this, for the sweeper, the backlog."""
+    c = container()
+    outcome = work(c)
+    return outcome, c.relay(budget_seconds=SWEEP_RELAY_SECONDS)
+
+
 def settings_for(function: str, *required: str) -> Settings:
     """Settings with the variables `function` cannot run without (ConfigError names one);
     checked once per settings, not on every request."""

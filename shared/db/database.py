@@ -1,4 +1,9 @@
-"""The unit of work: transactions, single-statement atomic writes, error translation."""
+"""Connections and transactions: the pool's connections, a transaction, a statement run as its
+own transaction, and the translation of database failures into the service's typed errors.
+
+These are `shared.db`'s tools. Code outside `shared/db` writes only through the unit of work
+(`shared.db.unit_of_work.UnitOfWork`) and reads through `read()`
+(tests/unit/test_one_write_path.py)."""
 
 from __future__ import annotations
 
@@ -101,7 +106,10 @@ def _run_prepared(driver, prepared: dict, sql: str, values: tuple) -> list[list[
 
 
 class Database:
-    """Owns the engine; every write goes through `transaction()` or `atomic()`.
+    """Owns the engine and hands out its connections: `transaction()`, `atomic()` and
+    `run_prepared()` for `shared.db`'s own statements (the unit of work, the outbox's claims,
+    the local queue, retention's batches), `connection()` for the unit of work's transaction,
+    `read()` for reads.
 
     The engine's connections idle in autocommit mode: the pool's pre-ping then
     never opens a transaction (pg8000 would otherwise begin one that a later
@@ -129,7 +137,8 @@ class Database:
         """Run one statement as its own transaction (no BEGIN/COMMIT round trips).
 
         A single PostgreSQL statement, data-modifying CTEs included, commits
-        or fails as a whole, so this is a full unit of work in one round trip.
+        or fails as a whole: one transaction in one round trip. For `shared.db`'s own
+        statements (claims, leases, retention's batch purges); elsewhere, `UnitOfWork`.
         """
         with unavailable_as_transient(), _connection(self.engine) as conn:
             result = conn.execute(statement, params or {})
@@ -139,7 +148,8 @@ class Database:
         """Run one statement (`$1`, `$2` ... placeholders, each cast in the SQL) as
         its own transaction, prepared once per pooled connection: each call is then a single
         round trip (Bind/Execute/Sync), where `atomic` spends three (Parse, Describe,
-        Bind/Execute) and pg8000 re-scans the SQL text. For the intake path's statements.
+        Bind/Execute) and pg8000 re-scans the SQL text. For the intake path's statements
+        (`UnitOfWork.place_order`'s fast path, the outbox's claims, the local queue).
 
         A prepared statement the server no longer runs (deallocated, or its plan's result
         type changed under a migration) fails before executing anything: it is prepared

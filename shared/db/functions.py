@@ -1,7 +1,7 @@
 """Server-side SQL functions, created by the migrations.
 
-`place_order` is the whole unit of work of an order webhook as one statement
-(a function call is one statement: it commits or fails as a whole).
+`place_order` is the whole write of an order webhook as one statement (a function
+call is one statement: it commits or fails as a whole), run by `UnitOfWork.place_order`.
 It lives in the database for speed, not cleverness: pg8000 scans every
 statement's text character by character in Python before sending it (about
 2 ms for this one as a 2 kB CTE), and PL/pgSQL keeps the plan cached, so the

@@ -11,6 +11,7 @@ from typing import Any
 from shared import log as logctx
 from shared.db import analytics_store, claims, reads
 from shared.db.database import Database
+from shared.db.unit_of_work import UnitOfWork
 from shared.domain.messages import EventMessage
 from shared.domain.model import EMAILS, Email, Event
 from shared.handlers.result import Result, ResultStatus
@@ -69,14 +70,15 @@ def record_event(db: Database, event: EventMessage) -> Result:
     day = datetime.fromisoformat(event.occurred_at).date()
     metrics = metrics_of(event)
     metric = metrics[0] if metrics else None
-    with db.transaction() as conn:
-        if not claims.claim_message(conn, "record_analytics", event.id):
+    with UnitOfWork(db) as uow:
+        if not claims.claim_message(uow.conn, "record_analytics", event.id):
             return Result(ResultStatus.DUPLICATE, event.order_id, "event already counted")
         for each in metrics:
-            analytics_store.bump_funnel(conn, day, each)
+            analytics_store.bump_funnel(uow.conn, day, each)
         seconds = event.data.get("seconds_to_verify")
         if event.type == Event.APPROVED and isinstance(seconds, int) and event.order_id:
-            analytics_store.record_verify_duration(conn, event.order_id, day, seconds, bucket_of(seconds))
+            analytics_store.record_verify_duration(uow.conn, event.order_id, day, seconds, bucket_of(seconds))
+        uow.commit()
     tell(event)  # once per event, as it is counted
     return Result(ResultStatus.ACCEPTED, event.order_id, metric)
 

@@ -63,8 +63,9 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             url = session["veriff_url"]
             if not url:
                 created = provider.create_session(job.order_id)
-                with db.transaction() as conn:
-                    _, url = sessions.set_provider_session(conn, job.order_id, created.session_id, created.url)
+                with UnitOfWork(db, now=now) as uow:
+                    _, url = sessions.set_provider_session(uow.conn, job.order_id, created.session_id, created.url)
+                    uow.commit()
         # The customer is told the store's own order id, never our session key. Every send of
         # this claim's email (a retry after a crash lost its record) has one Message-ID; a new
         # link (the operator's resend) makes a new email.
@@ -86,8 +87,9 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     except (MessageError, PermanentError) as exc:
         refused = exc
     except BaseException:
-        with db.transaction() as conn:
-            claims.release_email(conn, job.order_id, kind, job.reminder_index)
+        with UnitOfWork(db, now=now) as uow:
+            claims.release_email(uow.conn, job.order_id, kind, job.reminder_index)
+            uow.commit()
         raise
     if refused is not None:  # no retry can help (nor a re-drive of the link): an operator must
         log.error("email %s cannot be built or sent: %s", kind, type(refused).__name__,

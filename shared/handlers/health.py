@@ -6,6 +6,9 @@ import logging
 from collections.abc import Callable
 from enum import StrEnum
 
+from shared.db import health as health_numbers
+from shared.db.database import Database
+from shared.db.unit_of_work import UnitOfWork
 from shared.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -37,3 +40,10 @@ def check(container_factory: Callable, *, include_queue: bool = False) -> tuple[
     if failing:
         return 503, {"status": "unavailable", "failing": failing, "checks": checks}
     return 200, {"status": "ok", "checks": checks}
+
+
+def record_sweep(db: Database, *, finished_at, seconds: float, report: dict[str, int | float]) -> None:
+    """A sweep's run, for the System page's "last sweep" (`sweep_runs`)."""
+    with UnitOfWork(db) as uow:
+        health_numbers.record_sweep(uow.conn, finished_at=finished_at, seconds=seconds, report=report)
+        uow.commit()

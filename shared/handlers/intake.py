@@ -34,8 +34,7 @@ from shared.domain.model import (
     is_stale,
     timers_for,
 )
-from shared.db.unit_of_work import UnitOfWork, report_committed
-from shared.domain.rows import as_records
+from shared.db.unit_of_work import UnitOfWork
 from shared.domain.effects import Effects
 from shared.handlers.result import Result, ResultStatus
 from shared.stores.base import StoreActionKind
@@ -58,14 +57,6 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
     if is_stale(cmd.ordered_at, now, settings.lifecycle.max_order_age):
         return _record_stale(db, cmd, now=now, request_id=request_id)
     start, deadline = deadline_for(now, settings.lifecycle.verification_window)
-    fx = Effects(cmd.order_id, now, request_id, actor=cmd.provider)
-    fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
-    fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
-    fx.email(Email.LINK)
-    for timer in timers_for(start, deadline, settings.lifecycle.reminder_offsets):
-        fx.schedule(timer)
-    fx.store_action(StoreActionKind.HOLD, stores.connectors_for(cmd.provider, StoreActionKind.HOLD))
-    # The whole unit of work as one statement (the same rows a UnitOfWork writes).
     params = {
         "provider": cmd.provider, "event_id": cmd.event_id, "order_id": cmd.order_id,
         "customer_email": cmd.customer_email, "customer_id": cmd.customer_id,
@@ -73,32 +64,42 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         "ordered_at": start, "deadline": deadline, "now": now, "request_id": request_id,
         "store_ordered_at": cmd.ordered_at, "store_ref": cmd.store_ref,
         "duplicate_event_id": str(uuid.uuid4()),
-        "events": as_records(fx.events), "timers": as_records(fx.timers), "outbox": as_records(fx.outbox),
-        "store_actions": as_records(fx.store_actions),
     }
     customer = (customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
                 if cmd.customer_id else None)  # a guest never has a key
+
+    def new_session(uow: UnitOfWork) -> Effects:
+        """The rows a new pending session writes with it (`UnitOfWork.place_order`)."""
+        fx = uow.effects(cmd.order_id, actor=cmd.provider)
+        fx.event(Event.ORDER_RECEIVED, provider=cmd.provider, event_id=cmd.event_id)
+        fx.event(Event.VERIFICATION_REQUESTED, deadline=deadline.isoformat())
+        fx.email(Email.LINK)
+        for timer in timers_for(start, deadline, settings.lifecycle.reminder_offsets):
+            fx.schedule(timer)
+        fx.store_action(StoreActionKind.HOLD, stores.connectors_for(cmd.provider, StoreActionKind.HOLD))
+        return fx
+
+    uow = UnitOfWork(db, now=now, request_id=request_id)
     if keys.is_namespaced(cmd.provider) or customer is not None:
         # Only a namespaced source sends cancellations, and a void may overtake the paid
         # delivery (retried for 48 h) or race it: under the order's lock, which the void takes
         # too, a void recorded first opens nothing. A customer with a key may be a returning one
         # (DESIGN.md 3b): the record is read and used in this same transaction.
-        with UnitOfWork(db, now=now, request_id=request_id) as uow:
+        with uow:
             if keys.is_namespaced(cmd.provider):
                 sessions.lock_order(uow.conn, cmd.order_id)
             cancelled = keys.is_namespaced(cmd.provider) and sessions.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
-                claimed, opened = _place_order_with_key(uow, cmd, params, customer, now, stores,
+                claimed, opened = _place_order_with_key(uow, cmd, params, new_session, customer, now, stores,
                                                         tell_returning=settings.reuse.returning_email)
             uow.commit()
         if cancelled:
             return record_ignored(db, settings, IgnoredDelivery(cmd.provider, cmd.event_id, cmd.order_id,
                                                                 reason="cancelled_by_store"),
                                   now=now, request_id=request_id)
-    else:  # the fast path (a guest, or verify once off): one prepared statement, its own transaction
-        claimed, opened = sessions.place_order(db, params)
+    else:  # the fast path (a guest, or verify once off): the unit of work is one prepared statement
+        claimed, opened = uow.place_order(new_session(uow), params)
     if opened:
-        report_committed([cmd.order_id])
         return Result(ResultStatus.ACCEPTED, cmd.order_id)
     if claimed:
         return Result(ResultStatus.DUPLICATE, cmd.order_id, "order already has a verification session")
@@ -106,6 +107,7 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
 
 
 def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
+                          new_session: Callable[[UnitOfWork], Effects],
                           customer: customers.CustomerKeys | None, now: datetime,
                           stores: StoreRegistry, *, tell_returning: bool = False) -> tuple[bool, bool]:
     """`place_order` in the unit of work's transaction, or, for a returning customer whose
@@ -116,7 +118,7 @@ def _place_order_with_key(uow: UnitOfWork, cmd: OrderPlaced, params: dict,
     is queued in the same transaction, once: a repeat of the order opens nothing."""
     record = customer and customer_store.reusable_record(uow.conn, customer.customer_key, now)
     if not record:
-        claimed, opened = sessions.place_order_in(uow.conn, params)
+        claimed, opened = uow.place_order(new_session(uow), params)
         if opened and customer is not None:
             customer_store.set_session_keys(uow.conn, cmd.order_id, customer.customer_key, customer.email_key)
         return claimed, opened
