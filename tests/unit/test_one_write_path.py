@@ -28,9 +28,6 @@ REPORTS = {"report_committed", "_report_committed", "place_order_in"}  # the uni
 # The relay itself and its caller, the dispatcher (`Container.relay`, `relay_after_response`).
 RELAYERS = {ROOT / "shared" / "bootstrap.py", ROOT / "shared" / "handlers" / "relay.py",
             ROOT / "shared" / "handlers" / "relay_after.py"}
-# Not yet through the dispatcher: the console's actions relay what they applied (the
-# operator-commands branch makes them commands for `bootstrap.handle`).
-NOT_YET = {ROOT / "shared" / "console" / "actions.py"}
 
 
 def _rel(path: Path) -> str:
@@ -93,6 +90,4 @@ def test_only_the_dispatcher_collects_committed_orders():
 def test_only_the_dispatcher_relays(path):
     bad = [f"{_rel(path)}:{line} calls {name}()" for name, line in _calls(path)
            if name == "relay" or name.startswith("relay_")]
-    if path in NOT_YET and bad:
-        pytest.xfail(f"relays by itself, not yet through the dispatcher: {bad}")
     assert not bad, f"only the dispatcher (shared/bootstrap.py, handle) relays: {bad}"
