@@ -463,11 +463,17 @@ def test_the_record_is_held_while_an_order_uses_it(db, verified_customer):
     with db.transaction() as conn:
         assert customer_store.reusable_record(conn, key, datetime.now(timezone.utc)) is not None
         with db.connection() as other:
+            # A session setting on a pooled (autocommit) connection outlives this test unless
+            # reset: a later test waiting on a lock would time out after 200 ms (seen in CI).
             other.execute(text("SET lock_timeout = '200ms'"))
-            from sqlalchemy.exc import OperationalError, DBAPIError
-            with pytest.raises(DBAPIError):
-                other.execute(text("DELETE FROM verified_customers WHERE customer_key = :k"), {"k": key})
-            other.rollback()
+            try:
+                from sqlalchemy.exc import DBAPIError
+                with pytest.raises(DBAPIError):
+                    other.execute(text("DELETE FROM verified_customers WHERE customer_key = :k"), {"k": key})
+                other.rollback()
+            finally:
+                other.execute(text("RESET lock_timeout"))
+                other.commit()
 
 
 # ---- retention ---------------------------------------------------------------------------------
