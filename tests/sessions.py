@@ -5,10 +5,10 @@ from __future__ import annotations
 from shared.db import claims, sessions
 
 
-def bind_provider_session(db, order_id: str, session_id: str) -> None:
+def bind_provider_session(db, order_id: str, session_id: str, provider: str = "veriff") -> None:
     """The provider session the link email created (decisions refer to it)."""
     with db.transaction() as conn:
-        sessions.set_provider_session(conn, order_id, session_id, f"https://veriff.example/{session_id}")
+        sessions.set_provider_session(conn, order_id, provider, session_id, f"https://{provider}.example/{session_id}")
 
 
 def mark_link_sent(db, order_id: str) -> None:

@@ -124,7 +124,7 @@ def erase_sessions(conn: Connection, order_ids: list[str]) -> int:
         text("""
             UPDATE verification_sessions
             SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL,
-                veriff_url = NULL,
+                provider_url = NULL,
                 erased_at = coalesce(erased_at, now()), updated_at = now()
             WHERE order_id = ANY(:ids)
             RETURNING 1

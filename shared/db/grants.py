@@ -51,7 +51,7 @@ _EFFECTS_AND_RELAY = {
     "outbox": TableGrant(select=ALL, insert=True,
                          update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
 }
-_TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "closed_at", "veriff_session_id", "veriff_url",
+_TRANSITION_COLUMNS = ("status", "updated_at", "decided_at", "closed_at", "provider_session_id", "provider_url",
                        "decision_hold_until", "refund_requested_at")
 # A status transition: the conditional UPDATE (whose expiry form asks whether the link
 # email was sent), its timers, its idempotency claim, the store action it asks for, and the
@@ -122,9 +122,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         **_VERSION, **_EFFECTS_AND_RELAY,
         "verification_sessions": TableGrant(
             select=(*SESSION_NON_PERSONAL, "customer_email"),
-            update=("veriff_session_id", "veriff_url", "updated_at")),
+            update=("provider_session_id", "provider_url", "provider", "updated_at")),
         "email_sends": TableGrant(select=ALL, insert=True, update=ALL, delete=True),
-        "provider_sessions": TableGrant(select=ALL, insert=True, update=("superseded_at",)),
+        "provider_sessions": TableGrant(select=ALL, insert=True, update=("superseded_at", "provider")),
         # The verified email promises shipping only when the store was asked to release the order.
         "store_actions": TableGrant(select=("order_id", "action", "connector", "state")),
     },

@@ -41,13 +41,29 @@ def _provider_sessions_and_decision_hold(conn: Connection) -> None:
     conn.exec_driver_sql(functions.PLACE_ORDER)
     conn.exec_driver_sql("ALTER TABLE verification_sessions "
                          "ADD COLUMN IF NOT EXISTS decision_hold_until timestamptz")
-    metadata.tables["provider_sessions"].create(conn, checkfirst=True)
+    # The table as v3 made it (v22 adds `provider`), in SQL: a database created since v22 got
+    # today's table from v1, and its sessions' column has today's name, with no row to copy.
     conn.exec_driver_sql("""
-        INSERT INTO provider_sessions (order_id, session_id, created_at)
-        SELECT order_id, veriff_session_id, updated_at FROM verification_sessions
-        WHERE veriff_session_id IS NOT NULL
-        ON CONFLICT DO NOTHING
-    """)
+        CREATE TABLE IF NOT EXISTS provider_sessions (
+            order_id text NOT NULL REFERENCES verification_sessions (order_id),
+            session_id text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            superseded_at timestamptz,
+            PRIMARY KEY (order_id, session_id)
+        )""")
+    if _has_column(conn, "verification_sessions", "veriff_session_id"):
+        conn.exec_driver_sql("""
+            INSERT INTO provider_sessions (order_id, session_id, created_at)
+            SELECT order_id, veriff_session_id, updated_at FROM verification_sessions
+            WHERE veriff_session_id IS NOT NULL
+            ON CONFLICT DO NOTHING
+        """)
+
+
+def _has_column(conn: Connection, table: str, column: str) -> bool:
+    return conn.execute(text("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                             "current_schema() AND table_name = :t AND column_name = :c)"),
+                        {"t": table, "c": column}).scalar_one()
 def _leases_and_flat_outbox(conn: Connection) -> None:
     """v4: refund calls hold a lease; the outbox is indexed on undelivered rows only, by due
     time and by order, so that neither claim's cost grows with delivered history; the local
@@ -172,8 +188,10 @@ def _source_keys(conn: Connection) -> None:
 
     Frozen: what it writes is spelled here (the outbox rows `Effects.unschedule` and
     `Effects.schedule` wrote at v8), never through today's store or Effects."""
-    sessions = metadata.tables["verification_sessions"]
-    others = [c.name for c in sessions.c if c.name != "order_id"]
+    # The columns the table has when the step runs (v22 renamed two): not today's metadata.
+    others = [name for name in conn.execute(text(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'verification_sessions' ORDER BY ordinal_position")).scalars() if name != "order_id"]
     scheduled = conn.exec_driver_sql(
         "SELECT order_id, kind, reminder_index, deadline_version, fire_at, task_name FROM countdown_timers "
         "WHERE state = 'scheduled' AND order_id IN "
@@ -436,6 +454,25 @@ def _refund_requested_at(conn: Connection) -> None:
                          "AND (refund_status IS NULL OR refund_status = 'requested')")
 
 
+def _neutral_provider_columns(conn: Connection) -> None:
+    """v22: the ID provider behind a seam (issue 22, item 5): a session's provider columns take
+    neutral names (`veriff_session_id` -> `provider_session_id`, `veriff_url` -> `provider_url`),
+    and the session and each provider session record which provider (`provider`): every row
+    from before is Veriff's, the one provider there was. A new session gets its provider when its
+    link is created ('' until then). Self-contained SQL, idempotent (a new database got the columns
+    from v1)."""
+    for old, new in (("veriff_session_id", "provider_session_id"), ("veriff_url", "provider_url")):
+        if _has_column(conn, "verification_sessions", old):
+            conn.exec_driver_sql(f"ALTER TABLE verification_sessions RENAME COLUMN {old} TO {new}")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS provider text")
+    conn.exec_driver_sql("UPDATE verification_sessions SET provider = 'veriff' WHERE provider IS NULL")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ALTER COLUMN provider SET DEFAULT ''")
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ALTER COLUMN provider SET NOT NULL")
+    conn.exec_driver_sql("ALTER TABLE provider_sessions ADD COLUMN IF NOT EXISTS provider text")
+    conn.exec_driver_sql("UPDATE provider_sessions SET provider = 'veriff' WHERE provider IS NULL")
+    conn.exec_driver_sql("ALTER TABLE provider_sessions ALTER COLUMN provider SET NOT NULL")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -450,7 +487,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
     _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at, kind_checks,
-    _refund_requested_at,
+    _refund_requested_at, _neutral_provider_columns,
 ]
 LATEST = len(MIGRATIONS)
 

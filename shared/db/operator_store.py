@@ -42,7 +42,7 @@ def clear_provider_session(conn: Connection, order_id: str) -> bool:
     return conn.execute(
         text(f"""
             UPDATE verification_sessions
-            SET veriff_session_id = NULL, veriff_url = NULL, updated_at = now()
+            SET provider_session_id = NULL, provider_url = NULL, updated_at = now()
             WHERE order_id = :o AND {sql_in("status", OPEN)}
             RETURNING 1
         """),

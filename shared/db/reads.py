@@ -259,7 +259,7 @@ def sessionless_query(now: datetime, limit: int) -> Select:
 
 def order_of_provider_session(conn: Connection, provider_session_id: str) -> str | None:
     """The order a provider session belongs to (the local provider page; local stacks only)."""
-    return conn.execute(select(sessions.c.order_id).where(sessions.c.veriff_session_id == provider_session_id)
+    return conn.execute(select(sessions.c.order_id).where(sessions.c.provider_session_id == provider_session_id)
                         ).scalar_one_or_none()
 
 

@@ -4,7 +4,7 @@ between batches), so a purge never stands in the way of the traffic it runs besi
 
 `eligible` counts what a purge would touch (the operator's `purge --dry-run`).
 
-A closed session's personal data (the customer's email, id and keys, and `veriff_url`, a bearer
+A closed session's personal data (the customer's email, id and keys, and `provider_url`, a bearer
 link to their provider session) is erased RETENTION after it closed, counted from `closed_at`:
 our own clock at the closing transition, never the provider's `decisionTime` (which may lie in
 the future). An open session is closed first when RETENTION has passed since its deadline
@@ -51,7 +51,7 @@ ERASE_CUSTOMERS = _purge(
     "customers erased", "verification_sessions", "order_id",
     f"{_CLOSED} AND erased_at IS NULL AND coalesce(closed_at, updated_at) < :cutoff",
     "UPDATE {table} SET customer_email = NULL, customer_id = NULL, customer_key = NULL, email_key = NULL, "
-    "veriff_url = NULL, erased_at = now()")
+    "provider_url = NULL, erased_at = now()")
 
 _OPEN_PAST = f"{sql_in('status', OPEN)} AND deadline < :cutoff"
 _OPEN_PAST_RETENTION = text(f"""

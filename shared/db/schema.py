@@ -98,8 +98,12 @@ verification_sessions = Table(
     _tstz("deadline", nullable=False),
     Column("deadline_version", Integer, nullable=False, server_default="1"),
     _tstz("decided_at"),
-    Column("veriff_session_id", Text),
-    Column("veriff_url", Text),
+    # v22: the ID provider's session behind the link and its URL (named for the provider until
+    # then), and which provider (`shared.providers.registry.PROVIDERS`) the link was created
+    # with: '' until a link is created; rows from before v22 are Veriff's.
+    Column("provider_session_id", Text),
+    Column("provider_url", Text),
+    Column("provider", Text, nullable=False, server_default=""),
     Column("refund_status", Text),
     _tstz("refund_claimed_at"),  # the lease of the refund call in flight (see claims.claim_refund)
     # v21: when a refund was last asked of REFUND_BACKEND for this session: set by the transition
@@ -188,6 +192,7 @@ provider_sessions = Table(
     metadata,
     Column("order_id", Text, ForeignKey("verification_sessions.order_id"), nullable=False),
     Column("session_id", Text, nullable=False),
+    Column("provider", Text, nullable=False),  # v22: the ID provider that created it (rows before: Veriff's)
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("superseded_at"),
     PrimaryKeyConstraint("order_id", "session_id"),

@@ -92,8 +92,8 @@ def move_status(
                 decided_at = CASE WHEN :terminal THEN coalesce(CAST(:decided_at AS timestamptz), now())
                                   ELSE decided_at END,
                 closed_at = CASE WHEN :terminal THEN now() ELSE closed_at END,
-                veriff_session_id = CASE WHEN :fresh_link THEN NULL ELSE veriff_session_id END,
-                veriff_url = CASE WHEN :fresh_link THEN NULL ELSE veriff_url END,
+                provider_session_id = CASE WHEN :fresh_link THEN NULL ELSE provider_session_id END,
+                provider_url = CASE WHEN :fresh_link THEN NULL ELSE provider_url END,
                 decision_hold_until = CASE WHEN :fresh_link THEN NULL ELSE decision_hold_until END
             WHERE order_id = :order_id
               AND status = ANY(:from_statuses)
@@ -149,8 +149,8 @@ def hold_for_decision(conn: Connection, order_id: str, now: datetime, grace) -> 
 def load_session(conn: Connection, order_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         text("""
-            SELECT order_id, customer_email, status, ordered_at, deadline, veriff_session_id,
-                   veriff_url, refund_status, created_at
+            SELECT order_id, customer_email, status, ordered_at, deadline, provider_session_id,
+                   provider_url, refund_status, created_at
             FROM verification_sessions WHERE order_id = :o
         """),
         {"o": order_id},
@@ -158,58 +158,64 @@ def load_session(conn: Connection, order_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def set_provider_session(conn: Connection, order_id: str, session_id: str, url: str) -> tuple[str, str]:
-    """Store the provider session unless one is already stored (or the customer was erased
-    meanwhile: the provider link goes with the email); the one in force."""
+def set_provider_session(conn: Connection, order_id: str, provider: str, session_id: str,
+                         url: str) -> tuple[str, str]:
+    """Store the provider session `provider` created unless one is already stored (or the
+    customer was erased meanwhile: the provider link goes with the email); the one in force."""
     row = conn.execute(
         text("""
-            UPDATE verification_sessions SET veriff_session_id = :sid, veriff_url = :url, updated_at = now()
-            WHERE order_id = :o AND veriff_session_id IS NULL AND erased_at IS NULL
-            RETURNING veriff_session_id, veriff_url
+            UPDATE verification_sessions
+            SET provider_session_id = :sid, provider_url = :url, provider = :p, updated_at = now()
+            WHERE order_id = :o AND provider_session_id IS NULL AND erased_at IS NULL
+            RETURNING provider_session_id, provider_url
         """),
-        {"o": order_id, "sid": session_id, "url": url},
+        {"o": order_id, "sid": session_id, "url": url, "p": provider},
     ).first()
     if row is not None:
-        record_provider_session(conn, order_id, session_id)
+        record_provider_session(conn, order_id, provider, session_id)
     else:
         row = conn.execute(
-            text("SELECT veriff_session_id, veriff_url FROM verification_sessions WHERE order_id = :o"),
+            text("SELECT provider_session_id, provider_url FROM verification_sessions WHERE order_id = :o"),
             {"o": order_id},
         ).first()
     return row[0], row[1]
 
 
-def record_provider_session(conn: Connection, order_id: str, session_id: str) -> None:
-    """Record a provider session created for the order; the order's earlier ones are superseded."""
+def record_provider_session(conn: Connection, order_id: str, provider: str, session_id: str) -> None:
+    """Record a provider session `provider` created for the order; the order's earlier ones are superseded."""
     conn.execute(
         text("""
             WITH superseded AS (
                 UPDATE provider_sessions SET superseded_at = now()
                 WHERE order_id = :o AND session_id <> :sid AND superseded_at IS NULL
             )
-            INSERT INTO provider_sessions (order_id, session_id) VALUES (:o, :sid)
-            ON CONFLICT (order_id, session_id) DO UPDATE SET superseded_at = NULL
+            INSERT INTO provider_sessions (order_id, session_id, provider) VALUES (:o, :sid, :p)
+            ON CONFLICT (order_id, session_id) DO UPDATE SET superseded_at = NULL, provider = EXCLUDED.provider
         """),
-        {"o": order_id, "sid": session_id},
+        {"o": order_id, "sid": session_id, "p": provider},
     )
 
 
-def owner_of_provider_session(conn: Connection, order_ids: Sequence[str], session_id: str) -> str | None:
-    """Which of `order_ids` the provider session was created for (the first one when several)."""
+def owner_of_provider_session(conn: Connection, order_ids: Sequence[str], provider: str,
+                              session_id: str) -> str | None:
+    """Which of `order_ids` `provider`'s session was created for (the first one when several)."""
     return conn.execute(
         text("""
-            SELECT order_id FROM provider_sessions WHERE session_id = :sid AND order_id = ANY(:keys)
+            SELECT order_id FROM provider_sessions
+            WHERE session_id = :sid AND provider = :p AND order_id = ANY(:keys)
             ORDER BY array_position(CAST(:keys AS text[]), order_id) LIMIT 1
         """),
-        {"sid": session_id, "keys": list(order_ids)},
+        {"sid": session_id, "p": provider, "keys": list(order_ids)},
     ).scalar_one_or_none()
 
 
-def provider_session_state(conn: Connection, order_id: str, session_id: str) -> str:
-    """'current', 'superseded', or 'unknown' (a session the service never created for this order)."""
+def provider_session_state(conn: Connection, order_id: str, provider: str, session_id: str) -> str:
+    """'current', 'superseded', or 'unknown' (a session the service never created for this order
+    through `provider`: another provider's session of the same id is not this one)."""
     superseded = conn.execute(
-        text("SELECT superseded_at IS NOT NULL FROM provider_sessions WHERE order_id = :o AND session_id = :sid"),
-        {"o": order_id, "sid": session_id},
+        text("SELECT superseded_at IS NOT NULL FROM provider_sessions "
+             "WHERE order_id = :o AND session_id = :sid AND provider = :p"),
+        {"o": order_id, "sid": session_id, "p": provider},
     ).scalar_one_or_none()
     if superseded is None:
         return "unknown"

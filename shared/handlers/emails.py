@@ -60,11 +60,12 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
     try:
         url = None
         if spec.needs_link:
-            url = session["veriff_url"]
+            url = session["provider_url"]
             if not url:
                 created = provider.create_session(job.order_id)
                 with UnitOfWork(db, now=now) as uow:
-                    _, url = sessions.set_provider_session(uow.conn, job.order_id, created.session_id, created.url)
+                    _, url = sessions.set_provider_session(uow.conn, job.order_id, "veriff", created.session_id,
+                                                          created.url)
                     uow.commit()
         # The customer is told the store's own order id, never our session key. Every send of
         # this claim's email (a retry after a crash lost its record) has one Message-ID; a new

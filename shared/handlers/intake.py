@@ -181,7 +181,7 @@ def record_provider_event(db: Database, settings: Settings, cmd: ProviderEvent, 
     for the decision until deadline + DECISION_GRACE."""
     details: dict = {"verification_id": cmd.verification_id}
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
-        order_id = session_of(uow, cmd.order_id, cmd.verification_id)
+        order_id = session_of(uow, cmd.provider, cmd.order_id, cmd.verification_id)
         fx = uow.effects(order_id, actor=cmd.provider)
         stopped = claim_and_bind(uow, fx, cmd.provider, cmd.event_id, order_id,
                                   cmd.verification_id, Event.DECISION_IGNORED, details)

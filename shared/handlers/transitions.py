@@ -59,11 +59,11 @@ from shared.stores.registry import NO_STORES, StoreRegistry
 # ---- the transition: webhooks, timers, the sweeper, operators ------------------------------
 
 
-def session_of(uow: UnitOfWork, vendor_data: str, session_id: str) -> str:
+def session_of(uow: UnitOfWork, provider: str, vendor_data: str, session_id: str) -> str:
     """The session key a provider delivery is for. `vendorData` is the key, except on a provider
     session opened before keys had a source (schema v8), whose vendorData is a Lightspeed sale's
     bare id: the provider session we recorded for it tells which session it is."""
-    owner = sessions.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), session_id)
+    owner = sessions.owner_of_provider_session(uow.conn, keys.candidate_keys(vendor_data), provider, session_id)
     return owner or vendor_data
 
 
@@ -80,7 +80,7 @@ def claim_and_bind(uow: UnitOfWork, fx: Effects, provider: str, event_id: str, o
     if status is None:
         uow.commit()
         return Result(ResultStatus.IGNORED, order_id, "unknown order")
-    binding = SessionBinding(sessions.provider_session_state(uow.conn, order_id, session_id))
+    binding = SessionBinding(sessions.provider_session_state(uow.conn, order_id, provider, session_id))
     if binding is SessionBinding.CURRENT:
         return None
     reason = f"{binding}_session"
@@ -97,7 +97,7 @@ def transition(db: Database, provider: str, event_id: str, order_id: str, rule: 
                 note: str | None = None) -> Result:
     with UnitOfWork(db, now=now, request_id=request_id) as uow:
         if session_id is not None:
-            order_id = session_of(uow, order_id, session_id)
+            order_id = session_of(uow, provider, order_id, session_id)
         fx = uow.effects(order_id, actor=actor or provider)
         fx.explain(note)  # an operator's: on the event that says what the action did (or that it was ignored)
         if session_id is not None:

@@ -95,7 +95,7 @@ def test_play_a_lifecycle_through_the_local_provider_page(stack, browser_page, d
     link = None
     for _ in range(100):  # the link email is queued, then pushed to its subscriber, which opens the session
         with db.read() as conn:
-            link = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
+            link = conn.execute(text("SELECT provider_url FROM verification_sessions WHERE order_id = :o"),
                                 {"o": order_id}).scalar()
         if link:
             break

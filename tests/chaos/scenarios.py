@@ -128,10 +128,10 @@ def approval_race(world: ChaosWorld, *, orders: int = 100) -> Report:
         ids = [f"{run.prefix}-{i}" for i in range(orders)]
         _place_with_retries(report, run, ids)
         report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions WHERE order_id LIKE "
-                                              ":prefix AND veriff_session_id IS NOT NULL") == orders,
+                                              ":prefix AND provider_session_id IS NOT NULL") == orders,
                       "a provider session (link) for every order", timeout=window + 60)
-        rows = run.query("SELECT order_id, veriff_session_id, EXTRACT(EPOCH FROM deadline - now())::float8 "
-                         "FROM verification_sessions WHERE order_id LIKE :prefix AND veriff_session_id IS NOT NULL")
+        rows = run.query("SELECT order_id, provider_session_id, EXTRACT(EPOCH FROM deadline - now())::float8 "
+                         "FROM verification_sessions WHERE order_id LIKE :prefix AND provider_session_id IS NOT NULL")
         jitter = random.Random(orders)
         now = time.monotonic()
         approvals = sorted((Request(**{**vars(run.approval_request(o, vid)),

@@ -132,7 +132,7 @@ def order_request(run: ChaosRun, order_id: int) -> Request:
 def sessions(run: ChaosRun) -> dict[str, list]:
     """session key -> [status, Veriff session id] of every Shopify order (the run's database is its own)."""
     return {k: [s, v] for k, s, v in run.query(
-        "SELECT order_id, status, veriff_session_id FROM verification_sessions WHERE order_id LIKE 'shopify:%'")}
+        "SELECT order_id, status, provider_session_id FROM verification_sessions WHERE order_id LIKE 'shopify:%'")}
 
 
 def open_store_actions(run: ChaosRun) -> int:
@@ -395,7 +395,7 @@ def sigterm_mid_burst(world: ChaosWorld, *, orders: int = 300, window: int | Non
         report.check(len(tally.accepted_keys) == orders,
                      f"only {len(tally.accepted_keys)} of {orders} orders were ever answered 2xx")
         report.settle(run, lambda: run.scalar("SELECT count(*) FROM verification_sessions "
-                                              "WHERE veriff_session_id IS NOT NULL") >= orders
+                                              "WHERE provider_session_id IS NOT NULL") >= orders
                       and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0
                       and sum(1 for (_, kind) in emails_by_order(run, keys).elements() if kind == "link") >= orders,
                       "a link for every order, every hold finished, outbox and messages drained", timeout=120)

@@ -467,11 +467,11 @@ def test_resend_link_opens_a_fresh_provider_session_and_queues_a_new_link_email(
                                                                                 order_id):
     place(db, settings, order_id)
     with db.transaction() as conn:
-        conn.execute(text("UPDATE verification_sessions SET veriff_session_id = 'old', veriff_url = 'http://x/old' "
+        conn.execute(text("UPDATE verification_sessions SET provider_session_id = 'old', provider_url = 'http://x/old' "
                           "WHERE order_id = :o"), {"o": order_id})
     assert "outcome=accepted" in post_action(console, keys, order_id, "resend-link").headers["Location"]
     with db.read() as conn:
-        session = conn.execute(text("SELECT veriff_session_id FROM verification_sessions WHERE order_id = :o"),
+        session = conn.execute(text("SELECT provider_session_id FROM verification_sessions WHERE order_id = :o"),
                                {"o": order_id}).scalar()
         links = conn.execute(text(
             "SELECT payload->'attributes'->>'message_key' FROM outbox WHERE order_id = :o "
@@ -693,7 +693,7 @@ def test_funnel_page_draws_the_chart_and_conversion(console, keys, db):
 def test_the_provider_page_exists_only_on_local_stacks(console, keys, app_env, db, settings, order_id):
     place(db, settings, order_id)
     with db.transaction() as conn:
-        conn.execute(text("UPDATE verification_sessions SET veriff_session_id = :s WHERE order_id = :o"),
+        conn.execute(text("UPDATE verification_sessions SET provider_session_id = :s WHERE order_id = :o"),
                      {"s": f"sess-{order_id}", "o": order_id})
     assert console.get(f"/verify/sess-{order_id}", headers=as_alice(keys)).status_code == 404  # IAP: cloud
     app_env(CONSOLE_SECRET=SECRET, CONSOLE_AUTH="dev", CONSOLE_DEV_TOKEN=DEV_TOKEN,

@@ -26,7 +26,7 @@ def our_logs(captured_logs) -> str:
 
 def link_of(db, key: str) -> tuple[str, str]:
     with db.read() as conn:
-        return tuple(conn.execute(text("SELECT veriff_session_id, veriff_url FROM verification_sessions "
+        return tuple(conn.execute(text("SELECT provider_session_id, provider_url FROM verification_sessions "
                                        "WHERE order_id = :o"), {"o": key}).one())
 
 
@@ -64,7 +64,7 @@ def test_after_retention_the_email_and_the_provider_link_are_nowhere(app_env, db
         assert everywhere(db, needle) == []
         assert needle.lower() not in our_logs(captured_logs)
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id IN (:a, :b) AND erased_at IS NOT NULL "
-                     "AND customer_id IS NULL AND veriff_url IS NULL", a=review, b=closed) == 2
+                     "AND customer_id IS NULL AND provider_url IS NULL", a=review, b=closed) == 2
     # The review is closed, never shipped nor refunded by itself: a person settles the refund.
     assert (status_of(db, review), status_of(db, closed)) == ("cancelled", "verified")
     with db.read() as conn:

@@ -86,7 +86,7 @@ def test_duplicate_delivery_sends_one_email_with_a_reused_link(app_env, db, sett
     assert sent["To"] == "buyer@example.com"
     assert "<script>" not in html_part(sent) and "&lt;script&gt;" in html_part(sent)
     with db.read() as conn:
-        url = conn.execute(text("SELECT veriff_url FROM verification_sessions WHERE order_id = :o"),
+        url = conn.execute(text("SELECT provider_url FROM verification_sessions WHERE order_id = :o"),
                            {"o": order_id}).scalar()
     assert url and url in sent.get_body(("plain",)).get_content()
 

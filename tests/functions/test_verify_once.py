@@ -55,7 +55,7 @@ def approve(intake, db, key: str, dob: str = "1990-01-01"):
     """The customer verifies on the link's provider session (bound as the email subscriber does,
     unless the link email already opened one)."""
     with db.read() as conn:
-        session_id = conn.execute(text("SELECT veriff_session_id FROM verification_sessions WHERE order_id = :o"),
+        session_id = conn.execute(text("SELECT provider_session_id FROM verification_sessions WHERE order_id = :o"),
                                   {"o": key}).scalar_one()
     if session_id is None:
         session_id = f"v-{uuid.uuid4().hex[:12]}"
@@ -78,7 +78,7 @@ def assert_reused(db, key: str, original: str) -> None:
                      "AND payload->>'topic' = 'customer-emails'", o=key) == 0
     assert count(db, "SELECT count(*) FROM provider_sessions WHERE order_id = :o", o=key) == 0
     assert count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o "
-                     "AND veriff_session_id IS NULL AND decided_at IS NOT NULL", o=key) == 1
+                     "AND provider_session_id IS NULL AND decided_at IS NOT NULL", o=key) == 1
 
 
 def assert_normal(db, key: str) -> None:

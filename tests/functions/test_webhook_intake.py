@@ -396,7 +396,7 @@ def test_decision_table(intake, db, order_id, start, code, status, end, event, l
     assert response.json["status"] == ("ignored" if event.endswith("ignored") else "accepted")
     assert status_of(db, order_id) == end
     assert count(db, "SELECT count(*) FROM event_log WHERE order_id = :o AND type = :t", o=order_id, t=event) == 1
-    cleared = count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o AND veriff_url IS NULL",
+    cleared = count(db, "SELECT count(*) FROM verification_sessions WHERE order_id = :o AND provider_url IS NULL",
                     o=order_id)
     assert cleared == (1 if link_cleared else 0)
     refunds = count(db, "SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'order-actions'",

@@ -19,6 +19,9 @@ def test_a_version_2_database_migrates_forward_and_keeps_its_links_bindable(fres
     with db.transaction() as conn:  # roll back to what v2 created, with a link already sent
         conn.execute(text("DROP TABLE provider_sessions"))
         conn.execute(text("ALTER TABLE verification_sessions DROP COLUMN decision_hold_until"))
+        conn.execute(text("ALTER TABLE verification_sessions DROP COLUMN provider"))  # v22's, with its names
+        conn.execute(text("ALTER TABLE verification_sessions RENAME COLUMN provider_session_id TO veriff_session_id"))
+        conn.execute(text("ALTER TABLE verification_sessions RENAME COLUMN provider_url TO veriff_url"))
         conn.execute(text("DELETE FROM schema_version WHERE version > 2"))
         conn.execute(text("""
             INSERT INTO verification_sessions (order_id, source, customer_email, ordered_at, deadline,
@@ -29,10 +32,10 @@ def test_a_version_2_database_migrates_forward_and_keeps_its_links_bindable(fres
         """))
     assert ensure_schema(db) == LATEST
     with db.read() as conn:
-        bound = conn.execute(text("SELECT order_id, session_id, superseded_at FROM provider_sessions")).all()
+        bound = conn.execute(text("SELECT order_id, session_id, superseded_at, provider FROM provider_sessions")).all()
         column = conn.execute(text("SELECT count(*) FROM information_schema.columns WHERE "
                                    "table_name = 'verification_sessions' AND column_name = 'decision_hold_until'"
                                    )).scalar()
-    assert [tuple(r) for r in bound] == [("old-1", "vs-old", None)] and column == 1
+    assert [tuple(r) for r in bound] == [("old-1", "vs-old", None, "veriff")] and column == 1
     assert ensure_schema(db) == LATEST  # idempotent
     db.engine.dispose()

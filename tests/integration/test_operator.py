@@ -83,7 +83,7 @@ def _placed_with_a_link(db, settings, order_id, at):
 
 def _provider_session(db, order_id):
     with db.read() as conn:
-        return conn.execute(text("SELECT veriff_session_id FROM verification_sessions WHERE order_id = :o"),
+        return conn.execute(text("SELECT provider_session_id FROM verification_sessions WHERE order_id = :o"),
                             {"o": order_id}).scalar_one()
 
 

@@ -95,14 +95,14 @@ def test_an_open_session_retention_past_its_deadline_is_closed_and_erased(db, se
     assert intake.place_order(db, settings, order, now=placed).status == "accepted"
     link = f"https://veriff.example/v/{uuid.uuid4().hex}"
     with db.transaction() as conn:
-        conn.execute(text("UPDATE verification_sessions SET status = :s, veriff_session_id = 'vs-1', veriff_url = :u "
+        conn.execute(text("UPDATE verification_sessions SET status = :s, provider_session_id = 'vs-1', provider_url = :u "
                           "WHERE order_id = :o"), {"o": order_id, "s": status, "u": link})
     assert retention.preview(db, settings, now=NOW)[retention_sql.OPEN_CLOSED] >= 1
 
     done = retention.purge(db, settings, now=NOW)
 
     assert done[retention_sql.OPEN_CLOSED] >= 1
-    assert rows(db, "SELECT status, customer_email, customer_id, veriff_url, erased_at IS NOT NULL, refund_status, "
+    assert rows(db, "SELECT status, customer_email, customer_id, provider_url, erased_at IS NOT NULL, refund_status, "
                     "closed_at IS NOT NULL FROM verification_sessions WHERE order_id = :o",
                 o=order_id) == [("cancelled", None, None, None, True, "manual", True)]
     assert rows(db, "SELECT type, data->>'reason' FROM event_log WHERE order_id = :o "
