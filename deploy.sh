@@ -139,6 +139,7 @@ env_vars() {
         "TIMER_URL=$timer_url"
         "TASKS_SERVICE_ACCOUNT=$(sa_email "$SA_TASKS_INVOKER")"
         "EVENTS_BACKEND=pubsub"
+        "ID_PROVIDER=$ID_PROVIDER"
         "VERIFF_BASE_URL=$VERIFF_BASE_URL"
         # functions-framework's gunicorn runs this many threads (its default
         # is 4 per CPU it sees); one per request the platform may send.

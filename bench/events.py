@@ -164,7 +164,7 @@ def subscriber_throughput(db, settings, *, messages: int = 1000) -> dict[str, tu
 
     from shared.adapters.email import ConsoleSender
     from shared.adapters.refunds import ManualRefundGateway
-    from shared.adapters.veriff import LocalVerificationProvider
+    from shared.providers.veriff.adapter import LocalVerificationProvider
     from shared.domain.messages import EmailJob, EventMessage, OrderAction, OrderPlaced
     from shared.handlers import analytics, emails, intake, refunds
 

@@ -11,8 +11,8 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from shared.adapters.veriff import LocalVerificationProvider
-from shared.inbound.veriff import veriff_signature
+from shared.providers.veriff.adapter import LocalVerificationProvider
+from shared.providers.veriff.inbound import veriff_signature
 
 
 def standard_webhook_headers(secret: str, body: bytes, msg_id: str | None = None,

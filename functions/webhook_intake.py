@@ -1,4 +1,4 @@
-"""`webhook_intake` (public): store order webhooks, Veriff decisions and events, and `/healthz`
+"""`webhook_intake` (public): store order webhooks, ID providers' decisions and events, and `/healthz`
 (no I/O). The deep `/health` is the private sweep function's, so no stranger can make the
 intake call its database or queue. It answers once the input is committed; the instance's
 relay thread delivers the outbox rows after the answer (`shared/handlers/relay_after.py`),
@@ -15,7 +15,8 @@ from shared.config import IntakeRelay
 from shared.ports import SystemClock
 
 NAME = "webhook_intake"
-REQUIRED = ("ORDER_WEBHOOK_SECRET", "VERIFF_SHARED_SECRET", "CUSTOMER_KEY_SECRET")
+# ID_PROVIDER: the chosen ID provider's webhook secrets (`shared.providers.registry`).
+REQUIRED = ("ORDER_WEBHOOK_SECRET", "ID_PROVIDER", "CUSTOMER_KEY_SECRET")
 bootstrap.check_at_start(NAME, *REQUIRED)
 
 

@@ -74,6 +74,9 @@ SWEEP_ATTEMPT_DEADLINE=${SWEEP_ATTEMPT_DEADLINE:-180s}
 VERIFICATION_WINDOW=${VERIFICATION_WINDOW:-72h}
 REMINDER_OFFSETS=${REMINDER_OFFSETS:-24h}
 STORE_TIMEZONE=${STORE_TIMEZONE:-UTC}
+# The ID provider new sessions' links are created with (shared/providers/registry.py); the
+# function table reads only its chosen provider's secrets.
+ID_PROVIDER=${ID_PROVIDER:-veriff}
 VERIFF_BASE_URL=${VERIFF_BASE_URL:-https://stationapi.veriff.com}
 EMAIL_BACKEND=${EMAIL_BACKEND:-sendgrid}
 EMAIL_FROM=${EMAIL_FROM:-}
@@ -183,7 +186,7 @@ for switch in "${STORE_SWITCHES[@]}"; do
     STORE_SWITCH_VALUES+=("$switch=${!switch}")
 done
 FUNCTION_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "$DEPLOY_PYTHON" -m shared.functions_table shell \
-    --first timer-expiry DB_IAM_AUTH="$DB_IAM_AUTH" EMAIL_BACKEND="$EMAIL_BACKEND" \
+    --first timer-expiry DB_IAM_AUTH="$DB_IAM_AUTH" ID_PROVIDER="$ID_PROVIDER" EMAIL_BACKEND="$EMAIL_BACKEND" \
     REFUND_BACKEND="$REFUND_BACKEND" LIGHTSPEED_ENABLED="$LIGHTSPEED_ENABLED" \
     "${STORE_SWITCH_VALUES[@]}") ||
     die "could not read the function table: $DEPLOY_PYTHON -m shared.functions_table failed"

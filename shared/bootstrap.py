@@ -69,9 +69,10 @@ class Container:
 
     @built_once
     def verification_provider(self):
-        from shared.adapters.veriff import make_verification_provider
+        """The chosen ID provider's adapter (`ID_PROVIDER`, `shared.providers.registry`)."""
+        from shared.providers.registry import adapter_for
 
-        return make_verification_provider(self.settings.inbound.veriff)
+        return adapter_for(self.settings.inbound.providers)
 
     @built_once
     def refund_gateway(self):
@@ -183,6 +184,10 @@ def settings_for(function: str, *required: str) -> Settings:
         for variable in required:
             if variable == "CUSTOMER_KEY_SECRET":  # required only while verify once is on
                 current.reuse.pepper()
+            elif variable == "ID_PROVIDER":  # the chosen ID provider's webhook secrets
+                from shared.providers.registry import require_webhook_secrets
+
+                require_webhook_secrets(current.inbound.providers)
             else:
                 current.require(variable)
         _checked.add((function, required))

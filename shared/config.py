@@ -340,6 +340,23 @@ class VeriffSettings(_Section):
             _require_https("VERIFF_BASE_URL", self.base_url)
 
 
+@dataclass(frozen=True)
+class ProviderSettings(_Section):
+    """The ID providers (`shared.providers.registry.PROVIDERS`): which one new sessions' links
+    are created with (`ID_PROVIDER`, one of the table's names), and each provider's section.
+    Every provider's webhooks are served whichever is chosen: a session keeps the provider
+    its link was created with."""
+
+    id_provider: str = _env("ID_PROVIDER", "veriff")
+    veriff: VeriffSettings = _section(VeriffSettings)
+
+    def _check(self, r: _Reader) -> None:
+        from shared.providers import registry  # the table imports the providers' modules, which import this
+
+        if self.id_provider not in registry.PROVIDERS:
+            raise ConfigError("ID_PROVIDER", f"is one of {', '.join(registry.PROVIDERS)}")
+
+
 def _secrets(r: _Reader, variable: str, default) -> tuple[str, ...]:
     """One secret, or two comma-separated during a rotation (the new one first)."""
     value = r.text(variable)
@@ -433,7 +450,7 @@ class InboundSettings(_Section):
     lightspeed_client_secret: str | None = _env("LIGHTSPEED_CLIENT_SECRET", secret=True)
     max_body_bytes: int = _env("MAX_BODY_BYTES", 1_048_576, read=_integer(1))
     relay: IntakeRelay = _env("INTAKE_RELAY", IntakeRelay.AFTER_RESPONSE, read=_choice(IntakeRelay))
-    veriff: VeriffSettings = _section(VeriffSettings)
+    providers: ProviderSettings = _section(ProviderSettings)
     stores: StoreSettings = _section(StoreSettings)
 
 

@@ -57,10 +57,15 @@ STORE_SETTINGS: dict[str, tuple[StoreSetting, ...]] = {
                                              example="https://shop.example/age-verification/outcome"),),
 }
 
+# The ID provider new sessions' links are created with (`ID_PROVIDER`, a name in
+# `shared.providers.registry.PROVIDERS`): its secrets are each `when=("ID_PROVIDER", "<name>")`.
+ID_PROVIDER_DEFAULT = "veriff"
+
 # The deployment settings that decide which secrets are read, with the
 # defaults infra/config.sh gives them (the stores' switches: false).
 DEPLOYMENT_DEFAULTS = {
     "DB_IAM_AUTH": "true",
+    "ID_PROVIDER": ID_PROVIDER_DEFAULT,
     "EMAIL_BACKEND": "sendgrid",
     "REFUND_BACKEND": "manual",
     "LIGHTSPEED_ENABLED": "true",
@@ -124,8 +129,8 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
         "webhook-intake", "webhook_intake", "http", None, public=True,
         secrets=(
             Secret("ORDER_WEBHOOK_SECRET"),
-            Secret("VERIFF_SHARED_SECRET"),  # X-HMAC-SIGNATURE of Veriff's webhooks
-            Secret("VERIFF_API_KEY"),  # checked against X-AUTH-CLIENT
+            Secret("VERIFF_SHARED_SECRET", when=("ID_PROVIDER", "veriff")),  # X-HMAC-SIGNATURE of Veriff's webhooks
+            Secret("VERIFF_API_KEY", when=("ID_PROVIDER", "veriff")),  # checked against X-AUTH-CLIENT
             Secret("LIGHTSPEED_CLIENT_SECRET", when=("LIGHTSPEED_ENABLED", "true")),
             Secret("CUSTOMER_KEY_SECRET"),  # the pepper of verify once's customer keys
             Secret("SHOPIFY_CLIENT_SECRET", when=("SHOPIFY_ENABLED", "true")),  # X-Shopify-Hmac-Sha256
@@ -139,7 +144,7 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
     DeployedFunction(
         "send-customer-email", "send_customer_email", "cloudevent", "customer-emails", public=False,
         secrets=(
-            Secret("VERIFF_API_KEY"),  # creates the Veriff session behind the link
+            Secret("VERIFF_API_KEY", when=("ID_PROVIDER", "veriff")),  # creates the Veriff session behind the link
             Secret("SENDGRID_API_KEY", when=("EMAIL_BACKEND", "sendgrid")),
         ),
     ),

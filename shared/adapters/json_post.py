@@ -1,4 +1,4 @@
-"""One JSON POST to a third-party API, as every HTTP adapter makes it (Veriff, SendGrid, the
+"""One JSON POST to a third-party API, as every HTTP adapter makes it (the ID provider's, SendGrid, the
 store's refund API): no redirects followed (a redirect would carry the credentials in the
 headers to wherever it points), and the answers that mean "try again later" -- none at all,
 408, 429, any 5xx -- raised as TransientError. The caller judges every other status.

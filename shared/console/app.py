@@ -335,7 +335,7 @@ def system(page: Page, request: flask.Request) -> flask.Response:
 
 
 def provider(page: Page, request: flask.Request, session_id: str) -> flask.Response:
-    def order_id_of(provider_session_id: str) -> str | None:
+    def order_id_of(provider_session_id: str) -> tuple[str, str] | None:
         with bootstrap.container().db.read() as conn:
             return reads.order_of_provider_session(conn, provider_session_id)
 

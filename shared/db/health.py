@@ -82,7 +82,7 @@ class HealthReport:
     """The numbers the alerts watch, as the console's System page and `operator health` show them."""
 
     outbox: OutboxBacklog
-    in_review: dict[str, int]  # by reason: link_not_sent, or provider_review (Veriff's own review)
+    in_review: dict[str, int]  # by reason: link_not_sent, or provider_review (the ID provider's own review)
     refunds_failed: int  # sessions whose refund the refund API refused (refund_status failed)
     store_actions_failed: dict[str, int]  # store actions a store refused (its code recorded), by connector
     # Local stack only (TASKS_BACKEND/EVENTS_BACKEND local): deliveries the local queue gave up,
@@ -102,7 +102,7 @@ class HealthReport:
 
 def in_review_by_reason(conn: Connection) -> dict[str, int]:
     """Sessions in review, by the reason of their latest `verification.in_review` event (none
-    of ours: Veriff's own review)."""
+    of ours: the ID provider's own review)."""
     rows = conn.execute(text("""
         SELECT COALESCE(e.reason, 'provider_review') AS reason, count(*)
         FROM verification_sessions s

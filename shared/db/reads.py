@@ -257,10 +257,12 @@ def sessionless_query(now: datetime, limit: int) -> Select:
     return select(latest).order_by(latest.c.occurred_at.desc()).limit(limit)
 
 
-def order_of_provider_session(conn: Connection, provider_session_id: str) -> str | None:
-    """The order a provider session belongs to (the local provider page; local stacks only)."""
-    return conn.execute(select(sessions.c.order_id).where(sessions.c.provider_session_id == provider_session_id)
-                        ).scalar_one_or_none()
+def order_of_provider_session(conn: Connection, provider_session_id: str) -> tuple[str, str] | None:
+    """The order a provider session belongs to and its provider (the local provider page; local
+    stacks only)."""
+    row = conn.execute(select(sessions.c.order_id, sessions.c.provider)
+                       .where(sessions.c.provider_session_id == provider_session_id)).first()
+    return (row[0], row[1]) if row else None
 
 
 def funnel(conn: Connection, start: date, end: date) -> dict[str, Any]:

@@ -100,7 +100,7 @@ verification_sessions = Table(
     _tstz("decided_at"),
     # v22: the ID provider's session behind the link and its URL (named for the provider until
     # then), and which provider (`shared.providers.registry.PROVIDERS`) the link was created
-    # with: '' until a link is created; rows from before v22 are Veriff's.
+    # with: '' until a link is created (rows from before v22: the one provider there was).
     Column("provider_session_id", Text),
     Column("provider_url", Text),
     Column("provider", Text, nullable=False, server_default=""),
@@ -192,7 +192,7 @@ provider_sessions = Table(
     metadata,
     Column("order_id", Text, ForeignKey("verification_sessions.order_id"), nullable=False),
     Column("session_id", Text, nullable=False),
-    Column("provider", Text, nullable=False),  # v22: the ID provider that created it (rows before: Veriff's)
+    Column("provider", Text, nullable=False),  # v22: the ID provider that created it
     _tstz("created_at", nullable=False, server_default=NOW),
     _tstz("superseded_at"),
     PrimaryKeyConstraint("order_id", "session_id"),

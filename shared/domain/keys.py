@@ -1,6 +1,6 @@
 """Session keys: one text key per (source, store order id) (DESIGN.md section 3).
 
-Every table, timer, message, task name, console URL and Veriff `vendorData` names a session by
+Every table, timer, message, task name, console URL and ID provider's `vendorData` names a session by
 this one key (`verification_sessions.order_id`), so it must tell the sources apart: a
 Lightspeed sale "123" and a generic store order "123" are two orders. The encoding is
 injective and readable:

@@ -43,7 +43,7 @@ class StoreCancelled:
 
 @dataclass(frozen=True)
 class ProviderDecision:
-    provider: str  # "veriff"
+    provider: str  # its name in `shared.providers.registry.PROVIDERS`
     event_id: str
     order_id: str
     decision: Decision
@@ -57,7 +57,7 @@ class ProviderDecision:
 
 @dataclass(frozen=True)
 class ProviderEvent:
-    """A provider's progress event (Veriff 7001 started, 7002 submitted)."""
+    """An ID provider's progress event (started, submitted; each provider's codes in its module)."""
 
     provider: str
     event_id: str

@@ -35,7 +35,7 @@ REFUND_NEEDS_OPERATOR = (RefundStatus.MANUAL, RefundStatus.FAILED)
 
 
 class Decision(StrEnum):
-    """What the provider said, by Veriff's decision codes."""
+    """What the ID provider said (each provider's module maps its own codes to these)."""
 
     APPROVED = "approved"
     DECLINED = "declined"
@@ -43,15 +43,6 @@ class Decision(StrEnum):
     EXPIRED = "expired"
     ABANDONED = "abandoned"
     REVIEW = "review"
-
-
-VERIFF_CODES = {
-    9001: Decision.APPROVED,
-    9102: Decision.DECLINED,
-    9103: Decision.RESUBMISSION_REQUESTED,
-    9104: Decision.EXPIRED,  # Veriff uses 9104 for both expired and abandoned
-    9121: Decision.REVIEW,
-}
 
 
 class Event(StrEnum):
@@ -127,13 +118,12 @@ class OrderActionKind(StrEnum):
 
 
 class ProviderEventKind(StrEnum):
-    """Veriff's event webhooks, by code."""
+    """The customer's progress an ID provider reports (each provider's module maps its codes)."""
 
     STARTED = "started"
     SUBMITTED = "submitted"
 
 
-VERIFF_EVENT_CODES = {7001: ProviderEventKind.STARTED, 7002: ProviderEventKind.SUBMITTED}
 PROVIDER_EVENTS = {ProviderEventKind.STARTED: Event.STARTED, ProviderEventKind.SUBMITTED: Event.SUBMITTED}
 
 

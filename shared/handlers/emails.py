@@ -63,8 +63,9 @@ def send_email(db: Database, settings: Settings, sender: EmailSender, provider: 
             url = session["provider_url"]
             if not url:
                 created = provider.create_session(job.order_id)
+                chosen = settings.inbound.providers.id_provider  # the provider `provider` is
                 with UnitOfWork(db, now=now) as uow:
-                    _, url = sessions.set_provider_session(uow.conn, job.order_id, "veriff", created.session_id,
+                    _, url = sessions.set_provider_session(uow.conn, job.order_id, chosen, created.session_id,
                                                           created.url)
                     uow.commit()
         # The customer is told the store's own order id, never our session key. Every send of

@@ -2,7 +2,8 @@
 
 Every signature check runs on the exact bytes received, before anything is parsed. The
 stores' senders are the stores table's (`shared.stores.registry.STORES`: a new store is its
-line there, not one here); Veriff's is the one sender that is not a store.
+line there, not one here); the ID providers' senders, which are not stores, are the providers
+table's (`shared.providers.registry.PROVIDERS`).
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from shared.inbound.orders import (
     verify_standard_webhook,
 )
 from shared.inbound.source import InboundCommand, InboundSource
-from shared.inbound.veriff import VeriffSource, parse_veriff, parse_veriff_decision, verify_veriff
 from shared.stores import registry  # the module, read when used (it imports the senders above)
 from shared.stores.shopify import ShopifySource
 
-NOT_STORES = (VeriffSource,)  # senders whose deliveries are not a store's orders
+
+def not_stores() -> tuple:
+    """The senders whose deliveries are not a store's orders: the ID providers' webhooks."""
+    from shared.providers import registry as providers  # imported when used: its modules import this package
+
+    return tuple(providers.sources())
 
 
 def sources() -> dict[str, Callable[[InboundSettings], InboundSource]]:
-    """path -> the factory of the source posting there: each store's, then Veriff's."""
-    senders = [store.source for store in registry.STORES.values()] + list(NOT_STORES)
+    """path -> the factory of the source posting there: each store's, then each ID provider's."""
+    senders = [store.source for store in registry.STORES.values()] + list(not_stores())
     return {sender.path: sender.from_settings for sender in senders}
 
 
@@ -41,8 +46,7 @@ def source_for(path: str, settings: InboundSettings) -> InboundSource | None:
 
 
 __all__ = [
-    "LIGHTSPEED_PAID", "NOT_STORES", "TIMESTAMP_TOLERANCE_SECONDS", "InboundCommand", "InboundSource",
-    "LightspeedSource", "OrdersSource", "ShopifySource", "StoreCancelled", "VeriffSource", "parse_lightspeed",
-    "parse_order_webhook", "parse_veriff", "parse_veriff_decision", "source_for", "sources", "verify_lightspeed",
-    "verify_standard_webhook", "verify_veriff",
+    "LIGHTSPEED_PAID", "TIMESTAMP_TOLERANCE_SECONDS", "InboundCommand", "InboundSource",
+    "LightspeedSource", "OrdersSource", "ShopifySource", "StoreCancelled", "not_stores", "parse_lightspeed",
+    "parse_order_webhook", "source_for", "sources", "verify_lightspeed", "verify_standard_webhook",
 ]

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from shared.adapters.tasks import LocalTaskScheduler
-from shared.adapters.veriff import LocalVerificationProvider
+from shared.providers.veriff.adapter import LocalVerificationProvider
 from shared.db import outbox
 from shared.domain.messages import EmailJob
 from shared.domain.rows import OutboxKind, OutboxRow

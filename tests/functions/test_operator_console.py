@@ -714,10 +714,16 @@ def test_the_provider_page_exists_only_on_local_stacks(console, keys, app_env, d
 
 
 def test_provider_page_body_is_a_veriff_decision_for_that_session():
-    from shared.console.provider_page import decision_body
-    from shared.inbound import parse_veriff_decision
+    from shared.config import ProviderSettings, VeriffSettings
+    from shared.domain.model import Decision
+    from shared.providers import registry
+    from shared.providers.veriff.inbound import VeriffSource, parse_veriff_decision
 
-    body = decision_body("o-1", "sess-1", "declined", "2010-01-02", datetime(2026, 12, 1, tzinfo=timezone.utc))
+    settings = ProviderSettings(veriff=VeriffSettings(shared_secret="vs", api_key="ak"))
+    path, body, headers = registry.local_decision(settings, "veriff", "o-1", "sess-1", Decision.DECLINED, "2010-01-02",
+                                                  datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert path == "/webhooks/veriff"
+    VeriffSource("vs", "ak").verify(headers, body, datetime(2026, 12, 1, tzinfo=timezone.utc))  # signed as Veriff signs
     decision = parse_veriff_decision(body)
     assert (decision.order_id, decision.verification_id, str(decision.decision)) == ("o-1", "sess-1", "declined")
     assert b'"dateOfBirth": "2010-01-02"' in body

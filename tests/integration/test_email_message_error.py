@@ -9,7 +9,7 @@ from email.errors import HeaderParseError
 import pytest
 from sqlalchemy import text
 
-from shared.adapters.veriff import LocalVerificationProvider
+from shared.providers.veriff.adapter import LocalVerificationProvider
 from shared.domain.messages import EmailJob, OrderPlaced
 from shared.errors import PermanentError
 from shared.handlers import emails, intake, redrive

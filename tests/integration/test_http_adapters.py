@@ -15,7 +15,7 @@ import requests
 from shared.adapters.email import SendGridSender
 from shared.ports import ProviderSession, RefundResult
 from shared.adapters.refunds import HttpRefundGateway, ManualRefundGateway, make_refund_gateway
-from shared.adapters.veriff import LocalVerificationProvider, VeriffClient, make_verification_provider
+from shared.providers.veriff.adapter import LocalVerificationProvider, VeriffClient, make_verification_provider
 from shared.config import RefundSettings, VeriffSettings
 from shared.domain.model import Email
 from shared.emails import build_message

@@ -142,7 +142,7 @@ def test_settings_are_sections():
                                                      "CLOUD_TASKS_EMULATOR_HOST": "127.0.0.1:1"})
     assert (settings.tasks.queue, settings.tasks.emulator_host) == ("q", "127.0.0.1:1")
     assert settings.email.sender == "a@b.c" and settings.email.on_cloud_run
-    assert settings.inbound.veriff.api_key == "k"
+    assert settings.inbound.providers.veriff.api_key == "k"
     assert settings.database.url == BASE["DATABASE_URL"]
 
 
@@ -206,7 +206,7 @@ def test_console_settings_are_checked_on_cloud_run(env, variable):
 
 
 def test_the_local_veriff_stand_in_is_refused_on_cloud_run():
-    from shared.adapters.veriff import LocalVerificationProvider, make_verification_provider
+    from shared.providers.veriff.adapter import LocalVerificationProvider, make_verification_provider
     from shared.config import VeriffSettings
 
     for env in ({}, {"VERIFF_BASE_URL": "local", "VERIFF_API_KEY": "k"}):

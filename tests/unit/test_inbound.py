@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.signing import lightspeed_headers, veriff_body, veriff_headers
 from shared import inbound
+from shared.providers.veriff import inbound as veriff_inbound
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, StoreCancelled
 from shared.domain.model import Decision
 from shared.errors import BadSignature, InvalidField, Unparseable
@@ -76,13 +77,13 @@ def test_timestamp_tolerance_is_five_minutes(skew, ok):
 def test_veriff_signature():
     body = veriff_body("A-1", 9001)
     headers = veriff_headers("shh", "key", body)
-    inbound.verify_veriff("shh", headers["X-HMAC-SIGNATURE"], body)
-    inbound.verify_veriff("shh", headers["X-HMAC-SIGNATURE"].upper(), body)
+    veriff_inbound.verify_veriff("shh", headers["X-HMAC-SIGNATURE"], body)
+    veriff_inbound.verify_veriff("shh", headers["X-HMAC-SIGNATURE"].upper(), body)
     for bad in (None, "", "00" * 32, headers["X-HMAC-SIGNATURE"][:-1]):
         with pytest.raises(BadSignature):
-            inbound.verify_veriff("shh", bad, body)
+            veriff_inbound.verify_veriff("shh", bad, body)
     with pytest.raises(BadSignature):
-        inbound.verify_veriff("other", headers["X-HMAC-SIGNATURE"], body)
+        veriff_inbound.verify_veriff("other", headers["X-HMAC-SIGNATURE"], body)
 
 
 def test_lightspeed_signature_hex_and_base64():
@@ -199,18 +200,18 @@ def test_lightspeed_errors():
     (9121, "review", Decision.REVIEW),
 ])
 def test_veriff_codes(code, status, decision):
-    cmd = inbound.parse_veriff_decision(veriff_body("A-1", code, verification_id="v-1", status=status))
+    cmd = veriff_inbound.parse_veriff_decision(veriff_body("A-1", code, verification_id="v-1", status=status))
     assert (cmd.decision, cmd.order_id, cmd.verification_id, cmd.code) == (decision, "A-1", "v-1", code)
 
 
 def test_veriff_unknown_code_and_missing_vendor_data():
     with pytest.raises(InvalidField) as error:
-        inbound.parse_veriff_decision(veriff_body("A-1", 1234))
+        veriff_inbound.parse_veriff_decision(veriff_body("A-1", 1234))
     assert error.value.field == "verification.code"
     body = json.loads(veriff_body("A-1", 9001))
     del body["verification"]["vendorData"]
     with pytest.raises(InvalidField) as error:
-        inbound.parse_veriff_decision(json.dumps(body).encode())
+        veriff_inbound.parse_veriff_decision(json.dumps(body).encode())
     assert error.value.field == "verification.vendorData"
 
 
@@ -218,10 +219,10 @@ def test_veriff_unknown_code_and_missing_vendor_data():
 
 
 def test_each_path_finds_its_source_bound_to_its_secret():
-    from shared.config import InboundSettings, StoreSettings, VeriffSettings, WooCommerceSettings
+    from shared.config import InboundSettings, ProviderSettings, StoreSettings, VeriffSettings, WooCommerceSettings
     from shared.errors import RouteDisabled
     settings = InboundSettings(order_webhook_secret=b"k" * 32, lightspeed_client_secret="cs",
-                               veriff=VeriffSettings(shared_secret="vs", api_key="ak"),
+                               providers=ProviderSettings(veriff=VeriffSettings(shared_secret="vs", api_key="ak")),
                                stores=StoreSettings(woocommerce=WooCommerceSettings(
                                    url="https://shop.example.com", webhook_secret="ws")))
     found = {path: inbound.source_for(path, settings) for path in inbound.sources() if path != "/webhooks/shopify"}
@@ -241,8 +242,9 @@ def test_each_path_finds_its_source_bound_to_its_secret():
 
 
 def test_sources_verify_then_parse():
-    from shared.config import InboundSettings, VeriffSettings
-    settings = InboundSettings(lightspeed_client_secret="cs", veriff=VeriffSettings(shared_secret="vs", api_key="ak"))
+    from shared.config import InboundSettings, ProviderSettings, VeriffSettings
+    settings = InboundSettings(lightspeed_client_secret="cs",
+                               providers=ProviderSettings(veriff=VeriffSettings(shared_secret="vs", api_key="ak")))
     veriff = inbound.source_for("/webhooks/veriff", settings)
     body = veriff_body("A-1", 9102, verification_id="v-1")
     assert veriff.verify(veriff_headers("vs", "ak", body), body, datetime.now(timezone.utc)) is None

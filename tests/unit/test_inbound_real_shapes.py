@@ -15,6 +15,7 @@ import pytest
 
 from devstack.signing import lightspeed_body, lightspeed_sale, veriff_body, veriff_event_body
 from shared import inbound
+from shared.providers.veriff import inbound as veriff_inbound
 from shared.domain.messages import IgnoredDelivery, OrderPlaced, ProviderDecision, ProviderEvent, StoreCancelled
 from shared.domain.model import ProviderEventKind
 from shared.errors import InvalidField, Unparseable
@@ -95,7 +96,7 @@ def test_lightspeed_payload_nested_too_deep_is_unparseable():
 def test_veriff_approval_reads_date_of_birth_and_decision_time_but_never_shows_it():
     body = json.loads(veriff_body("A-1", 9001, verification_id="v-1", date_of_birth="1967-03-30",
                                   decision_time="2024-09-06T21:11:48.476108Z"))
-    cmd = inbound.parse_veriff(json.dumps(body).encode())
+    cmd = veriff_inbound.parse_veriff(json.dumps(body).encode())
     assert isinstance(cmd, ProviderDecision)
     assert cmd.birth_date == date(1967, 3, 30)
     assert cmd.decided_at == datetime(2024, 9, 6, 21, 11, 48, 476108, tzinfo=timezone.utc)
@@ -104,19 +105,19 @@ def test_veriff_approval_reads_date_of_birth_and_decision_time_but_never_shows_i
 
 @pytest.mark.parametrize("dob", [None, "", "30.03.1967", "1967-02-30", 1967, "1967-03-30T00:00:00"])
 def test_veriff_approval_without_a_readable_date_of_birth_parses_with_none(dob):
-    cmd = inbound.parse_veriff(veriff_body("A-1", 9001, date_of_birth=dob))
+    cmd = veriff_inbound.parse_veriff(veriff_body("A-1", 9001, date_of_birth=dob))
     assert cmd.birth_date is None
 
 
 def test_veriff_approval_without_person_parses_with_none():
     body = json.loads(veriff_body("A-1", 9001))
     del body["verification"]["person"]
-    assert inbound.parse_veriff(json.dumps(body).encode()).birth_date is None
+    assert veriff_inbound.parse_veriff(json.dumps(body).encode()).birth_date is None
 
 
 @pytest.mark.parametrize("code, kind", [(7001, ProviderEventKind.STARTED), (7002, ProviderEventKind.SUBMITTED)])
 def test_veriff_event_webhooks(code, kind):
-    cmd = inbound.parse_veriff(veriff_event_body("A-1", code, verification_id="v-1", attempt_id="att-1"))
+    cmd = veriff_inbound.parse_veriff(veriff_event_body("A-1", code, verification_id="v-1", attempt_id="att-1"))
     assert cmd == ProviderEvent("veriff", f"v-1:{code}:att-1", "A-1", kind, "v-1")
 
 
@@ -127,7 +128,7 @@ def test_veriff_event_webhooks(code, kind):
 def test_bad_veriff_event_fields_are_named(change, field):
     body = {**json.loads(veriff_event_body("A-1", 7002)), **change}
     with pytest.raises(InvalidField) as error:
-        inbound.parse_veriff(json.dumps(body).encode())
+        veriff_inbound.parse_veriff(json.dumps(body).encode())
     assert error.value.field == field
 
 
@@ -141,7 +142,7 @@ def test_bad_veriff_decision_fields_are_named(change, field):
     body = json.loads(veriff_body("A-1", 9102))
     body["verification"].update(change)
     with pytest.raises(InvalidField) as error:
-        inbound.parse_veriff(json.dumps(body).encode())
+        veriff_inbound.parse_veriff(json.dumps(body).encode())
     assert error.value.field == field
 
 
@@ -149,7 +150,7 @@ def test_bad_veriff_decision_fields_are_named(change, field):
                                   b'{"code": ' + b"7" * 5000 + b"}"])
 def test_veriff_hostile_json_is_unparseable(body):
     with pytest.raises(Unparseable):
-        inbound.parse_veriff(body)
+        veriff_inbound.parse_veriff(body)
 
 
 @pytest.mark.parametrize("order_id", ["X\n", "X\r\n", " X"])

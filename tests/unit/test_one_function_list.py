@@ -14,6 +14,7 @@ import pytest
 
 from shared.db.grants import GRANTS
 from shared.functions_table import BY_NAME, DEPLOYMENT_DEFAULTS, FUNCTIONS, STORE_SETTINGS, main, shell, stores_shell
+from shared.providers import registry as providers
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = (ROOT / "infra" / "config.sh").read_text()
@@ -123,7 +124,11 @@ def test_every_entry_point_is_a_row_of_the_table_and_requires_only_its_secrets()
         module = ENTRY_MODULES[fn.entry_point]
         assert _module_constant(module, "NAME") == fn.entry_point, module.name
         always = {s.variable for s in fn.secrets if s.when is None}
-        assert set(_module_constant(module, "REQUIRED") or ()) <= always, module.name
+        required = set(_module_constant(module, "REQUIRED") or ())
+        assert required - {"ID_PROVIDER"} <= always, module.name
+        if "ID_PROVIDER" in required:  # the chosen provider's webhook secrets, read under its name
+            for name, line in providers.PROVIDERS.items():
+                assert {s.secret_variable for s in line.sources} <= fn.secret_variables({"ID_PROVIDER": name})
 
 
 

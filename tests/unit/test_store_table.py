@@ -21,7 +21,7 @@ def test_the_table_is_well_formed():
 
 def test_the_routes_connectors_and_namespaces_are_the_tables():
     assert set(inbound.sources()) == {store.source.path for store in registry.STORES.values()} | {
-        sender.path for sender in inbound.NOT_STORES}
+        sender.path for sender in inbound.not_stores()}
     assert set(registry.connectors()) == {name for name, store in registry.STORES.items() if store.connector}
     assert keys.namespaced() == tuple(name for name in registry.STORES if name != keys.GENERIC)
 

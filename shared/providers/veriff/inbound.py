@@ -1,20 +1,35 @@
-"""Veriff decision and event webhooks (DESIGN.md section 4)."""
+"""Veriff's decision and event webhooks (DESIGN.md section 4), its code tables, and its signed
+decision as the local provider page sends it (`local_decision`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.config import InboundSettings
+from shared.config import InboundSettings, VeriffSettings
 from shared.domain import fields as check
 from shared.domain.messages import ProviderDecision, ProviderEvent
-from shared.domain.model import VERIFF_CODES, VERIFF_EVENT_CODES, Decision
-from shared.errors import BadSignature
+from shared.domain.model import Decision, ProviderEventKind
+from shared.errors import BadSignature, RouteDisabled
 from shared.inbound.source import coded, json_object, nested
+
+NAME = "veriff"  # its line in `shared.providers.registry.PROVIDERS`, its deliveries' `provider`
+
+# Veriff's decision codes (`verification.code`).
+VERIFF_CODES = {
+    9001: Decision.APPROVED,
+    9102: Decision.DECLINED,
+    9103: Decision.RESUBMISSION_REQUESTED,
+    9104: Decision.EXPIRED,  # Veriff uses 9104 for both expired and abandoned
+    9121: Decision.REVIEW,
+}
+# Veriff's event webhooks, by `code`.
+VERIFF_EVENT_CODES = {7001: ProviderEventKind.STARTED, 7002: ProviderEventKind.SUBMITTED}
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,10 @@ class VeriffSource:
 
     @classmethod
     def from_settings(cls, settings: InboundSettings) -> VeriffSource:
-        return cls(settings.veriff.shared_secret, settings.veriff.api_key)
+        veriff = settings.providers.veriff
+        if not veriff.shared_secret:  # a deployment whose ID_PROVIDER is another one, without Veriff's
+            raise RouteDisabled("Veriff route disabled: VERIFF_SHARED_SECRET is not set")
+        return cls(veriff.shared_secret, veriff.api_key)
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         verify_veriff(self.shared_secret, headers.get("X-HMAC-SIGNATURE"), body)
@@ -79,7 +97,7 @@ def _veriff_decision(data: dict[str, Any]) -> ProviderDecision:
     reason_code = verification.get("reasonCode")
     person = nested(verification, "person", "verification.person")
     return ProviderDecision(
-        provider="veriff",
+        provider=NAME,
         event_id=f"{verification_id}:{code}:{decision_time or ''}",
         order_id=order_id,
         decision=decision,
@@ -98,9 +116,27 @@ def _veriff_event(data: dict[str, Any]) -> ProviderEvent:
     attempt_id = check.identifier(data.get("attemptId"), "attemptId", required=False)
     check.text(data.get("action"), "action", required=False)
     return ProviderEvent(
-        provider="veriff",
+        provider=NAME,
         event_id=f"{verification_id}:{code}:{attempt_id or ''}",
         order_id=check.identifier(data.get("vendorData"), "vendorData"),
         kind=kind,
         verification_id=verification_id,
     )
+
+
+def local_decision(settings: VeriffSettings, order_id: str, session_id: str, decision: Decision,
+                   date_of_birth: str | None, now: datetime) -> tuple[str, bytes, dict[str, str]]:
+    """LOCAL STACK ONLY (the console's provider page): Veriff's decision webhook for `session_id`,
+    with the person's date of birth (the fields Veriff sends that the intake reads), signed as
+    Veriff signs it: its path, body and headers."""
+    code = next(c for c, d in VERIFF_CODES.items() if d is decision)
+    verification = {
+        "id": session_id, "code": code, "status": str(decision), "vendorData": order_id,
+        "reason": None, "reasonCode": None,
+        "decisionTime": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "person": {"dateOfBirth": date_of_birth or None},
+    }
+    body = json.dumps({"status": "success", "verification": verification}).encode()
+    headers = {"X-HMAC-SIGNATURE": veriff_signature(settings.shared_secret or "", body),
+               "X-AUTH-CLIENT": settings.api_key or "", "Content-Type": "application/json"}
+    return VeriffSource.path, body, headers
