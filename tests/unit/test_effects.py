@@ -85,3 +85,15 @@ def test_a_run_is_its_row_and_its_message_on_order_actions():
 def test_a_transition_names_its_effects_without_a_field_of_its_own():
     rule = replace(model.DEADLINE, effects=("acme_notice",))
     assert rule.effects == ("acme_notice",) and model.DEADLINE.effects == ()
+
+
+def test_the_readme_counts_a_side_effect_as_the_seam_does():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    where = readme.split("### Where to add", 1)[1].split("## ", 1)[0]
+    entry = where.split("- **A side effect of a transition**", 1)[1].split("\n- **", 1)[0]
+    for named in ("shared/effects/<name>.py", "Its line in `EFFECTS`", "`effects=(...)`",
+                  "tests/functions/test_new_side_effect.py", "tests/acme_effect.py", "no migration"):
+        assert named in entry, named
+    assert "A new kind of effect is a field there" not in entry
