@@ -1,5 +1,6 @@
-"""`request_refund`: topic `order-actions` — refund requests for expired or declined orders, and
-store actions (hold, release, cancel and refund, flag, outcome webhooks: `shared.handlers.store_actions`)."""
+"""`request_refund`: topic `order-actions` — refund requests for expired or declined orders, store
+actions (hold, release, cancel and refund, flag, outcome webhooks: `shared.handlers.store_actions`),
+and registered side effects of transitions (`shared.effects`: `shared.handlers.effects`)."""
 
 from __future__ import annotations
 

@@ -391,6 +391,8 @@ def _health(c, args) -> int:
     print(f"refunds failed: {numbers.refunds_failed}")
     refused = ", ".join(f"{store} {count}" for store, count in numbers.store_actions_failed.items()) or "none"
     print(f"store actions failed: {refused}")
+    failed = ", ".join(f"{name} {count}" for name, count in (numbers.effects_failed or {}).items()) or "none"
+    print(f"side effects failed: {failed}")
     if numbers.local_dead_letters is not None:
         dead = ", ".join(f"{queue} {count}" for queue, count in numbers.local_dead_letters.items()) or "none"
         print(f"local deliveries given up: {dead}")

@@ -62,9 +62,13 @@ _TRANSITIONS = {
     "countdown_timers": TableGrant(select=ALL, update=("state", "fired_at")),
     "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at")),
     "store_actions": TableGrant(insert=True),
+    # A registered side effect's run (`shared.effects`), written with the move (ON CONFLICT DO NOTHING).
+    "effect_runs": TableGrant(insert=True),
 }
 # The store action's claim, outcome and re-drive (shared.db.store_actions and shared.db.redrive).
 _STORE_ACTION_CLAIM = ("state", "attempts", "lease_until", "finished_at", "detail", "error_code")
+# A side effect's claim, outcome and retry (shared.db.effect_runs).
+_EFFECT_RUN_CLAIM = ("state", "attempts", "lease_until", "finished_at", "error_code")
 
 # Verify once (DESIGN.md 3b): the intake reads a record with the order (FOR SHARE needs an
 # UPDATE privilege), records one at an approval and removes it at an underage decline; the
@@ -105,8 +109,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
                              update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
         "processed_messages": TableGrant(select=ALL, delete=True),
         "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
-        # Unfinished store actions are re-driven once a lease.
+        # Unfinished store actions and side effects' runs are re-driven once a lease.
         "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
+        "effect_runs": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
         # A re-driven refund gives the reason its request recorded (`underage`, `erased`).
         "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
         # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
@@ -142,6 +147,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
                                                     "source", "store_ref"),
                                             update=("refund_status", "refund_claimed_at", "updated_at")),
         "store_actions": TableGrant(select=ALL, update=_STORE_ACTION_CLAIM),
+        # Registered side effects: their claims and outcomes (shared.handlers.effects).
+        "effect_runs": TableGrant(select=ALL, update=_EFFECT_RUN_CLAIM),
     },
     # Staff see every order (the customer's email included: they search by it) and act
     # through the same transitions, plus extend, resend, close a refund, retry a row.
@@ -161,8 +168,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "verify_durations": TableGrant(select=ALL),
         # The order page shows each store action; staff retry a failed one.
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
-        # The System page shows the last sweep and its report.
+        # The System page shows the last sweep and its report, and the side effects failed for good.
         "sweep_runs": TableGrant(select=ALL),
+        "effect_runs": TableGrant(select=ALL, insert=True),
         # Operators' notes (v17): the one role that reads them (the order page, the CLI's
         # `status`); written with the action, deleted by forget.
         "operator_notes": TableGrant(select=ALL, insert=True, delete=True),

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from shared.config import EventsBackend, Settings, TasksBackend
+from shared.db.effect_runs import effects_failed
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class HealthReport:
     # by queue (timers, or a message's topic); None where Cloud Tasks and Pub/Sub deliver.
     local_dead_letters: dict[str, int] | None
     last_sweep: LastSweep | None = None  # None: no sweep has run
+    effects_failed: dict[str, int] | None = None  # registered side effects failed for good, by effect
 
     def to_dict(self) -> dict:
         return {"outbox": {"undelivered": self.outbox.undelivered,
@@ -97,7 +99,8 @@ class HealthReport:
                 "in_review": self.in_review, "refunds_failed": self.refunds_failed,
                 "store_actions_failed": self.store_actions_failed,
                 "local_dead_letters": self.local_dead_letters,
-                "last_sweep": self.last_sweep.to_dict() if self.last_sweep else None}
+                "last_sweep": self.last_sweep.to_dict() if self.last_sweep else None,
+                "effects_failed": self.effects_failed or {}}
 
 
 def in_review_by_reason(conn: Connection) -> dict[str, int]:
@@ -148,4 +151,4 @@ def report(conn: Connection, *, local_queue: bool) -> HealthReport:
     return HealthReport(outbox=outbox_backlog(conn), in_review=in_review_by_reason(conn),
                         refunds_failed=refunds_failed(conn), store_actions_failed=store_actions_failed(conn),
                         local_dead_letters=local_dead_letters(conn) if local_queue else None,
-                        last_sweep=last_sweep(conn))
+                        last_sweep=last_sweep(conn), effects_failed=effects_failed(conn))

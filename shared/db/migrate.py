@@ -473,6 +473,32 @@ def _neutral_provider_columns(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE provider_sessions ALTER COLUMN provider SET NOT NULL")
 
 
+def _effect_runs(conn: Connection) -> None:
+    """v23: the generic durable claim of a
+    registered side effect (`effect_runs`, one row per order and effect; `shared.effects`). No
+    CHECK names an effect: a new one needs no migration (the registry checks names in code).
+    Self-contained SQL, idempotent (a new database got the table and indexes from v1)."""
+    conn.exec_driver_sql("""
+        CREATE TABLE IF NOT EXISTS effect_runs (
+            order_id text NOT NULL,
+            effect text NOT NULL,
+            reason text,
+            state text NOT NULL DEFAULT 'due',
+            attempts integer NOT NULL DEFAULT 0,
+            lease_until timestamptz,
+            redriven_at timestamptz,
+            error_code text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            finished_at timestamptz,
+            CONSTRAINT effect_runs_pkey PRIMARY KEY (order_id, effect),
+            CONSTRAINT effect_runs_state CHECK (state IN ('due', 'leased', 'done', 'failed'))
+        )""")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS effect_runs_open ON effect_runs (created_at) "
+                         "WHERE state IN ('due', 'leased')")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS effect_runs_failed ON effect_runs (effect) "
+                         "WHERE state = 'failed'")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -487,7 +513,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
     _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at, kind_checks,
-    _refund_requested_at, _neutral_provider_columns,
+    _refund_requested_at, _neutral_provider_columns, _effect_runs,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from shared.db.database import Database
 from shared.db.recordsets import insert_from_json
-from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow, as_records
+from shared.domain.rows import EffectRunRow, EventRow, OutboxRow, StoreActionRow, TimerRow, as_records
 
 
 @functools.cache
@@ -34,13 +34,17 @@ def _write_effects_statement(kinds: tuple[type, ...]) -> TextClause:
     return text(with_clause + last).bindparams(*(bindparam(_PARAM[kind], type_=JSONB) for kind in kinds))
 
 
-_PARAM = {EventRow: "events", TimerRow: "timers", OutboxRow: "outbox", StoreActionRow: "store_actions"}
+_PARAM = {EventRow: "events", TimerRow: "timers", OutboxRow: "outbox", StoreActionRow: "store_actions",
+          EffectRunRow: "effect_runs"}
 
 
 def write_effects(conn: Connection, events: Sequence[EventRow], outbox: Sequence[OutboxRow],
-                  timers: Sequence[TimerRow] = (), store_actions: Sequence[StoreActionRow] = ()) -> None:
-    """Event-log, timer, store-action and outbox rows in one statement (the unit of work's commit)."""
-    rows = {EventRow: events, TimerRow: timers, StoreActionRow: store_actions, OutboxRow: outbox}
+                  timers: Sequence[TimerRow] = (), store_actions: Sequence[StoreActionRow] = (),
+                  effect_runs: Sequence[EffectRunRow] = ()) -> None:
+    """Event-log, timer, store-action, side-effect-run and outbox rows in one statement (the unit
+    of work's commit)."""
+    rows = {EventRow: events, TimerRow: timers, StoreActionRow: store_actions, EffectRunRow: effect_runs,
+            OutboxRow: outbox}
     kinds = tuple(kind for kind, items in rows.items() if items)
     if kinds:
         conn.execute(_write_effects_statement(kinds), {_PARAM[kind]: as_records(rows[kind]) for kind in kinds})

@@ -12,14 +12,16 @@ from dataclasses import fields
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 
-from shared.db.schema import countdown_timers, event_log, outbox, store_actions
-from shared.domain.rows import EventRow, OutboxRow, StoreActionRow, TimerRow
+from shared.db.schema import countdown_timers, effect_runs, event_log, outbox, store_actions
+from shared.domain.rows import EffectRunRow, EventRow, OutboxRow, StoreActionRow, TimerRow
 
 TABLES: dict[type, Table] = {EventRow: event_log, OutboxRow: outbox, TimerRow: countdown_timers,
-                             StoreActionRow: store_actions}
+                             StoreActionRow: store_actions, EffectRunRow: effect_runs}
 # A timer row may be written twice (a retried unit of work): the first one stands. So does a
-# store action (one per order, action and connector, whatever asks for it again).
-_ON_CONFLICT = {TimerRow: " ON CONFLICT DO NOTHING", StoreActionRow: " ON CONFLICT DO NOTHING"}
+# store action (one per order, action and connector, whatever asks for it again), and a side
+# effect's run (one per order and effect: a second transition asking for it adds nothing).
+_ON_CONFLICT = {TimerRow: " ON CONFLICT DO NOTHING", StoreActionRow: " ON CONFLICT DO NOTHING",
+                EffectRunRow: " ON CONFLICT DO NOTHING"}
 
 
 def columns(row_type: type) -> list[str]:

@@ -29,7 +29,9 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from shared.domain import keys
 from shared.domain.model import (
+    EFFECT_OPEN,
     EMAIL_STATES,
+    EffectState,
     STORE_ACTION_OPEN,
     StoreActionState,
     OPEN,
@@ -362,6 +364,31 @@ store_actions = Table(
 Index("store_actions_open", store_actions.c.created_at,
       postgresql_where=text(sql_in("state", STORE_ACTION_OPEN)))
 Index("store_actions_failed", store_actions.c.order_id, postgresql_where=store_actions.c.state == "failed")
+
+# v23: one row per (order, registered side effect), written with the transition
+# that asks for it (`due`), the durable claim its performer leases before `perform` (`leased` until
+# `lease_until`; `attempts` is the fencing number), and how it ended: `done`, or `failed` with its
+# code. `effect` holds a name of `shared.effects.registry.EFFECTS`, checked in code, not by a CHECK:
+# a new effect needs no migration.
+effect_runs = Table(
+    "effect_runs",
+    metadata,
+    Column("order_id", Text, nullable=False),
+    Column("effect", Text, nullable=False),
+    Column("reason", Text),
+    Column("state", Text, nullable=False, server_default="due"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _tstz("lease_until"),
+    _tstz("redriven_at"),
+    Column("error_code", Text),
+    _tstz("created_at", nullable=False, server_default=NOW),
+    _tstz("finished_at"),
+    PrimaryKeyConstraint("order_id", "effect"),
+    one_of("state", EffectState, "effect_runs_state"),
+)
+# The sweeper's re-drive reads only unfinished runs; the health numbers only failed ones.
+Index("effect_runs_open", effect_runs.c.created_at, postgresql_where=text(sql_in("state", EFFECT_OPEN)))
+Index("effect_runs_failed", effect_runs.c.effect, postgresql_where=effect_runs.c.state == EffectState.FAILED)
 
 # v15: the last run of each sweep kind, one row a kind (`name`, e.g. "sweep"), upserted at the end
 # of a run: when it finished, how long it took, and its report's counts (the numbers of its

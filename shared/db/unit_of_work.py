@@ -108,7 +108,8 @@ class UnitOfWork:
         outbox_rows = [row for fx in self._effects for row in fx.outbox]
         timers = [row for fx in self._effects for row in fx.timers]
         actions = [row for fx in self._effects for row in fx.store_actions]
-        outbox.write_effects(self.conn, events, outbox_rows, timers, actions)
+        runs = [row for fx in self._effects for row in fx.effect_runs]
+        outbox.write_effects(self.conn, events, outbox_rows, timers, actions, runs)
         notes = [row for fx in self._effects for row in fx.notes]
         if notes:  # an operator's notes (v17): only the console's role writes them
             operator_store.write_notes(self.conn, notes)
@@ -125,6 +126,8 @@ class UnitOfWork:
         In a `with` block it runs in the block's transaction (after `sessions.lock_order`, say)
         and `commit()` reports the order. Outside one it is the whole unit of work: one prepared
         statement, its own transaction, reported here (the fast path: a guest's order)."""
+        if fx.effect_runs:  # PL/pgSQL `place_order` writes no side-effect runs: a new session asks for none
+            raise ValueError("place_order writes no effect_runs rows; a transition's effects go through commit()")
         if self._effects:
             self._effects = [each for each in self._effects if each is not fx]
         params = {**params, "events": as_records(fx.events), "timers": as_records(fx.timers),

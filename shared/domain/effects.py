@@ -12,6 +12,7 @@ from shared.domain.messages import (
     TOPIC_EMAILS,
     TOPIC_EVENTS,
     TOPIC_ORDER_ACTIONS,
+    EffectRun,
     EmailJob,
     EventMessage,
     OrderAction,
@@ -20,7 +21,7 @@ from shared.domain.messages import (
     TimerPayload,
 )
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
-from shared.domain.rows import EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
+from shared.domain.rows import EffectRunRow, EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 from shared import trace as tracing
 
 
@@ -35,6 +36,7 @@ class Effects:
     timers: list[TimerRow] = field(default_factory=list)
     store_actions: list[StoreActionRow] = field(default_factory=list)
     notes: list[NoteRow] = field(default_factory=list)
+    effect_runs: list[EffectRunRow] = field(default_factory=list)
     _pending_note: str | None = field(default=None, repr=False)
 
     def explain(self, note: str | None) -> None:
@@ -91,6 +93,17 @@ class Effects:
         """The store action's message alone (the sweeper's re-drive of a lost one)."""
         self._publish(TOPIC_ORDER_ACTIONS, StoreAction(order_id=self.order_id, action=action, connector=connector),
                       key=f"{self.order_id}:store:{action}:{connector}", type_=f"store.{action}")
+
+    def effect_run(self, effect: str, reason: str | None = None) -> None:
+        """A registered side effect (`shared.effects`): its claim row, due, and its message on
+        `order-actions` (the caller checks the name against the registry)."""
+        self.effect_runs.append(EffectRunRow(order_id=self.order_id, effect=effect, reason=reason))
+        self.effect_run_message(effect)
+
+    def effect_run_message(self, effect: str) -> None:
+        """The side effect's message alone (the sweeper's re-drive of a lost one)."""
+        self._publish(TOPIC_ORDER_ACTIONS, EffectRun(order_id=self.order_id, effect=effect),
+                      key=f"{self.order_id}:effect:{effect}", type_=f"effect.{effect}")
 
     def schedule(self, timer: TimerSpec) -> None:
         """A countdown timer row and the task that delivers it."""

@@ -271,12 +271,29 @@ class StoreAction(Payload):
         check.identifier(self.connector, "connector")
 
 
+@dataclass(frozen=True)
+class EffectRun(Payload):
+    """One registered side effect (`shared.effects`) to perform for one order, on `order-actions`.
+
+    Written with the transition that asks for it (and its `effect_runs` row, the claim); which
+    names exist is the registry's to say (the performer ignores one it does not know)."""
+
+    order_id: str
+    effect: str
+
+    def __post_init__(self) -> None:
+        check.identifier(self.effect, "effect")
+
+
 class OrderActions:
-    """The messages of `order-actions`: a refund request (`OrderAction`) or a store action
-    (`StoreAction`, which names its `connector`). `from_dict` returns the one the body is."""
+    """The messages of `order-actions`: a refund request (`OrderAction`), a store action
+    (`StoreAction`, which names its `connector`) or a registered side effect (`EffectRun`, which
+    names its `effect`). `from_dict` returns the one the body is."""
 
     @staticmethod
-    def from_dict(data: Any) -> OrderAction | StoreAction:
+    def from_dict(data: Any) -> OrderAction | StoreAction | EffectRun:
         if isinstance(data, dict) and "connector" in data:
             return StoreAction.from_dict(data)
+        if isinstance(data, dict) and "effect" in data:
+            return EffectRun.from_dict(data)
         return OrderAction.from_dict(data)

@@ -84,6 +84,9 @@ class Event(StrEnum):
     REUSED = "verification.reused"  # a returning customer's order opened verified
     CUSTOMER_REVOKED = "customer.verification_revoked"  # a verified-customer record removed
     CUSTOMER_ERASED = "customer.erased"  # an operator's forget: who and how many, never what
+    # A registered side effect's outcome (`shared.effects`, `shared.handlers.effects`).
+    EFFECT_DONE = "effect.done"
+    EFFECT_FAILED = "effect.failed"  # failed for good: its code only (never an error's text)
 
 
 class TimerKind(StrEnum):
@@ -105,6 +108,20 @@ class StoreActionState(StrEnum):
 
 STORE_ACTION_OPEN = frozenset({StoreActionState.DUE, StoreActionState.LEASED})  # still to be done
 STORE_ACTION_UNDONE = frozenset({StoreActionState.FAILED, StoreActionState.SKIPPED})  # ended without the store doing it
+
+
+class EffectState(StrEnum):
+    """A registered side effect's row (`effect_runs`, `shared.effects`): written with its transition
+    (`due`), claimed before `perform` (`leased` until its lease ends, or until a retry's backoff
+    ends), and how it ended: `done`, or `failed` (its code; retries used up, or a permanent failure)."""
+
+    DUE = "due"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+
+
+EFFECT_OPEN = frozenset({EffectState.DUE, EffectState.LEASED})  # still to be performed
 
 
 class TimerState(StrEnum):
@@ -223,6 +240,10 @@ class Transition:
     email: Email | None = None
     fresh_link: bool = False
     reason: str | None = None  # recorded on the event and the refund request
+    # Registered side effects (`shared.effects.registry.EFFECTS`, by name) this move asks for:
+    # each gets its durable claim (`effect_runs`) in the move's transaction and is performed by
+    # the `order-actions` subscriber, once per order (`apply_effects` refuses an unknown name).
+    effects: tuple[str, ...] = ()
 
     @property
     def refund_reason(self) -> str:

@@ -66,6 +66,18 @@ ROW_TYPES = (EventRow, OutboxRow, TimerRow, StoreActionRow)
 
 
 @dataclass(frozen=True)
+class EffectRunRow:
+    """A row of `effect_runs`: one registered side effect (`shared.effects`) a transition asks for,
+    written with it (state `due`); the durable claim its performer leases before `perform`. Written
+    by the unit of work's one statement (`outbox.write_effects`), never by PL/pgSQL `place_order`
+    (a new session's rows carry none), so not one of ROW_TYPES."""
+
+    order_id: str
+    effect: str  # a name in `shared.effects.registry.EFFECTS`
+    reason: str | None  # the transition's reason, else the status it moved to
+
+
+@dataclass(frozen=True)
 class NoteRow:
     """A row of `operator_notes` (v17): an operator's note on the event that records their
     action, kept in the database only (never in the event, its message or an export). Written by

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.domain.messages import (
+    EffectRun,
     EmailJob,
     EventMessage,
     IgnoredDelivery,
@@ -30,7 +31,7 @@ from shared.domain.operator_commands import (
     RevokeCustomer,
     VerifyOrder,
 )
-from shared.handlers import analytics, emails, intake, refunds, store_actions, timers, transitions
+from shared.handlers import analytics, effects, emails, intake, refunds, store_actions, timers, transitions
 from shared.handlers.result import Result
 
 # (container, command, request id) -> the use case's result
@@ -63,6 +64,7 @@ HANDLERS: dict[type, Handler] = {
                                                     c.verification_provider, cmd, now=c.clock.now()),
     OrderAction: lambda c, cmd, rid: ORDER_ACTIONS[cmd.kind](c, cmd, rid),
     StoreAction: lambda c, cmd, rid: store_actions.perform(c.db, c.settings, c.stores, cmd, now=c.clock.now()),
+    EffectRun: lambda c, cmd, rid: effects.perform(c.db, c.settings, cmd, now=c.clock.now()),
     EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
     # The operator's, from the console and the CLI.
     VerifyOrder: lambda c, cmd, rid: transitions.verify(c.db, c.settings, cmd, now=c.clock.now(), stores=c.stores),

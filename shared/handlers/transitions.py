@@ -50,6 +50,7 @@ from shared.domain.operator_commands import (
     RevokeCustomer,
     VerifyOrder,
 )
+from shared.effects import registry as effect_registry
 from shared.errors import ConfigError, PermanentError
 from shared.handlers.refunds import REFUND_EVENTS
 from shared.handlers.result import Result, ResultStatus
@@ -137,7 +138,8 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
     refunds, the refund is its (recorded when the store answers), not a request to REFUND_BACKEND.
     A request to REFUND_BACKEND is recorded on the session (`refund_requested_at`) by every rule
     that owes a refund, whatever status it closes in: that, not the status, is what the sweep's
-    re-drive of a lost request reads."""
+    re-drive of a lost request reads. Each registered side effect the rule names (`effects=`) gets
+    its claim row and message (LookupError for a name `shared.effects.registry` does not hold)."""
     if rule.reason:
         details = {"reason": rule.reason, **details}
     fx.event(rule.event, **details)
@@ -156,6 +158,8 @@ def apply_effects(uow: UnitOfWork, fx: Effects, rule: Transition, details: dict,
         fx.store_action(action, stores.connectors_for(source, action), reason=reason)
     if rule.email:
         fx.email(rule.email)
+    for effect in effect_registry.require(rule.effects):
+        fx.effect_run(effect, reason=rule.reason or str(rule.to_status))
 
 
 AfterTransition = Callable[[UnitOfWork, Effects], None]

@@ -10,6 +10,7 @@ are refused with SQLSTATE 42501 (insufficient privilege).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import uuid
@@ -583,3 +584,57 @@ def test_store_actions_are_written_performed_re_driven_and_shown_under_each_role
     assert {a["action"]: a["state"] for a in story["store_actions"]} == {"hold": "done", "cancel_and_refund": "failed"}
     assert transitions.retry_store_action(console_db, order, "cancel_and_refund:orders", operator="a",
                                           now=T0).status == "accepted"
+
+
+def test_registered_side_effects_are_written_performed_re_driven_and_counted_under_each_role(
+        as_role, cluster, members, monkeypatch):
+    # A transition writes the run (timer-expiry: the deadline), the `order-actions` subscriber
+    # claims and records it (request-refund), the sweep re-drives an unfinished one, and the
+    # console's health numbers count a failed one, each under its own role.
+    from shared.db import effect_runs
+    from shared.domain import model
+    from shared.domain.messages import EffectRun
+    from shared.effects import Effect, EffectFailed, registry
+    from shared.handlers import effects
+
+    outcomes: list[Exception | None] = [None, EffectFailed("refused")]
+
+    def perform(ctx, order):
+        failure = outcomes.pop(0)
+        if failure:
+            raise failure
+
+    monkeypatch.setitem(registry.EFFECTS, "role_probe", Effect("role_probe", perform))
+    monkeypatch.setattr(timers, "DEADLINE", dataclasses.replace(model.DEADLINE, effects=("role_probe",)))
+    refund_db, refund_settings = as_role("request-refund"), settings_for(cluster.url(members["request-refund"]))
+    sweep_db = as_role("sweep")
+    done, failed = f"order-{uuid.uuid4().hex[:10]}", f"order-{uuid.uuid4().hex[:10]}"
+    for order in (done, failed):
+        place(as_role("webhook-intake"), order)
+        with as_email_function(cluster, members) as conn:  # the link went out (the email function's)
+            conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                              "VALUES (:o, 'link', 0, 'sent')"), {"o": order})
+        deadline = TimerPayload(order_id=order, kind="deadline", reminder_index=0, deadline_version=1)
+        assert timers.fire(as_role("timer-expiry"), deadline, now=T0 + timedelta(days=4)).status == "accepted"
+
+    with sweep_db.transaction() as conn:  # due past a (zero) lease: re-driven under the sweep's role
+        assert sorted(effect_runs.effect_runs_to_redrive(conn, ["role_probe"], 0, 10)) == sorted(
+            [(done, "role_probe"), (failed, "role_probe")])
+    assert redrive.redrive_lost_work(sweep_db, settings_for(cluster.url(members["sweep"])), now=T0) >= 0
+
+    assert effects.perform(refund_db, refund_settings, EffectRun(done, "role_probe"), now=T0).detail == "role_probe done"
+    assert effects.perform(refund_db, refund_settings, EffectRun(failed, "role_probe"),
+                           now=T0).detail == "role_probe failed: refused"
+    with as_role("operator-console").read() as conn:
+        assert health.report(conn, local_queue=False).effects_failed == {"role_probe": 1}
+
+
+@contextlib.contextmanager
+def as_email_function(cluster, members):
+    """A transaction as the email function (it writes `email_sends`)."""
+    db = Database(make_engine(settings_for(cluster.url(members["send-customer-email"])).database))
+    try:
+        with db.transaction() as conn:
+            yield conn
+    finally:
+        db.engine.dispose()

@@ -15,7 +15,9 @@ from shared.db import reads, redrive, retention, schema
 from shared.domain.messages import TOPICS
 from shared.stores.base import StoreActionKind
 from shared.domain.model import (
+    EFFECT_OPEN,
     EMAIL_STATES,
+    EffectState,
     STORE_ACTION_OPEN,
     StoreActionState,
     EMAILS,
@@ -48,6 +50,7 @@ DOMAIN_SETS = {
     "TimerState": set(TimerState), "EMAIL_STATES": set(EMAIL_STATES),
     "StoreActionState": set(StoreActionState), "STORE_ACTION_OPEN": set(STORE_ACTION_OPEN),
     "StoreActionKind": set(StoreActionKind),
+    "EffectState": set(EffectState), "EFFECT_OPEN": set(EFFECT_OPEN),
 }
 # Lists a migration froze that are no longer a domain set (a migration records what it did then).
 FROZEN = {("migrate.py", frozenset({"orders", "lightspeed"})),  # v8: the sources of its day
@@ -119,5 +122,5 @@ def test_the_sql_is_built_from_the_sets():
               for c in table.constraints if c.name and c.name.endswith(("_state", "_refund_status"))}
     assert checks == {"verification_sessions_refund_status": set(RefundStatus),
                       "countdown_timers_state": set(TimerState), "email_sends_state": set(EMAIL_STATES),
-                      "store_actions_state": set(StoreActionState)}
+                      "store_actions_state": set(StoreActionState), "effect_runs_state": set(EffectState)}
 
