@@ -3,7 +3,7 @@ by the unit of work that owns them (`shared.db.unit_of_work`)."""
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,13 @@ from shared.domain.messages import (
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
 from shared.domain.rows import EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 from shared import trace as tracing
+
+
+def new_id() -> str:
+    """A random UUID (version 4, RFC 4122 variant) as text: `str(uuid.uuid4())` without building
+    the UUID object, a third of the time (three per order webhook)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass
@@ -45,7 +52,7 @@ class Effects:
 
     def event(self, type_: Event, **data: Any) -> None:
         """An event-log row, also published on `verification-events`."""
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         occurred_at = self.now.isoformat()
         self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=str(type_),
                                     occurred_at=occurred_at, request_id=self.request_id,
@@ -60,7 +67,7 @@ class Effects:
     def note(self, type_: Event, **data: Any) -> None:
         """An event-log row only, not published (an operator's record of an erasure: it names
         no order, so it has no ordering key, and nothing downstream counts it)."""
-        self.events.append(EventRow(event_id=str(uuid.uuid4()), order_id=self.order_id, type=str(type_),
+        self.events.append(EventRow(event_id=new_id(), order_id=self.order_id, type=str(type_),
                                     occurred_at=self.now.isoformat(), request_id=self.request_id,
                                     actor=self.actor, data=data))
 

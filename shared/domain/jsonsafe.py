@@ -24,7 +24,9 @@ _BRACKET = re.compile(rb"[\[\]{}]")
 def loads_guarded(raw: bytes | str, *, where: str = "body", max_depth: int = MAX_DEPTH) -> Any:
     """Decode JSON or raise Unparseable (a PermanentError) naming `where`."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if _depth(data) > max_depth:
+    # Nesting cannot go deeper than the opening brackets in all (strings' included): only a
+    # body with more of them than max_depth is scanned.
+    if data.count(b"[") + data.count(b"{") > max_depth and _depth(data) > max_depth:
         raise Unparseable(f"{where} is nested deeper than {max_depth}", field=where)
     try:
         return json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
