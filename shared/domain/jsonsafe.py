@@ -29,7 +29,8 @@ def loads_guarded(raw: bytes | str, *, where: str = "body", max_depth: int = MAX
     if data.count(b"[") + data.count(b"{") > max_depth and _depth(data) > max_depth:
         raise Unparseable(f"{where} is nested deeper than {max_depth}", field=where)
     try:
-        return json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+        # json.loads(data, parse_int=..., ...), with the decoder made once rather than per call.
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         # JSONDecodeError is a ValueError; so are the hooks' refusals.
         raise Unparseable(f"{where} is not valid JSON", field=where) from None
@@ -57,3 +58,6 @@ def _float(text: str) -> float:
 
 def _constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_int=_integer, parse_float=_float, parse_constant=_constant)
