@@ -102,15 +102,16 @@ class Effects:
     def schedule(self, timer: TimerSpec) -> None:
         """A countdown timer row and the task that delivers it."""
         name = timer.task_name(self.order_id)
-        self.timers.append(TimerRow(order_id=self.order_id, kind=str(timer.kind),
+        kind, fire_at = str(timer.kind), timer.fire_at.isoformat()
+        self.timers.append(TimerRow(order_id=self.order_id, kind=kind,
                                     reminder_index=timer.reminder_index,
                                     deadline_version=timer.deadline_version,
-                                    fire_at=timer.fire_at.isoformat(), task_name=name))
-        payload = TimerPayload(order_id=self.order_id, kind=str(timer.kind),
+                                    fire_at=fire_at, task_name=name))
+        payload = TimerPayload(order_id=self.order_id, kind=kind,
                                reminder_index=timer.reminder_index,
                                deadline_version=timer.deadline_version)
         self.outbox.append(OutboxRow(OutboxKind.TASK_CREATE, self.order_id, {
-            "name": name, "schedule_time": timer.fire_at.isoformat(), "body": payload.to_dict(),
+            "name": name, "schedule_time": fire_at, "body": payload.to_dict(),
             **_trace_headers("headers"),
         }))
 
