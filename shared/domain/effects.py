@@ -3,7 +3,7 @@ by the unit of work that owns them (`shared.db.unit_of_work`)."""
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,13 @@ from shared.domain.messages import (
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
 from shared.domain.rows import EffectRunRow, EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 from shared import trace as tracing
+
+
+def new_id() -> str:
+    """A random UUID (version 4, RFC 4122 variant) as text: `str(uuid.uuid4())` without building
+    the UUID object, a third of the time (three per order webhook)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass
@@ -47,7 +54,7 @@ class Effects:
 
     def event(self, type_: Event, **data: Any) -> None:
         """An event-log row, also published on `verification-events`."""
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         occurred_at = self.now.isoformat()
         self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=str(type_),
                                     occurred_at=occurred_at, request_id=self.request_id,
@@ -62,7 +69,7 @@ class Effects:
     def note(self, type_: Event, **data: Any) -> None:
         """An event-log row only, not published (an operator's record of an erasure: it names
         no order, so it has no ordering key, and nothing downstream counts it)."""
-        self.events.append(EventRow(event_id=str(uuid.uuid4()), order_id=self.order_id, type=str(type_),
+        self.events.append(EventRow(event_id=new_id(), order_id=self.order_id, type=str(type_),
                                     occurred_at=self.now.isoformat(), request_id=self.request_id,
                                     actor=self.actor, data=data))
 
@@ -108,15 +115,16 @@ class Effects:
     def schedule(self, timer: TimerSpec) -> None:
         """A countdown timer row and the task that delivers it."""
         name = timer.task_name(self.order_id)
-        self.timers.append(TimerRow(order_id=self.order_id, kind=str(timer.kind),
+        kind, fire_at = str(timer.kind), timer.fire_at.isoformat()
+        self.timers.append(TimerRow(order_id=self.order_id, kind=kind,
                                     reminder_index=timer.reminder_index,
                                     deadline_version=timer.deadline_version,
-                                    fire_at=timer.fire_at.isoformat(), task_name=name))
-        payload = TimerPayload(order_id=self.order_id, kind=str(timer.kind),
+                                    fire_at=fire_at, task_name=name))
+        payload = TimerPayload(order_id=self.order_id, kind=kind,
                                reminder_index=timer.reminder_index,
                                deadline_version=timer.deadline_version)
         self.outbox.append(OutboxRow(OutboxKind.TASK_CREATE, self.order_id, {
-            "name": name, "schedule_time": timer.fire_at.isoformat(), "body": payload.to_dict(),
+            "name": name, "schedule_time": fire_at, "body": payload.to_dict(),
             **_trace_headers("headers"),
         }))
 

@@ -23,10 +23,14 @@ MAX_INT = 2**31 - 1  # PostgreSQL integer
 
 _UNCLEAN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# A plain address (dot-atoms of letters, digits and `_%+-`): `parseaddr` reads every one of
+# these back unchanged, so it need not be asked (it was a tenth of the intake's Python time).
+_PLAIN_EMAIL = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", re.ASCII)
 _CURRENCY = re.compile(r"[A-Za-z]{3}", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?", re.ASCII)
 _CENT = Decimal("0.01")
+_LONG_FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
 
 
 def text(value: Any, field: str, *, required: bool = True, max_length: int = 200,
@@ -53,6 +57,8 @@ def identifier(value: Any, field: str, *, required: bool = True) -> str | None:
 def email(value: Any, field: str) -> str:
     """An address `parseaddr` reads back unchanged (so mail goes where the store meant)."""
     address = text(value, field, max_length=254)
+    if _PLAIN_EMAIL.fullmatch(address):
+        return address
     if not _EMAIL.fullmatch(address) or parseaddr(address) != ("", address):
         raise InvalidField(f"{field} is not an email address", field=field)
     return address
@@ -105,7 +111,7 @@ def timestamp(value: Any, field: str) -> datetime | None:
 
 
 def _six_digit_fraction(value: str) -> str:
-    return re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", value)
+    return _LONG_FRACTION.sub(r"\1", value) if "." in value else value
 
 
 def calendar_date(value: Any) -> date | None:

@@ -24,10 +24,13 @@ _BRACKET = re.compile(rb"[\[\]{}]")
 def loads_guarded(raw: bytes | str, *, where: str = "body", max_depth: int = MAX_DEPTH) -> Any:
     """Decode JSON or raise Unparseable (a PermanentError) naming `where`."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
-    if _depth(data) > max_depth:
+    # Nesting cannot go deeper than the opening brackets in all (strings' included): only a
+    # body with more of them than max_depth is scanned.
+    if data.count(b"[") + data.count(b"{") > max_depth and _depth(data) > max_depth:
         raise Unparseable(f"{where} is nested deeper than {max_depth}", field=where)
     try:
-        return json.loads(data, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+        # json.loads(data, parse_int=..., ...), with the decoder made once rather than per call.
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         # JSONDecodeError is a ValueError; so are the hooks' refusals.
         raise Unparseable(f"{where} is not valid JSON", field=where) from None
@@ -55,3 +58,6 @@ def _float(text: str) -> float:
 
 def _constant(text: str) -> Any:
     raise ValueError(f"{text} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_int=_integer, parse_float=_float, parse_constant=_constant)

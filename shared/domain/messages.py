@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
@@ -110,8 +111,11 @@ class Payload:
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: field values are already JSON-ready (asdict's deep copy
-        # was a tenth of the intake's CPU time).
-        return {"v": self.VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        # was a tenth of the intake's CPU time); the field names are read once per class.
+        data = {"v": self.VERSION}
+        for name in _field_names(type(self)):
+            data[name] = getattr(self, name)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any):
@@ -130,6 +134,12 @@ class Payload:
             raise
         except (TypeError, ValueError):
             raise InvalidField(f"payload is not a valid {cls.__name__}", field="body") from None
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A payload class's field names, in order (`dataclasses.fields` builds them anew each call)."""
+    return tuple(f.name for f in fields(cls))
 
 
 def _optional_id(value: Any, name: str) -> str | None:

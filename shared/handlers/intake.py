@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -35,7 +34,7 @@ from shared.domain.model import (
     timers_for,
 )
 from shared.db.unit_of_work import UnitOfWork
-from shared.domain.effects import Effects
+from shared.domain.effects import Effects, new_id
 from shared.handlers.result import Result, ResultStatus
 from shared.stores.base import StoreActionKind
 from shared.stores.registry import NO_STORES, StoreRegistry
@@ -63,7 +62,7 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         "order_total": cmd.order_total, "currency": cmd.currency,
         "ordered_at": start, "deadline": deadline, "now": now, "request_id": request_id,
         "store_ordered_at": cmd.ordered_at, "store_ref": cmd.store_ref,
-        "duplicate_event_id": str(uuid.uuid4()),
+        "duplicate_event_id": new_id(),
     }
     customer = (customers.keys_for(settings.reuse.pepper(), cmd.provider, cmd.customer_id, cmd.customer_email)
                 if cmd.customer_id else None)  # a guest never has a key

@@ -20,17 +20,7 @@ from shared.domain.messages import (
     TimerPayload,
 )
 from shared.domain.model import OrderActionKind
-from shared.domain.operator_commands import (
-    CancelOrder,
-    ExtendDeadline,
-    ForgetCustomer,
-    RecordRefund,
-    ResendLink,
-    RetryParked,
-    RetryStoreAction,
-    RevokeCustomer,
-    VerifyOrder,
-)
+from shared.domain import operator_commands as commands
 from shared.handlers import analytics, effects, emails, intake, refunds, store_actions, timers, transitions
 from shared.handlers.result import Result
 
@@ -67,14 +57,15 @@ HANDLERS: dict[type, Handler] = {
     EffectRun: lambda c, cmd, rid: effects.perform(c.db, c.settings, cmd, now=c.clock.now()),
     EventMessage: lambda c, cmd, rid: analytics.record_event(c.db, cmd),
     # The operator's, from the console and the CLI.
-    VerifyOrder: lambda c, cmd, rid: transitions.verify(c.db, c.settings, cmd, now=c.clock.now(), stores=c.stores),
-    CancelOrder: lambda c, cmd, rid: transitions.cancel(c.db, cmd, now=c.clock.now(), stores=c.stores),
-    ExtendDeadline: lambda c, cmd, rid: transitions.extend(c.db, c.settings, cmd, now=c.clock.now()),
-    ResendLink: lambda c, cmd, rid: transitions.resend(c.db, cmd, now=c.clock.now()),
-    RecordRefund: lambda c, cmd, rid: transitions.record_refund(c.db, cmd, now=c.clock.now()),
-    RetryStoreAction: lambda c, cmd, rid: transitions.retry_store(c.db, cmd, now=c.clock.now()),
-    RetryParked: lambda c, cmd, rid: transitions.retry(c.db, cmd, now=c.clock.now()),
-    RevokeCustomer: lambda c, cmd, rid: transitions.revoke_customer(c.db, cmd, now=c.clock.now()),
-    ForgetCustomer: lambda c, cmd, rid: transitions.forget_customer(c.db, c.settings, cmd, now=c.clock.now(),
-                                                                    stores=c.stores),
+    commands.VerifyOrder: lambda c, cmd, rid: transitions.verify(c.db, c.settings, cmd, now=c.clock.now(),
+                                                                 stores=c.stores),
+    commands.CancelOrder: lambda c, cmd, rid: transitions.cancel(c.db, cmd, now=c.clock.now(), stores=c.stores),
+    commands.ExtendDeadline: lambda c, cmd, rid: transitions.extend(c.db, c.settings, cmd, now=c.clock.now()),
+    commands.ResendLink: lambda c, cmd, rid: transitions.resend(c.db, cmd, now=c.clock.now()),
+    commands.RecordRefund: lambda c, cmd, rid: transitions.record_refund(c.db, cmd, now=c.clock.now()),
+    commands.RetryStoreAction: lambda c, cmd, rid: transitions.retry_store(c.db, cmd, now=c.clock.now()),
+    commands.RetryParked: lambda c, cmd, rid: transitions.retry(c.db, cmd, now=c.clock.now()),
+    commands.RevokeCustomer: lambda c, cmd, rid: transitions.revoke_customer(c.db, cmd, now=c.clock.now()),
+    commands.ForgetCustomer: lambda c, cmd, rid: transitions.forget_customer(c.db, c.settings, cmd,
+                                                                             now=c.clock.now(), stores=c.stores),
 }

@@ -52,7 +52,7 @@ def verify_standard_webhook(key: bytes, headers, body: bytes, now: datetime) -> 
     if skew > TIMESTAMP_TOLERANCE_SECONDS:
         raise BadSignature("webhook-timestamp outside the 5 minute tolerance")
     signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    expected = base64.b64encode(hmac.digest(key, signed, hashlib.sha256))
     for candidate in signatures.split(" "):
         version, _, value = candidate.partition(",")
         if version == "v1" and hmac.compare_digest(value.encode(), expected):

@@ -198,14 +198,9 @@ query OrderCancelledAt($id: ID!) {
 }
 """
 
-HOLD_MUTATION = """
-mutation HoldForAgeVerification($id: ID!, $fulfillmentHold: FulfillmentOrderHoldInput!) {
-  fulfillmentOrderHold(id: $id, fulfillmentHold: $fulfillmentHold) {
-    fulfillmentHold {
-      id
-      handle
-    }
-    fulfillmentOrder {
+# What both fulfillment-order mutations read back, and `_codes` reads the same way for both:
+# the fulfillment order's state and the mutation's coded user errors.
+_FULFILLMENT_ORDER_RESULT = """    fulfillmentOrder {
       id
       status
     }
@@ -218,23 +213,21 @@ mutation HoldForAgeVerification($id: ID!, $fulfillmentHold: FulfillmentOrderHold
 }
 """
 
+HOLD_MUTATION = """
+mutation HoldForAgeVerification($id: ID!, $fulfillmentHold: FulfillmentOrderHoldInput!) {
+  fulfillmentOrderHold(id: $id, fulfillmentHold: $fulfillmentHold) {
+    fulfillmentHold {
+      id
+      handle
+    }
+""" + _FULFILLMENT_ORDER_RESULT
+
 # `$holdIds` is declared non-null: without holdIds Shopify releases every hold on the
 # fulfillment order, other apps' (fraud, inventory) included.
 RELEASE_MUTATION = """
 mutation ReleaseAgeVerificationHold($id: ID!, $holdIds: [ID!]!) {
   fulfillmentOrderReleaseHold(id: $id, holdIds: $holdIds) {
-    fulfillmentOrder {
-      id
-      status
-    }
-    userErrors {
-      field
-      message
-      code
-    }
-  }
-}
-"""
+""" + _FULFILLMENT_ORDER_RESULT
 
 CANCEL_MUTATION = """
 mutation CancelUnverifiedOrder($orderId: ID!, $notifyCustomer: Boolean, $refundMethod: OrderCancelRefundMethodInput!, $restock: Boolean!, $reason: OrderCancelReason!, $staffNote: String) {

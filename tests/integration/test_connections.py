@@ -16,7 +16,7 @@ from shared.db import sessions
 from shared.db.database import Database
 from shared.db.engine import _ssl_context_for, make_engine
 from shared.domain.messages import OrderPlaced
-from shared.errors import InvalidField
+from shared.errors import InvalidField, TransientError
 from shared.handlers import intake
 from tests.conftest import base_env
 
@@ -90,6 +90,37 @@ def test_a_value_the_prepared_statement_cannot_store_is_typed_and_the_pool_goes_
                                     "customer_email": "a@example.com", "ordered_at": "not a time",
                                     "deadline": "not a time", "events": [], "timers": [], "outbox": []})
     assert place(tiny_db, settings, order_id) == "accepted"
+
+
+def test_a_failure_that_leaves_the_prepared_statements_connection_out_of_step_discards_it(tiny_db, settings,
+                                                                                          order_id, monkeypatch):
+    """`run_prepared` runs on the pool's connection itself: a failure with no SQLSTATE (the socket
+    gone mid-statement) is a TransientError, and that connection never goes back to the pool."""
+    assert place(tiny_db, settings, order_id + "-a") == "accepted"
+    old = backend_pid(tiny_db)
+
+    def broken(sock):
+        raise pg8000.core.InterfaceError("network error")
+
+    monkeypatch.setattr(pg8000.core, "_flush", broken)
+    with pytest.raises(TransientError):
+        place(tiny_db, settings, order_id)
+    monkeypatch.undo()
+    assert tiny_db.engine.pool.checkedout() == 0
+    assert backend_pid(tiny_db) != old  # a fresh connection, not the one left out of step
+    assert place(tiny_db, settings, order_id) == "accepted"
+
+
+def test_a_database_that_cannot_be_reached_is_transient_for_a_prepared_statement(settings):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    away = Database(make_engine(DatabaseSettings.from_env(base_env(f"postgresql+pg8000://u:p@127.0.0.1:{port}/db"))))
+    try:
+        with pytest.raises(TransientError):
+            sessions.place_order(away, {"provider": "orders", "event_id": "m-away", "order_id": "away"})
+    finally:
+        away.engine.dispose()
 
 
 def test_no_tls_set_up_for_a_local_server_and_one_shared_context_otherwise():

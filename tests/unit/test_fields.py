@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from email.utils import parseaddr
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.domain import fields, jsonsafe
 from shared.domain.jsonsafe import loads_guarded
@@ -40,6 +43,27 @@ def test_emails_must_survive_parseaddr_unchanged(value):
 
 def test_plain_addresses_pass():
     assert fields.email("first.last+tag@sub.example.co.uk", "e") == "first.last+tag@sub.example.co.uk"
+
+
+@given(st.from_regex(fields._PLAIN_EMAIL, fullmatch=True).filter(lambda a: len(a) <= 254))
+def test_plain_addresses_are_what_parseaddr_reads_back_unchanged(address):
+    """`email` skips `parseaddr` for a plain address (the intake's speed): only where
+    `parseaddr` and the general pattern would have let it through too."""
+    assert parseaddr(address) == ("", address)
+    assert fields._EMAIL.fullmatch(address)
+    assert fields.email(address, "e") == address
+
+
+@pytest.mark.parametrize("value", ["a..b@example.com", ".a@example.com", "a.@example.com", "a@example..com",
+                                   "a@.example.com", "a@example.com.", "x(y)@example.com"])
+def test_addresses_outside_the_plain_form_are_still_read_by_parseaddr(value):
+    assert not fields._PLAIN_EMAIL.fullmatch(value)
+    ok = fields._EMAIL.fullmatch(value) and parseaddr(value) == ("", value)
+    if ok:
+        assert fields.email(value, "e") == value
+    else:
+        with pytest.raises(InvalidField):
+            fields.email(value, "e")
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -118,4 +142,13 @@ def test_guarded_decoder_reads_ordinary_json_and_ignores_brackets_in_strings():
     nested = {"a": [{"b": [1, 2, {"c": "[[[[{{{{"}]}]}
     assert loads_guarded(json.dumps(nested).encode()) == nested
     assert loads_guarded(b"[" * 32 + b"]" * 32) is not None
+
+
+def test_only_a_body_with_more_brackets_than_max_depth_is_scanned_and_depth_is_still_exact():
+    """Nesting is at most the count of opening brackets (those in strings included): a body
+    with no more than MAX_DEPTH of them needs no scan; one with more is still measured exactly."""
+    assert loads_guarded(b'{"s": "' + b"[" * 40 + b'"}') == {"s": "[" * 40}
+    assert loads_guarded(b"[" * 16 + b"[]," * 20 + b"0" + b"]" * 16) is not None
+    with pytest.raises(Unparseable, match="nested deeper"):
+        loads_guarded(b"[" * 33 + b"]" * 33)
     assert loads_guarded('{"s": "\\"]]]"}') == {"s": '"]]]'}

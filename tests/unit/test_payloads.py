@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from shared.domain.effects import new_id
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, TimerPayload
 from shared.domain.model import OrderActionKind, TimerKind
 from shared.errors import InvalidField
@@ -74,3 +77,17 @@ def test_errors_never_echo_the_input(make):
     with pytest.raises(InvalidField) as error:
         make(marker)
     assert marker not in str(error.value)
+
+
+def test_new_ids_are_random_version_4_uuids_in_their_canonical_text():
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert {text[19] for text in ids} == set("89ab")  # the variant's two bits are set, the rest random
+
+
+def test_to_dict_is_every_field_in_order_after_the_version():
+    job = EmailJob(order_id="o-1", kind="link", reminder_index=2)
+    assert list(job.to_dict().items()) == [("v", 1), ("order_id", "o-1"), ("kind", "link"), ("reminder_index", 2)]
