@@ -58,7 +58,10 @@ STORE_SETTINGS: dict[str, tuple[StoreSetting, ...]] = {
 }
 
 # The ID provider new sessions' links are created with (`ID_PROVIDER`, a name in
-# `shared.providers.registry.PROVIDERS`): its secrets are each `when=("ID_PROVIDER", "<name>")`.
+# `shared.providers.registry.PROVIDERS`): the secrets that create links are each
+# `when=("ID_PROVIDER", "<name>")`; the intake keeps every provider's webhook secrets whatever the
+# choice, so a switch of provider never refuses the decisions of links already sent (their orders
+# would expire and be refunded).
 ID_PROVIDER_DEFAULT = "veriff"
 
 # The deployment settings that decide which secrets are read, with the
@@ -129,8 +132,8 @@ FUNCTIONS: tuple[DeployedFunction, ...] = (
         "webhook-intake", "webhook_intake", "http", None, public=True,
         secrets=(
             Secret("ORDER_WEBHOOK_SECRET"),
-            Secret("VERIFF_SHARED_SECRET", when=("ID_PROVIDER", "veriff")),  # X-HMAC-SIGNATURE of Veriff's webhooks
-            Secret("VERIFF_API_KEY", when=("ID_PROVIDER", "veriff")),  # checked against X-AUTH-CLIENT
+            Secret("VERIFF_SHARED_SECRET"),  # X-HMAC-SIGNATURE of Veriff's webhooks (links in flight)
+            Secret("VERIFF_API_KEY"),  # checked against X-AUTH-CLIENT
             Secret("LIGHTSPEED_CLIENT_SECRET", when=("LIGHTSPEED_ENABLED", "true")),
             Secret("CUSTOMER_KEY_SECRET"),  # the pepper of verify once's customer keys
             Secret("SHOPIFY_CLIENT_SECRET", when=("SHOPIFY_ENABLED", "true")),  # X-Shopify-Hmac-Sha256
