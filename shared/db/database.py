@@ -101,9 +101,9 @@ def _pooled(engine: Engine) -> Iterator[PoolProxiedConnection]:
     step with the server is invalidated, never returned to the pool."""
     try:
         pooled = engine.raw_connection()
-    except engine.dialect.loaded_dbapi.Error as err:  # as Connection() does on checkout
-        Connection._handle_dbapi_exception_noconnection(err, engine.dialect, engine)
-        raise
+    except engine.dialect.loaded_dbapi.Error as err:  # typed as Connection() types it on checkout
+        raise sqlalchemy.exc.DBAPIError.instance(None, None, err, engine.dialect.loaded_dbapi.Error,
+                                                 hide_parameters=True, dialect=engine.dialect) from err
     try:
         yield pooled
     except BaseException as exc:
