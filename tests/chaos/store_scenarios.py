@@ -176,9 +176,11 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
         approved = set(keys[::2])
         kills: list[int] = []
         restarts: list[float] = []
+        killed_at: list[float] = []  # wall-clock, for the post-mortem of an email lost or doubled
 
         def fault() -> None:
             began = time.monotonic()
+            killed_at.append(time.time())
             kills.append(run.kill_everything())
             run.restart()
             restarts.append(round(time.monotonic() - began, 1))
@@ -203,12 +205,13 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
                       and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0,
                       "every session closed, every store action finished, outbox and messages drained",
                       timeout=window + 150)
-        _sigkill_figures(report, run, shop, ids, approved)
+        _sigkill_figures(report, run, shop, ids, approved, killed_at)
         report.figures["seconds"] = run.seconds()
     return report
 
 
-def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str]) -> None:
+def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str],
+                     killed_at: list[float]) -> None:
     states = sessions(run)
     report.figures["sessions"] = dict(Counter(s for s, _ in states.values()))
     report.figures["store actions"] = store_action_states(run)
@@ -244,9 +247,56 @@ def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: l
     report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
     links = Counter({k: n for (k, kind), n in emails.items() if kind == "link"})
     _once_each(report, links, [key(i) for i in ids], "link email")
+    odd = [k for k in map(key, ids) if links.get(k, 0) != 1]
+    if odd:
+        report.figures["post-mortem of the link emails lost or doubled"] = {
+            k: _post_mortem_or_why_not(run, k, killed_at) for k in odd[:5]}
     report.figures["undelivered outbox rows"] = run.undelivered()
     report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
     report.check(run.stack_alive(), "the stack exited on its own")
+
+
+def _post_mortem_or_why_not(run: ChaosRun, order: str, killed_at: list[float]) -> Any:
+    try:
+        return _email_post_mortem(run, order, killed_at)
+    except Exception as exc:  # noqa: BLE001 - a post-mortem never hides the figures
+        return f"post-mortem failed: {type(exc).__name__}: {exc}"
+
+
+def _email_post_mortem(run: ChaosRun, order: str, killed_at: list[float]) -> dict[str, Any]:
+    """What the database and the inbox hold about one order's emails, in seconds from its session's
+    creation: its events (types, kinds and reasons only), its email claims, its email messages in the
+    local queue, the SMTP server's arrivals, and the kills. No address, no payload."""
+    created = run.scalar("SELECT extract(epoch FROM created_at)::float8 FROM verification_sessions "
+                         "WHERE order_id = :o", o=order)
+
+    def rel(at: float | None) -> float | None:
+        return None if at is None or created is None else round(at - created, 2)
+
+    status, linked = run.query("SELECT status, veriff_session_id IS NOT NULL FROM verification_sessions "
+                               "WHERE order_id = :o", o=order)[0]
+    events = [[t, rel(at), actor, {k: v for k, v in (data or {}).items() if k in ("kind", "reason", "reminder_index")}]
+              for t, at, actor, data in run.query(
+                  "SELECT type, extract(epoch FROM occurred_at)::float8, actor, data FROM event_log "
+                  "WHERE order_id = :o ORDER BY id", o=order)]
+    claims = [[kind, index, state, attempts, rel(claimed), rel(sent)] for kind, index, state, attempts, claimed, sent in
+              run.query("SELECT kind, reminder_index, state, attempts, extract(epoch FROM claimed_at)::float8, "
+                        "extract(epoch FROM sent_at)::float8 FROM email_sends WHERE order_id = :o ORDER BY 1, 2",
+                        o=order)]
+    messages = [[kind, attempts, last, rel(made), rel(first), rel(done)]
+                for kind, attempts, last, made, first, done in run.query(
+                    "SELECT job->>'kind', attempts, last_status, made, first, done FROM ("
+                    "  SELECT convert_from(decode(convert_from(body, 'UTF8')::jsonb #>> '{message,data}', 'base64'),"
+                    "         'UTF8')::jsonb AS job, attempts, last_status,"
+                    "         extract(epoch FROM created_at)::float8 AS made,"
+                    "         extract(epoch FROM first_attempt_at)::float8 AS first,"
+                    "         extract(epoch FROM done_at)::float8 AS done"
+                    "  FROM local_tasks WHERE queue = 'customer-emails') m "
+                    "WHERE job->>'order_id' = :o ORDER BY made", o=order)]
+    received = [[kind, rel(at)] for rcpts, kind, at in run.world.inbox.arrivals() if customer_email(order) in rcpts]
+    return {"status": status, "has link": linked, "events": events, "email_sends": claims,
+            "email messages [kind, attempts, last status, queued, first tried, done]": messages,
+            "smtp arrivals": received, "kills": [rel(at) for at in killed_at]}
 
 
 # ---- a throttling store and a burst of orders ---------------------------------------------------
