@@ -271,6 +271,8 @@ def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: l
     report.check(len(again) == len(twice), f"{len(twice) - len(again)} emails were sent more than once, not "
                                            f"by a kill between their send and its record "
                                            f"(e.g. {[k for k in twice if k not in again][:3]})")
+    report.figures["link email claims taken over after a kill (sent by a later attempt)"] = run.scalar(
+        "SELECT count(*) FROM email_sends WHERE kind = 'link' AND attempts > 1")
     links = Counter({k: 1 if (k, kind) in again else n for (k, kind), n in emails.items() if kind == "link"})
     _once_each(report, links, [key(i) for i in ids], "link email (a repeat after a kill mid-send counted once)")
     odd = sorted({k for k in map(key, ids) if not links.get(k)} | {k for k, _ in twice})
