@@ -9,7 +9,11 @@ of every stack process leaves the store's record intact; the stack is pointed at
 - `shopify_sigkill`: every stack process SIGKILLed in the middle of N orders (and once more in
   the middle of the approvals), half approved by Veriff, half left to expire: every order held
   once per fulfillment order (no second hold of ours), every approved order released once and
-  never cancelled, every expired order cancelled once and never released; link emails once.
+  never cancelled, every expired order cancelled once and never released; link emails once. An
+  order is approved once its customer received the link email (as a customer can only be). An
+  email may arrive twice only as the design allows: the SMTP server took it, the SIGKILL came
+  before its send was recorded, and the attempt that took its claim over sent it again with the
+  same Message-ID (checked from the arrivals, the kills, the claim and its events; counted apart).
 - `shopify_throttle`: a 100-point/s bucket (10 points per mutation) and a burst of N orders:
   every order held once, none lost or doubled, and the time from the first webhook to the last
   hold against the bucket's theoretical minimum (every point the store charged, reads included,
@@ -39,6 +43,7 @@ import requests
 
 from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
+from shared.domain.model import Event
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
 from tests.chaos.scenarios import Report, _once_each, _refund_figures
 from tests.stack import FUNCTION_COUNT, ROOT, process_alive, wait_for
@@ -155,6 +160,11 @@ def emails_by_order(run: ChaosRun, keys: list[str]) -> Counter:
     return Counter({(owner[rcpt], kind): n for (rcpt, kind), n in received.items() if rcpt in owner})
 
 
+def link_received(run: ChaosRun, keys: list[str]) -> set[str]:
+    """The orders whose customer received a link email."""
+    return {k for (k, kind), n in emails_by_order(run, keys).items() if kind == "link" and n}
+
+
 def _held_once(report: Report, mutations: list[dict], ids: list[int]) -> None:
     _once_each(report, by_order(mutations, HOLD), [gid(i) for i in ids], "hold")
 
@@ -165,7 +175,8 @@ def _held_once(report: Report, mutations: list[dict], ids: list[int]) -> None:
 def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, second_kill: bool = True) -> Report:
     """N Shopify orders, 16 at once, every stack process SIGKILLed a third into them (and, with
     `second_kill`, half-way through the approvals), the same start command each time; half the
-    orders approved by Veriff once their link exists, the rest left to expire after `window` s."""
+    orders approved by Veriff once their customer received the link email, the rest left to
+    expire after `window` s."""
     report = Report("shopify_sigkill")
     # A generous bucket (Shopify Plus's restore rate): the bucket is shopify_throttle's subject.
     with ShopifyProcess(max_available=2000, restore_rate=1000) as shop, \
@@ -176,10 +187,14 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
         approved = set(keys[::2])
         kills: list[int] = []
         restarts: list[float] = []
+        # Wall-clock time each kill was over (every process of the stack gone), beside the SMTP
+        # server's arrival times: an attempt may reach the server while the kill is under way.
+        killed_at: list[float] = []
 
         def fault() -> None:
             began = time.monotonic()
             kills.append(run.kill_everything())
+            killed_at.append(time.time())
             run.restart()
             restarts.append(round(time.monotonic() - began, 1))
 
@@ -188,10 +203,16 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
         report.figures["order webhooks"] = dict(tally.count(final=False))
         report.check(len(tally.accepted_keys) == orders,
                      f"only {len(tally.accepted_keys)} of {orders} orders were ever answered 2xx")
-        report.settle(run, lambda: sum(1 for s, v in sessions(run).values() if v) >= orders,
-                      "a Veriff session (link) for every order", timeout=window)
+        # A customer approves through the link in the email, never before it arrived: an order
+        # whose attempt the SIGKILL caught after its link was saved and before the SMTP server
+        # took the email gets its link email once its claim's lease passes (the sweeper's
+        # re-drive); approved before that, its session would be verified and the link email,
+        # "verify your age", rightly never sent.
+        report.settle(run, lambda: len(link_received(run, keys)) >= orders,
+                      "a Veriff session (link) and its link email for every order", timeout=window)
         links = {k: v for k, (s, v) in sessions(run).items() if v}
-        approvals = [run.approval_request(k, links[k]) for k in sorted(approved) if k in links]
+        received = link_received(run, keys)
+        approvals = [run.approval_request(k, links[k]) for k in sorted(approved) if k in links and k in received]
         decided = Clients().run(approvals, retry_until=time.monotonic() + window,
                                 fault=(len(approvals) // 2, fault) if second_kill else None)
         report.figures["approval attempts"] = dict(decided.count(final=False))
@@ -203,12 +224,13 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
                       and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0,
                       "every session closed, every store action finished, outbox and messages drained",
                       timeout=window + 150)
-        _sigkill_figures(report, run, shop, ids, approved)
+        _sigkill_figures(report, run, shop, ids, approved, killed_at)
         report.figures["seconds"] = run.seconds()
     return report
 
 
-def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str]) -> None:
+def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str],
+                     killed_at: list[float]) -> None:
     states = sessions(run)
     report.figures["sessions"] = dict(Counter(s for s, _ in states.values()))
     report.figures["store actions"] = store_action_states(run)
@@ -240,13 +262,91 @@ def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: l
     emails = emails_by_order(run, [key(i) for i in ids])
     report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
     twice = sorted(k for k, n in emails.items() if n > 1)
-    report.figures["emails twice"] = len(twice)
-    report.check(not twice, f"{len(twice)} emails were sent more than once (e.g. {twice[:3]})")
-    links = Counter({k: n for (k, kind), n in emails.items() if kind == "link"})
-    _once_each(report, links, [key(i) for i in ids], "link email")
+    # The one repeat the design allows (README "How it stays correct"): the SMTP server took the
+    # email, the SIGKILL came before its send was recorded, and the attempt that took the claim
+    # over when its lease passed sent it again, with the same Message-ID.
+    again = [k for k in twice if _sent_again_after_a_kill(run, *k, killed_at)]
+    report.figures["emails sent again: killed between the SMTP server's 250 and the record"] = len(again)
+    report.figures["emails twice otherwise"] = len(twice) - len(again)
+    report.check(len(again) == len(twice), f"{len(twice) - len(again)} emails were sent more than once, not "
+                                           f"by a kill between their send and its record "
+                                           f"(e.g. {[k for k in twice if k not in again][:3]})")
+    report.figures["link email claims taken over after a kill (sent by a later attempt)"] = run.scalar(
+        "SELECT count(*) FROM email_sends WHERE kind = 'link' AND attempts > 1")
+    links = Counter({k: 1 if (k, kind) in again else n for (k, kind), n in emails.items() if kind == "link"})
+    _once_each(report, links, [key(i) for i in ids], "link email (a repeat after a kill mid-send counted once)")
+    odd = sorted({k for k in map(key, ids) if not links.get(k)} | {k for k, _ in twice})
+    if odd:
+        report.figures["post-mortem of the orders with a link email lost or an email twice"] = {
+            k: _post_mortem_or_why_not(run, k, killed_at) for k in odd[:5]}
     report.figures["undelivered outbox rows"] = run.undelivered()
     report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
     report.check(run.stack_alive(), "the stack exited on its own")
+
+
+def _sent_again_after_a_kill(run: ChaosRun, order: str, kind: str, killed_at: list[float]) -> bool:
+    """Whether `order`'s email `kind` arrived twice only because a SIGKILL fell between the SMTP
+    server's acceptance and the record: two copies with one Message-ID, a kill between their
+    arrivals, its claim taken over (sent, attempts 2 or more: a second kill may have caught the
+    next attempt too, before the server took it), and its one `customer.email_sent` event written
+    after that kill (by a later attempt: the first, whose copy arrived, never recorded its send)."""
+    rcpt = customer_email(order)
+    arrivals = sorted(at for rcpts, k, at in run.world.inbox.arrivals() if rcpt in rcpts and k == kind)
+    if len(arrivals) != 2 or run.world.inbox.by_recipient_and_kind(distinct=True)[(rcpt.lower(), kind)] != 1:
+        return False
+    kills = [at for at in killed_at if arrivals[0] < at < arrivals[1]]
+    claims = run.query("SELECT state, attempts FROM email_sends WHERE order_id = :o AND kind = :k", o=order, k=kind)
+    recorded = [at for (at,) in run.query(
+        "SELECT extract(epoch FROM occurred_at)::float8 FROM event_log WHERE order_id = :o "
+        "AND type = :t AND data->>'kind' = :k", o=order, t=str(Event.EMAIL_SENT), k=kind)]
+    return (bool(kills) and len(claims) == 1 and claims[0][0] == "sent" and claims[0][1] >= 2
+            and len(recorded) == 1 and recorded[0] > kills[0])
+
+
+def _post_mortem_or_why_not(run: ChaosRun, order: str, killed_at: list[float]) -> Any:
+    try:
+        return _email_post_mortem(run, order, killed_at)
+    except Exception as exc:  # noqa: BLE001 - a post-mortem never hides the figures
+        return f"post-mortem failed: {type(exc).__name__}: {exc}"
+
+
+def _email_post_mortem(run: ChaosRun, order: str, killed_at: list[float]) -> dict[str, Any]:
+    """What the database and the inbox hold about one order's emails, in seconds from its session's
+    creation: its events (types, kinds and reasons only), its email claims, its email messages in the
+    local queue, the SMTP server's arrivals, and the kills. No address, no payload."""
+    created = run.scalar("SELECT extract(epoch FROM created_at)::float8 FROM verification_sessions "
+                         "WHERE order_id = :o", o=order)
+
+    def rel(at: float | None) -> float | None:
+        return None if at is None or created is None else round(at - created, 2)
+
+    status, linked = run.query("SELECT status, veriff_session_id IS NOT NULL FROM verification_sessions "
+                               "WHERE order_id = :o", o=order)[0]
+    events = [[t, rel(at), actor, {k: v for k, v in (data or {}).items() if k in ("kind", "reason", "reminder_index")}]
+              for t, at, actor, data in run.query(
+                  "SELECT type, extract(epoch FROM occurred_at)::float8, actor, data FROM event_log "
+                  "WHERE order_id = :o ORDER BY id", o=order)]
+    claims = [[kind, index, state, attempts, rel(claimed), rel(sent)] for kind, index, state, attempts, claimed, sent in
+              run.query("SELECT kind, reminder_index, state, attempts, extract(epoch FROM claimed_at)::float8, "
+                        "extract(epoch FROM sent_at)::float8 FROM email_sends WHERE order_id = :o ORDER BY 1, 2",
+                        o=order)]
+    messages = [[kind, attempts, last, rel(made), rel(first), rel(done)]
+                for kind, attempts, last, made, first, done in run.query(
+                    "SELECT job->>'kind', attempts, last_status, made, first, done FROM ("
+                    "  SELECT convert_from(decode(convert_from(body, 'UTF8')::jsonb #>> '{message,data}', 'base64'),"
+                    "         'UTF8')::jsonb AS job, attempts, last_status,"
+                    "         extract(epoch FROM created_at)::float8 AS made,"
+                    "         extract(epoch FROM first_attempt_at)::float8 AS first,"
+                    "         extract(epoch FROM done_at)::float8 AS done"
+                    "  FROM local_tasks WHERE queue = 'customer-emails') m "
+                    "WHERE job->>'order_id' = :o ORDER BY made", o=order)]
+    received = [[kind, rel(at)] for rcpts, kind, at in run.world.inbox.arrivals() if customer_email(order) in rcpts]
+    message_ids = {kind: n for (rcpt, kind), n in run.world.inbox.by_recipient_and_kind(distinct=True).items()
+                   if rcpt == customer_email(order).lower()}
+    return {"status": status, "has link": linked, "events": events, "email_sends": claims,
+            "email messages [kind, attempts, last status, queued, first tried, done]": messages,
+            "smtp arrivals [kind, at]": received, "Message-IDs by kind": message_ids,
+            "kills": [rel(at) for at in killed_at]}
 
 
 # ---- a throttling store and a burst of orders ---------------------------------------------------
