@@ -320,7 +320,7 @@ def _email_post_mortem(run: ChaosRun, order: str, killed_at: list[float]) -> dic
     def rel(at: float | None) -> float | None:
         return None if at is None or created is None else round(at - created, 2)
 
-    status, linked = run.query("SELECT status, veriff_session_id IS NOT NULL FROM verification_sessions "
+    status, linked = run.query("SELECT status, provider_session_id IS NOT NULL FROM verification_sessions "
                                "WHERE order_id = :o", o=order)[0]
     events = [[t, rel(at), actor, {k: v for k, v in (data or {}).items() if k in ("kind", "reason", "reminder_index")}]
               for t, at, actor, data in run.query(

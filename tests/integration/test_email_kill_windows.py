@@ -117,7 +117,7 @@ def sent_events(db, order_id):
 def test_killed_after_the_link_was_saved_before_the_server_took_it(db, settings, order, monkeypatch):
     provider = Provider()
     kill_mid_send(db, settings, monkeypatch, order, Sender(kill="before"), provider)
-    saved = query(db, "SELECT veriff_url FROM verification_sessions WHERE order_id = :o", o=order)[0][0]
+    saved = query(db, "SELECT provider_url FROM verification_sessions WHERE order_id = :o", o=order)[0][0]
     assert saved == provider.created[0].url  # the link exists; its email does not
 
     sender = Sender()
