@@ -181,6 +181,9 @@ class ChaosRun:
         self.stack = StackProcess(env, state_dir, base)
         self.url = self.stack.url
         self.started = time.monotonic()
+        # Wall-clock time each kill_everything was over (every process of the stack gone), beside
+        # the SMTP server's arrival times: an attempt may reach the server while a kill is under way.
+        self.killed_at: list[float] = []
 
     def __enter__(self) -> ChaosRun:
         self.world.administer(f'CREATE DATABASE "{self.database}"')
@@ -202,12 +205,14 @@ class ChaosRun:
     # -- faults
 
     def kill_everything(self, postgres_mode: str | None = None) -> int:
-        """SIGKILL every process of the stack, and stop PostgreSQL with `postgres_mode` at the same moment."""
+        """SIGKILL every process of the stack, and stop PostgreSQL with `postgres_mode` at the same
+        moment; the time every process was gone is added to `killed_at`."""
         stopper = None
         if postgres_mode:
             stopper = threading.Thread(target=self.world.postgres.stop, args=(postgres_mode,))
             stopper.start()
         killed = self.stack.kill()
+        self.killed_at.append(time.time())
         if stopper:
             stopper.join()
         return killed

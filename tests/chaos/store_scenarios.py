@@ -43,9 +43,8 @@ import requests
 
 from devstack.postgres import free_port
 from devstack.signing import SHOPIFY_SHOP_DOMAIN, shopify_headers, shopify_order
-from shared.domain.model import Event
 from tests.chaos.harness import ChaosRun, ChaosWorld, Clients, Request, customer_email
-from tests.chaos.scenarios import Report, _once_each, _refund_figures
+from tests.chaos.scenarios import Report, _once_each, _refund_figures, _repeats
 from tests.stack import FUNCTION_COUNT, ROOT, process_alive, wait_for
 
 HOLD = "fulfillmentOrderHold"
@@ -187,14 +186,10 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
         approved = set(keys[::2])
         kills: list[int] = []
         restarts: list[float] = []
-        # Wall-clock time each kill was over (every process of the stack gone), beside the SMTP
-        # server's arrival times: an attempt may reach the server while the kill is under way.
-        killed_at: list[float] = []
 
         def fault() -> None:
             began = time.monotonic()
-            kills.append(run.kill_everything())
-            killed_at.append(time.time())
+            kills.append(run.kill_everything())  # its time, every process gone, in run.killed_at
             run.restart()
             restarts.append(round(time.monotonic() - began, 1))
 
@@ -224,13 +219,13 @@ def shopify_sigkill(world: ChaosWorld, *, orders: int = 300, window: int = 120, 
                       and open_store_actions(run) == 0 and run.undelivered() == 0 and run.messages_in_flight() == 0,
                       "every session closed, every store action finished, outbox and messages drained",
                       timeout=window + 150)
-        _sigkill_figures(report, run, shop, ids, approved, killed_at)
+        _sigkill_figures(report, run, shop, ids, approved)
         report.figures["seconds"] = run.seconds()
     return report
 
 
-def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int], approved: set[str],
-                     killed_at: list[float]) -> None:
+def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: list[int],
+                     approved: set[str]) -> None:
     states = sessions(run)
     report.figures["sessions"] = dict(Counter(s for s, _ in states.values()))
     report.figures["store actions"] = store_action_states(run)
@@ -262,55 +257,28 @@ def _sigkill_figures(report: Report, run: ChaosRun, shop: ShopifyProcess, ids: l
     emails = emails_by_order(run, [key(i) for i in ids])
     report.figures["emails by kind"] = dict(Counter(kind for (_, kind), n in emails.items() for _ in range(n)))
     twice = sorted(k for k, n in emails.items() if n > 1)
-    # The one repeat the design allows (README "How it stays correct"): the SMTP server took the
-    # email, the SIGKILL came before its send was recorded, and the attempt that took the claim
-    # over when its lease passed sent it again, with the same Message-ID.
-    again = [k for k in twice if _sent_again_after_a_kill(run, *k, killed_at)]
-    report.figures["emails sent again: killed between the SMTP server's 250 and the record"] = len(again)
-    report.figures["emails twice otherwise"] = len(twice) - len(again)
-    report.check(len(again) == len(twice), f"{len(twice) - len(again)} emails were sent more than once, not "
-                                           f"by a kill between their send and its record "
-                                           f"(e.g. {[k for k in twice if k not in again][:3]})")
+    once = _repeats(report, run, emails)  # a repeat after a kill mid-send counted once, apart
     report.figures["link email claims taken over after a kill (sent by a later attempt)"] = run.scalar(
         "SELECT count(*) FROM email_sends WHERE kind = 'link' AND attempts > 1")
-    links = Counter({k: 1 if (k, kind) in again else n for (k, kind), n in emails.items() if kind == "link"})
+    links = Counter({k: n for (k, kind), n in once.items() if kind == "link"})
     _once_each(report, links, [key(i) for i in ids], "link email (a repeat after a kill mid-send counted once)")
     odd = sorted({k for k in map(key, ids) if not links.get(k)} | {k for k, _ in twice})
     if odd:
         report.figures["post-mortem of the orders with a link email lost or an email twice"] = {
-            k: _post_mortem_or_why_not(run, k, killed_at) for k in odd[:5]}
+            k: _post_mortem_or_why_not(run, k) for k in odd[:5]}
     report.figures["undelivered outbox rows"] = run.undelivered()
     report.check(report.figures["undelivered outbox rows"] == 0, "outbox rows left undelivered")
     report.check(run.stack_alive(), "the stack exited on its own")
 
 
-def _sent_again_after_a_kill(run: ChaosRun, order: str, kind: str, killed_at: list[float]) -> bool:
-    """Whether `order`'s email `kind` arrived twice only because a SIGKILL fell between the SMTP
-    server's acceptance and the record: two copies with one Message-ID, a kill between their
-    arrivals, its claim taken over (sent, attempts 2 or more: a second kill may have caught the
-    next attempt too, before the server took it), and its one `customer.email_sent` event written
-    after that kill (by a later attempt: the first, whose copy arrived, never recorded its send)."""
-    rcpt = customer_email(order)
-    arrivals = sorted(at for rcpts, k, at in run.world.inbox.arrivals() if rcpt in rcpts and k == kind)
-    if len(arrivals) != 2 or run.world.inbox.by_recipient_and_kind(distinct=True)[(rcpt.lower(), kind)] != 1:
-        return False
-    kills = [at for at in killed_at if arrivals[0] < at < arrivals[1]]
-    claims = run.query("SELECT state, attempts FROM email_sends WHERE order_id = :o AND kind = :k", o=order, k=kind)
-    recorded = [at for (at,) in run.query(
-        "SELECT extract(epoch FROM occurred_at)::float8 FROM event_log WHERE order_id = :o "
-        "AND type = :t AND data->>'kind' = :k", o=order, t=str(Event.EMAIL_SENT), k=kind)]
-    return (bool(kills) and len(claims) == 1 and claims[0][0] == "sent" and claims[0][1] >= 2
-            and len(recorded) == 1 and recorded[0] > kills[0])
-
-
-def _post_mortem_or_why_not(run: ChaosRun, order: str, killed_at: list[float]) -> Any:
+def _post_mortem_or_why_not(run: ChaosRun, order: str) -> Any:
     try:
-        return _email_post_mortem(run, order, killed_at)
+        return _email_post_mortem(run, order)
     except Exception as exc:  # noqa: BLE001 - a post-mortem never hides the figures
         return f"post-mortem failed: {type(exc).__name__}: {exc}"
 
 
-def _email_post_mortem(run: ChaosRun, order: str, killed_at: list[float]) -> dict[str, Any]:
+def _email_post_mortem(run: ChaosRun, order: str) -> dict[str, Any]:
     """What the database and the inbox hold about one order's emails, in seconds from its session's
     creation: its events (types, kinds and reasons only), its email claims, its email messages in the
     local queue, the SMTP server's arrivals, and the kills. No address, no payload."""
@@ -346,7 +314,7 @@ def _email_post_mortem(run: ChaosRun, order: str, killed_at: list[float]) -> dic
     return {"status": status, "has link": linked, "events": events, "email_sends": claims,
             "email messages [kind, attempts, last status, queued, first tried, done]": messages,
             "smtp arrivals [kind, at]": received, "Message-IDs by kind": message_ids,
-            "kills": [rel(at) for at in killed_at]}
+            "kills": [rel(at) for at in run.killed_at]}
 
 
 # ---- a throttling store and a burst of orders ---------------------------------------------------
