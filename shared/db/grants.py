@@ -109,7 +109,10 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
                              update=("delivered_at", "attempts", "last_error", "available_at", "dead_at")),
         "processed_messages": TableGrant(select=ALL, delete=True),
         "webhook_events": TableGrant(select=("id", "last_received_at"), delete=True),
-        # Unfinished store actions and side effects' runs are re-driven once a lease.
+        # Email claims left `sending`, unfinished store actions and side effects' runs are
+        # re-driven once a lease.
+        "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at", "redriven_at"),
+                                  update=("redriven_at",)),
         "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
         "effect_runs": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
         # A re-driven refund gives the reason its request recorded (`underage`, `erased`).

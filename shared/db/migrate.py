@@ -499,6 +499,14 @@ def _effect_runs(conn: Connection) -> None:
                          "WHERE state = 'failed'")
 
 
+def _email_redriven_at(conn: Connection) -> None:
+    """v24: an email claim records when the sweeper last re-drove it (`email_sends.redriven_at`),
+    so a claim left `sending` past its lease is re-driven at most once a lease, not on every sweep
+    while its message waits in the queue. Self-contained SQL, idempotent (a new database got the
+    column from v1)."""
+    conn.exec_driver_sql("ALTER TABLE email_sends ADD COLUMN IF NOT EXISTS redriven_at timestamptz")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -513,7 +521,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _place_order_from_rows, _console_indexes, _retention, _source_keys, kind_checks, _email_search_any_case,
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
     _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at, kind_checks,
-    _refund_requested_at, _neutral_provider_columns, _effect_runs,
+    _refund_requested_at, _neutral_provider_columns, _effect_runs, _email_redriven_at,
 ]
 LATEST = len(MIGRATIONS)
 

@@ -28,21 +28,42 @@ def overdue_sessions(conn: Connection, cutoff: datetime, limit: int) -> list[str
     ).scalars())
 
 
-_EMAILS_TO_REDRIVE = text(f"""
+# A pending session's link email, a lease after the order, is neither sent nor on its way in the outbox.
+_LINK_DUE = f"""
+    s.status = 'pending' AND s.created_at < now() - make_interval(secs => :lease)
+    AND NOT EXISTS (SELECT 1 FROM email_sends d
+                    WHERE d.order_id = s.order_id AND d.kind = '{Email.LINK}'
+                      AND (d.state <> 'sending' OR d.claimed_at >= now() - make_interval(secs => :lease)))
+    AND NOT EXISTS (SELECT 1 FROM outbox o
+                    WHERE o.order_id = s.order_id AND o.delivered_at IS NULL AND o.dead_at IS NULL
+                      AND o.kind = 'publish' AND o.payload->>'topic' = '{TOPIC_EMAILS}')
+"""
+
+# Claims left `sending` past their lease (the attempt died), not re-driven within the last lease:
+# marked re-driven in the same statement. The message it enqueues takes the claim over (a new
+# `claimed_at`); if that message is lost too, the claim comes back a lease later.
+_STALE_CLAIMS_TO_REDRIVE = text(f"""
+    UPDATE email_sends e SET redriven_at = now()
+    FROM (SELECT c.order_id, c.kind, c.reminder_index
+          FROM email_sends c JOIN verification_sessions s ON s.order_id = c.order_id
+          WHERE c.state = 'sending' AND c.claimed_at < now() - make_interval(secs => :lease)
+            AND (c.redriven_at IS NULL OR c.redriven_at < now() - make_interval(secs => :lease))
+            AND CASE WHEN c.kind = '{Email.LINK}' THEN c.reminder_index = 0 AND {_LINK_DUE}
+                     ELSE s.erased_at IS NULL AND c.kind || ':' || s.status = ANY(:sendable) END
+          ORDER BY c.claimed_at LIMIT :n
+          FOR UPDATE OF c SKIP LOCKED) due
+    WHERE e.order_id = due.order_id AND e.kind = due.kind AND e.reminder_index = due.reminder_index
+    RETURNING e.order_id, e.kind, e.reminder_index
+""")
+
+# Link emails never claimed (their message lost before it ran, or its attempt failed and gave the
+# claim back): no claim to mark, so the outbox check alone keeps one on its way.
+_LINKS_NEVER_CLAIMED = text(f"""
     SELECT s.order_id, '{Email.LINK}' AS kind, 0 AS reminder_index
     FROM verification_sessions s
-    WHERE s.status = 'pending' AND s.created_at < now() - make_interval(secs => :lease)
-      AND NOT EXISTS (SELECT 1 FROM email_sends e
-                      WHERE e.order_id = s.order_id AND e.kind = '{Email.LINK}'
-                        AND (e.state <> 'sending' OR e.claimed_at >= now() - make_interval(secs => :lease)))
-      AND NOT EXISTS (SELECT 1 FROM outbox o
-                      WHERE o.order_id = s.order_id AND o.delivered_at IS NULL AND o.dead_at IS NULL
-                        AND o.kind = 'publish' AND o.payload->>'topic' = '{TOPIC_EMAILS}')
-    UNION
-    SELECT e.order_id, e.kind, e.reminder_index
-    FROM email_sends e JOIN verification_sessions s ON s.order_id = e.order_id
-    WHERE e.state = 'sending' AND e.kind <> '{Email.LINK}' AND e.claimed_at < now() - make_interval(secs => :lease)
-      AND s.erased_at IS NULL AND e.kind || ':' || s.status = ANY(:sendable)
+    WHERE {_LINK_DUE}
+      AND NOT EXISTS (SELECT 1 FROM email_sends z
+                      WHERE z.order_id = s.order_id AND z.kind = '{Email.LINK}' AND z.reminder_index = 0)
     LIMIT :n
 """)
 
@@ -54,11 +75,15 @@ _SENDABLE = sorted(f"{kind}:{status}" for kind, spec in EMAILS.items() for statu
 
 
 def emails_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, int]]:
-    """Emails a crash may have lost: pending sessions whose link was never sent (and is not on
-    its way in the outbox), and claims left `sending` past their lease that their session can
-    still take."""
-    return [tuple(r) for r in conn.execute(_EMAILS_TO_REDRIVE,
-                                           {"lease": lease_seconds, "n": limit, "sendable": _SENDABLE})]
+    """Emails a crash may have lost: claims left `sending` past their lease that their session
+    can still take (each at most once a lease), and pending sessions whose link was never
+    claimed (and is not on its way in the outbox)."""
+    stale = [tuple(r) for r in conn.execute(_STALE_CLAIMS_TO_REDRIVE,
+                                            {"lease": lease_seconds, "n": limit, "sendable": _SENDABLE})]
+    if len(stale) >= limit:
+        return stale
+    return stale + [tuple(r) for r in conn.execute(_LINKS_NEVER_CLAIMED,
+                                                   {"lease": lease_seconds, "n": limit - len(stale)})]
 
 
 _REFUNDS_TO_REDRIVE = text(f"""

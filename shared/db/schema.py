@@ -307,6 +307,9 @@ email_sends = Table(
     Column("attempts", Integer, nullable=False, server_default="1"),
     _tstz("claimed_at", nullable=False, server_default=NOW),
     _tstz("sent_at"),
+    # When the sweeper last re-drove a claim left `sending` past its lease (migration v24): at
+    # most once a lease, so a re-drive still queued is not enqueued again on every sweep.
+    _tstz("redriven_at"),
     PrimaryKeyConstraint("order_id", "kind", "reminder_index"),
     one_of("state", EMAIL_STATES, "email_sends_state"),
     one_of("kind", Email, "email_sends_kind"),

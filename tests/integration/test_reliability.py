@@ -237,6 +237,48 @@ def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
                  o=order_id)[0][0] == 0
 
 
+@pytest.mark.parametrize("kind", ["link", "reminder"])
+def test_sweeper_re_drives_a_stale_email_claim_once_a_lease_not_on_every_sweep(db, settings, order_id, kind):
+    """An email whose attempt died mid-send (its claim left `sending` past its lease) is re-driven
+    once: the sweeps that follow while that message waits in the queue (relayed, not yet run)
+    enqueue it no more. If that message is lost too, the claim is re-driven again a lease later;
+    the message that runs takes the claim over and sends it, and nothing more is enqueued."""
+    place(db, settings, order_id)
+    lease = settings.lifecycle.email_lease.total_seconds()
+    queued = ("SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'customer-emails' "
+              "AND payload->'data'->>'kind' = :k")
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET created_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, :k, 0, 'sending')"), {"o": order_id, "k": kind})
+        if kind != "link":
+            conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                              "VALUES (:o, 'link', 0, 'sent')"), {"o": order_id})
+    backdate_email_claim(db, order_id, lease + 1)
+    before = query(db, queued, o=order_id, k=kind)[0][0]
+
+    def sweeps(count):  # each sweep, then the relay publishing what it enqueued (the message stays queued)
+        for _ in range(count):
+            redrive.redrive_lost_work(db, settings, now=NOW)
+            with db.transaction() as conn:
+                conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o "
+                                  "AND delivered_at IS NULL"), {"o": order_id})
+        return query(db, queued, o=order_id, k=kind)[0][0] - before
+
+    assert sweeps(3) == 1
+    with db.transaction() as conn:  # that message was lost as well, and a lease has passed
+        conn.execute(text("UPDATE email_sends SET redriven_at = redriven_at - make_interval(secs => :s) "
+                          "WHERE order_id = :o AND kind = :k"), {"o": order_id, "k": kind, "s": lease + 1})
+    assert sweeps(3) == 2
+
+    sender = Sender()
+    job = EmailJob(order_id=order_id, kind=kind)
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
+    assert len(sender.sent) == 1
+    assert sweeps(2) == 2
+
+
 def test_sweeper_does_not_re_drive_forever_an_email_its_session_can_no_longer_take(db, settings, order_id):
     """A reminder whose attempt died mid-send (claim left `sending`) is re-driven while its session
     is pending; once the session is verified the email handler ignores it (not sendable any more)
