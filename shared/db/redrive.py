@@ -39,6 +39,14 @@ _LINK_DUE = f"""
                       AND o.kind = 'publish' AND o.payload->>'topic' = '{TOPIC_EMAILS}')
 """
 
+# An operator's resent link (`link` n > 0) whose attempt died: its session can still take a link
+# and no later link was asked for since (that one carries the session's link now).
+_RESENT_LINK_DUE = f"""
+    s.erased_at IS NULL AND c.kind || ':' || s.status = ANY(:sendable)
+    AND NOT EXISTS (SELECT 1 FROM email_sends l
+                    WHERE l.order_id = c.order_id AND l.kind = '{Email.LINK}' AND l.reminder_index > c.reminder_index)
+"""
+
 # Claims left `sending` past their lease (the attempt died), not re-driven within the last lease:
 # marked re-driven in the same statement. The message it enqueues takes the claim over (a new
 # `claimed_at`); if that message is lost too, the claim comes back a lease later.
@@ -48,7 +56,8 @@ _STALE_CLAIMS_TO_REDRIVE = text(f"""
           FROM email_sends c JOIN verification_sessions s ON s.order_id = c.order_id
           WHERE c.state = 'sending' AND c.claimed_at < now() - make_interval(secs => :lease)
             AND (c.redriven_at IS NULL OR c.redriven_at < now() - make_interval(secs => :lease))
-            AND CASE WHEN c.kind = '{Email.LINK}' THEN c.reminder_index = 0 AND {_LINK_DUE}
+            AND CASE WHEN c.kind = '{Email.LINK}' AND c.reminder_index = 0 THEN {_LINK_DUE}
+                     WHEN c.kind = '{Email.LINK}' THEN {_RESENT_LINK_DUE}
                      ELSE s.erased_at IS NULL AND c.kind || ':' || s.status = ANY(:sendable) END
           ORDER BY c.claimed_at LIMIT :n
           FOR UPDATE OF c SKIP LOCKED) due

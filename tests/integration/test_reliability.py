@@ -279,6 +279,40 @@ def test_sweeper_re_drives_a_stale_email_claim_once_a_lease_not_on_every_sweep(d
     assert sweeps(2) == 2
 
 
+def test_sweeper_re_drives_an_operators_resent_link_whose_attempt_died(db, settings, order_id):
+    """The operator resent the link (`link` 1) and its attempt died mid-send (claim left `sending`
+    past its lease) after link 0 went out: the sweep re-drives link 1 (it did not: only link 0
+    was ever re-driven, so the customer never got the resend), its job sends it once, and a link
+    resent again since (link 2) leaves link 1 alone."""
+    place(db, settings, order_id)
+    links = ("SELECT payload->'data'->>'reminder_index' FROM outbox WHERE order_id = :o "
+             "AND payload->>'topic' = 'customer-emails' AND payload->'data'->>'kind' = 'link' AND delivered_at IS NULL")
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 0, 'sent'), (:o, 'link', 1, 'sending')"), {"o": order_id})
+    backdate_email_claim(db, order_id, settings.lifecycle.email_lease.total_seconds() + 1)
+    redrive.redrive_lost_work(db, settings, now=NOW)
+    assert [r[0] for r in query(db, links, o=order_id)] == ["1"]
+
+    sender = Sender()
+    job = EmailJob(order_id=order_id, kind="link", reminder_index=1)
+    assert emails.send_email(db, settings, sender, Provider(), job, now=NOW).status == "sent"
+    assert len(sender.sent) == 1
+    assert query(db, "SELECT state FROM email_sends WHERE order_id = :o AND kind = 'link' AND reminder_index = 1",
+                 o=order_id)[0][0] == "sent"
+
+    with db.transaction() as conn:  # link 1 died again, but the operator has resent link 2 since
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE email_sends SET state = 'sending', redriven_at = NULL WHERE order_id = :o "
+                          "AND reminder_index = 1"), {"o": order_id})
+        conn.execute(text("INSERT INTO email_sends (order_id, kind, reminder_index, state) "
+                          "VALUES (:o, 'link', 2, 'sent')"), {"o": order_id})
+    backdate_email_claim(db, order_id, settings.lifecycle.email_lease.total_seconds() + 1)
+    redrive.redrive_lost_work(db, settings, now=NOW)
+    assert query(db, links, o=order_id) == []
+
+
 def test_sweeper_does_not_re_drive_forever_an_email_its_session_can_no_longer_take(db, settings, order_id):
     """A reminder whose attempt died mid-send (claim left `sending`) is re-driven while its session
     is pending; once the session is verified the email handler ignores it (not sendable any more)
