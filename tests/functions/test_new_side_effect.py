@@ -33,6 +33,7 @@ from tests.functions.test_operator_console import (  # noqa: F401  (console, key
     order_ids_on,
     search,
 )
+from tests.functions.test_log_metrics import labels, selected
 from tests.functions.test_subscribers import deliver
 from tests.functions.test_timer_and_sweep import fire
 from tests.functions.test_webhook_intake import post_order
@@ -167,7 +168,7 @@ def test_a_failed_attempt_is_retried_after_its_backoff_and_performed_once(acme, 
     assert len(events(db, order_id, "effect.done")) == 1
 
 
-def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id):
+def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id, captured_logs):
     with db.read() as conn:
         before = health.report(conn, local_queue=False).effects_failed.get(NAME, 0)
     post_order(client_for("webhook_intake"), order_id)
@@ -177,6 +178,10 @@ def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id):
     assert pump(order_id) == [200]
     assert run(db, order_id) == ("failed", 1, "acme_refused", "expired")
     assert [(e["effect"], e["code"]) for e in events(db, order_id, "effect.failed")] == [(NAME, "acme_refused")]
+    # The alert's log-based metric (infra/monitoring/metrics/effect_failures.json) counts it once.
+    [line] = selected("effect_failures", captured_logs)
+    assert labels(line)["effect"] == NAME and labels(line)["code"] == "acme_refused"
+    assert labels(line)["order_id"] == order_id and line["severity"] == "WARNING"
     with db.read() as conn:
         numbers = health.report(conn, local_queue=False)
     assert numbers.effects_failed[NAME] == before + 1
