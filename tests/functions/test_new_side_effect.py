@@ -274,7 +274,8 @@ def test_a_failed_effect_needs_attention_and_staff_retry_it_once_through_the_con
     # Due again with a fresh attempt budget; its message committed with it; the operator recorded.
     assert run(db, order_id) == ("due", 0, None, "expired")
     with db.read() as conn:
-        retried = conn.execute(text("SELECT actor, data FROM event_log WHERE order_id = :o AND type = 'effect.retried'"),
+        retried = conn.execute(text("SELECT actor, data FROM event_log "
+                                    "WHERE order_id = :o AND type = 'effect.retried'"),
                                {"o": order_id}).all()
     assert [(actor, data["effect"], data["code"], data["attempts"]) for actor, data in retried] == [
         (f"operator:{ALICE}", NAME, "acme_refused", 1)]

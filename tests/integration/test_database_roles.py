@@ -640,7 +640,8 @@ def test_registered_side_effects_are_written_performed_re_driven_and_counted_und
         assert [r["order_id"] for r in listed] == [failed]
     assert transitions.retry_effect_run(console_db, failed, "role_probe", operator="a", now=T0).accepted
     outcomes.append(None)
-    assert effects.perform(refund_db, refund_settings, EffectRun(failed, "role_probe"), now=T0).detail == "role_probe done"
+    again = effects.perform(refund_db, refund_settings, EffectRun(failed, "role_probe"), now=T0)
+    assert again.detail == "role_probe done"
     in_cloud = dataclasses.replace(refund_settings, tasks=dataclasses.replace(refund_settings.tasks, backend="cloud"))
     assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("finished side-effect runs", 0) >= 2
     with console_db.read() as conn:
