@@ -259,6 +259,8 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
                                          "dead_at", "last_error")),
         ("store actions", story.get("store_actions", []), ("action", "connector", "state", "attempts",
                                                            "error_code", "finished_at")),
+        ("side effects", story.get("effect_runs", []), ("effect", "state", "attempts", "error_code",
+                                                        "created_at", "finished_at")),
     ):
         print(f"\n{title}\n{table(rows, columns) if rows else '(none)'}")
 

@@ -27,6 +27,7 @@ class Request:
     note: str | None = None  # at most 200 characters, kept in the database only (never published)
     duration: str | None = None
     store_action: str | None = None  # `action:connector`, for retry-store-action
+    effect: str | None = None  # a registered side effect's name, for retry-effect
     age_checked: bool = False  # a verify: the operator checked the customer's age (verify once records it)
 
 
@@ -43,6 +44,7 @@ ACTIONS: dict[str, Callable[[Request], object]] = {
     "refund-failed": lambda r: commands.RecordRefund(r.order_id, r.operator, RefundOutcome.FAILED,
                                                      reason=r.reason, note=r.note),
     "retry-store-action": lambda r: commands.RetryStoreAction(r.order_id, r.operator, store_action=r.store_action),
+    "retry-effect": lambda r: commands.RetryEffect(r.order_id, r.operator, effect=r.effect),
 }
 
 

@@ -280,6 +280,7 @@ def action(page: Page, request: flask.Request, order_id: str, action: str) -> fl
         note=request.form.get("note") or None,
         duration=request.form.get("duration", "").strip() or None,
         store_action=request.form.get("store_action", "").strip() or None,
+        effect=request.form.get("effect", "").strip() or None,
         age_checked=request.form.get("age_checked") == "1"))
     log.info("operator action %s: %s", action, result.status,
              extra={"labels": {"order_id": order_id, "operator": page.operator}})

@@ -107,3 +107,30 @@ def effects_failed(conn: Connection) -> dict[str, int]:
     rows = conn.execute(text(
         "SELECT effect, count(*) FROM effect_runs WHERE state = 'failed' GROUP BY effect ORDER BY effect")).all()
     return {effect: int(count) for effect, count in rows}
+
+
+def retry_effect_run(conn: Connection, order_id: str, effect: str) -> dict[str, Any] | None:
+    """An operator's retry: a failed run becomes due again with a fresh attempt budget (`attempts`
+    back to 0, its code and times cleared). The failed attempt's `attempts` and `error_code`, or
+    None when no failed run of that effect is there (unknown, or due, leased or done: nothing to
+    retry). Recorded by the attempt that held the lease, a failure leaves no attempt in flight;
+    the next claim's fencing numbers start again from 1. The retry's own message performs it;
+    `redriven_at` now keeps the sweep from re-driving it within a lease."""
+    row = conn.execute(text("""
+        SELECT attempts, error_code FROM effect_runs
+        WHERE order_id = :o AND effect = :e AND state = 'failed' FOR UPDATE
+    """), {"o": order_id, "e": effect}).mappings().first()
+    if row is None:
+        return None
+    conn.execute(text("""
+        UPDATE effect_runs SET state = 'due', attempts = 0, error_code = NULL, finished_at = NULL,
+                               lease_until = NULL, redriven_at = now()
+        WHERE order_id = :o AND effect = :e
+    """), {"o": order_id, "e": effect})
+    return dict(row)
+
+
+def effect_state(conn: Connection, order_id: str, effect: str) -> str | None:
+    """One run's state, or None when that effect was never asked for this order."""
+    return conn.execute(text("SELECT state FROM effect_runs WHERE order_id = :o AND effect = :e"),
+                        {"o": order_id, "e": effect}).scalar_one_or_none()

@@ -114,7 +114,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "email_sends": TableGrant(select=("order_id", "kind", "reminder_index", "state", "claimed_at", "redriven_at"),
                                   update=("redriven_at",)),
         "store_actions": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
-        "effect_runs": TableGrant(select=ALL, insert=True, update=("redriven_at",)),
+        # Retention deletes the finished ones of erased sessions.
+        "effect_runs": TableGrant(select=ALL, insert=True, update=("redriven_at",), delete=True),
         # A re-driven refund gives the reason its request recorded (`underage`, `erased`).
         "event_log": TableGrant(select=("id", "order_id", "type", "data"), insert=True),
         # Its own last run, upserted: ON CONFLICT reads the arbiter and the EXCLUDED columns, so
@@ -173,7 +174,8 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         "store_actions": TableGrant(select=ALL, insert=True, update=(*_STORE_ACTION_CLAIM, "redriven_at")),
         # The System page shows the last sweep and its report, and the side effects failed for good.
         "sweep_runs": TableGrant(select=ALL),
-        "effect_runs": TableGrant(select=ALL, insert=True),
+        # ... and staff retry a failed side effect (due again, a fresh attempt budget).
+        "effect_runs": TableGrant(select=ALL, insert=True, update=(*_EFFECT_RUN_CLAIM, "redriven_at")),
         # Operators' notes (v17): the one role that reads them (the order page, the CLI's
         # `status`); written with the action, deleted by forget.
         "operator_notes": TableGrant(select=ALL, insert=True, delete=True),

@@ -24,6 +24,7 @@ from shared.db.schema import (
     SUPERSEDED_APPROVAL,
     sql_in,
     countdown_timers,
+    effect_runs,
     email_sends,
     event_log,
     funnel_daily,
@@ -88,8 +89,8 @@ def _needing_attention(now: datetime):
     """Order ids an operator should look at: in review, manual refund open, parked or failing
     deliveries, an email claim left hanging, an open session whose customer was approved on a
     superseded provider session (DESIGN ignores that decision; a person can verify by hand), a
-    store action the store refused or could not take five times. Each branch is served by a
-    small index."""
+    store action the store refused or could not take five times, a registered side effect that
+    failed for good (`effect.failed`). Each branch is served by a small index."""
     return union(
         select(sessions.c.order_id).where(sessions.c.status == Status.IN_REVIEW),
         select(event_log.c.order_id).join(sessions, sessions.c.order_id == event_log.c.order_id)
@@ -104,6 +105,7 @@ def _needing_attention(now: datetime):
         # ... or the store has been unavailable for it five times running (still retried)
         select(store_actions.c.order_id).where(text(sql_in("store_actions.state", STORE_ACTION_OPEN)),
                                                store_actions.c.attempts >= STORE_FAILING_AFTER),
+        select(effect_runs.c.order_id).where(text("effect_runs.state = 'failed'")),  # index effect_runs_failed
     )
 
 
@@ -188,10 +190,14 @@ def order_story(conn: Connection, order_id: str) -> dict[str, Any] | None:
                store_actions.c.error_code)
         .where(store_actions.c.order_id == order_id).order_by(store_actions.c.requested_at,
                                                               store_actions.c.action)).mappings()
+    runs = conn.execute(
+        select(effect_runs.c.effect, effect_runs.c.state, effect_runs.c.attempts, effect_runs.c.error_code,
+               effect_runs.c.created_at, effect_runs.c.finished_at, effect_runs.c.lease_until)
+        .where(effect_runs.c.order_id == order_id).order_by(effect_runs.c.created_at, effect_runs.c.effect)).mappings()
     events = [dict(r) for r in events]
     return {"session": dict(session), "events": events, "timers": [dict(r) for r in timers],
             "emails": [dict(r) for r in emails], "outbox": [dict(r) for r in deliveries],
-            "store_actions": [dict(r) for r in actions],
+            "store_actions": [dict(r) for r in actions], "effect_runs": [dict(r) for r in runs],
             "notes": operator_store.notes_of(conn, order_id),  # staff only: never in the events
             "returning": returning_customer(events), "record": customer_record(conn, session["customer_key"])}
 

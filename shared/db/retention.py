@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from shared.db.database import Database
 from shared.db.schema import sql_in
-from shared.domain.model import OPEN, TERMINAL, RefundStatus
+from shared.domain.model import EFFECT_OPEN, OPEN, TERMINAL, RefundStatus
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,15 @@ ERASE_OPERATOR_NOTES = _purge(
     f"OR ({_CLOSED} AND coalesce(closed_at, updated_at) < :cutoff))",
     "DELETE FROM {table}")
 
+# Registered side effects' finished runs (`effect_runs` done or failed) go with their session's
+# customer, as its notes do: a closed session's past RETENTION, or one whose customer was erased
+# already. A run still due or leased stays (the performer or the sweep finishes it first).
+FINISHED_EFFECT_RUNS = _purge(
+    "finished side-effect runs", "effect_runs", "order_id, effect",
+    f"NOT {sql_in('state', EFFECT_OPEN)} AND order_id IN (SELECT order_id FROM verification_sessions "
+    f"WHERE erased_at IS NOT NULL OR ({_CLOSED} AND coalesce(closed_at, updated_at) < :cutoff))",
+    "DELETE FROM {table}")
+
 # Verify once's records past REVERIFY_AFTER (their cutoff is now): a returning customer asks again.
 EXPIRED_CUSTOMERS = _purge("verified customers expired", "verified_customers", "customer_key",
                            "expires_at <= :cutoff", "DELETE FROM {table}")
@@ -119,7 +128,8 @@ def eligible(db: Database, purge: Purge, cutoff) -> int:
 def cutoffs(now, retention: timedelta, webhook_retention: timedelta, replay_retention: timedelta,
             *, local: bool) -> list[tuple[Purge, object]]:
     """Each purge with the time before which its rows go."""
-    plan = [(ERASE_CUSTOMERS, now - retention), (ERASE_OPERATOR_NOTES, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
+    plan = [(ERASE_CUSTOMERS, now - retention), (ERASE_OPERATOR_NOTES, now - retention),
+            (FINISHED_EFFECT_RUNS, now - retention), (DELIVERED_OUTBOX, now - replay_retention),
             (PROCESSED_MESSAGES, now - replay_retention), (WEBHOOK_EVENTS, now - webhook_retention),
             (EXPIRED_CUSTOMERS, now), (READ_AUDIT, now - retention)]
     if local:  # the local stack's queue; in the cloud, Cloud Tasks and Pub/Sub forget by themselves

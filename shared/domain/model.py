@@ -87,6 +87,7 @@ class Event(StrEnum):
     # A registered side effect's outcome (`shared.effects`, `shared.handlers.effects`).
     EFFECT_DONE = "effect.done"
     EFFECT_FAILED = "effect.failed"  # failed for good: its code only (never an error's text)
+    EFFECT_RETRIED = "effect.retried"  # an operator asked a failed side effect again
 
 
 class TimerKind(StrEnum):

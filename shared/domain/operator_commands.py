@@ -22,6 +22,14 @@ class BadAction(PermanentError):
     code = "bad_action"
 
 
+class Refused(PermanentError):
+    """An action that does not apply to the order as it is now (409): a retry of a run that is
+    not failed (due, in flight, done, or never asked for)."""
+
+    status = 409
+    code = "conflict"
+
+
 class RefundOutcome(StrEnum):
     """How a refund done by hand ended (`RecordRefund`)."""
 
@@ -78,6 +86,16 @@ class RetryStoreAction:
 
 
 @dataclass(frozen=True)
+class RetryEffect:
+    """A registered side effect that failed for good (`effect_runs` failed) is asked again: due,
+    a fresh attempt budget, its message re-published. Refused (409) unless it failed."""
+
+    order_id: str
+    operator: str
+    effect: str | None = None  # the effect's name, as the order page lists it
+
+
+@dataclass(frozen=True)
 class RevokeCustomer:
     order_id: str
     operator: str
@@ -103,4 +121,4 @@ class RetryParked:
 
 
 OperatorCommand = (VerifyOrder | CancelOrder | ExtendDeadline | ResendLink | RecordRefund | RetryStoreAction
-                   | RevokeCustomer | ForgetCustomer | RetryParked)
+                   | RetryEffect | RevokeCustomer | ForgetCustomer | RetryParked)

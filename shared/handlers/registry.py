@@ -64,6 +64,7 @@ HANDLERS: dict[type, Handler] = {
     commands.ResendLink: lambda c, cmd, rid: transitions.resend(c.db, cmd, now=c.clock.now()),
     commands.RecordRefund: lambda c, cmd, rid: transitions.record_refund(c.db, cmd, now=c.clock.now()),
     commands.RetryStoreAction: lambda c, cmd, rid: transitions.retry_store(c.db, cmd, now=c.clock.now()),
+    commands.RetryEffect: lambda c, cmd, rid: transitions.retry_effect(c.db, cmd, now=c.clock.now()),
     commands.RetryParked: lambda c, cmd, rid: transitions.retry(c.db, cmd, now=c.clock.now()),
     commands.RevokeCustomer: lambda c, cmd, rid: transitions.revoke_customer(c.db, cmd, now=c.clock.now()),
     commands.ForgetCustomer: lambda c, cmd, rid: transitions.forget_customer(c.db, c.settings, cmd,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.config import TIMER_HORIZON, Settings, parse_duration
-from shared.db import claims, countdowns, customer_store, operator_store, sessions
+from shared.db import claims, countdowns, customer_store, effect_runs, operator_store, sessions
 from shared.db.database import Database
 from shared.db.unit_of_work import UnitOfWork
 from shared.domain import customers, fields, keys, reasons
@@ -44,7 +44,9 @@ from shared.domain.operator_commands import (
     ExtendDeadline,
     ForgetCustomer,
     RecordRefund,
+    Refused,
     ResendLink,
+    RetryEffect,
     RetryParked,
     RetryStoreAction,
     RevokeCustomer,
@@ -258,6 +260,10 @@ def retry_store(db: Database, cmd: RetryStoreAction, *, now: datetime) -> Result
     return retry_store_action(db, cmd.order_id, cmd.store_action, operator=cmd.operator, now=now)
 
 
+def retry_effect(db: Database, cmd: RetryEffect, *, now: datetime) -> Result:
+    return retry_effect_run(db, cmd.order_id, cmd.effect, operator=cmd.operator, now=now)
+
+
 def retry(db: Database, cmd: RetryParked, *, now: datetime) -> list[str]:
     return retry_parked(db, cmd.outbox_id, operator=cmd.operator, now=now)
 
@@ -320,6 +326,29 @@ def retry_store_action(db: Database, order_id: str, store_action: str | None, *,
         fx = uow.effects(order_id, actor=operator_actor(operator))
         fx.event(Event.STORE_ACTION_RETRIED, action=action, connector=connector)
         fx.store_action_message(action, connector)
+        uow.commit()
+    return Result(ResultStatus.ACCEPTED, order_id)
+
+
+def retry_effect_run(db: Database, order_id: str, effect: str | None, *, operator: str, now: datetime) -> Result:
+    """A registered side effect that failed for good is asked again: due with a fresh attempt
+    budget, its message in the same transaction, `effect.retried` recorded with the operator (and
+    the failure it retries). Refused (409) for a run that did not fail; 400 for an effect no
+    longer registered (nothing would perform it)."""
+    name = (effect or "").strip()
+    if not name:
+        raise BadAction("which side effect? (its name, as the order page lists it)", field="effect")
+    if effect_registry.effect(name) is None:
+        raise BadAction(f"side effect {name!r} is not registered: nothing would perform it", field="effect")
+    with UnitOfWork(db, now=now) as uow:
+        failed = effect_runs.retry_effect_run(uow.conn, order_id, name)
+        if failed is None:
+            state = effect_runs.effect_state(uow.conn, order_id, name)
+            raise Refused(f"side effect {name} was never asked for this order" if state is None
+                          else f"side effect {name} is {state}, not failed: nothing to retry")
+        fx = uow.effects(order_id, actor=operator_actor(operator))
+        fx.event(Event.EFFECT_RETRIED, effect=name, attempts=failed["attempts"], code=failed["error_code"])
+        fx.effect_run_message(name)
         uow.commit()
     return Result(ResultStatus.ACCEPTED, order_id)
 

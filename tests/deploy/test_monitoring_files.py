@@ -64,10 +64,11 @@ def test_the_files_are_there():
     names = {path.stem for path in METRICS}
     assert {"outbox_rows_parked", "relay_failures", "link_not_sent_reviews", "store_action_failures",
             "refund_failures", "emails_failed", "http_answers", "time_to_link", "sweep_runs",
-            "outbox_oldest_age"} <= names
+            "outbox_oldest_age", "effect_failures"} <= names
     assert {path.stem for path in POLICIES} == {
         "outbox-row-parked", "dead-letter-not-empty", "outbox-backlog-old", "sweep-not-running",
-        "intake-5xx", "time-to-link-slow", "link-not-sent", "store-action-failed"}
+        "intake-5xx", "time-to-link-slow", "link-not-sent", "store-action-failed",
+        "effect-failed"}
     assert len(DASHBOARDS) == 1
 
 

@@ -77,9 +77,10 @@ def test_the_filter_evaluator_refuses_what_it_does_not_understand():
 
 def test_every_metric_file_has_a_test_here():
     # store_action_failures: test_store_actions.test_a_refusal_is_recorded_with_its_code_and_the_order_needs_attention
+    # effect_failures: test_new_side_effect.test_a_permanent_failure_is_recorded_failed_and_counted
     tested = {"outbox_rows_parked", "relay_failures", "link_not_sent_reviews", "store_action_failures",
               "refund_failures", "emails_failed", "http_answers", "sweep_runs", "outbox_oldest_age",
-              "outbox_backlog", "time_to_link", "links_sent"}
+              "outbox_backlog", "time_to_link", "links_sent", "effect_failures"}
     assert {path.stem for path in METRICS.glob("*.json")} == tested
 
 

@@ -8,12 +8,14 @@ and a permanent failure is recorded and counted by the health numbers."""
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
 
+from shared.console import csrf
 from shared.db import effect_runs, health
 from shared.domain import model
 from shared.effects import EffectFailed, registry
@@ -21,6 +23,17 @@ from shared.handlers import timers
 from tests import acme_effect
 from tests.functions.conftest import client_for
 from tests.functions.test_store_actions import expire
+from tests.functions.test_operator_console import (  # noqa: F401  (console, keys: its fixtures)
+    ALICE,
+    SECRET,
+    as_alice,
+    console,
+    csrf_of,
+    keys,
+    order_ids_on,
+    search,
+)
+from tests.functions.test_log_metrics import labels, selected
 from tests.functions.test_subscribers import deliver
 from tests.functions.test_timer_and_sweep import fire
 from tests.functions.test_webhook_intake import post_order
@@ -155,7 +168,7 @@ def test_a_failed_attempt_is_retried_after_its_backoff_and_performed_once(acme, 
     assert len(events(db, order_id, "effect.done")) == 1
 
 
-def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id):
+def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id, captured_logs):
     with db.read() as conn:
         before = health.report(conn, local_queue=False).effects_failed.get(NAME, 0)
     post_order(client_for("webhook_intake"), order_id)
@@ -165,6 +178,10 @@ def test_a_permanent_failure_is_recorded_failed_and_counted(acme, db, order_id):
     assert pump(order_id) == [200]
     assert run(db, order_id) == ("failed", 1, "acme_refused", "expired")
     assert [(e["effect"], e["code"]) for e in events(db, order_id, "effect.failed")] == [(NAME, "acme_refused")]
+    # The alert's log-based metric (infra/monitoring/metrics/effect_failures.json) counts it once.
+    [line] = selected("effect_failures", captured_logs)
+    assert labels(line)["effect"] == NAME and labels(line)["code"] == "acme_refused"
+    assert labels(line)["order_id"] == order_id and line["severity"] == "WARNING"
     with db.read() as conn:
         numbers = health.report(conn, local_queue=False)
     assert numbers.effects_failed[NAME] == before + 1
@@ -215,3 +232,86 @@ def test_the_effect_message_parses_and_an_unknown_effect_is_ignored(acme, db, or
                        {"v": 1, "order_id": order_id, "effect": "nobody_registered"}, key="k", order_id=order_id)
     assert response.status_code == 200
     assert json.dumps(acme_effect.CALLS) == "[]"
+
+
+# ---- what staff see and do: "needs attention", the order page, the retry ----------------------
+
+
+def relayed(db, order_id):
+    """The order's outbox rows delivered (this test's relay has no Pub/Sub to publish to)."""
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE outbox SET delivered_at = now(), attempts = 0 WHERE order_id = :o "
+                          "AND delivered_at IS NULL"), {"o": order_id})
+
+
+def failed_for_good(db, order_id):
+    post_order(client_for("webhook_intake"), order_id)
+    expire(db, order_id)
+    acme_effect.SCRIPT.append(EffectFailed("acme_refused"))
+    pump = EffectPump(db)
+    assert pump(order_id) == [200]
+    assert run(db, order_id) == ("failed", 1, "acme_refused", "expired")
+    return pump
+
+
+def test_a_failed_effect_needs_attention_and_staff_retry_it_once_through_the_console(acme, console, keys, db,
+                                                                                     order_id):
+    pump = failed_for_good(db, order_id)
+    relayed(db, order_id)  # no delivery left failing: the failed run alone puts it in "needs attention"
+    assert order_ids_on(search(console, keys, q=order_id, attention="1").get_data(as_text=True)) == [order_id]
+
+    page = console.get(f"/orders/{order_id}", headers=as_alice(keys))
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert '<table class="effect-runs">' in html and "<td>acme_notice</td>" in html
+    assert '<td class="effect-state failed">failed <code>acme_refused</code></td>' in html
+    assert f'action="/orders/{order_id}/actions/retry-effect"' in html
+
+    response = console.post(f"/orders/{order_id}/actions/retry-effect", headers=as_alice(keys),
+                            data={"csrf": csrf_of(html), "effect": NAME})
+    assert response.status_code == 303
+    assert "outcome=accepted" in response.headers["Location"]
+    # Due again with a fresh attempt budget; its message committed with it; the operator recorded.
+    assert run(db, order_id) == ("due", 0, None, "expired")
+    with db.read() as conn:
+        retried = conn.execute(text("SELECT actor, data FROM event_log "
+                                    "WHERE order_id = :o AND type = 'effect.retried'"),
+                               {"o": order_id}).all()
+    assert [(actor, data["effect"], data["code"], data["attempts"]) for actor, data in retried] == [
+        (f"operator:{ALICE}", NAME, "acme_refused", 1)]
+    relayed(db, order_id)
+    assert order_ids_on(search(console, keys, q=order_id, attention="1").get_data(as_text=True)) == []
+
+    # Its message performs it once; a redelivery and the sweep perform nothing more.
+    assert pump(order_id) == [200]
+    assert acme_effect.calls(order_id) == [("expired", 1), ("expired", 1)]
+    assert run(db, order_id) == ("done", 1, None, "expired")
+    lease_passes(db, order_id)
+    sweep()
+    assert pump(order_id) == [] and set(pump(order_id, again=True)) == {200}
+    assert len(acme_effect.calls(order_id)) == 2
+    assert len(events(db, order_id, "effect.done")) == 1
+
+    # A retry of a run that did not fail is refused (409) and changes nothing.
+    again = console.post(f"/orders/{order_id}/actions/retry-effect", headers=as_alice(keys),
+                         data={"csrf": csrf.issue(SECRET, ALICE), "effect": NAME})
+    assert again.status_code == 409
+    assert "acme_notice is done, not failed" in html_text(again)
+    assert run(db, order_id) == ("done", 1, None, "expired")
+    assert len(events(db, order_id, "effect.retried")) == 1
+
+
+def test_a_retry_of_an_effect_never_asked_or_not_registered_is_refused(acme, console, keys, db, order_id):
+    post_order(client_for("webhook_intake"), order_id)
+    token = csrf.issue(SECRET, ALICE)
+    never = console.post(f"/orders/{order_id}/actions/retry-effect", headers=as_alice(keys),
+                         data={"csrf": token, "effect": NAME})
+    assert never.status_code == 409 and "never asked for this order" in html_text(never)
+    unknown = console.post(f"/orders/{order_id}/actions/retry-effect", headers=as_alice(keys),
+                           data={"csrf": token, "effect": "nobody_registered"})
+    assert unknown.status_code == 400
+    assert events(db, order_id, "effect.retried") == []
+
+
+def html_text(response) -> str:
+    return html.unescape(response.get_data(as_text=True))

@@ -628,6 +628,25 @@ def test_registered_side_effects_are_written_performed_re_driven_and_counted_und
     with as_role("operator-console").read() as conn:
         assert health.report(conn, local_queue=False).effects_failed == {"role_probe": 1}
 
+    # The console lists the failed run on the order page and in "needs attention", and staff
+    # retry it (due again, its message); the sweep's retention deletes the finished runs.
+    from shared.db import reads
+
+    console_db = as_role("operator-console")
+    with console_db.read() as conn:
+        assert [(r["effect"], r["state"]) for r in reads.order_story(conn, failed)["effect_runs"]] == [
+            ("role_probe", "failed")]
+        listed, _ = reads.list_sessions(conn, reads.SessionFilter(attention=True, query=failed), T0)
+        assert [r["order_id"] for r in listed] == [failed]
+    assert transitions.retry_effect_run(console_db, failed, "role_probe", operator="a", now=T0).accepted
+    outcomes.append(None)
+    again = effects.perform(refund_db, refund_settings, EffectRun(failed, "role_probe"), now=T0)
+    assert again.detail == "role_probe done"
+    in_cloud = dataclasses.replace(refund_settings, tasks=dataclasses.replace(refund_settings.tasks, backend="cloud"))
+    assert retention.purge(sweep_db, in_cloud, now=T0 + timedelta(days=400)).get("finished side-effect runs", 0) >= 2
+    with console_db.read() as conn:
+        assert reads.order_story(conn, failed)["effect_runs"] == []
+
 
 @contextlib.contextmanager
 def as_email_function(cluster, members):

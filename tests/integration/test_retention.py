@@ -73,6 +73,34 @@ def test_operator_notes_go_with_the_customer_and_the_reason_code_stays(db, setti
     assert retention.preview(db, settings, now=NOW)["operator notes erased"] == 0
 
 
+def test_finished_side_effect_runs_go_with_the_customer_and_unfinished_or_recent_ones_stay(db, settings,
+                                                                                           order_id):
+    """A registered side effect's finished runs (done, failed) of a session erased by retention,
+    or erased already (forget), are deleted; a run still due stays, and a recent session's too."""
+    old, erased, recent = f"{order_id}-old", f"{order_id}-erased", f"{order_id}-recent"
+    closed_session(db, settings, old, closed_days_ago=91)
+    closed_session(db, settings, erased, closed_days_ago=5)
+    closed_session(db, settings, recent, closed_days_ago=89)
+    with db.transaction() as conn:
+        conn.execute(text("UPDATE verification_sessions SET erased_at = now(), customer_email = NULL "
+                          "WHERE order_id = :o"), {"o": erased})
+        for key in (old, erased, recent):
+            for effect, state in (("acme_done", "done"), ("acme_failed", "failed"), ("acme_due", "due")):
+                conn.execute(text("INSERT INTO effect_runs (order_id, effect, state, attempts, finished_at) "
+                                  "VALUES (:o, :e, :s, 1, CASE WHEN :s = 'due' THEN NULL ELSE now() END)"),
+                             {"o": key, "e": effect, "s": state})
+    assert retention.preview(db, settings, now=NOW)["finished side-effect runs"] >= 4
+
+    done = retention.purge(db, settings, now=NOW)
+
+    assert done.get("finished side-effect runs", 0) >= 4
+    left = "SELECT effect FROM effect_runs WHERE order_id = :o ORDER BY effect"
+    assert rows(db, left, o=old) == [("acme_due",)]
+    assert rows(db, left, o=erased) == [("acme_due",)]
+    assert rows(db, left, o=recent) == [("acme_done",), ("acme_due",), ("acme_failed",)]
+    assert retention.preview(db, settings, now=NOW)["finished side-effect runs"] == 0
+
+
 def test_an_open_session_inside_retention_after_its_deadline_is_kept(db, settings, order_id):
     """Open RETENTION (90d) less a day after its deadline (72h after the order): kept as it is."""
     assert intake.place_order(db, settings, OrderPlaced("orders", f"m-{order_id}", order_id, "a@example.com"),

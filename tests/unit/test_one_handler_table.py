@@ -100,7 +100,7 @@ def test_the_console_and_the_cli_import_no_use_case_and_relay_nothing():
 # The transition and the operator's use cases (issue 22 item 2): defined in one module.
 TRANSITION_CODE = {"apply_effects", "transition", "claim_and_bind", "operator_action", "operator_actor",
                    "extend_deadline", "resend_link", "close_refund", "retry_store_action", "retry_parked",
-                   "revoke", "forget"}
+                   "retry_effect_run", "revoke", "forget"}
 
 
 def test_the_transition_code_lives_in_one_module():
