@@ -20,14 +20,15 @@ def claim_effect_run(db: Database, order_id: str, effect: str, lease_seconds: fl
     """Claim one effect's run before performing it (the row locked while it is decided).
     `outcome` is:
 
-    - `claimed`: this attempt holds the lease; `attempts` is its fencing number, with the row's
+    - `claimed`: this attempt holds the lease; `attempts` is its fencing number (and, less
+      `retried_from`, its place in the attempt budget), with the row's
       `reason` and the session's `source`, `store_ref` and `status`;
     - `busy`: another attempt holds the lease, or a failed attempt's backoff has not passed;
     - `done` or `failed`: how it ended; `unknown`: no such run was asked for.
     """
     with db.transaction() as conn:
         row = conn.execute(text("""
-            SELECT state, reason, lease_until > now() AS leased
+            SELECT state, reason, retried_from, lease_until > now() AS leased
             FROM effect_runs WHERE order_id = :o AND effect = :e FOR UPDATE
         """), {"o": order_id, "e": effect}).mappings().first()
         if row is None:
@@ -44,7 +45,7 @@ def claim_effect_run(db: Database, order_id: str, effect: str, lease_seconds: fl
         """), {"o": order_id, "e": effect, "lease": lease_seconds}).scalar_one()
         session = conn.execute(text("SELECT source, store_ref, status FROM verification_sessions WHERE order_id = :o"),
                                {"o": order_id}).mappings().first() or {}
-    return {"outcome": "claimed", "attempts": attempts, "reason": row["reason"],
+    return {"outcome": "claimed", "attempts": attempts, "retried_from": row["retried_from"], "reason": row["reason"],
             "source": session.get("source"), "store_ref": session.get("store_ref"), "status": session.get("status")}
 
 
@@ -110,11 +111,11 @@ def effects_failed(conn: Connection) -> dict[str, int]:
 
 
 def retry_effect_run(conn: Connection, order_id: str, effect: str) -> dict[str, Any] | None:
-    """An operator's retry: a failed run becomes due again with a fresh attempt budget (`attempts`
-    back to 0, its code and times cleared). The failed attempt's `attempts` and `error_code`, or
-    None when no failed run of that effect is there (unknown, or due, leased or done: nothing to
-    retry). Recorded by the attempt that held the lease, a failure leaves no attempt in flight;
-    the next claim's fencing numbers start again from 1. The retry's own message performs it;
+    """An operator's retry: a failed run becomes due again with a fresh attempt budget
+    (`retried_from` = `attempts`, its code and times cleared; `attempts`, the fencing number, keeps
+    growing, so an attempt of before the retry still running can never record over a later one).
+    The failed attempt's `attempts` and `error_code`, or None when no failed run of that effect is
+    there (unknown, or due, leased or done: nothing to retry). The retry's own message performs it;
     `redriven_at` now keeps the sweep from re-driving it within a lease."""
     row = conn.execute(text("""
         SELECT attempts, error_code FROM effect_runs
@@ -123,7 +124,7 @@ def retry_effect_run(conn: Connection, order_id: str, effect: str) -> dict[str, 
     if row is None:
         return None
     conn.execute(text("""
-        UPDATE effect_runs SET state = 'due', attempts = 0, error_code = NULL, finished_at = NULL,
+        UPDATE effect_runs SET state = 'due', retried_from = attempts, error_code = NULL, finished_at = NULL,
                                lease_until = NULL, redriven_at = now()
         WHERE order_id = :o AND effect = :e
     """), {"o": order_id, "e": effect})

@@ -175,7 +175,7 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         # The System page shows the last sweep and its report, and the side effects failed for good.
         "sweep_runs": TableGrant(select=ALL),
         # ... and staff retry a failed side effect (due again, a fresh attempt budget).
-        "effect_runs": TableGrant(select=ALL, insert=True, update=(*_EFFECT_RUN_CLAIM, "redriven_at")),
+        "effect_runs": TableGrant(select=ALL, insert=True, update=(*_EFFECT_RUN_CLAIM, "retried_from", "redriven_at")),
         # Operators' notes (v17): the one role that reads them (the order page, the CLI's
         # `status`); written with the action, deleted by forget.
         "operator_notes": TableGrant(select=ALL, insert=True, delete=True),

@@ -485,6 +485,7 @@ def _effect_runs(conn: Connection) -> None:
             reason text,
             state text NOT NULL DEFAULT 'due',
             attempts integer NOT NULL DEFAULT 0,
+            retried_from integer NOT NULL DEFAULT 0,
             lease_until timestamptz,
             redriven_at timestamptz,
             error_code text,

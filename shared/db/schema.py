@@ -381,6 +381,9 @@ effect_runs = Table(
     Column("reason", Text),
     Column("state", Text, nullable=False, server_default="due"),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # `attempts` when staff last retried the run: its attempt budget counts the attempts after it,
+    # while `attempts` (the fencing number) only ever grows.
+    Column("retried_from", Integer, nullable=False, server_default="0"),
     _tstz("lease_until"),
     _tstz("redriven_at"),
     Column("error_code", Text),

@@ -55,9 +55,9 @@ def perform(db: Database, settings: Settings, msg: EffectRun, *, now: datetime) 
         return _record_failed(db, effect, msg, attempts, exc.code, now=now)
     except Exception as exc:  # noqa: BLE001 - the effect's own failure: retried, then recorded by class
         code = type(exc).__name__
-        if attempts >= effect.max_attempts:
+        if attempts - claim["retried_from"] >= effect.max_attempts:
             return _record_failed(db, effect, msg, attempts, code, now=now)
-        effect_runs.postpone_effect_run(db, msg.order_id, effect.name, attempts, effect.retry_in(attempts), code)
+        effect_runs.postpone_effect_run(db, msg.order_id, effect.name, attempts, effect.retry_in(attempts - claim["retried_from"]), code)
         raise TransientError(f"side effect {effect.name} failed ({code}); retried", component="effect") from None
     return _record_done(db, effect, msg, attempts, now=now)
 

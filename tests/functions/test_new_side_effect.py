@@ -271,8 +271,12 @@ def test_a_failed_effect_needs_attention_and_staff_retry_it_once_through_the_con
                             data={"csrf": csrf_of(html), "effect": NAME})
     assert response.status_code == 303
     assert "outcome=accepted" in response.headers["Location"]
-    # Due again with a fresh attempt budget; its message committed with it; the operator recorded.
-    assert run(db, order_id) == ("due", 0, None, "expired")
+    # Due again with a fresh attempt budget (counted from attempt 1; the fencing number keeps
+    # growing); its message committed with it; the operator recorded.
+    assert run(db, order_id) == ("due", 1, None, "expired")
+    with db.read() as conn:
+        assert conn.execute(text("SELECT retried_from FROM effect_runs WHERE order_id = :o"),
+                            {"o": order_id}).scalar_one() == 1
     with db.read() as conn:
         retried = conn.execute(text("SELECT actor, data FROM event_log "
                                     "WHERE order_id = :o AND type = 'effect.retried'"),
@@ -284,8 +288,8 @@ def test_a_failed_effect_needs_attention_and_staff_retry_it_once_through_the_con
 
     # Its message performs it once; a redelivery and the sweep perform nothing more.
     assert pump(order_id) == [200]
-    assert acme_effect.calls(order_id) == [("expired", 1), ("expired", 1)]
-    assert run(db, order_id) == ("done", 1, None, "expired")
+    assert acme_effect.calls(order_id) == [("expired", 1), ("expired", 2)]
+    assert run(db, order_id) == ("done", 2, None, "expired")
     lease_passes(db, order_id)
     sweep()
     assert pump(order_id) == [] and set(pump(order_id, again=True)) == {200}
@@ -297,7 +301,7 @@ def test_a_failed_effect_needs_attention_and_staff_retry_it_once_through_the_con
                          data={"csrf": csrf.issue(SECRET, ALICE), "effect": NAME})
     assert again.status_code == 409
     assert "acme_notice is done, not failed" in html_text(again)
-    assert run(db, order_id) == ("done", 1, None, "expired")
+    assert run(db, order_id) == ("done", 2, None, "expired")
     assert len(events(db, order_id, "effect.retried")) == 1
 
 
@@ -315,3 +319,18 @@ def test_a_retry_of_an_effect_never_asked_or_not_registered_is_refused(acme, con
 
 def html_text(response) -> str:
     return html.unescape(response.get_data(as_text=True))
+
+
+def test_a_retry_keeps_the_fencing_number_growing_and_gives_a_fresh_budget(acme, db, order_id):
+    """After staff retry a failed run, its next claim is attempt 2, not 1 again: an attempt of
+    before the retry still running (number 1) can never record over the new one; and the budget
+    counts only the attempts after the retry."""
+    failed_for_good(db, order_id)
+    with db.transaction() as conn:
+        assert effect_runs.retry_effect_run(conn, order_id, NAME) == {"attempts": 1, "error_code": "acme_refused"}
+    claim = effect_runs.claim_effect_run(db, order_id, NAME, 60)
+    assert (claim["outcome"], claim["attempts"], claim["retried_from"]) == ("claimed", 2, 1)
+    with db.transaction() as conn:
+        assert not effect_runs.finish_effect_run(conn, order_id, NAME, 1)  # the old attempt: fenced off
+        assert effect_runs.finish_effect_run(conn, order_id, NAME, 2)
+    assert run(db, order_id) == ("done", 2, None, "expired")
