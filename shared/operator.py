@@ -9,6 +9,8 @@
     python -m shared.operator refund-done ORDER [--reason CODE] [--note T]   / refund-failed ORDER
     python -m shared.operator revoke ORDER --reason document_doubt
     python -m shared.operator retry OUTBOX-ID | --all-parked
+    python -m shared.operator retry-store-action ORDER [--store-action ACTION:CONNECTOR]   a store call that failed
+    python -m shared.operator retry-effect ORDER [--effect NAME]     a registered side effect that failed
     python -m shared.operator funnel today | 7d | 2026-11-01..2026-11-30
     python -m shared.operator health                        the numbers the alerts watch (docs/RUNBOOK.md)
 
@@ -45,7 +47,12 @@ from shared.domain import keys, reasons
 
 STACK_ENV = Path(Runtime.from_env().local_state_dir or Path(__file__).resolve().parents[1] / ".local") / "stack.env"
 SOURCES = (keys.GENERIC, *keys.namespaced())
-ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed", "revoke")
+ORDER_ACTIONS = ("verify", "cancel", "extend", "resend-link", "refund-done", "refund-failed", "revoke",
+                 "retry-store-action", "retry-effect")
+# The console's retry buttons (one per failed row of the order page): the row's name and where
+# `status` lists the rows; without it, the CLI names the order's one failed row.
+RETRIES = {"retry-store-action": ("store_action", "store_actions", "store action"),
+           "retry-effect": ("effect", "effect_runs", "side effect")}
 
 
 class UsageError(Exception):
@@ -107,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--source", choices=SOURCES, help="the order's source, when its id is shared")
         if name == "extend":
             action.add_argument("duration", help="new deadline from now, e.g. 48h")
+        if name == "retry-store-action":
+            action.add_argument("--store-action", metavar="ACTION:CONNECTOR",
+                                help="which failed store action, as `status` lists it (e.g. hold:shopify); "
+                                     "default: the order's one failed store action")
+        if name == "retry-effect":
+            action.add_argument("--effect", metavar="NAME",
+                                help="which failed side effect, as `status` lists it; "
+                                     "default: the order's one failed side effect")
         if name == "verify":
             action.add_argument("--age-checked", action="store_true",
                                 help="you checked the customer is of age: their next orders need no verification")
@@ -309,20 +324,52 @@ def _list(c, args, operator: str) -> int:
 
 def _act(c, args, operator: str) -> int:
     from shared.console import actions
+    from shared.handlers.result import Result, ResultStatus
 
     found = _matches(c, args)
     if len(found) > 1:
         raise UsageError(f"{args.order} matches {len(found)} sessions: {_named(found)}; say which with --source")
     # No match: the action itself answers (unknown order), as for any key.
     order_id = found[0]["order_id"] if found else args.order
+    chosen = {}
+    if args.command in RETRIES:
+        field = RETRIES[args.command][0]
+        chosen[field] = getattr(args, field) or (_one_failed(c, args, order_id) if found else None)
+        if not chosen[field]:  # nothing failed: the console offers no retry button
+            noun = RETRIES[args.command][2]
+            return _print_result(args, order_id, Result(ResultStatus.IGNORED, order_id,
+                                                        f"no failed {noun}: nothing to retry" if found
+                                                        else "unknown order"))
     result = actions.run(args.command, actions.Request(order_id=order_id, operator=operator,
                                                        reason=getattr(args, "reason", None),
                                                        note=getattr(args, "note", None),
                                                        duration=getattr(args, "duration", None),
-                                                       age_checked=getattr(args, "age_checked", False)))
+                                                       age_checked=getattr(args, "age_checked", False),
+                                                       **chosen))
+    return _print_result(args, order_id, result)
+
+
+def _print_result(args, order_id: str, result) -> int:
+    """An action's answer, one line (or its JSON); 0 when it was accepted, else 1."""
     print(json.dumps(result.to_dict()) if args.json else
           f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
     return 0 if result.accepted else 1
+
+
+def _one_failed(c, args, order_id: str) -> str | None:
+    """A retry named no row: the order's one failed store action (`action:connector`) or side
+    effect, as `status` lists them; None when none failed, a usage error when several did."""
+    from shared.db import reads
+
+    field, rows, noun = RETRIES[args.command]
+    with c.db.read() as conn:
+        story = reads.order_story(conn, order_id) or {}
+    failed = [f"{r['action']}:{r['connector']}" if field == "store_action" else r["effect"]
+              for r in story.get(rows, []) if r["state"] == "failed"]
+    if len(failed) > 1:
+        raise UsageError(f"{order_id} has {len(failed)} failed {noun}s: {', '.join(failed)}; "
+                         f"say which with --{field.replace('_', '-')}")
+    return failed[0] if failed else None
 
 
 def _forget(c, args, operator: str) -> int:

@@ -167,7 +167,7 @@ def test_funnel_ranges(cli, db):
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["funnel", "last-tuesday"], ["extend", "o-1"],
                                   ["retry"], ["list", "--due", "soon"], ["list", "--due", "99999999999"],
-                                  ["list", "--due", "-3"]])
+                                  ["list", "--due", "-3"], ["retry-effect"], ["retry-store-action"]])
 def test_usage_errors_are_one_line(cli, db, argv):  # db: the schema, whichever test runs first
     status, out, err = cli(*argv)
     assert status == 2 and out == ""
@@ -291,3 +291,151 @@ def test_status_shows_the_store_times_and_store_actions(cli, db, settings, order
     status, out, _ = cli("status", order_id)
     assert status == 0 and f"placed at the store {placed:%Y-%m-%d %H:%M:%S} UTC, received" in out
     assert "store actions" in out and "hold" in out and "due" in out
+
+
+# ---- retries of a failed store call and of a failed side effect (the console's retry buttons) ----
+
+
+def fail_store_action(db, order_id: str, action: str, code: str = "HOLD_NOT_ALLOWED") -> None:
+    """The store refused one of the order's store actions for good, as the subscriber records it."""
+    from shared.db import store_actions
+
+    with db.transaction() as conn:
+        conn.execute(text("INSERT INTO store_actions (order_id, action, connector, requested_at) "
+                          "VALUES (:o, :a, 'orders', now())"), {"o": order_id, "a": action})
+    assert store_actions.claim_store_action(db, order_id, action, "orders", 300)["outcome"] == "claimed"
+    with db.transaction() as conn:
+        assert store_actions.fail_store_action(conn, order_id, action, "orders", code)
+
+
+def store_rows(db, order_id: str) -> list[tuple]:
+    with db.read() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT action, state, error_code, finished_at IS NULL FROM store_actions WHERE order_id = :o "
+            "ORDER BY action"), {"o": order_id})]
+
+
+def messages_on_order_actions(db, order_id: str, field: str) -> list[str]:
+    with db.read() as conn:
+        return [r[0] for r in conn.execute(text(
+            "SELECT payload->'data'->>:f FROM outbox WHERE order_id = :o AND payload->>'topic' = 'order-actions' "
+            "AND payload->'data' ? :f ORDER BY id"), {"o": order_id, "f": field})]
+
+
+def test_retry_store_action_makes_a_failed_store_call_due_again(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    fail_store_action(db, order_id, "hold")
+    assert store_rows(db, order_id) == [("hold", "failed", "HOLD_NOT_ALLOWED", False)]
+    assert messages_on_order_actions(db, order_id, "action") == []
+
+    status, out, err = cli("--by", "dave", "retry-store-action", order_id)  # its one failed store action
+    assert (status, out, err) == (0, f"retry-store-action {order_id}: accepted\n", "")
+    assert store_rows(db, order_id) == [("hold", "due", None, True)]
+    assert messages_on_order_actions(db, order_id, "action") == ["hold"]  # its message, with the retry
+    retried = [e for e in events_of(db, order_id) if e[0] == "store.action_retried"]
+    assert retried == [("store.action_retried", f"cli:{session_user(db)} (dave)",
+                        {"action": "hold", "connector": "orders"})]
+
+    # Nothing failed any more: nothing is retried, with or without naming it.
+    status, out, _ = cli("retry-store-action", order_id)
+    assert (status, out) == (1, f"retry-store-action {order_id}: ignored (no failed store action: nothing to retry)\n")
+    status, out, _ = cli("--json", "retry-store-action", order_id, "--store-action", "hold:orders")
+    assert status == 1 and json.loads(out) == {"status": "ignored", "orderId": order_id,
+                                               "detail": "no failed store action of that kind"}
+    assert store_rows(db, order_id) == [("hold", "due", None, True)]
+    assert len([e for e in events_of(db, order_id) if e[0] == "store.action_retried"]) == 1
+    assert messages_on_order_actions(db, order_id, "action") == ["hold"]
+
+
+def test_retry_store_action_names_one_of_several_and_an_unknown_order_is_not_found(cli, db, settings, order_id):
+    place(db, settings, order_id)
+    fail_store_action(db, order_id, "hold")
+    fail_store_action(db, order_id, "flag_for_review", "REVIEW_TAG_REFUSED")
+    status, out, err = cli("retry-store-action", order_id)
+    assert status == 2 and out == "" and len(err.splitlines()) == 1
+    assert "2 failed store actions: hold:orders, flag_for_review:orders" in err and "--store-action" in err
+    status, out, _ = cli("--by", "dave", "retry-store-action", order_id, "--store-action", "flag_for_review:orders")
+    assert (status, out) == (0, f"retry-store-action {order_id}: accepted\n")
+    assert store_rows(db, order_id) == [("flag_for_review", "due", None, True),
+                                        ("hold", "failed", "HOLD_NOT_ALLOWED", False)]
+
+    unknown = f"unknown-{order_id}"
+    assert cli("retry-store-action", unknown) == (1, f"retry-store-action {unknown}: ignored (unknown order)\n", "")
+    status, out, _ = cli("retry-store-action", unknown, "--store-action", "hold:orders")
+    assert (status, out) == (1, f"retry-store-action {unknown}: ignored (no failed store action of that kind)\n")
+    assert store_rows(db, unknown) == []
+
+
+@pytest.fixture
+def acme(monkeypatch):
+    """The test-only side effect `acme_notice` registered and asked for by the deadline, as
+    tests/functions/test_new_side_effect.py registers it."""
+    from dataclasses import replace
+
+    from shared.domain import model
+    from shared.effects import registry
+    from shared.handlers import timers
+    from tests import acme_effect
+
+    monkeypatch.setitem(registry.EFFECTS, acme_effect.NAME, acme_effect.EFFECT)
+    monkeypatch.setattr(timers, "DEADLINE", replace(model.DEADLINE, effects=(acme_effect.NAME,)))
+    acme_effect.CALLS.clear()
+    acme_effect.SCRIPT.clear()
+    yield acme_effect
+    acme_effect.CALLS.clear()
+    acme_effect.SCRIPT.clear()
+
+
+def perform_effect(db, settings, order_id: str, name: str):
+    """The `order-actions` subscriber performs the side effect's message."""
+    from shared.domain.messages import EffectRun
+    from shared.handlers import effects
+
+    return effects.perform(db, settings, EffectRun(order_id=order_id, effect=name), now=datetime.now(timezone.utc))
+
+
+def effect_row(db, order_id: str, name: str) -> tuple | None:
+    with db.read() as conn:
+        row = conn.execute(text("SELECT state, attempts, retried_from, error_code FROM effect_runs "
+                                "WHERE order_id = :o AND effect = :e"), {"o": order_id, "e": name}).one_or_none()
+    return tuple(row) if row else None
+
+
+def test_retry_effect_makes_a_failed_side_effect_due_again_and_it_is_performed_once(cli, acme, db, settings,
+                                                                                   order_id):
+    from shared.effects import EffectFailed
+
+    name = acme.NAME
+    assert cli("retry-effect", order_id) == (1, f"retry-effect {order_id}: ignored (unknown order)\n", "")
+    status, out, err = cli("retry-effect", order_id, "--effect", name)
+    assert status == 1 and out == "" and err == (f"python -m shared.operator: side effect {name} was never "
+                                                 "asked for this order\n")
+
+    expire_with_manual_refund(db, settings, order_id)  # the deadline asks for the side effect
+    assert effect_row(db, order_id, name) == ("due", 0, 0, None)
+    status, out, _ = cli("retry-effect", order_id)
+    assert (status, out) == (1, f"retry-effect {order_id}: ignored (no failed side effect: nothing to retry)\n")
+    status, out, err = cli("retry-effect", order_id, "--effect", name)  # as the console's 409
+    assert (status, out) == (1, "") and err == (f"python -m shared.operator: side effect {name} is due, not failed: "
+                                                "nothing to retry\n")
+    acme.SCRIPT.append(EffectFailed("acme_refused"))
+    assert perform_effect(db, settings, order_id, name).status == "accepted"
+    assert effect_row(db, order_id, name) == ("failed", 1, 0, "acme_refused")
+    assert messages_on_order_actions(db, order_id, "effect") == [name]
+
+    status, out, err = cli("--by", "dave", "retry-effect", order_id)  # its one failed side effect
+    assert (status, out, err) == (0, f"retry-effect {order_id}: accepted\n", "")
+    assert effect_row(db, order_id, name) == ("due", 1, 1, None)  # a fresh budget; the fencing number kept
+    assert messages_on_order_actions(db, order_id, "effect") == [name, name]  # its message, with the retry
+    retried = [e for e in events_of(db, order_id) if e[0] == "effect.retried"]
+    assert retried == [("effect.retried", f"cli:{session_user(db)} (dave)",
+                        {"effect": name, "attempts": 1, "code": "acme_refused"})]
+
+    assert perform_effect(db, settings, order_id, name).status == "accepted"
+    assert acme.calls(order_id) == [("expired", 1), ("expired", 2)]
+    assert effect_row(db, order_id, name) == ("done", 2, 1, None)
+    status, out, err = cli("retry-effect", order_id, "--effect", name)
+    assert (status, out) == (1, "") and f"side effect {name} is done, not failed: nothing to retry" in err
+    assert len([e for e in events_of(db, order_id) if e[0] == "effect.retried"]) == 1
+    status, _, err = cli("retry-effect", order_id, "--effect", "nobody_registered")  # as the console's 400
+    assert status == 1 and "is not registered: nothing would perform it" in err
