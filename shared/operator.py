@@ -324,7 +324,6 @@ def _list(c, args, operator: str) -> int:
 
 def _act(c, args, operator: str) -> int:
     from shared.console import actions
-    from shared.handlers.result import Result, ResultStatus
 
     found = _matches(c, args)
     if len(found) > 1:
@@ -332,28 +331,28 @@ def _act(c, args, operator: str) -> int:
     # No match: the action itself answers (unknown order), as for any key.
     order_id = found[0]["order_id"] if found else args.order
     chosen = {}
-    if args.command in RETRIES:
-        field = RETRIES[args.command][0]
+    if args.command in RETRIES:  # the row to retry, as the console's button names it
+        field, _, noun = RETRIES[args.command]
         chosen[field] = getattr(args, field) or (_one_failed(c, args, order_id) if found else None)
-        if not chosen[field]:  # nothing failed: the console offers no retry button
-            noun = RETRIES[args.command][2]
-            return _print_result(args, order_id, Result(ResultStatus.IGNORED, order_id,
-                                                        f"no failed {noun}: nothing to retry" if found
-                                                        else "unknown order"))
+        if not chosen[field]:  # nothing failed, or no such order: the console shows no retry button
+            return _answer(args, order_id, {"status": "ignored", "orderId": order_id,
+                                            "detail": f"no failed {noun}: nothing to retry" if found
+                                            else "unknown order"})
     result = actions.run(args.command, actions.Request(order_id=order_id, operator=operator,
                                                        reason=getattr(args, "reason", None),
                                                        note=getattr(args, "note", None),
                                                        duration=getattr(args, "duration", None),
                                                        age_checked=getattr(args, "age_checked", False),
                                                        **chosen))
-    return _print_result(args, order_id, result)
+    return _answer(args, order_id, result.to_dict())
 
 
-def _print_result(args, order_id: str, result) -> int:
-    """An action's answer, one line (or its JSON); 0 when it was accepted, else 1."""
-    print(json.dumps(result.to_dict()) if args.json else
-          f"{args.command} {order_id}: {result.status}{f' ({result.detail})' if result.detail else ''}")
-    return 0 if result.accepted else 1
+def _answer(args, order_id: str, body: dict[str, str]) -> int:
+    """An action's answer (a `Result.to_dict()`), one line or its JSON; 0 when it was accepted, else 1."""
+    detail = body.get("detail")
+    print(json.dumps(body) if args.json else
+          f"{args.command} {order_id}: {body['status']}{f' ({detail})' if detail else ''}")
+    return 0 if body["status"] == "accepted" else 1
 
 
 def _one_failed(c, args, order_id: str) -> str | None:
