@@ -36,6 +36,7 @@ SQL connector brings its own TLS socket, so pg8000 adds none on top.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import select
@@ -116,7 +117,8 @@ def _socket_options(dbapi_connection, _record) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for level, option, value in _KEEPALIVE:
-            sock.setsockopt(level, option, value)
+            with contextlib.suppress(OSError):  # a sandbox without the option: the connection still works
+                sock.setsockopt(level, option, value)
 
 
 _TCP_ESTABLISHED = 1  # tcp_info's first byte, tcpi_state (linux/tcp_states.h)
