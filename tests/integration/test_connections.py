@@ -8,13 +8,15 @@ import time
 from datetime import datetime, timezone
 
 import pg8000.core
+import psutil
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DisconnectionError
 
 from shared.config import DatabaseSettings
 from shared.db import sessions
 from shared.db.database import Database
-from shared.db.engine import _ssl_context_for, make_engine
+from shared.db.engine import _drop_if_closed, _ssl_context_for, make_engine
 from shared.domain.messages import OrderPlaced
 from shared.errors import InvalidField, TransientError
 from shared.handlers import intake
@@ -70,12 +72,21 @@ def test_a_connection_the_server_closed_is_replaced_before_anything_is_sent(db, 
     with db.read() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": old}).scalar_one()
     deadline = time.monotonic() + 5
-    while query_pid(db, old) and time.monotonic() < deadline:
+    while (query_pid(db, old) or server_process_runs(old)) and time.monotonic() < deadline:
         time.sleep(0.02)
 
     assert place(tiny_db, settings, order_id) == "accepted"  # no error reached the caller
     assert backend_pid(tiny_db) != old
     assert place(tiny_db, settings, order_id) == "duplicate"  # prepared again on the new connection
+
+
+def server_process_runs(pid) -> bool:
+    """Whether the backend's process (on this machine) has not yet exited, so its end of the
+    connection may still be open: it leaves pg_stat_activity first."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def query_pid(db, pid) -> bool:
@@ -144,6 +155,50 @@ def test_pooled_tcp_connections_send_without_nagle_delay(tiny_db):
         sock = conn.connection.dbapi_connection._usock
         assert sock.family in (socket.AF_INET, socket.AF_INET6)  # the suite's server is on 127.0.0.1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_pooled_connections_block_as_the_connectors_do_and_find_a_server_gone_silent(tiny_db):
+    """The connect had its 5 s; after it, no Python timeout (a poll before every send and
+    receive), and TCP keepalive and TCP_USER_TIMEOUT find a server gone without a word."""
+    with tiny_db.engine.connect() as conn:
+        sock = conn.connection.dbapi_connection._usock
+        assert sock.gettimeout() is None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60_000
+        assert conn.execute(text("SELECT pg_sleep(0.1), 1")).one()[1] == 1
+
+
+class _Driver:
+    def __init__(self, sock):
+        self._usock = sock
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_the_checkout_check_tells_an_open_connection_from_one_the_peer_closed(family):
+    """`_drop_if_closed` on both of its paths: a TCP connection's state, another socket's poll."""
+    if family == "tcp":
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            ours = socket.create_connection(server.getsockname())
+            theirs, _ = server.accept()
+    else:
+        ours, theirs = socket.socketpair()
+    with ours:
+        _drop_if_closed(_Driver(ours), None, None)  # open, nothing to read: kept
+        theirs.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                _drop_if_closed(_Driver(ours), None, None)
+            except DisconnectionError:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("a connection the peer closed was kept")
+    with pytest.raises(DisconnectionError):  # our own end closed
+        _drop_if_closed(_Driver(ours), None, None)
 
 
 def _self_signed(tmp_path, ip: str):
