@@ -1,0 +1,106 @@
+"""What each of the intake's client-side savings buys, measured against itself in one run:
+the in-process intake (bench.intake's `ours`: signature, parse, one prepared `place_order`) with
+each saving undone on its own, and all three undone, in alternating rounds.
+
+    .venv/bin/python -m bench.intake_parts [--n 2000] [--concurrency 8] [--rounds 6]
+
+The three savings (shared/db/engine.py, shared/db/sessions.py):
+- blocking sockets: undone, every pooled socket gets back the 5 s Python timeout pg8000 leaves
+  on it (Python then polls before every send and receive);
+- the checkout check reads a TCP connection's state: undone, it polls the socket, as before;
+- orjson writes `place_order`'s argument: undone, json does.
+
+Printed: webhooks/s and the process's CPU per webhook (median of the rounds), and each
+variant's throughput as a ratio of the shipped one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import ssl
+import statistics
+import time
+
+from sqlalchemy import event, exc
+
+from bench._common import database
+from bench.intake import SECRET, drive, make_webhooks, ours
+from shared.db import engine, sessions
+
+SHIPPED_ARGUMENT = sessions.argument
+JSON_ARGUMENT = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def polled_check(dbapi_connection, _record, _proxy) -> None:
+    """The checkout check as it was: a zero-timeout poll of the idle socket."""
+    sock = dbapi_connection._usock
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        readable = poller.poll(0)
+    except (OSError, ValueError) as error:
+        raise exc.DisconnectionError("connection closed") from error
+    if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        raise exc.DisconnectionError("server closed the connection")
+
+
+VARIANTS = {  # name: (socket timeout, polled checkout, json argument)
+    "shipped": (None, False, False),
+    "socket timeout 5 s": (5.0, False, False),
+    "polled checkout": (None, True, False),
+    "json argument": (None, False, True),
+    "all three undone": (5.0, True, True),
+}
+
+
+def configure(db, pool_size: int, timeout: float | None, polled: bool, use_json: bool) -> None:
+    held = [db.engine.raw_connection() for _ in range(pool_size)]  # every pooled connection at once
+    for pooled in held:
+        pooled.dbapi_connection._usock.settimeout(timeout)
+    for pooled in held:
+        pooled.close()
+    pool = db.engine.pool
+    for listener in (engine._drop_if_closed, polled_check):
+        if event.contains(pool, "checkout", listener):
+            event.remove(pool, "checkout", listener)
+    event.listen(pool, "checkout", polled_check if polled else engine._drop_if_closed)
+    sessions.argument = JSON_ARGUMENT if use_json else SHIPPED_ARGUMENT
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    pool_size = 10
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
+    with database(ORDER_WEBHOOK_SECRET=SECRET, DB_POOL_SIZE=str(pool_size)) as (db, settings):
+        handle = ours(db, settings)
+        drive(db, handle, make_webhooks(300), args.concurrency)  # warm the pool and the plan cache
+        for _ in range(args.rounds):  # alternate, so machine noise falls on every variant alike
+            for name, variant in VARIANTS.items():
+                configure(db, pool_size, *variant)
+                hooks = make_webhooks(args.n)
+                cpu = time.process_time()
+                results, elapsed, _ = drive(db, handle, hooks, args.concurrency)
+                cpu = time.process_time() - cpu
+                assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
+                runs[name].append((args.n / elapsed, cpu / args.n * 1e6))
+        configure(db, pool_size, *VARIANTS["shipped"])
+
+    shipped = [rate for rate, _ in runs["shipped"]]
+    print(f"intake parts: N={args.n} new webhooks per round, concurrency={args.concurrency}, "
+          f"{args.rounds} alternating rounds (medians), in-process, one PostgreSQL on 127.0.0.1")
+    print(f"{'variant':<20}{'webhooks/s':>11}{'CPU us/webhook':>16}{'shipped / variant':>19}  (rounds)")
+    for name, values in runs.items():
+        ratios = [s / rate for s, (rate, _) in zip(shipped, values)]
+        print(f"{name:<20}{statistics.median(r for r, _ in values):>11.0f}"
+              f"{statistics.median(c for _, c in values):>16.0f}{statistics.median(ratios):>18.2f}x"
+              f"  ({', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    main()
