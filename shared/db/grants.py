@@ -102,7 +102,9 @@ GRANTS: dict[str, dict[str, TableGrant]] = {
         **_VERSION, **_EFFECTS_AND_RELAY, **_TRANSITIONS,
         "verification_sessions": TableGrant(
             select=SESSION_NON_PERSONAL,
-            update=(*_TRANSITION_COLUMNS, *PERSONAL, *_SESSION_KEYS, "erased_at", "refund_status")),
+            # A link never claimed is marked re-driven (`link_redriven_at`), at most once a lease.
+            update=(*_TRANSITION_COLUMNS, *PERSONAL, *_SESSION_KEYS, "erased_at", "refund_status",
+                    "link_redriven_at")),
         # Retention deletes expired verified-customer records (it reads no key's owner).
         "verified_customers": TableGrant(select=("customer_key", "expires_at"), delete=True),
         "outbox": TableGrant(select=ALL, insert=True, delete=True,

@@ -508,6 +508,14 @@ def _email_redriven_at(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE email_sends ADD COLUMN IF NOT EXISTS redriven_at timestamptz")
 
 
+def _link_redriven_at(conn: Connection) -> None:
+    """v25: a pending session records when the sweeper last re-drove its link email, never claimed
+    (`verification_sessions.link_redriven_at`), so it is re-enqueued at most once a lease, not on
+    every sweep once the relay delivered the last copy while the email function is down.
+    Self-contained SQL, idempotent (a new database got the column from v1)."""
+    conn.exec_driver_sql("ALTER TABLE verification_sessions ADD COLUMN IF NOT EXISTS link_redriven_at timestamptz")
+
+
 # Version -> the `kinds_fingerprint()` its `kind_checks` step was appended for. The newest must equal
 # today's (a unit test holds it): a new kind cannot ship without the step that lets existing
 # databases store it.
@@ -523,6 +531,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _attention_from_events, _store_sources, _store_actions_and_store_facts, _verified_customers,
     _sweep_runs, _keys_name_no_source, _operator_notes, _read_audit, _closed_at, kind_checks,
     _refund_requested_at, _neutral_provider_columns, _effect_runs, _email_redriven_at,
+    _link_redriven_at,
 ]
 LATEST = len(MIGRATIONS)
 

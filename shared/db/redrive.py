@@ -66,14 +66,20 @@ _STALE_CLAIMS_TO_REDRIVE = text(f"""
 """)
 
 # Link emails never claimed (their message lost before it ran, or its attempt failed and gave the
-# claim back): no claim to mark, so the outbox check alone keeps one on its way.
+# claim back), not on their way in the outbox and not re-driven within the last lease: the session
+# is marked re-driven (`link_redriven_at`) in the same statement, since the relay delivers the
+# message it enqueues (the outbox check alone no longer holds it back) while it waits in the queue.
 _LINKS_NEVER_CLAIMED = text(f"""
-    SELECT s.order_id, '{Email.LINK}' AS kind, 0 AS reminder_index
-    FROM verification_sessions s
-    WHERE {_LINK_DUE}
-      AND NOT EXISTS (SELECT 1 FROM email_sends z
-                      WHERE z.order_id = s.order_id AND z.kind = '{Email.LINK}' AND z.reminder_index = 0)
-    LIMIT :n
+    UPDATE verification_sessions v SET link_redriven_at = now()
+    FROM (SELECT s.order_id FROM verification_sessions s
+          WHERE {_LINK_DUE}
+            AND (s.link_redriven_at IS NULL OR s.link_redriven_at < now() - make_interval(secs => :lease))
+            AND NOT EXISTS (SELECT 1 FROM email_sends z
+                            WHERE z.order_id = s.order_id AND z.kind = '{Email.LINK}' AND z.reminder_index = 0)
+          ORDER BY s.created_at LIMIT :n
+          FOR UPDATE OF s SKIP LOCKED) due
+    WHERE v.order_id = due.order_id
+    RETURNING v.order_id, '{Email.LINK}' AS kind, 0 AS reminder_index
 """)
 
 # Each email kind with each status it may still go out in (`EmailSpec.sendable_in`), as
@@ -85,8 +91,8 @@ _SENDABLE = sorted(f"{kind}:{status}" for kind, spec in EMAILS.items() for statu
 
 def emails_to_redrive(conn: Connection, lease_seconds: float, limit: int) -> list[tuple[str, str, int]]:
     """Emails a crash may have lost: claims left `sending` past their lease that their session
-    can still take (each at most once a lease), and pending sessions whose link was never
-    claimed (and is not on its way in the outbox)."""
+    can still take, and pending sessions whose link was never claimed (and is not on its way in
+    the outbox): each at most once a lease."""
     stale = [tuple(r) for r in conn.execute(_STALE_CLAIMS_TO_REDRIVE,
                                             {"lease": lease_seconds, "n": limit, "sendable": _SENDABLE})]
     if len(stale) >= limit:

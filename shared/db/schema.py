@@ -112,6 +112,9 @@ verification_sessions = Table(
     # that owes one (`Transition.refund`, in `apply_effects`), moved on by each re-drive of a lost
     # request. NULL: none was asked (none owed, or the store's own connector refunds).
     _tstz("refund_requested_at"),
+    # v25: when the sweeper last re-drove this session's link email, never claimed (`redrive`):
+    # a link is re-enqueued at most once a lease, not on every sweep while its message waits.
+    _tstz("link_redriven_at"),
     # Set when the customer submitted before the deadline: expiry waits for the decision until then.
     _tstz("decision_hold_until"),
     _tstz("erased_at"),  # when the customer's email and id were erased (shared.db.retention)

@@ -237,6 +237,46 @@ def test_sweeper_re_drives_a_link_email_that_was_lost(db, settings, order_id):
                  o=order_id)[0][0] == 0
 
 
+def test_sweeper_re_drives_a_link_never_claimed_once_a_lease_not_on_every_sweep(db, settings, order_id):
+    """A pending session's link never claimed (the email function down): the relay delivers each
+    message the sweep enqueues, so the outbox check alone let every sweep enqueue another copy.
+    The session is marked re-driven (`link_redriven_at`, v25): the sweeps within the lease enqueue
+    nothing more, the first one past it enqueues it once again, and a sent link ends it."""
+    place(db, settings, order_id)
+    lease = settings.lifecycle.email_lease.total_seconds()
+    links = ("SELECT count(*) FROM outbox WHERE order_id = :o AND payload->>'topic' = 'customer-emails' "
+             "AND payload->'data'->>'kind' = 'link'")
+    with db.transaction() as conn:  # the link job was published and then lost for good
+        conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o"), {"o": order_id})
+        conn.execute(text("UPDATE verification_sessions SET created_at = now() - interval '1 day' "
+                          "WHERE order_id = :o"), {"o": order_id})
+    before = query(db, links, o=order_id)[0][0]
+
+    def sweeps(count):  # each sweep, then the relay publishing what it enqueued (the message stays queued)
+        for _ in range(count):
+            redrive.redrive_lost_work(db, settings, now=NOW)
+            with db.transaction() as conn:
+                conn.execute(text("UPDATE outbox SET delivered_at = now() WHERE order_id = :o "
+                                  "AND delivered_at IS NULL"), {"o": order_id})
+        return query(db, links, o=order_id)[0][0] - before
+
+    assert sweeps(1) == 1
+    assert sweeps(3) == 1  # within the lease: not enqueued again
+    assert query(db, "SELECT link_redriven_at IS NOT NULL FROM verification_sessions WHERE order_id = :o",
+                 o=order_id)[0][0] is True
+    with db.transaction() as conn:  # that message was lost as well, and a lease has passed
+        conn.execute(text("UPDATE verification_sessions SET link_redriven_at = link_redriven_at "
+                          "- make_interval(secs => :s) WHERE order_id = :o"), {"o": order_id, "s": lease + 1})
+    assert sweeps(3) == 2
+
+    assert emails.send_email(db, settings, Sender(), Provider(), EmailJob(order_id=order_id, kind="link"),
+                             now=NOW).status == "sent"
+    with db.transaction() as conn:  # sent: a lease later still nothing more to do
+        conn.execute(text("UPDATE verification_sessions SET link_redriven_at = link_redriven_at "
+                          "- make_interval(secs => :s) WHERE order_id = :o"), {"o": order_id, "s": lease + 1})
+    assert sweeps(2) == 2
+
+
 @pytest.mark.parametrize("kind", ["link", "reminder"])
 def test_sweeper_re_drives_a_stale_email_claim_once_a_lease_not_on_every_sweep(db, settings, order_id, kind):
     """An email whose attempt died mid-send (its claim left `sending` past its lease) is re-driven
