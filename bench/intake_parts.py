@@ -1,13 +1,13 @@
-"""What each of the intake's client-side savings buys, measured against itself in one run:
-the in-process intake (bench.intake's `ours`: signature, parse, one prepared `place_order`) with
-each saving undone on its own, and all three undone, in alternating rounds.
+"""What two client-side changes to the intake buy, measured against itself in one run: the
+in-process intake (bench.intake's `ours`: signature, parse, one prepared `place_order`) with
+each undone on its own, and both undone, in alternating rounds.
 
     .venv/bin/python -m bench.intake_parts [--n 2000] [--concurrency 8] [--rounds 6]
 
-The three savings (shared/db/engine.py, shared/db/sessions.py):
-- blocking sockets: undone, every pooled socket gets back the 5 s Python timeout pg8000 leaves
-  on it (Python then polls before every send and receive);
-- the checkout check reads a TCP connection's state: undone, it polls the socket, as before;
+The two changes (shared/db/engine.py, shared/db/sessions.py):
+- blocking sockets (for production parity: the Cloud SQL connector's block): undone, every
+  pooled socket gets back the 5 s Python timeout pg8000 leaves on it (Python then polls before
+  every send and receive);
 - orjson writes `place_order`'s argument: undone, json does.
 
 Printed: webhooks/s and the process's CPU per webhook (median of the rounds), and each
@@ -18,54 +18,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import select
-import ssl
 import statistics
 import time
 
-from sqlalchemy import event, exc
-
 from bench._common import database
 from bench.intake import SECRET, drive, make_webhooks, ours
-from shared.db import engine, sessions
+from shared.db import sessions
 
 SHIPPED_ARGUMENT = sessions.argument
 JSON_ARGUMENT = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
-def polled_check(dbapi_connection, _record, _proxy) -> None:
-    """The checkout check as it was: a zero-timeout poll of the idle socket."""
-    sock = dbapi_connection._usock
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        readable = poller.poll(0)
-    except (OSError, ValueError) as error:
-        raise exc.DisconnectionError("connection closed") from error
-    if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-        raise exc.DisconnectionError("server closed the connection")
-
-
-VARIANTS = {  # name: (socket timeout, polled checkout, json argument)
-    "shipped": (None, False, False),
-    "socket timeout 5 s": (5.0, False, False),
-    "polled checkout": (None, True, False),
-    "json argument": (None, False, True),
-    "all three undone": (5.0, True, True),
+VARIANTS = {  # name: (socket timeout, json argument)
+    "shipped": (None, False),
+    "socket timeout 5 s": (5.0, False),
+    "json argument": (None, True),
+    "both undone": (5.0, True),
 }
 
 
-def configure(db, pool_size: int, timeout: float | None, polled: bool, use_json: bool) -> None:
+def configure(db, pool_size: int, timeout: float | None, use_json: bool) -> None:
     held = [db.engine.raw_connection() for _ in range(pool_size)]  # every pooled connection at once
     for pooled in held:
         pooled.dbapi_connection._usock.settimeout(timeout)
     for pooled in held:
         pooled.close()
-    pool = db.engine.pool
-    for listener in (engine._drop_if_closed, polled_check):
-        if event.contains(pool, "checkout", listener):
-            event.remove(pool, "checkout", listener)
-    event.listen(pool, "checkout", polled_check if polled else engine._drop_if_closed)
     sessions.argument = JSON_ARGUMENT if use_json else SHIPPED_ARGUMENT
 
 

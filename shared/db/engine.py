@@ -16,15 +16,14 @@ gets TCP_NODELAY (bench: 20 queued messages, 44 ms → under 1 ms).
 
 Waiting: every connection waits on its socket the way the Cloud SQL connector's does, in
 blocking mode. pg8000 keeps the `timeout` it connected with (5 s, for DATABASE_URL) on the
-socket for good, and Python then polls before every send and receive: two more system calls
-and two more hand-offs of the interpreter lock per statement (bench.intake: a tenth of the
-intake's throughput at 8 threads), and a statement that rightly runs past 5 s (a lock
-wait, a long purge) would be cut off with its connection. So the connect keeps its 5 s;
-after it, the socket blocks, as production's does. A server that is gone without a word
-(a dropped network path, a failed-over host) is found by TCP keepalive and
-TCP_USER_TIMEOUT on every connection, the connector's included: within about a minute the
-statement fails as a TransientError (the database away). Before, the connector's socket had
-no keepalive at all, and pg8000's own starts probing after the kernel's two hours.
+socket for good: Python then polls before every send and receive (no throughput change that
+bench.intake_parts can tell from its noise), and a statement that rightly runs past 5 s (a
+lock wait, a long purge) is cut off with its connection, which production's sockets never do.
+So the connect keeps its 5 s; after it, the socket blocks, as production's does. A server
+gone without a word (a dropped network path, a failed-over host) is found by TCP keepalive
+and TCP_USER_TIMEOUT on every connection, the connector's included: within about a minute
+the statement fails as a TransientError (the database away). Before, the connector's socket
+had no keepalive at all, and pg8000's own starts probing after the kernel's two hours.
 
 TLS: pg8000 builds a new SSL context for every connection unless told otherwise
 (about 25 ms). A database on the loopback or a Unix socket gets none; any other
@@ -121,44 +120,20 @@ def _socket_options(dbapi_connection, _record) -> None:
                 sock.setsockopt(level, option, value)
 
 
-_TCP_ESTABLISHED = 1  # tcp_info's first byte, tcpi_state (linux/tcp_states.h)
-
-
 def _drop_if_closed(dbapi_connection, _record, _proxy) -> None:
     """Pool checkout hook: raise DisconnectionError (the pool reconnects) when the server has
-    closed this idle connection. No round trip. A TCP connection: its state (`TCP_INFO`), past
-    ESTABLISHED once the server's end is closed, read without letting go of the interpreter
-    lock (a poll lets go, and at 8 threads another one takes it: a tenth of the intake's
-    throughput, bench.intake). Any other socket, or a kernel that keeps TCP_INFO to itself: a
-    zero-timeout poll (anything readable: the end of the stream, or the FATAL a server sends
-    as it goes). The state turns when the server's process has closed its end, a moment after
-    its FATAL left: a connection checked out within that moment fails its statement as a
-    TransientError, as one the server closes just after any check does."""
+    closed this idle connection. A zero-timeout poll of the socket: no round trip."""
     sock = getattr(dbapi_connection, "_usock", None)
     if sock is None:
         return
     try:
-        closed = _tcp_closed(sock)
-        if closed is None:
-            poller = select.poll()  # not select(): no limit on the descriptor's number
-            poller.register(sock, select.POLLIN)
-            closed = bool(poller.poll(0))
+        poller = select.poll()  # not select(): no limit on the descriptor's number
+        poller.register(sock, select.POLLIN)
+        readable = poller.poll(0)
     except (OSError, ValueError) as error:  # closed socket: fileno() is -1
         raise exc.DisconnectionError("connection closed") from error
-    if closed or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+    if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
         raise exc.DisconnectionError("server closed the connection")
-
-
-def _tcp_closed(sock: socket.socket) -> bool | None:
-    """Whether a TCP connection is past ESTABLISHED; None when that cannot be read here."""
-    if sock.fileno() < 0:
-        raise ValueError("closed socket")
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    try:
-        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED
-    except OSError:
-        return None
 
 
 def _cloud_sql_creator(settings: DatabaseSettings):

@@ -30,8 +30,8 @@ def argument(params: dict[str, Any]) -> str:
     """`place_order`'s argument: times and amounts as their text (`str`), no spaces.
 
     orjson writes it in a tenth of json's time (3.2 KB; this one encode was a fifth of the
-    intake's Python time: bench.intake), the same document json writes (tests/unit/
-    test_place_order_argument.py). What orjson refuses (a lone surrogate) json writes, and the
+    handler's own Python time: bench.intake_parts), the same document json writes
+    (tests/unit/test_place_order_argument.py). What orjson refuses (a lone surrogate) json writes, and the
     database refuses it as it always has."""
     try:
         return orjson.dumps(params, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
