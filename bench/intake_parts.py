@@ -1,14 +1,17 @@
-"""What two client-side changes to the intake buy, measured against itself in one run: the
+"""What three changes to the intake buy, measured against itself in one run: the
 in-process intake (bench.intake's `ours`: signature, parse, one prepared `place_order`) with
-each undone on its own, and both undone, in alternating rounds.
+each undone on its own, and all undone, in alternating rounds.
 
     .venv/bin/python -m bench.intake_parts [--n 2000] [--concurrency 8] [--rounds 6]
 
-The two changes (shared/db/engine.py, shared/db/sessions.py):
+The three changes (shared/db/engine.py, shared/db/sessions.py, shared/domain/ids.py):
 - blocking sockets (for production parity: the Cloud SQL connector's block): undone, every
   pooled socket gets back the 5 s Python timeout pg8000 leaves on it (Python then polls before
   every send and receive);
-- orjson writes `place_order`'s argument: undone, json does.
+- orjson writes `place_order`'s argument: undone, json does;
+- time-ordered event ids (UUID version 7): undone, every event id is a random version 4 UUID,
+  as before (its insert into `event_log`'s unique index lands on a random leaf; at this bench's
+  table sizes the index stays cached: bench.event_ids measures it on its own).
 
 Printed: webhooks/s and the process's CPU per webhook (median of the rounds), and each
 variant's throughput as a ratio of the shipped one's.
@@ -22,28 +25,33 @@ import statistics
 import time
 
 from bench._common import database
+from bench.event_ids import random_v4_id
 from bench.intake import SECRET, drive, make_webhooks, ours
 from shared.db import sessions
+from shared.domain import effects, ids
+from shared.handlers import intake
 
 SHIPPED_ARGUMENT = sessions.argument
 JSON_ARGUMENT = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
-VARIANTS = {  # name: (socket timeout, json argument)
-    "shipped": (None, False),
-    "socket timeout 5 s": (5.0, False),
-    "json argument": (None, True),
-    "both undone": (5.0, True),
+VARIANTS = {  # name: (socket timeout, json argument, version 4 ids)
+    "shipped": (None, False, False),
+    "socket timeout 5 s": (5.0, False, False),
+    "json argument": (None, True, False),
+    "version 4 ids": (None, False, True),
+    "all undone": (5.0, True, True),
 }
 
 
-def configure(db, pool_size: int, timeout: float | None, use_json: bool) -> None:
+def configure(db, pool_size: int, timeout: float | None, use_json: bool, v4_ids: bool) -> None:
     held = [db.engine.raw_connection() for _ in range(pool_size)]  # every pooled connection at once
     for pooled in held:
         pooled.dbapi_connection._usock.settimeout(timeout)
     for pooled in held:
         pooled.close()
     sessions.argument = JSON_ARGUMENT if use_json else SHIPPED_ARGUMENT
+    effects.new_id = intake.new_id = random_v4_id if v4_ids else ids.new_id
 
 
 def main() -> None:

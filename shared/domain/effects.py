@@ -3,11 +3,11 @@ by the unit of work that owns them (`shared.db.unit_of_work`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.domain.ids import new_id
 from shared.domain.messages import (
     TOPIC_EMAILS,
     TOPIC_EVENTS,
@@ -23,13 +23,6 @@ from shared.domain.messages import (
 from shared.domain.model import Email, Event, OrderActionKind, TimerSpec
 from shared.domain.rows import EffectRunRow, EventRow, NoteRow, OutboxKind, OutboxRow, StoreActionRow, TimerRow
 from shared import trace as tracing
-
-
-def new_id() -> str:
-    """A random UUID (version 4, RFC 4122 variant) as text: `str(uuid.uuid4())` without building
-    the UUID object, a third of the time (three per order webhook)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass

@@ -34,7 +34,8 @@ from shared.domain.model import (
     timers_for,
 )
 from shared.db.unit_of_work import UnitOfWork
-from shared.domain.effects import Effects, new_id
+from shared.domain.effects import Effects
+from shared.domain.ids import new_id
 from shared.handlers.result import Result, ResultStatus
 from shared.stores.base import StoreActionKind
 from shared.stores.registry import NO_STORES, StoreRegistry

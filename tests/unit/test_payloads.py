@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.domain.effects import new_id
+from shared.domain.ids import new_id
 from shared.domain.messages import EmailJob, EventMessage, OrderAction, TimerPayload
 from shared.domain.model import OrderActionKind, TimerKind
 from shared.errors import InvalidField
@@ -79,13 +81,28 @@ def test_errors_never_echo_the_input(make):
     assert marker not in str(error.value)
 
 
-def test_new_ids_are_random_version_4_uuids_in_their_canonical_text():
+def test_new_ids_are_version_7_uuids_in_their_canonical_text_ordered_by_their_millisecond():
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
+    stamps = []
     for text in ids:
         parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    assert {text[19] for text in ids} == set("89ab")  # the variant's two bits are set, the rest random
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        stamps.append(parsed.int >> 80)
+    assert stamps == sorted(stamps) and before <= stamps[0] and stamps[-1] <= after
+    assert {text[19] for text in ids} == set("89ab")  # the variant's two bits, then random ones
+    rand_a = {text[15:18] for text in ids}
+    assert len(rand_a) > 1500  # 12 random bits after the version: not a counter, not constant
+
+
+def test_new_ids_on_many_threads_never_repeat():
+    with ThreadPoolExecutor(8) as pool:
+        batches = list(pool.map(lambda _: [new_id() for _ in range(1000)], range(8)))
+    ids = [one for batch in batches for one in batch]
+    assert len(set(ids)) == len(ids) == 8000
+    assert len({one[19:] for one in ids}) == 8000  # the random tails alone are distinct too
 
 
 def test_to_dict_is_every_field_in_order_after_the_version():
