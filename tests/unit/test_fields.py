@@ -4,6 +4,7 @@ numbers and times, guarded JSON — a clear error naming the field, never a cras
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from email.utils import parseaddr
@@ -95,6 +96,54 @@ def test_negative_amounts_only_where_allowed():
 ])
 def test_timestamps_in_both_store_formats(value, expected):
     assert fields.timestamp(value, "createdAt") == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2024-09-06T21:11:48.4761089Z", datetime(2024, 9, 6, 21, 11, 48, 476108, tzinfo=timezone.utc)),
+    ("2024-09-06 21:11:48.123456789-05", datetime(2024, 9, 7, 2, 11, 48, 123456, tzinfo=timezone.utc)),
+    ("2024-09-06T21:11+0530", datetime(2024, 9, 6, 15, 41, tzinfo=timezone.utc)),
+])
+def test_timestamps_past_six_fraction_digits_are_cut_and_every_offset_form_read(value, expected):
+    assert fields.timestamp(value, "createdAt") == expected
+
+
+def _read_as_before(value: str) -> datetime:
+    """What `timestamp` did before Python read these forms itself: "Z" as +00:00, the fraction cut
+    to six digits by hand."""
+    cut = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", value).replace("Z", "+00:00")
+    parsed = datetime.fromisoformat(cut)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+@st.composite
+def _times_in_range(draw) -> str:
+    """Every form `_TIME` admits, as a store would write it: T or space, seconds or not, 0 to 9
+    fraction digits, no offset, Z, or +HH, +HHMM, +HH:MM."""
+    moment = draw(st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 30)))
+    text = moment.strftime(f"%Y-%m-%d{draw(st.sampled_from('T '))}%H:%M")
+    if draw(st.booleans()):
+        text += moment.strftime(":%S")
+        digits = draw(st.integers(0, 9))
+        text += ("." + draw(st.text("0123456789", min_size=digits, max_size=digits))) if digits else ""
+    hours, minutes = draw(st.integers(0, 14)), draw(st.sampled_from([0, 30, 45]))
+    sign = draw(st.sampled_from("+-"))
+    return text + draw(st.sampled_from(["", "Z", f"{sign}{hours:02}", f"{sign}{hours:02}{minutes:02}",
+                                        f"{sign}{hours:02}:{minutes:02}"]))
+
+
+@given(st.one_of(st.from_regex(fields._TIME, fullmatch=True), _times_in_range()))
+def test_every_time_the_pattern_admits_reads_as_it_did(value):
+    try:
+        before = _read_as_before(value)
+    except (ValueError, OverflowError):  # not a date (a 31st of February): refused, as before
+        with pytest.raises(InvalidField):
+            fields.timestamp(value, "createdAt")
+        return
+    if fields.EARLIEST <= before < fields.LATEST:
+        assert fields.timestamp(value, "createdAt") == before
+    else:
+        with pytest.raises(InvalidField):
+            fields.timestamp(value, "createdAt")
 
 
 @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "1999-12-31T23:59:59Z",
