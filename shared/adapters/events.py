@@ -62,7 +62,7 @@ class PubSubPublisher:
     """
 
     def __init__(self, project: str, *, timeout: float = 30.0, check_timeout: float = 5.0) -> None:
-        """`timeout` bounds one `publish_batch` (library retries included);
+        """`timeout` bounds one `publish_batch` (one attempt per message: no client retries);
         `check_timeout` bounds each call `check()` makes."""
         self.project = project
         self.timeout = timeout
@@ -82,35 +82,18 @@ class PubSubPublisher:
             return self._client
 
     def _build_client(self):
-        from google.api_core import exceptions as api_exceptions
-        from google.api_core import retry as api_retry
         from google.api_core.timeout import ConstantTimeout
         from google.cloud import pubsub_v1
         from google.cloud.pubsub_v1.types import PublisherOptions
 
-        # The library's default publish retry keeps trying for 600 s in the
-        # background; a relay that gave up after `timeout` would then race its
-        # own late retries. Same retryable codes, bounded by our timeout.
-        retry = api_retry.Retry(
-            initial=0.1,
-            maximum=5.0,
-            multiplier=2.0,
-            predicate=api_retry.if_exception_type(
-                api_exceptions.Aborted,
-                api_exceptions.Cancelled,
-                api_exceptions.DeadlineExceeded,
-                api_exceptions.InternalServerError,
-                api_exceptions.ResourceExhausted,
-                api_exceptions.ServiceUnavailable,
-                api_exceptions.Unknown,
-            ),
-            timeout=self.timeout,
-        )
-        # ConstantTimeout, as the library itself defaults to: api_core's other
-        # timeout kinds can leave a retried attempt with no time at all.
-        options = PublisherOptions(
-            enable_message_ordering=True, retry=retry, timeout=ConstantTimeout(self.timeout),
-        )
+        # No retry inside the client. With message ordering on, the library stretches any
+        # publish retry it is given to 2**32 s: a failed batch's thread then retried in the
+        # background for as long as Pub/Sub was away, one thread per ordering key (an order),
+        # after the relay had given up and recorded the failure. One attempt per message,
+        # bounded by `timeout` (ConstantTimeout, as the library itself defaults to); a failure
+        # leaves the outbox row undelivered, and the relay re-publishes it after its backoff.
+        options = PublisherOptions(enable_message_ordering=True, retry=None,
+                                   timeout=ConstantTimeout(self.timeout))
         import google.auth.exceptions
 
         try:

@@ -179,6 +179,7 @@ def test_check_raises_transient_error_for_a_missing_topic(publisher):
 
 def test_check_and_publish_against_a_closed_port_are_transient(monkeypatch):
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    before = set(threading.enumerate())
     publisher = PubSubPublisher(PROJECT, timeout=2, check_timeout=2)
     try:
         with pytest.raises(TransientError) as caught:
@@ -191,6 +192,17 @@ def test_check_and_publish_against_a_closed_port_are_transient(monkeypatch):
         assert all(isinstance(r, TransientError) for r in results)
     finally:
         publisher.close()
+    # Nothing keeps retrying in the background once the batch has failed: the library stretches
+    # any publish retry to 2**32 s under message ordering, so the client is given none.
+    deadline = time.monotonic() + 10
+    while _commit_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _commit_threads(before) == []
+
+
+def _commit_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t not in before and "CommitBatchPublisher" in t.name and t.is_alive()]
 
 
 def test_make_publisher_picks_by_events_backend():
