@@ -9,7 +9,8 @@ the same N again (all duplicates), then the seed's pattern on the same
 driver and database, then pgbench (`-M prepared`, C clients, N transactions in
 all) calling `place_order` with the same JSON our intake sends (captured from
 the handler; each transaction's order id and UUIDs made unique in SQL from a
-sequence, its task names hashed from the order id as ours are). Rounds alternate, so machine noise falls on all three alike.
+sequence, its task names hashed from the order id as ours are). Rounds
+alternate, so machine noise falls on all three alike.
 Prints webhooks/s, round trips per webhook, and per-round ratios.
 """
 
@@ -153,7 +154,6 @@ def drive(db, handle, hooks, concurrency):
     once per hook to collect the result, a ninth thread taking the GIL from the eight measured."""
     results = [None] * len(hooks)
     indexes = iter(range(len(hooks)))  # shared: `next` on it is atomic under the GIL
-
     errors: list[BaseException] = []
 
     def worker() -> None:
