@@ -8,9 +8,11 @@ These are `shared.db`'s tools. Code outside `shared/db` writes only through the 
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Iterator
 from typing import Any
 
+import pg8000.core
 import sqlalchemy.exc
 from pg8000.converters import make_params
 from sqlalchemy import text
@@ -123,11 +125,37 @@ def _run_prepared(driver, prepared: dict, sql: str, values: tuple) -> list[list[
         if sql not in prepared:
             prepared[sql] = driver.prepare_statement(sql, ())
         name, columns, input_funcs = prepared[sql]
-        context = driver.execute_named(name, make_params(driver.py_types, values), columns, input_funcs, sql)
+        context = _bind_execute_sync(driver, name, make_params(driver.py_types, values), columns, input_funcs, sql)
     except Exception:
         prepared.pop(sql, None)
         raise
     return context.rows or []
+
+
+_INT32 = struct.Struct("!i").pack
+_INT16 = struct.Struct("!h").pack
+_EXECUTE_SYNC = pg8000.core.EXECUTE_MSG + pg8000.core.SYNC_MSG  # unnamed portal, all rows; then Sync
+
+
+def _bind_execute_sync(driver, name: bytes, params: tuple, columns, input_funcs, sql: str):
+    """pg8000's `execute_named` without its Flush messages: Bind, Execute and Sync leave in one
+    write, and the server answers in one packet (pg8000 sends a Flush after Bind and after
+    Execute, and the server then sends BindComplete, the rows and ReadyForQuery as three
+    packets: three wake-ups of the reading thread, three sends for the server). The messages
+    are as pg8000 builds them (text parameters, text results: tests/integration/test_connections.py)."""
+    bind = bytearray(b"\x00" + name + _INT16(0) + _INT16(len(params)))  # unnamed portal; all params text
+    for value in params:
+        if value is None:
+            bind += _INT32(-1)
+        else:
+            encoded = value.encode(driver._client_encoding)
+            bind += _INT32(len(encoded)) + encoded
+    bind += _INT16(0)  # results in text
+    context = pg8000.core.Context(columns=columns, input_funcs=input_funcs, statement=sql)
+    pg8000.core._write(driver._sock, pg8000.core.BIND + _INT32(len(bind) + 4) + bind + _EXECUTE_SYNC)
+    pg8000.core._flush(driver._sock)
+    driver.handle_messages(context)
+    return context
 
 
 class Database:

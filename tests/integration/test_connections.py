@@ -17,7 +17,7 @@ from shared.db import sessions
 from shared.db.database import Database
 from shared.db.engine import _drop_if_closed, _ssl_context_for, make_engine
 from shared.domain.messages import OrderPlaced
-from shared.errors import InvalidField, TransientError
+from shared.errors import InvalidField, TransientError, sqlstate
 from shared.handlers import intake
 from tests.conftest import base_env
 
@@ -63,6 +63,57 @@ def test_place_order_is_one_round_trip_once_prepared(tiny_db, settings, order_id
     assert place(tiny_db, settings, order_id) == "accepted"
     assert flushes[0] - before == 1  # Bind/Execute/Sync; no pre-ping, no Parse, no Describe
     assert place(tiny_db, settings, order_id) == "duplicate"
+
+
+class _Recording:
+    """A pg8000 connection's buffered socket, recording each write."""
+
+    def __init__(self, sock):
+        self.sock, self.writes = sock, []
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        return self.sock.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def _messages(data: bytes) -> list[bytes]:
+    """The frontend messages' type bytes in `data` (each: a type byte, an int32 length with itself)."""
+    types = []
+    while data:
+        types.append(data[:1])
+        data = data[1 + int.from_bytes(data[1:5], "big"):]
+    return types
+
+
+def test_a_prepared_statement_leaves_as_bind_execute_sync_in_one_write_with_no_flush_message(tiny_db):
+    """No Flush ('H') between Bind and Execute, nor after Execute (pg8000's `execute_named` sends
+    both): the server answers once, in one packet, not three."""
+    sql = "SELECT $1::text, $2::text, $3::int, $4::jsonb"
+    assert tiny_db.run_prepared(sql, "a", "b", 1, "{}")  # prepared on the pool's one connection
+    with tiny_db.engine.connect() as conn:
+        driver = conn.connection.dbapi_connection
+        recording = driver._sock = _Recording(driver._sock)
+    try:
+        rows = tiny_db.run_prepared(sql, None, "é ✓ \u00a0", 7, '{"k": [1, null]}')
+    finally:
+        driver._sock = recording.sock
+    assert rows == [[None, "é ✓ \u00a0", 7, {"k": [1, None]}]]  # NULL, UTF-8 and types as before
+    assert len(recording.writes) == 1
+    assert _messages(recording.writes[0]) == [b"B", b"E", b"S"]
+
+
+def test_a_prepared_statement_that_fails_leaves_the_connection_usable(tiny_db):
+    sql = "SELECT 1 / $1::int"
+    assert tiny_db.run_prepared(sql, 1) == [[1]]
+    pid = backend_pid(tiny_db)
+    with pytest.raises(InvalidField) as raised:
+        tiny_db.run_prepared(sql, 0)
+    assert sqlstate(raised.value.__cause__) == "22012"  # division by zero: the server's error, in step
+    assert tiny_db.run_prepared(sql, 2) == [[0]]
+    assert backend_pid(tiny_db) == pid  # the same connection, not replaced
 
 
 def test_a_connection_the_server_closed_is_replaced_before_anything_is_sent(db, tiny_db, settings, order_id):
