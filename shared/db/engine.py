@@ -160,14 +160,22 @@ def _cloud_sql_creator(settings: DatabaseSettings):
 
 
 def _make_connector():
+    """The Cloud SQL connector, with the application default credentials found first: the
+    connector starts its event loop's thread before it looks for them, and a connector that
+    then fails is never closed (each attempt without credentials left a thread running)."""
+    import google.auth
     import google.auth.exceptions
     from google.cloud.sql.connector import Connector, RefreshStrategy
 
     try:
-        return Connector(refresh_strategy=RefreshStrategy.LAZY)
+        credentials, _ = google.auth.default(scopes=_SQL_ADMIN_SCOPES)
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise ConfigError(
             "INSTANCE_CONNECTION_NAME",
             "the Cloud SQL connector found no Google credentials "
             "(set DATABASE_URL for a local database, or run with a service account)",
         ) from exc
+    return Connector(refresh_strategy=RefreshStrategy.LAZY, credentials=credentials)
+
+
+_SQL_ADMIN_SCOPES = ["https://www.googleapis.com/auth/sqlservice.admin"]  # as the connector asks for

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from shared.config import Settings
 from shared.db.database import Database
-from shared.db.engine import make_engine
+from shared.db.engine import _make_connector, make_engine
 from shared.db.migrate import LATEST, ensure_schema
 from shared.errors import ConfigError
 
@@ -26,6 +26,12 @@ def test_cloud_sql_without_credentials_is_a_configuration_error(monkeypatch, tmp
         engine.connect()
     assert error.value.variable == "INSTANCE_CONNECTION_NAME"
     assert "credentials" in str(error.value)
+    before = set(threading.enumerate())
+    for _ in range(3):  # every request retries the connect: none may leave a thread behind
+        with pytest.raises(ConfigError):
+            engine.connect()
+    assert set(threading.enumerate()) - before == set()
+    engine.dispose()
 
 
 def test_eight_instances_starting_together_migrate_once(fresh_database):
@@ -82,3 +88,20 @@ def test_a_version_1_database_migrates_forward(fresh_database):
     assert "superseded_session" in v11["event_log_superseded_approvals"]
     assert "no_customer_email" in v11["event_log_sessionless"]
     db.engine.dispose()
+
+
+def test_the_cloud_sql_connector_gets_the_credentials_found_first(monkeypatch):
+    """`_make_connector` looks the credentials up itself and hands them to the connector (whose
+    own look-up would come after its thread started)."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    found = AnonymousCredentials()
+    asked = []
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (asked.append(scopes), (found, "proj"))[1])
+    connector = _make_connector()
+    try:
+        assert connector._credentials is found
+        assert asked == [["https://www.googleapis.com/auth/sqlservice.admin"]]
+    finally:
+        connector.close()
