@@ -1,17 +1,21 @@
-"""What three changes to the intake buy, measured against itself in one run: the
+"""What four changes to the intake buy, measured against itself in one run: the
 in-process intake (bench.intake's `ours`: signature, parse, one prepared `place_order`) with
 each undone on its own, and all undone, in alternating rounds.
 
     .venv/bin/python -m bench.intake_parts [--n 2000] [--concurrency 8] [--rounds 6]
 
-The three changes (shared/db/engine.py, shared/db/sessions.py, shared/domain/ids.py):
+The four changes (shared/db/engine.py, shared/db/sessions.py, shared/domain/ids.py,
+shared/db/database.py):
 - blocking sockets (for production parity: the Cloud SQL connector's block): undone, every
   pooled socket gets back the 5 s Python timeout pg8000 leaves on it (Python then polls before
   every send and receive);
 - orjson writes `place_order`'s argument: undone, json does;
 - time-ordered event ids (UUID version 7): undone, every event id is a random version 4 UUID,
   as before (its insert into `event_log`'s unique index lands on a random leaf; at this bench's
-  table sizes the index stays cached: bench.event_ids measures it on its own).
+  table sizes the index stays cached: bench.event_ids measures it on its own);
+- Bind, Execute and Sync in one write: undone, the prepared statement runs through pg8000's
+  `execute_named`, which sends a Flush after Bind and after Execute (the server answers in
+  three packets).
 
 Printed: webhooks/s and the process's CPU per webhook (median of the rounds), and each
 variant's throughput as a ratio of the shipped one's.
@@ -24,6 +28,7 @@ import json
 import statistics
 import time
 
+import shared.db.database
 from bench._common import database
 from bench.event_ids import random_v4_id
 from bench.intake import SECRET, drive, make_webhooks, ours
@@ -35,16 +40,23 @@ SHIPPED_ARGUMENT = sessions.argument
 JSON_ARGUMENT = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
-VARIANTS = {  # name: (socket timeout, json argument, version 4 ids)
-    "shipped": (None, False, False),
-    "socket timeout 5 s": (5.0, False, False),
-    "json argument": (None, True, False),
-    "version 4 ids": (None, False, True),
-    "all undone": (5.0, True, True),
+VARIANTS = {  # name: (socket timeout, json argument, version 4 ids, pg8000's Flush messages)
+    "shipped": (None, False, False, False),
+    "socket timeout 5 s": (5.0, False, False, False),
+    "json argument": (None, True, False, False),
+    "version 4 ids": (None, False, True, False),
+    "flush messages": (None, False, False, True),
+    "all undone": (5.0, True, True, True),
 }
+SHIPPED_BIND = shared.db.database._bind_execute_sync
 
 
-def configure(db, pool_size: int, timeout: float | None, use_json: bool, v4_ids: bool) -> None:
+def pg8000_execute_named(driver, name, params, columns, input_funcs, sql):
+    return driver.execute_named(name, params, columns, input_funcs, sql)
+
+
+def configure(db, pool_size: int, timeout: float | None, use_json: bool, v4_ids: bool,
+              flushes: bool) -> None:
     held = [db.engine.raw_connection() for _ in range(pool_size)]  # every pooled connection at once
     for pooled in held:
         pooled.dbapi_connection._usock.settimeout(timeout)
@@ -52,6 +64,7 @@ def configure(db, pool_size: int, timeout: float | None, use_json: bool, v4_ids:
         pooled.close()
     sessions.argument = JSON_ARGUMENT if use_json else SHIPPED_ARGUMENT
     effects.new_id = intake.new_id = random_v4_id if v4_ids else ids.new_id
+    shared.db.database._bind_execute_sync = pg8000_execute_named if flushes else SHIPPED_BIND
 
 
 def main() -> None:
