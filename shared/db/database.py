@@ -152,8 +152,11 @@ def _bind_execute_sync(driver, name: bytes, params: tuple, columns, input_funcs,
             bind += _INT32(len(encoded)) + encoded
     bind += _INT16(0)  # results in text
     context = pg8000.core.Context(columns=columns, input_funcs=input_funcs, statement=sql)
-    pg8000.core._write(driver._sock, pg8000.core.BIND + _INT32(len(bind) + 4) + bind + _EXECUTE_SYNC)
-    pg8000.core._flush(driver._sock)
+    sock = driver._sock
+    if sock is None:  # closed on the driver: raised as pg8000 raises it
+        raise pg8000.core.InterfaceError("connection is closed")
+    pg8000.core._write(sock, pg8000.core.BIND + _INT32(len(bind) + 4) + bind + _EXECUTE_SYNC)
+    pg8000.core._flush(sock)
     driver.handle_messages(context)
     return context
 

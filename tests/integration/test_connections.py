@@ -105,6 +105,18 @@ def test_a_prepared_statement_leaves_as_bind_execute_sync_in_one_write_with_no_f
     assert _messages(recording.writes[0]) == [b"B", b"E", b"S"]
 
 
+def test_a_pooled_connection_closed_on_the_driver_is_transient_and_replaced(tiny_db):
+    """As pg8000's own `execute_named` does: "connection is closed", no SQLSTATE: a 503, and the
+    connection never goes back to the pool."""
+    sql = "SELECT $1::int"
+    assert tiny_db.run_prepared(sql, 1) == [[1]]
+    with tiny_db.engine.connect() as conn:
+        conn.connection.dbapi_connection.close()
+    with pytest.raises(TransientError):
+        tiny_db.run_prepared(sql, 2)
+    assert tiny_db.run_prepared(sql, 3) == [[3]]
+
+
 def test_a_prepared_statement_that_fails_leaves_the_connection_usable(tiny_db):
     sql = "SELECT 1 / $1::int"
     assert tiny_db.run_prepared(sql, 1) == [[1]]
