@@ -159,6 +159,9 @@ def _cloud_sql_creator(settings: DatabaseSettings):
     return connect
 
 
+_SQL_ADMIN_SCOPES = ["https://www.googleapis.com/auth/sqlservice.admin"]  # as the connector asks for
+
+
 def _make_connector():
     """The Cloud SQL connector, with the application default credentials found first: the
     connector starts its event loop's thread before it looks for them, and a connector that
@@ -176,6 +179,3 @@ def _make_connector():
             "(set DATABASE_URL for a local database, or run with a service account)",
         ) from exc
     return Connector(refresh_strategy=RefreshStrategy.LAZY, credentials=credentials)
-
-
-_SQL_ADMIN_SCOPES = ["https://www.googleapis.com/auth/sqlservice.admin"]  # as the connector asks for
