@@ -38,6 +38,10 @@ class Effects:
     notes: list[NoteRow] = field(default_factory=list)
     effect_runs: list[EffectRunRow] = field(default_factory=list)
     _pending_note: str | None = field(default=None, repr=False)
+    _at: str = field(init=False, repr=False)  # `now` as the rows write it: the same for every row
+
+    def __post_init__(self) -> None:
+        self._at = self.now.isoformat()
 
     def explain(self, note: str | None) -> None:
         """An operator's note for the next event recorded (the one that says what their action
@@ -47,23 +51,21 @@ class Effects:
 
     def event(self, type_: Event, **data: Any) -> None:
         """An event-log row, also published on `verification-events`."""
-        event_id = new_id()
-        occurred_at = self.now.isoformat()
-        self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=str(type_),
-                                    occurred_at=occurred_at, request_id=self.request_id,
+        event_id, kind = new_id(), str(type_)
+        self.events.append(EventRow(event_id=event_id, order_id=self.order_id, type=kind,
+                                    occurred_at=self._at, request_id=self.request_id,
                                     actor=self.actor, data=data))
         if self._pending_note:
             self.notes.append(NoteRow(event_id=event_id, order_id=self.order_id, note=self._pending_note))
             self._pending_note = None
-        message = EventMessage(id=event_id, type=str(type_), order_id=self.order_id,
-                               occurred_at=occurred_at, data=data)
-        self._publish(TOPIC_EVENTS, message, key=event_id, type_=str(type_))
+        message = EventMessage(id=event_id, type=kind, order_id=self.order_id, occurred_at=self._at, data=data)
+        self._publish(TOPIC_EVENTS, message, key=event_id, type_=kind)
 
     def note(self, type_: Event, **data: Any) -> None:
         """An event-log row only, not published (an operator's record of an erasure: it names
         no order, so it has no ordering key, and nothing downstream counts it)."""
         self.events.append(EventRow(event_id=new_id(), order_id=self.order_id, type=str(type_),
-                                    occurred_at=self.now.isoformat(), request_id=self.request_id,
+                                    occurred_at=self._at, request_id=self.request_id,
                                     actor=self.actor, data=data))
 
     def email(self, kind: Email | str, reminder_index: int = 0) -> None:
@@ -86,7 +88,7 @@ class Effects:
         `StoreRegistry.connectors_for`): its claim row, due, and its message on `order-actions`."""
         for connector in connectors:
             self.store_actions.append(StoreActionRow(order_id=self.order_id, action=action, connector=connector,
-                                                     reason=reason, requested_at=self.now.isoformat()))
+                                                     reason=reason, requested_at=self._at))
             self.store_action_message(action, connector)
 
     def store_action_message(self, action: str, connector: str) -> None:
