@@ -24,7 +24,6 @@ variant's throughput as a ratio of the shipped one's.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -37,7 +36,7 @@ from shared.domain import effects, ids
 from shared.handlers import intake
 
 SHIPPED_ARGUMENT = sessions.argument
-JSON_ARGUMENT = json.JSONEncoder(default=str, separators=(",", ":")).encode
+JSON_ARGUMENT = sessions.json_argument  # json writes the document orjson writes (rows as their fields)
 
 
 VARIANTS = {  # name: (socket timeout, json argument, version 4 ids, pg8000's Flush messages)

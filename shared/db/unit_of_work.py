@@ -38,7 +38,6 @@ from sqlalchemy.engine import Connection
 from shared.db import operator_store, outbox, sessions
 from shared.db.database import Database
 from shared.domain.effects import Effects
-from shared.domain.rows import as_records
 
 _committed: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("committed_orders", default=None)
 
@@ -130,8 +129,8 @@ class UnitOfWork:
             raise ValueError("place_order writes no effect_runs rows; a transition's effects go through commit()")
         if self._effects:
             self._effects = [each for each in self._effects if each is not fx]
-        params = {**params, "events": as_records(fx.events), "timers": as_records(fx.timers),
-                  "outbox": as_records(fx.outbox), "store_actions": as_records(fx.store_actions)}
+        params = {**params, "events": fx.events, "timers": fx.timers, "outbox": fx.outbox,
+                  "store_actions": fx.store_actions}  # rows, written as JSON records by `sessions.argument`
         written = [row.order_id for row in fx.outbox]
         if self._conn is not None:
             claimed, opened = sessions.place_order_in(self.conn, params)

@@ -40,3 +40,40 @@ def test_times_and_amounts_are_their_text_as_before():
 def test_what_orjson_refuses_is_written_as_json_writes_it():
     params = {"order_id": "a\ud800b", "big": 2**70}  # a lone surrogate; an integer past 64 bits
     assert argument(params) == JSON(params)
+
+
+def _new_session_rows():
+    from shared.domain.effects import Effects
+    from shared.domain.model import Email, Event, TimerKind, TimerSpec
+
+    when = datetime(2026, 12, 7, 2, 21, 11, 123456, tzinfo=timezone.utc)
+    fx = Effects("order-ä", when, "req-1", actor="orders")
+    fx.event(Event.ORDER_RECEIVED, provider="orders", event_id="ev-1")
+    fx.email(Email.LINK)
+    fx.schedule(TimerSpec(TimerKind.DEADLINE, 0, when + timedelta(hours=72), 1))
+    fx.store_action("hold", ("shopify",))
+    return {"events": fx.events, "timers": fx.timers, "outbox": fx.outbox, "store_actions": fx.store_actions}
+
+
+def test_rows_are_written_as_the_json_records_of_their_fields():
+    """The unit of work hands `place_order` its rows (dataclasses) as they are: each is the JSON
+    object of its fields, in order, as `as_records` and json wrote them before."""
+    from shared.domain.rows import as_records
+
+    rows = _new_session_rows()
+    params = {"order_id": "order-ä", "now": datetime(2026, 12, 7, tzinfo=timezone.utc), **rows}
+    records = {**params, **{name: as_records(each) for name, each in rows.items()}}
+    written = json.loads(argument(params))
+    assert written == json.loads(JSON(records))
+    for name, each in rows.items():  # every field, in its order
+        assert [list(record) for record in written[name]] == [list(vars(row)) for row in each]
+    assert list(written["events"][0]) == ["event_id", "order_id", "type", "occurred_at", "request_id", "actor",
+                                          "data"]
+
+
+def test_rows_beside_what_orjson_refuses_are_written_as_json_writes_their_records():
+    from shared.domain.rows import as_records
+
+    rows = _new_session_rows()
+    params = {"order_id": "a\ud800b", **rows}
+    assert argument(params) == JSON({**params, **{name: as_records(each) for name, each in rows.items()}})
