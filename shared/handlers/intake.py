@@ -80,15 +80,16 @@ def place_order(db: Database, settings: Settings, cmd: OrderPlaced, *, now: date
         return fx
 
     uow = UnitOfWork(db, now=now, request_id=request_id)
-    if keys.is_namespaced(cmd.provider) or customer is not None:
+    namespaced = keys.is_namespaced(cmd.provider)
+    if namespaced or customer is not None:
         # Only a namespaced source sends cancellations, and a void may overtake the paid
         # delivery (retried for 48 h) or race it: under the order's lock, which the void takes
         # too, a void recorded first opens nothing. A customer with a key may be a returning one
         # (DESIGN.md 3b): the record is read and used in this same transaction.
         with uow:
-            if keys.is_namespaced(cmd.provider):
+            if namespaced:
                 sessions.lock_order(uow.conn, cmd.order_id)
-            cancelled = keys.is_namespaced(cmd.provider) and sessions.cancelled_without_session(uow.conn, cmd.order_id)
+            cancelled = namespaced and sessions.cancelled_without_session(uow.conn, cmd.order_id)
             if not cancelled:
                 claimed, opened = _place_order_with_key(uow, cmd, params, new_session, customer, now, stores,
                                                         tell_returning=settings.reuse.returning_email)
