@@ -278,10 +278,11 @@ class LifecycleSettings(_Section):
 class RetentionSettings(_Section):
     """How long data is kept: a closed session's customer email, id and provider link are
     erased `sessions` after it closed (our own close time), and an open one is closed and
-    erased `sessions` after its deadline (shared.handlers.retention), and the audit trail of reads keeps an entry `sessions`; webhook idempotency rows
-    are kept `webhooks` (longer than any sender retries: they are the only replay guard of the
-    senders that sign no timestamp); delivered outbox rows, processed message ids and finished
-    local deliveries `replay` (Pub/Sub keeps a message for 7 days at most)."""
+    erased `sessions` after its deadline (shared.handlers.retention), and the audit trail of
+    reads keeps an entry `sessions`; webhook idempotency rows are kept `webhooks` (longer than
+    any sender retries: they are the only replay guard of the senders that sign no timestamp);
+    delivered outbox rows, processed message ids and finished local deliveries `replay` (Pub/Sub
+    keeps a message for 7 days at most)."""
 
     sessions: timedelta = _env("RETENTION", timedelta(days=90), read=_duration)
     webhooks: timedelta = _env("WEBHOOK_RETENTION", timedelta(days=30), read=_duration)

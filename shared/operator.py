@@ -26,8 +26,9 @@ the database only, shown by `status`, and erased with the customer.
 email as its keyed hash) before they print.
 
 Tables by default, `--json` for scripts. Actions are recorded as `cli:<database user> (<--by>)`
-(default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed before the command returns. With neither DATABASE_URL nor
-INSTANCE_CONNECTION_NAME set, it uses the running local stack's `.local/stack.env`.
+(default: your user name; the console's are `operator:<email>`, verified by IAP) and relayed
+before the command returns. With neither DATABASE_URL nor INSTANCE_CONNECTION_NAME set, it
+uses the running local stack's `.local/stack.env`.
 """
 
 from __future__ import annotations
@@ -256,16 +257,17 @@ def _print_story(story: dict[str, Any], *, separate: bool) -> None:
     s = story["session"]
     if separate:
         print()
-    print(f"order {s['order_id']}: {s['status']}, source {s['source']}, deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), "
-          f"refund {s['refund_status'] or 'none'}")
-    print(f"placed at the store {_plain(s['store_ordered_at']) + ' UTC' if s.get('store_ordered_at') else '(not given)'}, "
-          f"received {_plain(s['ordered_at'])} UTC")
+    placed = _plain(s["store_ordered_at"]) + " UTC" if s.get("store_ordered_at") else "(not given)"
+    print(f"order {s['order_id']}: {s['status']}, source {s['source']}, "
+          f"deadline {_plain(s['deadline'])} UTC (v{s['deadline_version']}), refund {s['refund_status'] or 'none'}")
+    print(f"placed at the store {placed}, received {_plain(s['ordered_at'])} UTC")
     if story.get("returning"):
         print(story["returning"]["text"])
     if story.get("record"):
         r = story["record"]
         print(f"verify once: this customer's record comes from order {r['session_id']}, "
-              f"verified {_plain(r['verified_at'])} UTC, until {_plain(r['expires_at'])} UTC (revoke ORDER --reason CODE)")
+              f"verified {_plain(r['verified_at'])} UTC, until {_plain(r['expires_at'])} UTC "
+              "(revoke ORDER --reason CODE)")
     for title, rows, columns in (
         ("timeline", _noted(story), ("occurred_at", "type", "actor", "data", "note")),
         ("timers", story["timers"], ("kind", "reminder_index", "deadline_version", "fire_at", "state")),

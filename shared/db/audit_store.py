@@ -28,8 +28,8 @@ def record(conn: Connection, entry: ReadEntry) -> None:
 def recent(conn: Connection, *, order: str | None = None, email_key: str | None = None,
            before: int | None = None, limit: int = PAGE) -> tuple[list[dict[str, Any]], int | None]:
     """The newest entries (before the id `before`), of one order (every key `order` may mean:
-    a bare `123` also finds `lightspeed:123`) and/or one email's keyed hash (both: entries matching both); and the `before` of
-    the next page (None on the last)."""
+    a bare `123` also finds `lightspeed:123`) and/or one email's keyed hash (both: entries
+    matching both); and the `before` of the next page (None on the last)."""
     query = select(read_audit.c.id, read_audit.c.at, read_audit.c.actor, read_audit.c.action,
                    read_audit.c.order_id, read_audit.c.email_key, read_audit.c.detail)
     if order:

@@ -55,7 +55,8 @@ NOW = text("now()")
 # generic key does not begin like a namespaced one (`<word>:`); any other source's key is
 # `<source>:<id>`, for a source named in lower-case words. Migration v16 spells the same text.
 KEY_MATCHES_SOURCE = (f"CASE WHEN source = '{keys.GENERIC}' THEN order_id !~ '^{keys.PREFIX.pattern}' "
-                      f"ELSE source ~ '^{keys.SOURCE_NAME}$' AND starts_with(order_id, source || '{keys.SEPARATOR}') END")
+                      f"ELSE source ~ '^{keys.SOURCE_NAME}$' "
+                      f"AND starts_with(order_id, source || '{keys.SEPARATOR}') END")
 _KIND = re.compile(r"[a-z_.]+")
 
 
@@ -161,7 +162,8 @@ Index("verification_sessions_refund_open", verification_sessions.c.order_id,
 # Sessions whose refund was asked for and is not settled: the sweeper's re-drive reads only these
 # (v17: by the request a refunding transition recorded, not by status, so an erased customer's
 # cancelled order is among them and a store's cancellation never is).
-REFUND_OWED = f"refund_requested_at IS NOT NULL AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')"
+REFUND_OWED = ("refund_requested_at IS NOT NULL "
+               f"AND (refund_status IS NULL OR refund_status = '{RefundStatus.REQUESTED}')")
 Index(
     "verification_sessions_refund_owed",
     verification_sessions.c.refund_requested_at,

@@ -395,7 +395,8 @@ class TimerSpec:
         return task_name(order_id, self.kind, self.reminder_index, self.deadline_version)
 
 
-def timers_for(start: datetime, deadline: datetime, offsets: tuple[timedelta, ...], version: int = 1) -> list[TimerSpec]:
+def timers_for(start: datetime, deadline: datetime, offsets: tuple[timedelta, ...],
+               version: int = 1) -> list[TimerSpec]:
     """One timer per reminder offset that falls before the deadline, plus the deadline."""
     timers = [
         TimerSpec(TimerKind.REMINDER, i, start + offset, version)

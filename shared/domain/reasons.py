@@ -24,7 +24,8 @@ class VerifyReason(StrEnum):
 
     ID_CHECKED_IN_STORE = "id_checked_in_store"  # staff saw photo ID at the till or at pickup
     ID_CHECKED_ON_DELIVERY = "id_checked_on_delivery"  # the courier checked photo ID at handover
-    PROVIDER_REVIEW_CONFIRMED = "provider_review_confirmed"  # the provider's own review approved; its decision never came
+    # the provider's own review approved; its decision never came
+    PROVIDER_REVIEW_CONFIRMED = "provider_review_confirmed"
     RETURNING_CUSTOMER_CONFIRMED = "returning_customer_confirmed"  # verified on an earlier order staff found
     OTHER = "other"
 

@@ -57,7 +57,8 @@ def perform(db: Database, settings: Settings, msg: EffectRun, *, now: datetime) 
         code = type(exc).__name__
         if attempts - claim["retried_from"] >= effect.max_attempts:
             return _record_failed(db, effect, msg, attempts, code, now=now)
-        effect_runs.postpone_effect_run(db, msg.order_id, effect.name, attempts, effect.retry_in(attempts - claim["retried_from"]), code)
+        effect_runs.postpone_effect_run(db, msg.order_id, effect.name, attempts,
+                                        effect.retry_in(attempts - claim["retried_from"]), code)
         raise TransientError(f"side effect {effect.name} failed ({code}); retried", component="effect") from None
     return _record_done(db, effect, msg, attempts, now=now)
 
@@ -65,7 +66,8 @@ def perform(db: Database, settings: Settings, msg: EffectRun, *, now: datetime) 
 def _record_done(db: Database, effect: Effect, msg: EffectRun, attempts: int, *, now: datetime) -> Result:
     with UnitOfWork(db, now=now) as uow:
         if not effect_runs.finish_effect_run(uow.conn, msg.order_id, effect.name, attempts):
-            return Result(ResultStatus.DUPLICATE, msg.order_id, f"side effect {effect.name} recorded by another attempt")
+            return Result(ResultStatus.DUPLICATE, msg.order_id,
+                          f"side effect {effect.name} recorded by another attempt")
         uow.effects(msg.order_id, actor=f"effect:{effect.name}").event(Event.EFFECT_DONE, effect=effect.name,
                                                                        attempts=attempts)
         uow.commit()
@@ -76,7 +78,8 @@ def _record_failed(db: Database, effect: Effect, msg: EffectRun, attempts: int, 
                    now: datetime) -> Result:
     with UnitOfWork(db, now=now) as uow:
         if not effect_runs.fail_effect_run(uow.conn, msg.order_id, effect.name, attempts, code):
-            return Result(ResultStatus.DUPLICATE, msg.order_id, f"side effect {effect.name} recorded by another attempt")
+            return Result(ResultStatus.DUPLICATE, msg.order_id,
+                          f"side effect {effect.name} recorded by another attempt")
         uow.effects(msg.order_id, actor=f"effect:{effect.name}").event(Event.EFFECT_FAILED, effect=effect.name,
                                                                        code=code, attempts=attempts)
         uow.commit()
