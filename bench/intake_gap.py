@@ -1,0 +1,104 @@
+"""Where the in-process intake's gap to pgbench lies, measured in one run: the intake as
+bench.intake drives it, the same statements with every webhook's `place_order` argument built
+before the clock starts (only `Database.run_prepared` timed: no signature check, parse,
+effects or encode), and the intake with a fixed amount of extra Python per webhook (a loop
+timed alone at about 10 µs), in alternating rounds.
+
+    .venv/bin/python -m bench.intake_gap [--n 2000] [--concurrency 8] [--rounds 6]
+
+Printed: webhooks/s per variant (median) and each variant's throughput as a ratio of the
+intake's, per round. The first ratio says how much of the gap the handler's own Python is; the
+second, what each µs of it costs under load (two cores shared with PostgreSQL, one GIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import timeit
+from datetime import datetime, timezone
+
+from bench._common import database
+from bench.intake import SECRET, drive, make_webhooks, ours
+from shared import inbound
+from shared.db import sessions
+from shared.handlers import intake
+
+
+class _Capture:
+    """Stands in for the database to keep the argument the handler would send."""
+
+    argument: str | None = None
+
+    def run_prepared(self, sql, argument):
+        self.argument = argument
+        return [[True, True]]
+
+
+def prebuilt_arguments(settings, hooks) -> list[str]:
+    capture, now = _Capture(), datetime.now(timezone.utc)
+    arguments = []
+    for body, headers in hooks:
+        event_id = inbound.verify_standard_webhook(settings.inbound.order_webhook_secret, headers, body, now)
+        intake.place_order(capture, settings, inbound.parse_order_webhook(event_id, body), now=now)
+        arguments.append(capture.argument)
+    return arguments
+
+
+def busy(iterations: int) -> int:
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total
+
+
+def iterations_for(microseconds: float) -> int:
+    """How many `busy` iterations take about `microseconds` on this machine, alone."""
+    iterations = 10
+    while timeit.timeit(lambda: busy(iterations), number=2000) / 2000 * 1e6 < microseconds:
+        iterations += 10
+    return iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    extra = iterations_for(10)
+    runs: dict[str, list[float]] = {"intake": [], "argument built beforehand": [], "intake + 10 µs Python": []}
+    with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
+        handle = ours(db, settings)
+
+        def prepared_only(argument: str) -> str:  # the fast path's statement, as `sessions.place_order` runs it
+            _, new_session = db.run_prepared(sessions._PLACE_ORDER, argument)[0]
+            return "accepted" if new_session else "duplicate"
+
+        def with_extra(hook) -> str:
+            busy(extra)
+            return handle(hook)
+
+        drive(db, handle, make_webhooks(300), args.concurrency)  # warm the pool and the plan cache
+        for _ in range(args.rounds):  # alternate, so machine noise falls on every variant alike
+            for name in runs:
+                hooks = make_webhooks(args.n)
+                if name == "argument built beforehand":
+                    work, items = prepared_only, prebuilt_arguments(settings, hooks)
+                else:
+                    work, items = (handle if name == "intake" else with_extra), hooks
+                results, elapsed, _ = drive(db, work, items, args.concurrency)
+                assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
+                runs[name].append(args.n / elapsed)
+
+    print(f"intake gap: N={args.n} new webhooks per round, concurrency={args.concurrency}, "
+          f"{args.rounds} alternating rounds (medians), in-process, one PostgreSQL on 127.0.0.1")
+    print(f"{'variant':<28}{'webhooks/s':>11}{'variant / intake':>18}  (rounds)")
+    for name, rates in runs.items():
+        ratios = [rate / base for rate, base in zip(rates, runs["intake"])]
+        print(f"{name:<28}{statistics.median(rates):>11.0f}{statistics.median(ratios):>17.2f}x"
+              f"  ({', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    main()
