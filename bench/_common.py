@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -45,6 +46,15 @@ def database(**env: str) -> Iterator[tuple[Database, Settings]]:
     finally:
         server.stop("immediate")
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def round_options(*, n: int, rounds: int, concurrency: int = 8) -> argparse.Namespace:
+    """The intake benches' options: N webhooks per round, C concurrent clients, alternating rounds."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds; medians are printed")
+    return parser.parse_args()
 
 
 class RoundTrips:

@@ -13,7 +13,6 @@ the same concurrency; the ratio is ours / DBOS per round.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench._common import SECRET, database
+from bench._common import SECRET, database, round_options
 from bench.intake import make_webhooks, ours
 
 VENV = Path(tempfile.gettempdir()) / "verification-bench-dbos-venv"
@@ -66,11 +65,7 @@ def run_ours(db, settings, n: int, concurrency: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+    args = round_options(n=500, rounds=2)
     python = dbos_python()
     if python is None:
         return

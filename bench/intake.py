@@ -16,7 +16,6 @@ Prints webhooks/s, round trips per webhook, and per-round ratios.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -31,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench._common import RoundTrips, database
+from bench._common import RoundTrips, database, round_options
 from devstack.signing import order_body, standard_webhook_headers
 from shared import inbound
 from shared.handlers import intake
@@ -93,7 +92,7 @@ def seed(db, settings):
     return handle
 
 
-class _Capture:
+class Capture:
     """Stands in for the database to capture the JSON argument the handler sends."""
 
     def __init__(self) -> None:
@@ -109,7 +108,7 @@ def place_order_script(settings) -> str:
     order id and UUIDs replaced per transaction from a sequence (ascending, as our time-ordered
     ids are), its task names by a hash of the order id, as ours are (the hash first, to spread
     Cloud Tasks' key range: shared.domain.model.task_name)."""
-    capture = _Capture()
+    capture = Capture()
     body, headers = make_webhooks(1)[0]
     ours(capture, settings)((body, headers))
     argument = json.loads(capture.argument)
@@ -189,11 +188,7 @@ def measure(db, settings, pattern, n, concurrency):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
-    args = parser.parse_args()
+    args = round_options(n=2000, rounds=3)
     runs = {"ours": [], "seed": [], "pgbench": []}
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):
         db.atomic(text("CREATE SEQUENCE IF NOT EXISTS pgbench_ids"))

@@ -13,34 +13,21 @@ second, what each µs of it costs under load (two cores shared with PostgreSQL, 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import timeit
-from datetime import datetime, timezone
 
-from bench._common import database
-from bench.intake import SECRET, drive, make_webhooks, ours
-from shared import inbound
+from bench._common import database, round_options
+from bench.intake import SECRET, Capture, drive, make_webhooks, ours
 from shared.db import sessions
-from shared.handlers import intake
-
-
-class _Capture:
-    """Stands in for the database to keep the argument the handler would send."""
-
-    argument: str | None = None
-
-    def run_prepared(self, sql, argument):
-        self.argument = argument
-        return [[True, True]]
 
 
 def prebuilt_arguments(settings, hooks) -> list[str]:
-    capture, now = _Capture(), datetime.now(timezone.utc)
+    """The argument the intake (bench.intake's `ours`) sends for each hook, captured unsent."""
+    capture = Capture()
+    handle = ours(capture, settings)
     arguments = []
-    for body, headers in hooks:
-        event_id = inbound.verify_standard_webhook(settings.inbound.order_webhook_secret, headers, body, now)
-        intake.place_order(capture, settings, inbound.parse_order_webhook(event_id, body), now=now)
+    for hook in hooks:
+        handle(hook)
         arguments.append(capture.argument)
     return arguments
 
@@ -61,11 +48,7 @@ def iterations_for(microseconds: float) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args()
+    args = round_options(n=2000, rounds=6)
     extra = iterations_for(10)
     runs: dict[str, list[float]] = {"intake": [], "argument built beforehand": [], "intake + 10 µs Python": []}
     with database(ORDER_WEBHOOK_SECRET=SECRET) as (db, settings):

@@ -23,12 +23,11 @@ variant's throughput as a ratio of the shipped one's.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import shared.db.database
-from bench._common import database
+from bench._common import database, round_options
 from bench.event_ids import random_v4_id
 from bench.intake import SECRET, drive, make_webhooks, ours
 from shared.db import sessions
@@ -67,11 +66,7 @@ def configure(db, pool_size: int, timeout: float | None, use_json: bool, v4_ids:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    args = parser.parse_args()
+    args = round_options(n=2000, rounds=6)
     pool_size = 10
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in VARIANTS}
     with database(ORDER_WEBHOOK_SECRET=SECRET, DB_POOL_SIZE=str(pool_size)) as (db, settings):
