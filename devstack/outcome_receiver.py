@@ -26,8 +26,9 @@ import json
 import threading
 from collections import defaultdict
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from devstack import http_server
 from shared.errors import BadSignature
 from shared.inbound.orders import verify_standard_webhook
 
@@ -52,8 +53,7 @@ class OutcomeReceiver:
         self.rejected: list[tuple[int, str]] = []
         self._failures: list[tuple[int, float | None]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((HOST, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = http_server.StandInServer((HOST, port), self._handler())
         self._thread: threading.Thread | None = None
 
     @property
@@ -69,13 +69,11 @@ class OutcomeReceiver:
             return [call["type"] for call in self.calls.get(order_id, [])]
 
     def start(self) -> OutcomeReceiver:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="outcome-receiver", daemon=True)
-        self._thread.start()
+        self._thread = http_server.serve(self._server, "outcome-receiver")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        http_server.stop(self._server, self._thread)
 
     def __enter__(self) -> OutcomeReceiver:
         return self.start()

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ from graphql import (
     validate,
 )
 from graphql.language import IntValueNode, VariableNode
+
+from devstack import http_server
 
 HOST = "127.0.0.1"
 SCHEMA_PATH = Path(__file__).with_name("shopify_admin.graphql")
@@ -132,7 +134,7 @@ class ShopifyStandIn:
         self._user_errors: dict[str, list[str]] = {}
         self._lost_answers: dict[str, list[float]] = {}
         self.set_bucket(max_available, restore_rate)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: http_server.StandInServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----
@@ -143,16 +145,13 @@ class ShopifyStandIn:
         class Handler(_Handler):
             shop = stand_in
 
-        self._server = ThreadingHTTPServer((HOST, self._port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="shopify-standin", daemon=True)
-        self._thread.start()
+        self._server = http_server.StandInServer((HOST, self._port), Handler)
+        self._thread = http_server.serve(self._server, "shopify-standin")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            http_server.stop(self._server, self._thread)
             self._server = None
 
     def __enter__(self) -> ShopifyStandIn:

@@ -45,9 +45,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from devstack import http_server
 
 HOST = "127.0.0.1"
 API = "/wp-json/wc/v3"
@@ -142,8 +144,7 @@ class WooCommerceStandIn:
         self._calls: list[Call] = []
         self._failures: list[_Failure] = []
         self._ids = itertools.count(1000)
-        self._server = ThreadingHTTPServer((HOST, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = http_server.StandInServer((HOST, port), self._handler())
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----
@@ -157,16 +158,11 @@ class WooCommerceStandIn:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> WooCommerceStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="woocommerce-standin", daemon=True)
-        self._thread.start()
+        self._thread = http_server.serve(self._server, "woocommerce-standin")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
+        http_server.stop(self._server, self._thread)
 
     def __enter__(self) -> WooCommerceStandIn:
         return self.start()

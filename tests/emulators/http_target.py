@@ -12,7 +12,9 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from devstack import http_server
 
 TASK_NAME_HEADER = "X-CloudTasks-TaskName"
 
@@ -41,10 +43,8 @@ class RecordingTarget:
         self._deliveries: list[Delivery] = []
         self._scripts: dict[str, deque[int]] = defaultdict(deque)
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="http-target", daemon=True)
+        self._server = http_server.StandInServer(("127.0.0.1", 0), self._handler_class())
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -52,13 +52,11 @@ class RecordingTarget:
         return f"http://{host}:{port}{self.path}"
 
     def start(self) -> RecordingTarget:
-        self._thread.start()
+        self._thread = http_server.serve(self._server, "http-target")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        http_server.stop(self._server, self._thread)
 
     def __enter__(self) -> RecordingTarget:
         return self.start()
