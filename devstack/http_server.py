@@ -16,8 +16,6 @@ import threading
 import time
 from http.server import ThreadingHTTPServer
 
-HOST = "127.0.0.1"
-
 
 class StandInServer(ThreadingHTTPServer):
     daemon_threads = True  # a handler the bounded join gave up on never holds up the interpreter's exit

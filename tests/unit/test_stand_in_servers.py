@@ -18,10 +18,10 @@ from tests.emulators.http_target import RecordingTarget
 SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 
 STAND_INS = {
-    "shopify": (lambda: ShopifyStandIn(), "POST"),
-    "woocommerce": (lambda: WooCommerceStandIn(), "GET"),
+    "shopify": (ShopifyStandIn, "POST"),
+    "woocommerce": (WooCommerceStandIn, "GET"),
     "outcome_receiver": (lambda: OutcomeReceiver(SECRET), "POST"),
-    "http_target": (lambda: RecordingTarget(), "POST"),
+    "http_target": (RecordingTarget, "POST"),
 }
 
 
