@@ -70,7 +70,7 @@ def main() -> None:
                     work, items = prepared_only, prebuilt_arguments(settings, hooks)
                 else:
                     work, items = (handle if name == "intake" else with_extra), hooks
-                results, elapsed, _ = drive(db, work, items, args.concurrency)
+                results, elapsed, _, _ = drive(db, work, items, args.concurrency)
                 assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
                 runs[name].append(args.n / elapsed)
 

@@ -77,7 +77,7 @@ def main() -> None:
                 configure(db, pool_size, *variant)
                 hooks = make_webhooks(args.n)
                 cpu = time.process_time()
-                results, elapsed, _ = drive(db, handle, hooks, args.concurrency)
+                results, elapsed, _, _ = drive(db, handle, hooks, args.concurrency)
                 cpu = time.process_time() - cpu
                 assert results.count("accepted") == args.n, "every distinct webhook must be accepted"
                 runs[name].append((args.n / elapsed, cpu / args.n * 1e6))
