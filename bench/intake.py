@@ -273,7 +273,8 @@ def main() -> None:
     alone = [[o / steady_rate(run[1]) for run in pair] for o, pair in zip(ours_steady, runs["pgbench"])]
     print(f"  against the run before / after ours alone: lowest {min(r[0] for r in alone):.2f} / "
           f"{min(r[1] for r in alone):.2f} (rounds: {', '.join(f'{b:.2f}/{a:.2f}' for b, a in alone)})")
-    whole = [o["accepted"][0] / statistics.mean(run[0] for run in pair) for o, pair in zip(runs["ours"], runs["pgbench"])]
+    whole = [o["accepted"][0] / statistics.mean(run[0] for run in pair)
+             for o, pair in zip(runs["ours"], runs["pgbench"])]
     print(f"  whole runs (ours start to end / the tps pgbench prints, cold backends and all): median "
           f"{statistics.median(whole):.2f} (rounds: {', '.join(f'{r:.2f}' for r in whole)})")
     every = [o["accepted"][0] / s["accepted"][0] for o, s in zip(runs["ours"], runs["seed"])]
