@@ -259,8 +259,9 @@ def main() -> None:
         ratios = [o[kind][0] / s[kind][0] for o, s in zip(runs["ours"], runs["seed"])]
         print(f"throughput ratio ours/seed ({kind}): median {statistics.median(ratios):.2f}x "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
-    # pgbench: per round, (before, after) ours, each (its own tps, steady rate).
-    steady = [statistics.mean(steady_rate(run[1]) for run in pair) for pair in runs["pgbench"]]
+    # pgbench: per round, (before, after) ours, each (its own tps, its completion times).
+    pgbench_steady = [[steady_rate(run[1]) for run in pair] for pair in runs["pgbench"]]
+    steady = [statistics.mean(pair) for pair in pgbench_steady]
     ours_steady = [steady_rate(o["completions"]) for o in runs["ours"]]
     ratios = [o / tps for o, tps in zip(ours_steady, steady)]
     print(f"pgbench, same place_order statement, -M prepared, {args.concurrency} clients, run just before and "
@@ -270,7 +271,7 @@ def main() -> None:
           f"{statistics.median(ours_steady):.0f} webhooks/s")
     print(f"in-process intake (accepted) / pgbench, steady: median {statistics.median(ratios):.2f} "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); target >= 0.5")
-    alone = [[o / steady_rate(run[1]) for run in pair] for o, pair in zip(ours_steady, runs["pgbench"])]
+    alone = [[o / rate for rate in pair] for o, pair in zip(ours_steady, pgbench_steady)]
     print(f"  against the run before / after ours alone: lowest {min(r[0] for r in alone):.2f} / "
           f"{min(r[1] for r in alone):.2f} (rounds: {', '.join(f'{b:.2f}/{a:.2f}' for b, a in alone)})")
     whole = [o["accepted"][0] / statistics.mean(run[0] for run in pair)
