@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pg8000.core
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from devstack.postgres import Postgres, free_port
 from shared.config import Settings
@@ -48,13 +48,64 @@ def database(**env: str) -> Iterator[tuple[Database, Settings]]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def round_options(*, n: int, rounds: int, concurrency: int = 8) -> argparse.Namespace:
-    """The intake benches' options: N webhooks per round, C concurrent clients, alternating rounds."""
+def round_options(*, n: int, rounds: int, concurrency: int = 8, apart: bool = False) -> argparse.Namespace:
+    """The intake benches' options: N webhooks per round, C concurrent clients, alternating rounds
+    (and, where the bench takes it, `--apart`: `run_apart`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=n)
     parser.add_argument("--concurrency", type=int, default=concurrency)
     parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds; medians are printed")
+    if apart:
+        parser.add_argument("--apart", action="store_true",
+                            help="PostgreSQL on one CPU, the clients on the others (not the stock measure)")
     return parser.parse_args()
+
+
+def split_cpus(cpus) -> tuple[set[int], set[int]]:
+    """(the database's CPU, the clients' CPUs) out of `cpus`: the lowest one, and the rest."""
+    ordered = sorted(cpus)
+    if len(ordered) < 2:
+        raise SystemExit("--apart needs two CPUs or more: the database on one, its clients on the rest")
+    return {ordered[0]}, set(ordered[1:])
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # after the name: state, then the parent's pid
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if _parent(int(entry.name)) == parent:
+                    found.append(int(entry.name))
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+    return found
+
+
+def run_apart(db: Database) -> tuple[set[int], set[int]]:
+    """Put the bench's PostgreSQL on one CPU and this process (its threads, and what it starts:
+    pgbench) on the others, and return (the database's CPUs, the clients'): the database's CPU
+    apart from its clients', as Cloud SQL's is apart from the functions'. Not the stock measure,
+    where the two share this machine's cores and every µs of the clients' CPU is taken from the
+    database's.
+
+    The postmaster first, so that every process it starts afterwards (a backend, an autovacuum
+    worker) is born on its CPU; then the processes it had already started (the pool's backends,
+    its own workers)."""
+    database_cpus, client_cpus = split_cpus(os.sched_getaffinity(0))
+    postmaster = _parent(db.atomic(text("SELECT pg_backend_pid()"))[0][0])
+    os.sched_setaffinity(postmaster, database_cpus)
+    for pid in children(postmaster):
+        with contextlib.suppress(ProcessLookupError):  # a worker that has just exited
+            os.sched_setaffinity(pid, database_cpus)
+    for thread in Path("/proc/self/task").iterdir():  # threads started later take their starter's
+        os.sched_setaffinity(int(thread.name), client_cpus)
+    return database_cpus, client_cpus
 
 
 class RoundTrips:
