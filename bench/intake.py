@@ -19,7 +19,8 @@ and busy, the same window on both sides, from each client's completion times,
 pgbench's from its per-transaction log), as pgbench's printed tps counts its new
 backends' first calls and its uneven end; the whole-run ratio is printed too.
 Rounds alternate, so machine noise falls on all three alike.
-Prints webhooks/s, round trips per webhook, and per-round ratios.
+Prints webhooks/s, round trips per webhook, per-round ratios, and the clients' CPU a call
+(the intake's process; pgbench's client).
 
 `--apart` puts PostgreSQL on one CPU and the clients (the intake's threads, pgbench, the seed's
 pattern) on the others (`bench._common.run_apart`): the database's CPU apart from its clients',
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -144,24 +146,33 @@ def place_order_script(settings) -> str:
             f"place_order(format($${template}$$, {', '.join(values)})::jsonb) p;\n")
 
 
-def pgbench(db, settings, script: str, n: int, concurrency: int) -> tuple[float, list[list[float]]]:
+def pgbench(db, settings, script: str, n: int, concurrency: int) -> tuple[float, list[list[float]], float]:
     """pgbench running `script` N times in all on C clients: (the transactions per second it
-    prints, each client's completion times from its per-transaction log: `steady_rate`)."""
+    prints, each client's completion times from its per-transaction log: `steady_rate`, its
+    client's CPU a transaction in µs)."""
     url = make_url(settings.database.url)
     with tempfile.TemporaryDirectory() as logs, tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
         file.write(script)
         file.flush()
+        cpu = process_cpu(resource.RUSAGE_CHILDREN)
         result = subprocess.run(
             [PGBENCH, "-n", "-M", "prepared", "-c", str(concurrency), "-j", str(min(concurrency, 2)),
              "-t", str(max(1, n // concurrency)), "-f", file.name, "-l", f"--log-prefix={logs}/log",
              "-h", url.host, "-p", str(url.port), "-U", url.username, url.database],
             capture_output=True, text=True, check=True)
+        cpu = process_cpu(resource.RUSAGE_CHILDREN) - cpu
         completions: dict[int, list[float]] = {}
         for log in Path(logs).iterdir():  # a line a transaction: client, number, latency, script, s, us
             for line in log.read_text().splitlines():
                 client, _, _, _, seconds, micros = line.split()[:6]
                 completions.setdefault(int(client), []).append(int(seconds) + int(micros) / 1e6)
-    return float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1)), list(completions.values())
+    return float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1)), list(completions.values()), cpu / n * 1e6
+
+
+def process_cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user and system) of this process, all its threads, or of its finished children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 WARM_UP = 10  # each client's first transactions: left out of the steady rate
@@ -221,13 +232,15 @@ def measure(db, settings, pattern, n, concurrency):
     """One round: n new webhooks, then the same n again (duplicates)."""
     hooks = make_webhooks(n)
     handle = pattern(db, settings)
+    cpu = process_cpu()
     accepted, accepted_s, accepted_trips, completions = drive(db, handle, hooks, concurrency)
+    cpu = process_cpu() - cpu
     assert accepted.count("accepted") == n, "every distinct webhook must be accepted"
     duplicate, duplicate_s, duplicate_trips, _ = drive(db, handle, hooks, concurrency)
     assert duplicate.count("duplicate") == n, "a second delivery must be a duplicate"
     return {"accepted": (n / accepted_s, accepted_trips.sqlalchemy / n, accepted_trips.wire / n),
             "duplicate": (n / duplicate_s, duplicate_trips.sqlalchemy / n, duplicate_trips.wire / n),
-            "completions": completions}
+            "completions": completions, "cpu": cpu / n * 1e6}
 
 
 def _cpu_list(cpus: set[int]) -> str:
@@ -291,6 +304,11 @@ def main() -> None:
              for o, pair in zip(runs["ours"], runs["pgbench"])]
     print(f"  whole runs (ours start to end / the tps pgbench prints, cold backends and all): median "
           f"{statistics.median(whole):.2f} (rounds: {', '.join(f'{r:.2f}' for r in whole)})")
+    ours_cpu = [o["cpu"] for o in runs["ours"]]
+    client_cpu = [run[2] for pair in runs["pgbench"] for run in pair]
+    print(f"clients' CPU a call (user and system; the database's not counted): the intake's process median "
+          f"{statistics.median(ours_cpu):.0f} µs a webhook (rounds: {', '.join(f'{c:.0f}' for c in ours_cpu)}), "
+          f"pgbench's client median {statistics.median(client_cpu):.0f} µs a transaction")
     every = [o["accepted"][0] / s["accepted"][0] for o, s in zip(runs["ours"], runs["seed"])]
     print(f"accepted ours/seed >= 2x in every round: {'yes' if min(every) >= 2 else 'NO'} "
           f"(lowest {min(every):.2f}x)")
