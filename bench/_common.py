@@ -99,7 +99,11 @@ def run_apart(db: Database) -> tuple[set[int], set[int]]:
     its own workers)."""
     database_cpus, client_cpus = split_cpus(os.sched_getaffinity(0))
     postmaster = _parent(db.atomic(text("SELECT pg_backend_pid()"))[0][0])
-    os.sched_setaffinity(postmaster, database_cpus)
+    try:
+        os.sched_setaffinity(postmaster, database_cpus)
+    except PermissionError:
+        raise SystemExit("--apart needs the right to set the database server's CPUs (root, or the "
+                         "server's own user)") from None
     for pid in children(postmaster):
         with contextlib.suppress(ProcessLookupError):  # a worker that has just exited
             os.sched_setaffinity(pid, database_cpus)

@@ -166,7 +166,8 @@ def pgbench(db, settings, script: str, n: int, concurrency: int) -> tuple[float,
             for line in log.read_text().splitlines():
                 client, _, _, _, seconds, micros = line.split()[:6]
                 completions.setdefault(int(client), []).append(int(seconds) + int(micros) / 1e6)
-    return float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1)), list(completions.values()), cpu / n * 1e6
+    done = sum(len(times) for times in completions.values())
+    return float(re.search(r"tps = ([0-9.]+)", result.stdout).group(1)), list(completions.values()), cpu / done * 1e6
 
 
 def process_cpu(who: int = resource.RUSAGE_SELF) -> float:
