@@ -18,6 +18,7 @@ import pg8000.core
 from sqlalchemy import event, text
 
 from devstack.postgres import Postgres, free_port
+from devstack.processes import parent_of, process_tree
 from shared.config import Settings
 from shared.db.database import Database
 from shared.db.engine import make_engine
@@ -69,24 +70,6 @@ def split_cpus(cpus) -> tuple[set[int], set[int]]:
     return {ordered[0]}, set(ordered[1:])
 
 
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])  # after the name: state, then the parent's pid
-
-
-def children(parent: int) -> list[int]:
-    """The processes whose parent is `parent`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if _parent(int(entry.name)) == parent:
-                    found.append(int(entry.name))
-            except (OSError, ValueError):  # gone meanwhile
-                continue
-    return found
-
-
 def run_apart(db: Database) -> tuple[set[int], set[int]]:
     """Put the bench's PostgreSQL on one CPU and this process (its threads, and what it starts:
     pgbench) on the others, and return (the database's CPUs, the clients'): the database's CPU
@@ -98,13 +81,13 @@ def run_apart(db: Database) -> tuple[set[int], set[int]]:
     worker) is born on its CPU; then the processes it had already started (the pool's backends,
     its own workers)."""
     database_cpus, client_cpus = split_cpus(os.sched_getaffinity(0))
-    postmaster = _parent(db.atomic(text("SELECT pg_backend_pid()"))[0][0])
+    postmaster = parent_of(db.atomic(text("SELECT pg_backend_pid()"))[0][0])
     try:
         os.sched_setaffinity(postmaster, database_cpus)
     except PermissionError:
         raise SystemExit("--apart needs the right to set the database server's CPUs (root, or the "
                          "server's own user)") from None
-    for pid in children(postmaster):
+    for pid in process_tree(postmaster)[1:]:
         with contextlib.suppress(ProcessLookupError):  # a worker that has just exited
             os.sched_setaffinity(pid, database_cpus)
     for thread in Path("/proc/self/task").iterdir():  # threads started later take their starter's

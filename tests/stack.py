@@ -27,6 +27,7 @@ import requests
 from aiosmtpd.controller import Controller
 
 from devstack.postgres import free_port
+from devstack.processes import process_tree  # noqa: F401 (the stack's tests import it from here)
 from devstack.run import FUNCTIONS, WOOCOMMERCE_STANDIN_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,23 +221,3 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every descendant, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found

@@ -1,5 +1,5 @@
 """bench.intake --apart: the bench's PostgreSQL on one CPU, the bench's own threads and what it
-starts (pgbench) on the others (`bench._common.run_apart`)."""
+starts (pgbench) on the others (`bench._common.run_apart`); and devstack.processes, which it reads."""
 
 import os
 import signal
@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bench._common import children, database, run_apart, split_cpus
+from bench._common import database, run_apart, split_cpus
+from devstack.processes import parent_of, process_tree
 
 
 def test_the_lowest_cpu_is_the_databases_and_the_rest_are_the_clients():
@@ -22,16 +23,17 @@ def test_the_lowest_cpu_is_the_databases_and_the_rest_are_the_clients():
         split_cpus({0})
 
 
-def test_a_process_children_are_read_from_proc():
+def test_a_process_tree_is_read_from_proc():
     parent = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while len(children(parent.pid)) < 2 and time.monotonic() < deadline:
+        while len(process_tree(parent.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        found = children(parent.pid)
-        assert len(found) == 2 and parent.pid not in found
+        root, *found = process_tree(parent.pid)
+        assert root == parent.pid and len(found) == 2
         assert all(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep") for pid in found)
-        assert children(found[0]) == []
+        assert all(parent_of(pid) == parent.pid for pid in found)
+        assert process_tree(found[0]) == [found[0]]
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
