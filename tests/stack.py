@@ -27,7 +27,7 @@ import requests
 from aiosmtpd.controller import Controller
 
 from devstack.postgres import free_port
-from devstack.processes import process_tree  # noqa: F401 (the stack's tests import it from here)
+from devstack.processes import process_alive, process_tree  # noqa: F401 (process_tree: the stack's tests import it from here)
 from devstack.run import FUNCTIONS, WOOCOMMERCE_STANDIN_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,12 +212,3 @@ class StackProcess:
 
     def log_text(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.log_paths if path.exists())
-
-
-def process_alive(pid: int) -> bool:
-    """Running (a zombie holds no port and counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

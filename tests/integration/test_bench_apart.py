@@ -1,5 +1,6 @@
 """bench.intake --apart: the bench's PostgreSQL on one CPU, the bench's own threads and what it
-starts (pgbench) on the others (`bench._common.run_apart`); and devstack.processes, which it reads."""
+starts (pgbench) on the others (`bench._common.run_apart`); and devstack.processes, which it
+reads, as the stack's tests do."""
 
 import os
 import signal
@@ -14,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench._common import database, run_apart, split_cpus
-from devstack.processes import parent_of, process_tree
+from devstack.processes import parent_of, process_alive, process_tree
 
 
 def test_the_lowest_cpu_is_the_databases_and_the_rest_are_the_clients():
@@ -34,9 +35,22 @@ def test_a_process_tree_is_read_from_proc():
         assert all(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep") for pid in found)
         assert all(parent_of(pid) == parent.pid for pid in found)
         assert process_tree(found[0]) == [found[0]]
+        assert all(process_alive(pid) for pid in [parent.pid, *found])
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+    assert not process_alive(parent.pid)  # reaped: no /proc entry
+    deadline = time.monotonic() + 10  # the sleeps: gone, or zombies until their new parent reaps them
+    while any(process_alive(pid) for pid in found) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(process_alive(pid) for pid in found)
+    zombie = subprocess.Popen(["true"])  # exited, not yet reaped: a zombie of this process
+    try:
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+        assert not process_alive(zombie.pid)
+    finally:
+        zombie.wait()
 
 
 def _backend_pid(conn) -> int:
