@@ -27,7 +27,7 @@ import requests
 from aiosmtpd.controller import Controller
 
 from devstack.postgres import free_port
-from devstack.processes import process_alive, process_tree  # noqa: F401 (process_tree: the stack's tests import it from here)
+from devstack.processes import process_alive, process_tree
 from devstack.run import FUNCTIONS, WOOCOMMERCE_STANDIN_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
