@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from devstack.postgres import free_port
 from devstack.task_dispatcher import TaskDispatcher
 from shared import bootstrap
 from tests.conftest import base_env
@@ -23,11 +23,24 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / ".local" / "screenshots"
 DEV_TOKEN = "browser-test-dev-token-0123456789abcdef"  # CONSOLE_DEV_TOKEN: the URL devstack.run prints carries it
 
 
-class Served:
-    """One functions-framework app on a free 127.0.0.1 port, in a thread; stopped by `close`."""
+def listening() -> socket.socket:
+    """A socket listening on a free 127.0.0.1 port, held until its server takes it over: a port
+    picked first and bound later may be taken in between, by any connection's local end (and
+    werkzeug then exits the process)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
 
-    def __init__(self, target: str, port: int, signature: str = "http") -> None:
-        self.server = make_server("127.0.0.1", port, client_for(target, signature).application, threaded=True)
+
+class Served:
+    """One functions-framework app on `sock` (`listening`), in a thread; stopped by `close`."""
+
+    def __init__(self, target: str, sock: socket.socket, signature: str = "http") -> None:
+        port = sock.getsockname()[1]
+        with sock:  # werkzeug serves a duplicate of its descriptor
+            self.server = make_server("127.0.0.1", port, client_for(target, signature).application, threaded=True,
+                                      fd=sock.fileno())
         self.url = f"http://127.0.0.1:{port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name=target)
         self.thread.start()
@@ -42,8 +55,8 @@ class Served:
 def stack(monkeypatch, database_url):
     """The console (CONSOLE_AUTH=dev) with the intake, the analytics and email subscribers and the
     dispatcher that pushes messages to them, as in the local stack."""
-    ports = {name: free_port() for name in ("console", "intake", "analytics", "emails")}
-    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    socks = {name: listening() for name in ("console", "intake", "analytics", "emails")}
+    url = {name: f"http://127.0.0.1:{sock.getsockname()[1]}" for name, sock in socks.items()}
     for key, value in base_env(
         database_url, CONSOLE_AUTH="dev", CONSOLE_SECRET="browser-test-secret", CONSOLE_DEV_TOKEN=DEV_TOKEN,
         LOCAL_SUBSCRIBER_URLS=f"verification-events={url['analytics']}/,customer-emails={url['emails']}/",
@@ -53,10 +66,10 @@ def stack(monkeypatch, database_url):
     bootstrap.reset()
     servers, stop = [], threading.Event()
     try:
-        servers.append(Served("record_analytics", ports["analytics"], "cloudevent"))
-        servers.append(Served("send_customer_email", ports["emails"], "cloudevent"))
-        servers.append(Served("webhook_intake", ports["intake"]))
-        servers.append(Served("operator_console", ports["console"]))
+        servers.append(Served("record_analytics", socks["analytics"], "cloudevent"))
+        servers.append(Served("send_customer_email", socks["emails"], "cloudevent"))
+        servers.append(Served("webhook_intake", socks["intake"]))
+        servers.append(Served("operator_console", socks["console"]))
         # Local Pub/Sub is a queue in PostgreSQL: this pushes its messages to the subscribers.
         dispatcher = TaskDispatcher(bootstrap.container().db, poll_interval=0.1)
         pushing = threading.Thread(target=dispatcher.run_forever, args=(stop,), daemon=True, name="push")
@@ -66,6 +79,8 @@ def stack(monkeypatch, database_url):
         stop.set()
         for server in servers:
             server.close()
+        for sock in socks.values():  # any a server did not take over (a failure before it)
+            sock.close()
         bootstrap.reset()
 
 
